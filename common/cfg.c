@@ -1,0 +1,488 @@
+#include "cfg.h"
+#include "err.h"
+#include "util.h"
+
+#include <errno.h>
+#include <libfyaml.h>
+#include <libgen.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct cfg_file {
+    struct fy_document *doc;
+    char *dir; /* directory of the file, for CFG_PATH */
+};
+
+struct walk {
+    struct cfg_file *file;
+    int errors;
+};
+
+#define FIELD(obj, off, T) ((T *)(void *)((char *)(obj) + (off)))
+
+static const char *type_name(enum cfg_type t)
+{
+    switch (t) {
+    case CFG_STR:
+    case CFG_PATH:
+        return "a string";
+    case CFG_ID:
+        return "an identifier ([A-Za-z0-9_.-], up to 64)";
+    case CFG_INT:
+        return "an integer";
+    case CFG_FLOAT:
+        return "a number";
+    case CFG_BOOL:
+        return "true or false";
+    case CFG_DURATION:
+        return "a duration (e.g. 500ms, 10s, 5m)";
+    case CFG_ENUM:
+        return "one of the listed values";
+    case CFG_MAP:
+        return "a mapping";
+    case CFG_LIST:
+        return "a list of mappings";
+    case CFG_STRLIST:
+        return "a list of strings";
+    }
+    return "?";
+}
+
+const char *cfg_enum_name(const struct cfg_enum *e, int value)
+{
+    for (; e && e->name; e++)
+        if (e->value == value)
+            return e->name;
+    return "?";
+}
+
+/* Levenshtein distance, small strings only: used to suggest a key. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 40 || lb > 40)
+        return 99;
+    size_t d[41][41];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++)
+        for (size_t j = 1; j <= lb; j++) {
+            size_t c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            size_t x = d[i - 1][j] + 1, y = d[i][j - 1] + 1;
+            d[i][j] = c < x ? (c < y ? c : y) : (x < y ? x : y);
+        }
+    return d[la][lb];
+}
+
+static void report(struct walk *w, struct fy_node *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void report(struct walk *w, struct fy_node *n, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fy_node_report(n, FYET_ERROR, "%s", msg);
+    w->errors++;
+}
+
+void cfg_report(struct fy_node *map, const char *key, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct fy_node *at = map;
+    if (map && key && fy_node_is_mapping(map)) {
+        struct fy_node *v = fy_node_mapping_lookup_by_string(map, key, FY_NT);
+        if (v)
+            at = v;
+    }
+    if (at)
+        fy_node_report(at, FYET_ERROR, "%s", msg);
+    else
+        fprintf(stderr, "error: %s\n", msg);
+}
+
+static bool in_range(const struct cfg_key *k, double v)
+{
+    return !(k->min < k->max) || (v >= k->min && v <= k->max);
+}
+
+static void range_text(const struct cfg_key *k, char *buf, size_t n)
+{
+    if (k->type == CFG_DURATION)
+        snprintf(buf, n, "between %.0fms and %.0fms", k->min, k->max);
+    else
+        snprintf(buf, n, "between %g and %g", k->min, k->max);
+}
+
+/* Parses scalar text for key k into obj. Returns NULL or a static-ish error
+ * message written into err. */
+static const char *parse_scalar(struct walk *w, const struct cfg_key *k, const char *text,
+                                void *obj, char *err, size_t errn)
+{
+    char rng[96];
+    switch (k->type) {
+    case CFG_STR:
+        free(*FIELD(obj, k->offset, char *));
+        *FIELD(obj, k->offset, char *) = ch_xstrdup(text);
+        return NULL;
+    case CFG_ID:
+        if (!ch_valid_id(text)) {
+            snprintf(err, errn, "key '%s': '%s' is not %s", k->key, text, type_name(k->type));
+            return err;
+        }
+        free(*FIELD(obj, k->offset, char *));
+        *FIELD(obj, k->offset, char *) = ch_xstrdup(text);
+        return NULL;
+    case CFG_PATH:
+        free(*FIELD(obj, k->offset, char *));
+        *FIELD(obj, k->offset, char *) = cfg_resolve_path(w->file ? w->file->dir : NULL, text);
+        return NULL;
+    case CFG_INT: {
+        long long v;
+        if (ch_parse_int(text, &v) != 0) {
+            snprintf(err, errn, "key '%s': expected %s, got '%s'", k->key, type_name(k->type),
+                     text);
+            return err;
+        }
+        if (!in_range(k, (double)v)) {
+            range_text(k, rng, sizeof rng);
+            snprintf(err, errn, "key '%s': %lld is out of range (%s)", k->key, v, rng);
+            return err;
+        }
+        *FIELD(obj, k->offset, int64_t) = v;
+        return NULL;
+    }
+    case CFG_FLOAT: {
+        char *end;
+        errno = 0;
+        double v = strtod(text, &end);
+        if (errno || end == text || *end || !isfinite(v)) {
+            snprintf(err, errn, "key '%s': expected %s, got '%s'", k->key, type_name(k->type),
+                     text);
+            return err;
+        }
+        if (!in_range(k, v)) {
+            range_text(k, rng, sizeof rng);
+            snprintf(err, errn, "key '%s': %g is out of range (%s)", k->key, v, rng);
+            return err;
+        }
+        *FIELD(obj, k->offset, double) = v;
+        return NULL;
+    }
+    case CFG_BOOL: {
+        static const char *const yes[] = {"true", "yes", "on"};
+        static const char *const no[] = {"false", "no", "off"};
+        for (int i = 0; i < 3; i++) {
+            if (strcasecmp(text, yes[i]) == 0) {
+                *FIELD(obj, k->offset, bool) = true;
+                return NULL;
+            }
+            if (strcasecmp(text, no[i]) == 0) {
+                *FIELD(obj, k->offset, bool) = false;
+                return NULL;
+            }
+        }
+        snprintf(err, errn, "key '%s': expected true or false, got '%s'", k->key, text);
+        return err;
+    }
+    case CFG_DURATION: {
+        int64_t ms;
+        if (ch_parse_duration_ms(text, &ms) != 0) {
+            snprintf(err, errn, "key '%s': expected %s, got '%s'", k->key, type_name(k->type),
+                     text);
+            return err;
+        }
+        if (!in_range(k, (double)ms)) {
+            range_text(k, rng, sizeof rng);
+            snprintf(err, errn, "key '%s': %s is out of range (%s)", k->key, text, rng);
+            return err;
+        }
+        *FIELD(obj, k->offset, int64_t) = ms;
+        return NULL;
+    }
+    case CFG_ENUM: {
+        for (const struct cfg_enum *e = k->enums; e && e->name; e++) {
+            if (strcmp(e->name, text) == 0) {
+                *FIELD(obj, k->offset, int) = e->value;
+                return NULL;
+            }
+        }
+        size_t off = (size_t)snprintf(err, errn, "key '%s': '%s' is not one of:", k->key, text);
+        for (const struct cfg_enum *e = k->enums; e && e->name && off < errn; e++)
+            off += (size_t)snprintf(err + off, errn - off, " %s", e->name);
+        return err;
+    }
+    default:
+        snprintf(err, errn, "key '%s': expected %s", k->key, type_name(k->type));
+        return err;
+    }
+}
+
+static void walk_map(struct walk *w, const struct cfg_key *table, struct fy_node *map, void *obj);
+
+static void walk_value(struct walk *w, const struct cfg_key *k, struct fy_node *v, void *obj)
+{
+    char err[512];
+    switch (k->type) {
+    case CFG_MAP:
+        if (!fy_node_is_mapping(v)) {
+            report(w, v, "key '%s': expected a mapping", k->key);
+            return;
+        }
+        walk_map(w, k->sub, v, FIELD(obj, k->offset, char));
+        return;
+    case CFG_LIST:
+    case CFG_STRLIST: {
+        if (!fy_node_is_sequence(v)) {
+            report(w, v, "key '%s': expected %s", k->key, type_name(k->type));
+            return;
+        }
+        struct cfg_list *l = FIELD(obj, k->offset, struct cfg_list);
+        size_t esz = k->type == CFG_LIST ? k->elem_size : sizeof(char *);
+        int n = fy_node_sequence_item_count(v);
+        l->items = ch_xcalloc((size_t)(n > 0 ? n : 1), esz);
+        l->n = 0;
+        void *it = NULL;
+        struct fy_node *item;
+        while ((item = fy_node_sequence_iterate(v, &it)) != NULL) {
+            char *elem = (char *)l->items + l->n * esz;
+            if (k->type == CFG_STRLIST) {
+                const char *s = fy_node_is_scalar(item) ? fy_node_get_scalar0(item) : NULL;
+                if (!s) {
+                    report(w, item, "key '%s': list items must be strings", k->key);
+                    continue;
+                }
+                *(char **)(void *)elem = ch_xstrdup(s);
+                l->n++;
+                continue;
+            }
+            if (!fy_node_is_mapping(item)) {
+                report(w, item, "key '%s': list items must be mappings", k->key);
+                continue;
+            }
+            if (k->node_offset >= 0)
+                *FIELD(elem, (size_t)k->node_offset, struct fy_node *) = item;
+            walk_map(w, k->sub, item, elem);
+            l->n++;
+        }
+        return;
+    }
+    default:
+        break;
+    }
+    if (!fy_node_is_scalar(v)) {
+        report(w, v, "key '%s': expected %s", k->key, type_name(k->type));
+        return;
+    }
+    const char *text = fy_node_get_scalar0(v);
+    if (!text || (!*text && k->type != CFG_STR && k->type != CFG_PATH)) {
+        report(w, v, "key '%s' has no value", k->key);
+        return;
+    }
+    const char *msg = parse_scalar(w, k, text, obj, err, sizeof err);
+    if (msg)
+        report(w, v, "%s", msg);
+}
+
+static void walk_map(struct walk *w, const struct cfg_key *table, struct fy_node *map, void *obj)
+{
+    size_t nkeys = 0;
+    while (table[nkeys].key)
+        nkeys++;
+    bool seen[64] = {false};
+    if (nkeys > CH_ARRAY_LEN(seen))
+        abort(); /* a table this large is a programming error */
+
+    void *it = NULL;
+    struct fy_node_pair *p;
+    while ((p = fy_node_mapping_iterate(map, &it)) != NULL) {
+        struct fy_node *kn = fy_node_pair_key(p);
+        struct fy_node *vn = fy_node_pair_value(p);
+        const char *key = kn && fy_node_is_scalar(kn) ? fy_node_get_scalar0(kn) : NULL;
+        if (!key) {
+            report(w, kn ? kn : map, "keys must be plain strings");
+            continue;
+        }
+        size_t i;
+        for (i = 0; i < nkeys; i++)
+            if (strcmp(table[i].key, key) == 0)
+                break;
+        if (i == nkeys) {
+            const char *best = NULL;
+            size_t bd = 3;
+            for (size_t j = 0; j < nkeys; j++) {
+                size_t d = edit_distance(key, table[j].key);
+                if (d < bd) {
+                    bd = d;
+                    best = table[j].key;
+                }
+            }
+            if (best)
+                report(w, kn, "unknown key '%s' (did you mean '%s'?)", key, best);
+            else
+                report(w, kn, "unknown key '%s'", key);
+            continue;
+        }
+        seen[i] = true;
+        if (!vn || (fy_node_is_scalar(vn) && fy_node_get_scalar0(vn) == NULL)) {
+            report(w, kn, "key '%s' has no value", key);
+            continue;
+        }
+        walk_value(w, &table[i], vn, obj);
+    }
+
+    char err[512];
+    for (size_t i = 0; i < nkeys; i++) {
+        if (seen[i])
+            continue;
+        const struct cfg_key *k = &table[i];
+        if (k->required) {
+            /* point at the first line of the mapping, not its whole extent */
+            void *fit = NULL;
+            struct fy_node_pair *first = fy_node_mapping_iterate(map, &fit);
+            report(w, first ? fy_node_pair_key(first) : map, "missing required key '%s'", k->key);
+            continue;
+        }
+        if (k->type == CFG_MAP) {
+            /* absent section: still apply the defaults of its keys */
+            struct fy_document *empty = fy_document_build_from_string(NULL, "{}", FY_NT);
+            if (empty) {
+                walk_map(w, k->sub, fy_document_root(empty), FIELD(obj, k->offset, char));
+                fy_document_destroy(empty);
+            }
+            continue;
+        }
+        if (k->def) {
+            const char *msg = parse_scalar(w, k, k->def, obj, err, sizeof err);
+            if (msg) {
+                fprintf(stderr, "internal error: bad default: %s\n", msg);
+                abort();
+            }
+        }
+    }
+}
+
+int cfg_load(const char *path, const struct cfg_key *table, void *out, struct cfg_file **file_out)
+{
+    FILE *probe = fopen(path, "r");
+    if (!probe) {
+        int e = errno;
+        fprintf(stderr, "%s: cannot open: %s\n", path, strerror(e));
+        return -e;
+    }
+    fclose(probe);
+
+    struct fy_parse_cfg pcfg = {.flags = FYPCF_DEFAULT_PARSE};
+    struct fy_document *doc = fy_document_build_from_file(&pcfg, path);
+    if (!doc) {
+        fprintf(stderr, "%s: not valid YAML (see the error above)\n", path);
+        return CH_ECONFIG;
+    }
+    struct cfg_file *f = ch_xcalloc(1, sizeof *f);
+    f->doc = doc;
+    char *tmp = ch_xstrdup(path);
+    char abs[PATH_MAX];
+    const char *d = dirname(tmp);
+    f->dir = ch_xstrdup(realpath(d, abs) ? abs : d);
+    free(tmp);
+
+    struct walk w = {.file = f, .errors = 0};
+    struct fy_node *root = fy_document_root(doc);
+    if (!root || !fy_node_is_mapping(root)) {
+        if (root)
+            report(&w, root, "the file must be a mapping of keys");
+        else {
+            fprintf(stderr, "%s: the file is empty\n", path);
+            w.errors++;
+        }
+    } else {
+        walk_map(&w, table, root, out);
+    }
+    if (w.errors) {
+        fprintf(stderr, "%s: %d error%s\n", path, w.errors, w.errors == 1 ? "" : "s");
+        cfg_file_close(f);
+        return CH_ECONFIG;
+    }
+    if (file_out)
+        *file_out = f;
+    else
+        cfg_file_close(f);
+    return 0;
+}
+
+struct fy_node *cfg_file_root(const struct cfg_file *f)
+{
+    return fy_document_root(f->doc);
+}
+
+const char *cfg_file_dir(const struct cfg_file *f)
+{
+    return f->dir;
+}
+
+char *cfg_resolve_path(const char *dir, const char *rel)
+{
+    if (rel[0] == '/' || !dir)
+        return ch_xstrdup(rel);
+    size_t len = strlen(dir) + strlen(rel) + 2;
+    char *v = ch_xmalloc(len);
+    snprintf(v, len, "%s/%s", dir, rel);
+    return v;
+}
+
+void cfg_file_close(struct cfg_file *f)
+{
+    if (!f)
+        return;
+    fy_document_destroy(f->doc);
+    free(f->dir);
+    free(f);
+}
+
+void cfg_free(const struct cfg_key *table, void *obj)
+{
+    for (const struct cfg_key *k = table; k->key; k++) {
+        switch (k->type) {
+        case CFG_STR:
+        case CFG_ID:
+        case CFG_PATH: {
+            char **p = FIELD(obj, k->offset, char *);
+            free(*p);
+            *p = NULL;
+            break;
+        }
+        case CFG_MAP:
+            cfg_free(k->sub, FIELD(obj, k->offset, char));
+            break;
+        case CFG_LIST:
+        case CFG_STRLIST: {
+            struct cfg_list *l = FIELD(obj, k->offset, struct cfg_list);
+            for (size_t i = 0; i < l->n; i++) {
+                if (k->type == CFG_LIST)
+                    cfg_free(k->sub, (char *)l->items + i * k->elem_size);
+                else
+                    free(((char **)l->items)[i]);
+            }
+            free(l->items);
+            l->items = NULL;
+            l->n = 0;
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}

@@ -1,0 +1,109 @@
+/* Declarative YAML configuration.
+ *
+ * A section of a config file is described once, by a table of struct cfg_key:
+ * the key, its type, where the value goes in a C struct, whether it is
+ * required, its default and range. cfg_load() walks the YAML nodes (libfyaml)
+ * against the table; every problem is reported with fy_node_report(), which
+ * prints "file:line:column: error: ..." and the offending line, and names the
+ * key. Unknown keys are errors. All problems in a file are reported before
+ * cfg_load() fails, so an installer fixes them in one pass.
+ *
+ * Storage per type (at .offset in the target struct):
+ *   CFG_STR, CFG_ID, CFG_PATH  char *   (heap, owned by the struct; cfg_free)
+ *   CFG_INT                    int64_t
+ *   CFG_FLOAT                  double
+ *   CFG_BOOL                   bool
+ *   CFG_DURATION               int64_t  milliseconds ("500ms", "10s", "5m", "1h")
+ *   CFG_ENUM                   int      (value from .enums)
+ *   CFG_MAP                    an embedded struct described by .sub
+ *   CFG_LIST                   struct cfg_list; elements of .elem_size described by .sub
+ *   CFG_STRLIST                struct cfg_list of char *
+ *
+ * CFG_PATH values are made absolute relative to the directory of the file.
+ * A list element struct may keep its YAML node (for later semantic errors,
+ * e.g. "unknown profile") at .node_offset in its table's CFG_LIST entry. */
+#ifndef CAREHUB_CFG_H
+#define CAREHUB_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct fy_node;
+
+enum cfg_type {
+    CFG_STR,
+    CFG_ID,
+    CFG_PATH,
+    CFG_INT,
+    CFG_FLOAT,
+    CFG_BOOL,
+    CFG_DURATION,
+    CFG_ENUM,
+    CFG_MAP,
+    CFG_LIST,
+    CFG_STRLIST,
+};
+
+struct cfg_enum {
+    const char *name;
+    int value;
+};
+
+struct cfg_list {
+    void *items;
+    size_t n;
+};
+
+struct cfg_key {
+    const char *key;
+    enum cfg_type type;
+    size_t offset;
+    bool required;
+    const char *def;              /* default, written as it would be in YAML; NULL: none */
+    double min, max;              /* range check when min < max (ms for durations) */
+    const struct cfg_enum *enums; /* CFG_ENUM: terminated by {NULL, 0} */
+    const struct cfg_key *sub;    /* CFG_MAP / CFG_LIST: table of the nested struct */
+    size_t elem_size;             /* CFG_LIST: size of one element */
+    long node_offset;             /* CFG_LIST: where an element keeps its struct fy_node *, or -1 */
+};
+
+/* Terminates every table. */
+#define CFG_END                                                                                    \
+    {                                                                                              \
+        .key = NULL                                                                                \
+    }
+
+struct cfg_file;
+
+/* Parses the YAML file at path into *out (zeroed by the caller) using table.
+ * On success returns 0 and, if file_out is non-NULL, the open document for
+ * later semantic checks (caller frees with cfg_file_close; *out owns its own
+ * strings either way). On error reports every problem on stderr and returns
+ * CH_ECONFIG (or -errno if the file cannot be read). */
+int cfg_load(const char *path, const struct cfg_key *table, void *out, struct cfg_file **file_out);
+
+void cfg_file_close(struct cfg_file *f);
+
+/* The root node of a loaded file (borrowed; valid until cfg_file_close). */
+struct fy_node *cfg_file_root(const struct cfg_file *f);
+
+/* The absolute directory of a loaded file (borrowed). */
+const char *cfg_file_dir(const struct cfg_file *f);
+
+/* Resolves rel against dir: returns a heap copy of rel if it is absolute,
+ * else "dir/rel". Caller frees. */
+char *cfg_resolve_path(const char *dir, const char *rel);
+
+/* Frees the strings and lists that cfg_load() stored in obj. */
+void cfg_free(const struct cfg_key *table, void *obj);
+
+/* Reports an error at the value of key in mapping node map (at map itself if
+ * the key is absent), printf style; the message should name the key. */
+void cfg_report(struct fy_node *map, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Looks up the enum name for a value; "?" if none. */
+const char *cfg_enum_name(const struct cfg_enum *e, int value);
+
+#endif

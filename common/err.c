@@ -1,0 +1,54 @@
+#include "err.h"
+
+#include <errno.h>
+#include <string.h>
+
+const char *ch_strerror(int err)
+{
+    switch (err) {
+    case CH_OK:
+        return "success";
+    case CH_ECONFIG:
+        return "invalid configuration";
+    case CH_EPROTO:
+        return "protocol error";
+    case CH_EINVAL:
+        return "invalid input";
+    case CH_ERETRY:
+        return "temporary failure";
+    case CH_EREJECTED:
+        return "rejected by peer";
+    case CH_EEXCEPTION:
+        return "exception reply";
+    case CH_ENOMEM:
+        return "out of memory";
+    case CH_ETIMEOUT:
+        return "timeout";
+    case CH_EFULL:
+        return "buffer full";
+    default:
+        break;
+    }
+    if (err < 0 && err > -1000)
+        return strerror(-err);
+    return "unknown error";
+}
+
+bool ch_err_retryable(int err)
+{
+    switch (err) {
+    case CH_ERETRY:
+    case CH_ETIMEOUT:
+    case CH_EFULL:
+    case -EAGAIN:
+    case -EINTR:
+    case -ETIMEDOUT:
+    case -ECONNREFUSED:
+    case -ECONNRESET:
+    case -EPIPE:
+    case -EIO:
+        return true;
+    default:
+        return false;
+    }
+}

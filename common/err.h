@@ -1,0 +1,29 @@
+/* carehub error convention: 0 is success, negative values are errors.
+ * System errors travel as -errno; carehub's own codes live below -1000 so the
+ * two never collide. ch_err_retryable() separates "try again later" from
+ * "this will never work". */
+#ifndef CAREHUB_ERR_H
+#define CAREHUB_ERR_H
+
+#include <stdbool.h>
+
+enum ch_err {
+    CH_OK = 0,
+    CH_ECONFIG = -1001,    /* configuration is invalid (fatal) */
+    CH_EPROTO = -1002,     /* peer sent something that violates the protocol */
+    CH_EINVAL = -1003,     /* bad input (payload, argument) */
+    CH_ERETRY = -1004,     /* temporary failure: retry later */
+    CH_EREJECTED = -1005,  /* peer refused the data; retrying will not help */
+    CH_EEXCEPTION = -1006, /* Modbus exception reply */
+    CH_ENOMEM = -1007,
+    CH_ETIMEOUT = -1008, /* no answer within the configured time */
+    CH_EFULL = -1009,    /* bounded buffer is full */
+};
+
+/* Returns a static string naming the error; never NULL. */
+const char *ch_strerror(int err);
+
+/* True for errors where the same operation may succeed later. */
+bool ch_err_retryable(int err);
+
+#endif

@@ -1,0 +1,156 @@
+#include "util.h"
+#include "err.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+int64_t ch_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t ch_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void ch_sleep_ms(int64_t ms)
+{
+    if (ms <= 0)
+        return;
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+int ch_parse_duration_ms(const char *s, int64_t *out_ms)
+{
+    if (!s || !*s)
+        return CH_EINVAL;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !isfinite(v) || v < 0)
+        return CH_EINVAL;
+    double mult;
+    if (*end == '\0' || strcmp(end, "s") == 0)
+        mult = 1000;
+    else if (strcmp(end, "ms") == 0)
+        mult = 1;
+    else if (strcmp(end, "m") == 0)
+        mult = 60000;
+    else if (strcmp(end, "h") == 0)
+        mult = 3600000;
+    else
+        return CH_EINVAL;
+    double ms = v * mult;
+    if (ms > 9.0e15)
+        return CH_EINVAL;
+    *out_ms = (int64_t)llround(ms);
+    return 0;
+}
+
+int ch_parse_int(const char *s, long long *out)
+{
+    if (!s || !*s)
+        return CH_EINVAL;
+    /* decimal, or hex with 0x; never octal: an installer's "0010" means ten */
+    int base = 10;
+    const char *d = s;
+    if (*d == '-' || *d == '+')
+        d++;
+    if (d[0] == '0' && (d[1] == 'x' || d[1] == 'X'))
+        base = 16;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, base);
+    if (errno || end == s || *end != '\0')
+        return CH_EINVAL;
+    *out = v;
+    return 0;
+}
+
+bool ch_strlcpy(char *dst, const char *src, size_t n)
+{
+    size_t len = strlen(src);
+    if (n == 0)
+        return len == 0;
+    size_t c = len < n - 1 ? len : n - 1;
+    memcpy(dst, src, c);
+    dst[c] = '\0';
+    return c == len;
+}
+
+static void oom(void)
+{
+    fputs("carehub: out of memory\n", stderr);
+    abort();
+}
+
+void *ch_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        oom();
+    return p;
+}
+
+void *ch_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p)
+        oom();
+    return p;
+}
+
+void *ch_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        oom();
+    return q;
+}
+
+char *ch_xstrdup(const char *s)
+{
+    char *p = strdup(s);
+    if (!p)
+        oom();
+    return p;
+}
+
+bool ch_valid_id(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!isalnum(c) && c != '_' && c != '.' && c != '-')
+            return false;
+    }
+    return true;
+}
+
+void ch_random_hex(char out[33])
+{
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
+        /* getrandom on Linux >= 3.17 does not fail for 16 bytes; fall back anyway */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        for (size_t i = 0; i < sizeof b; i++)
+            b[i] = (unsigned char)((ts.tv_nsec >> (i % 8)) ^ (ts.tv_sec >> i) ^ (long)i * 131);
+    }
+    for (size_t i = 0; i < sizeof b; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+}

@@ -1,0 +1,48 @@
+/* The driver interface. Every kind of device connection (a Modbus RTU line, a
+ * Modbus TCP gateway, later a radar UART or a BLE receiver) is a table of
+ * function pointers; the scheduler only ever calls through the table, so the
+ * core never asks what kind of bus it drives.
+ *
+ * Threading: one scheduler thread owns a bus. open/poll/close of one bus are
+ * never called concurrently; different buses run in parallel. */
+#ifndef CAREHUB_DRIVER_H
+#define CAREHUB_DRIVER_H
+
+#include "codec.h"
+#include "model.h"
+
+/* What one poll cost on the wire (for self-metrics and the coalescing bench). */
+struct drv_poll_stats {
+    unsigned requests;  /* requests sent */
+    unsigned registers; /* registers (or bits) transferred */
+};
+
+struct driver {
+    const char *name;
+    /* Bus types this driver serves (enum bus_type values), -1 terminated. */
+    const int *bus_types;
+    /* Checks a device against its profile and precomputes what polling
+     * needs (e.g. coalesced requests) into *dev_ctx (released with
+     * release()). Reports problems with cfg_report() and returns CH_ECONFIG. */
+    int (*prepare)(const struct bus_cfg *bus, const struct device_cfg *dev, void **dev_ctx);
+    void (*release)(void *dev_ctx);
+    /* Opens the bus (serial port, TCP connection). On failure returns a
+     * negative error and the scheduler retries later. */
+    int (*open)(const struct bus_cfg *bus, void **bus_ctx);
+    /* Reads one device. Fills out->metrics (allocated, caller frees via
+     * ch_reading's owner) and out->ts_ms / quality; the caller has set the
+     * ids. Returns 0, or CH_ETIMEOUT (no answer), CH_EEXCEPTION (device
+     * answered with an exception), CH_EPROTO (garbled answer), -errno for a
+     * broken connection (the scheduler then closes and reopens the bus). */
+    int (*poll)(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx, struct ch_reading *out,
+                struct drv_poll_stats *stats);
+    void (*close)(void *bus_ctx);
+};
+
+/* Finds the driver serving a bus type; NULL if none. */
+const struct driver *driver_for_bus(int bus_type);
+
+/* True if the error means the connection is broken and must be reopened. */
+bool driver_err_is_link(int err);
+
+#endif

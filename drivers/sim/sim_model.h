@@ -1,0 +1,75 @@
+/* Built-in device models: the register maps of real meters found in care
+ * homes and nurseries, and how engineering values are encoded into them.
+ *
+ * A model names its metrics (what the value generator and the scenario
+ * act on) and lists its registers; each register says which metric it shows
+ * and how. deploy/sim/README.md documents the same maps for the authors of
+ * the edge's device profiles; the tables in sim_model.c are the truth. */
+#ifndef CAREHUB_SIM_MODEL_H
+#define CAREHUB_SIM_MODEL_H
+
+#include "sim_value.h"
+
+#include <modbus.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SIM_MODEL_MAX_METRICS 8
+
+enum sim_table {
+    SIM_HOLDING, /* FC03 / FC06 / FC16 */
+    SIM_INPUT,   /* FC04 */
+};
+
+enum sim_enc {
+    SIM_ENC_U16,      /* round(value * scale), clamped to 0..65535 */
+    SIM_ENC_I16,      /* round(value * scale), clamped to -32768..32767, two's complement */
+    SIM_ENC_F32_CDAB, /* IEEE-754 single over two registers, low word first */
+    SIM_ENC_FLAG_GE,  /* 1 when value >= scale (a threshold), else 0 */
+    SIM_ENC_UNIT,     /* the device's own slave address */
+    SIM_ENC_CONST,    /* the constant konst */
+};
+
+struct sim_reg {
+    enum sim_table table;
+    uint16_t addr; /* zero-based PDU address */
+    enum sim_enc enc;
+    int metric;     /* index into the model's metrics; -1 for UNIT and CONST */
+    double scale;   /* U16/I16: multiplier; FLAG_GE: threshold */
+    uint16_t konst; /* CONST */
+};
+
+struct sim_model {
+    const char *name; /* as written in the simulator config: "jxct-th" */
+    uint8_t default_unit;
+    const struct sim_metric *metrics[SIM_MODEL_MAX_METRICS];
+    size_t nmetrics;
+    const struct sim_reg *regs;
+    size_t nregs;
+};
+
+/* The model called name, or NULL. Returns a static table. */
+const struct sim_model *sim_model_find(const char *name);
+
+/* Writes the names of all models, space separated, into buf (for error
+ * messages). */
+void sim_model_names(char *buf, size_t n);
+
+/* Index of metric name in model m, or -1. */
+int sim_model_metric(const struct sim_model *m, const char *name);
+
+/* A libmodbus mapping that covers every register of m, all zero. Caller
+ * frees with modbus_mapping_free(). Returns NULL (errno set) on failure. */
+modbus_mapping_t *sim_model_mapping_new(const struct sim_model *m);
+
+/* Encodes values (one per metric of m, in engineering units) and the
+ * device's address into map (from sim_model_mapping_new for the same m). */
+void sim_model_encode(const struct sim_model *m, const double *values, uint8_t unit,
+                      modbus_mapping_t *map);
+
+/* Register encodings, exposed for tests. */
+uint16_t sim_model_enc_u16(double value, double scale);
+uint16_t sim_model_enc_i16(double value, double scale);
+void sim_model_enc_f32_cdab(double value, uint16_t out[2]);
+
+#endif

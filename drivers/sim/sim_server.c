@@ -1,0 +1,621 @@
+#include "sim_server.h"
+
+#include "log.h"
+#include "sim_frame.h"
+#include "sim_slave.h"
+#include "util.h"
+
+#include <errno.h>
+#include <modbus.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_CLIENTS 1024      /* over all TCP endpoints; more are refused */
+#define RTU_REOPEN_MS 1000    /* retry period for a lost RTU line */
+#define RTU_MIN_SILENCE_MS 50 /* PTYs and socat add jitter well above 3.5 characters */
+#define MAX_WAIT_MS 1000      /* the loop looks at the clock at least this often */
+
+struct conn {
+    int fd;
+    size_t len;
+    uint8_t buf[SIM_TCP_MAX_ADU];
+    char peer[80];
+};
+
+struct endpoint {
+    const struct sim_endpoint_conf *conf;
+    modbus_t *ctx; /* reply engine; for RTU it also owns the line's fd */
+    struct sim_slave *by_unit[256];
+    /* TCP */
+    int listen_fd;
+    struct conn **conns;
+    size_t nconns;
+    /* RTU */
+    struct sim_rtu_framer *framer;
+    bool line_open;
+    int64_t reopen_at_ms; /* monotonic */
+    /* counters */
+    uint64_t accepted, bad_header, unknown_unit, broadcast, send_failed;
+};
+
+/* What one pollfd belongs to. */
+struct watch {
+    struct endpoint *ep;
+    struct conn *conn; /* NULL: the listening socket or the RTU line */
+};
+
+struct sim_server {
+    const struct sim_config *cfg;
+    struct sim_server_opts opts;
+    struct endpoint *eps;
+    struct sim_slave **slaves;
+    size_t nclients;
+    /* Clocks. The scenario time is (monotonic - start) * speed; values are
+     * computed for Unix time start_wall_ms + scenario time. */
+    int64_t start_wall_ms, start_mono_ms;
+    int64_t mono_ms, at_ms; /* taken once per loop pass */
+    size_t next_event;      /* first scenario event not yet logged */
+    int64_t next_stats_ms;  /* monotonic */
+    struct pollfd *pfds;
+    struct watch *watch;
+    size_t pcap;
+};
+
+static void clock_update(struct sim_server *srv)
+{
+    srv->mono_ms = ch_mono_ms();
+    srv->at_ms = (int64_t)((double)(srv->mono_ms - srv->start_mono_ms) * srv->opts.speed);
+}
+
+struct sim_server *sim_server_new(const struct sim_config *cfg, const struct sim_server_opts *opts)
+{
+    struct sim_server *srv = ch_xcalloc(1, sizeof *srv);
+    srv->cfg = cfg;
+    srv->opts = *opts;
+    srv->eps = ch_xcalloc(cfg->nendpoints, sizeof *srv->eps);
+    for (size_t i = 0; i < cfg->nendpoints; i++) {
+        srv->eps[i].conf = &cfg->endpoints[i];
+        srv->eps[i].listen_fd = -1;
+    }
+    srv->slaves = ch_xcalloc(cfg->nslaves, sizeof *srv->slaves);
+    for (size_t i = 0; i < cfg->nslaves; i++) {
+        const struct sim_slave_conf *sc = &cfg->slaves[i];
+        srv->slaves[i] =
+            sim_slave_new(sc->name, sc->unit, sc->model, cfg->seed, cfg->utc_offset_min);
+        srv->eps[sc->endpoint].by_unit[sc->unit] = srv->slaves[i];
+    }
+    for (size_t i = 0; i < cfg->nevents; i++) { /* sorted by time, as the slaves need */
+        const struct sim_event_conf *ev = &cfg->events[i];
+        if (ev->kind == SIM_EVENT_FAULT)
+            sim_slave_add_fault(srv->slaves[ev->slave], &ev->fault);
+        else
+            sim_slave_add_set(srv->slaves[ev->slave], ev->metric, &ev->set);
+    }
+    return srv;
+}
+
+/* ---- opening ---------------------------------------------------------- */
+
+static int tcp_listen(struct endpoint *ep)
+{
+    const struct sim_endpoint_conf *c = ep->conf;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res;
+    int gai = getaddrinfo(c->host, c->port, &hints, &res);
+    if (gai != 0) {
+        LOGE("sim", c->id, "cannot resolve %s: %s", c->host, gai_strerror(gai));
+        return -EINVAL;
+    }
+    int err = -EADDRNOTAVAIL;
+    /* IPv4 first: "localhost" then means 127.0.0.1, where clients look. */
+    for (int pass = 0; pass < 2 && ep->listen_fd < 0; pass++) {
+        for (struct addrinfo *ai = res; ai && ep->listen_fd < 0; ai = ai->ai_next) {
+            if ((ai->ai_family == AF_INET) != (pass == 0))
+                continue;
+            int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            int one = 1;
+            if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+                bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+                err = -errno;
+                if (fd >= 0)
+                    close(fd);
+                continue;
+            }
+            ep->listen_fd = fd;
+        }
+    }
+    freeaddrinfo(res);
+    if (ep->listen_fd < 0) {
+        LOGE("sim", c->id, "cannot listen on %s:%s: %s", c->host, c->port, strerror(-err));
+        return err;
+    }
+    ep->ctx = modbus_new_tcp(NULL, 0); /* never connected: modbus_reply sends on the client fd */
+    if (!ep->ctx) {
+        LOGE("sim", c->id, "cannot create a libmodbus context: %s", modbus_strerror(errno));
+        return -ENOMEM;
+    }
+    LOGI("sim", c->id, "listening on %s:%s (Modbus TCP)", c->host, c->port);
+    return 0;
+}
+
+/* Opens (or reopens) the RTU line; libmodbus sets up termios. */
+static int rtu_open(struct endpoint *ep)
+{
+    if (modbus_connect(ep->ctx) < 0) {
+        int err = errno;
+        ep->reopen_at_ms = ch_mono_ms() + RTU_REOPEN_MS;
+        return -err;
+    }
+    ep->line_open = true;
+    return 0;
+}
+
+static int rtu_setup(struct endpoint *ep)
+{
+    const struct sim_endpoint_conf *c = ep->conf;
+    ep->ctx = modbus_new_rtu(c->path, c->baud, c->parity, c->data_bits, c->stop_bits);
+    if (!ep->ctx) {
+        LOGE("sim", c->id, "cannot create a libmodbus RTU context for %s: %s", c->path,
+             modbus_strerror(errno));
+        return -EINVAL;
+    }
+    /* 3.5 characters of start + data + parity + stop bits */
+    int bits = 1 + c->data_bits + (c->parity != 'N') + c->stop_bits;
+    int64_t silence = (int64_t)(3.5 * bits * 1000.0 / c->baud) + 1;
+    ep->framer = sim_rtu_framer_new(silence > RTU_MIN_SILENCE_MS ? silence : RTU_MIN_SILENCE_MS);
+    int rc = rtu_open(ep);
+    if (rc < 0) {
+        LOGE("sim", c->id, "cannot open RTU line %s: %s (for a simulated bus, start socat first)",
+             c->path, strerror(-rc));
+        return rc;
+    }
+    LOGI("sim", c->id, "serving RTU line %s at %d %d%c%d", c->path, c->baud, c->data_bits,
+         c->parity, c->stop_bits);
+    return 0;
+}
+
+int sim_server_open(struct sim_server *srv)
+{
+    for (size_t i = 0; i < srv->cfg->nendpoints; i++) {
+        struct endpoint *ep = &srv->eps[i];
+        int rc = ep->conf->transport == SIM_TCP ? tcp_listen(ep) : rtu_setup(ep);
+        if (rc < 0)
+            return rc;
+    }
+    srv->start_wall_ms = ch_now_ms();
+    srv->start_mono_ms = ch_mono_ms();
+    clock_update(srv);
+    srv->next_stats_ms = srv->mono_ms + srv->opts.stats_interval_ms;
+    LOGI("sim", NULL, "care-sim ready: %zu endpoints, %zu slaves, %zu scenario events, speed %g",
+         srv->cfg->nendpoints, srv->cfg->nslaves, srv->cfg->nevents, srv->opts.speed);
+    return 0;
+}
+
+/* ---- answering -------------------------------------------------------- */
+
+/* Writes a whole short frame; the socket or line is non-blocking, so a peer
+ * that stopped reading makes this fail rather than stall the loop. */
+static int send_all(int fd, const uint8_t *p, size_t n, bool tcp)
+{
+    ssize_t w = tcp ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
+    if (w < 0)
+        return -errno;
+    return (size_t)w == n ? 0 : -EAGAIN;
+}
+
+/* A corrupt answer for the garbage fault. RTU: a reply of the right shape
+ * and length whose CRC is wrong. TCP: a reply with a valid MBAP header whose
+ * PDU says it carries 0 bytes, which no request asked for. */
+static int send_garbage(struct endpoint *ep, struct conn *c, const uint8_t *adu, size_t len)
+{
+    uint8_t out[SIM_RTU_MAX_ADU];
+    size_t k = 0;
+    if (c) {
+        uint8_t tcp[] = {adu[0], adu[1], 0, 0, 0, 3, adu[6], adu[7], 0};
+        return send_all(c->fd, tcp, sizeof tcp, true);
+    }
+    unsigned fc = adu[1];
+    out[k++] = adu[0];
+    out[k++] = adu[1];
+    size_t data = 4; /* write replies echo address and quantity */
+    if (fc >= 0x01 && fc <= 0x04 && len == 8) {
+        unsigned qty = (unsigned)adu[4] << 8 | adu[5];
+        data = fc <= 0x02 ? (qty + 7) / 8 : 2u * qty;
+        if (data > 250)
+            data = 250;
+        out[k++] = (uint8_t)data;
+    }
+    for (size_t i = 0; i < data; i++)
+        out[k++] = (uint8_t)(0xA5 ^ (i * 37));
+    uint16_t crc = sim_frame_crc16(out, k) ^ 0xFFFF; /* deliberately wrong */
+    out[k++] = (uint8_t)(crc & 0xFF);
+    out[k++] = (uint8_t)(crc >> 8);
+    return send_all(modbus_get_socket(ep->ctx), out, k, false);
+}
+
+/* Answers one framed request: adu is a whole RTU frame (CRC included) when
+ * c is NULL, else a whole TCP frame from client c. Returns 0, or a negative
+ * error when the answer could not be sent. */
+static int dispatch(struct sim_server *srv, struct endpoint *ep, struct conn *c,
+                    const uint8_t *adu, size_t len)
+{
+    size_t hdr = c ? 7 : 1;
+    uint8_t unit = adu[hdr - 1];
+    const uint8_t *pdu = adu + hdr;
+    size_t n = len - hdr - (c ? 0 : 2);
+    if (!c && unit == 0) {
+        ep->broadcast++; /* broadcasts are not simulated: no slave acts on them */
+        return 0;
+    }
+    struct sim_slave *s = ep->by_unit[unit];
+    if (c)
+        modbus_set_socket(ep->ctx, c->fd);
+    if (!s) {
+        ep->unknown_unit++;
+        LOGD("sim", ep->conf->id, "request for unit %u, which is not simulated here", unit);
+        if (!c)
+            return 0; /* nobody on the bus answers */
+        return modbus_reply_exception(ep->ctx, adu, MODBUS_EXCEPTION_GATEWAY_TARGET) < 0 ? -errno
+                                                                                        : 0;
+    }
+    uint8_t code = 0;
+    int rc = 0;
+    switch (sim_slave_answer(s, pdu, n, srv->start_wall_ms, srv->at_ms, &code)) {
+    case SIM_ANSWER_REPLY:
+        rc = modbus_reply(ep->ctx, adu, (int)len, sim_slave_mapping(s)) < 0 ? -errno : 0;
+        break;
+    case SIM_ANSWER_EXCEPTION:
+        rc = modbus_reply_exception(ep->ctx, adu, code) < 0 ? -errno : 0;
+        break;
+    case SIM_ANSWER_SILENT:
+        break;
+    case SIM_ANSWER_GARBAGE:
+        rc = send_garbage(ep, c, adu, len);
+        break;
+    }
+    if (rc < 0) {
+        ep->send_failed++;
+        LOGW("sim", sim_slave_name(s), "cannot send the answer%s%s: %s", c ? " to " : "",
+             c ? c->peer : "", modbus_strerror(-rc));
+    }
+    return rc;
+}
+
+/* ---- TCP clients ------------------------------------------------------ */
+
+static void conn_close(struct sim_server *srv, struct endpoint *ep, size_t i, const char *why)
+{
+    struct conn *c = ep->conns[i];
+    LOGI("sim", ep->conf->id, "client %s %s", c->peer, why);
+    close(c->fd);
+    free(c);
+    ep->conns[i] = ep->conns[--ep->nconns];
+    srv->nclients--;
+}
+
+static void tcp_accept(struct sim_server *srv, struct endpoint *ep)
+{
+    struct sockaddr_storage sa;
+    socklen_t salen = sizeof sa;
+    int fd = accept4(ep->listen_fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            LOGW("sim", ep->conf->id, "accept failed: %s", strerror(errno));
+        return;
+    }
+    char host[64] = "?", port[16] = "?";
+    getnameinfo((struct sockaddr *)&sa, salen, host, sizeof host, port, sizeof port,
+                NI_NUMERICHOST | NI_NUMERICSERV);
+    if (srv->nclients >= MAX_CLIENTS) {
+        LOGW("sim", ep->conf->id, "refusing client %s:%s: already %d clients", host, port,
+             MAX_CLIENTS);
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct conn *c = ch_xcalloc(1, sizeof *c);
+    c->fd = fd;
+    snprintf(c->peer, sizeof c->peer, "%s:%s", host, port);
+    ep->conns = ch_xrealloc(ep->conns, (ep->nconns + 1) * sizeof *ep->conns);
+    ep->conns[ep->nconns++] = c;
+    srv->nclients++;
+    ep->accepted++;
+    LOGI("sim", ep->conf->id, "client %s connected", c->peer);
+}
+
+/* Reads from client c and answers every whole frame. Returns false when the
+ * client is gone or has to go (the caller closes it), with *why set. */
+static bool tcp_serve(struct sim_server *srv, struct endpoint *ep, struct conn *c,
+                      const char **why)
+{
+    ssize_t r = recv(c->fd, c->buf + c->len, sizeof c->buf - c->len, 0);
+    if (r == 0) {
+        *why = "disconnected";
+        return false;
+    }
+    if (r < 0) {
+        if (errno == EAGAIN || errno == EINTR)
+            return true;
+        *why = "lost (receive failed)";
+        LOGW("sim", ep->conf->id, "client %s: %s", c->peer, strerror(errno));
+        return false;
+    }
+    c->len += (size_t)r;
+    for (;;) {
+        int want = sim_frame_mbap_len(c->buf, c->len);
+        if (want < 0) {
+            ep->bad_header++;
+            LOGW("sim", ep->conf->id,
+                 "client %s sent a bad MBAP header (protocol id %u, length %u); closing it",
+                 c->peer, (unsigned)c->buf[2] << 8 | c->buf[3],
+                 (unsigned)c->buf[4] << 8 | c->buf[5]);
+            *why = "closed after a bad header";
+            return false;
+        }
+        if (want == 0 || c->len < (size_t)want)
+            return true;
+        if (dispatch(srv, ep, c, c->buf, (size_t)want) < 0) {
+            *why = "closed: the answer could not be sent";
+            return false;
+        }
+        memmove(c->buf, c->buf + want, c->len - (size_t)want);
+        c->len -= (size_t)want;
+    }
+}
+
+/* ---- RTU line --------------------------------------------------------- */
+
+static void rtu_drain(struct sim_server *srv, struct endpoint *ep)
+{
+    uint8_t frame[SIM_RTU_MAX_ADU];
+    size_t n;
+    while ((n = sim_rtu_framer_next(ep->framer, frame, srv->mono_ms)) > 0)
+        dispatch(srv, ep, NULL, frame, n);
+}
+
+static void rtu_lost(struct endpoint *ep, const char *why)
+{
+    LOGE("sim", ep->conf->id, "RTU line %s lost (%s); reopening every %d ms", ep->conf->path, why,
+         RTU_REOPEN_MS);
+    modbus_close(ep->ctx);
+    ep->line_open = false;
+    ep->reopen_at_ms = ch_mono_ms() + RTU_REOPEN_MS;
+}
+
+static void rtu_serve(struct sim_server *srv, struct endpoint *ep, short revents)
+{
+    /* Bytes left from before a silence are judged before new ones join them. */
+    rtu_drain(srv, ep);
+    uint8_t buf[SIM_RTU_MAX_ADU * 2];
+    size_t room = sim_rtu_framer_space(ep->framer);
+    ssize_t r = read(modbus_get_socket(ep->ctx), buf, room < sizeof buf ? room : sizeof buf);
+    if (r > 0) {
+        sim_rtu_framer_feed(ep->framer, buf, (size_t)r, srv->mono_ms);
+        rtu_drain(srv, ep);
+    } else if (r == 0) {
+        rtu_lost(ep, "end of file");
+    } else if (errno != EAGAIN && errno != EINTR) {
+        rtu_lost(ep, strerror(errno));
+    } else if (revents & (POLLHUP | POLLERR)) {
+        rtu_lost(ep, "hang-up");
+    }
+}
+
+static void rtu_retry(struct sim_server *srv, struct endpoint *ep)
+{
+    if (ep->line_open || srv->mono_ms < ep->reopen_at_ms)
+        return;
+    if (rtu_open(ep) == 0)
+        LOGI("sim", ep->conf->id, "RTU line %s reopened", ep->conf->path);
+}
+
+/* ---- loop ------------------------------------------------------------- */
+
+static void log_event(const struct sim_server *srv, const struct sim_event_conf *ev)
+{
+    const struct sim_slave *s = srv->slaves[ev->slave];
+    double at_s = (double)ev->at_ms / 1000.0;
+    if (ev->kind == SIM_EVENT_FAULT) {
+        if (ev->fault.fault == SIM_FAULT_EXCEPTION)
+            LOGI("sim", sim_slave_name(s), "scenario %gs: fault exception (code %u)", at_s,
+                 ev->fault.exception_code);
+        else
+            LOGI("sim", sim_slave_name(s), "scenario %gs: fault %s", at_s,
+                 cfg_enum_name(sim_fault_names, (int)ev->fault.fault));
+        return;
+    }
+    const char *metric = sim_slave_model(s)->metrics[ev->metric]->name;
+    switch (ev->set.kind) {
+    case SIM_SET_VALUE:
+        LOGI("sim", sim_slave_name(s), "scenario %gs: %s held at %g", at_s, metric,
+             ev->set.value);
+        break;
+    case SIM_SET_RAMP:
+        LOGI("sim", sim_slave_name(s), "scenario %gs: %s ramps to %g over %gs", at_s, metric,
+             ev->set.value, (double)ev->set.over_ms / 1000.0);
+        break;
+    case SIM_SET_RELEASE:
+        LOGI("sim", sim_slave_name(s), "scenario %gs: %s back on its simulated curve", at_s,
+             metric);
+        break;
+    }
+}
+
+void sim_server_log_stats(const struct sim_server *srv)
+{
+    for (size_t i = 0; i < srv->cfg->nendpoints; i++) {
+        const struct endpoint *ep = &srv->eps[i];
+        if (ep->conf->transport == SIM_TCP) {
+            LOGI("sim", ep->conf->id,
+                 "stats: %zu clients (%llu accepted), %llu for unknown units, %llu bad headers, "
+                 "%llu send failures",
+                 ep->nconns, (unsigned long long)ep->accepted,
+                 (unsigned long long)ep->unknown_unit, (unsigned long long)ep->bad_header,
+                 (unsigned long long)ep->send_failed);
+        } else {
+            const struct sim_rtu_stats *st = sim_rtu_framer_stats(ep->framer);
+            LOGI("sim", ep->conf->id,
+                 "stats: line %s, %llu frames, %llu bad CRC, %llu bytes dropped, %llu for "
+                 "unknown units, %llu broadcasts, %llu send failures",
+                 ep->line_open ? "open" : "lost", (unsigned long long)st->frames,
+                 (unsigned long long)st->bad_crc, (unsigned long long)st->dropped,
+                 (unsigned long long)ep->unknown_unit, (unsigned long long)ep->broadcast,
+                 (unsigned long long)ep->send_failed);
+        }
+    }
+    for (size_t i = 0; i < srv->cfg->nslaves; i++) {
+        const struct sim_slave_stats *st = sim_slave_stats(srv->slaves[i]);
+        LOGI("sim", sim_slave_name(srv->slaves[i]),
+             "stats: unit %u on %s: served %llu, exceptions %llu, ignored %llu, garbage %llu",
+             sim_slave_unit(srv->slaves[i]),
+             srv->cfg->endpoints[srv->cfg->slaves[i].endpoint].id, (unsigned long long)st->served,
+             (unsigned long long)st->exceptions, (unsigned long long)st->ignored,
+             (unsigned long long)st->garbage);
+    }
+}
+
+/* Time-driven work; returns how long the loop may wait (ms). */
+static int64_t tick(struct sim_server *srv)
+{
+    int64_t wait = MAX_WAIT_MS;
+    const struct sim_config *cfg = srv->cfg;
+    while (srv->next_event < cfg->nevents && cfg->events[srv->next_event].at_ms <= srv->at_ms)
+        log_event(srv, &cfg->events[srv->next_event++]);
+    if (srv->next_event < cfg->nevents) {
+        double until = (double)(cfg->events[srv->next_event].at_ms - srv->at_ms) / srv->opts.speed;
+        if (until < (double)wait)
+            wait = (int64_t)until + 1;
+    }
+    if (srv->opts.stats_interval_ms > 0) {
+        if (srv->mono_ms >= srv->next_stats_ms) {
+            sim_server_log_stats(srv);
+            srv->next_stats_ms = srv->mono_ms + srv->opts.stats_interval_ms;
+        }
+        if (srv->next_stats_ms - srv->mono_ms < wait)
+            wait = srv->next_stats_ms - srv->mono_ms;
+    }
+    for (size_t i = 0; i < cfg->nendpoints; i++) {
+        struct endpoint *ep = &srv->eps[i];
+        if (ep->conf->transport != SIM_RTU)
+            continue;
+        rtu_retry(srv, ep);
+        if (!ep->line_open) {
+            if (ep->reopen_at_ms - srv->mono_ms < wait)
+                wait = ep->reopen_at_ms - srv->mono_ms;
+            continue;
+        }
+        rtu_drain(srv, ep); /* silence may have passed */
+        int64_t deadline = sim_rtu_framer_deadline(ep->framer);
+        if (deadline >= 0 && deadline - srv->mono_ms < wait)
+            wait = deadline - srv->mono_ms;
+    }
+    return wait < 0 ? 0 : wait;
+}
+
+static void watch_add(struct sim_server *srv, size_t *n, int fd, struct endpoint *ep,
+                      struct conn *c)
+{
+    if (*n == srv->pcap) {
+        srv->pcap = srv->pcap ? srv->pcap * 2 : 16;
+        srv->pfds = ch_xrealloc(srv->pfds, srv->pcap * sizeof *srv->pfds);
+        srv->watch = ch_xrealloc(srv->watch, srv->pcap * sizeof *srv->watch);
+    }
+    srv->pfds[*n] = (struct pollfd){.fd = fd, .events = POLLIN};
+    srv->watch[*n] = (struct watch){ep, c};
+    (*n)++;
+}
+
+static size_t conn_index(const struct endpoint *ep, const struct conn *c)
+{
+    size_t i = 0;
+    while (ep->conns[i] != c)
+        i++;
+    return i;
+}
+
+int sim_server_run(struct sim_server *srv, const sigset_t *wait_mask,
+                   const volatile sig_atomic_t *stop)
+{
+    while (!*stop) {
+        clock_update(srv);
+        int64_t wait = tick(srv);
+
+        size_t n = 0;
+        for (size_t i = 0; i < srv->cfg->nendpoints; i++) {
+            struct endpoint *ep = &srv->eps[i];
+            if (ep->conf->transport == SIM_TCP) {
+                watch_add(srv, &n, ep->listen_fd, ep, NULL);
+                for (size_t k = 0; k < ep->nconns; k++)
+                    watch_add(srv, &n, ep->conns[k]->fd, ep, ep->conns[k]);
+            } else if (ep->line_open) {
+                watch_add(srv, &n, modbus_get_socket(ep->ctx), ep, NULL);
+            }
+        }
+        struct timespec ts = {.tv_sec = wait / 1000, .tv_nsec = (wait % 1000) * 1000000};
+        int ready = ppoll(srv->pfds, n, &ts, wait_mask);
+        if (ready < 0) {
+            if (errno == EINTR)
+                continue;
+            int err = errno;
+            LOGE("sim", NULL, "poll failed: %s", strerror(err));
+            return -err;
+        }
+        clock_update(srv);
+        for (size_t i = 0; i < n && ready > 0; i++) {
+            short rev = srv->pfds[i].revents;
+            if (!rev)
+                continue;
+            ready--;
+            struct endpoint *ep = srv->watch[i].ep;
+            struct conn *c = srv->watch[i].conn;
+            const char *why = NULL;
+            if (c) {
+                if (!tcp_serve(srv, ep, c, &why))
+                    conn_close(srv, ep, conn_index(ep, c), why);
+            } else if (ep->conf->transport == SIM_TCP) {
+                tcp_accept(srv, ep);
+            } else {
+                rtu_serve(srv, ep, rev);
+            }
+        }
+    }
+    LOGI("sim", NULL, "stopping");
+    return 0;
+}
+
+void sim_server_free(struct sim_server *srv)
+{
+    if (!srv)
+        return;
+    for (size_t i = 0; i < srv->cfg->nendpoints; i++) {
+        struct endpoint *ep = &srv->eps[i];
+        while (ep->nconns)
+            conn_close(srv, ep, ep->nconns - 1, "closed (shutting down)");
+        free(ep->conns);
+        if (ep->listen_fd >= 0)
+            close(ep->listen_fd);
+        if (ep->ctx) {
+            if (ep->conf->transport == SIM_RTU && ep->line_open)
+                modbus_close(ep->ctx);
+            modbus_free(ep->ctx);
+        }
+        sim_rtu_framer_free(ep->framer);
+    }
+    for (size_t i = 0; i < srv->cfg->nslaves; i++)
+        sim_slave_free(srv->slaves[i]);
+    free(srv->slaves);
+    free(srv->eps);
+    free(srv->pfds);
+    free(srv->watch);
+    free(srv);
+}

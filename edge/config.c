@@ -1,0 +1,486 @@
+#include "config.h"
+#include "err.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <libfyaml.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* ---- profile files ---------------------------------------------------- */
+
+static const struct cfg_enum reg_types[] = {{"bool", REG_BOOL}, {"u16", REG_U16}, {"i16", REG_I16},
+                                            {"u32", REG_U32},   {"i32", REG_I32}, {"f32", REG_F32},
+                                            {NULL, 0}};
+
+static const struct cfg_enum reg_orders[] = {{"ABCD", ORDER_ABCD},
+                                             {"CDAB", ORDER_CDAB},
+                                             {"BADC", ORDER_BADC},
+                                             {"DCBA", ORDER_DCBA},
+                                             {NULL, 0}};
+
+#define R(k) offsetof(struct reg_def, k)
+static const struct cfg_key reg_keys[] = {
+    {.key = "metric", .type = CFG_ID, .offset = R(metric), .required = true},
+    {.key = "fc", .type = CFG_INT, .offset = R(fc), .def = "3", .min = 1, .max = 4},
+    {.key = "address",
+     .type = CFG_INT,
+     .offset = R(address),
+     .required = true,
+     .min = 0,
+     .max = 65535},
+    {.key = "type", .type = CFG_ENUM, .offset = R(type), .def = "u16", .enums = reg_types},
+    {.key = "order", .type = CFG_ENUM, .offset = R(order), .def = "ABCD", .enums = reg_orders},
+    {.key = "bit", .type = CFG_INT, .offset = R(bit), .def = "-1", .min = -1, .max = 15},
+    {.key = "scale", .type = CFG_FLOAT, .offset = R(scale), .def = "1"},
+    {.key = "offset", .type = CFG_FLOAT, .offset = R(offset), .def = "0"},
+    {.key = "unit", .type = CFG_STR, .offset = R(unit), .def = ""},
+    CFG_END,
+};
+#undef R
+
+#define P(k) offsetof(struct profile, k)
+static const struct cfg_key profile_keys[] = {
+    {.key = "profile", .type = CFG_ID, .offset = P(id), .required = true},
+    {.key = "description", .type = CFG_STR, .offset = P(description), .def = ""},
+    {.key = "measurement", .type = CFG_ID, .offset = P(measurement), .def = "environment"},
+    {.key = "max_gap", .type = CFG_INT, .offset = P(max_gap), .def = "8", .min = 0, .max = 100},
+    {.key = "max_registers",
+     .type = CFG_INT,
+     .offset = P(max_registers),
+     .def = "125",
+     .min = 1,
+     .max = 125},
+    {.key = "registers",
+     .type = CFG_LIST,
+     .offset = P(regs),
+     .required = true,
+     .sub = reg_keys,
+     .elem_size = sizeof(struct reg_def),
+     .node_offset = offsetof(struct reg_def, node)},
+    CFG_END,
+};
+#undef P
+
+/* ---- the site file ---------------------------------------------------- */
+
+static const struct cfg_enum bus_types[] = {
+    {"modbus-rtu", BUS_MODBUS_RTU}, {"modbus-tcp", BUS_MODBUS_TCP}, {NULL, 0}};
+static const struct cfg_enum parities[] = {{"N", 'N'}, {"E", 'E'}, {"O", 'O'}, {NULL, 0}};
+
+#define B(k) offsetof(struct bus_cfg, k)
+static const struct cfg_key bus_keys[] = {
+    {.key = "id", .type = CFG_ID, .offset = B(id), .required = true},
+    {.key = "type", .type = CFG_ENUM, .offset = B(type), .required = true, .enums = bus_types},
+    {.key = "device", .type = CFG_STR, .offset = B(device)},
+    {.key = "baud", .type = CFG_INT, .offset = B(baud), .def = "9600", .min = 1200, .max = 921600},
+    {.key = "parity", .type = CFG_ENUM, .offset = B(parity), .def = "N", .enums = parities},
+    {.key = "data_bits", .type = CFG_INT, .offset = B(data_bits), .def = "8", .min = 7, .max = 8},
+    {.key = "stop_bits", .type = CFG_INT, .offset = B(stop_bits), .def = "1", .min = 1, .max = 2},
+    {.key = "host", .type = CFG_STR, .offset = B(host)},
+    {.key = "port", .type = CFG_INT, .offset = B(port), .def = "502", .min = 1, .max = 65535},
+    {.key = "timeout",
+     .type = CFG_DURATION,
+     .offset = B(timeout_ms),
+     .def = "1s",
+     .min = 10,
+     .max = 60000},
+    {.key = "turnaround",
+     .type = CFG_DURATION,
+     .offset = B(turnaround_ms),
+     .def = "0ms",
+     .min = 0,
+     .max = 10000},
+    {.key = "backoff_max",
+     .type = CFG_DURATION,
+     .offset = B(backoff_max_ms),
+     .def = "5m",
+     .min = 1000,
+     .max = 86400000},
+    CFG_END,
+};
+#undef B
+
+#define D(k) offsetof(struct device_cfg, k)
+static const struct cfg_key device_keys[] = {
+    {.key = "id", .type = CFG_ID, .offset = D(id), .required = true},
+    {.key = "bus", .type = CFG_ID, .offset = D(bus), .required = true},
+    {.key = "slave", .type = CFG_INT, .offset = D(slave), .required = true, .min = 0, .max = 255},
+    {.key = "profile", .type = CFG_ID, .offset = D(profile), .required = true},
+    {.key = "interval",
+     .type = CFG_DURATION,
+     .offset = D(interval_ms),
+     .def = "10s",
+     .min = 100,
+     .max = 86400000},
+    {.key = "room", .type = CFG_ID, .offset = D(room)},
+    {.key = "enabled", .type = CFG_BOOL, .offset = D(enabled), .def = "true"},
+    CFG_END,
+};
+#undef D
+
+#define T(k) offsetof(struct tls_cfg, k)
+static const struct cfg_key tls_keys[] = {
+    {.key = "ca_file", .type = CFG_PATH, .offset = T(ca_file)},
+    {.key = "cert_file", .type = CFG_PATH, .offset = T(cert_file)},
+    {.key = "key_file", .type = CFG_PATH, .offset = T(key_file)},
+    {.key = "verify", .type = CFG_BOOL, .offset = T(verify), .def = "true"},
+    CFG_END,
+};
+#undef T
+
+#define U(k) offsetof(struct uplink_cfg, k)
+static const struct cfg_key uplink_keys[] = {
+    {.key = "broker", .type = CFG_STR, .offset = U(broker), .required = true},
+    {.key = "client_id", .type = CFG_STR, .offset = U(client_id)},
+    {.key = "username", .type = CFG_STR, .offset = U(username)},
+    {.key = "password", .type = CFG_STR, .offset = U(password)},
+    {.key = "tls", .type = CFG_MAP, .offset = U(tls), .sub = tls_keys},
+    {.key = "keepalive",
+     .type = CFG_DURATION,
+     .offset = U(keepalive_ms),
+     .def = "30s",
+     .min = 5000,
+     .max = 3600000},
+    {.key = "batch_max",
+     .type = CFG_INT,
+     .offset = U(batch_max),
+     .def = "500",
+     .min = 1,
+     .max = 10000},
+    {.key = "batch_interval",
+     .type = CFG_DURATION,
+     .offset = U(batch_interval_ms),
+     .def = "1s",
+     .min = 10,
+     .max = 600000},
+    {.key = "queue_max",
+     .type = CFG_INT,
+     .offset = U(queue_max),
+     .def = "100000",
+     .min = 100,
+     .max = 10000000},
+    {.key = "max_inflight",
+     .type = CFG_INT,
+     .offset = U(max_inflight),
+     .def = "20",
+     .min = 1,
+     .max = 1000},
+    CFG_END,
+};
+#undef U
+
+#define S(k) offsetof(struct site_config, k)
+static const struct cfg_key site_keys[] = {
+    {.key = "site", .type = CFG_ID, .offset = S(site), .required = true},
+    {.key = "gateway", .type = CFG_ID, .offset = S(gateway), .required = true},
+    {.key = "log_level", .type = CFG_STR, .offset = S(log_level), .def = "info"},
+    {.key = "uplink", .type = CFG_MAP, .offset = S(uplink), .required = true, .sub = uplink_keys},
+    {.key = "profiles", .type = CFG_STRLIST, .offset = S(profile_paths)},
+    {.key = "buses",
+     .type = CFG_LIST,
+     .offset = S(buses),
+     .required = true,
+     .sub = bus_keys,
+     .elem_size = sizeof(struct bus_cfg),
+     .node_offset = offsetof(struct bus_cfg, node)},
+    {.key = "devices",
+     .type = CFG_LIST,
+     .offset = S(devices),
+     .required = true,
+     .sub = device_keys,
+     .elem_size = sizeof(struct device_cfg),
+     .node_offset = offsetof(struct device_cfg, node)},
+    {.key = "self_metrics_interval",
+     .type = CFG_DURATION,
+     .offset = S(self_metrics_interval_ms),
+     .def = "10s",
+     .min = 1000,
+     .max = 3600000},
+    CFG_END,
+};
+#undef S
+
+/* ---- loading ---------------------------------------------------------- */
+
+static bool has_suffix(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Lists the profile files named by one entry of `profiles:`: a file, or every
+ * *.yaml / *.yml in a directory (sorted, so load order is stable). */
+static int list_profile_files(const char *entry, char ***files, size_t *n)
+{
+    struct stat st;
+    if (stat(entry, &st) != 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode)) {
+        *files = ch_xrealloc(*files, (*n + 1) * sizeof **files);
+        (*files)[(*n)++] = ch_xstrdup(entry);
+        return 0;
+    }
+    DIR *d = opendir(entry);
+    if (!d)
+        return -errno;
+    size_t first = *n;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.' ||
+            !(has_suffix(de->d_name, ".yaml") || has_suffix(de->d_name, ".yml")))
+            continue;
+        size_t len = strlen(entry) + strlen(de->d_name) + 2;
+        char *p = ch_xmalloc(len);
+        snprintf(p, len, "%s/%s", entry, de->d_name);
+        *files = ch_xrealloc(*files, (*n + 1) * sizeof **files);
+        (*files)[(*n)++] = p;
+    }
+    closedir(d);
+    qsort(*files + first, *n - first, sizeof **files, name_cmp);
+    return 0;
+}
+
+const struct profile *site_profile(const struct site *s, const char *id)
+{
+    for (size_t i = 0; i < s->cfg.n_profiles; i++)
+        if (strcmp(s->cfg.profiles[i].id, id) == 0)
+            return &s->cfg.profiles[i];
+    return NULL;
+}
+
+/* Checks one profile beyond what the key table can: types fit the function
+ * code, metric names are unique. Returns the number of errors. */
+static int check_profile(struct profile *p)
+{
+    int errors = 0;
+    if (p->regs.n == 0) {
+        cfg_report(p->node, "registers", "key 'registers': a profile needs at least one register");
+        errors++;
+    }
+    for (size_t i = 0; i < p->regs.n; i++) {
+        struct reg_def *r = PROFILE_REG(p, i);
+        bool bits = r->fc == 1 || r->fc == 2;
+        if (bits != (r->type == REG_BOOL)) {
+            cfg_report(r->node, "type",
+                       "key 'type': %s with fc %lld (bool goes with fc 1 and 2, "
+                       "register types with fc 3 and 4)",
+                       cfg_enum_name(reg_types, r->type), (long long)r->fc);
+            errors++;
+        }
+        if (r->bit >= 0 && r->type != REG_U16) {
+            cfg_report(r->node, "bit", "key 'bit': only a u16 register can be split into bits");
+            errors++;
+        }
+        if (r->address + reg_type_words(r->type) > 65536) {
+            cfg_report(r->node, "address", "key 'address': %s at %lld runs past 65535",
+                       cfg_enum_name(reg_types, r->type), (long long)r->address);
+            errors++;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(PROFILE_REG(p, j)->metric, r->metric) == 0) {
+                cfg_report(r->node, "metric", "key 'metric': '%s' appears twice in profile '%s'",
+                           r->metric, p->id);
+                errors++;
+                break;
+            }
+        }
+    }
+    return errors;
+}
+
+int profile_load(const char *path, struct profile *out, struct cfg_file **file_out)
+{
+    struct cfg_file *pf = NULL;
+    int rc = cfg_load(path, profile_keys, out, &pf);
+    if (rc != 0) {
+        cfg_free(profile_keys, out);
+        memset(out, 0, sizeof *out);
+        return rc;
+    }
+    out->path = ch_xstrdup(path);
+    out->node = cfg_file_root(pf);
+    if (check_profile(out) != 0) {
+        profile_free(out);
+        cfg_file_close(pf);
+        return CH_ECONFIG;
+    }
+    if (file_out)
+        *file_out = pf;
+    else {
+        cfg_file_close(pf); /* the nodes go with the document */
+        out->node = NULL;
+        for (size_t i = 0; i < out->regs.n; i++)
+            PROFILE_REG(out, i)->node = NULL;
+    }
+    return 0;
+}
+
+void profile_free(struct profile *p)
+{
+    free(p->path);
+    cfg_free(profile_keys, p);
+    memset(p, 0, sizeof *p);
+}
+
+static int load_profiles(struct site *s, struct fy_node *root)
+{
+    struct site_config *c = &s->cfg;
+    char **files = NULL;
+    size_t nfiles = 0;
+    int errors = 0;
+    struct fy_node *plist = fy_node_mapping_lookup_by_string(root, "profiles", FY_NT);
+
+    const char *dir = cfg_file_dir(s->file);
+    if (c->profile_paths.n == 0) {
+        /* default: "profiles" beside the site file */
+        c->profile_paths.items = ch_xcalloc(1, sizeof(char *));
+        ((char **)c->profile_paths.items)[0] = ch_xstrdup("profiles");
+        c->profile_paths.n = 1;
+    }
+    for (size_t i = 0; i < c->profile_paths.n; i++) {
+        char **slot = &((char **)c->profile_paths.items)[i];
+        char *entry = cfg_resolve_path(dir, *slot);
+        free(*slot);
+        *slot = entry;
+        int rc = list_profile_files(entry, &files, &nfiles);
+        if (rc != 0) {
+            if (plist)
+                cfg_report(plist, NULL, "key 'profiles': cannot read '%s': %s", entry,
+                           strerror(-rc));
+            else
+                fprintf(stderr, "%s: no 'profiles' key and cannot read default '%s': %s\n", c->path,
+                        entry, strerror(-rc));
+            errors++;
+        }
+    }
+
+    c->profiles = ch_xcalloc(nfiles, sizeof *c->profiles);
+    s->profile_files = ch_xcalloc(nfiles, sizeof *s->profile_files);
+    for (size_t i = 0; i < nfiles; i++) {
+        struct profile *p = &c->profiles[c->n_profiles];
+        struct cfg_file *pf = NULL;
+        if (profile_load(files[i], p, &pf) != 0) {
+            errors++;
+            continue;
+        }
+        s->profile_files[s->n_profile_files++] = pf;
+        const struct profile *dup = site_profile(s, p->id); /* searches the earlier ones */
+        c->n_profiles++;
+        if (dup) {
+            fprintf(stderr, "%s: profile '%s' is also defined in %s\n", p->path, p->id, dup->path);
+            errors++;
+        }
+    }
+    for (size_t i = 0; i < nfiles; i++)
+        free(files[i]);
+    free(files);
+    return errors;
+}
+
+static int check_site(struct site *s)
+{
+    struct site_config *c = &s->cfg;
+    int errors = 0;
+
+    for (size_t i = 0; i < c->buses.n; i++) {
+        struct bus_cfg *b = SITE_BUS(c, i);
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(SITE_BUS(c, j)->id, b->id) == 0) {
+                cfg_report(b->node, "id", "key 'id': duplicate bus id '%s'", b->id);
+                errors++;
+            }
+        }
+        if (b->type == BUS_MODBUS_RTU && (!b->device || !*b->device)) {
+            cfg_report(b->node, "device",
+                       "missing required key 'device' (the serial port of a "
+                       "modbus-rtu bus, e.g. /dev/ttyUSB0)");
+            errors++;
+        }
+        if (b->type == BUS_MODBUS_TCP && (!b->host || !*b->host)) {
+            cfg_report(b->node, "host", "missing required key 'host' (of a modbus-tcp bus)");
+            errors++;
+        }
+    }
+
+    for (size_t i = 0; i < c->devices.n; i++) {
+        struct device_cfg *d = SITE_DEV(c, i);
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(SITE_DEV(c, j)->id, d->id) == 0) {
+                cfg_report(d->node, "id", "key 'id': duplicate device id '%s'", d->id);
+                errors++;
+                break;
+            }
+        }
+        for (size_t j = 0; j < c->buses.n; j++)
+            if (strcmp(SITE_BUS(c, j)->id, d->bus) == 0)
+                d->busp = SITE_BUS(c, j);
+        if (!d->busp) {
+            cfg_report(d->node, "bus", "key 'bus': no bus with id '%s'", d->bus);
+            errors++;
+        }
+        d->prof = site_profile(s, d->profile);
+        if (!d->prof) {
+            cfg_report(d->node, "profile", "key 'profile': unknown profile '%s' (%zu loaded)",
+                       d->profile, c->n_profiles);
+            errors++;
+        }
+        if (d->busp) {
+            for (size_t j = 0; j < i; j++) {
+                struct device_cfg *o = SITE_DEV(c, j);
+                if (o->busp == d->busp && o->slave == d->slave && o->enabled && d->enabled) {
+                    cfg_report(d->node, "slave",
+                               "key 'slave': slave %lld on bus '%s' is already "
+                               "device '%s'",
+                               (long long)d->slave, d->bus, o->id);
+                    errors++;
+                    break;
+                }
+            }
+        }
+    }
+    return errors;
+}
+
+int site_load(const char *path, struct site *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = cfg_load(path, site_keys, &out->cfg, &out->file);
+    out->cfg.path = ch_xstrdup(path);
+    if (rc != 0) {
+        site_free(out);
+        return rc;
+    }
+    struct fy_node *root = cfg_file_root(out->file);
+    int errors = load_profiles(out, root);
+    errors += check_site(out);
+    if (errors) {
+        fprintf(stderr, "%s: configuration has errors\n", path);
+        site_free(out);
+        return CH_ECONFIG;
+    }
+    return 0;
+}
+
+void site_free(struct site *s)
+{
+    for (size_t i = 0; i < s->cfg.n_profiles; i++)
+        profile_free(&s->cfg.profiles[i]);
+    free(s->cfg.profiles);
+    for (size_t i = 0; i < s->n_profile_files; i++)
+        cfg_file_close(s->profile_files[i]);
+    free(s->profile_files);
+    free(s->cfg.path);
+    cfg_free(site_keys, &s->cfg);
+    cfg_file_close(s->file);
+    memset(s, 0, sizeof *s);
+}

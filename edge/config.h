@@ -1,0 +1,39 @@
+/* Site configuration of care-edge: the site file and the device profiles it
+ * names, validated as a whole. See drivers/model.h for the model and
+ * schemas/site-config.schema.json / profile.schema.json for the contract. */
+#ifndef CAREHUB_EDGE_CONFIG_H
+#define CAREHUB_EDGE_CONFIG_H
+
+#include "model.h"
+
+struct cfg_file;
+
+/* Loaded configuration plus the YAML documents its nodes point into (kept
+ * so later checks, e.g. a driver's, can report file:line). */
+struct site {
+    struct site_config cfg;
+    struct cfg_file *file;
+    size_t n_profile_files;
+    struct cfg_file **profile_files;
+};
+
+/* Loads and validates path and every profile it names. Every problem is
+ * reported on stderr as file:line:column with the key. Returns 0 and fills
+ * *out (caller frees with site_free), CH_ECONFIG, or -errno when the file
+ * cannot be read. */
+int site_load(const char *path, struct site *out);
+
+/* Releases the configuration. */
+void site_free(struct site *s);
+
+/* Loads one device profile file into *out (zeroed by the caller) and checks
+ * it. Returns 0 (out owns its strings; free with profile_free; *file_out,
+ * if not NULL, gets the open document: cfg_file_close it), CH_ECONFIG after
+ * reporting, or -errno. */
+int profile_load(const char *path, struct profile *out, struct cfg_file **file_out);
+void profile_free(struct profile *p);
+
+/* Finds a profile by id; NULL if none. */
+const struct profile *site_profile(const struct site *s, const char *id);
+
+#endif

@@ -1,0 +1,335 @@
+/* care-edge: the site gateway daemon. */
+#include "config.h"
+#include "err.h"
+#include "log.h"
+#include "poller.h"
+#include "uplink.h"
+#include "util.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define EXIT_RUNTIME 1
+#define EXIT_CONFIG  2
+
+static void usage(FILE *out)
+{
+    fputs(
+        "Usage: care-edge -c FILE [options]\n"
+        "\n"
+        "Polls a care site's devices, and publishes their readings to the central broker.\n"
+        "\n"
+        "  -c, --config FILE      site configuration (YAML)\n"
+        "      --check            validate the configuration and the profiles it names, then exit\n"
+        "      --once             poll every device once, print the decoded readings, exit\n"
+        "                         (no MQTT; for checking the wiring on site)\n"
+        "      --log-level LEVEL  error, warn, info (default) or debug; overrides the file\n"
+        "      --stats-file FILE  at exit, write per-device delivery counts as JSON\n"
+        "  -V, --version          print the version\n"
+        "  -h, --help             this text\n"
+        "\n"
+        "Exit status: 0 clean stop, 1 runtime failure, 2 bad configuration.\n",
+        out);
+}
+
+struct app {
+    struct site site;
+    struct poller *poller;
+    struct uplink *uplink;
+    const char **dev_ids; /* devices, then the gateway itself */
+    size_t n_ids;
+    int64_t started_ms;
+};
+
+static void emit(void *arg, size_t dev, struct ch_reading *r)
+{
+    struct app *a = arg;
+    uplink_submit(a->uplink, r, (int)dev);
+}
+
+static void add_metric(struct ch_reading *r, size_t cap, const char *name, double v)
+{
+    if (r->n_metrics >= cap)
+        return;
+    struct ch_metric *m = &r->metrics[r->n_metrics++];
+    ch_strlcpy(m->name, name, sizeof m->name);
+    m->value = v;
+}
+
+/* Publishes the gateway's own health as telemetry, and logs a summary. */
+static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readings)
+{
+    const struct site_config *c = &a->site.cfg;
+    size_t n = poller_device_count(a->poller);
+    uint64_t ok = 0, failed = 0;
+    size_t online = 0;
+    int64_t now = ch_now_ms();
+    for (size_t i = 0; i < n; i++) {
+        struct poller_dev_stats ds;
+        poller_device_stats(a->poller, i, &ds);
+        ok += ds.polls_ok;
+        failed += ds.polls_failed;
+        online += ds.online;
+        struct ch_reading r = {.ts_ms = now, .quality = CH_Q_GOOD};
+        ch_strlcpy(r.device, ds.id, sizeof r.device);
+        ch_strlcpy(r.measurement, "edge_device", sizeof r.measurement);
+        r.metrics = ch_xcalloc(6, sizeof *r.metrics);
+        add_metric(&r, 6, "online", ds.online ? 1 : 0);
+        add_metric(&r, 6, "polls_ok", (double)ds.polls_ok);
+        add_metric(&r, 6, "polls_failed", (double)ds.polls_failed);
+        add_metric(&r, 6, "requests", (double)ds.requests);
+        add_metric(&r, 6, "registers", (double)ds.registers);
+        add_metric(&r, 6, "latency_ms", ds.last_latency_ms);
+        uplink_submit(a->uplink, &r, -1);
+        if (n <= 20)
+            LOGI("poller", ds.id, "%s, %llu polls ok, %llu failed%s%s",
+                 ds.online ? "online" : "OFFLINE", (unsigned long long)ds.polls_ok,
+                 (unsigned long long)ds.polls_failed, ds.last_err ? ", last error: " : "",
+                 ds.last_err ? ch_strerror(ds.last_err) : "");
+    }
+    struct uplink_stats us;
+    uplink_get_stats(a->uplink, &us);
+    struct ch_reading r = {.ts_ms = now, .quality = CH_Q_GOOD};
+    ch_strlcpy(r.device, c->gateway, sizeof r.device);
+    ch_strlcpy(r.measurement, "edge_gateway", sizeof r.measurement);
+    r.metrics = ch_xcalloc(10, sizeof *r.metrics);
+    add_metric(&r, 10, "uptime_s", (double)(now - a->started_ms) / 1000.0);
+    add_metric(&r, 10, "devices", (double)n);
+    add_metric(&r, 10, "devices_online", (double)online);
+    add_metric(&r, 10, "polls_ok", (double)ok);
+    add_metric(&r, 10, "polls_failed", (double)failed);
+    add_metric(&r, 10, "messages_published", (double)us.messages_published);
+    add_metric(&r, 10, "readings_published", (double)us.readings_published);
+    add_metric(&r, 10, "publish_failures", (double)us.publish_failures);
+    add_metric(&r, 10, "queue_dropped", (double)us.dropped);
+    add_metric(&r, 10, "queued", (double)us.queued);
+    uplink_submit(a->uplink, &r, -1);
+
+    double rate = window_ms > 0 ? (double)(us.readings_published - *last_readings) * 1000.0 /
+                                      (double)window_ms
+                                : 0;
+    *last_readings = us.readings_published;
+    LOGI("edge", c->gateway,
+         "%zu/%zu devices online, %llu polls ok, %llu failed; %llu readings published "
+         "(%.1f/s), %llu queued, %llu dropped, broker %s",
+         online, n, (unsigned long long)ok, (unsigned long long)failed,
+         (unsigned long long)us.readings_published, rate, (unsigned long long)us.queued,
+         (unsigned long long)us.dropped, us.connected ? "connected" : "DISCONNECTED");
+}
+
+static int write_stats(struct app *a, const char *path)
+{
+    json_t *root = json_object();
+    json_t *devs = json_object();
+    size_t n = poller_device_count(a->poller);
+    for (size_t i = 0; i < n; i++) {
+        struct poller_dev_stats ds;
+        poller_device_stats(a->poller, i, &ds);
+        json_t *d = json_object();
+        json_object_set_new(d, "polls_ok", json_integer((json_int_t)ds.polls_ok));
+        json_object_set_new(d, "polls_failed", json_integer((json_int_t)ds.polls_failed));
+        json_object_set_new(d, "requests", json_integer((json_int_t)ds.requests));
+        json_object_set_new(d, "published",
+                            json_integer((json_int_t)uplink_device_published(a->uplink, i)));
+        json_object_set_new(devs, ds.id, d);
+    }
+    struct uplink_stats us;
+    uplink_get_stats(a->uplink, &us);
+    json_object_set_new(root, "devices", devs);
+    json_object_set_new(root, "messages_published",
+                        json_integer((json_int_t)us.messages_published));
+    json_object_set_new(root, "readings_published",
+                        json_integer((json_int_t)us.readings_published));
+    json_object_set_new(root, "dropped", json_integer((json_int_t)us.dropped));
+    json_object_set_new(root, "last_seq", json_integer((json_int_t)us.seq));
+    int rc = json_dump_file(root, path, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(root);
+    if (rc != 0)
+        LOGE("edge", NULL, "cannot write stats file %s", path);
+    return rc;
+}
+
+static int run(struct app *a, const char *stats_file)
+{
+    const struct site_config *c = &a->site.cfg;
+    size_t n = poller_device_count(a->poller);
+    a->n_ids = n;
+    a->dev_ids = ch_xcalloc(n + 1, sizeof *a->dev_ids);
+    struct poller_dev_stats ds;
+    for (size_t i = 0; i < n; i++) {
+        poller_device_stats(a->poller, i, &ds);
+        a->dev_ids[i] = ds.id;
+    }
+
+    struct ch_status birth = {.online = true, .ts_ms = ch_now_ms()};
+    ch_strlcpy(birth.site, c->site, sizeof birth.site);
+    ch_strlcpy(birth.gateway, c->gateway, sizeof birth.gateway);
+    ch_strlcpy(birth.version, CAREHUB_VERSION, sizeof birth.version);
+    ch_random_hex(birth.boot_id);
+    birth.devices = ch_xcalloc(c->devices.n, sizeof *birth.devices);
+    for (size_t i = 0; i < c->devices.n; i++) {
+        const struct device_cfg *d = SITE_DEV(c, i);
+        if (!d->enabled)
+            continue;
+        struct ch_device_info *di = &birth.devices[birth.n_devices++];
+        ch_strlcpy(di->id, d->id, sizeof di->id);
+        ch_strlcpy(di->profile, d->profile, sizeof di->profile);
+        ch_strlcpy(di->bus, d->bus, sizeof di->bus);
+        ch_strlcpy(di->room, d->room ? d->room : "", sizeof di->room);
+    }
+    int rc = uplink_create(c, &birth, a->dev_ids, n, &a->uplink);
+    ch_status_free(&birth);
+    if (rc != 0)
+        return EXIT_RUNTIME;
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads created below inherit it */
+
+    a->started_ms = ch_now_ms();
+    if (uplink_start(a->uplink) != 0 || poller_start(a->poller) != 0) {
+        LOGE("edge", NULL, "cannot start threads");
+        return EXIT_RUNTIME;
+    }
+    LOGI("edge", c->gateway, "started: site %s, %zu devices on %zu buses, broker %s", c->site, n,
+         c->buses.n, c->uplink.broker);
+
+    uint64_t last_readings = 0;
+    int64_t last = ch_mono_ms();
+    int64_t next = last + c->self_metrics_interval_ms;
+    for (;;) {
+        int64_t wait = next - ch_mono_ms();
+        if (wait < 0)
+            wait = 0;
+        struct timespec ts = {.tv_sec = wait / 1000, .tv_nsec = (wait % 1000) * 1000000};
+        int sig = sigtimedwait(&set, NULL, &ts);
+        if (sig == SIGINT || sig == SIGTERM) {
+            LOGI("edge", NULL, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            break;
+        }
+        if (sig == SIGHUP) {
+            LOGI("edge", NULL, "SIGHUP: configuration reload is not supported yet; ignored");
+            continue;
+        }
+        int64_t now = ch_mono_ms();
+        if (now >= next) {
+            self_metrics(a, now - last, &last_readings);
+            last = now;
+            next += c->self_metrics_interval_ms;
+            if (next <= now)
+                next = now + c->self_metrics_interval_ms;
+        }
+    }
+
+    poller_stop(a->poller);
+    uplink_stop(a->uplink, 5000);
+    struct uplink_stats us;
+    uplink_get_stats(a->uplink, &us);
+    for (size_t i = 0; i < n; i++) {
+        poller_device_stats(a->poller, i, &ds);
+        LOGI("edge", ds.id, "%llu polls ok, %llu failed, %llu readings delivered",
+             (unsigned long long)ds.polls_ok, (unsigned long long)ds.polls_failed,
+             (unsigned long long)uplink_device_published(a->uplink, i));
+    }
+    LOGI("edge", c->gateway, "stopped: %llu messages (%llu readings) delivered, last seq %llu",
+         (unsigned long long)us.messages_published, (unsigned long long)us.readings_published,
+         (unsigned long long)us.seq);
+    if (stats_file && write_stats(a, stats_file) != 0)
+        return EXIT_RUNTIME;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check", no_argument, NULL, 'k'},
+        {"once", no_argument, NULL, 'o'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"stats-file", required_argument, NULL, 's'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config = NULL, *level = NULL, *stats_file = NULL;
+    bool check = false, once = false;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            config = optarg;
+            break;
+        case 'k':
+            check = true;
+            break;
+        case 'o':
+            once = true;
+            break;
+        case 'l':
+            level = optarg;
+            break;
+        case 's':
+            stats_file = optarg;
+            break;
+        case 'V':
+            printf("care-edge %s\n", CAREHUB_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_CONFIG;
+        }
+    }
+    if (!config || optind != argc) {
+        fprintf(stderr, "care-edge: %s\n", config ? "unexpected argument" : "-c FILE is required");
+        usage(stderr);
+        return EXIT_CONFIG;
+    }
+
+    struct app a = {0};
+    int rc = site_load(config, &a.site);
+    if (rc != 0)
+        return EXIT_CONFIG;
+    enum log_level lv;
+    const char *lvs = level ? level : a.site.cfg.log_level;
+    if (log_level_parse(lvs, &lv) != 0) {
+        fprintf(stderr, "care-edge: unknown log level '%s' (error, warn, info, debug)\n", lvs);
+        site_free(&a.site);
+        return EXIT_CONFIG;
+    }
+    log_set_level(lv);
+    if (poller_create(&a.site.cfg, emit, &a, &a.poller) != 0) {
+        fprintf(stderr, "%s: configuration has errors\n", config);
+        site_free(&a.site);
+        return EXIT_CONFIG;
+    }
+
+    int status = 0;
+    if (check) {
+        printf("%s: OK (site %s, gateway %s, %zu devices on %zu buses, %zu profiles)\n", config,
+               a.site.cfg.site, a.site.cfg.gateway, poller_device_count(a.poller),
+               a.site.cfg.buses.n, a.site.cfg.n_profiles);
+    } else if (once) {
+        status = poller_once(a.poller, stdout) ? EXIT_RUNTIME : 0;
+    } else {
+        status = run(&a, stats_file);
+    }
+    poller_stop(a.poller);
+    poller_destroy(a.poller);
+    if (a.uplink)
+        uplink_destroy(a.uplink);
+    free(a.dev_ids);
+    site_free(&a.site);
+    return status;
+}

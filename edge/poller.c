@@ -1,0 +1,364 @@
+#include "poller.h"
+#include "driver.h"
+#include "err.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct bus;
+
+struct dev {
+    const struct device_cfg *cfg;
+    struct bus *bus;
+    void *drv_ctx;
+    int64_t next_due;           /* monotonic ms */
+    unsigned fails;             /* consecutive */
+    struct poller_dev_stats st; /* guarded by poller.lock */
+};
+
+struct bus {
+    struct poller *p;
+    const struct bus_cfg *cfg;
+    const struct driver *drv;
+    void *ctx; /* open bus, or NULL */
+    unsigned open_fails;
+    int64_t next_open;
+    size_t n_devs;
+    struct dev **devs;
+    pthread_t thread;
+    bool started;
+};
+
+struct poller {
+    const struct site_config *cfg;
+    poller_emit_fn emit;
+    void *arg;
+    size_t n_devs;
+    struct dev *devs; /* in configuration order (enabled only) */
+    size_t n_buses;
+    struct bus *buses;
+    pthread_mutex_t lock; /* stats */
+    pthread_mutex_t wake_lock;
+    pthread_cond_t wake;
+    atomic_bool stop;
+};
+
+static int64_t backoff_delay(int64_t interval, unsigned fails, int64_t cap)
+{
+    int64_t d = interval;
+    for (unsigned i = 1; i < fails && d < cap; i++)
+        d *= 2;
+    return d < cap ? d : (interval > cap ? interval : cap);
+}
+
+int poller_create(const struct site_config *cfg, poller_emit_fn emit, void *arg,
+                  struct poller **out)
+{
+    struct poller *p = ch_xcalloc(1, sizeof *p);
+    p->cfg = cfg;
+    p->emit = emit;
+    p->arg = arg;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->wake_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->wake, &ca);
+    pthread_condattr_destroy(&ca);
+
+    p->devs = ch_xcalloc(cfg->devices.n, sizeof *p->devs);
+    p->buses = ch_xcalloc(cfg->buses.n, sizeof *p->buses);
+    p->n_buses = cfg->buses.n;
+    int rc = 0;
+    for (size_t b = 0; b < cfg->buses.n; b++) {
+        struct bus *bus = &p->buses[b];
+        bus->p = p;
+        bus->cfg = SITE_BUS(cfg, b);
+        bus->drv = driver_for_bus(bus->cfg->type);
+        bus->devs = ch_xcalloc(cfg->devices.n, sizeof *bus->devs);
+        if (!bus->drv) {
+            cfg_report(bus->cfg->node, "type", "key 'type': no driver for this bus type");
+            rc = CH_ECONFIG;
+        }
+    }
+    for (size_t i = 0; i < cfg->devices.n; i++) {
+        const struct device_cfg *dc = SITE_DEV(cfg, i);
+        if (!dc->enabled)
+            continue;
+        struct bus *bus = NULL;
+        for (size_t b = 0; b < p->n_buses; b++)
+            if (p->buses[b].cfg == dc->busp)
+                bus = &p->buses[b];
+        if (!bus || !bus->drv)
+            continue;
+        struct dev *d = &p->devs[p->n_devs];
+        d->cfg = dc;
+        d->bus = bus;
+        d->st.id = dc->id;
+        if (bus->drv->prepare(bus->cfg, dc, &d->drv_ctx) != 0) {
+            rc = CH_ECONFIG;
+            continue;
+        }
+        p->n_devs++;
+        bus->devs[bus->n_devs++] = d;
+    }
+    if (rc != 0) {
+        poller_destroy(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+void poller_destroy(struct poller *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->n_devs; i++)
+        p->devs[i].bus->drv->release(p->devs[i].drv_ctx);
+    for (size_t b = 0; b < p->n_buses; b++) {
+        if (p->buses[b].ctx)
+            p->buses[b].drv->close(p->buses[b].ctx);
+        free(p->buses[b].devs);
+    }
+    free(p->buses);
+    free(p->devs);
+    pthread_mutex_destroy(&p->lock);
+    pthread_mutex_destroy(&p->wake_lock);
+    pthread_cond_destroy(&p->wake);
+    free(p);
+}
+
+/* Sleeps until the monotonic time `until` or until stop; returns false on stop. */
+static bool sleep_until(struct poller *p, int64_t until)
+{
+    pthread_mutex_lock(&p->wake_lock);
+    while (!atomic_load(&p->stop)) {
+        int64_t now = ch_mono_ms();
+        if (now >= until)
+            break;
+        struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (long)(until % 1000) * 1000000};
+        pthread_cond_timedwait(&p->wake, &p->wake_lock, &ts);
+    }
+    bool running = !atomic_load(&p->stop);
+    pthread_mutex_unlock(&p->wake_lock);
+    return running;
+}
+
+static void fill_ids(struct ch_reading *r, const struct device_cfg *dc)
+{
+    memset(r, 0, sizeof *r);
+    ch_strlcpy(r->device, dc->id, sizeof r->device);
+    ch_strlcpy(r->measurement, dc->prof->measurement, sizeof r->measurement);
+    ch_strlcpy(r->room, dc->room ? dc->room : "", sizeof r->room);
+}
+
+/* Polls one device and updates its state; returns the driver's result. */
+static int poll_device(struct bus *bus, struct dev *d, struct ch_reading *r)
+{
+    struct poller *p = bus->p;
+    struct drv_poll_stats ps = {0};
+    fill_ids(r, d->cfg);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = bus->drv->poll(bus->ctx, d->cfg, d->drv_ctx, r, &ps);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+
+    pthread_mutex_lock(&p->lock);
+    d->st.requests += ps.requests;
+    d->st.registers += ps.registers;
+    d->st.last_err = rc;
+    unsigned prev_fails = d->fails;
+    if (rc == 0) {
+        d->st.polls_ok++;
+        d->st.last_latency_ms =
+            (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+        d->st.online = true;
+        d->fails = 0;
+    } else {
+        d->st.polls_failed++;
+        d->fails++;
+        if (d->fails >= POLLER_OFFLINE_AFTER)
+            d->st.online = false;
+    }
+    pthread_mutex_unlock(&p->lock);
+
+    if (rc == 0 && prev_fails >= POLLER_OFFLINE_AFTER)
+        LOGI("poller", d->cfg->id, "online again after %u failed polls", prev_fails);
+    else if (rc != 0 && d->fails == POLLER_OFFLINE_AFTER)
+        LOGW("poller", d->cfg->id, "offline after %u failed polls: %s (slave %lld on %s)", d->fails,
+             ch_strerror(rc), (long long)d->cfg->slave, bus->cfg->id);
+    else if (rc != 0 && d->fails == 1)
+        LOGW("poller", d->cfg->id, "poll failed: %s (slave %lld on %s)", ch_strerror(rc),
+             (long long)d->cfg->slave, bus->cfg->id);
+    else if (rc != 0)
+        LOGD("poller", d->cfg->id, "poll failed again (%u): %s", d->fails, ch_strerror(rc));
+    return rc;
+}
+
+static void mark_bus_down(struct bus *bus, int err)
+{
+    struct poller *p = bus->p;
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < bus->n_devs; i++) {
+        bus->devs[i]->st.online = false;
+        bus->devs[i]->st.last_err = err;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void *bus_thread(void *arg)
+{
+    struct bus *bus = arg;
+    struct poller *p = bus->p;
+    int64_t now = ch_mono_ms();
+    /* spread the first polls over 100 ms so a bus does not start with a burst */
+    for (size_t i = 0; i < bus->n_devs; i++)
+        bus->devs[i]->next_due = now + (int64_t)(i * 100 / (bus->n_devs ? bus->n_devs : 1));
+    bus->next_open = now;
+
+    while (!atomic_load(&p->stop)) {
+        if (!bus->ctx) {
+            if (!sleep_until(p, bus->next_open))
+                break;
+            int rc = bus->drv->open(bus->cfg, &bus->ctx);
+            if (rc != 0) {
+                bus->ctx = NULL;
+                bus->open_fails++;
+                mark_bus_down(bus, rc);
+                bus->next_open =
+                    ch_mono_ms() + backoff_delay(1000, bus->open_fails, bus->cfg->backoff_max_ms);
+                continue;
+            }
+            bus->open_fails = 0;
+        }
+        struct dev *d = NULL;
+        for (size_t i = 0; i < bus->n_devs; i++)
+            if (!d || bus->devs[i]->next_due < d->next_due)
+                d = bus->devs[i];
+        if (!d) {
+            sleep_until(p, INT64_MAX);
+            break;
+        }
+        if (!sleep_until(p, d->next_due))
+            break;
+
+        struct ch_reading r;
+        int rc = poll_device(bus, d, &r);
+        now = ch_mono_ms();
+        if (rc == 0) {
+            p->emit(p->arg, (size_t)(d - p->devs), &r);
+            d->next_due += d->cfg->interval_ms;
+            if (d->next_due <= now) /* behind: skip missed beats, keep the grid */
+                d->next_due +=
+                    ((now - d->next_due) / d->cfg->interval_ms + 1) * d->cfg->interval_ms;
+        } else {
+            free(r.metrics);
+            d->next_due =
+                now + backoff_delay(d->cfg->interval_ms, d->fails, bus->cfg->backoff_max_ms);
+            if (driver_err_is_link(rc)) {
+                LOGW("poller", bus->cfg->id, "connection lost (%s), reopening", ch_strerror(rc));
+                bus->drv->close(bus->ctx);
+                bus->ctx = NULL;
+                bus->next_open = now + 1000;
+            }
+        }
+    }
+    return NULL;
+}
+
+int poller_start(struct poller *p)
+{
+    atomic_store(&p->stop, false);
+    for (size_t b = 0; b < p->n_buses; b++) {
+        struct bus *bus = &p->buses[b];
+        if (bus->n_devs == 0)
+            continue;
+        int rc = pthread_create(&bus->thread, NULL, bus_thread, bus);
+        if (rc != 0) {
+            LOGE("poller", bus->cfg->id, "cannot start thread: %s", strerror(rc));
+            poller_stop(p);
+            return -rc;
+        }
+        bus->started = true;
+    }
+    return 0;
+}
+
+void poller_stop(struct poller *p)
+{
+    pthread_mutex_lock(&p->wake_lock);
+    atomic_store(&p->stop, true);
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->wake_lock);
+    for (size_t b = 0; b < p->n_buses; b++) {
+        if (p->buses[b].started)
+            pthread_join(p->buses[b].thread, NULL);
+        p->buses[b].started = false;
+    }
+}
+
+int poller_once(struct poller *p, FILE *out)
+{
+    int failed = 0;
+    fprintf(out, "%-20s %-12s %5s  %-16s %14s  %-8s %s\n", "DEVICE", "BUS", "SLAVE", "METRIC",
+            "VALUE", "UNIT", "REQUESTS");
+    for (size_t b = 0; b < p->n_buses; b++) {
+        struct bus *bus = &p->buses[b];
+        if (bus->n_devs == 0)
+            continue;
+        int orc = bus->drv->open(bus->cfg, &bus->ctx);
+        for (size_t i = 0; i < bus->n_devs; i++) {
+            struct dev *d = bus->devs[i];
+            const struct device_cfg *dc = d->cfg;
+            if (orc != 0) {
+                fprintf(out, "%-20s %-12s %5lld  ERROR: cannot open bus: %s\n", dc->id,
+                        bus->cfg->id, (long long)dc->slave, ch_strerror(orc));
+                failed++;
+                continue;
+            }
+            struct ch_reading r;
+            uint64_t req_before = d->st.requests;
+            int rc = poll_device(bus, d, &r);
+            if (rc != 0) {
+                fprintf(out, "%-20s %-12s %5lld  ERROR: %s\n", dc->id, bus->cfg->id,
+                        (long long)dc->slave, ch_strerror(rc));
+                failed++;
+                continue;
+            }
+            for (size_t m = 0; m < r.n_metrics; m++) {
+                char req[24] = "";
+                if (m == 0)
+                    snprintf(req, sizeof req, "%llu",
+                             (unsigned long long)(d->st.requests - req_before));
+                fprintf(out, "%-20s %-12s %5lld  %-16s %14.4g  %-8s %s\n", m ? "" : dc->id,
+                        m ? "" : bus->cfg->id, (long long)dc->slave, r.metrics[m].name,
+                        r.metrics[m].value, r.metrics[m].unit, req);
+            }
+            free(r.metrics);
+        }
+        if (orc == 0) {
+            bus->drv->close(bus->ctx);
+            bus->ctx = NULL;
+        }
+    }
+    return failed;
+}
+
+size_t poller_device_count(const struct poller *p)
+{
+    return p->n_devs;
+}
+
+void poller_device_stats(struct poller *p, size_t i, struct poller_dev_stats *out)
+{
+    pthread_mutex_lock(&p->lock);
+    *out = p->devs[i].st;
+    pthread_mutex_unlock(&p->lock);
+}

@@ -1,0 +1,70 @@
+/* The poll scheduler: one thread per bus, each the only owner of its line.
+ *
+ * Every device has a next-due time on the monotonic clock. A bus thread
+ * sleeps until its earliest device is due, polls it through the bus's driver
+ * and hands the reading to the emit callback. Due times advance on a fixed
+ * grid (due += interval), so a poll that ran late does not shift the ones
+ * after it, and a device that is behind by more than one interval skips the
+ * missed beats instead of bursting.
+ *
+ * A device whose poll fails is retried after a doubling delay (interval, 2x,
+ * 4x, ... capped at the bus's backoff_max) and reported offline after
+ * POLLER_OFFLINE_AFTER consecutive failures; one success resets both. On a
+ * serial line a silent device costs one response timeout per retry, which
+ * the back-off keeps small, so the other slaves keep their cadence.
+ * A broken connection (driver_err_is_link) closes the bus; it is reopened
+ * with the same back-off. */
+#ifndef CAREHUB_POLLER_H
+#define CAREHUB_POLLER_H
+
+#include "codec.h"
+#include "model.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define POLLER_OFFLINE_AFTER 2
+
+struct poller;
+
+/* Receives one reading of device dev (an index as in poller_device_stats);
+ * takes ownership of r->metrics. Called from bus threads, concurrently for
+ * different buses. */
+typedef void (*poller_emit_fn)(void *arg, size_t dev, struct ch_reading *r);
+
+/* Prepares every enabled device with its bus's driver (request plans).
+ * Borrows cfg for the poller's lifetime. Returns 0, or CH_ECONFIG after
+ * reporting the problem. */
+int poller_create(const struct site_config *cfg, poller_emit_fn emit, void *arg,
+                  struct poller **out);
+
+/* Starts one thread per bus. Returns 0 or -errno. */
+int poller_start(struct poller *p);
+
+/* Stops and joins the bus threads; a poll in progress finishes first. */
+void poller_stop(struct poller *p);
+
+void poller_destroy(struct poller *p);
+
+/* Polls every enabled device once, in configuration order, and prints a
+ * table of decoded readings (or the error) to out. Returns the number of
+ * devices that failed. For installers checking the wiring. */
+int poller_once(struct poller *p, FILE *out);
+
+struct poller_dev_stats {
+    const char *id; /* borrowed from the config */
+    uint64_t polls_ok;
+    uint64_t polls_failed;
+    uint64_t requests;
+    uint64_t registers;
+    bool online;
+    int last_err;           /* 0 after a success */
+    double last_latency_ms; /* of the last successful poll */
+};
+
+size_t poller_device_count(const struct poller *p);
+/* Copies device i's counters (thread-safe). */
+void poller_device_stats(struct poller *p, size_t i, struct poller_dev_stats *out);
+
+#endif

@@ -1,0 +1,262 @@
+#include "config.h"
+#include "cfg.h"
+#include "err.h"
+#include "log.h"
+
+#include <libfyaml.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MIB (1024.0 * 1024.0)
+
+static const struct cfg_key tls_keys[] = {
+    {.key = "ca_file", .type = CFG_PATH, .offset = offsetof(struct hubcfg_tls, ca_file)},
+    {.key = "cert_file", .type = CFG_PATH, .offset = offsetof(struct hubcfg_tls, cert_file)},
+    {.key = "key_file", .type = CFG_PATH, .offset = offsetof(struct hubcfg_tls, key_file)},
+    {.key = "verify",
+     .type = CFG_BOOL,
+     .offset = offsetof(struct hubcfg_tls, verify),
+     .def = "true"},
+    CFG_END,
+};
+
+static const struct cfg_key mqtt_keys[] = {
+    {.key = "broker",
+     .type = CFG_STR,
+     .offset = offsetof(struct hubcfg_mqtt, broker),
+     .required = true},
+    {.key = "client_id",
+     .type = CFG_ID,
+     .offset = offsetof(struct hubcfg_mqtt, client_id),
+     .required = true},
+    {.key = "username", .type = CFG_STR, .offset = offsetof(struct hubcfg_mqtt, username)},
+    {.key = "password", .type = CFG_STR, .offset = offsetof(struct hubcfg_mqtt, password)},
+    {.key = "tls", .type = CFG_MAP, .offset = offsetof(struct hubcfg_mqtt, tls), .sub = tls_keys},
+    {.key = "topic",
+     .type = CFG_STR,
+     .offset = offsetof(struct hubcfg_mqtt, topic),
+     .def = "carehub/v1/+/+/#"},
+    {.key = "shared_group", .type = CFG_ID, .offset = offsetof(struct hubcfg_mqtt, shared_group)},
+    {.key = "keepalive",
+     .type = CFG_DURATION,
+     .offset = offsetof(struct hubcfg_mqtt, keepalive_ms),
+     .def = "30s",
+     .min = 1000,
+     .max = 65535000},
+    {.key = "clean_session",
+     .type = CFG_BOOL,
+     .offset = offsetof(struct hubcfg_mqtt, clean_session),
+     .def = "false"},
+    CFG_END,
+};
+
+static const struct cfg_key influx_keys[] = {
+    {.key = "url",
+     .type = CFG_STR,
+     .offset = offsetof(struct hubcfg_influx, url),
+     .required = true},
+    {.key = "version",
+     .type = CFG_INT,
+     .offset = offsetof(struct hubcfg_influx, version),
+     .def = "1",
+     .min = 1,
+     .max = 2},
+    {.key = "database", .type = CFG_ID, .offset = offsetof(struct hubcfg_influx, database)},
+    {.key = "username", .type = CFG_STR, .offset = offsetof(struct hubcfg_influx, username)},
+    {.key = "password", .type = CFG_STR, .offset = offsetof(struct hubcfg_influx, password)},
+    {.key = "org", .type = CFG_STR, .offset = offsetof(struct hubcfg_influx, org)},
+    {.key = "bucket", .type = CFG_STR, .offset = offsetof(struct hubcfg_influx, bucket)},
+    {.key = "token", .type = CFG_STR, .offset = offsetof(struct hubcfg_influx, token)},
+    {.key = "create_database",
+     .type = CFG_BOOL,
+     .offset = offsetof(struct hubcfg_influx, create_database),
+     .def = "true"},
+    {.key = "gzip",
+     .type = CFG_BOOL,
+     .offset = offsetof(struct hubcfg_influx, gzip),
+     .def = "true"},
+    {.key = "batch_size",
+     .type = CFG_INT,
+     .offset = offsetof(struct hubcfg_influx, batch_size),
+     .def = "5000",
+     .min = 1,
+     .max = 1000000},
+    {.key = "flush_interval",
+     .type = CFG_DURATION,
+     .offset = offsetof(struct hubcfg_influx, flush_interval_ms),
+     .def = "1s",
+     .min = 10,
+     .max = 3600000},
+    {.key = "timeout",
+     .type = CFG_DURATION,
+     .offset = offsetof(struct hubcfg_influx, timeout_ms),
+     .def = "10s",
+     .min = 100,
+     .max = 600000},
+    {.key = "max_backoff",
+     .type = CFG_DURATION,
+     .offset = offsetof(struct hubcfg_influx, max_backoff_ms),
+     .def = "30s",
+     .min = 100,
+     .max = 3600000},
+    {.key = "max_buffer",
+     .type = CFG_INT,
+     .offset = offsetof(struct hubcfg_influx, max_buffer),
+     .def = "134217728",
+     .min = 4 * MIB,
+     .max = 65536 * MIB},
+    {.key = "shutdown_timeout",
+     .type = CFG_DURATION,
+     .offset = offsetof(struct hubcfg_influx, shutdown_timeout_ms),
+     .def = "10s",
+     .min = 0,
+     .max = 600000},
+    CFG_END,
+};
+
+static const struct cfg_enum log_levels[] = {
+    {"error", LOGL_ERROR}, {"warn", LOGL_WARN}, {"info", LOGL_INFO},
+    {"debug", LOGL_DEBUG}, {NULL, 0},
+};
+
+static const struct cfg_key hub_keys[] = {
+    {.key = "mqtt",
+     .type = CFG_MAP,
+     .offset = offsetof(struct hubcfg, mqtt),
+     .required = true,
+     .sub = mqtt_keys},
+    {.key = "influx",
+     .type = CFG_MAP,
+     .offset = offsetof(struct hubcfg, influx),
+     .required = true,
+     .sub = influx_keys},
+    {.key = "self_metrics_interval",
+     .type = CFG_DURATION,
+     .offset = offsetof(struct hubcfg, self_metrics_interval_ms),
+     .def = "10s",
+     .min = 1000,
+     .max = 3600000},
+    {.key = "log_level",
+     .type = CFG_ENUM,
+     .offset = offsetof(struct hubcfg, log_level),
+     .def = "info",
+     .enums = log_levels},
+    CFG_END,
+};
+
+/* The rules that span keys, checked after the tables. cfg.h does not hand
+ * out the document it parsed, so on the (rare) error path the file is read
+ * again to point at the line. */
+struct check {
+    const char *path;
+    struct fy_document *doc;
+    int errors;
+};
+
+static void problem(struct check *c, const char *node_path, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void problem(struct check *c, const char *node_path, const char *key, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    c->errors++;
+    if (!c->doc)
+        c->doc = fy_document_build_from_file(NULL, c->path);
+    struct fy_node *root = c->doc ? fy_document_root(c->doc) : NULL;
+    struct fy_node *map = root ? fy_node_by_path(root, node_path, FY_NT, FYNWF_DONT_FOLLOW) : NULL;
+    if (map)
+        cfg_report(map, key, "%s", msg);
+    else
+        fprintf(stderr, "%s: %s\n", c->path, msg);
+}
+
+static bool set(const char *s)
+{
+    return s && s[0];
+}
+
+static bool has_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static void check_file(struct check *c, const char *file, const char *key)
+{
+    if (set(file) && access(file, R_OK) != 0)
+        problem(c, "/mqtt/tls", key, "key '%s': cannot read %s", key, file);
+}
+
+static void check_mqtt(struct check *c, const struct hubcfg_mqtt *m)
+{
+    bool tls = has_prefix(m->broker, "ssl://");
+    if (!tls && !has_prefix(m->broker, "tcp://"))
+        problem(c, "/mqtt", "broker", "key 'broker': '%s' must start with tcp:// or ssl://",
+                m->broker);
+    if (!tls && (set(m->tls.ca_file) || set(m->tls.cert_file) || set(m->tls.key_file)))
+        problem(c, "/mqtt", "tls",
+                "key 'tls': certificate files are set but the broker is not "
+                "ssl://");
+    if (set(m->tls.key_file) != set(m->tls.cert_file))
+        problem(c, "/mqtt/tls", set(m->tls.key_file) ? "key_file" : "cert_file",
+                "keys 'cert_file' and 'key_file' go together");
+    check_file(c, m->tls.ca_file, "ca_file");
+    check_file(c, m->tls.cert_file, "cert_file");
+    check_file(c, m->tls.key_file, "key_file");
+    if (set(m->password) && !set(m->username))
+        problem(c, "/mqtt", "password", "key 'password' needs 'username'");
+    if (!set(m->topic))
+        problem(c, "/mqtt", "topic", "key 'topic' must not be empty");
+}
+
+static void check_influx(struct check *c, const struct hubcfg_influx *i)
+{
+    if (!has_prefix(i->url, "http://") && !has_prefix(i->url, "https://"))
+        problem(c, "/influx", "url", "key 'url': '%s' must start with http:// or https://", i->url);
+    static const char *const v1_only[] = {"database", "username", "password"};
+    static const char *const v2_only[] = {"org", "bucket", "token"};
+    const char *v1[] = {i->database, i->username, i->password};
+    const char *v2[] = {i->org, i->bucket, i->token};
+    for (int k = 0; k < 3; k++) {
+        if (i->version == 1 && set(v2[k]))
+            problem(c, "/influx", v2_only[k], "key '%s' is for version 2", v2_only[k]);
+        if (i->version == 2 && set(v1[k]))
+            problem(c, "/influx", v1_only[k], "key '%s' is for version 1", v1_only[k]);
+        if (i->version == 2 && !set(v2[k]))
+            problem(c, "/influx", v2_only[k], "key '%s' is required with version 2", v2_only[k]);
+    }
+    if (i->version == 1 && !set(i->database))
+        problem(c, "/influx", "database", "key 'database' is required with version 1");
+    if (i->version == 1 && set(i->password) && !set(i->username))
+        problem(c, "/influx", "password", "key 'password' needs 'username'");
+}
+
+int hubcfg_load(const char *path, struct hubcfg *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = cfg_load(path, hub_keys, out, NULL);
+    if (rc)
+        return rc;
+    struct check c = {.path = path};
+    check_mqtt(&c, &out->mqtt);
+    check_influx(&c, &out->influx);
+    if (c.doc)
+        fy_document_destroy(c.doc);
+    if (c.errors) {
+        fprintf(stderr, "%s: %d error%s\n", path, c.errors, c.errors == 1 ? "" : "s");
+        hubcfg_free(out);
+        return CH_ECONFIG;
+    }
+    return 0;
+}
+
+void hubcfg_free(struct hubcfg *c)
+{
+    cfg_free(hub_keys, c);
+}

@@ -1,0 +1,62 @@
+/* care-hub's configuration file (YAML; example in deploy/hub/hub.yaml).
+ * The key tables in config.c are the reference: key, type, default, range. */
+#ifndef CAREHUB_HUB_CONFIG_H
+#define CAREHUB_HUB_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct hubcfg_tls {
+    char *ca_file;   /* PEM bundle that signed the broker's certificate */
+    char *cert_file; /* client certificate (PEM), for brokers that want one */
+    char *key_file;  /* its private key */
+    bool verify;     /* check the broker's certificate and host name */
+};
+
+struct hubcfg_mqtt {
+    char *broker;    /* tcp://host:port or ssl://host:port */
+    char *client_id; /* also the hub tag of the self-metrics */
+    char *username;
+    char *password;
+    struct hubcfg_tls tls;
+    char *topic;        /* subscription filter */
+    char *shared_group; /* subscribe $share/<group>/<topic> when set */
+    int64_t keepalive_ms;
+    bool clean_session;
+};
+
+struct hubcfg_influx {
+    char *url;            /* http(s)://host:port, no path */
+    int64_t version;      /* 1 or 2 */
+    char *database;       /* v1 */
+    char *username;       /* v1, optional */
+    char *password;       /* v1, optional */
+    char *org;            /* v2 */
+    char *bucket;         /* v2 */
+    char *token;          /* v2 */
+    bool create_database; /* v1: CREATE DATABASE before the first write */
+    bool gzip;            /* Content-Encoding: gzip */
+    int64_t batch_size;   /* points per request */
+    int64_t flush_interval_ms;
+    int64_t timeout_ms;
+    int64_t max_backoff_ms;
+    int64_t max_buffer; /* bytes queued in memory at most */
+    int64_t shutdown_timeout_ms;
+};
+
+struct hubcfg {
+    struct hubcfg_mqtt mqtt;
+    struct hubcfg_influx influx;
+    int64_t self_metrics_interval_ms;
+    int log_level; /* enum log_level */
+};
+
+/* Reads and checks the file at path into *out (zeroed here). Returns 0, or
+ * CH_ECONFIG / -errno after reporting every problem on stderr as
+ * file:line:column with the key. On success the caller frees with
+ * hubcfg_free. */
+int hubcfg_load(const char *path, struct hubcfg *out);
+
+void hubcfg_free(struct hubcfg *c);
+
+#endif

@@ -1,0 +1,190 @@
+#include "ingest.h"
+#include "codec.h"
+#include "lineproto.h"
+#include "log.h"
+#include "presence.h"
+#include "util.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const reason_names[INGEST_N_REASONS] = {
+    [INGEST_INVALID_TOPIC] = "invalid_topic",   [INGEST_OVERSIZE] = "oversize",
+    [INGEST_UNKNOWN_KIND] = "unknown_kind",     [INGEST_INVALID_JSON] = "invalid_json",
+    [INGEST_INVALID_SCHEMA] = "invalid_schema", [INGEST_SITE_MISMATCH] = "site_mismatch",
+};
+
+const char *ingest_reason_name(enum ingest_reason r)
+{
+    return (unsigned)r < INGEST_N_REASONS ? reason_names[r] : "?";
+}
+
+struct ingest {
+    struct presence *presence;
+    ingest_sink sink;
+    void *sink_ctx;
+    atomic_uint_fast64_t messages_received, telemetry_ok, status_ok, readings;
+    atomic_uint_fast64_t rejected[INGEST_N_REASONS];
+};
+
+struct ingest *ingest_new(struct presence *presence, ingest_sink sink, void *sink_ctx)
+{
+    struct ingest *in = ch_xcalloc(1, sizeof *in);
+    in->presence = presence;
+    in->sink = sink;
+    in->sink_ctx = sink_ctx;
+    return in;
+}
+
+void ingest_free(struct ingest *in)
+{
+    free(in);
+}
+
+static void count(atomic_uint_fast64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* The topic as a log instance: at most 160 bytes, control characters as '?'
+ * (MQTT allows them in topics; a log line must stay one line). */
+struct shown_topic {
+    char s[168];
+};
+
+static struct shown_topic show_topic(const char *topic)
+{
+    struct shown_topic o;
+    size_t n = strlen(topic), cut = n > 160 ? 160 : n;
+    for (size_t i = 0; i < cut; i++) {
+        unsigned char c = (unsigned char)topic[i];
+        o.s[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    strcpy(o.s + cut, cut < n ? "..." : "");
+    return o;
+}
+
+static enum ingest_result reject(struct ingest *in, const char *topic, enum ingest_reason r,
+                                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static enum ingest_result reject(struct ingest *in, const char *topic, enum ingest_reason r,
+                                 const char *fmt, ...)
+{
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    count(&in->rejected[r], 1);
+    LOGW("ingest", show_topic(topic).s, "rejected: %s: %s", reason_names[r], why);
+    return INGEST_REJECTED;
+}
+
+static void emit(struct ingest *in, struct lp_buf *b)
+{
+    size_t len, lines;
+    char *data = lp_take(b, &len, &lines);
+    if (data)
+        in->sink(in->sink_ctx, data, len, lines);
+}
+
+static bool same_origin(const char *site, const char *gw, const char *psite, const char *pgw)
+{
+    return strcmp(site, psite) == 0 && strcmp(gw, pgw) == 0;
+}
+
+static enum ingest_result on_telemetry(struct ingest *in, const char *topic, const json_t *root,
+                                       const char *site, const char *gw, int64_t now_ms)
+{
+    struct ch_telemetry t;
+    char err[256];
+    if (ch_telemetry_from_json(root, &t, err, sizeof err) != 0)
+        return reject(in, topic, INGEST_INVALID_SCHEMA, "%s", err);
+    if (!same_origin(site, gw, t.site, t.gateway)) {
+        reject(in, topic, INGEST_SITE_MISMATCH, "payload is from %s/%s", t.site, t.gateway);
+        ch_telemetry_free(&t);
+        return INGEST_REJECTED;
+    }
+    struct lp_buf b;
+    lp_init(&b);
+    lp_telemetry(&b, &t);
+    emit(in, &b);
+    count(&in->telemetry_ok, 1);
+    count(&in->readings, t.n_readings);
+    presence_telemetry(in->presence, site, gw, now_ms);
+    LOGD("ingest", show_topic(topic).s, "seq %" PRIu64 ": %zu readings%s", t.seq, t.n_readings,
+         t.historical ? " (historical)" : "");
+    ch_telemetry_free(&t);
+    return INGEST_ACCEPTED;
+}
+
+static enum ingest_result on_status(struct ingest *in, const char *topic, const json_t *root,
+                                    const char *site, const char *gw, bool retained, int64_t now_ms)
+{
+    struct ch_status s;
+    char err[256];
+    if (ch_status_from_json(root, &s, err, sizeof err) != 0)
+        return reject(in, topic, INGEST_INVALID_SCHEMA, "%s", err);
+    if (!same_origin(site, gw, s.site, s.gateway)) {
+        reject(in, topic, INGEST_SITE_MISMATCH, "payload is from %s/%s", s.site, s.gateway);
+        ch_status_free(&s);
+        return INGEST_REJECTED;
+    }
+    presence_status(in->presence, &s, now_ms);
+    /* A will has no ts of its own and is stamped on arrival; when the broker
+     * replays it (retained) on a resubscribe it is old news, already stored
+     * when it first came, and would add a false offline event. */
+    if (s.ts_ms != 0 || !retained) {
+        struct lp_buf b;
+        lp_init(&b);
+        lp_status(&b, &s, now_ms);
+        emit(in, &b);
+    }
+    count(&in->status_ok, 1);
+    ch_status_free(&s);
+    return INGEST_ACCEPTED;
+}
+
+enum ingest_result ingest_message(struct ingest *in, const char *topic, const void *payload,
+                                  size_t len, bool retained, int64_t now_ms)
+{
+    count(&in->messages_received, 1);
+    char site[CH_ID_MAX], gw[CH_ID_MAX];
+    const char *kind;
+    if (!ch_topic_parse(topic, site, gw, &kind))
+        return reject(in, topic, INGEST_INVALID_TOPIC,
+                      "not carehub/v1/{site}/{gateway}/{kind} with valid ids");
+    if (strcmp(kind, "cmd") == 0 || strncmp(kind, "cmd/", 4) == 0) {
+        LOGD("ingest", show_topic(topic).s, "command: not for the hub");
+        return INGEST_IGNORED;
+    }
+    bool telemetry = strcmp(kind, "telemetry") == 0;
+    if (!telemetry && strcmp(kind, "status") != 0)
+        return reject(in, topic, INGEST_UNKNOWN_KIND, "kind '%s'", kind);
+    if (len > INGEST_MAX_PAYLOAD)
+        return reject(in, topic, INGEST_OVERSIZE, "%zu bytes, more than %d", len,
+                      INGEST_MAX_PAYLOAD);
+    char err[256];
+    json_t *root = ch_json_parse(payload, len, err, sizeof err);
+    if (!root)
+        return reject(in, topic, INGEST_INVALID_JSON, "%s", err);
+    enum ingest_result r = telemetry ? on_telemetry(in, topic, root, site, gw, now_ms)
+                                     : on_status(in, topic, root, site, gw, retained, now_ms);
+    json_decref(root);
+    return r;
+}
+
+void ingest_stats(struct ingest *in, struct ingest_stats *out)
+{
+    out->messages_received = atomic_load(&in->messages_received);
+    out->telemetry_ok = atomic_load(&in->telemetry_ok);
+    out->status_ok = atomic_load(&in->status_ok);
+    out->readings = atomic_load(&in->readings);
+    for (int i = 0; i < INGEST_N_REASONS; i++)
+        out->rejected[i] = atomic_load(&in->rejected[i]);
+}

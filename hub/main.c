@@ -1,0 +1,253 @@
+/* care-hub: subscribes to every site's gateways, validates what they send,
+ * writes it to InfluxDB, tracks which gateways are online, and reports its
+ * own counters as carehub_hub points.
+ *
+ * Threads: Paho's (messages -> ingest -> queue), the InfluxDB writer, and
+ * this one, which waits for SIGTERM/SIGINT (blocked everywhere, taken with
+ * sigtimedwait), retries a failed first MQTT connection and writes the
+ * self-metrics.
+ *
+ * Shutdown: stop consuming (MQTT DISCONNECT: a persistent session keeps the
+ * rest at the broker), queue a last self-metrics point, let the writer flush
+ * for up to influx.shutdown_timeout, then log the final counters.
+ *
+ * Exit status: 0 after a clean stop, 1 on a runtime failure, 2 for a bad
+ * command line or configuration. */
+#include "config.h"
+#include "err.h"
+#include "influx.h"
+#include "ingest.h"
+#include "lineproto.h"
+#include "log.h"
+#include "presence.h"
+#include "subscriber.h"
+#include "util.h"
+
+#include <curl/curl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define EXIT_RUNTIME          1
+#define EXIT_CONFIG           2
+#define MQTT_CLOSE_TIMEOUT_MS 5000
+#define TICK_MS               1000
+
+struct hub {
+    struct hubcfg cfg;
+    struct presence *presence;
+    struct influx *influx;
+    struct ingest *ingest;
+    struct sub *sub;
+};
+
+/* ---- self-metrics --------------------------------------------------------- */
+
+struct counter {
+    const char *name;
+    uint64_t value;
+};
+
+#define MAX_COUNTERS (16 + INGEST_N_REASONS)
+
+static char rejected_names[INGEST_N_REASONS][48];
+
+/* Every counter, in name order: ingest's and presence's now, the writer's
+ * from ws. Returns how many. */
+static size_t snapshot(struct hub *h, const struct influx_stats *w,
+                       struct counter out[MAX_COUNTERS])
+{
+    struct ingest_stats is;
+    ingest_stats(h->ingest, &is);
+    const struct influx_stats ws = *w;
+    size_t n = 0;
+    out[n++] = (struct counter){"dropped", ws.dropped};
+    out[n++] = (struct counter){"gateways_online", presence_online(h->presence)};
+    out[n++] = (struct counter){"messages_received", is.messages_received};
+    out[n++] = (struct counter){"points_written", ws.points_written};
+    out[n++] = (struct counter){"queued_bytes", ws.queued_bytes};
+    out[n++] = (struct counter){"readings", is.readings};
+    for (int r = 0; r < INGEST_N_REASONS; r++)
+        out[n++] = (struct counter){rejected_names[r], is.rejected[r]};
+    out[n++] = (struct counter){"status_ok", is.status_ok};
+    out[n++] = (struct counter){"telemetry_ok", is.telemetry_ok};
+    out[n++] = (struct counter){"write_errors", ws.write_errors};
+    out[n++] = (struct counter){"write_rejected", ws.write_rejected};
+    out[n++] = (struct counter){"write_retries", ws.write_retries};
+    return n;
+}
+
+/* Queues one carehub_hub point with every counter as an integer field. */
+static void write_self_metrics(struct hub *h)
+{
+    struct influx_stats ws;
+    influx_stats(h->influx, &ws);
+    struct counter c[MAX_COUNTERS];
+    size_t n = snapshot(h, &ws, c);
+    struct lp_buf b;
+    lp_init(&b);
+    lp_begin(&b, "carehub_hub");
+    lp_tag(&b, "hub", h->cfg.mqtt.client_id);
+    for (size_t i = 0; i < n; i++)
+        lp_field_int(&b, c[i].name, c[i].value > INT64_MAX ? INT64_MAX : (int64_t)c[i].value);
+    lp_end(&b, ch_now_ms());
+    size_t len, lines;
+    char *data = lp_take(&b, &len, &lines);
+    influx_enqueue(h->influx, data, len, lines);
+}
+
+static void log_final_counters(struct hub *h, const struct influx_stats *ws)
+{
+    struct counter c[MAX_COUNTERS];
+    size_t n = snapshot(h, ws, c);
+    char line[900];
+    size_t off = 0;
+    for (size_t i = 0; i < n && off < sizeof line; i++)
+        off +=
+            (size_t)snprintf(line + off, sizeof line - off, " %s=%" PRIu64, c[i].name, c[i].value);
+    LOGI("hub", h->cfg.mqtt.client_id, "final counters:%s", line);
+}
+
+/* ---- running ---------------------------------------------------------------- */
+
+static void to_influx(void *ctx, char *data, size_t len, size_t lines)
+{
+    influx_enqueue(ctx, data, len, lines);
+}
+
+/* Waits for a stop signal, ticking the subscriber and writing self-metrics.
+ * Returns 0 on a signal, EXIT_RUNTIME on a fatal MQTT error. */
+static int run(struct hub *h, const sigset_t *stop)
+{
+    int64_t next_metrics = ch_mono_ms() + h->cfg.self_metrics_interval_ms;
+    for (;;) {
+        int64_t now = ch_mono_ms();
+        int64_t wait = next_metrics - now < TICK_MS ? next_metrics - now : TICK_MS;
+        if (wait < 0)
+            wait = 0;
+        struct timespec ts = {.tv_sec = (time_t)(wait / 1000),
+                              .tv_nsec = (long)(wait % 1000) * 1000000L};
+        int sig = sigtimedwait(stop, NULL, &ts);
+        if (sig > 0) {
+            LOGI("hub", h->cfg.mqtt.client_id, "%s: stopping", strsignal(sig));
+            return 0;
+        }
+        if (sub_tick(h->sub) != 0)
+            return EXIT_RUNTIME;
+        if (ch_mono_ms() >= next_metrics) {
+            write_self_metrics(h);
+            next_metrics += h->cfg.self_metrics_interval_ms;
+            if (next_metrics < ch_mono_ms())
+                next_metrics = ch_mono_ms() + h->cfg.self_metrics_interval_ms;
+        }
+    }
+}
+
+static int serve(struct hub *h)
+{
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    /* before any thread starts, so that every thread inherits the mask */
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        LOGE("hub", NULL, "libcurl cannot start");
+        return EXIT_RUNTIME;
+    }
+    for (int r = 0; r < INGEST_N_REASONS; r++)
+        snprintf(rejected_names[r], sizeof rejected_names[r], "rejected_%s",
+                 ingest_reason_name((enum ingest_reason)r));
+
+    int status = EXIT_RUNTIME;
+    h->presence = presence_new();
+    if (influx_open(&h->cfg.influx, &h->influx) == 0) {
+        h->ingest = ingest_new(h->presence, to_influx, h->influx);
+        if (sub_open(&h->cfg.mqtt, h->ingest, &h->sub) == 0) {
+            LOGI("hub", h->cfg.mqtt.client_id, "care-hub %s running", CAREHUB_VERSION);
+            status = run(h, &stop);
+            sub_close(h->sub, MQTT_CLOSE_TIMEOUT_MS);
+        }
+        write_self_metrics(h);
+        struct influx_stats final;
+        influx_close(h->influx, &final);
+        log_final_counters(h, &final);
+    }
+    if (h->ingest)
+        ingest_free(h->ingest);
+    presence_free(h->presence);
+    curl_global_cleanup();
+    return status;
+}
+
+/* ---- command line ------------------------------------------------------------ */
+
+static void usage(FILE *to)
+{
+    fprintf(to, "usage: care-hub -c FILE [--check]\n"
+                "       care-hub --version | --help\n"
+                "\n"
+                "  -c, --config FILE  hub configuration (YAML; see deploy/hub/hub.yaml)\n"
+                "      --check        check the configuration and exit\n"
+                "  -V, --version      print the version and exit\n"
+                "  -h, --help         print this help and exit\n"
+                "\n"
+                "Exit status: 0 stopped cleanly, 1 runtime failure, 2 bad command line or "
+                "configuration.\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check", no_argument, NULL, 'k'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL;
+    bool check = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'k':
+            check = true;
+            break;
+        case 'V':
+            printf("care-hub %s\n", CAREHUB_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_CONFIG;
+        }
+    }
+    if (!path || optind != argc) {
+        usage(stderr);
+        return EXIT_CONFIG;
+    }
+
+    struct hub h = {0};
+    if (hubcfg_load(path, &h.cfg) != 0)
+        return EXIT_CONFIG;
+    if (check) {
+        printf("%s: configuration OK\n", path);
+        hubcfg_free(&h.cfg);
+        return 0;
+    }
+    log_set_level((enum log_level)h.cfg.log_level);
+    int status = serve(&h);
+    hubcfg_free(&h.cfg);
+    return status;
+}

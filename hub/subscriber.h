@@ -1,0 +1,40 @@
+/* The MQTT side of care-hub: a Paho MQTTAsync client subscribed at QoS 1 to
+ * the carehub topics (optionally as member of a shared subscription), handing
+ * every message to ingest_message() on Paho's callback thread.
+ *
+ * Session: clean_session is false by default, with a fixed client_id, so the
+ * broker keeps the subscription and queues QoS 1 messages while the hub is
+ * restarting or upgrading: the gateways' spools do not help there, because the
+ * broker has already acknowledged their publishes. (With shared_group on a
+ * cluster, set clean_session true: an instance that is gone for good should
+ * not hold its share of the messages.)
+ *
+ * Connection: Paho reconnects by itself (1 s doubling to 30 s) once connected;
+ * a first connection that fails is retried from sub_tick() with the same
+ * back-off. Every (re)connection subscribes again from the connected
+ * callback. A broker that refuses the subscription (ACL) is fatal. */
+#ifndef CAREHUB_SUBSCRIBER_H
+#define CAREHUB_SUBSCRIBER_H
+
+#include <stdint.h>
+
+struct hubcfg_mqtt;
+struct ingest;
+struct sub;
+
+/* Creates the client and starts connecting in the background. cfg and in are
+ * borrowed until sub_close. Returns 0, or CH_EINVAL when Paho refuses the
+ * broker URI or options (logged). */
+int sub_open(const struct hubcfg_mqtt *cfg, struct ingest *in, struct sub **out);
+
+/* Call from the main loop (about once a second): retries a failed first
+ * connection when its back-off has passed. Returns 0, or CH_EREJECTED once
+ * the broker refused the subscription. */
+int sub_tick(struct sub *s);
+
+/* Stops consuming: sends DISCONNECT (a persistent session keeps further
+ * messages at the broker), waits up to timeout_ms, frees the client. No
+ * message reaches ingest after it returns. */
+void sub_close(struct sub *s, int64_t timeout_ms);
+
+#endif

@@ -1,0 +1,8 @@
+# Unit tests of the gateway: register maps and decoding, configuration.
+ch_unit_test(test_regmap SOURCES unit/test_regmap.c LIBS ch_drivers)
+ch_unit_test(test_config SOURCES unit/test_config.c LIBS ch_edge)
+
+# The command line: every bad configuration exits 2 naming file, line, key.
+ch_integration_test(edge_config_cli edge_config_cli.py TIMEOUT 60)
+ch_integration_test(config_schema config_schema.py TIMEOUT 60)
+ch_integration_test(e2e_site e2e_site.py TIMEOUT 120)

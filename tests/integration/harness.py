@@ -1,0 +1,283 @@
+"""Test harness: real Mosquitto, InfluxDB, socat and carehub programs, each
+started on a free loopback port in a temporary directory and stopped by PID.
+
+Everything binds to 127.0.0.1. Every wait is bounded. A test builds a World,
+starts what it needs, and the World stops all of it on exit (also on a
+failed assertion or a signal).
+"""
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+BIN = os.environ.get("CAREHUB_BIN", os.path.join(os.path.dirname(__file__), "../../build/bin"))
+SRC = os.environ.get("CAREHUB_SRC", os.path.join(os.path.dirname(__file__), "../.."))
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what, pred, timeout, interval=0.1):
+    """Polls pred() until it returns a truthy value; fails after timeout s."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except Exception as e:  # the thing may not be up yet
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Proc:
+    """A child process with its output in a log file."""
+
+    def __init__(self, name, argv, logpath, env=None, cwd=None):
+        self.name = name
+        self.argv = argv
+        self.logpath = logpath
+        self.logf = open(logpath, "ab")
+        self.p = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=env, cwd=cwd,
+                                  start_new_session=True)
+        self.pid = self.p.pid
+
+    def output(self):
+        with open(self.logpath, "r", errors="replace") as f:
+            return f.read()
+
+    def wait_log(self, pattern, timeout=10):
+        rx = re.compile(pattern)
+        def check():
+            if self.p.poll() is not None and not rx.search(self.output()):
+                raise AssertionError(f"{self.name} exited ({self.p.returncode}) before "
+                                     f"logging /{pattern}/:\n{self.tail()}")
+            return rx.search(self.output())
+        return wait_for(f"{self.name} to log /{pattern}/", check, timeout)
+
+    def tail(self, n=40):
+        return "\n".join(self.output().splitlines()[-n:])
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Signals the process and waits; returns its exit status."""
+        if self.p.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.p.wait(5)
+        self.logf.close()
+        return self.p.returncode
+
+    def kill(self):
+        return self.stop(signal.SIGKILL)
+
+
+class Influx:
+    def __init__(self, world):
+        self.world = world
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        d = world.dir("influx")
+        cfg = os.path.join(d, "influxdb.conf")
+        with open(cfg, "w") as f:
+            f.write(f"""reporting-enabled = false
+bind-address = "127.0.0.1:{free_port()}"
+[meta]
+  dir = "{d}/meta"
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{self.port}"
+  auth-enabled = false
+  log-enabled = false
+  pprof-enabled = false
+[logging]
+  level = "warn"
+  suppress-logo = true
+[ifql]
+  enabled = false
+[subscriber]
+  enabled = false
+[continuous_queries]
+  enabled = false
+""")
+        self.proc = world.spawn("influxd", ["influxd", "-config", cfg])
+        wait_for("InfluxDB /ping", lambda: self.ping(), 30)
+
+    def ping(self):
+        with urllib.request.urlopen(self.url + "/ping", timeout=1) as r:
+            return r.status == 204
+
+    def query(self, q, db=None):
+        params = {"q": q, "epoch": "ms"}
+        if db:
+            params["db"] = db
+        data = urllib.parse.urlencode(params).encode()
+        with urllib.request.urlopen(self.url + "/query", data=data, timeout=10) as r:
+            return json.loads(r.read())
+
+    def series(self, q, db):
+        """Rows of a query as a list of dicts, with tags merged in."""
+        out = []
+        for res in self.query(q, db).get("results", []):
+            if "error" in res:
+                raise AssertionError(f"InfluxDB error for {q}: {res['error']}")
+            for s in res.get("series", []):
+                for v in s["values"]:
+                    row = dict(zip(s["columns"], v))
+                    row.update(s.get("tags", {}))
+                    row["_measurement"] = s["name"]
+                    out.append(row)
+        return out
+
+
+class Mosquitto:
+    def __init__(self, world, port=None):
+        self.world = world
+        self.port = port or free_port()
+        d = world.dir("mosquitto")
+        self.cfg = os.path.join(d, "mosquitto.conf")
+        with open(self.cfg, "w") as f:
+            f.write(f"""per_listener_settings false
+listener {self.port} 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest stderr
+log_type error
+log_type warning
+user root
+""")
+        self.start()
+
+    def start(self):
+        self.proc = self.world.spawn("mosquitto", ["mosquitto", "-c", self.cfg])
+        wait_for("mosquitto to listen", lambda: port_open(self.port), 10)
+
+    def stop(self):
+        self.proc.stop()
+
+    @property
+    def uri(self):
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def publish(self, topic, payload, retain=False):
+        argv = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.port), "-q", "1",
+                "-t", topic, "-m", payload]
+        if retain:
+            argv.append("-r")
+        subprocess.run(argv, check=True, timeout=10)
+
+    def subscribe(self, topic, name="sub"):
+        """Captures every message on topic as JSON lines {topic, payload}."""
+        path = os.path.join(self.world.root, f"{name}.capture")
+        return self.world.spawn(name, ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port),
+                                       "-q", "1", "-v", "-t", topic, "-F", "%t\t%p"],
+                                logpath=path)
+
+
+class World:
+    """A temporary directory and everything started in it."""
+
+    def __init__(self, name):
+        self.root = tempfile.mkdtemp(prefix=f"carehub-{name}-")
+        self.procs = []
+        self.keep = os.environ.get("CAREHUB_KEEP_TMP") == "1"
+        atexit.register(self.close)
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
+        log(f"test dir {self.root}")
+
+    def dir(self, name):
+        d = os.path.join(self.root, name)
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    def path(self, name):
+        return os.path.join(self.root, name)
+
+    def spawn(self, name, argv, logpath=None, env=None):
+        p = Proc(name, argv, logpath or os.path.join(self.root, f"{name}.log"), env=env)
+        self.procs.append(p)
+        return p
+
+    def bin(self, prog):
+        return os.path.join(BIN, prog)
+
+    def socat_pair(self, name):
+        """Two linked pseudo-terminals; returns (end_a, end_b) paths."""
+        a, b = self.path(f"{name}-A"), self.path(f"{name}-B")
+        self.spawn(f"socat-{name}", ["socat", "-d", "-d", f"pty,raw,echo=0,link={a}",
+                                     f"pty,raw,echo=0,link={b}"])
+        wait_for(f"socat {name} PTYs", lambda: os.path.exists(a) and os.path.exists(b), 10)
+        return a, b
+
+    def write(self, name, text):
+        p = self.path(name)
+        with open(p, "w") as f:
+            f.write(text)
+        return p
+
+    def close(self):
+        for p in reversed(self.procs):
+            try:
+                p.stop(timeout=10)
+            except Exception:
+                pass
+        self.procs = []
+        if not self.keep and os.path.isdir(self.root):
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def dump_logs(self):
+        for p in self.procs:
+            print(f"---- {p.name} ({p.logpath}) ----\n{p.tail(60)}", flush=True)
+
+
+def run_test(fn):
+    """Runs a test function with a World; prints logs on failure."""
+    w = World(fn.__name__)
+    try:
+        fn(w)
+    except BaseException:
+        w.dump_logs()
+        raise
+    finally:
+        w.close()
+    log(f"PASS {fn.__name__}")

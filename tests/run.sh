@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds carehub with warnings as errors and runs every test (unit and
+# integration, through ctest), then does the same with the address and
+# undefined-behaviour sanitizers. Installs missing Debian packages first
+# (as root). Usage: tests/run.sh [--no-sanitize]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sanitize=1
+[ "${1:-}" = "--no-sanitize" ] && sanitize=0
+
+deploy/install-deps.sh
+
+jobs=$(nproc)
+run_suite() {
+  local dir=$1; shift
+  echo "==> configure $dir ($*)"
+  cmake -S . -B "$dir" -DCAREHUB_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  echo "==> build $dir"
+  cmake --build "$dir" -j"$jobs"
+  echo "==> test $dir"
+  ctest --test-dir "$dir" --output-on-failure --timeout 300 -j2
+}
+
+start=$(date +%s)
+run_suite build
+if [ $sanitize -eq 1 ]; then
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0
+  run_suite build-asan -DCAREHUB_SANITIZE=ON
+fi
+echo "==> all tests passed in $(( $(date +%s) - start ))s"

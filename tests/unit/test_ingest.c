@@ -1,0 +1,247 @@
+/* Ingest and presence: what each message becomes, every rejection reason
+ * counted, and online/offline tracking. The sink captures the points. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "codec.h"
+#include "ingest.h"
+#include "log.h"
+#include "presence.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct capture {
+    char text[4096];
+    size_t lines;
+    int calls;
+};
+
+static void sink(void *ctx, char *data, size_t len, size_t lines)
+{
+    struct capture *c = ctx;
+    size_t have = strlen(c->text);
+    if (have + len < sizeof c->text) { /* the first few points, for comparing */
+        memcpy(c->text + have, data, len);
+        c->text[have + len] = '\0';
+    }
+    c->lines += lines;
+    c->calls++;
+    free(data);
+}
+
+struct fixture {
+    struct presence *p;
+    struct ingest *in;
+    struct capture cap;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = ch_xcalloc(1, sizeof *f);
+    f->p = presence_new();
+    f->in = ingest_new(f->p, sink, &f->cap);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    ingest_free(f->in);
+    presence_free(f->p);
+    free(f);
+    return 0;
+}
+
+#define TEL(site, gw)                                                                              \
+    "{\"schema\":\"carehub/telemetry/1\",\"site\":\"" site "\",\"gateway\":\"" gw "\",\"seq\":7,"  \
+    "\"ts\":1763850000123,\"readings\":[{\"device\":\"env-101\",\"measurement\":\"environment\","  \
+    "\"room\":\"101\",\"ts\":1763850000100,\"quality\":\"good\",\"metrics\":{\"temperature\":"     \
+    "23.4}}]}"
+#define BIRTH(ts, version)                                                                         \
+    "{\"schema\":\"carehub/status/1\",\"site\":\"cq\",\"gateway\":\"gw-01\",\"online\":true,"      \
+    "\"ts\":" ts ",\"version\":\"" version "\",\"boot_id\":\"3f2a9c0d4b5e6f708192a3b4c5d6e7f8\","  \
+    "\"devices\":[]}"
+#define WILL                                                                                       \
+    "{\"schema\":\"carehub/status/1\",\"site\":\"cq\",\"gateway\":\"gw-01\",\"online\":false}"
+
+static enum ingest_result post(struct fixture *f, const char *topic, const char *payload,
+                               bool retained)
+{
+    return ingest_message(f->in, topic, payload, strlen(payload), retained, 1763850099000);
+}
+
+static void test_telemetry_accepted(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/telemetry", TEL("cq", "gw-01"), false),
+                     INGEST_ACCEPTED);
+    assert_string_equal(f->cap.text, "environment,device=env-101,gateway=gw-01,quality=good,"
+                                     "room=101,site=cq temperature=23.4 1763850000100\n");
+    assert_int_equal(f->cap.lines, 1);
+    struct ingest_stats s;
+    ingest_stats(f->in, &s);
+    assert_int_equal(s.messages_received, 1);
+    assert_int_equal(s.telemetry_ok, 1);
+    assert_int_equal(s.readings, 1);
+    /* telemetry alone does not make a gateway online */
+    assert_int_equal(presence_online(f->p), 0);
+}
+
+static void test_rejections_by_reason(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *topic, *payload;
+        enum ingest_reason reason;
+    } cases[] = {
+        {"carehub/v1/cq/gw 01/telemetry", TEL("cq", "gw-01"), INGEST_INVALID_TOPIC},
+        {"carehub/v1/cq/gw-01", TEL("cq", "gw-01"), INGEST_INVALID_TOPIC},
+        {"other/v1/cq/gw-01/telemetry", TEL("cq", "gw-01"), INGEST_INVALID_TOPIC},
+        {"carehub/v1/cq/gw-01/alert", "{}", INGEST_UNKNOWN_KIND},
+        {"carehub/v1/cq/gw-01/telemetry/extra", TEL("cq", "gw-01"), INGEST_UNKNOWN_KIND},
+        {"carehub/v1/cq/gw-01/telemetry", "{\"schema\":", INGEST_INVALID_JSON},
+        {"carehub/v1/cq/gw-01/status", "not json", INGEST_INVALID_JSON},
+        {"carehub/v1/cq/gw-01/telemetry", "{\"schema\":\"carehub/telemetry/1\"}",
+         INGEST_INVALID_SCHEMA},
+        {"carehub/v1/cq/gw-01/telemetry", WILL, INGEST_INVALID_SCHEMA},
+        {"carehub/v1/cq/gw-01/status", TEL("cq", "gw-01"), INGEST_INVALID_SCHEMA},
+        {"carehub/v1/cq/gw-01/telemetry", TEL("other-site", "gw-01"), INGEST_SITE_MISMATCH},
+        {"carehub/v1/cq/gw-01/telemetry", TEL("cq", "gw-02"), INGEST_SITE_MISMATCH},
+        {"carehub/v1/cq/gw-02/status", WILL, INGEST_SITE_MISMATCH},
+    };
+    uint64_t want[INGEST_N_REASONS] = {0};
+    for (size_t i = 0; i < CH_ARRAY_LEN(cases); i++) {
+        if (post(f, cases[i].topic, cases[i].payload, false) != INGEST_REJECTED)
+            fail_msg("case %zu (%s) was not rejected", i, cases[i].topic);
+        want[cases[i].reason]++;
+    }
+    /* one byte over the limit, whatever it holds */
+    size_t big = INGEST_MAX_PAYLOAD + 1;
+    char *payload = ch_xcalloc(1, big);
+    assert_int_equal(ingest_message(f->in, "carehub/v1/cq/gw-01/telemetry", payload, big, false, 1),
+                     INGEST_REJECTED);
+    want[INGEST_OVERSIZE]++;
+    free(payload);
+
+    struct ingest_stats s;
+    ingest_stats(f->in, &s);
+    for (int r = 0; r < INGEST_N_REASONS; r++)
+        if (s.rejected[r] != want[r])
+            fail_msg("%s: %llu, want %llu", ingest_reason_name((enum ingest_reason)r),
+                     (unsigned long long)s.rejected[r], (unsigned long long)want[r]);
+    assert_int_equal(s.messages_received, CH_ARRAY_LEN(cases) + 1);
+    assert_int_equal(s.telemetry_ok + s.status_ok, 0);
+    assert_int_equal(f->cap.calls, 0);
+
+    /* and ingest goes on */
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/telemetry", TEL("cq", "gw-01"), false),
+                     INGEST_ACCEPTED);
+}
+
+static void test_commands_ignored(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/cmd/ack", "{\"anything\":1}", false),
+                     INGEST_IGNORED);
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/cmd", "x", false), INGEST_IGNORED);
+    struct ingest_stats s;
+    ingest_stats(f->in, &s);
+    assert_int_equal(s.messages_received, 2);
+    for (int r = 0; r < INGEST_N_REASONS; r++)
+        assert_int_equal(s.rejected[r], 0);
+    assert_int_equal(f->cap.calls, 0);
+}
+
+static void test_presence(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/status", BIRTH("1000", "0.1.0"), false),
+                     INGEST_ACCEPTED);
+    assert_int_equal(presence_online(f->p), 1);
+    /* the same birth again (a replay) changes nothing */
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/status", BIRTH("1000", "0.1.0"), true),
+                     INGEST_ACCEPTED);
+    assert_int_equal(presence_online(f->p), 1);
+    /* the will */
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/status", WILL, false), INGEST_ACCEPTED);
+    assert_int_equal(presence_online(f->p), 0);
+    /* an older birth arriving late does not undo the will */
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/status", BIRTH("900", "0.0.9"), false),
+                     INGEST_ACCEPTED);
+    assert_int_equal(presence_online(f->p), 0);
+    /* a newer one does */
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/status", BIRTH("2000", "0.1.1"), false),
+                     INGEST_ACCEPTED);
+    assert_int_equal(presence_online(f->p), 1);
+    /* a second gateway */
+    const char *other = "{\"schema\":\"carehub/status/1\",\"site\":\"yb\",\"gateway\":\"gw-9\","
+                        "\"online\":true,\"ts\":5,\"version\":\"1\",\"boot_id\":"
+                        "\"00000000000000000000000000000000\",\"devices\":[]}";
+    assert_int_equal(post(f, "carehub/v1/yb/gw-9/status", other, false), INGEST_ACCEPTED);
+    assert_int_equal(presence_online(f->p), 2);
+
+    /* every status is stored as a point at its own ts, the will at arrival */
+    assert_non_null(strstr(f->cap.text, "carehub_status,gateway=gw-01,site=cq online=false "
+                                        "1763850099000\n"));
+    assert_non_null(strstr(f->cap.text, "version=\"0.1.1\" 2000\n"));
+    assert_int_equal(f->cap.lines, 6);
+    struct ingest_stats s;
+    ingest_stats(f->in, &s);
+    assert_int_equal(s.status_ok, 6);
+}
+
+/* A will replayed by the broker (retained) has no time of its own: it moves
+ * presence but is not stored again at the replay time. */
+static void test_retained_will_not_stored(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/status", WILL, true), INGEST_ACCEPTED);
+    assert_int_equal(f->cap.calls, 0);
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/status", BIRTH("1000", "0.1.0"), true),
+                     INGEST_ACCEPTED);
+    assert_int_equal(f->cap.calls, 1);
+    assert_int_equal(presence_online(f->p), 1);
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/status", WILL, true), INGEST_ACCEPTED);
+    assert_int_equal(presence_online(f->p), 0);
+    assert_int_equal(f->cap.calls, 1);
+}
+
+/* Many gateways: the map grows and counts stay right. */
+static void test_many_gateways(void **state)
+{
+    struct fixture *f = *state;
+    for (int i = 0; i < 1000; i++) {
+        char topic[96], payload[512];
+        snprintf(topic, sizeof topic, "carehub/v1/site-%d/gw-%d/status", i % 37, i);
+        snprintf(payload, sizeof payload,
+                 "{\"schema\":\"carehub/status/1\",\"site\":\"site-%d\",\"gateway\":\"gw-%d\","
+                 "\"online\":%s,\"ts\":%d,\"version\":\"1\",\"boot_id\":"
+                 "\"00000000000000000000000000000000\",\"devices\":[]}",
+                 i % 37, i, i % 4 ? "true" : "false", i + 1);
+        assert_int_equal(ingest_message(f->in, topic, payload, strlen(payload), false, 1),
+                         INGEST_ACCEPTED);
+    }
+    assert_int_equal(presence_online(f->p), 750);
+}
+
+int main(void)
+{
+    log_set_level(LOGL_WARN); /* the rejections, not a thousand presence lines */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_telemetry_accepted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rejections_by_reason, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commands_ignored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_presence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retained_will_not_stored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_gateways, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
