@@ -413,6 +413,7 @@ int cfg_load(const char *path, const struct cfg_key *table, void *out, struct cf
     }
     if (w.errors) {
         fprintf(stderr, "%s: %d error%s\n", path, w.errors, w.errors == 1 ? "" : "s");
+        cfg_free(table, out); /* nothing half-loaded stays allocated */
         cfg_file_close(f);
         return CH_ECONFIG;
     }

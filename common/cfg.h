@@ -80,7 +80,8 @@ struct cfg_file;
  * On success returns 0 and, if file_out is non-NULL, the open document for
  * later semantic checks (caller frees with cfg_file_close; *out owns its own
  * strings either way). On error reports every problem on stderr and returns
- * CH_ECONFIG (or -errno if the file cannot be read). */
+ * CH_ECONFIG (or -errno if the file cannot be read), with nothing left
+ * allocated in *out. */
 int cfg_load(const char *path, const struct cfg_key *table, void *out, struct cfg_file **file_out);
 
 void cfg_file_close(struct cfg_file *f);

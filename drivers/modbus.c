@@ -179,8 +179,7 @@ static int raw_read(struct mb_bus *b, int slave, const struct regmap_req *rq, ui
         return CH_EPROTO;
     const uint8_t *d = rsp + hl + 2;
     for (int i = 0; i < rq->count; i++)
-        words[i] = bits ? (uint16_t)((d[i / 8] >> (i % 8)) & 1)
-                        : (uint16_t)((d[2 * i] << 8) | d[2 * i + 1]);
+        words[i] = (uint16_t)(bits ? (d[i / 8] >> (i % 8)) & 1 : (d[2 * i] << 8) | d[2 * i + 1]);
     return 0;
 }
 

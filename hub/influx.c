@@ -320,8 +320,9 @@ static void deadline_to_timespec(int64_t mono_ms, struct timespec *ts)
     ts->tv_nsec = (long)(mono_ms % 1000) * 1000000L;
 }
 
-/* Waits (lock held) until mono time until; returns early when a stop begins,
- * and never waits past the shutdown deadline. */
+/* The back-off pause (lock held): waits until mono time until, ignoring
+ * hand-overs; returns early when a stop begins, and never waits past the
+ * shutdown deadline. */
 static void wait_until(struct influx *w, int64_t until)
 {
     bool stopping = atomic_load(&w->stopping);
@@ -337,6 +338,11 @@ static void wait_until(struct influx *w, int64_t until)
         deadline_to_timespec(end, &ts);
         pthread_cond_timedwait(&w->cond, &w->lock, &ts);
     }
+}
+
+static int64_t first_backoff(const struct hubcfg_influx *cfg)
+{
+    return BACKOFF_START_MS < cfg->max_backoff_ms ? BACKOFF_START_MS : cfg->max_backoff_ms;
 }
 
 static bool past_deadline(struct influx *w)
@@ -373,7 +379,7 @@ static void deliver(struct influx *w)
             if (failures)
                 LOGI("influx", w->name, "%s succeeded after %d failed attempts", what, failures);
             count(&w->points_written, w->batch_lines);
-            w->backoff_ms = BACKOFF_START_MS;
+            w->backoff_ms = first_backoff(w->cfg);
             return;
         }
         count(&w->write_errors, 1);
@@ -384,12 +390,12 @@ static void deliver(struct influx *w)
             count(&w->points_written, w->batch_lines - refused);
             return;
         }
+        pthread_mutex_lock(&w->lock);
         /* during shutdown, try often: InfluxDB may be back any moment */
         int64_t pause = atomic_load(&w->stopping) && w->backoff_ms > SHUTDOWN_RETRY_MS
                             ? SHUTDOWN_RETRY_MS
                             : w->backoff_ms;
         LOGW("influx", w->name, "%s failed: %s; retry in %" PRId64 " ms", what, w->why, pause);
-        pthread_mutex_lock(&w->lock);
         if (!past_deadline(w))
             wait_until(w, ch_mono_ms() + pause);
         bool give_up = past_deadline(w);
@@ -422,10 +428,14 @@ static void *run(void *arg)
         while (!batch_due(w)) {
             if (atomic_load(&w->stopping))
                 goto out; /* nothing left */
-            if (w->q_lines)
-                wait_until(w, w->head->at_ms + w->cfg->flush_interval_ms);
-            else
+            /* woken by a full batch, a stop, or the oldest point's flush time */
+            if (w->q_lines) {
+                struct timespec ts;
+                deadline_to_timespec(w->head->at_ms + w->cfg->flush_interval_ms, &ts);
+                pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+            } else {
                 pthread_cond_wait(&w->cond, &w->lock);
+            }
         }
         if (past_deadline(w)) {
             drop_queue(w);
@@ -556,7 +566,7 @@ int influx_open(const struct hubcfg_influx *cfg, struct influx **out)
     struct influx *w = ch_xcalloc(1, sizeof *w);
     w->cfg = cfg;
     w->name = cfg->url;
-    w->backoff_ms = BACKOFF_START_MS;
+    w->backoff_ms = first_backoff(cfg);
     w->need_db = cfg->version == 1 && cfg->create_database;
     pthread_mutex_init(&w->lock, NULL);
     pthread_condattr_t ca;

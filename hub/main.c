@@ -56,7 +56,7 @@ struct counter {
 
 static char rejected_names[INGEST_N_REASONS][48];
 
-/* Every counter, in name order: ingest's and presence's now, the writer's
+/* Every counter (the carehub_hub fields): ingest's and presence's now, the writer's
  * from ws. Returns how many. */
 static size_t snapshot(struct hub *h, const struct influx_stats *w,
                        struct counter out[MAX_COUNTERS])

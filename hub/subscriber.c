@@ -237,7 +237,7 @@ void sub_close(struct sub *s, int64_t timeout_ms)
             ch_sleep_ms(10);
     }
     MQTTAsync_destroy(&s->client);
-    LOGI("mqtt", s->cfg->broker, "disconnected");
+    LOGI("mqtt", s->cfg->broker, "closed");
     free(s->filter);
     free(s);
 }

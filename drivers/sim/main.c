@@ -138,8 +138,8 @@ int main(int argc, char **argv)
     if (seed >= 0)
         cfg.seed = (uint64_t)seed;
     if (check) {
-        printf("%s: ok: %zu endpoints, %zu slaves, %zu scenario events\n", config,
-               cfg.nendpoints, cfg.nslaves, cfg.nevents);
+        printf("%s: ok: %zu endpoints, %zu slaves, %zu scenario events\n", config, cfg.nendpoints,
+               cfg.nslaves, cfg.nevents);
         sim_config_free(&cfg);
         return 0;
     }

@@ -87,8 +87,15 @@ static const struct cfg_key slave_keys[] = {
      .type = CFG_ID,
      .offset = offsetof(struct raw_slave, endpoint),
      .required = true},
-    {.key = "unit", .type = CFG_INT, .offset = offsetof(struct raw_slave, unit), .min = 1, .max = 255},
-    {.key = "model", .type = CFG_STR, .offset = offsetof(struct raw_slave, model), .required = true},
+    {.key = "unit",
+     .type = CFG_INT,
+     .offset = offsetof(struct raw_slave, unit),
+     .min = 1,
+     .max = 255},
+    {.key = "model",
+     .type = CFG_STR,
+     .offset = offsetof(struct raw_slave, model),
+     .required = true},
     {.key = "count",
      .type = CFG_INT,
      .offset = offsetof(struct raw_slave, count),
@@ -112,7 +119,10 @@ static const struct cfg_key set_keys[] = {
 };
 
 static const struct cfg_key event_keys[] = {
-    {.key = "at", .type = CFG_DURATION, .offset = offsetof(struct raw_event, at_ms), .required = true},
+    {.key = "at",
+     .type = CFG_DURATION,
+     .offset = offsetof(struct raw_event, at_ms),
+     .required = true},
     {.key = "slave", .type = CFG_ID, .offset = offsetof(struct raw_event, slave), .required = true},
     {.key = "fault",
      .type = CFG_ENUM,
@@ -129,12 +139,11 @@ static const struct cfg_key event_keys[] = {
 };
 
 #define SCENARIO_KEY                                                                               \
-    {.key = "scenario",                                                                            \
-     .type = CFG_LIST,                                                                             \
-     .offset = offsetof(struct raw_file, scenario),                                                \
-     .sub = event_keys,                                                                            \
-     .elem_size = sizeof(struct raw_event),                                                        \
-     .node_offset = offsetof(struct raw_event, node)}
+    {                                                                                              \
+        .key = "scenario", .type = CFG_LIST, .offset = offsetof(struct raw_file, scenario),        \
+        .sub = event_keys, .elem_size = sizeof(struct raw_event),                                  \
+        .node_offset = offsetof(struct raw_event, node)                                            \
+    }
 
 static const struct cfg_key file_keys[] = {
     {.key = "seed",
@@ -328,8 +337,7 @@ static void slaves_build(struct build *b, const struct cfg_list *list)
         const struct sim_model *model = sim_model_find(r->model);
         b->group_first[i] = c->nslaves;
         if (!endpoint_find(c, r->endpoint, &ep)) {
-            cfg_report(r->node, "endpoint", "key 'endpoint': no endpoint has id '%s'",
-                       r->endpoint);
+            cfg_report(r->node, "endpoint", "key 'endpoint': no endpoint has id '%s'", r->endpoint);
             b->errors++;
             continue;
         }
@@ -422,8 +430,9 @@ static bool set_parse(struct build *b, const struct raw_event *r, struct sim_set
     }
     bool value = has(sn, "value"), ramp = has(sn, "ramp_to");
     if ((int)value + (int)ramp + (int)rs->release != 1) {
-        cfg_report(sn, NULL, "key 'set': needs exactly one of 'value', 'ramp_to' (with 'over') "
-                             "or 'release: true'");
+        cfg_report(sn, NULL,
+                   "key 'set': needs exactly one of 'value', 'ramp_to' (with 'over') "
+                   "or 'release: true'");
         b->errors++;
         return false;
     }

@@ -1,5 +1,6 @@
 #include "sim_frame.h"
 
+#include "mbcrc.h"
 #include "util.h"
 
 #include <stdbool.h>
@@ -16,17 +17,6 @@ struct sim_rtu_framer {
     int64_t last_rx_ms; /* arrival of the newest buffered byte */
     struct sim_rtu_stats st;
 };
-
-uint16_t sim_frame_crc16(const uint8_t *p, size_t n)
-{
-    uint16_t crc = 0xFFFF;
-    for (size_t i = 0; i < n; i++) {
-        crc ^= p[i];
-        for (int b = 0; b < 8; b++)
-            crc = (crc & 1) ? (uint16_t)((crc >> 1) ^ 0xA001) : (uint16_t)(crc >> 1);
-    }
-    return crc;
-}
 
 int sim_frame_pdu_len(const uint8_t *pdu, size_t n)
 {
@@ -100,12 +90,6 @@ static size_t take(struct sim_rtu_framer *f, uint8_t *out, size_t n)
     return n;
 }
 
-static bool crc_ok(const uint8_t *p, size_t n)
-{
-    uint16_t crc = sim_frame_crc16(p, n - 2);
-    return p[n - 2] == (crc & 0xFF) && p[n - 1] == (crc >> 8);
-}
-
 /* Length of a complete request with a known function code and a good CRC
  * at offset off, or 0. */
 static size_t frame_at(const struct sim_rtu_framer *f, size_t off)
@@ -114,7 +98,7 @@ static size_t frame_at(const struct sim_rtu_framer *f, size_t off)
         return 0;
     int pdu = sim_frame_pdu_len(f->buf + off + 1, f->len - off - 1);
     size_t need = pdu > 0 ? 1 + (size_t)pdu + 2 : 0;
-    return need && off + need <= f->len && crc_ok(f->buf + off, need) ? need : 0;
+    return need && off + need <= f->len && mb_crc_ok(f->buf + off, need) ? need : 0;
 }
 
 /* Drops the bytes before the first complete, valid frame behind the start
@@ -150,7 +134,7 @@ size_t sim_rtu_framer_next(struct sim_rtu_framer *f, uint8_t *out, int64_t now_m
                 continue;
             return 0;
         } else if (pdu < 0 && f->len >= 4 && f->len <= SIM_RTU_MAX_ADU &&
-                   crc_ok(f->buf, f->len)) {
+                   mb_crc_ok(f->buf, f->len)) {
             /* Unknown function: the silence says where it ends. */
             return take(f, out, f->len);
         }

@@ -5,8 +5,9 @@
  * receive blocks for the rest of a frame once the first byte is in. care-sim
  * therefore cuts requests out of the byte stream itself and hands complete,
  * length-checked frames to modbus_reply(). This module is that framing:
- * the CRC, the length of a request PDU from its function code, and an RTU
- * framer that resynchronises after garbage. */
+ * the length of a request PDU from its function code, the length of a TCP
+ * frame from its MBAP header, and an RTU framer that resynchronises after
+ * garbage. The CRC is drivers/mbcrc.h, shared with the edge's driver. */
 #ifndef CAREHUB_SIM_FRAME_H
 #define CAREHUB_SIM_FRAME_H
 
@@ -17,10 +18,6 @@
 #define SIM_RTU_MAX_ADU 256
 /* Largest TCP frame: 7-byte MBAP header + 253-byte PDU. */
 #define SIM_TCP_MAX_ADU 260
-
-/* CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF) of n bytes. On the wire
- * the low byte goes first. */
-uint16_t sim_frame_crc16(const uint8_t *p, size_t n);
 
 /* The length a request PDU (function code onwards) must have, judged from
  * its first n bytes: FC 1-6 are 5 bytes, FC 15/16 are 6 + byte count.

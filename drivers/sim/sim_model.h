@@ -27,16 +27,15 @@ enum sim_enc {
     SIM_ENC_F32_CDAB, /* IEEE-754 single over two registers, low word first */
     SIM_ENC_FLAG_GE,  /* 1 when value >= scale (a threshold), else 0 */
     SIM_ENC_UNIT,     /* the device's own slave address */
-    SIM_ENC_CONST,    /* the constant konst */
+    SIM_ENC_ZERO,     /* reserved or unused: reads 0 */
 };
 
 struct sim_reg {
     enum sim_table table;
     uint16_t addr; /* zero-based PDU address */
     enum sim_enc enc;
-    int metric;     /* index into the model's metrics; -1 for UNIT and CONST */
-    double scale;   /* U16/I16: multiplier; FLAG_GE: threshold */
-    uint16_t konst; /* CONST */
+    const struct sim_metric *metric; /* one of the model's metrics; NULL for UNIT and ZERO */
+    double scale;                    /* U16/I16: multiplier; FLAG_GE: threshold */
 };
 
 struct sim_model {

@@ -1,6 +1,7 @@
 #include "sim_server.h"
 
 #include "log.h"
+#include "mbcrc.h"
 #include "sim_frame.h"
 #include "sim_slave.h"
 #include "util.h"
@@ -19,10 +20,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_CLIENTS 1024      /* over all TCP endpoints; more are refused */
-#define RTU_REOPEN_MS 1000    /* retry period for a lost RTU line */
-#define RTU_MIN_SILENCE_MS 50 /* PTYs and socat add jitter well above 3.5 characters */
-#define MAX_WAIT_MS 1000      /* the loop looks at the clock at least this often */
+#define MAX_CLIENTS        1024 /* over all TCP endpoints; more are refused */
+#define RTU_REOPEN_MS      1000 /* retry period for a lost RTU line */
+#define RTU_MIN_SILENCE_MS 50   /* PTYs and socat add jitter well above 3.5 characters */
+#define MAX_WAIT_MS        1000 /* the loop looks at the clock at least this often */
 
 struct conn {
     int fd;
@@ -236,7 +237,7 @@ static int send_garbage(struct endpoint *ep, struct conn *c, const uint8_t *adu,
     }
     for (size_t i = 0; i < data; i++)
         out[k++] = (uint8_t)(0xA5 ^ (i * 37));
-    uint16_t crc = sim_frame_crc16(out, k) ^ 0xFFFF; /* deliberately wrong */
+    uint16_t crc = mb_crc16(out, k) ^ 0xFFFF; /* deliberately wrong */
     out[k++] = (uint8_t)(crc & 0xFF);
     out[k++] = (uint8_t)(crc >> 8);
     return send_all(modbus_get_socket(ep->ctx), out, k, false);
@@ -245,8 +246,8 @@ static int send_garbage(struct endpoint *ep, struct conn *c, const uint8_t *adu,
 /* Answers one framed request: adu is a whole RTU frame (CRC included) when
  * c is NULL, else a whole TCP frame from client c. Returns 0, or a negative
  * error when the answer could not be sent. */
-static int dispatch(struct sim_server *srv, struct endpoint *ep, struct conn *c,
-                    const uint8_t *adu, size_t len)
+static int dispatch(struct sim_server *srv, struct endpoint *ep, struct conn *c, const uint8_t *adu,
+                    size_t len)
 {
     size_t hdr = c ? 7 : 1;
     uint8_t unit = adu[hdr - 1];
@@ -265,7 +266,7 @@ static int dispatch(struct sim_server *srv, struct endpoint *ep, struct conn *c,
         if (!c)
             return 0; /* nobody on the bus answers */
         return modbus_reply_exception(ep->ctx, adu, MODBUS_EXCEPTION_GATEWAY_TARGET) < 0 ? -errno
-                                                                                        : 0;
+                                                                                         : 0;
     }
     uint8_t code = 0;
     int rc = 0;
@@ -335,8 +336,7 @@ static void tcp_accept(struct sim_server *srv, struct endpoint *ep)
 
 /* Reads from client c and answers every whole frame. Returns false when the
  * client is gone or has to go (the caller closes it), with *why set. */
-static bool tcp_serve(struct sim_server *srv, struct endpoint *ep, struct conn *c,
-                      const char **why)
+static bool tcp_serve(struct sim_server *srv, struct endpoint *ep, struct conn *c, const char **why)
 {
     ssize_t r = recv(c->fd, c->buf + c->len, sizeof c->buf - c->len, 0);
     if (r == 0) {
@@ -434,19 +434,19 @@ static void log_event(const struct sim_server *srv, const struct sim_event_conf 
                  cfg_enum_name(sim_fault_names, (int)ev->fault.fault));
         return;
     }
-    const char *metric = sim_slave_model(s)->metrics[ev->metric]->name;
+    const struct sim_metric *m = sim_slave_model(s)->metrics[ev->metric];
     switch (ev->set.kind) {
     case SIM_SET_VALUE:
-        LOGI("sim", sim_slave_name(s), "scenario %gs: %s held at %g", at_s, metric,
-             ev->set.value);
+        LOGI("sim", sim_slave_name(s), "scenario %gs: %s held at %g %s", at_s, m->name,
+             ev->set.value, m->unit);
         break;
     case SIM_SET_RAMP:
-        LOGI("sim", sim_slave_name(s), "scenario %gs: %s ramps to %g over %gs", at_s, metric,
-             ev->set.value, (double)ev->set.over_ms / 1000.0);
+        LOGI("sim", sim_slave_name(s), "scenario %gs: %s ramps to %g %s over %gs", at_s, m->name,
+             ev->set.value, m->unit, (double)ev->set.over_ms / 1000.0);
         break;
     case SIM_SET_RELEASE:
         LOGI("sim", sim_slave_name(s), "scenario %gs: %s back on its simulated curve", at_s,
-             metric);
+             m->name);
         break;
     }
 }
@@ -459,9 +459,8 @@ void sim_server_log_stats(const struct sim_server *srv)
             LOGI("sim", ep->conf->id,
                  "stats: %zu clients (%llu accepted), %llu for unknown units, %llu bad headers, "
                  "%llu send failures",
-                 ep->nconns, (unsigned long long)ep->accepted,
-                 (unsigned long long)ep->unknown_unit, (unsigned long long)ep->bad_header,
-                 (unsigned long long)ep->send_failed);
+                 ep->nconns, (unsigned long long)ep->accepted, (unsigned long long)ep->unknown_unit,
+                 (unsigned long long)ep->bad_header, (unsigned long long)ep->send_failed);
         } else {
             const struct sim_rtu_stats *st = sim_rtu_framer_stats(ep->framer);
             LOGI("sim", ep->conf->id,
@@ -477,10 +476,9 @@ void sim_server_log_stats(const struct sim_server *srv)
         const struct sim_slave_stats *st = sim_slave_stats(srv->slaves[i]);
         LOGI("sim", sim_slave_name(srv->slaves[i]),
              "stats: unit %u on %s: served %llu, exceptions %llu, ignored %llu, garbage %llu",
-             sim_slave_unit(srv->slaves[i]),
-             srv->cfg->endpoints[srv->cfg->slaves[i].endpoint].id, (unsigned long long)st->served,
-             (unsigned long long)st->exceptions, (unsigned long long)st->ignored,
-             (unsigned long long)st->garbage);
+             sim_slave_unit(srv->slaves[i]), srv->cfg->endpoints[srv->cfg->slaves[i].endpoint].id,
+             (unsigned long long)st->served, (unsigned long long)st->exceptions,
+             (unsigned long long)st->ignored, (unsigned long long)st->garbage);
     }
 }
 

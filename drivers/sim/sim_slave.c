@@ -177,8 +177,8 @@ static uint8_t check_request(const modbus_mapping_t *map, const uint8_t *pdu, si
     }
     if (addr < start || addr + qty > start + nb) {
         if (nb)
-            snprintf(why, whyn, "fc %u 0x%04x+%u is outside the %s 0x%04x..0x%04x", fc, addr,
-                     qty, table, start, start + nb - 1);
+            snprintf(why, whyn, "fc %u 0x%04x+%u is outside the %s 0x%04x..0x%04x", fc, addr, qty,
+                     table, start, start + nb - 1);
         else
             snprintf(why, whyn, "fc %u 0x%04x+%u: this model has no %s", fc, addr, qty, table);
         return MODBUS_EXCEPTION_ILLEGAL_DATA_ADDRESS;

@@ -46,7 +46,8 @@ static int64_t floor_div(int64_t a, int64_t b)
 }
 
 /* Noise that moves smoothly between random knots every period seconds. */
-static double smooth_noise(uint64_t seed, uint64_t dev, uint64_t metric, int64_t t_s, int64_t period)
+static double smooth_noise(uint64_t seed, uint64_t dev, uint64_t metric, int64_t t_s,
+                           int64_t period)
 {
     int64_t k = floor_div(t_s, period);
     double f = (double)(t_s - k * period) / (double)period;

@@ -18,7 +18,7 @@
  * clamped to min..max, where h is the local hour of day. */
 struct sim_metric {
     const char *name; /* key in scenario files: "temperature", "co2" */
-    const char *unit; /* for logs and documentation: "degC", "ppm" */
+    const char *unit; /* for logs: "degC", "ppm" */
     double base, day, occ, spread, drift, jitter;
     double min, max;
 };

@@ -39,8 +39,8 @@ static void test_ramp_from_curve(void **state)
 {
     (void)state;
     /* CO2 climbing in a nap room: at 30 s ramp from the curve (130) to 2400 over 10 min */
-    const struct sim_set s[] = {{.at_ms = 30000, .kind = SIM_SET_RAMP, .value = 2400,
-                                 .over_ms = 600000}};
+    const struct sim_set s[] = {
+        {.at_ms = 30000, .kind = SIM_SET_RAMP, .value = 2400, .over_ms = 600000}};
     assert_float_equal(at(s, 1, 29999), 129.999, 1e-9);
     assert_float_equal(at(s, 1, 30000), 130.0, 1e-9);
     assert_float_equal(at(s, 1, 30000 + 300000), 130.0 + (2400 - 130) / 2.0, 1e-9);

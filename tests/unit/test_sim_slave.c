@@ -33,7 +33,9 @@ static void test_answers_and_counters(void **state)
         {{0x06, 0, 1, 0x12, 0x34}, 5, SIM_ANSWER_REPLY, 0},
         {{0x05, 0, 0, 0x12, 0x34}, 5, SIM_ANSWER_EXCEPTION, MODBUS_EXCEPTION_ILLEGAL_DATA_VALUE},
         {{0x10, 0, 0, 0, 1, 2, 0, 9}, 8, SIM_ANSWER_REPLY, 0},
-        {{0x10, 0, 0, 0, 2, 2, 0, 9}, 8, SIM_ANSWER_EXCEPTION,
+        {{0x10, 0, 0, 0, 2, 2, 0, 9},
+         8,
+         SIM_ANSWER_EXCEPTION,
          MODBUS_EXCEPTION_ILLEGAL_DATA_VALUE}, /* byte count says 1 register */
     };
     int replies = 0, exceptions = 0;
@@ -72,9 +74,9 @@ static void test_faults_in_time(void **state)
         int64_t at;
         enum sim_answer a;
     } seq[] = {
-        {0, SIM_ANSWER_REPLY},        {9999, SIM_ANSWER_REPLY},       {10000, SIM_ANSWER_SILENT},
-        {19999, SIM_ANSWER_SILENT},   {20000, SIM_ANSWER_EXCEPTION}, {30000, SIM_ANSWER_GARBAGE},
-        {40000, SIM_ANSWER_REPLY},    {99999, SIM_ANSWER_REPLY},
+        {0, SIM_ANSWER_REPLY},      {9999, SIM_ANSWER_REPLY},      {10000, SIM_ANSWER_SILENT},
+        {19999, SIM_ANSWER_SILENT}, {20000, SIM_ANSWER_EXCEPTION}, {30000, SIM_ANSWER_GARBAGE},
+        {40000, SIM_ANSWER_REPLY},  {99999, SIM_ANSWER_REPLY},
     };
     for (size_t i = 0; i < sizeof seq / sizeof seq[0]; i++) {
         uint8_t code = 0;

@@ -16,7 +16,7 @@
 /* 2025-11-23 00:00 local time at UTC+8 (16:00 UTC the day before) */
 #define DAY0_MS 1763827200000LL
 #define HOUR_MS 3600000LL
-#define UTC8 480
+#define UTC8    480
 
 static const struct sim_metric *metric(const char *model, const char *name)
 {
@@ -97,8 +97,7 @@ static double mean_at(const struct sim_metric *m, double hour)
     for (int d = 0; d < 60; d++) {
         char name[16];
         snprintf(name, sizeof name, "dev-%d", d);
-        sum += sim_value_at(m, 42, sim_value_key(name), DAY0_MS + (int64_t)(hour * HOUR_MS),
-                            UTC8);
+        sum += sim_value_at(m, 42, sim_value_key(name), DAY0_MS + (int64_t)(hour * HOUR_MS), UTC8);
     }
     return sum / 60;
 }
@@ -112,7 +111,7 @@ static void test_curves_follow_the_day(void **state)
     double t5 = mean_at(t, 5), t15 = mean_at(t, 15), t10 = mean_at(t, 10);
     assert_true(t15 - t5 > 4.0); /* 2 x 2.5 degC amplitude */
     assert_true(t5 < t10 && t10 < t15);
-    assert_true(t5 > 18.0 && t15 < 28.0); /* a heated room */
+    assert_true(t5 > 18.0 && t15 < 28.0);               /* a heated room */
     assert_true(mean_at(h, 5) - mean_at(h, 15) > 10.0); /* humidity moves against it */
     assert_true(mean_at(co2, 13.5) - mean_at(co2, 3) > 400.0);
     assert_true(mean_at(co2, 3) >= 400.0);
