@@ -68,7 +68,7 @@ struct uplink {
     unsigned connect_fails;
     bool stopping;
     int64_t stop_deadline;
-    bool disconnected; /* the final disconnect completed */
+    bool flag; /* a shutdown step completed */
 
     struct uplink_stats st;
 };
@@ -128,6 +128,12 @@ static void ticket_drop(struct uplink *u, struct ticket *t)
     free(t);
 }
 
+static bool is_tls(const char *uri)
+{
+    return strncmp(uri, "ssl://", 6) == 0 || strncmp(uri, "mqtts://", 8) == 0 ||
+           strncmp(uri, "wss://", 6) == 0;
+}
+
 /* ---- Paho callbacks (Paho's thread) ------------------------------------- */
 
 static void on_send_success(void *ctx, MQTTAsync_successData *resp)
@@ -173,6 +179,8 @@ static void on_connection_lost(void *ctx, char *cause)
     struct uplink *u = ctx;
     lock(u);
     u->connected = false;
+    u->connecting = false;
+    u->next_connect_ms = ch_mono_ms() + 500; /* the sender reconnects, then backs off */
     /* whatever was in flight may or may not have arrived: send it again */
     size_t n = u->n_inflight;
     while (u->inflight) {
@@ -218,26 +226,34 @@ static void on_connect_failure(void *ctx, MQTTAsync_failureData *resp)
     unsigned fails = u->connect_fails;
     pthread_cond_broadcast(&u->cond);
     unlock(u);
-    if (fails == 1 || fails % 10 == 0)
-        LOGW("uplink", NULL, "cannot connect to %s (%d%s%s), retrying in %llds",
-             u->cfg->uplink.broker, resp ? resp->code : 0, resp && resp->message ? ": " : "",
-             resp && resp->message ? resp->message : "", (long long)(delay / 1000));
+    if (fails == 1 || fails % 10 == 0) {
+        int code = resp ? resp->code : MQTTASYNC_FAILURE;
+        const char *why = resp && resp->message ? resp->message : MQTTAsync_strerror(code);
+        LOGW("uplink", NULL, "cannot connect to %s (%s)%s, retrying in %llds%s",
+             u->cfg->uplink.broker, why ? why : "?",
+             fails > 1 ? " again" : "", (long long)(delay / 1000),
+             is_tls(u->cfg->uplink.broker) && code == MQTTASYNC_FAILURE
+                 ? "; if the broker is up, check tls.ca_file and that its certificate names "
+                   "this host"
+                 : "");
+    }
 }
 
-static void on_disconnected(void *ctx, MQTTAsync_successData *resp)
+/* Completion of the shutdown steps (goodbye, disconnect): sets u->flag. */
+static void on_flag_success(void *ctx, MQTTAsync_successData *resp)
 {
     (void)resp;
     struct uplink *u = ctx;
     lock(u);
-    u->disconnected = true;
+    u->flag = true;
     pthread_cond_broadcast(&u->cond);
     unlock(u);
 }
 
-static void on_disconnect_failed(void *ctx, MQTTAsync_failureData *resp)
+static void on_flag_failure(void *ctx, MQTTAsync_failureData *resp)
 {
     (void)resp;
-    on_disconnected(ctx, NULL);
+    on_flag_success(ctx, NULL);
 }
 
 static int on_message(void *ctx, char *topic, int len, MQTTAsync_message *msg)
@@ -306,12 +322,6 @@ int uplink_create(const struct site_config *cfg, const struct ch_status *birth,
     return 0;
 }
 
-static bool is_tls(const char *uri)
-{
-    return strncmp(uri, "ssl://", 6) == 0 || strncmp(uri, "mqtts://", 8) == 0 ||
-           strncmp(uri, "wss://", 6) == 0;
-}
-
 /* Starts one connect attempt. Called unlocked from the sender thread. */
 static void start_connect(struct uplink *u)
 {
@@ -320,10 +330,11 @@ static void start_connect(struct uplink *u)
     MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
     MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
     opts.keepAliveInterval = (int)(c->keepalive_ms / 1000);
-    opts.cleansession = 1; /* carehub resends unacknowledged batches itself */
-    opts.automaticReconnect = 1;
-    opts.minRetryInterval = 1;
-    opts.maxRetryInterval = 30;
+    /* carehub resends unacknowledged batches and reconnects itself (with the
+     * back-off in on_connect_failure), so Paho keeps no session state and
+     * never races us with a reconnect of its own */
+    opts.cleansession = 1;
+    opts.automaticReconnect = 0;
     opts.connectTimeout = 10;
     opts.maxInflight = (int)c->max_inflight + 4;
     opts.username = c->username;
@@ -439,6 +450,16 @@ static void wait_until(struct uplink *u, int64_t until)
 {
     struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (long)(until % 1000) * 1000000};
     pthread_cond_timedwait(&u->cond, &u->lock, &ts);
+}
+
+/* Waits up to ms for on_flag_* to fire. Called unlocked. */
+static void wait_flag(struct uplink *u, int64_t ms)
+{
+    int64_t until = ch_mono_ms() + ms;
+    lock(u);
+    while (!u->flag && ch_mono_ms() < until)
+        wait_until(u, until);
+    unlock(u);
 }
 
 static void *sender(void *arg)
@@ -591,25 +612,36 @@ void uplink_stop(struct uplink *u, int64_t drain_ms)
         LOGW("uplink", NULL, "%zu reading(s) not delivered at shutdown", undelivered);
 
     if (connected) {
-        /* the will is not sent on a clean disconnect: say goodbye ourselves */
+        /* the will is not sent on a clean disconnect: say goodbye ourselves,
+         * and wait (briefly) for the broker to take it */
         u->offline.ts_ms = ch_now_ms();
         char *bye = ch_status_encode(&u->offline);
-        if (bye)
-            send_raw(u, u->topic_status, bye, true, NULL);
+        lock(u);
+        u->flag = false;
+        unlock(u);
+        MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+        ro.onSuccess = on_flag_success;
+        ro.onFailure = on_flag_failure;
+        ro.context = u;
+        MQTTAsync_message m = MQTTAsync_message_initializer;
+        m.payload = bye;
+        m.payloadlen = bye ? (int)strlen(bye) : 0;
+        m.qos = 1;
+        m.retained = 1;
+        if (bye && MQTTAsync_sendMessage(u->client, u->topic_status, &m, &ro) == MQTTASYNC_SUCCESS)
+            wait_flag(u, 2000);
         free(bye);
+
         MQTTAsync_disconnectOptions dopts = MQTTAsync_disconnectOptions_initializer;
-        dopts.timeout = 2000; /* lets the goodbye's PUBACK arrive */
-        dopts.onSuccess = on_disconnected;
-        dopts.onFailure = on_disconnect_failed;
+        dopts.timeout = 100;
+        dopts.onSuccess = on_flag_success;
+        dopts.onFailure = on_flag_failure;
         dopts.context = u;
         lock(u);
-        u->disconnected = false;
-        if (MQTTAsync_disconnect(u->client, &dopts) != MQTTASYNC_SUCCESS)
-            u->disconnected = true;
-        int64_t until = ch_mono_ms() + 3000;
-        while (!u->disconnected && ch_mono_ms() < until)
-            wait_until(u, until);
+        u->flag = false;
         unlock(u);
+        if (MQTTAsync_disconnect(u->client, &dopts) == MQTTASYNC_SUCCESS)
+            wait_flag(u, 1000);
     }
 }
 

@@ -171,16 +171,27 @@ bind-address = "127.0.0.1:{free_port()}"
 
 
 class Mosquitto:
-    def __init__(self, world, port=None):
+    """A broker on 127.0.0.1. tls=(ca, cert, key) makes the listener TLS-only;
+    persistent=True keeps sessions and queued QoS 1 messages across restarts
+    (as a production broker should)."""
+
+    def __init__(self, world, port=None, tls=None, persistent=False):
         self.world = world
         self.port = port or free_port()
+        self.tls = tls
         d = world.dir("mosquitto")
         self.cfg = os.path.join(d, "mosquitto.conf")
+        extra = ""
+        if tls:
+            extra += f"cafile {tls[0]}\ncertfile {tls[1]}\nkeyfile {tls[2]}\n"
+        if persistent:
+            extra += f"persistence true\npersistence_location {d}/\nautosave_interval 1\n"
+        else:
+            extra += "persistence false\n"
         with open(self.cfg, "w") as f:
             f.write(f"""per_listener_settings false
 listener {self.port} 127.0.0.1
-allow_anonymous true
-persistence false
+{extra}allow_anonymous true
 log_dest stderr
 log_type error
 log_type warning
@@ -197,11 +208,13 @@ user root
 
     @property
     def uri(self):
-        return f"tcp://127.0.0.1:{self.port}"
+        return f"{'ssl' if self.tls else 'tcp'}://127.0.0.1:{self.port}"
+
+    def client_args(self):
+        return ["-h", "127.0.0.1", "-p", str(self.port)] + (["--cafile", self.tls[0]] if self.tls else [])
 
     def publish(self, topic, payload, retain=False):
-        argv = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.port), "-q", "1",
-                "-t", topic, "-m", payload]
+        argv = ["mosquitto_pub"] + self.client_args() + ["-q", "1", "-t", topic, "-m", payload]
         if retain:
             argv.append("-r")
         subprocess.run(argv, check=True, timeout=10)
@@ -209,9 +222,8 @@ user root
     def subscribe(self, topic, name="sub"):
         """Captures every message on topic as JSON lines {topic, payload}."""
         path = os.path.join(self.world.root, f"{name}.capture")
-        return self.world.spawn(name, ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port),
-                                       "-q", "1", "-v", "-t", topic, "-F", "%t\t%p"],
-                                logpath=path)
+        return self.world.spawn(name, ["mosquitto_sub"] + self.client_args() +
+                                ["-q", "1", "-v", "-t", topic, "-F", "%t\t%p"], logpath=path)
 
 
 class World:
@@ -248,6 +260,21 @@ class World:
                                      f"pty,raw,echo=0,link={b}"])
         wait_for(f"socat {name} PTYs", lambda: os.path.exists(a) and os.path.exists(b), 10)
         return a, b
+
+    def make_ca(self, name="ca", host_ip="127.0.0.1"):
+        """A CA and a server certificate for host_ip (openssl); returns
+        (ca.pem, server.pem, server.key)."""
+        d = self.dir(f"pki-{name}")
+        run = lambda *a: subprocess.run(a, check=True, capture_output=True, timeout=30, cwd=d)
+        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", "ca.key", "-out", "ca.pem", "-subj", f"/CN=carehub test {name} CA")
+        run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+            "-out", "server.csr", "-subj", f"/CN={host_ip}")
+        with open(os.path.join(d, "ext.cnf"), "w") as f:
+            f.write(f"subjectAltName=IP:{host_ip}\n")
+        run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+        return tuple(os.path.join(d, f) for f in ("ca.pem", "server.pem", "server.key"))
 
     def write(self, name, text):
         p = self.path(name)

@@ -135,6 +135,10 @@ def test_hub_smoke(w):
         assert r.returncode == 2, r
         assert want in r.stderr, r.stderr
     assert "batch_size" in r.stderr or "database" in r.stderr, r.stderr
+    example_cfg = os.path.join(EXAMPLES, "..", "..", "deploy", "hub", "hub.yaml")
+    r = subprocess.run([w.bin("care-hub"), "-c", example_cfg, "--check"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
 
 
 if __name__ == "__main__":
