@@ -82,6 +82,7 @@ cat >"$WORK/mosquitto.conf" <<CONF
 per_listener_settings false
 listener $MQTT_PORT 127.0.0.1
 allow_anonymous true
+max_queued_messages 1000000
 persistence false
 log_dest stderr
 user root

@@ -13,6 +13,7 @@
 #include "err.h"
 #include "log.h"
 #include "mbcrc.h"
+#include "drv_modbus.h"
 #include "regmap.h"
 #include "util.h"
 
@@ -154,31 +155,36 @@ static int raw_read(struct mb_bus *b, int slave, const struct regmap_req *rq, ui
                       (uint8_t)(rq->count & 0xFF)};
     if (modbus_send_raw_request(b->ctx, req, (int)sizeof req) < 0)
         return map_errno(errno);
-    uint8_t rsp[MODBUS_MAX_ADU_LENGTH];
+    uint8_t rsp[MODBUS_MAX_ADU_LENGTH] = {0};
     int n = modbus_receive_confirmation(b->ctx, rsp);
     if (n < 0)
         return map_errno(errno);
-    int hl = modbus_get_header_length(b->ctx); /* 1 on RTU, 7 on TCP */
-    int unit = rsp[hl - 1];
-    if (unit != slave)
+    /* n == 0: libmodbus framed the reply but skipped its checks */
+    return drv_modbus_parse_read_reply(rsp, n > 0 ? (size_t)n : sizeof rsp, b->serial, slave, rq,
+                                       words);
+}
+
+int drv_modbus_parse_read_reply(const uint8_t *adu, size_t n, bool rtu, int slave,
+                                const struct regmap_req *rq, uint16_t *words)
+{
+    size_t hl = rtu ? 1 : 7;
+    if (n < hl + 2 || adu[hl - 1] != slave)
         return CH_EPROTO;
-    bool exc = (rsp[hl] & 0x80) != 0;
-    int bytes = exc ? 1 : rsp[hl + 1];
-    if (b->serial) {
-        size_t len = (size_t)hl + 2 + (size_t)(exc ? 0 : bytes) + 2;
-        if (len > sizeof rsp || !mb_crc_ok(rsp, len))
-            return CH_EPROTO;
-    }
+    bool exc = (adu[hl] & 0x80) != 0;
+    size_t bytes = exc ? 0 : adu[hl + 1];
+    size_t len = hl + 2 + bytes + (rtu ? 2 : 0); /* exception: code instead of count */
+    if (len > n || (rtu && !mb_crc_ok(adu, len)))
+        return CH_EPROTO;
     if (exc)
-        return (rsp[hl] & 0x7F) == rq->fc ? CH_EEXCEPTION : CH_EPROTO;
-    if (rsp[hl] != rq->fc)
+        return (adu[hl] & 0x7F) == rq->fc ? CH_EEXCEPTION : CH_EPROTO;
+    if (adu[hl] != rq->fc)
         return CH_EPROTO;
     bool bits = rq->fc == 1 || rq->fc == 2;
-    int want = bits ? (rq->count + 7) / 8 : rq->count * 2;
+    size_t want = bits ? (rq->count + 7u) / 8u : rq->count * 2u;
     if (bytes != want)
         return CH_EPROTO;
-    const uint8_t *d = rsp + hl + 2;
-    for (int i = 0; i < rq->count; i++)
+    const uint8_t *d = adu + hl + 2;
+    for (size_t i = 0; i < rq->count; i++)
         words[i] = (uint16_t)(bits ? (d[i / 8] >> (i % 8)) & 1 : (d[2 * i] << 8) | d[2 * i + 1]);
     return 0;
 }

@@ -341,8 +341,9 @@ static int load_profiles(struct site *s, struct fy_node *root)
     struct fy_node *plist = fy_node_mapping_lookup_by_string(root, "profiles", FY_NT);
 
     const char *dir = cfg_file_dir(s->file);
-    if (c->profile_paths.n == 0) {
+    if (!plist) {
         /* default: "profiles" beside the site file */
+        free(c->profile_paths.items);
         c->profile_paths.items = ch_xcalloc(1, sizeof(char *));
         ((char **)c->profile_paths.items)[0] = ch_xstrdup("profiles");
         c->profile_paths.n = 1;

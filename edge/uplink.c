@@ -230,8 +230,8 @@ static void on_connect_failure(void *ctx, MQTTAsync_failureData *resp)
         int code = resp ? resp->code : MQTTASYNC_FAILURE;
         const char *why = resp && resp->message ? resp->message : MQTTAsync_strerror(code);
         LOGW("uplink", NULL, "cannot connect to %s (%s)%s, retrying in %llds%s",
-             u->cfg->uplink.broker, why ? why : "?",
-             fails > 1 ? " again" : "", (long long)(delay / 1000),
+             u->cfg->uplink.broker, why ? why : "?", fails > 1 ? " again" : "",
+             (long long)(delay / 1000),
              is_tls(u->cfg->uplink.broker) && code == MQTTASYNC_FAILURE
                  ? "; if the broker is up, check tls.ca_file and that its certificate names "
                    "this host"

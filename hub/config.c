@@ -147,12 +147,11 @@ static const struct cfg_key hub_keys[] = {
     CFG_END,
 };
 
-/* The rules that span keys, checked after the tables. cfg.h does not hand
- * out the document it parsed, so on the (rare) error path the file is read
- * again to point at the line. */
+/* The rules that span keys, checked after the tables, reported at the line
+ * of the key in the document cfg_load() parsed. */
 struct check {
     const char *path;
-    struct fy_document *doc;
+    struct cfg_file *file;
     int errors;
 };
 
@@ -167,9 +166,7 @@ static void problem(struct check *c, const char *node_path, const char *key, con
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     c->errors++;
-    if (!c->doc)
-        c->doc = fy_document_build_from_file(NULL, c->path);
-    struct fy_node *root = c->doc ? fy_document_root(c->doc) : NULL;
+    struct fy_node *root = cfg_file_root(c->file);
     struct fy_node *map = root ? fy_node_by_path(root, node_path, FY_NT, FYNWF_DONT_FOLLOW) : NULL;
     if (map)
         cfg_report(map, key, "%s", msg);
@@ -240,14 +237,13 @@ static void check_influx(struct check *c, const struct hubcfg_influx *i)
 int hubcfg_load(const char *path, struct hubcfg *out)
 {
     memset(out, 0, sizeof *out);
-    int rc = cfg_load(path, hub_keys, out, NULL);
+    struct check c = {.path = path};
+    int rc = cfg_load(path, hub_keys, out, &c.file);
     if (rc)
         return rc;
-    struct check c = {.path = path};
     check_mqtt(&c, &out->mqtt);
     check_influx(&c, &out->influx);
-    if (c.doc)
-        fy_document_destroy(c.doc);
+    cfg_file_close(c.file);
     if (c.errors) {
         fprintf(stderr, "%s: %d error%s\n", path, c.errors, c.errors == 1 ? "" : "s");
         hubcfg_free(out);

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -454,9 +455,9 @@ out:
 
 /* ---- set-up --------------------------------------------------------------- */
 
-static char *url_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-static char *url_printf(const char *fmt, ...)
+static char *str_printf(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -480,15 +481,15 @@ static int build_urls(struct influx *w)
         char *db = curl_easy_escape(w->curl, c->database, 0);
         if (!db)
             return CH_ENOMEM;
-        w->write_url = url_printf("%.*s/write?db=%s&precision=ms", base_len, c->url, db);
-        w->query_url = url_printf("%.*s/query", base_len, c->url);
+        w->write_url = str_printf("%.*s/write?db=%s&precision=ms", base_len, c->url, db);
+        w->query_url = str_printf("%.*s/query", base_len, c->url);
         curl_free(db);
         return 0;
     }
     char *org = curl_easy_escape(w->curl, c->org, 0);
     char *bucket = curl_easy_escape(w->curl, c->bucket, 0);
     if (org && bucket)
-        w->write_url = url_printf("%.*s/api/v2/write?org=%s&bucket=%s&precision=ms", base_len,
+        w->write_url = str_printf("%.*s/api/v2/write?org=%s&bucket=%s&precision=ms", base_len,
                                   c->url, org, bucket);
     curl_free(org);
     curl_free(bucket);
@@ -510,7 +511,7 @@ static struct curl_slist *make_headers(const struct hubcfg_influx *c, bool gzip)
     if (h && gzip)
         h = add_header(h, "Content-Encoding: gzip");
     if (h && c->version == 2) {
-        char *auth = url_printf("Authorization: Token %s", c->token);
+        char *auth = str_printf("Authorization: Token %s", c->token);
         h = add_header(h, auth);
         free(auth);
     }

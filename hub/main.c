@@ -136,8 +136,10 @@ static int run(struct hub *h, const sigset_t *stop)
             LOGI("hub", h->cfg.mqtt.client_id, "%s: stopping", strsignal(sig));
             return 0;
         }
-        if (sub_tick(h->sub) != 0)
+        if (sub_tick(h->sub) != 0) {
+            LOGE("hub", h->cfg.mqtt.client_id, "cannot subscribe: stopping");
             return EXIT_RUNTIME;
+        }
         if (ch_mono_ms() >= next_metrics) {
             write_self_metrics(h);
             next_metrics += h->cfg.self_metrics_interval_ms;

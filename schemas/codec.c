@@ -688,7 +688,8 @@ bool ch_topic_parse(const char *topic, char site[CH_ID_MAX], char gateway[CH_ID_
     if (strncmp(p, TOPIC_PREFIX, sizeof TOPIC_PREFIX - 1) != 0)
         return false;
     p += sizeof TOPIC_PREFIX - 1;
-    if (!topic_level(&p, site) || !topic_level(&p, gateway) || !*p)
+    /* the kind is what ch_topic() would write: no wildcards, nothing empty */
+    if (!topic_level(&p, site) || !topic_level(&p, gateway) || !*p || strpbrk(p, "+#"))
         return false;
     *kind = p;
     return true;

@@ -1,5 +1,6 @@
 # Unit tests of the gateway: register maps and decoding, configuration.
 ch_unit_test(test_regmap SOURCES unit/test_regmap.c LIBS ch_drivers)
+ch_unit_test(test_modbus_reply SOURCES unit/test_modbus_reply.c LIBS ch_drivers)
 ch_unit_test(test_config SOURCES unit/test_config.c LIBS ch_edge)
 
 # The command line: every bad configuration exits 2 naming file, line, key.

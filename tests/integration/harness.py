@@ -192,6 +192,7 @@ class Mosquitto:
             f.write(f"""per_listener_settings false
 listener {self.port} 127.0.0.1
 {extra}allow_anonymous true
+max_queued_messages 1000000
 log_dest stderr
 log_type error
 log_type warning
