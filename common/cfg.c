@@ -1,5 +1,6 @@
 #include "cfg.h"
 #include "err.h"
+#include "log.h"
 #include "util.h"
 
 #include <errno.h>
@@ -52,6 +53,22 @@ static const char *type_name(enum cfg_type t)
     }
     return "?";
 }
+
+const struct cfg_enum cfg_log_levels[] = {{"error", LOGL_ERROR},
+                                          {"warn", LOGL_WARN},
+                                          {"info", LOGL_INFO},
+                                          {"debug", LOGL_DEBUG},
+                                          {NULL, 0}};
+
+/* clang-format off */
+const struct cfg_key cfg_tls_keys[] = {
+    {.key = "ca_file",   .type = CFG_PATH, .offset = offsetof(struct cfg_tls, ca_file)},
+    {.key = "cert_file", .type = CFG_PATH, .offset = offsetof(struct cfg_tls, cert_file)},
+    {.key = "key_file",  .type = CFG_PATH, .offset = offsetof(struct cfg_tls, key_file)},
+    {.key = "verify",    .type = CFG_BOOL, .offset = offsetof(struct cfg_tls, verify), .def = "true"},
+    CFG_END,
+};
+/* clang-format on */
 
 const char *cfg_enum_name(const struct cfg_enum *e, int value)
 {

@@ -104,6 +104,19 @@ void cfg_free(const struct cfg_key *table, void *obj);
 void cfg_report(struct fy_node *map, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The TLS section shared by every MQTT client config (care-edge's uplink,
+ * care-hub's subscriber): CFG_MAP with .sub = cfg_tls_keys. */
+struct cfg_tls {
+    char *ca_file;   /* CA bundle that must have signed the broker's certificate */
+    char *cert_file; /* client certificate, if the broker asks for one */
+    char *key_file;
+    bool verify; /* check the broker's certificate and host name (default true) */
+};
+extern const struct cfg_key cfg_tls_keys[];
+
+/* The log levels of log.h as a CFG_ENUM ("error", "warn", "info", "debug"). */
+extern const struct cfg_enum cfg_log_levels[];
+
 /* Looks up the enum name for a value; "?" if none. */
 const char *cfg_enum_name(const struct cfg_enum *e, int value);
 

@@ -92,33 +92,8 @@ wait_port "$MQTT_PORT" 10
 say "Mosquitto on 127.0.0.1:$MQTT_PORT"
 
 mkdir -p "$WORK/influx"
-cat >"$WORK/influxdb.conf" <<CONF
-reporting-enabled = false
-bind-address = "127.0.0.1:$(free_port)"
-[meta]
-  dir = "$WORK/influx/meta"
-[data]
-  dir = "$WORK/influx/data"
-  wal-dir = "$WORK/influx/wal"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:$INFLUX_PORT"
-  auth-enabled = false
-  log-enabled = false
-  pprof-enabled = false
-[logging]
-  level = "warn"
-  suppress-logo = true
-[ifql]
-  enabled = false
-[subscriber]
-  enabled = false
-[continuous_queries]
-  enabled = false
-CONF
+sed -e "s|@DIR@|$WORK/influx|g" -e "s|@HTTP_PORT@|$INFLUX_PORT|" -e "s|@RPC_PORT@|$(free_port)|" \
+  "$ROOT/deploy/influxdb/loopback.conf.in" >"$WORK/influxdb.conf"
 start influxd influxd -config "$WORK/influxdb.conf"
 for _ in $(seq 300); do curl -sf -o /dev/null "$INFLUX/ping" && break; sleep 0.1; done
 curl -sf -o /dev/null "$INFLUX/ping" || { echo "demo.sh: InfluxDB did not start" >&2; tail "$WORK/influxd.log" >&2; exit 1; }

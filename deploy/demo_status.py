@@ -57,10 +57,10 @@ def table(url, db, state_path):
             n = per[dev]
             cur[dev] = n
             dt = max(now - prev["t"], 0.001)
-            rate = (n - prev["counts"].get(dev, n)) / dt
+            rate = f'{(n - prev["counts"][dev]) / dt:6.2f}/s' if dev in prev["counts"] else "     -  "
             room, vals = last.get(dev, ("", {}))
             shown = " ".join(f"{k}={v:g}" for k, v in sorted(vals.items()) if v is not None)
-            rows.append(f"  {dev:<14} {room:<10} {n:>7} {rate:>6.2f}/s  {shown}")
+            rows.append(f"  {dev:<14} {room:<10} {n:>7} {rate}  {shown}")
     with open(state_path, "w") as f:
         json.dump({"t": now, "counts": cur}, f)
     print(f"  {'DEVICE':<14} {'ROOM':<10} {'STORED':>7} {'RATE':>8}  LATEST")

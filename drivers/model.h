@@ -42,19 +42,12 @@ struct profile {
     struct fy_node *node;
 };
 
-struct tls_cfg {
-    char *ca_file;
-    char *cert_file;
-    char *key_file;
-    bool verify;
-};
-
 struct uplink_cfg {
     char *broker;
     char *client_id;
     char *username;
     char *password;
-    struct tls_cfg tls;
+    struct cfg_tls tls;
     int64_t keepalive_ms;
     int64_t batch_max; /* readings per telemetry message */
     int64_t batch_interval_ms;
@@ -100,7 +93,7 @@ struct device_cfg {
 struct site_config {
     char *site;
     char *gateway;
-    char *log_level;
+    int log_level; /* enum log_level */
     struct uplink_cfg uplink;
     struct cfg_list profile_paths; /* char *: files or directories */
     struct cfg_list buses;         /* struct bus_cfg */

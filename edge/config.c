@@ -13,55 +13,40 @@
 
 /* ---- profile files ---------------------------------------------------- */
 
-static const struct cfg_enum reg_types[] = {{"bool", REG_BOOL}, {"u16", REG_U16}, {"i16", REG_I16},
-                                            {"u32", REG_U32},   {"i32", REG_I32}, {"f32", REG_F32},
-                                            {NULL, 0}};
+/* One line per key: the tables read as the tables they are. */
+/* clang-format off */
+static const struct cfg_enum reg_types[] = {
+    {"bool", REG_BOOL}, {"u16", REG_U16}, {"i16", REG_I16}, {"u32", REG_U32},
+    {"i32", REG_I32}, {"f32", REG_F32}, {NULL, 0}};
 
-static const struct cfg_enum reg_orders[] = {{"ABCD", ORDER_ABCD},
-                                             {"CDAB", ORDER_CDAB},
-                                             {"BADC", ORDER_BADC},
-                                             {"DCBA", ORDER_DCBA},
-                                             {NULL, 0}};
+static const struct cfg_enum reg_orders[] = {
+    {"ABCD", ORDER_ABCD}, {"CDAB", ORDER_CDAB}, {"BADC", ORDER_BADC}, {"DCBA", ORDER_DCBA},
+    {NULL, 0}};
 
 #define R(k) offsetof(struct reg_def, k)
 static const struct cfg_key reg_keys[] = {
-    {.key = "metric", .type = CFG_ID, .offset = R(metric), .required = true},
-    {.key = "fc", .type = CFG_INT, .offset = R(fc), .def = "3", .min = 1, .max = 4},
-    {.key = "address",
-     .type = CFG_INT,
-     .offset = R(address),
-     .required = true,
-     .min = 0,
-     .max = 65535},
-    {.key = "type", .type = CFG_ENUM, .offset = R(type), .def = "u16", .enums = reg_types},
-    {.key = "order", .type = CFG_ENUM, .offset = R(order), .def = "ABCD", .enums = reg_orders},
-    {.key = "bit", .type = CFG_INT, .offset = R(bit), .def = "-1", .min = -1, .max = 15},
-    {.key = "scale", .type = CFG_FLOAT, .offset = R(scale), .def = "1"},
-    {.key = "offset", .type = CFG_FLOAT, .offset = R(offset), .def = "0"},
-    {.key = "unit", .type = CFG_STR, .offset = R(unit), .def = ""},
+    {.key = "metric",  .type = CFG_ID,    .offset = R(metric), .required = true},
+    {.key = "fc",      .type = CFG_INT,   .offset = R(fc), .def = "3", .min = 1, .max = 4},
+    {.key = "address", .type = CFG_INT,   .offset = R(address), .required = true, .min = 0, .max = 65535},
+    {.key = "type",    .type = CFG_ENUM,  .offset = R(type), .def = "u16", .enums = reg_types},
+    {.key = "order",   .type = CFG_ENUM,  .offset = R(order), .def = "ABCD", .enums = reg_orders},
+    {.key = "bit",     .type = CFG_INT,   .offset = R(bit), .def = "-1", .min = -1, .max = 15},
+    {.key = "scale",   .type = CFG_FLOAT, .offset = R(scale), .def = "1"},
+    {.key = "offset",  .type = CFG_FLOAT, .offset = R(offset), .def = "0"},
+    {.key = "unit",    .type = CFG_STR,   .offset = R(unit), .def = ""},
     CFG_END,
 };
 #undef R
 
 #define P(k) offsetof(struct profile, k)
 static const struct cfg_key profile_keys[] = {
-    {.key = "profile", .type = CFG_ID, .offset = P(id), .required = true},
-    {.key = "description", .type = CFG_STR, .offset = P(description), .def = ""},
-    {.key = "measurement", .type = CFG_ID, .offset = P(measurement), .def = "environment"},
-    {.key = "max_gap", .type = CFG_INT, .offset = P(max_gap), .def = "8", .min = 0, .max = 100},
-    {.key = "max_registers",
-     .type = CFG_INT,
-     .offset = P(max_registers),
-     .def = "125",
-     .min = 1,
-     .max = 125},
-    {.key = "registers",
-     .type = CFG_LIST,
-     .offset = P(regs),
-     .required = true,
-     .sub = reg_keys,
-     .elem_size = sizeof(struct reg_def),
-     .node_offset = offsetof(struct reg_def, node)},
+    {.key = "profile",       .type = CFG_ID,   .offset = P(id), .required = true},
+    {.key = "description",   .type = CFG_STR,  .offset = P(description), .def = ""},
+    {.key = "measurement",   .type = CFG_ID,   .offset = P(measurement), .def = "environment"},
+    {.key = "max_gap",       .type = CFG_INT,  .offset = P(max_gap), .def = "8", .min = 0, .max = 100},
+    {.key = "max_registers", .type = CFG_INT,  .offset = P(max_registers), .def = "125", .min = 1, .max = 125},
+    {.key = "registers",     .type = CFG_LIST, .offset = P(regs), .required = true, .sub = reg_keys,
+     .elem_size = sizeof(struct reg_def), .node_offset = offsetof(struct reg_def, node)},
     CFG_END,
 };
 #undef P
@@ -74,136 +59,68 @@ static const struct cfg_enum parities[] = {{"N", 'N'}, {"E", 'E'}, {"O", 'O'}, {
 
 #define B(k) offsetof(struct bus_cfg, k)
 static const struct cfg_key bus_keys[] = {
-    {.key = "id", .type = CFG_ID, .offset = B(id), .required = true},
-    {.key = "type", .type = CFG_ENUM, .offset = B(type), .required = true, .enums = bus_types},
-    {.key = "device", .type = CFG_STR, .offset = B(device)},
-    {.key = "baud", .type = CFG_INT, .offset = B(baud), .def = "9600", .min = 1200, .max = 921600},
-    {.key = "parity", .type = CFG_ENUM, .offset = B(parity), .def = "N", .enums = parities},
-    {.key = "data_bits", .type = CFG_INT, .offset = B(data_bits), .def = "8", .min = 7, .max = 8},
-    {.key = "stop_bits", .type = CFG_INT, .offset = B(stop_bits), .def = "1", .min = 1, .max = 2},
-    {.key = "host", .type = CFG_STR, .offset = B(host)},
-    {.key = "port", .type = CFG_INT, .offset = B(port), .def = "502", .min = 1, .max = 65535},
-    {.key = "timeout",
-     .type = CFG_DURATION,
-     .offset = B(timeout_ms),
-     .def = "1s",
-     .min = 10,
-     .max = 60000},
-    {.key = "turnaround",
-     .type = CFG_DURATION,
-     .offset = B(turnaround_ms),
-     .def = "0ms",
-     .min = 0,
-     .max = 10000},
-    {.key = "backoff_max",
-     .type = CFG_DURATION,
-     .offset = B(backoff_max_ms),
-     .def = "5m",
-     .min = 1000,
-     .max = 86400000},
+    {.key = "id",          .type = CFG_ID,       .offset = B(id), .required = true},
+    {.key = "type",        .type = CFG_ENUM,     .offset = B(type), .required = true, .enums = bus_types},
+    {.key = "device",      .type = CFG_STR,      .offset = B(device)},
+    {.key = "baud",        .type = CFG_INT,      .offset = B(baud), .def = "9600", .min = 1200, .max = 921600},
+    {.key = "parity",      .type = CFG_ENUM,     .offset = B(parity), .def = "N", .enums = parities},
+    {.key = "data_bits",   .type = CFG_INT,      .offset = B(data_bits), .def = "8", .min = 7, .max = 8},
+    {.key = "stop_bits",   .type = CFG_INT,      .offset = B(stop_bits), .def = "1", .min = 1, .max = 2},
+    {.key = "host",        .type = CFG_STR,      .offset = B(host)},
+    {.key = "port",        .type = CFG_INT,      .offset = B(port), .def = "502", .min = 1, .max = 65535},
+    {.key = "timeout",     .type = CFG_DURATION, .offset = B(timeout_ms), .def = "1s", .min = 10, .max = 60000},
+    {.key = "turnaround",  .type = CFG_DURATION, .offset = B(turnaround_ms), .def = "0ms", .min = 0, .max = 10000},
+    {.key = "backoff_max", .type = CFG_DURATION, .offset = B(backoff_max_ms), .def = "5m", .min = 1000, .max = 86400000},
     CFG_END,
 };
 #undef B
 
 #define D(k) offsetof(struct device_cfg, k)
 static const struct cfg_key device_keys[] = {
-    {.key = "id", .type = CFG_ID, .offset = D(id), .required = true},
-    {.key = "bus", .type = CFG_ID, .offset = D(bus), .required = true},
-    {.key = "slave", .type = CFG_INT, .offset = D(slave), .required = true, .min = 0, .max = 255},
-    {.key = "profile", .type = CFG_ID, .offset = D(profile), .required = true},
-    {.key = "interval",
-     .type = CFG_DURATION,
-     .offset = D(interval_ms),
-     .def = "10s",
-     .min = 100,
-     .max = 86400000},
-    {.key = "room", .type = CFG_ID, .offset = D(room)},
-    {.key = "enabled", .type = CFG_BOOL, .offset = D(enabled), .def = "true"},
+    {.key = "id",       .type = CFG_ID,       .offset = D(id), .required = true},
+    {.key = "bus",      .type = CFG_ID,       .offset = D(bus), .required = true},
+    {.key = "slave",    .type = CFG_INT,      .offset = D(slave), .required = true, .min = 0, .max = 255},
+    {.key = "profile",  .type = CFG_ID,       .offset = D(profile), .required = true},
+    {.key = "interval", .type = CFG_DURATION, .offset = D(interval_ms), .def = "10s", .min = 10, .max = 86400000},
+    {.key = "room",     .type = CFG_ID,       .offset = D(room)},
+    {.key = "enabled",  .type = CFG_BOOL,     .offset = D(enabled), .def = "true"},
     CFG_END,
 };
 #undef D
 
-#define T(k) offsetof(struct tls_cfg, k)
-static const struct cfg_key tls_keys[] = {
-    {.key = "ca_file", .type = CFG_PATH, .offset = T(ca_file)},
-    {.key = "cert_file", .type = CFG_PATH, .offset = T(cert_file)},
-    {.key = "key_file", .type = CFG_PATH, .offset = T(key_file)},
-    {.key = "verify", .type = CFG_BOOL, .offset = T(verify), .def = "true"},
-    CFG_END,
-};
-#undef T
-
 #define U(k) offsetof(struct uplink_cfg, k)
 static const struct cfg_key uplink_keys[] = {
-    {.key = "broker", .type = CFG_STR, .offset = U(broker), .required = true},
-    {.key = "client_id", .type = CFG_STR, .offset = U(client_id)},
-    {.key = "username", .type = CFG_STR, .offset = U(username)},
-    {.key = "password", .type = CFG_STR, .offset = U(password)},
-    {.key = "tls", .type = CFG_MAP, .offset = U(tls), .sub = tls_keys},
-    {.key = "keepalive",
-     .type = CFG_DURATION,
-     .offset = U(keepalive_ms),
-     .def = "30s",
-     .min = 5000,
-     .max = 3600000},
-    {.key = "batch_max",
-     .type = CFG_INT,
-     .offset = U(batch_max),
-     .def = "500",
-     .min = 1,
-     .max = 10000},
-    {.key = "batch_interval",
-     .type = CFG_DURATION,
-     .offset = U(batch_interval_ms),
-     .def = "1s",
-     .min = 10,
-     .max = 600000},
-    {.key = "queue_max",
-     .type = CFG_INT,
-     .offset = U(queue_max),
-     .def = "100000",
-     .min = 100,
-     .max = 10000000},
-    {.key = "max_inflight",
-     .type = CFG_INT,
-     .offset = U(max_inflight),
-     .def = "20",
-     .min = 1,
-     .max = 1000},
+    {.key = "broker",         .type = CFG_STR,      .offset = U(broker), .required = true},
+    {.key = "client_id",      .type = CFG_STR,      .offset = U(client_id)},
+    {.key = "username",       .type = CFG_STR,      .offset = U(username)},
+    {.key = "password",       .type = CFG_STR,      .offset = U(password)},
+    {.key = "tls",            .type = CFG_MAP,      .offset = U(tls), .sub = cfg_tls_keys},
+    {.key = "keepalive",      .type = CFG_DURATION, .offset = U(keepalive_ms), .def = "30s", .min = 5000, .max = 3600000},
+    {.key = "batch_max",      .type = CFG_INT,      .offset = U(batch_max), .def = "500", .min = 1, .max = 10000},
+    {.key = "batch_interval", .type = CFG_DURATION, .offset = U(batch_interval_ms), .def = "1s", .min = 10, .max = 600000},
+    {.key = "queue_max",      .type = CFG_INT,      .offset = U(queue_max), .def = "100000", .min = 100, .max = 10000000},
+    {.key = "max_inflight",   .type = CFG_INT,      .offset = U(max_inflight), .def = "20", .min = 1, .max = 1000},
     CFG_END,
 };
 #undef U
 
 #define S(k) offsetof(struct site_config, k)
 static const struct cfg_key site_keys[] = {
-    {.key = "site", .type = CFG_ID, .offset = S(site), .required = true},
-    {.key = "gateway", .type = CFG_ID, .offset = S(gateway), .required = true},
-    {.key = "log_level", .type = CFG_STR, .offset = S(log_level), .def = "info"},
-    {.key = "uplink", .type = CFG_MAP, .offset = S(uplink), .required = true, .sub = uplink_keys},
-    {.key = "profiles", .type = CFG_STRLIST, .offset = S(profile_paths)},
-    {.key = "buses",
-     .type = CFG_LIST,
-     .offset = S(buses),
-     .required = true,
-     .sub = bus_keys,
-     .elem_size = sizeof(struct bus_cfg),
-     .node_offset = offsetof(struct bus_cfg, node)},
-    {.key = "devices",
-     .type = CFG_LIST,
-     .offset = S(devices),
-     .required = true,
-     .sub = device_keys,
-     .elem_size = sizeof(struct device_cfg),
-     .node_offset = offsetof(struct device_cfg, node)},
-    {.key = "self_metrics_interval",
-     .type = CFG_DURATION,
-     .offset = S(self_metrics_interval_ms),
-     .def = "10s",
-     .min = 1000,
-     .max = 3600000},
+    {.key = "site",      .type = CFG_ID,      .offset = S(site), .required = true},
+    {.key = "gateway",   .type = CFG_ID,      .offset = S(gateway), .required = true},
+    {.key = "log_level", .type = CFG_ENUM,    .offset = S(log_level), .def = "info", .enums = cfg_log_levels},
+    {.key = "uplink",    .type = CFG_MAP,     .offset = S(uplink), .required = true, .sub = uplink_keys},
+    {.key = "profiles",  .type = CFG_STRLIST, .offset = S(profile_paths)},
+    {.key = "buses",     .type = CFG_LIST,    .offset = S(buses), .required = true, .sub = bus_keys,
+     .elem_size = sizeof(struct bus_cfg), .node_offset = offsetof(struct bus_cfg, node)},
+    {.key = "devices",   .type = CFG_LIST,    .offset = S(devices), .required = true, .sub = device_keys,
+     .elem_size = sizeof(struct device_cfg), .node_offset = offsetof(struct device_cfg, node)},
+    {.key = "self_metrics_interval", .type = CFG_DURATION, .offset = S(self_metrics_interval_ms),
+     .def = "10s", .min = 1000, .max = 3600000},
     CFG_END,
 };
 #undef S
+/* clang-format on */
 
 /* ---- loading ---------------------------------------------------------- */
 

@@ -301,10 +301,9 @@ int main(int argc, char **argv)
     int rc = site_load(config, &a.site);
     if (rc != 0)
         return EXIT_CONFIG;
-    enum log_level lv;
-    const char *lvs = level ? level : a.site.cfg.log_level;
-    if (log_level_parse(lvs, &lv) != 0) {
-        fprintf(stderr, "care-edge: unknown log level '%s' (error, warn, info, debug)\n", lvs);
+    enum log_level lv = (enum log_level)a.site.cfg.log_level;
+    if (level && log_level_parse(level, &lv) != 0) {
+        fprintf(stderr, "care-edge: unknown log level '%s' (error, warn, info, debug)\n", level);
         site_free(&a.site);
         return EXIT_CONFIG;
     }

@@ -3,22 +3,17 @@
 #ifndef CAREHUB_HUB_CONFIG_H
 #define CAREHUB_HUB_CONFIG_H
 
+#include "cfg.h"
+
 #include <stdbool.h>
 #include <stdint.h>
-
-struct hubcfg_tls {
-    char *ca_file;   /* PEM bundle that signed the broker's certificate */
-    char *cert_file; /* client certificate (PEM), for brokers that want one */
-    char *key_file;  /* its private key */
-    bool verify;     /* check the broker's certificate and host name */
-};
 
 struct hubcfg_mqtt {
     char *broker;    /* tcp://host:port or ssl://host:port */
     char *client_id; /* also the hub tag of the self-metrics */
     char *username;
     char *password;
-    struct hubcfg_tls tls;
+    struct cfg_tls tls;
     char *topic;        /* subscription filter */
     char *shared_group; /* subscribe $share/<group>/<topic> when set */
     int64_t keepalive_ms;

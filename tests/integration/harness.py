@@ -113,33 +113,12 @@ class Influx:
         self.url = f"http://127.0.0.1:{self.port}"
         d = world.dir("influx")
         cfg = os.path.join(d, "influxdb.conf")
+        with open(os.path.join(SRC, "deploy/influxdb/loopback.conf.in")) as f:
+            text = f.read()
+        for k, v in (("@DIR@", d), ("@HTTP_PORT@", str(self.port)), ("@RPC_PORT@", str(free_port()))):
+            text = text.replace(k, v)
         with open(cfg, "w") as f:
-            f.write(f"""reporting-enabled = false
-bind-address = "127.0.0.1:{free_port()}"
-[meta]
-  dir = "{d}/meta"
-[data]
-  dir = "{d}/data"
-  wal-dir = "{d}/wal"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:{self.port}"
-  auth-enabled = false
-  log-enabled = false
-  pprof-enabled = false
-[logging]
-  level = "warn"
-  suppress-logo = true
-[ifql]
-  enabled = false
-[subscriber]
-  enabled = false
-[continuous_queries]
-  enabled = false
-""")
+            f.write(text)
         self.proc = world.spawn("influxd", ["influxd", "-config", cfg])
         wait_for("InfluxDB /ping", lambda: self.ping(), 30)
 
