@@ -597,25 +597,52 @@ static json_t *encode_reading(const struct ch_reading *r)
     return o;
 }
 
+char *ch_readings_encode(const struct ch_reading *readings, size_t n)
+{
+    if (n == 0 || n > CH_MAX_READINGS || !readings)
+        return NULL;
+    json_t *arr = json_array();
+    bool ok = true;
+    for (size_t i = 0; ok && i < n; i++) {
+        json_t *r = encode_reading(&readings[i]);
+        ok = r && json_array_append_new(arr, r) == 0;
+    }
+    return dump(arr, ok);
+}
+
+char *ch_telemetry_wrap(const char *site, const char *gateway, uint64_t seq, int64_t ts_ms,
+                        bool historical, const char *readings_json, size_t len)
+{
+    if (!id_ok(site, CH_ID_MAX) || !id_ok(gateway, CH_ID_MAX) || seq > INT64_MAX || !ts_ok(ts_ms) ||
+        len < 2 || readings_json[0] != '[' || readings_json[len - 1] != ']')
+        return NULL;
+    /* ids are [A-Za-z0-9_.-]: nothing to escape, so the envelope is plain text
+     * around the readings, which were encoded (and checked) when spooled */
+    static const char fmt[] = "{\"schema\":\"" CH_SCHEMA_TELEMETRY "\",\"site\":\"%s\","
+                              "\"gateway\":\"%s\",\"seq\":%llu,\"ts\":%lld,"
+                              "\"historical\":%s,\"readings\":";
+    int head = snprintf(NULL, 0, fmt, site, gateway, (unsigned long long)seq, (long long)ts_ms,
+                        historical ? "true" : "false");
+    if (head < 0)
+        return NULL;
+    char *out = ch_xmalloc((size_t)head + len + 2);
+    snprintf(out, (size_t)head + 1, fmt, site, gateway, (unsigned long long)seq, (long long)ts_ms,
+             historical ? "true" : "false");
+    memcpy(out + head, readings_json, len);
+    out[(size_t)head + len] = '}';
+    out[(size_t)head + len + 1] = '\0';
+    return out;
+}
+
 char *ch_telemetry_encode(const struct ch_telemetry *t)
 {
-    if (!id_ok(t->site, CH_ID_MAX) || !id_ok(t->gateway, CH_ID_MAX) || t->seq > INT64_MAX ||
-        !ts_ok(t->ts_ms) || t->n_readings == 0 || t->n_readings > CH_MAX_READINGS || !t->readings)
+    char *readings = ch_readings_encode(t->readings, t->n_readings);
+    if (!readings)
         return NULL;
-    json_t *root = json_object(), *readings = json_array();
-    bool ok = put(root, "schema", json_string(CH_SCHEMA_TELEMETRY)) &&
-              put(root, "site", json_string(t->site)) &&
-              put(root, "gateway", json_string(t->gateway)) &&
-              put(root, "seq", json_integer((json_int_t)t->seq)) &&
-              put(root, "ts", json_integer(t->ts_ms)) &&
-              put(root, "historical", json_boolean(t->historical));
-    for (size_t i = 0; ok && i < t->n_readings; i++) {
-        json_t *r = encode_reading(&t->readings[i]);
-        ok = r && json_array_append_new(readings, r) == 0;
-    }
-    ok = ok && put(root, "readings", json_incref(readings));
-    json_decref(readings);
-    return dump(root, ok);
+    char *out = ch_telemetry_wrap(t->site, t->gateway, t->seq, t->ts_ms, t->historical, readings,
+                                  strlen(readings));
+    free(readings);
+    return out;
 }
 
 char *ch_status_encode(const struct ch_status *s)

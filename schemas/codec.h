@@ -14,23 +14,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CH_ID_MAX 65     /* identifiers: 1..64 chars of [A-Za-z0-9_.-] plus NUL */
-#define CH_UNIT_MAX 24   /* unit text, UTF-8 ("µg/m³") */
-#define CH_VERSION_MAX 32
+#define CH_ID_MAX       65 /* identifiers: 1..64 chars of [A-Za-z0-9_.-] plus NUL */
+#define CH_UNIT_MAX     24 /* unit text, UTF-8 ("µg/m³") */
+#define CH_VERSION_MAX  32
 #define CH_MAX_READINGS 10000 /* per telemetry batch */
-#define CH_MAX_METRICS 256    /* per reading */
-#define CH_MAX_DEVICES 10000  /* per status inventory */
+#define CH_MAX_METRICS  256   /* per reading */
+#define CH_MAX_DEVICES  10000 /* per status inventory */
 
 #define CH_SCHEMA_TELEMETRY "carehub/telemetry/1"
-#define CH_SCHEMA_STATUS "carehub/status/1"
+#define CH_SCHEMA_STATUS    "carehub/status/1"
 
 enum ch_quality { CH_Q_GOOD = 0, CH_Q_UNCERTAIN, CH_Q_BAD };
 
 const char *ch_quality_name(enum ch_quality q); /* "good", "uncertain", "bad" */
 
 struct ch_metric {
-    char name[CH_ID_MAX]; /* metric name, an identifier */
-    double value;         /* always finite */
+    char name[CH_ID_MAX];   /* metric name, an identifier */
+    double value;           /* always finite */
     char unit[CH_UNIT_MAX]; /* may be empty */
 };
 
@@ -48,9 +48,9 @@ struct ch_reading {
 struct ch_telemetry {
     char site[CH_ID_MAX];
     char gateway[CH_ID_MAX];
-    uint64_t seq;       /* per-gateway message sequence, < 2^63 */
-    int64_t ts_ms;      /* when the batch was made */
-    bool historical;    /* replayed from the spool after an outage */
+    uint64_t seq;    /* per-gateway message sequence, < 2^63 */
+    int64_t ts_ms;   /* when the batch was made */
+    bool historical; /* replayed from the spool after an outage */
     size_t n_readings;
     struct ch_reading *readings; /* owned by the batch */
 };
@@ -77,6 +77,16 @@ struct ch_status {
  * the input violates the contract (bad id, non-finite value). */
 char *ch_telemetry_encode(const struct ch_telemetry *t);
 char *ch_status_encode(const struct ch_status *s);
+
+/* A telemetry message in two steps, for senders that store readings before
+ * they know the message's sequence number (the edge's spool):
+ * ch_readings_encode() makes the "readings" JSON array (caller frees; NULL if
+ * any reading violates the contract); ch_telemetry_wrap() puts the envelope
+ * around such an array (len bytes, borrowed) and returns the whole message
+ * (caller frees; NULL for a bad id, seq or time). */
+char *ch_readings_encode(const struct ch_reading *readings, size_t n);
+char *ch_telemetry_wrap(const char *site, const char *gateway, uint64_t seq, int64_t ts_ms,
+                        bool historical, const char *readings_json, size_t len);
 
 /* Decoders: parse and validate buf (len bytes, need not be NUL-terminated).
  * On success fill *out (caller frees with the matching _free) and return 0.
