@@ -176,6 +176,9 @@ size_t lp_telemetry(struct lp_buf *b, const struct ch_telemetry *t)
         lp_tag(b, "site", t->site);
         for (size_t j = 0; j < r->n_metrics; j++)
             lp_field_float(b, r->metrics[j].name, r->metrics[j].value);
+        /* the reading's own sequence number: completeness can be checked
+         * from what is stored, by any hub */
+        lp_field_int(b, "seq", (int64_t)(t->seq + i));
         if (lp_end(b, r->ts_ms) == 0)
             points++;
     }

@@ -54,10 +54,11 @@ static bool measurement_ok(const char *s)
     return id_ok(s, CH_ID_MAX) && s[0] != '_' && strncmp(s, "carehub_", 8) != 0;
 }
 
-/* InfluxDB 1.x refuses a field named "time"; InfluxDB 2 reserves _*. */
+/* InfluxDB 1.x refuses a field named "time"; InfluxDB 2 reserves _*; the hub
+ * writes each reading's sequence number as the field "seq". */
 static bool metric_name_ok(const char *s)
 {
-    return id_ok(s, CH_ID_MAX) && s[0] != '_' && strcmp(s, "time") != 0;
+    return id_ok(s, CH_ID_MAX) && s[0] != '_' && strcmp(s, "time") != 0 && strcmp(s, "seq") != 0;
 }
 
 static bool no_controls(const char *s, size_t len)

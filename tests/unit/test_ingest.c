@@ -84,7 +84,7 @@ static void test_telemetry_accepted(void **state)
     assert_int_equal(post(f, "carehub/v1/cq/gw-01/telemetry", TEL("cq", "gw-01"), false),
                      INGEST_ACCEPTED);
     assert_string_equal(f->cap.text, "environment,device=env-101,gateway=gw-01,quality=good,"
-                                     "room=101,site=cq temperature=23.4 1763850000100\n");
+                                     "room=101,site=cq temperature=23.4,seq=7i 1763850000100\n");
     assert_int_equal(f->cap.lines, 1);
     struct ingest_stats s;
     ingest_stats(f->in, &s);

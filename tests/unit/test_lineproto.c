@@ -198,9 +198,9 @@ static void test_telemetry_points(void **state)
     lp_init(&b);
     assert_int_equal(lp_telemetry(&b, &t), 2);
     assert_string_equal(b.data, "environment,device=env-101,gateway=gw-01,quality=good,room=101,"
-                                "site=cq-yz-001 temperature=23.4,humidity=51 1763850000100\n"
+                                "site=cq-yz-001 temperature=23.4,humidity=51,seq=42i 1763850000100\n"
                                 "air_quality,device=aq-1,gateway=gw-01,quality=uncertain,"
-                                "site=cq-yz-001 co2=640,tvoc=-0.0015 1763850000200\n");
+                                "site=cq-yz-001 co2=640,tvoc=-0.0015,seq=43i 1763850000200\n");
     assert_int_equal(b.lines, 2);
     lp_free(&b);
     ch_telemetry_free(&t);
