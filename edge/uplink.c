@@ -386,54 +386,52 @@ static struct batch *make_batch(struct uplink *u)
 {
     size_t n =
         u->q_len < (size_t)u->cfg->uplink.batch_max ? u->q_len : (size_t)u->cfg->uplink.batch_max;
-    struct ch_telemetry t = {0};
-    ch_strlcpy(t.site, u->cfg->site, sizeof t.site);
-    ch_strlcpy(t.gateway, u->cfg->gateway, sizeof t.gateway);
-    t.seq = ++u->st.seq;
-    t.ts_ms = ch_now_ms();
-    t.n_readings = n;
-    t.readings = ch_xcalloc(n, sizeof *t.readings);
+    struct ch_reading *rs = ch_xcalloc(n, sizeof *rs);
     struct batch *b = ch_xcalloc(1, sizeof *b);
-    b->seq = t.seq;
-    b->n_readings = n;
     b->dev = ch_xcalloc(n, sizeof *b->dev);
     for (size_t i = 0; i < n; i++) {
         struct qent *e = &u->q[(u->q_head + i) % u->q_cap];
-        t.readings[i] = e->r;
+        rs[i] = e->r;
         b->dev[i] = e->dev;
     }
     u->q_head = (u->q_head + n) % u->q_cap;
     u->q_len -= n;
-    b->payload = ch_telemetry_encode(&t);
-    if (!b->payload) {
+    size_t kept = n;
+    char *arr = ch_readings_encode(rs, n);
+    if (!arr) {
         /* some reading breaks the contract (a driver bug): drop just those,
          * name them, and send the rest */
-        size_t kept = 0;
+        kept = 0;
         for (size_t i = 0; i < n; i++) {
-            struct ch_telemetry one = t;
-            one.n_readings = 1;
-            one.readings = &t.readings[i];
-            char *p = ch_telemetry_encode(&one);
-            if (p) {
-                free(p);
-                t.readings[kept] = t.readings[i];
+            char *one = ch_readings_encode(&rs[i], 1);
+            if (one) {
+                free(one);
+                rs[kept] = rs[i];
                 b->dev[kept++] = b->dev[i];
                 continue;
             }
-            LOGE("uplink", t.readings[i].device, "reading of %s violates the contract, dropped",
-                 t.readings[i].measurement);
-            free(t.readings[i].metrics);
+            LOGE("uplink", rs[i].device, "reading of %s violates the contract, dropped",
+                 rs[i].measurement);
+            free(rs[i].metrics);
             u->st.dropped++;
         }
-        t.n_readings = b->n_readings = kept;
-        b->payload = kept ? ch_telemetry_encode(&t) : NULL;
+        arr = kept ? ch_readings_encode(rs, kept) : NULL;
     }
-    ch_telemetry_free(&t);
+    for (size_t i = 0; i < kept; i++)
+        free(rs[i].metrics);
+    free(rs);
+    /* readings are numbered: this message carries seq .. seq + kept - 1 */
+    b->seq = u->st.seq + 1;
+    b->n_readings = kept;
+    b->payload = arr ? ch_telemetry_wrap(u->cfg->site, u->cfg->gateway, b->seq, ch_now_ms(), false,
+                                         arr, strlen(arr))
+                     : NULL;
+    free(arr);
     if (!b->payload) {
-        u->st.seq--; /* nothing went out under this number: no gap for the hub */
         batch_free(b);
         return NULL;
     }
+    u->st.seq += kept;
     return b;
 }
 

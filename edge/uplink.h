@@ -30,7 +30,7 @@ struct uplink_stats {
     uint64_t dropped;            /* readings dropped because the queue was full */
     uint64_t queued;             /* readings waiting now */
     uint64_t connects;           /* successful (re)connections */
-    uint64_t seq;                /* last sequence number used */
+    uint64_t seq;                /* number of the last reading sent (readings are numbered) */
     bool connected;
 };
 

@@ -21,7 +21,8 @@ import time
 import jsonschema
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import SRC, Influx, Mosquitto, World, free_port, log, run_test, wait_for  # noqa: E402
+from harness import (SRC, Influx, Mosquitto, World, free_port, log, run_test,  # noqa: E402
+                     seq_coverage, wait_for)
 
 RUN_S = 8
 INTERVAL_MS = 500
@@ -168,6 +169,12 @@ def test_e2e_site(w):
             got.update(counts_per_device(influx, meas))
         raise AssertionError(f"InfluxDB {got} != edge delivered {delivered}")
     log(f"InfluxDB holds: {got}")
+
+    # every reading the edge numbered is stored exactly once: 1..last_seq, no gap
+    cov = seq_coverage(influx, DB, "gw-1")
+    assert cov == (stats["last_seq"], stats["last_seq"], 1, stats["last_seq"]), \
+        f"seq coverage (count, distinct, min, max) {cov}, edge's last seq {stats['last_seq']}"
+    log(f"readings 1..{stats['last_seq']} stored once each")
 
     # good data kept flowing after the bad payloads
     for d in HEALTHY_RTU + ["air-hall", "air-nursery"]:

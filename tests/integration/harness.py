@@ -149,6 +149,22 @@ class Influx:
         return out
 
 
+def seq_coverage(influx, db, gateway):
+    """The readings' sequence numbers a gateway has in InfluxDB, over every
+    measurement: (count, distinct, min, max)."""
+    count = distinct = 0
+    lo, hi = None, None
+    for row in influx.series(f'SELECT count("seq"), count(distinct("seq")) AS d, min("seq"), '
+                             f'max("seq") FROM /.*/ WHERE "gateway" = \'{gateway}\'', db):
+        if row.get("count") is None:
+            continue
+        count += row["count"]
+        distinct += row["d"]
+        lo = row["min"] if lo is None else min(lo, row["min"])
+        hi = row["max"] if hi is None else max(hi, row["max"])
+    return count, distinct, lo, hi
+
+
 class Mosquitto:
     """A broker on 127.0.0.1. tls=(ca, cert, key) makes the listener TLS-only;
     persistent=True keeps sessions and queued QoS 1 messages across restarts
