@@ -56,6 +56,8 @@ static const struct cfg_key hub_keys[] = {
     {.key = "influx", .type = CFG_MAP, .offset = offsetof(struct hubcfg, influx), .required = true, .sub = influx_keys},
     {.key = "self_metrics_interval", .type = CFG_DURATION, .offset = offsetof(struct hubcfg, self_metrics_interval_ms),
      .def = "10s", .min = 1000, .max = 3600000},
+    {.key = "gap_grace", .type = CFG_DURATION, .offset = offsetof(struct hubcfg, gap_grace_ms), .def = "10m",
+     .min = 1000, .max = 86400000},
     {.key = "log_level", .type = CFG_ENUM, .offset = offsetof(struct hubcfg, log_level), .def = "info",
      .enums = cfg_log_levels},
     CFG_END,

@@ -43,6 +43,7 @@ struct hubcfg {
     struct hubcfg_mqtt mqtt;
     struct hubcfg_influx influx;
     int64_t self_metrics_interval_ms;
+    int64_t gap_grace_ms; /* a gap in a gateway's readings open this long is reported lost */
     int log_level; /* enum log_level */
 };
 

@@ -116,7 +116,7 @@ static enum ingest_result on_telemetry(struct ingest *in, const char *topic, con
     emit(in, &b);
     count(&in->telemetry_ok, 1);
     count(&in->readings, t.n_readings);
-    presence_telemetry(in->presence, site, gw, now_ms);
+    presence_telemetry(in->presence, site, gw, t.seq, t.n_readings, t.historical, now_ms);
     LOGD("ingest", show_topic(topic).s, "seq %" PRIu64 ": %zu readings%s", t.seq, t.n_readings,
          t.historical ? " (historical)" : "");
     ch_telemetry_free(&t);

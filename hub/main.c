@@ -52,7 +52,7 @@ struct counter {
     uint64_t value;
 };
 
-#define MAX_COUNTERS (16 + INGEST_N_REASONS)
+#define MAX_COUNTERS (20 + INGEST_N_REASONS)
 
 static char rejected_names[INGEST_N_REASONS][48];
 
@@ -64,6 +64,8 @@ static size_t snapshot(struct hub *h, const struct influx_stats *w,
     struct ingest_stats is;
     ingest_stats(h->ingest, &is);
     const struct influx_stats ws = *w;
+    struct presence_seq_stats ss;
+    presence_check_gaps(h->presence, ch_now_ms(), h->cfg.gap_grace_ms, &ss);
     size_t n = 0;
     out[n++] = (struct counter){"dropped", ws.dropped};
     out[n++] = (struct counter){"gateways_online", presence_online(h->presence)};
@@ -71,6 +73,10 @@ static size_t snapshot(struct hub *h, const struct influx_stats *w,
     out[n++] = (struct counter){"points_written", ws.points_written};
     out[n++] = (struct counter){"queued_bytes", ws.queued_bytes};
     out[n++] = (struct counter){"readings", is.readings};
+    out[n++] = (struct counter){"readings_duplicate", ss.readings_duplicate};
+    out[n++] = (struct counter){"readings_missing", ss.readings_missing};
+    out[n++] = (struct counter){"readings_pending", ss.readings_pending};
+    out[n++] = (struct counter){"seq_gaps", ss.gaps_reported};
     for (int r = 0; r < INGEST_N_REASONS; r++)
         out[n++] = (struct counter){rejected_names[r], is.rejected[r]};
     out[n++] = (struct counter){"status_ok", is.status_ok};

@@ -13,8 +13,20 @@
 /* A chained hash table keyed by "site/gateway"; it doubles when it holds as
  * many entries as buckets. A district has hundreds of gateways, a city tens
  * of thousands: both fit. */
+/* Readings lo..hi not received yet, open since `since` (wall ms). */
+struct gap {
+    uint64_t lo, hi;
+    int64_t since;
+};
+
+/* Open gaps kept per gateway; beyond this the oldest is reported at once. */
+#define MAX_GAPS 4096
+
 struct entry {
     struct entry *next;
+    uint64_t seq_hi; /* highest reading number seen, 0: none yet */
+    size_t n_gaps, cap_gaps;
+    struct gap *gaps;        /* sorted, disjoint, all below seq_hi */
     char key[2 * CH_ID_MAX]; /* site/gateway */
     bool known;              /* a status has been applied */
     bool online;
@@ -27,6 +39,7 @@ struct presence {
     pthread_mutex_t lock;
     struct entry **buckets;
     size_t n_buckets, n_entries, n_online;
+    struct presence_seq_stats seq;
 };
 
 struct presence *presence_new(void)
@@ -46,6 +59,7 @@ void presence_free(struct presence *p)
         struct entry *e = p->buckets[i];
         while (e) {
             struct entry *next = e->next;
+            free(e->gaps);
             free(e);
             e = next;
         }
@@ -135,10 +149,143 @@ void presence_status(struct presence *p, const struct ch_status *s, int64_t now_
     pthread_mutex_unlock(&p->lock);
 }
 
-void presence_telemetry(struct presence *p, const char *site, const char *gateway, int64_t now_ms)
+static void report_gap(struct presence *p, struct entry *e, const struct gap *g, const char *why)
+{
+    uint64_t n = g->hi - g->lo + 1;
+    LOGW("presence", e->key, "readings %" PRIu64 "..%" PRIu64 " missing (%" PRIu64 ") %s", g->lo,
+         g->hi, n, why);
+    p->seq.gaps_reported++;
+    p->seq.readings_missing += n;
+    p->seq.readings_pending -= n;
+}
+
+/* Inserts g at index i of e's gaps. Lock held. */
+static void gap_insert(struct entry *e, size_t i, struct gap g)
+{
+    if (e->n_gaps == e->cap_gaps) {
+        e->cap_gaps = e->cap_gaps ? 2 * e->cap_gaps : 4;
+        e->gaps = ch_xrealloc(e->gaps, e->cap_gaps * sizeof *e->gaps);
+    }
+    memmove(&e->gaps[i + 1], &e->gaps[i], (e->n_gaps - i) * sizeof g);
+    e->gaps[i] = g;
+    e->n_gaps++;
+}
+
+static void gap_remove(struct entry *e, size_t i)
+{
+    memmove(&e->gaps[i], &e->gaps[i + 1], (e->n_gaps - i - 1) * sizeof *e->gaps);
+    e->n_gaps--;
+}
+
+/* Keeps at most MAX_GAPS open: the oldest beyond are reported now. */
+static void gap_trim(struct presence *p, struct entry *e)
+{
+    while (e->n_gaps > MAX_GAPS) {
+        report_gap(p, e, &e->gaps[0], "(too many gaps open)");
+        gap_remove(e, 0);
+    }
+}
+
+/* Removes lo..hi from the open gaps of e; returns how many readings of that
+ * range were in a gap (the rest are duplicates). Lock held. */
+static uint64_t fill_gaps(struct presence *p, struct entry *e, uint64_t lo, uint64_t hi)
+{
+    uint64_t filled = 0;
+    for (size_t i = 0; i < e->n_gaps;) {
+        struct gap *g = &e->gaps[i];
+        if (hi < g->lo || lo > g->hi) {
+            i++;
+            continue;
+        }
+        uint64_t a = lo > g->lo ? lo : g->lo, b = hi < g->hi ? hi : g->hi;
+        filled += b - a + 1;
+        if (a > g->lo && b < g->hi) { /* the middle came: split */
+            struct gap right = {b + 1, g->hi, g->since};
+            g->hi = a - 1;
+            gap_insert(e, i + 1, right);
+            i += 2;
+        } else if (a > g->lo) {
+            g->hi = a - 1;
+            i++;
+        } else if (b < g->hi) {
+            g->lo = b + 1;
+            i++;
+        } else {
+            gap_remove(e, i);
+        }
+    }
+    p->seq.readings_pending -= filled;
+    gap_trim(p, e);
+    return filled;
+}
+
+void presence_telemetry(struct presence *p, const char *site, const char *gateway, uint64_t seq,
+                        size_t n, bool historical, int64_t now_ms)
+{
+    if (n == 0)
+        return;
+    uint64_t lo = seq, hi = seq + n - 1;
+    pthread_mutex_lock(&p->lock);
+    struct entry *e = lookup(p, site, gateway);
+    e->last_telemetry = now_ms;
+    if (historical) /* the gateway is replaying: its gaps may still fill */
+        for (size_t i = 0; i < e->n_gaps; i++)
+            e->gaps[i].since = now_ms;
+    if (e->seq_hi != 0 && lo <= 1 && e->seq_hi > hi) {
+        /* numbering started again: the gateway's spool was reset */
+        LOGW("presence", e->key,
+             "reading numbers restarted at %" PRIu64 " (were at %" PRIu64 "): gateway spool reset?",
+             lo, e->seq_hi);
+        for (size_t i = 0; i < e->n_gaps; i++)
+            report_gap(p, e, &e->gaps[i], "before the restart");
+        e->n_gaps = 0;
+        e->seq_hi = 0;
+    }
+    if (e->seq_hi == 0) {
+        e->seq_hi = hi; /* what came before the hub started is not this hub's to judge */
+    } else {
+        uint64_t below_hi = lo <= e->seq_hi ? (hi < e->seq_hi ? hi : e->seq_hi) : 0;
+        if (below_hi) {
+            uint64_t filled = fill_gaps(p, e, lo, below_hi);
+            p->seq.readings_duplicate += below_hi - lo + 1 - filled;
+        }
+        if (hi > e->seq_hi) {
+            uint64_t from = lo > e->seq_hi ? lo : e->seq_hi + 1;
+            if (from > e->seq_hi + 1) {
+                gap_insert(e, e->n_gaps, (struct gap){e->seq_hi + 1, from - 1, now_ms});
+                p->seq.readings_pending += from - 1 - e->seq_hi;
+                gap_trim(p, e);
+                LOGD("presence", e->key, "readings %" PRIu64 "..%" PRIu64 " not received yet",
+                     e->seq_hi + 1, from - 1);
+            }
+            e->seq_hi = hi;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+void presence_check_gaps(struct presence *p, int64_t now_ms, int64_t grace_ms,
+                         struct presence_seq_stats *out)
 {
     pthread_mutex_lock(&p->lock);
-    lookup(p, site, gateway)->last_telemetry = now_ms;
+    for (size_t b = 0; b < p->n_buckets; b++) {
+        for (struct entry *e = p->buckets[b]; e; e = e->next) {
+            size_t kept = 0;
+            for (size_t i = 0; i < e->n_gaps; i++) {
+                if (now_ms - e->gaps[i].since >= grace_ms) {
+                    char why[64];
+                    snprintf(why, sizeof why, "for %" PRId64 " s: reported lost",
+                             (now_ms - e->gaps[i].since) / 1000);
+                    report_gap(p, e, &e->gaps[i], why);
+                } else {
+                    e->gaps[kept++] = e->gaps[i];
+                }
+            }
+            e->n_gaps = kept;
+        }
+    }
+    if (out)
+        *out = p->seq;
     pthread_mutex_unlock(&p->lock);
 }
 

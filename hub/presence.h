@@ -5,10 +5,19 @@
  * transition is logged once: "[presence:site/gw] online (version 0.1.0)".
  * A status older than the one already applied (its ts is smaller; a will has
  * no ts and always applies) does not change the state: retained messages
- * replayed on resubscribe cannot undo newer news. Thread-safe. */
+ * replayed on resubscribe cannot undo newer news.
+ *
+ * It also follows each gateway's reading numbers (telemetry seq: the first
+ * reading's number, readings numbered consecutively). A jump opens a gap;
+ * readings that arrive later (a backlog replayed behind live data, a QoS 1
+ * redelivery) fill it or count as duplicates. A gap still open after
+ * gap_grace_ms without a historical message from that gateway is reported
+ * once — a log line naming the missing range, and counters — and closed.
+ * Thread-safe. */
 #ifndef CAREHUB_PRESENCE_H
 #define CAREHUB_PRESENCE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,8 +31,23 @@ void presence_free(struct presence *p);
 /* Applies a decoded status (borrowed) received at now_ms (wall clock). */
 void presence_status(struct presence *p, const struct ch_status *s, int64_t now_ms);
 
-/* Notes telemetry from site/gateway at now_ms; does not change online state. */
-void presence_telemetry(struct presence *p, const char *site, const char *gateway, int64_t now_ms);
+/* Notes telemetry from site/gateway at now_ms carrying readings seq ..
+ * seq + n - 1; historical says it was replayed from the gateway's spool.
+ * Does not change online state. */
+void presence_telemetry(struct presence *p, const char *site, const char *gateway, uint64_t seq,
+                        size_t n, bool historical, int64_t now_ms);
+
+struct presence_seq_stats {
+    uint64_t gaps_reported;      /* gaps declared lost */
+    uint64_t readings_missing;   /* readings in them */
+    uint64_t readings_pending;   /* readings in gaps still open */
+    uint64_t readings_duplicate; /* readings received again */
+};
+
+/* Reports (and closes) the gaps open longer than grace_ms at now_ms, then
+ * fills *out with the totals. */
+void presence_check_gaps(struct presence *p, int64_t now_ms, int64_t grace_ms,
+                         struct presence_seq_stats *out);
 
 /* Number of gateways whose last status said online. */
 size_t presence_online(struct presence *p);

@@ -3,6 +3,7 @@ ch_unit_test(test_codec SOURCES unit/test_codec.c LIBS ch_schemas)
 ch_unit_test(test_lineproto SOURCES unit/test_lineproto.c LIBS ch_hub)
 ch_unit_test(test_ingest SOURCES unit/test_ingest.c LIBS ch_hub)
 ch_unit_test(test_influx SOURCES unit/test_influx.c LIBS ch_hub)
+ch_unit_test(test_presence SOURCES unit/test_presence.c LIBS ch_hub)
 
 # Every example payload against the JSON Schemas, independently of the C code.
 ch_integration_test(contract_examples contract_examples.py TIMEOUT 60)
