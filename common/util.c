@@ -32,6 +32,23 @@ void ch_sleep_ms(int64_t ms)
     nanosleep(&ts, NULL);
 }
 
+void ch_cond_init_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+void ch_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t until_ms)
+{
+    if (until_ms < 0)
+        until_ms = 0;
+    struct timespec ts = {.tv_sec = until_ms / 1000, .tv_nsec = (long)(until_ms % 1000) * 1000000};
+    pthread_cond_timedwait(c, m, &ts);
+}
+
 int ch_parse_duration_ms(const char *s, int64_t *out_ms)
 {
     if (!s || !*s)

@@ -2,6 +2,7 @@
 #ifndef CAREHUB_UTIL_H
 #define CAREHUB_UTIL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +15,13 @@ int64_t ch_now_ms(void);
 int64_t ch_mono_ms(void);
 /* Sleeps; returns early only on a signal. */
 void ch_sleep_ms(int64_t ms);
+
+/* Initialises a condition variable whose timed waits run on the monotonic
+ * clock (wall-clock steps do not stretch or cut them). */
+void ch_cond_init_monotonic(pthread_cond_t *c);
+/* Waits on c (m held) until the monotonic time until_ms (ch_mono_ms), a
+ * signal or a spurious wake-up. */
+void ch_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t until_ms);
 
 /* Parses a duration: a number with a unit of ms, s, m or h ("500ms", "10s",
  * "1.5m"); a bare number is seconds. Returns 0 or CH_EINVAL. */

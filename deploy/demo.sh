@@ -146,6 +146,7 @@ gateway: gw-01
 uplink:
   broker: tcp://127.0.0.1:$MQTT_PORT
   batch_interval: 1s
+spool: {dir: "$WORK/spool"}
 profiles: [$ROOT/deploy/profiles]
 buses:
   - {id: rs485-1, type: modbus-rtu, device: "$WORK/rs485-edge", baud: 9600, timeout: 300ms, backoff_max: 10s}

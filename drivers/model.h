@@ -51,8 +51,15 @@ struct uplink_cfg {
     int64_t keepalive_ms;
     int64_t batch_max; /* readings per telemetry message */
     int64_t batch_interval_ms;
-    int64_t queue_max;    /* readings held in memory while the broker is away */
     int64_t max_inflight; /* telemetry messages awaiting PUBACK */
+};
+
+/* The gateway's store and forward spool (common/spool.h). */
+struct spool_cfg {
+    char *dir;
+    int64_t max_bytes;
+    int64_t commit_interval_ms; /* telemetry fsync window: a power cut loses at most this */
+    int64_t replay_rate;        /* readings/s sent from a backlog, beside live data */
 };
 
 enum bus_type { BUS_MODBUS_RTU, BUS_MODBUS_TCP };
@@ -95,6 +102,7 @@ struct site_config {
     char *gateway;
     int log_level; /* enum log_level */
     struct uplink_cfg uplink;
+    struct spool_cfg spool;
     struct cfg_list profile_paths; /* char *: files or directories */
     struct cfg_list buses;         /* struct bus_cfg */
     struct cfg_list devices;       /* struct device_cfg */

@@ -98,11 +98,20 @@ static const struct cfg_key uplink_keys[] = {
     {.key = "keepalive",      .type = CFG_DURATION, .offset = U(keepalive_ms), .def = "30s", .min = 5000, .max = 3600000},
     {.key = "batch_max",      .type = CFG_INT,      .offset = U(batch_max), .def = "500", .min = 1, .max = 10000},
     {.key = "batch_interval", .type = CFG_DURATION, .offset = U(batch_interval_ms), .def = "1s", .min = 10, .max = 600000},
-    {.key = "queue_max",      .type = CFG_INT,      .offset = U(queue_max), .def = "100000", .min = 100, .max = 10000000},
     {.key = "max_inflight",   .type = CFG_INT,      .offset = U(max_inflight), .def = "20", .min = 1, .max = 1000},
     CFG_END,
 };
 #undef U
+
+#define Q(k) offsetof(struct spool_cfg, k)
+static const struct cfg_key spool_keys[] = {
+    {.key = "dir",             .type = CFG_PATH,     .offset = Q(dir), .def = "/var/lib/carehub/spool"},
+    {.key = "max_bytes",       .type = CFG_INT,      .offset = Q(max_bytes), .def = "268435456", .min = 65536, .max = 1099511627776.0},
+    {.key = "commit_interval", .type = CFG_DURATION, .offset = Q(commit_interval_ms), .def = "1s", .min = 10, .max = 60000},
+    {.key = "replay_rate",     .type = CFG_INT,      .offset = Q(replay_rate), .def = "2000", .min = 1, .max = 1000000},
+    CFG_END,
+};
+#undef Q
 
 #define S(k) offsetof(struct site_config, k)
 static const struct cfg_key site_keys[] = {
@@ -110,6 +119,7 @@ static const struct cfg_key site_keys[] = {
     {.key = "gateway",   .type = CFG_ID,      .offset = S(gateway), .required = true},
     {.key = "log_level", .type = CFG_ENUM,    .offset = S(log_level), .def = "info", .enums = cfg_log_levels},
     {.key = "uplink",    .type = CFG_MAP,     .offset = S(uplink), .required = true, .sub = uplink_keys},
+    {.key = "spool",     .type = CFG_MAP,     .offset = S(spool), .sub = spool_keys},
     {.key = "profiles",  .type = CFG_STRLIST, .offset = S(profile_paths)},
     {.key = "buses",     .type = CFG_LIST,    .offset = S(buses), .required = true, .sub = bus_keys,
      .elem_size = sizeof(struct bus_cfg), .node_offset = offsetof(struct bus_cfg, node)},

@@ -3,6 +3,7 @@
 #include "err.h"
 #include "log.h"
 #include "poller.h"
+#include "spool.h"
 #include "uplink.h"
 #include "util.h"
 
@@ -41,6 +42,7 @@ static void usage(FILE *out)
 struct app {
     struct site site;
     struct poller *poller;
+    struct spool *spool;
     struct uplink *uplink;
     const char **dev_ids; /* devices, then the gateway itself */
     size_t n_ids;
@@ -51,6 +53,7 @@ static void emit(void *arg, size_t dev, struct ch_reading *r)
 {
     struct app *a = arg;
     uplink_submit(a->uplink, r, (int)dev);
+    free(r->metrics);
 }
 
 static void add_metric(struct ch_reading *r, size_t cap, const char *name, double v)
@@ -87,6 +90,7 @@ static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readin
         add_metric(&r, 6, "registers", (double)ds.registers);
         add_metric(&r, 6, "latency_ms", ds.last_latency_ms);
         uplink_submit(a->uplink, &r, -1);
+        free(r.metrics);
         if (n <= 20)
             LOGI("poller", ds.id, "%s, %llu polls ok, %llu failed%s%s",
                  ds.online ? "online" : "OFFLINE", (unsigned long long)ds.polls_ok,
@@ -98,18 +102,28 @@ static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readin
     struct ch_reading r = {.ts_ms = now, .quality = CH_Q_GOOD};
     ch_strlcpy(r.device, c->gateway, sizeof r.device);
     ch_strlcpy(r.measurement, "edge_gateway", sizeof r.measurement);
-    r.metrics = ch_xcalloc(10, sizeof *r.metrics);
-    add_metric(&r, 10, "uptime_s", (double)(now - a->started_ms) / 1000.0);
-    add_metric(&r, 10, "devices", (double)n);
-    add_metric(&r, 10, "devices_online", (double)online);
-    add_metric(&r, 10, "polls_ok", (double)ok);
-    add_metric(&r, 10, "polls_failed", (double)failed);
-    add_metric(&r, 10, "messages_published", (double)us.messages_published);
-    add_metric(&r, 10, "readings_published", (double)us.readings_published);
-    add_metric(&r, 10, "publish_failures", (double)us.publish_failures);
-    add_metric(&r, 10, "queue_dropped", (double)us.dropped);
-    add_metric(&r, 10, "queued", (double)us.queued);
+    struct spool_stats ss;
+    spool_stats(a->spool, &ss);
+    r.metrics = ch_xcalloc(16, sizeof *r.metrics);
+    add_metric(&r, 16, "uptime_s", (double)(now - a->started_ms) / 1000.0);
+    add_metric(&r, 16, "devices", (double)n);
+    add_metric(&r, 16, "devices_online", (double)online);
+    add_metric(&r, 16, "polls_ok", (double)ok);
+    add_metric(&r, 16, "polls_failed", (double)failed);
+    add_metric(&r, 16, "messages_published", (double)us.messages_published);
+    add_metric(&r, 16, "readings_published", (double)us.readings_published);
+    add_metric(&r, 16, "historical_published", (double)us.historical_published);
+    add_metric(&r, 16, "alerts_published", (double)us.alerts_published);
+    add_metric(&r, 16, "publish_failures", (double)us.publish_failures);
+    add_metric(&r, 16, "spool_pending", (double)us.queued);
+    add_metric(&r, 16, "spool_dropped", (double)us.dropped);
+    add_metric(&r, 16, "spool_errors", (double)us.spool_errors);
+    add_metric(&r, 16, "spool_disk_bytes", (double)ss.disk_bytes);
+    add_metric(
+        &r, 16, "spool_corrupt",
+        (double)(ss.lane[SPOOL_ALERT].corrupt_records + ss.lane[SPOOL_TELEMETRY].corrupt_records));
     uplink_submit(a->uplink, &r, -1);
+    free(r.metrics);
 
     double rate = window_ms > 0 ? (double)(us.readings_published - *last_readings) * 1000.0 /
                                       (double)window_ms
@@ -117,7 +131,7 @@ static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readin
     *last_readings = us.readings_published;
     LOGI("edge", c->gateway,
          "%zu/%zu devices online, %llu polls ok, %llu failed; %llu readings published "
-         "(%.1f/s), %llu queued, %llu dropped, broker %s",
+         "(%.1f/s), %llu in the spool, %llu dropped, broker %s",
          online, n, (unsigned long long)ok, (unsigned long long)failed,
          (unsigned long long)us.readings_published, rate, (unsigned long long)us.queued,
          (unsigned long long)us.dropped, us.connected ? "connected" : "DISCONNECTED");
@@ -183,7 +197,15 @@ static int run(struct app *a, const char *stats_file)
         ch_strlcpy(di->bus, d->bus, sizeof di->bus);
         ch_strlcpy(di->room, d->room ? d->room : "", sizeof di->room);
     }
-    int rc = uplink_create(c, &birth, a->dev_ids, n, &a->uplink);
+    struct spool_opts so = {.max_bytes = (uint64_t)c->spool.max_bytes,
+                            .commit_interval_ms = c->spool.commit_interval_ms};
+    int rc = spool_open(c->spool.dir, &so, &a->spool);
+    if (rc != 0) {
+        LOGE("edge", NULL, "cannot open the spool in %s: %s", c->spool.dir, ch_strerror(rc));
+        ch_status_free(&birth);
+        return EXIT_RUNTIME;
+    }
+    rc = uplink_create(c, &birth, a->dev_ids, n, a->spool, &a->uplink);
     ch_status_free(&birth);
     if (rc != 0)
         return EXIT_RUNTIME;
@@ -328,6 +350,7 @@ int main(int argc, char **argv)
     poller_destroy(a.poller);
     if (a.uplink)
         uplink_destroy(a.uplink);
+    spool_close(a.spool);
     free(a.dev_ids);
     site_free(&a.site);
     return status;

@@ -66,11 +66,7 @@ int poller_create(const struct site_config *cfg, poller_emit_fn emit, void *arg,
     p->arg = arg;
     pthread_mutex_init(&p->lock, NULL);
     pthread_mutex_init(&p->wake_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    ch_cond_init_monotonic(&p->wake);
 
     p->devs = ch_xcalloc(cfg->devices.n, sizeof *p->devs);
     p->buses = ch_xcalloc(cfg->buses.n, sizeof *p->buses);
@@ -143,8 +139,7 @@ static bool sleep_until(struct poller *p, int64_t until)
         int64_t now = ch_mono_ms();
         if (now >= until)
             break;
-        struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (long)(until % 1000) * 1000000};
-        pthread_cond_timedwait(&p->wake, &p->wake_lock, &ts);
+        ch_cond_wait_until(&p->wake, &p->wake_lock, until);
     }
     bool running = !atomic_load(&p->stop);
     pthread_mutex_unlock(&p->wake_lock);

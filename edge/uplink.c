@@ -1,6 +1,34 @@
+/* The uplink on the spool. See uplink.h for the behaviour; here, how.
+ *
+ * Records. A reading is one TELEMETRY record: a 2-byte device index (little
+ * endian; 0xFFFF for the gateway's own metrics) and the reading's JSON
+ * object. An alert is one ALERT record: the whole alert message. The record
+ * id is the reading's number, so a telemetry message is a run of records
+ * with consecutive ids: "seq" is the first id, the readings array is the
+ * records' JSON joined by commas. Nothing is decoded or re-encoded on the
+ * way out.
+ *
+ * The sender thread is the spool's only reader. It keeps three positions:
+ * alert_after (last alert handed out), live_after and backlog_after (last
+ * telemetry record handed out in each region). live_from splits the
+ * telemetry lane: ids below it are backlog (sent historical, rate-limited),
+ * ids from it on are live. live_from is set to the spool's next id when the
+ * uplink starts and at every reconnect.
+ *
+ * In flight. Each published message has a ticket (the Paho context) naming
+ * its lane and id range. PUBACK: the records are acknowledged in the spool,
+ * which moves its durable cursor. A failed send or a lost connection sets
+ * `rewind`: the positions go back to the spool's cursor and live_from moves
+ * to the current end, so every unacknowledged record is offered again (as
+ * backlog). Tickets of an earlier connection still acknowledge their records
+ * if a late PUBACK comes; they no longer count against max_inflight.
+ *
+ * Invariant: a record leaves the spool only through spool_ack() after its
+ * message's PUBACK, or through eviction at the spool's bound (counted). */
 #include "uplink.h"
 #include "err.h"
 #include "log.h"
+#include "spool.h"
 #include "util.h"
 
 #include <MQTTAsync.h>
@@ -9,38 +37,31 @@
 #include <string.h>
 #include <time.h>
 
-/* A reading waiting in the queue, with when it arrived (for batch_interval). */
-struct qent {
-    struct ch_reading r;
-    int64_t t_ms; /* monotonic */
-    int dev;      /* device index for delivery counts, or -1 */
-};
+#define REC_READING 1
+#define REC_ALERT   2
+#define DEV_NONE    0xFFFFu
 
-struct batch {
-    uint64_t id; /* changes each time the batch is sent */
-    uint64_t seq;
-    char *payload;
-    size_t n_readings;
-    int32_t *dev; /* device index per reading, -1 if not counted */
-    struct batch *next;
-};
-
-/* The context handed to Paho for one send: names the batch by id, so a late
- * callback for a batch that was already re-sent is recognised and ignored. */
 struct ticket {
     struct uplink *u;
-    uint64_t batch_id;
+    enum spool_lane lane;
+    uint64_t first, last; /* spool ids */
+    size_t n;
+    bool historical;
+    uint64_t generation; /* connection it was sent on */
+    uint16_t *dev;       /* device index per reading (telemetry) */
     struct ticket *prev, *next;
 };
 
 struct uplink {
     const struct site_config *cfg;
+    struct spool *spool;
     MQTTAsync client;
     char *will_payload;
     char *birth_payload;
     struct ch_status offline; /* the goodbye message, time-stamped when sent */
     char topic_telemetry[256];
     char topic_status[256];
+    char topic_alert[256];
 
     const char *const *dev_ids;
     size_t n_dev;
@@ -51,15 +72,15 @@ struct uplink {
     pthread_t thread;
     bool thread_started;
 
-    /* queue: ring buffer that grows up to queue_max */
-    struct qent *q;
-    size_t q_cap, q_head, q_len;
+    /* sender positions (sender thread only, except rewind) */
+    uint64_t alert_after, live_after, backlog_after, live_from;
+    double tokens; /* backlog readings that may go now */
+    int64_t tokens_at;
 
-    struct batch *retry;    /* to send again first, in seq order */
-    struct batch *inflight; /* sent, awaiting PUBACK */
-    size_t n_inflight;
-    struct ticket *tickets;
-    uint64_t next_batch_id;
+    struct ticket *tickets; /* every ticket Paho may still call back */
+    size_t n_inflight;      /* tickets of this connection */
+    uint64_t generation;
+    bool rewind;
 
     bool connected;
     bool connecting;
@@ -71,6 +92,7 @@ struct uplink {
     bool flag; /* a shutdown step completed */
 
     struct uplink_stats st;
+    uint64_t last_error_log; /* ms of the last spool error line */
 };
 
 static void lock(struct uplink *u)
@@ -83,41 +105,14 @@ static void unlock(struct uplink *u)
     pthread_mutex_unlock(&u->lock);
 }
 
-static void batch_free(struct batch *b)
+static uint64_t spool_next_id(struct uplink *u)
 {
-    if (!b)
-        return;
-    free(b->payload);
-    free(b->dev);
-    free(b);
+    struct spool_stats ss;
+    spool_stats(u->spool, &ss);
+    return ss.lane[SPOOL_TELEMETRY].next_id;
 }
 
-/* Inserts b into the retry list keeping sequence order. Called locked. */
-static void retry_insert(struct uplink *u, struct batch *b)
-{
-    struct batch **pp = &u->retry;
-    while (*pp && (*pp)->seq < b->seq)
-        pp = &(*pp)->next;
-    b->next = *pp;
-    *pp = b;
-}
-
-/* Unlinks the in-flight batch with this id; NULL if it is not in flight. */
-static struct batch *inflight_take(struct uplink *u, uint64_t id)
-{
-    for (struct batch **pp = &u->inflight; *pp; pp = &(*pp)->next) {
-        if ((*pp)->id == id) {
-            struct batch *b = *pp;
-            *pp = b->next;
-            b->next = NULL;
-            u->n_inflight--;
-            return b;
-        }
-    }
-    return NULL;
-}
-
-static void ticket_drop(struct uplink *u, struct ticket *t)
+static void ticket_unlink(struct uplink *u, struct ticket *t)
 {
     if (t->prev)
         t->prev->next = t->next;
@@ -125,6 +120,11 @@ static void ticket_drop(struct uplink *u, struct ticket *t)
         u->tickets = t->next;
     if (t->next)
         t->next->prev = t->prev;
+}
+
+static void ticket_free(struct ticket *t)
+{
+    free(t->dev);
     free(t);
 }
 
@@ -141,19 +141,27 @@ static void on_send_success(void *ctx, MQTTAsync_successData *resp)
     (void)resp;
     struct ticket *t = ctx;
     struct uplink *u = t->u;
+    /* the broker has it, whichever connection carried it */
+    for (uint64_t id = t->first; id <= t->last; id++)
+        spool_ack(u->spool, t->lane, id);
     lock(u);
-    struct batch *b = inflight_take(u, t->batch_id);
-    ticket_drop(u, t);
-    if (b) {
+    ticket_unlink(u, t);
+    if (t->generation == u->generation)
+        u->n_inflight--;
+    if (t->lane == SPOOL_ALERT) {
+        u->st.alerts_published++;
+    } else {
         u->st.messages_published++;
-        u->st.readings_published += b->n_readings;
-        for (size_t i = 0; i < b->n_readings; i++)
-            if (b->dev[i] >= 0)
-                u->dev_published[b->dev[i]]++;
+        u->st.readings_published += t->n;
+        if (t->historical)
+            u->st.historical_published += t->n;
+        for (size_t i = 0; i < t->n; i++)
+            if (t->dev[i] < u->n_dev)
+                u->dev_published[t->dev[i]]++;
     }
     pthread_cond_broadcast(&u->cond);
     unlock(u);
-    batch_free(b);
+    ticket_free(t);
 }
 
 static void on_send_failure(void *ctx, MQTTAsync_failureData *resp)
@@ -161,17 +169,19 @@ static void on_send_failure(void *ctx, MQTTAsync_failureData *resp)
     struct ticket *t = ctx;
     struct uplink *u = t->u;
     lock(u);
-    struct batch *b = inflight_take(u, t->batch_id);
-    ticket_drop(u, t);
-    if (b) {
-        u->st.publish_failures++;
-        LOGW("uplink", NULL, "publish of seq %llu failed (%d%s%s), will resend",
-             (unsigned long long)b->seq, resp ? resp->code : 0, resp && resp->message ? ": " : "",
-             resp && resp->message ? resp->message : "");
-        retry_insert(u, b);
+    ticket_unlink(u, t);
+    if (t->generation == u->generation) {
+        u->n_inflight--;
+        u->rewind = true; /* its records are still in the spool: offer them again */
     }
+    u->st.publish_failures++;
     pthread_cond_broadcast(&u->cond);
     unlock(u);
+    LOGW("uplink", NULL, "publish of %s %llu..%llu failed (%d%s%s), will resend",
+         spool_lane_name(t->lane), (unsigned long long)t->first, (unsigned long long)t->last,
+         resp ? resp->code : 0, resp && resp->message ? ": " : "",
+         resp && resp->message ? resp->message : "");
+    ticket_free(t);
 }
 
 static void on_connection_lost(void *ctx, char *cause)
@@ -181,15 +191,10 @@ static void on_connection_lost(void *ctx, char *cause)
     u->connected = false;
     u->connecting = false;
     u->next_connect_ms = ch_mono_ms() + 500; /* the sender reconnects, then backs off */
-    /* whatever was in flight may or may not have arrived: send it again */
     size_t n = u->n_inflight;
-    while (u->inflight) {
-        struct batch *b = u->inflight;
-        u->inflight = b->next;
-        b->next = NULL;
-        retry_insert(u, b);
-    }
+    u->generation++; /* what is in flight may or may not have arrived */
     u->n_inflight = 0;
+    u->rewind = true;
     pthread_cond_broadcast(&u->cond);
     unlock(u);
     LOGW("uplink", NULL, "connection lost%s%s; %zu message(s) in flight will be resent",
@@ -205,6 +210,7 @@ static void on_connected(void *ctx, char *cause)
     u->connecting = false;
     u->connect_fails = 0;
     u->birth_pending = true;
+    u->rewind = true; /* what piled up while away is backlog now */
     u->st.connects++;
     pthread_cond_broadcast(&u->cond);
     unlock(u);
@@ -269,22 +275,20 @@ static int on_message(void *ctx, char *topic, int len, MQTTAsync_message *msg)
 /* ---- setup -------------------------------------------------------------- */
 
 int uplink_create(const struct site_config *cfg, const struct ch_status *birth,
-                  const char *const *device_ids, size_t n, struct uplink **out)
+                  const char *const *device_ids, size_t n, struct spool *spool, struct uplink **out)
 {
     struct uplink *u = ch_xcalloc(1, sizeof *u);
     u->cfg = cfg;
+    u->spool = spool;
     u->dev_ids = device_ids;
     u->n_dev = n;
     u->dev_published = ch_xcalloc(n, sizeof *u->dev_published);
     pthread_mutex_init(&u->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&u->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    ch_cond_init_monotonic(&u->cond);
 
     ch_topic(u->topic_telemetry, sizeof u->topic_telemetry, cfg->site, cfg->gateway, "telemetry");
     ch_topic(u->topic_status, sizeof u->topic_status, cfg->site, cfg->gateway, "status");
+    ch_topic(u->topic_alert, sizeof u->topic_alert, cfg->site, cfg->gateway, "alert");
     u->birth_payload = ch_status_encode(birth);
     struct ch_status *off = &u->offline;
     ch_strlcpy(off->site, birth->site, sizeof off->site);
@@ -316,13 +320,13 @@ int uplink_create(const struct site_config *cfg, const struct ch_status *birth,
     }
     MQTTAsync_setCallbacks(u->client, u, on_connection_lost, on_message, NULL);
     MQTTAsync_setConnected(u->client, u, on_connected);
-    u->q_cap = 1024;
-    u->q = ch_xcalloc(u->q_cap, sizeof *u->q);
+    /* everything the spool holds at start is backlog */
+    u->live_from = spool_next_id(u);
+    u->live_after = u->live_from - 1;
     *out = u;
     return 0;
 }
 
-/* Starts one connect attempt. Called unlocked from the sender thread. */
 static void start_connect(struct uplink *u)
 {
     const struct uplink_cfg *c = &u->cfg->uplink;
@@ -361,10 +365,10 @@ static void start_connect(struct uplink *u)
     }
 }
 
-/* Publishes payload; returns Paho's result. ticket may be NULL (fire and
- * forget). Called unlocked. */
-static int send_raw(struct uplink *u, const char *topic, const char *payload, bool retained,
-                    struct ticket *t)
+/* Publishes payload (len bytes) on topic; t (may be NULL: fire and forget)
+ * is the context of the callbacks. Called unlocked. */
+static int send_raw(struct uplink *u, const char *topic, const char *payload, size_t len,
+                    bool retained, struct ticket *t)
 {
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     if (t) {
@@ -374,80 +378,192 @@ static int send_raw(struct uplink *u, const char *topic, const char *payload, bo
     }
     MQTTAsync_message m = MQTTAsync_message_initializer;
     m.payload = (void *)(uintptr_t)payload;
-    m.payloadlen = (int)strlen(payload);
+    m.payloadlen = (int)len;
     m.qos = 1;
     m.retained = retained;
     return MQTTAsync_sendMessage(u->client, topic, &m, &ro);
 }
 
-/* Takes up to batch_max readings off the queue and encodes them. Called
- * locked; encoding is cheap next to the network. */
-static struct batch *make_batch(struct uplink *u)
+/* A growable text buffer for one message. */
+struct text {
+    char *p;
+    size_t len, cap;
+};
+
+static void text_put(struct text *b, const void *s, size_t n)
 {
-    size_t n =
-        u->q_len < (size_t)u->cfg->uplink.batch_max ? u->q_len : (size_t)u->cfg->uplink.batch_max;
-    struct ch_reading *rs = ch_xcalloc(n, sizeof *rs);
-    struct batch *b = ch_xcalloc(1, sizeof *b);
-    b->dev = ch_xcalloc(n, sizeof *b->dev);
-    for (size_t i = 0; i < n; i++) {
-        struct qent *e = &u->q[(u->q_head + i) % u->q_cap];
-        rs[i] = e->r;
-        b->dev[i] = e->dev;
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->p = ch_xrealloc(b->p, b->cap);
     }
-    u->q_head = (u->q_head + n) % u->q_cap;
-    u->q_len -= n;
-    size_t kept = n;
-    char *arr = ch_readings_encode(rs, n);
-    if (!arr) {
-        /* some reading breaks the contract (a driver bug): drop just those,
-         * name them, and send the rest */
-        kept = 0;
-        for (size_t i = 0; i < n; i++) {
-            char *one = ch_readings_encode(&rs[i], 1);
-            if (one) {
-                free(one);
-                rs[kept] = rs[i];
-                b->dev[kept++] = b->dev[i];
-                continue;
-            }
-            LOGE("uplink", rs[i].device, "reading of %s violates the contract, dropped",
-                 rs[i].measurement);
-            free(rs[i].metrics);
-            u->st.dropped++;
-        }
-        arr = kept ? ch_readings_encode(rs, kept) : NULL;
-    }
-    for (size_t i = 0; i < kept; i++)
-        free(rs[i].metrics);
-    free(rs);
-    /* readings are numbered: this message carries seq .. seq + kept - 1 */
-    b->seq = u->st.seq + 1;
-    b->n_readings = kept;
-    b->payload = arr ? ch_telemetry_wrap(u->cfg->site, u->cfg->gateway, b->seq, ch_now_ms(), false,
-                                         arr, strlen(arr))
-                     : NULL;
-    free(arr);
-    if (!b->payload) {
-        batch_free(b);
-        return NULL;
-    }
-    u->st.seq += kept;
-    return b;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
 }
 
-static bool batch_due(struct uplink *u, int64_t now)
+/* Reads up to max consecutive telemetry records after *after and below
+ * `below` (0: no limit) into a readings array; fills the ticket's range and
+ * device indexes. Returns the number of readings (0: none ready). *oldest_ms
+ * gets the append time of the first one. Called unlocked, sender thread. */
+static size_t gather(struct uplink *u, uint64_t after, uint64_t below, size_t max, struct text *arr,
+                     struct ticket *t, int64_t *oldest_ms)
 {
-    if (u->q_len == 0)
+    struct spool_record rec;
+    size_t n = 0;
+    t->dev = ch_xcalloc(max, sizeof *t->dev);
+    text_put(arr, "[", 1);
+    while (n < max && spool_next(u->spool, SPOOL_TELEMETRY, after, &rec) == 1) {
+        if ((below && rec.id >= below) || (n > 0 && rec.id != t->last + 1))
+            break; /* past the region, or a hole (evicted, corrupt): next message */
+        after = rec.id;
+        if (rec.type != REC_READING || rec.len < 3) {
+            LOGW("uplink", NULL, "spool record %llu is not a reading: skipped",
+                 (unsigned long long)rec.id);
+            spool_ack(u->spool, SPOOL_TELEMETRY, rec.id);
+            if (n > 0)
+                break;
+            continue;
+        }
+        const unsigned char *d = rec.data;
+        if (n == 0) {
+            t->first = rec.id;
+            *oldest_ms = rec.time_ms;
+        } else {
+            text_put(arr, ",", 1);
+        }
+        t->last = rec.id;
+        t->dev[n++] = (uint16_t)(d[0] | d[1] << 8);
+        text_put(arr, d + 2, rec.len - 2);
+    }
+    text_put(arr, "]", 1);
+    t->n = n;
+    return n;
+}
+
+static struct ticket *new_ticket(struct uplink *u, enum spool_lane lane)
+{
+    struct ticket *t = ch_xcalloc(1, sizeof *t);
+    t->u = u;
+    t->lane = lane;
+    return t;
+}
+
+/* Registers t as in flight and publishes payload; on a refused send, undoes
+ * both and asks for a rewind. Called unlocked. */
+static void publish(struct uplink *u, struct ticket *t, const char *topic, const char *payload,
+                    size_t len)
+{
+    lock(u);
+    t->generation = u->generation;
+    t->next = u->tickets;
+    if (u->tickets)
+        u->tickets->prev = t;
+    u->tickets = t;
+    u->n_inflight++;
+    unlock(u);
+    int rc = send_raw(u, topic, payload, len, false, t);
+    if (rc == MQTTASYNC_SUCCESS)
+        return;
+    /* not queued by Paho: no callback will come for this ticket */
+    lock(u);
+    ticket_unlink(u, t);
+    if (t->generation == u->generation)
+        u->n_inflight--;
+    u->rewind = true;
+    u->st.publish_failures++;
+    if (rc == MQTTASYNC_DISCONNECTED)
+        u->connected = false;
+    unlock(u);
+    LOGD("uplink", NULL, "send failed: %s", MQTTAsync_strerror(rc));
+    ticket_free(t);
+    ch_sleep_ms(100); /* Paho refused outright: do not spin on it */
+}
+
+/* Sends one alert if there is one; returns true if it did. */
+static bool send_alert(struct uplink *u)
+{
+    struct spool_record rec;
+    if (spool_next(u->spool, SPOOL_ALERT, u->alert_after, &rec) != 1)
         return false;
-    if (u->stopping || u->q_len >= (size_t)u->cfg->uplink.batch_max)
+    u->alert_after = rec.id;
+    struct ticket *t = new_ticket(u, SPOOL_ALERT);
+    t->first = t->last = rec.id;
+    t->n = 1;
+    char *copy = ch_xmalloc(rec.len + 1);
+    memcpy(copy, rec.data, rec.len);
+    publish(u, t, u->topic_alert, copy, rec.len);
+    free(copy);
+    return true;
+}
+
+/* Sends one telemetry message from the live region (historical false) or the
+ * backlog (true) if one is due; returns true if it did, else sets *wake_ms
+ * (monotonic) to when one may be. */
+static bool send_telemetry(struct uplink *u, bool historical, bool stopping, int64_t *wake_ms)
+{
+    size_t max = (size_t)u->cfg->uplink.batch_max;
+    int64_t now = ch_mono_ms();
+    if (historical) {
+        if (u->backlog_after + 1 >= u->live_from)
+            return false;
+        if (!stopping) {
+            double rate = (double)u->cfg->spool.replay_rate;
+            u->tokens += rate * (double)(now - u->tokens_at) / 1000.0;
+            u->tokens_at = now;
+            double cap = rate > (double)max ? rate : (double)max;
+            if (u->tokens > cap)
+                u->tokens = cap;
+            if (u->tokens < (double)max && u->tokens < rate) {
+                int64_t wait = (int64_t)(((double)max - u->tokens) * 1000.0 / rate) + 1;
+                *wake_ms = now + (wait < 1000 ? wait : 1000);
+                return false;
+            }
+            if ((double)max > u->tokens)
+                max = (size_t)u->tokens;
+        }
+    }
+    struct text arr = {0};
+    struct ticket *t = new_ticket(u, SPOOL_TELEMETRY);
+    int64_t oldest = 0;
+    uint64_t after = historical ? u->backlog_after : u->live_after;
+    size_t n = gather(u, after, historical ? u->live_from : 0, max, &arr, t, &oldest);
+    bool due = n > 0 && (historical || stopping || n >= (size_t)u->cfg->uplink.batch_max ||
+                         ch_now_ms() - oldest >= u->cfg->uplink.batch_interval_ms);
+    if (!due) {
+        if (n > 0) {
+            int64_t left = oldest + u->cfg->uplink.batch_interval_ms - ch_now_ms();
+            *wake_ms = now + (left > 0 ? left : 1);
+        }
+        free(arr.p);
+        ticket_free(t);
+        return false;
+    }
+    if (historical) {
+        u->backlog_after = t->last;
+        u->tokens -= (double)n;
+    } else {
+        u->live_after = t->last;
+    }
+    t->historical = historical;
+    char *msg = ch_telemetry_wrap(u->cfg->site, u->cfg->gateway, t->first, ch_now_ms(), historical,
+                                  arr.p, arr.len);
+    free(arr.p);
+    if (!msg) {
+        LOGE("uplink", NULL, "cannot wrap readings %llu..%llu: dropped",
+             (unsigned long long)t->first, (unsigned long long)t->last);
+        for (uint64_t id = t->first; id <= t->last; id++)
+            spool_ack(u->spool, SPOOL_TELEMETRY, id);
+        ticket_free(t);
         return true;
-    return now - u->q[u->q_head].t_ms >= u->cfg->uplink.batch_interval_ms;
+    }
+    publish(u, t, u->topic_telemetry, msg, strlen(msg));
+    free(msg);
+    return true;
 }
 
 static void wait_until(struct uplink *u, int64_t until)
 {
-    struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (long)(until % 1000) * 1000000};
-    pthread_cond_timedwait(&u->cond, &u->lock, &ts);
+    ch_cond_wait_until(&u->cond, &u->lock, until);
 }
 
 /* Waits up to ms for on_flag_* to fire. Called unlocked. */
@@ -460,14 +576,22 @@ static void wait_flag(struct uplink *u, int64_t ms)
     unlock(u);
 }
 
+static bool nothing_pending(struct uplink *u)
+{
+    uint64_t a = 0, t = 0;
+    spool_pending(u->spool, SPOOL_ALERT, &a, NULL);
+    spool_pending(u->spool, SPOOL_TELEMETRY, &t, NULL);
+    return a == 0 && t == 0;
+}
+
 static void *sender(void *arg)
 {
     struct uplink *u = arg;
     lock(u);
     for (;;) {
         int64_t now = ch_mono_ms();
-        if (u->stopping &&
-            ((u->q_len == 0 && !u->retry && !u->inflight) || now >= u->stop_deadline))
+        if (u->stopping && (now >= u->stop_deadline || !u->connected ||
+                            (u->n_inflight == 0 && nothing_pending(u))))
             break;
         if (!u->connected) {
             if (!u->connecting && now >= u->next_connect_ms) {
@@ -483,58 +607,35 @@ static void *sender(void *arg)
         if (u->birth_pending) {
             u->birth_pending = false;
             unlock(u);
-            int rc = send_raw(u, u->topic_status, u->birth_payload, true, NULL);
+            int rc = send_raw(u, u->topic_status, u->birth_payload, strlen(u->birth_payload), true,
+                              NULL);
             if (rc != MQTTASYNC_SUCCESS)
                 LOGW("uplink", NULL, "cannot publish birth: %s", MQTTAsync_strerror(rc));
             lock(u);
             continue;
         }
-        struct batch *b = NULL;
-        if (u->n_inflight < (size_t)u->cfg->uplink.max_inflight) {
-            if (u->retry) {
-                b = u->retry;
-                u->retry = b->next;
-                b->next = NULL;
-            } else if (batch_due(u, now)) {
-                b = make_batch(u);
-                if (!b)
-                    continue;
-            }
+        if (u->rewind) {
+            /* offer every unacknowledged record again; what is not sent yet
+             * is backlog from here on */
+            u->rewind = false;
+            u->alert_after = 0;
+            u->backlog_after = 0;
+            u->live_from = spool_next_id(u);
+            u->live_after = u->live_from - 1;
+            u->tokens_at = now;
         }
-        if (!b) {
-            int64_t until = now + 200;
-            if (u->q_len && u->n_inflight < (size_t)u->cfg->uplink.max_inflight)
-                until = u->q[u->q_head].t_ms + u->cfg->uplink.batch_interval_ms;
-            wait_until(u, until);
+        if (u->n_inflight >= (size_t)u->cfg->uplink.max_inflight) {
+            wait_until(u, now + 200);
             continue;
         }
-        b->id = ++u->next_batch_id;
-        struct ticket *t = ch_xcalloc(1, sizeof *t);
-        t->u = u;
-        t->batch_id = b->id;
-        t->next = u->tickets;
-        if (u->tickets)
-            u->tickets->prev = t;
-        u->tickets = t;
-        b->next = u->inflight;
-        u->inflight = b;
-        u->n_inflight++;
+        bool stopping = u->stopping;
         unlock(u);
-        int rc = send_raw(u, u->topic_telemetry, b->payload, false, t);
+        int64_t wake = now + 200;
+        bool sent = send_alert(u) || send_telemetry(u, false, stopping, &wake) ||
+                    send_telemetry(u, true, stopping, &wake);
         lock(u);
-        if (rc != MQTTASYNC_SUCCESS) {
-            /* not queued by Paho: no callback will come for this ticket */
-            struct batch *back = inflight_take(u, t->batch_id);
-            ticket_drop(u, t);
-            if (back) {
-                u->st.publish_failures++;
-                retry_insert(u, back);
-            }
-            if (rc == MQTTASYNC_DISCONNECTED)
-                u->connected = false;
-            LOGD("uplink", NULL, "send failed: %s", MQTTAsync_strerror(rc));
-            wait_until(u, ch_mono_ms() + 100);
-        }
+        if (!sent && !u->rewind)
+            wait_until(u, wake);
     }
     unlock(u);
     return NULL;
@@ -542,6 +643,7 @@ static void *sender(void *arg)
 
 int uplink_start(struct uplink *u)
 {
+    u->tokens_at = ch_mono_ms();
     int rc = pthread_create(&u->thread, NULL, sender, u);
     if (rc != 0)
         return -rc;
@@ -549,41 +651,52 @@ int uplink_start(struct uplink *u)
     return 0;
 }
 
-void uplink_submit(struct uplink *u, struct ch_reading *r, int dev)
+static void spool_error(struct uplink *u, int rc, const char *what)
 {
     lock(u);
-    if (u->q_len == u->q_cap) {
-        if (u->q_cap < (size_t)u->cfg->uplink.queue_max) {
-            size_t ncap = u->q_cap * 2;
-            if (ncap > (size_t)u->cfg->uplink.queue_max)
-                ncap = (size_t)u->cfg->uplink.queue_max;
-            struct qent *nq = ch_xcalloc(ncap, sizeof *nq);
-            for (size_t i = 0; i < u->q_len; i++)
-                nq[i] = u->q[(u->q_head + i) % u->q_cap];
-            free(u->q);
-            u->q = nq;
-            u->q_cap = ncap;
-            u->q_head = 0;
-        } else {
-            /* full: the oldest reading goes, and is counted */
-            free(u->q[u->q_head].r.metrics);
-            u->q_head = (u->q_head + 1) % u->q_cap;
-            u->q_len--;
-            if (u->st.dropped++ % 1000 == 0)
-                LOGW("uplink", NULL, "queue full (%zu readings): dropping the oldest (%llu so far)",
-                     u->q_cap, (unsigned long long)u->st.dropped);
-        }
-    }
-    struct qent *e = &u->q[(u->q_head + u->q_len) % u->q_cap];
-    e->r = *r;
-    e->t_ms = ch_mono_ms();
-    e->dev = dev >= 0 && (size_t)dev < u->n_dev ? dev : -1;
-    u->q_len++;
-    r->metrics = NULL;
-    r->n_metrics = 0;
-    if (batch_due(u, e->t_ms))
-        pthread_cond_broadcast(&u->cond);
+    u->st.spool_errors++;
+    uint64_t now = (uint64_t)ch_mono_ms();
+    bool say = now - u->last_error_log >= 10000 || u->last_error_log == 0;
+    if (say)
+        u->last_error_log = now;
+    uint64_t n = u->st.spool_errors;
     unlock(u);
+    if (say)
+        LOGE("uplink", NULL, "cannot spool %s: %s (%llu lost so far)", what, ch_strerror(rc),
+             (unsigned long long)n);
+}
+
+int uplink_submit(struct uplink *u, const struct ch_reading *r, int dev)
+{
+    char *json = ch_reading_encode(r);
+    if (!json) {
+        LOGE("uplink", r->device, "reading of %s violates the contract: dropped", r->measurement);
+        spool_error(u, CH_EINVAL, "a reading");
+        return CH_EINVAL;
+    }
+    size_t len = strlen(json);
+    unsigned char *rec = ch_xmalloc(len + 2);
+    unsigned idx = dev >= 0 && (size_t)dev < u->n_dev ? (unsigned)dev : DEV_NONE;
+    rec[0] = (unsigned char)(idx & 0xFF);
+    rec[1] = (unsigned char)(idx >> 8);
+    memcpy(rec + 2, json, len);
+    free(json);
+    int rc = spool_append(u->spool, SPOOL_TELEMETRY, REC_READING, rec, len + 2, NULL);
+    free(rec);
+    if (rc != 0)
+        spool_error(u, rc, "a reading");
+    return rc;
+}
+
+int uplink_alert(struct uplink *u, const char *json, size_t len)
+{
+    int rc = spool_append(u->spool, SPOOL_ALERT, REC_ALERT, json, len, NULL);
+    if (rc != 0)
+        spool_error(u, rc, "an alert");
+    lock(u);
+    pthread_cond_broadcast(&u->cond);
+    unlock(u);
+    return rc;
 }
 
 void uplink_stop(struct uplink *u, int64_t drain_ms)
@@ -597,18 +710,17 @@ void uplink_stop(struct uplink *u, int64_t drain_ms)
     unlock(u);
     pthread_join(u->thread, NULL);
     u->thread_started = false;
+    spool_sync(u->spool);
+
+    uint64_t left = 0;
+    spool_pending(u->spool, SPOOL_TELEMETRY, &left, NULL);
+    if (left)
+        LOGI("uplink", NULL, "%llu reading(s) stay in the spool for the next start",
+             (unsigned long long)left);
 
     lock(u);
     bool connected = u->connected;
-    size_t undelivered = u->q_len;
-    for (struct batch *b = u->retry; b; b = b->next)
-        undelivered += b->n_readings;
-    for (struct batch *b = u->inflight; b; b = b->next)
-        undelivered += b->n_readings;
     unlock(u);
-    if (undelivered)
-        LOGW("uplink", NULL, "%zu reading(s) not delivered at shutdown", undelivered);
-
     if (connected) {
         /* the will is not sent on a clean disconnect: say goodbye ourselves,
          * and wait (briefly) for the broker to take it */
@@ -650,19 +762,11 @@ void uplink_destroy(struct uplink *u)
     if (u->client)
         MQTTAsync_destroy(&u->client);
     /* no callback can run any more */
-    while (u->tickets)
-        ticket_drop(u, u->tickets);
-    for (struct batch *b = u->retry, *n; b; b = n) {
-        n = b->next;
-        batch_free(b);
+    while (u->tickets) {
+        struct ticket *t = u->tickets;
+        ticket_unlink(u, t);
+        ticket_free(t);
     }
-    for (struct batch *b = u->inflight, *n; b; b = n) {
-        n = b->next;
-        batch_free(b);
-    }
-    for (size_t i = 0; i < u->q_len; i++)
-        free(u->q[(u->q_head + i) % u->q_cap].r.metrics);
-    free(u->q);
     free(u->dev_published);
     free(u->birth_payload);
     free(u->will_payload);
@@ -673,11 +777,16 @@ void uplink_destroy(struct uplink *u)
 
 void uplink_get_stats(struct uplink *u, struct uplink_stats *out)
 {
+    struct spool_stats ss;
+    spool_stats(u->spool, &ss);
     lock(u);
     *out = u->st;
-    out->queued = u->q_len;
     out->connected = u->connected;
     unlock(u);
+    const struct spool_lane_stats *t = &ss.lane[SPOOL_TELEMETRY];
+    out->queued = t->pending_records;
+    out->dropped = t->dropped_records;
+    out->seq = t->next_id - 1;
 }
 
 uint64_t uplink_device_published(struct uplink *u, size_t i)

@@ -1,15 +1,21 @@
-/* The uplink: readings in, telemetry batches out to the central broker over
- * MQTT (Paho MQTTAsync, QoS 1, TLS optional, automatic reconnect).
+/* The uplink: every outgoing message goes through the spool first (write
+ * ahead), then out to the central broker over MQTT (Paho MQTTAsync, QoS 1,
+ * TLS optional, reconnect with back-off).
  *
- * Readings wait in a bounded in-memory queue; a sender thread cuts them into
- * batches of at most batch_max readings or batch_interval of age, numbers
- * each batch with the gateway's sequence, and publishes it. A batch counts
- * as delivered only when the broker's PUBACK arrives. Batches in flight when
- * the connection drops are sent again, in sequence order, after the
- * reconnect (a duplicate is harmless: the hub's writes are idempotent).
- * While the broker is unreachable the queue holds up to queue_max readings
- * and then drops the oldest, counting every drop. (The disk spool replaces
- * the queue in a later step.)
+ * A reading becomes one spool record at once, in the poller's thread, so a
+ * crash of care-edge loses none (common/spool.h). The record's id is the
+ * reading's number: the sender cuts runs of consecutive records into
+ * telemetry messages whose seq is the first reading's number, and acks the
+ * records when the broker's PUBACK arrives. An alert (uplink_alert) is
+ * durable before the call returns and always goes out before telemetry.
+ *
+ * Live data and backlog: records appended while connected are live and go
+ * out in batches of at most batch_max readings or batch_interval of age.
+ * Records the spool held when care-edge started or when the broker came back
+ * are backlog: they go out marked historical, at most replay_rate readings/s,
+ * beside the live data, so a long outage does not hold up what is happening
+ * now. Whatever was in flight when the connection dropped is sent again
+ * (a duplicate is harmless: the hub's writes are idempotent).
  *
  * On every (re)connect the retained birth message goes out first; the MQTT
  * will, retained too, marks the gateway offline if it vanishes. */
@@ -22,42 +28,52 @@
 #include <stdint.h>
 
 struct uplink;
+struct spool;
 
 struct uplink_stats {
-    uint64_t messages_published; /* acknowledged telemetry messages */
-    uint64_t readings_published; /* readings in them */
-    uint64_t publish_failures;   /* sends that failed and were retried */
-    uint64_t dropped;            /* readings dropped because the queue was full */
-    uint64_t queued;             /* readings waiting now */
-    uint64_t connects;           /* successful (re)connections */
-    uint64_t seq;                /* number of the last reading sent (readings are numbered) */
+    uint64_t messages_published;   /* acknowledged telemetry messages */
+    uint64_t readings_published;   /* readings in them */
+    uint64_t historical_published; /* of which from a backlog */
+    uint64_t alerts_published;
+    uint64_t publish_failures; /* sends that failed and were retried */
+    uint64_t spool_errors;     /* readings the spool refused (disk full, ...) */
+    uint64_t dropped;          /* readings evicted from the full spool, unsent */
+    uint64_t queued;           /* readings waiting in the spool now */
+    uint64_t connects;         /* successful (re)connections */
+    uint64_t seq;              /* number of the last reading spooled */
     bool connected;
 };
 
 /* Creates the client. birth is the status message to publish (copied);
  * device_ids (borrowed, n of them) are the devices whose delivered readings
- * are counted one by one. Returns 0 or a negative error after logging it. */
+ * are counted one by one; spool (borrowed) must outlive the uplink. Returns 0
+ * or a negative error after logging it. */
 int uplink_create(const struct site_config *cfg, const struct ch_status *birth,
-                  const char *const *device_ids, size_t n, struct uplink **out);
+                  const char *const *device_ids, size_t n, struct spool *spool,
+                  struct uplink **out);
 
 /* Connects (in the background, retrying) and starts the sender thread. */
 int uplink_start(struct uplink *u);
 
-/* Queues a reading; takes ownership of r->metrics. dev is the index in
- * device_ids whose delivery count it adds to once acknowledged, or -1 (the
- * gateway's own metrics). Thread-safe. */
-void uplink_submit(struct uplink *u, struct ch_reading *r, int dev);
+/* Spools a reading of device dev (index in device_ids, or -1 for the
+ * gateway's own metrics). Borrows r. Returns 0, or the spool's error after
+ * logging it (the reading is then lost and counted). Thread-safe. */
+int uplink_submit(struct uplink *u, const struct ch_reading *r, int dev);
 
-/* Sends what is queued, waits up to drain_ms for the broker's
- * acknowledgements, publishes the retained offline status, disconnects and
- * joins the sender. Logs what could not be delivered. */
+/* Spools an alert message (JSON, len bytes, borrowed) for the alert topic;
+ * returns once it is on disk. Returns 0 or the spool's error. Thread-safe. */
+int uplink_alert(struct uplink *u, const char *json, size_t len);
+
+/* Sends what is spooled while the broker takes it, for up to drain_ms, then
+ * publishes the retained offline status, disconnects and joins the sender.
+ * What is left stays in the spool for the next start. */
 void uplink_stop(struct uplink *u, int64_t drain_ms);
 
 void uplink_destroy(struct uplink *u);
 
 void uplink_get_stats(struct uplink *u, struct uplink_stats *out);
 
-/* Readings of device_ids[i] acknowledged by the broker so far. */
+/* Readings of device_ids[i] acknowledged by the broker since start. */
 uint64_t uplink_device_published(struct uplink *u, size_t i);
 
 #endif

@@ -598,6 +598,12 @@ static json_t *encode_reading(const struct ch_reading *r)
     return o;
 }
 
+char *ch_reading_encode(const struct ch_reading *r)
+{
+    json_t *o = encode_reading(r);
+    return o ? dump(o, true) : NULL;
+}
+
 char *ch_readings_encode(const struct ch_reading *readings, size_t n)
 {
     if (n == 0 || n > CH_MAX_READINGS || !readings)

@@ -85,6 +85,9 @@ char *ch_status_encode(const struct ch_status *s);
  * around such an array (len bytes, borrowed) and returns the whole message
  * (caller frees; NULL for a bad id, seq or time). */
 char *ch_readings_encode(const struct ch_reading *readings, size_t n);
+/* One reading as a JSON object: joined with commas inside [ ], such objects
+ * make a readings array. Caller frees; NULL if it violates the contract. */
+char *ch_reading_encode(const struct ch_reading *r);
 char *ch_telemetry_wrap(const char *site, const char *gateway, uint64_t seq, int64_t ts_ms,
                         bool historical, const char *readings_json, size_t len);
 

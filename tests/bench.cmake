@@ -3,3 +3,6 @@
 add_executable(bench_coalesce bench/bench_coalesce.c)
 target_link_libraries(bench_coalesce PRIVATE ch_edge)
 carehub_defaults(bench_coalesce)
+add_executable(bench_spool bench/bench_spool.c)
+target_link_libraries(bench_spool PRIVATE ch_common)
+carehub_defaults(bench_spool)

@@ -21,3 +21,4 @@ ch_fuzz_target(fuzz_modbus_reply LIBS ch_drivers CORPUS ${FZ}/modbus_reply)
 ch_fuzz_target(fuzz_rtu_framer LIBS ch_sim CORPUS ${FZ}/rtu_framer)
 ch_fuzz_target(fuzz_config LIBS ch_edge
   CORPUS ${FZ}/config ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/config)
+ch_fuzz_target(fuzz_spool LIBS ch_common CORPUS ${FZ}/spool)

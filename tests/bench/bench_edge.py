@@ -42,6 +42,7 @@ slaves:
 site: bench-site
 gateway: gw-1
 uplink: {{broker: "{mqtt.uri}", batch_interval: 1s}}
+spool: {{dir: "{w.path('spool-' + interval)}"}}
 profiles: [{SRC}/deploy/profiles]
 buses:
 {buses}

@@ -8,6 +8,8 @@ cmake --build build -j"$(nproc)" >/dev/null
 export CAREHUB_BIN=$PWD/build/bin CAREHUB_SRC=$PWD
 echo "== Modbus request coalescing"
 build/bin/bench_coalesce deploy/profiles/*.yaml
+echo "== spool"
+build/bin/bench_spool
 echo "== care-edge with 100 devices"
 python3 tests/bench/bench_edge.py
 echo "== care-hub into InfluxDB, against curl"

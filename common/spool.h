@@ -1,0 +1,165 @@
+/* The spool: a crash-safe, bounded, two-lane store and forward queue on disk.
+ *
+ * care-edge writes every outgoing MQTT message to it before publishing;
+ * care-hub writes line-protocol batches to it while InfluxDB is away. The
+ * spool does not look inside a record: a record is a caller-defined type byte
+ * and up to SPOOL_MAX_RECORD bytes of payload.
+ *
+ * Two lanes, each its own directory of append-only segment files and a
+ * durable read cursor:
+ *   SPOOL_ALERT      spool_append() returns only once the record is on disk
+ *                    (fdatasync, group-committed: appenders waiting at the
+ *                    same time share one fsync).
+ *   SPOOL_TELEMETRY  spool_append() returns after write(2): a process crash
+ *                    loses nothing (the page cache survives it); a background
+ *                    thread fsyncs at least every commit_interval_ms, so a
+ *                    power cut loses at most that window.
+ *
+ * A sender reads with spool_next() (several records may be in flight) and
+ * calls spool_ack() when the peer has the record (PUBACK, HTTP 2xx); acks may
+ * arrive in any order. The durable cursor covers the contiguous acknowledged
+ * prefix; after a crash the records after it are offered again (a few
+ * duplicates, never a loss; a clean close loses no position).
+ *
+ * Bounded by max_bytes over both lanes. When an append would exceed it, whole
+ * segments are dropped: the oldest telemetry first, alerts only when no
+ * telemetry is left and the record to store is an alert. Every drop is logged
+ * and counted in spool_stats().
+ *
+ * Recovery at open never refuses a damaged spool: a torn tail is cut, corrupt
+ * records are skipped and counted, a lost cursor means "resend from the
+ * oldest record". The file format and the invariants are described at the top
+ * of spool.c.
+ *
+ * Threads: any number of threads may append at once; one reader per lane
+ * calls spool_next(); spool_ack(), spool_pending() and spool_stats() may be
+ * called from any thread. spool_close() must not race with any other call. */
+#ifndef CAREHUB_SPOOL_H
+#define CAREHUB_SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct spool;
+
+enum spool_lane { SPOOL_ALERT = 0, SPOOL_TELEMETRY = 1 };
+#define SPOOL_LANES 2
+
+/* Largest payload of one record. A length field above it is corruption. */
+#define SPOOL_MAX_RECORD (16u * 1024u * 1024u)
+/* Bytes a record occupies on disk besides its payload. */
+#define SPOOL_RECORD_OVERHEAD 36u
+
+/* Options; zero (or a NULL pointer) means the default. */
+struct spool_opts {
+    uint64_t max_bytes;         /* bound on both lanes' segments; default 256 MiB, min 16 KiB */
+    uint64_t segment_bytes;     /* default max_bytes/16 clamped to [64 KiB, 8 MiB] and to at
+                                   most max_bytes/4; min 4 KiB */
+    int64_t commit_interval_ms; /* telemetry fsync interval; default 1000 */
+    int64_t cursor_interval_ms; /* telemetry cursor write interval; default 10000, at least
+                                   commit_interval_ms (each write costs 2 fsyncs: SD cards) */
+    const char *name;           /* instance in log lines; default the directory */
+};
+
+struct spool_record {
+    uint64_t id;      /* > 0, increasing within a lane, kept across restarts */
+    int64_t time_ms;  /* wall clock at append */
+    uint8_t type;     /* as given to spool_append */
+    const void *data; /* borrowed: valid until the next spool_next() on the lane or spool_close() */
+    size_t len;
+};
+
+struct spool_lane_stats {
+    uint64_t appended_records; /* since open */
+    uint64_t appended_bytes;   /* payload bytes, since open */
+    uint64_t pending_records;  /* on disk and not yet acknowledged, now */
+    uint64_t pending_bytes;    /* their payload bytes */
+    uint64_t acked_records;    /* since open */
+    uint64_t dropped_records;  /* unacknowledged records evicted at the bound, or refused */
+    uint64_t dropped_bytes;    /* their payload bytes */
+    uint64_t corrupt_records;  /* skipped at recovery or when read (estimate per damaged run) */
+    uint64_t truncated_bytes;  /* torn or garbage tail bytes cut at recovery */
+    uint64_t fsyncs;           /* fdatasync/fsync calls for this lane (data, directory, cursor) */
+    uint64_t write_errors;     /* failed writes and syncs */
+    uint64_t segments;         /* segment files now */
+    uint64_t disk_bytes;       /* their size */
+    uint64_t next_id;          /* id the next append will get */
+    uint64_t cursor;           /* every record with id <= cursor is acknowledged or gone */
+    int last_error;            /* latest error (negative: -errno or CH_*), 0 if none */
+};
+
+struct spool_stats {
+    struct spool_lane_stats lane[SPOOL_LANES];
+    uint64_t disk_bytes; /* both lanes */
+    uint64_t max_bytes;
+    uint64_t segment_bytes;
+};
+
+/* "alert" or "telemetry" (the lane's directory name); "?" otherwise. */
+const char *spool_lane_name(enum spool_lane lane);
+
+/* Opens (creating if needed) the spool in directory dir and recovers it: each
+ * lane's segments are scanned, torn tails truncated, corrupt records skipped,
+ * the cursor read (or, when missing or corrupt, replaced by "from the
+ * oldest"), and the next id restored. Everything found is logged. Starts the
+ * background commit thread. dir and opts are copied. The directory is locked
+ * (flock) against a second opener.
+ * Returns 0 and *out (free with spool_close), or: -errno when dir cannot be
+ * created, opened or written (-EACCES, -EROFS, -ENOTDIR, -ENOSPC...), -EBUSY
+ * when another spool holds it, CH_EINVAL for bad options. Damage to the data
+ * is never an error. */
+int spool_open(const char *dir, const struct spool_opts *opts, struct spool **out);
+
+/* Syncs both lanes, persists both cursors, stops the background thread and
+ * frees everything. No other call may run concurrently or follow. NULL is a
+ * no-op. Failures are logged (the data already written stays recoverable). */
+void spool_close(struct spool *s);
+
+/* Appends a record of len bytes (copied) to a lane; on success stores its id
+ * in *id (may be NULL). ALERT: returns once the record is durable (group
+ * commit). TELEMETRY: returns once written; durable within commit_interval.
+ * Returns 0; CH_EINVAL (bad lane, len > SPOOL_MAX_RECORD or does not fit in
+ * max_bytes at all); CH_EFULL when the bound leaves no room (a telemetry
+ * record while alerts fill the bound), counted as dropped; -errno when the
+ * write or fsync failed (-ENOSPC, -EROFS, -EIO...), logged with the path,
+ * repeated lines rate-limited. On ENOSPC the oldest telemetry segments are
+ * evicted (dropped, counted) to make room before giving up, as at the bound.
+ * After an error the spool stays usable: later appends may succeed. An alert
+ * whose append failed may still be offered by spool_next() (a duplicate when
+ * appended again, never a loss). Thread-safe. */
+int spool_append(struct spool *s, enum spool_lane lane, uint8_t type, const void *data, size_t len,
+                 uint64_t *id);
+
+/* Makes every record appended so far durable and writes the cursors that
+ * moved (for shutdown, or a caller that needs telemetry on disk now).
+ * Returns 0 or the first -errno (also when an earlier fsync of data still
+ * held failed). Thread-safe. */
+int spool_sync(struct spool *s);
+
+/* The reader: stores in *rec the first record of the lane with id > after_id
+ * that is not acknowledged (after_id 0: from the cursor, i.e. the oldest
+ * unacknowledged record). rec->data is borrowed (see struct spool_record).
+ * Each record's CRC is checked again; one that fails (media damage) is
+ * skipped, logged and counted as corrupt. Returns 1 with a record, 0 when
+ * there is none (yet), CH_EINVAL for a bad lane, -errno when a segment
+ * cannot be opened (-EMFILE...). One reader per lane; it may race with
+ * appenders and ackers. */
+int spool_next(struct spool *s, enum spool_lane lane, uint64_t after_id, struct spool_record *rec);
+
+/* Marks record id delivered. Acks may come in any order; the cursor moves
+ * over the contiguous acknowledged prefix and is persisted at once (by the
+ * background thread) for ALERT, within cursor_interval_ms for TELEMETRY
+ * (after a crash, up to that much delivered telemetry is offered again).
+ * Segments wholly at or below the cursor are deleted. Acking an id that is
+ * already acknowledged, evicted or skipped is a no-op returning 0. Returns
+ * CH_EINVAL for id 0, an id never handed out, or a bad lane. Thread-safe. */
+int spool_ack(struct spool *s, enum spool_lane lane, uint64_t id);
+
+/* Unacknowledged records and their payload bytes in a lane (either pointer
+ * may be NULL). Thread-safe. */
+void spool_pending(struct spool *s, enum spool_lane lane, uint64_t *records, uint64_t *bytes);
+
+/* Counters and sizes now. Thread-safe. */
+void spool_stats(struct spool *s, struct spool_stats *out);
+
+#endif
