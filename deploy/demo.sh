@@ -135,6 +135,7 @@ influx:
   version: 1
   database: carehub
   flush_interval: 1s
+spool: {dir: "$WORK/hub-spool"}
 self_metrics_interval: 10s
 CONF
 start care-hub "$BIN/care-hub" -c "$WORK/hub.yaml"

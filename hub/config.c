@@ -2,11 +2,13 @@
 #include "cfg.h"
 #include "err.h"
 #include "log.h"
+#include "util.h"
 
 #include <libfyaml.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -45,15 +47,25 @@ static const struct cfg_key influx_keys[] = {
     {.key = "flush_interval",   .type = CFG_DURATION, .offset = I(flush_interval_ms), .def = "1s", .min = 10, .max = 3600000},
     {.key = "timeout",          .type = CFG_DURATION, .offset = I(timeout_ms), .def = "10s", .min = 100, .max = 600000},
     {.key = "max_backoff",      .type = CFG_DURATION, .offset = I(max_backoff_ms), .def = "30s", .min = 100, .max = 3600000},
-    {.key = "max_buffer",       .type = CFG_INT,      .offset = I(max_buffer), .def = "134217728", .min = 4 * MIB, .max = 65536 * MIB},
     {.key = "shutdown_timeout", .type = CFG_DURATION, .offset = I(shutdown_timeout_ms), .def = "10s", .min = 0, .max = 600000},
+    {.key = "dead_letter",      .type = CFG_PATH,     .offset = I(dead_letter)}, /* default: see hubcfg_load */
     CFG_END,
 };
 #undef I
 
+#define Q(k) offsetof(struct hubcfg_spool, k)
+static const struct cfg_key spool_keys[] = {
+    {.key = "dir",             .type = CFG_PATH,     .offset = Q(dir), .def = "/var/lib/carehub/hub-spool"},
+    {.key = "max_bytes",       .type = CFG_INT,      .offset = Q(max_bytes), .def = "1073741824", .min = 1 * MIB, .max = 1048576 * MIB},
+    {.key = "commit_interval", .type = CFG_DURATION, .offset = Q(commit_interval_ms), .def = "1s", .min = 10, .max = 60000},
+    CFG_END,
+};
+#undef Q
+
 static const struct cfg_key hub_keys[] = {
     {.key = "mqtt",   .type = CFG_MAP, .offset = offsetof(struct hubcfg, mqtt), .required = true, .sub = mqtt_keys},
     {.key = "influx", .type = CFG_MAP, .offset = offsetof(struct hubcfg, influx), .required = true, .sub = influx_keys},
+    {.key = "spool",  .type = CFG_MAP, .offset = offsetof(struct hubcfg, spool), .sub = spool_keys},
     {.key = "self_metrics_interval", .type = CFG_DURATION, .offset = offsetof(struct hubcfg, self_metrics_interval_ms),
      .def = "10s", .min = 1000, .max = 3600000},
     {.key = "gap_grace", .type = CFG_DURATION, .offset = offsetof(struct hubcfg, gap_grace_ms), .def = "10m",
@@ -151,6 +163,25 @@ static void check_influx(struct check *c, const struct hubcfg_influx *i)
         problem(c, "/influx", "password", "key 'password' needs 'username'");
 }
 
+/* The default dead-letter file: dead-letter.lp in the directory that holds
+ * the spool directory (spool.dir is absolute by now). */
+static char *default_dead_letter(const char *spool_dir)
+{
+    size_t n = strlen(spool_dir);
+    while (n > 1 && spool_dir[n - 1] == '/') /* "/a/b/" -> "/a/b" */
+        n--;
+    while (n > 0 && spool_dir[n - 1] != '/') /* -> "/a/" */
+        n--;
+    while (n > 1 && spool_dir[n - 1] == '/') /* -> "/a" ("/" stays) */
+        n--;
+    if (n <= 1)
+        return ch_xstrdup(n ? "/dead-letter.lp" : "dead-letter.lp");
+    size_t len = n + sizeof "/dead-letter.lp";
+    char *p = ch_xmalloc(len);
+    snprintf(p, len, "%.*s/dead-letter.lp", (int)n, spool_dir);
+    return p;
+}
+
 int hubcfg_load(const char *path, struct hubcfg *out)
 {
     memset(out, 0, sizeof *out);
@@ -160,6 +191,10 @@ int hubcfg_load(const char *path, struct hubcfg *out)
         return rc;
     check_mqtt(&c, &out->mqtt);
     check_influx(&c, &out->influx);
+    if (!set(out->influx.dead_letter)) {
+        free(out->influx.dead_letter);
+        out->influx.dead_letter = default_dead_letter(out->spool.dir);
+    }
     cfg_file_close(c.file);
     if (c.errors) {
         fprintf(stderr, "%s: %d error%s\n", path, c.errors, c.errors == 1 ? "" : "s");

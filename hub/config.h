@@ -35,16 +35,24 @@ struct hubcfg_influx {
     int64_t flush_interval_ms;
     int64_t timeout_ms;
     int64_t max_backoff_ms;
-    int64_t max_buffer; /* bytes queued in memory at most */
     int64_t shutdown_timeout_ms;
+    char *dead_letter; /* file for refused writes; default dead-letter.lp beside spool.dir */
+};
+
+/* The hub's spool: every batch of line protocol waits there for InfluxDB. */
+struct hubcfg_spool {
+    char *dir;                  /* absolute (relative paths are resolved against the file) */
+    int64_t max_bytes;          /* bound on disk; the oldest batches are dropped beyond */
+    int64_t commit_interval_ms; /* fsync at least this often (power cut window) */
 };
 
 struct hubcfg {
     struct hubcfg_mqtt mqtt;
     struct hubcfg_influx influx;
+    struct hubcfg_spool spool;
     int64_t self_metrics_interval_ms;
     int64_t gap_grace_ms; /* a gap in a gateway's readings open this long is reported lost */
-    int log_level; /* enum log_level */
+    int log_level;        /* enum log_level */
 };
 
 /* Reads and checks the file at path into *out (zeroed here). Returns 0, or

@@ -1,24 +1,60 @@
-/* The writer thread and its queue; see influx.h for the behaviour.
+/* The writer: ingest appends to the spool, one thread drains it to InfluxDB.
+ * See influx.h for the behaviour.
  *
- * Invariants (all under w->lock):
- * - the queue is a FIFO of chunks, one per hand-over; a chunk may be cut at a
- *   line boundary when a batch ends inside it (off, lines say what is left);
- * - q_lines/q_bytes count what is queued, inflight_bytes the batch being sent;
- *   their sum never exceeds max_buffer after an accepted enqueue;
- * - only the writer thread takes from the queue, so batches leave in the order
- *   points arrived, and a batch is retried until it is written, refused, or
- *   the shutdown deadline passes: nothing overtakes it.
- * The HTTP request runs without the lock held; the MQTT thread is never
- * blocked by InfluxDB. */
+ * WHY A SPOOL IN FRONT OF INFLUXDB
+ *
+ * The broker forgets a QoS 1 message once the hub has acknowledged it, and
+ * the hub acknowledges it when ingest returns. Anything the hub keeps only in
+ * memory after that is lost with the process, and anything it cannot keep
+ * (a full memory queue during a long outage) is lost for good. So ingest
+ * returns only once the batch is in the spool (write(2): it survives a
+ * process crash; the spool fsyncs within commit_interval for power cuts),
+ * and the spool, bounded in bytes on disk, holds the backlog instead of RAM.
+ *
+ * INVARIANTS
+ *
+ * - Only the writer thread reads (spool_next) and acknowledges (spool_ack).
+ *   It reads records in id order and never skips one: rd_after is the last
+ *   record wholly copied into a batch; part_id/part_off name a record whose
+ *   first part_off bytes are in a batch (a batch ended inside it).
+ * - A record is acknowledged only when the batch holding its last line was
+ *   answered 2xx or set aside in the dead letter (fdatasync'ed first), so the
+ *   spool's cursor only passes points that InfluxDB or the dead letter has.
+ *   Batches are resolved one at a time, in order: nothing overtakes a batch
+ *   that is being retried.
+ * - Ingest never waits for the writer: it appends to the spool (which has its
+ *   own lock) and then adds to new_lines under w->lock, which the writer holds
+ *   only to look at the counters or to wait. HTTP requests and spool reads run
+ *   without w->lock.
+ * - No lost wake-up: the writer clears new_lines before reading the spool dry
+ *   and waits only if new_lines is still 0 under the lock; an appender that
+ *   comes later finds want_lines set and signals once enough lines arrived to
+ *   fill the batch (one line when the batch is empty; a partial batch is
+ *   otherwise sent at its due time).
+ *
+ * WHAT A CRASH DOES
+ *
+ * - SIGKILL: every record appended is in the page cache. Records not yet
+ *   acknowledged, and those acknowledged since the spool last wrote its
+ *   cursor, are written again at the next start: duplicates, which InfluxDB
+ *   overwrites (same series and timestamp), never a loss.
+ * - Power cut: the spool may lose what was appended in the last
+ *   commit_interval (already acknowledged to the broker).
+ * - A dead-letter entry written but whose records were not acknowledged yet
+ *   is written again after a restart: the same lines twice in the file,
+ *   harmless to re-apply. */
 #include "influx.h"
 #include "config.h"
 #include "err.h"
 #include "log.h"
+#include "spool.h"
 #include "util.h"
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -26,31 +62,33 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 #include <zlib.h>
 
-#define BACKOFF_START_MS  500
-#define SHUTDOWN_RETRY_MS 500
-#define ERROR_BODY_MAX    300  /* logged of InfluxDB's answer */
-#define RESP_MAX          4096 /* kept of it: "dropped=N" ends a long partial-write error */
-
-struct chunk {
-    struct chunk *next;
-    char *data;
-    size_t len, off; /* data[off..len) is still queued */
-    size_t lines;    /* points still queued */
-    int64_t at_ms;   /* monotonic time of the hand-over */
-};
+#define BACKOFF_START_MS    500
+#define SHUTDOWN_RETRY_MS   500
+#define APPEND_RETRY_MIN_MS 100
+#define APPEND_RETRY_MAX_MS 5000
+#define READ_RETRY_MS       1000
+#define ERROR_BODY_MAX      300        /* of InfluxDB's answer, in log lines */
+#define RESP_MAX            4096       /* kept of it: "dropped=N" ends a long partial-write error */
+#define RECORD_MAX          (1u << 20) /* bytes per spool record; a hand-over is cut above */
 
 struct buf {
     char *data;
     size_t len, cap;
 };
 
-enum outcome { SENT, REFUSED, RETRY };
+enum outcome { SENT, REFUSED, TOO_LARGE, RETRY };
+enum resolved { DONE, ABANDONED }; /* written or set aside / given up at the shutdown deadline */
+enum gathered { G_NONE, G_FULL, G_SEND, G_ERROR, G_ABANDONED };
 
 struct influx {
     const struct hubcfg_influx *cfg;
+    struct spool *spool;
     const char *name; /* log instance: the URL */
     char *write_url;
     char *query_url; /* v1 /query, for CREATE DATABASE */
@@ -58,28 +96,38 @@ struct influx {
     struct curl_slist *headers;
     struct curl_slist *headers_gz;
     pthread_t thread;
+    size_t record_max;
 
     pthread_mutex_t lock;
-    pthread_cond_t cond; /* data arrived, or stop */
-    struct chunk *head, *tail;
-    size_t q_lines, q_bytes, inflight_bytes;
-    bool full; /* dropping since the buffer filled up */
-    uint64_t dropped_while_full;
+    pthread_cond_t cond; /* enough new lines for the writer, or stop */
+    size_t new_lines;    /* appended since the writer last read the spool dry */
+    size_t want_lines;   /* > 0 while the writer waits: wake it at this many */
+    bool append_failing; /* the spool refuses appends (logged once) */
     int64_t deadline_ms; /* monotonic; set before stopping */
     atomic_bool stopping;
+    atomic_bool intake_closed; /* influx_begin_stop: appends do not wait */
 
     /* writer thread only */
     bool need_db;
+    bool read_failing;
     int64_t backoff_ms;
     struct buf batch;
     size_t batch_lines;
+    int64_t due_ms; /* monotonic: the batch goes even if not full */
+    uint64_t *acks; /* records whose last line is in the batch */
+    size_t n_acks, cap_acks;
+    uint64_t rd_after;
+    uint64_t part_id;
+    size_t part_off;
     struct buf gz;
     char resp[RESP_MAX + 1]; /* start of the response body */
     size_t resp_len;
+    char err[RESP_MAX + 1];        /* InfluxDB's error message, one line */
     long status;                   /* HTTP status of the last request; 0: no answer */
     char why[ERROR_BODY_MAX + 64]; /* what went wrong with the last request */
 
-    atomic_uint_fast64_t points_written, write_errors, write_retries, write_rejected, dropped;
+    atomic_uint_fast64_t points_written, write_errors, write_retries, write_rejected,
+        dead_letter_batches, dead_letter_lines, dropped;
 };
 
 static void count(atomic_uint_fast64_t *c, uint64_t n)
@@ -100,99 +148,148 @@ static void buf_put(struct buf *b, const char *s, size_t n)
     b->len += n;
 }
 
-/* ---- the queue (lock held) ---------------------------------------------- */
+static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-static void pop_chunk(struct influx *w)
+static char *str_printf(const char *fmt, ...)
 {
-    struct chunk *c = w->head;
-    w->head = c->next;
-    if (!w->head)
-        w->tail = NULL;
-    free(c->data);
-    free(c);
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    if (!s)
+        abort(); /* out of memory, as ch_xmalloc does */
+    return s;
 }
 
-/* Moves up to batch_size points from the queue into w->batch. */
-static void take_batch(struct influx *w)
+/* Lines in p[0..n): newlines, plus one for an unterminated last line. */
+static size_t count_lines(const char *p, size_t n)
 {
-    size_t want = (size_t)w->cfg->batch_size;
-    w->batch.len = 0;
-    w->batch_lines = 0;
-    while (w->head && w->batch_lines < want) {
-        struct chunk *c = w->head;
-        size_t need = want - w->batch_lines, end = c->len, n = c->lines;
-        if (c->lines > need) {
-            /* cut after the need-th newline */
-            end = c->off;
-            for (size_t k = 0; k < need; k++)
-                end = (size_t)((char *)memchr(c->data + end, '\n', c->len - end) - c->data) + 1;
-            n = need;
-        }
-        buf_put(&w->batch, c->data + c->off, end - c->off);
-        w->batch_lines += n;
-        w->q_bytes -= end - c->off;
-        w->q_lines -= n;
-        c->off = end;
-        c->lines -= n;
-        if (c->lines == 0)
-            pop_chunk(w);
+    size_t k = 0;
+    const char *end = p + n;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        k++;
+        if (!nl)
+            break;
+        p = nl + 1;
     }
-    w->inflight_bytes = w->batch.len;
+    return k;
 }
 
-/* Drops everything queued (shutdown gave up); counts it. */
-static void drop_queue(struct influx *w)
+/* Bytes of the first k lines of p[0..n). */
+static size_t skip_lines(const char *p, size_t n, size_t k)
 {
-    if (w->q_lines)
-        LOGE("influx", w->name, "%zu points not written by the end of the shutdown timeout",
-             w->q_lines);
-    count(&w->dropped, w->q_lines);
-    while (w->head)
-        pop_chunk(w);
-    w->q_lines = w->q_bytes = 0;
+    size_t off = 0;
+    for (; k > 0 && off < n; k--) {
+        const char *nl = memchr(p + off, '\n', n - off);
+        off = nl ? (size_t)(nl - p) + 1 : n;
+    }
+    return off;
+}
+
+/* ---- ingest's side: appending --------------------------------------------- */
+
+/* The next record to cut from p..end: at most record_max bytes ending at a
+ * line boundary, or one whole line when that line alone is longer. */
+static size_t next_cut(const struct influx *w, const char *p, const char *end)
+{
+    size_t left = (size_t)(end - p);
+    if (left <= w->record_max)
+        return left;
+    const char *nl = memrchr(p, '\n', w->record_max);
+    if (!nl)
+        nl = memchr(p + w->record_max, '\n', left - w->record_max);
+    return nl ? (size_t)(nl + 1 - p) : left;
+}
+
+static void notify(struct influx *w, size_t lines)
+{
+    pthread_mutex_lock(&w->lock);
+    w->new_lines += lines;
+    if (w->want_lines && w->new_lines >= w->want_lines)
+        pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Sets the append-failure state; returns the previous one. */
+static bool set_append_failing(struct influx *w, bool failing)
+{
+    pthread_mutex_lock(&w->lock);
+    bool was = w->append_failing;
+    w->append_failing = failing;
+    pthread_mutex_unlock(&w->lock);
+    return was;
+}
+
+/* Appends one record; while the spool cannot be written, retries with a
+ * back-off when asked to (blocking the caller) until a stop begins. */
+static int append(struct influx *w, const char *p, size_t n, bool retry)
+{
+    int64_t pause = APPEND_RETRY_MIN_MS;
+    for (;;) {
+        int rc = spool_append(w->spool, SPOOL_TELEMETRY, INFLUX_RECORD_LP, p, n, NULL);
+        if (rc == 0) {
+            if (set_append_failing(w, false))
+                LOGI("influx", w->name, "the spool takes batches again");
+            return 0;
+        }
+        if (rc == CH_EINVAL || rc == CH_EFULL)
+            return rc; /* this record can never be stored */
+        if (!set_append_failing(w, true))
+            LOGE("influx", w->name, "cannot append to the spool: %s; %s", ch_strerror(rc),
+                 retry ? "ingest waits and retries (the broker keeps the unacknowledged "
+                         "messages)"
+                       : "retried with the next batches");
+        if (!retry || atomic_load(&w->intake_closed))
+            return rc;
+        int64_t until = ch_mono_ms() + pause;
+        for (int64_t now = ch_mono_ms(); now < until && !atomic_load(&w->intake_closed);
+             now = ch_mono_ms())
+            ch_sleep_ms(until - now < 50 ? until - now : 50);
+        pause = pause * 2 > APPEND_RETRY_MAX_MS ? APPEND_RETRY_MAX_MS : pause * 2;
+    }
+}
+
+static int enqueue(struct influx *w, char *data, size_t len, bool retry)
+{
+    int rc = 0;
+    const char *p = data, *end = data + len;
+    while (p < end) {
+        size_t n = next_cut(w, p, end);
+        size_t lines = count_lines(p, n);
+        int r = append(w, p, n, retry && !atomic_load(&w->intake_closed));
+        if (r == 0) {
+            notify(w, lines);
+        } else {
+            count(&w->dropped, lines);
+            LOGE("influx", w->name, "%zu point%s lost: the spool did not take them (%s)", lines,
+                 lines == 1 ? "" : "s", ch_strerror(r));
+            if (!rc)
+                rc = r;
+        }
+        p += n;
+    }
+    free(data);
+    return rc;
 }
 
 int influx_enqueue(struct influx *w, char *data, size_t len, size_t lines)
 {
-    if (lines == 0) {
-        free(data);
-        return 0;
-    }
-    size_t max = (size_t)w->cfg->max_buffer;
-    pthread_mutex_lock(&w->lock);
-    size_t used = w->q_bytes + w->inflight_bytes;
-    if (w->full && used + len <= max / 2) {
-        LOGI("influx", w->name, "buffer has room again; %" PRIu64 " points were dropped",
-             w->dropped_while_full);
-        w->full = false;
-        w->dropped_while_full = 0;
-    }
-    if (used + len > max) {
-        if (!w->full)
-            LOGE("influx", w->name,
-                 "buffer full (%zu bytes queued): dropping new points until InfluxDB catches up",
-                 used);
-        w->full = true;
-        w->dropped_while_full += lines;
-        pthread_mutex_unlock(&w->lock);
-        count(&w->dropped, lines);
-        free(data);
-        return CH_EFULL;
-    }
-    struct chunk *c = ch_xmalloc(sizeof *c);
-    *c = (struct chunk){.data = data, .len = len, .lines = lines, .at_ms = ch_mono_ms()};
-    if (w->tail)
-        w->tail->next = c;
-    else
-        w->head = c;
-    w->tail = c;
-    bool wake = w->q_lines == 0 || w->q_lines + lines >= (size_t)w->cfg->batch_size;
-    w->q_lines += lines;
-    w->q_bytes += len;
-    if (wake)
-        pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-    return 0;
+    (void)lines; /* counted again per record */
+    return enqueue(w, data, len, true);
+}
+
+int influx_enqueue_once(struct influx *w, char *data, size_t len, size_t lines)
+{
+    (void)lines;
+    return enqueue(w, data, len, false);
+}
+
+void influx_begin_stop(struct influx *w)
+{
+    atomic_store(&w->intake_closed, true);
 }
 
 /* ---- HTTP --------------------------------------------------------------- */
@@ -208,26 +305,39 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx)
     return n;
 }
 
+static bool past_deadline(struct influx *w)
+{
+    return atomic_load(&w->stopping) && ch_mono_ms() >= w->deadline_ms;
+}
+
 /* Aborts a request that runs past the shutdown deadline. */
 static int on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
 {
     (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
-    struct influx *w = ctx;
-    return atomic_load(&w->stopping) && ch_mono_ms() > w->deadline_ms;
+    return past_deadline(ctx);
 }
 
-/* Strips the response to one line for the log. */
-static const char *resp_text(struct influx *w)
+/* InfluxDB's error message into w->err, on one line: the "error" (1.x) or
+ * "message" (2.x) string of a JSON body, else the body itself. */
+static void error_text(struct influx *w)
 {
-    for (size_t i = 0; i < w->resp_len; i++)
-        if (w->resp[i] == '\n' || w->resp[i] == '\r')
-            w->resp[i] = ' ';
-    return w->resp_len ? w->resp : "(no body)";
+    json_t *j = json_loadb(w->resp, w->resp_len, 0, NULL);
+    const char *s = NULL;
+    if (json_is_object(j)) {
+        s = json_string_value(json_object_get(j, "error"));
+        if (!s)
+            s = json_string_value(json_object_get(j, "message"));
+    }
+    snprintf(w->err, sizeof w->err, "%s", s ? s : w->resp_len ? w->resp : "(no body)");
+    json_decref(j);
+    for (char *p = w->err; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
 }
 
 /* POSTs body to url and classifies the result; on failure w->why says what
- * happened. */
+ * happened and w->err holds InfluxDB's message. */
 static enum outcome post(struct influx *w, const char *url, const char *body, size_t len,
                          struct curl_slist *headers)
 {
@@ -242,6 +352,7 @@ static enum outcome post(struct influx *w, const char *url, const char *body, si
     CURLcode rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
         snprintf(w->why, sizeof w->why, "%s", curl_easy_strerror(rc));
+        snprintf(w->err, sizeof w->err, "%s", w->why);
         return RETRY;
     }
     long status = 0;
@@ -249,14 +360,22 @@ static enum outcome post(struct influx *w, const char *url, const char *body, si
     w->status = status;
     if (status >= 200 && status < 300)
         return SENT;
-    snprintf(w->why, sizeof w->why, "HTTP %ld: %.*s", status, ERROR_BODY_MAX, resp_text(w));
-    if (status >= 500 || status == 408 || status == 429 || status == 401 || status == 403 ||
-        status == 404) {
-        if (status == 404 && w->cfg->version == 1 && w->cfg->create_database)
-            w->need_db = true;
-        return RETRY;
-    }
-    return REFUSED;
+    error_text(w);
+    snprintf(w->why, sizeof w->why, "HTTP %ld: %.*s", status, ERROR_BODY_MAX, w->err);
+    if (status == 400 || status == 422)
+        return REFUSED;
+    if (status == 413)
+        return TOO_LARGE;
+    if (status == 404 && w->cfg->version == 1 && w->cfg->create_database)
+        w->need_db = true;
+    return RETRY;
+}
+
+/* A failure that goes away by itself (InfluxDB down, busy or slow), as
+ * opposed to a configuration problem (URL, database, credentials). */
+static bool transient(long status)
+{
+    return status == 0 || status >= 500 || status == 408 || status == 429;
 }
 
 /* Creates the v1 database. A refusal (403 for a user without admin rights on
@@ -268,9 +387,7 @@ static enum outcome create_database(struct influx *w)
     if (!name)
         abort(); /* out of memory, as ch_xmalloc does */
     /* the name is an identifier ([A-Za-z0-9_.-]), safe inside double quotes */
-    size_t n = strlen(name) + 64;
-    char *body = ch_xmalloc(n);
-    snprintf(body, n, "q=CREATE%%20DATABASE%%20%%22%s%%22", name);
+    char *body = str_printf("q=CREATE%%20DATABASE%%20%%22%s%%22", name);
     curl_free(name);
     enum outcome o = post(w, w->query_url, body, strlen(body), NULL);
     free(body);
@@ -285,19 +402,19 @@ static enum outcome create_database(struct influx *w)
     return SENT;
 }
 
-/* gzip of the batch into w->gz; false if zlib fails (then sent plain). */
-static bool compress_batch(struct influx *w)
+/* gzip of body into w->gz; false if zlib fails (then sent plain). */
+static bool compress_body(struct influx *w, const char *body, size_t len)
 {
     z_stream z = {0};
     if (deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
         return false;
-    size_t bound = deflateBound(&z, (uLong)w->batch.len) + 32;
+    size_t bound = deflateBound(&z, (uLong)len) + 32;
     if (w->gz.cap < bound) {
         w->gz.data = ch_xrealloc(w->gz.data, bound);
         w->gz.cap = bound;
     }
-    z.next_in = (Bytef *)w->batch.data;
-    z.avail_in = (uInt)w->batch.len;
+    z.next_in = (Bytef *)(uintptr_t)body;
+    z.avail_in = (uInt)len;
     z.next_out = (Bytef *)w->gz.data;
     z.avail_out = (uInt)w->gz.cap;
     int rc = deflate(&z, Z_FINISH);
@@ -306,20 +423,14 @@ static bool compress_batch(struct influx *w)
     return rc == Z_STREAM_END;
 }
 
-static enum outcome write_batch(struct influx *w)
+static enum outcome write_body(struct influx *w, const char *body, size_t len)
 {
-    if (w->cfg->gzip && compress_batch(w))
+    if (w->cfg->gzip && compress_body(w, body, len))
         return post(w, w->write_url, w->gz.data, w->gz.len, w->headers_gz);
-    return post(w, w->write_url, w->batch.data, w->batch.len, w->headers);
+    return post(w, w->write_url, body, len, w->headers);
 }
 
-/* ---- the thread ----------------------------------------------------------- */
-
-static void deadline_to_timespec(int64_t mono_ms, struct timespec *ts)
-{
-    ts->tv_sec = (time_t)(mono_ms / 1000);
-    ts->tv_nsec = (long)(mono_ms % 1000) * 1000000L;
-}
+/* ---- waiting ---------------------------------------------------------------- */
 
 /* The back-off pause (lock held): waits until mono time until, ignoring
  * hand-overs; returns early when a stop begins, and never waits past the
@@ -335,9 +446,7 @@ static void wait_until(struct influx *w, int64_t until)
             end = w->deadline_ms;
         if (ch_mono_ms() >= end)
             return;
-        struct timespec ts;
-        deadline_to_timespec(end, &ts);
-        pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+        ch_cond_wait_until(&w->cond, &w->lock, end);
     }
 }
 
@@ -346,129 +455,367 @@ static int64_t first_backoff(const struct hubcfg_influx *cfg)
     return BACKOFF_START_MS < cfg->max_backoff_ms ? BACKOFF_START_MS : cfg->max_backoff_ms;
 }
 
-static bool past_deadline(struct influx *w)
+/* The pause before the next attempt: the back-off, or at most
+ * SHUTDOWN_RETRY_MS once a stop began (InfluxDB may be back any moment). */
+static int64_t next_pause(struct influx *w)
 {
-    return atomic_load(&w->stopping) && ch_mono_ms() >= w->deadline_ms;
+    return atomic_load(&w->stopping) && w->backoff_ms > SHUTDOWN_RETRY_MS ? SHUTDOWN_RETRY_MS
+                                                                          : w->backoff_ms;
 }
+
+/* Waits pause ms and doubles the back-off. Returns false when the shutdown
+ * deadline has passed: give up. */
+static bool pause_then_retry(struct influx *w, int64_t pause)
+{
+    pthread_mutex_lock(&w->lock);
+    if (!past_deadline(w))
+        wait_until(w, ch_mono_ms() + pause);
+    bool give_up = past_deadline(w);
+    pthread_mutex_unlock(&w->lock);
+    w->backoff_ms =
+        w->backoff_ms * 2 > w->cfg->max_backoff_ms ? w->cfg->max_backoff_ms : w->backoff_ms * 2;
+    return !give_up;
+}
+
+/* ---- the dead letter ---------------------------------------------------------- */
+
+static void iso_time(char out[40])
+{
+    int64_t ms = ch_now_ms();
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    size_t n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 40 - n, ".%03dZ", (int)(ms % 1000));
+}
+
+static int writev_full(int fd, struct iovec *iov, int cnt)
+{
+    while (cnt > 0) {
+        ssize_t n = writev(fd, iov, cnt);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        size_t left = (size_t)n;
+        while (cnt > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + left;
+            iov->iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+/* Makes a new file's directory entry durable. */
+static int sync_parent(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    if (!dir)
+        abort();
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = fd >= 0 && fsync(fd) == 0 ? 0 : -errno;
+    if (fd >= 0)
+        close(fd);
+    free(dir);
+    return rc;
+}
+
+/* Appends "# <time> <reason>" and the lines to the dead-letter file and makes
+ * them durable. A failed write is cut off again, so the file holds only whole
+ * entries. Returns 0 or -errno. */
+static int dead_letter_write(struct influx *w, const char *reason, const char *body, size_t len)
+{
+    const char *path = w->cfg->dead_letter;
+    bool created = true;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd < 0 && errno == EEXIST) {
+        created = false;
+        fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    }
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    char ts[40];
+    iso_time(ts);
+    char *head = str_printf("# %s %s\n", ts, reason);
+    struct iovec iov[3] = {
+        {head, strlen(head)}, {(void *)(uintptr_t)body, len}, {(void *)(uintptr_t) "\n", 1}};
+    int rc = writev_full(fd, iov, len && body[len - 1] != '\n' ? 3 : 2);
+    if (rc == 0 && fdatasync(fd) != 0)
+        rc = -errno;
+    if (rc != 0 && ftruncate(fd, st.st_size) != 0)
+        LOGE("influx", w->name, "cannot cut a failed entry off %s: %s", path, ch_strerror(-errno));
+    close(fd);
+    free(head);
+    if (rc == 0 && created) {
+        int r = sync_parent(path);
+        if (r)
+            LOGW("influx", w->name, "cannot sync the directory of %s: %s", path, ch_strerror(r));
+    }
+    return rc;
+}
+
+/* Sets lines aside in the dead letter with the reason, retrying (the lines
+ * must not be lost) until it works or the shutdown deadline passes. */
+static enum resolved dead_letter(struct influx *w, const char *reason, const char *body, size_t len,
+                                 size_t lines)
+{
+    for (;;) {
+        int rc = dead_letter_write(w, reason, body, len);
+        if (rc == 0) {
+            count(&w->dead_letter_batches, 1);
+            count(&w->dead_letter_lines, lines);
+            LOGE("influx", w->name, "%zu line%s set aside in %s: %s", lines, lines == 1 ? "" : "s",
+                 w->cfg->dead_letter, reason);
+            return DONE;
+        }
+        int64_t pause = next_pause(w);
+        LOGE("influx", w->name,
+             "cannot write %zu refused line%s to the dead letter %s: %s; retry in %" PRId64 " ms",
+             lines, lines == 1 ? "" : "s", w->cfg->dead_letter, ch_strerror(rc), pause);
+        if (!pause_then_retry(w, pause))
+            return ABANDONED;
+    }
+}
+
+/* ---- writing a batch ---------------------------------------------------------- */
 
 /* InfluxDB 1.x writes the good points of a batch and answers 400 "partial
  * write: ... dropped=N". Returns N, or the whole batch when it does not say. */
-static size_t refused_points(const struct influx *w)
+static size_t refused_points(const struct influx *w, size_t lines)
 {
     const char *p = strstr(w->resp, "partial write");
     const char *d = p ? strstr(p, "dropped=") : NULL;
     if (d) {
         unsigned long long n = strtoull(d + 8, NULL, 10);
-        if (n > 0 && n <= w->batch_lines)
+        if (n > 0 && n <= lines)
             return (size_t)n;
     }
-    return w->batch_lines;
+    return lines;
 }
 
-/* Sends w->batch until it is written or refused, or shutdown gives up on it. */
-static void deliver(struct influx *w)
+/* Sends lines points (body, len bytes) until they are written or set aside,
+ * or shutdown gives up on them. A 413 splits them in halves, sent in order. */
+static enum resolved deliver(struct influx *w, const char *body, size_t len, size_t lines)
 {
     for (int failures = 0;; failures++) {
+        if (past_deadline(w))
+            return ABANDONED;
         char what[64] = "CREATE DATABASE";
         enum outcome o = w->need_db ? create_database(w) : SENT;
         if (o == SENT) {
-            snprintf(what, sizeof what, "write of %zu point%s", w->batch_lines,
-                     w->batch_lines == 1 ? "" : "s");
-            o = write_batch(w);
+            snprintf(what, sizeof what, "write of %zu point%s", lines, lines == 1 ? "" : "s");
+            o = write_body(w, body, len);
         }
         if (o == SENT) {
             if (failures)
                 LOGI("influx", w->name, "%s succeeded after %d failed attempts", what, failures);
-            count(&w->points_written, w->batch_lines);
+            count(&w->points_written, lines);
             w->backoff_ms = first_backoff(w->cfg);
-            return;
+            return DONE;
         }
         count(&w->write_errors, 1);
-        if (o == REFUSED) {
-            size_t refused = refused_points(w);
-            LOGE("influx", w->name, "%s: %zu refused and dropped: %s", what, refused, w->why);
+        if (o == TOO_LARGE && lines > 1) {
+            size_t half = lines / 2, cut = skip_lines(body, len, half);
+            LOGW("influx", w->name, "%s: %s; sending it in two halves", what, w->why);
+            if (deliver(w, body, cut, half) == ABANDONED)
+                return ABANDONED;
+            return deliver(w, body + cut, len - cut, lines - half);
+        }
+        if (o == REFUSED || o == TOO_LARGE) {
+            size_t refused = refused_points(w, lines);
             count(&w->write_rejected, refused);
-            count(&w->points_written, w->batch_lines - refused);
-            return;
+            count(&w->points_written, lines - refused);
+            char *reason = str_printf("HTTP %ld: %s", w->status, w->err);
+            enum resolved r = dead_letter(w, reason, body, len, lines);
+            free(reason);
+            return r;
         }
-        pthread_mutex_lock(&w->lock);
-        /* during shutdown, try often: InfluxDB may be back any moment */
-        int64_t pause = atomic_load(&w->stopping) && w->backoff_ms > SHUTDOWN_RETRY_MS
-                            ? SHUTDOWN_RETRY_MS
-                            : w->backoff_ms;
-        LOGW("influx", w->name, "%s failed: %s; retry in %" PRId64 " ms", what, w->why, pause);
-        if (!past_deadline(w))
-            wait_until(w, ch_mono_ms() + pause);
-        bool give_up = past_deadline(w);
-        pthread_mutex_unlock(&w->lock);
-        if (give_up) {
-            LOGE("influx", w->name, "shutdown timeout: %zu points in flight not written",
-                 w->batch_lines);
-            count(&w->dropped, w->batch_lines);
-            return;
-        }
+        int64_t pause = next_pause(w);
+        if (transient(w->status))
+            LOGW("influx", w->name, "%s failed: %s; retry in %" PRId64 " ms", what, w->why, pause);
+        else
+            LOGE("influx", w->name,
+                 "%s failed: %s: a configuration problem (URL, database or bucket, "
+                 "credentials), not the data; retry in %" PRId64 " ms",
+                 what, w->why, pause);
+        if (!pause_then_retry(w, pause))
+            return ABANDONED;
         count(&w->write_retries, 1);
-        w->backoff_ms =
-            w->backoff_ms * 2 > w->cfg->max_backoff_ms ? w->cfg->max_backoff_ms : w->backoff_ms * 2;
     }
 }
 
-static bool batch_due(struct influx *w)
+/* Writes the batch, then acknowledges the records it completes. */
+static enum resolved send_batch(struct influx *w)
 {
-    if (w->q_lines >= (size_t)w->cfg->batch_size)
-        return true;
-    return w->q_lines > 0 && (atomic_load(&w->stopping) ||
-                              ch_mono_ms() >= w->head->at_ms + w->cfg->flush_interval_ms);
+    if (deliver(w, w->batch.data, w->batch.len, w->batch_lines) == ABANDONED)
+        return ABANDONED;
+    for (size_t i = 0; i < w->n_acks; i++) {
+        int rc = spool_ack(w->spool, SPOOL_TELEMETRY, w->acks[i]);
+        if (rc)
+            LOGE("influx", w->name, "spool ack of record %" PRIu64 ": %s", w->acks[i],
+                 ch_strerror(rc));
+    }
+    w->n_acks = 0;
+    w->batch.len = 0;
+    w->batch_lines = 0;
+    return DONE;
 }
+
+/* ---- reading the spool ---------------------------------------------------------- */
+
+static void ack_later(struct influx *w, uint64_t id)
+{
+    if (w->n_acks == w->cap_acks) {
+        w->cap_acks = w->cap_acks ? w->cap_acks * 2 : 64;
+        w->acks = ch_xrealloc(w->acks, w->cap_acks * sizeof *w->acks);
+    }
+    w->acks[w->n_acks++] = id;
+}
+
+/* When a batch whose oldest point was appended at wall time t must go. */
+static int64_t due_time(const struct influx *w, int64_t t)
+{
+    int64_t flush = w->cfg->flush_interval_ms, waited = ch_now_ms() - t;
+    if (waited < 0)
+        waited = 0;
+    return ch_mono_ms() + (waited < flush ? flush - waited : 0);
+}
+
+/* A record that is not line protocol (written by another version?) cannot
+ * be sent; it goes to the dead letter as it is. */
+static enum resolved set_aside_record(struct influx *w, const struct spool_record *rec)
+{
+    char *reason = str_printf("spool record %" PRIu64 " has type %u, not line protocol (%u)",
+                              rec->id, rec->type, INFLUX_RECORD_LP);
+    enum resolved r = dead_letter(w, reason, rec->data, rec->len, count_lines(rec->data, rec->len));
+    free(reason);
+    if (r == DONE) {
+        spool_ack(w->spool, SPOOL_TELEMETRY, rec->id);
+        w->rd_after = rec->id;
+    }
+    return r;
+}
+
+/* Fills the batch from the spool, up to batch_size points: G_FULL, G_NONE
+ * (the spool has nothing more now), G_SEND (the batch must go before the next
+ * record), G_ERROR (the spool cannot be read now) or G_ABANDONED. */
+static enum gathered gather(struct influx *w)
+{
+    size_t max = (size_t)w->cfg->batch_size;
+    while (w->batch_lines < max) {
+        struct spool_record rec;
+        int r = spool_next(w->spool, SPOOL_TELEMETRY, w->rd_after, &rec);
+        if (r < 0) {
+            if (!w->read_failing)
+                LOGE("influx", w->name, "cannot read the spool: %s; retrying", ch_strerror(r));
+            w->read_failing = true;
+            return G_ERROR;
+        }
+        if (w->read_failing)
+            LOGI("influx", w->name, "the spool can be read again");
+        w->read_failing = false;
+        if (r == 0)
+            return G_NONE;
+        if (rec.type != INFLUX_RECORD_LP) {
+            if (w->batch_lines)
+                return G_SEND;
+            if (set_aside_record(w, &rec) == ABANDONED)
+                return G_ABANDONED;
+            continue;
+        }
+        const char *data = rec.data, *end = data + rec.len;
+        size_t off = rec.id == w->part_id && w->part_off < rec.len ? w->part_off : 0;
+        const char *p = data + off;
+        size_t n = 0;
+        while (n < max - w->batch_lines && p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            p = nl ? nl + 1 : end;
+            n++;
+        }
+        if (w->batch_lines == 0)
+            w->due_ms = due_time(w, rec.time_ms);
+        buf_put(&w->batch, data + off, (size_t)(p - data) - off);
+        if (p == end && p > data + off && p[-1] != '\n')
+            buf_put(&w->batch, "\n", 1);
+        w->batch_lines += n;
+        if (p == end) {
+            ack_later(w, rec.id);
+            w->rd_after = rec.id;
+            w->part_id = 0;
+            w->part_off = 0;
+        } else {
+            w->part_id = rec.id;
+            w->part_off = (size_t)(p - data);
+        }
+    }
+    return G_FULL;
+}
+
+/* ---- the thread ----------------------------------------------------------- */
 
 static void *run(void *arg)
 {
     struct influx *w = arg;
-    pthread_mutex_lock(&w->lock);
+    size_t max = (size_t)w->cfg->batch_size;
     for (;;) {
-        while (!batch_due(w)) {
-            if (atomic_load(&w->stopping))
-                goto out; /* nothing left */
-            /* woken by a full batch, a stop, or the oldest point's flush time */
-            if (w->q_lines) {
-                struct timespec ts;
-                deadline_to_timespec(w->head->at_ms + w->cfg->flush_interval_ms, &ts);
-                pthread_cond_timedwait(&w->cond, &w->lock, &ts);
-            } else {
-                pthread_cond_wait(&w->cond, &w->lock);
-            }
-        }
-        if (past_deadline(w)) {
-            drop_queue(w);
-            goto out;
-        }
-        take_batch(w);
-        pthread_mutex_unlock(&w->lock);
-        deliver(w);
         pthread_mutex_lock(&w->lock);
-        w->inflight_bytes = 0;
+        w->new_lines = 0;
+        pthread_mutex_unlock(&w->lock);
+        enum gathered g = gather(w);
+        if (g == G_ABANDONED)
+            break;
+        bool stopping = atomic_load(&w->stopping);
+        if (w->batch_lines && (g != G_NONE || stopping || ch_mono_ms() >= w->due_ms)) {
+            if (send_batch(w) == ABANDONED)
+                break;
+            continue;
+        }
+        if (g == G_ERROR) {
+            pthread_mutex_lock(&w->lock);
+            wait_until(w, ch_mono_ms() + READ_RETRY_MS);
+            pthread_mutex_unlock(&w->lock);
+            if (past_deadline(w))
+                break;
+            continue;
+        }
+        if (stopping)
+            break; /* everything is written */
+        pthread_mutex_lock(&w->lock);
+        if (w->new_lines == 0 && !atomic_load(&w->stopping)) {
+            /* woken by enough lines to fill the batch, a stop, or its due time */
+            w->want_lines = w->batch_lines ? max - w->batch_lines : 1;
+            if (w->batch_lines)
+                ch_cond_wait_until(&w->cond, &w->lock, w->due_ms);
+            else
+                pthread_cond_wait(&w->cond, &w->lock);
+            w->want_lines = 0;
+        }
+        pthread_mutex_unlock(&w->lock);
     }
-out:
-    pthread_mutex_unlock(&w->lock);
+    uint64_t recs, bytes;
+    spool_pending(w->spool, SPOOL_TELEMETRY, &recs, &bytes);
+    if (recs)
+        LOGW("influx", w->name,
+             "shutdown timeout: %" PRIu64 " record%s (%" PRIu64
+             " bytes) not written yet stay in the spool for the next start",
+             recs, recs == 1 ? "" : "s", bytes);
     return NULL;
 }
 
 /* ---- set-up --------------------------------------------------------------- */
-
-static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *str_printf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    if (!s)
-        abort(); /* out of memory, as ch_xmalloc does */
-    return s;
-}
 
 static int build_urls(struct influx *w)
 {
@@ -545,10 +892,30 @@ static int setup_curl(struct influx *w)
     return w->headers && w->headers_gz ? 0 : CH_ENOMEM;
 }
 
+/* Warns at start when the dead letter could not be created when needed. */
+static void check_dead_letter(const struct influx *w)
+{
+    const char *path = w->cfg->dead_letter;
+    if (!path || !*path)
+        return;
+    if (access(path, F_OK) == 0) {
+        if (access(path, W_OK) != 0)
+            LOGW("influx", w->name, "dead letter %s is not writable: %s", path,
+                 ch_strerror(-errno));
+        return;
+    }
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    if (!dir)
+        abort();
+    if (access(dir, W_OK) != 0)
+        LOGW("influx", w->name, "dead letter %s cannot be created: %s: %s", path, dir,
+             ch_strerror(-errno));
+    free(dir);
+}
+
 static void destroy(struct influx *w)
 {
-    while (w->head)
-        pop_chunk(w);
     curl_slist_free_all(w->headers);
     curl_slist_free_all(w->headers_gz);
     if (w->curl)
@@ -557,24 +924,29 @@ static void destroy(struct influx *w)
     free(w->query_url);
     free(w->batch.data);
     free(w->gz.data);
+    free(w->acks);
     pthread_cond_destroy(&w->cond);
     pthread_mutex_destroy(&w->lock);
     free(w);
 }
 
-int influx_open(const struct hubcfg_influx *cfg, struct influx **out)
+int influx_open(const struct hubcfg_influx *cfg, struct spool *spool, struct influx **out)
 {
     struct influx *w = ch_xcalloc(1, sizeof *w);
     w->cfg = cfg;
+    w->spool = spool;
     w->name = cfg->url;
     w->backoff_ms = first_backoff(cfg);
     w->need_db = cfg->version == 1 && cfg->create_database;
+    /* a record must fit the spool's bound several times over */
+    struct spool_stats ss;
+    spool_stats(spool, &ss);
+    uint64_t cap =
+        ss.max_bytes / 4 > SPOOL_RECORD_OVERHEAD ? ss.max_bytes / 4 - SPOOL_RECORD_OVERHEAD : 1;
+    w->record_max = cap < RECORD_MAX ? (size_t)cap : RECORD_MAX;
     pthread_mutex_init(&w->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    ch_cond_init_monotonic(&w->cond);
+    check_dead_letter(w);
     int rc = setup_curl(w);
     if (rc == 0)
         rc = -pthread_create(&w->thread, NULL, run, w);
@@ -583,7 +955,10 @@ int influx_open(const struct hubcfg_influx *cfg, struct influx **out)
         destroy(w);
         return rc;
     }
-    LOGI("influx", w->name, "writing to %s", w->write_url);
+    uint64_t recs, bytes;
+    spool_pending(spool, SPOOL_TELEMETRY, &recs, &bytes);
+    LOGI("influx", w->name, "writing to %s%s", w->write_url,
+         recs ? " (the spool's backlog first)" : "");
     *out = w;
     return 0;
 }
@@ -594,14 +969,14 @@ void influx_stats(struct influx *w, struct influx_stats *out)
     out->write_errors = atomic_load(&w->write_errors);
     out->write_retries = atomic_load(&w->write_retries);
     out->write_rejected = atomic_load(&w->write_rejected);
+    out->dead_letter_batches = atomic_load(&w->dead_letter_batches);
+    out->dead_letter_lines = atomic_load(&w->dead_letter_lines);
     out->dropped = atomic_load(&w->dropped);
-    pthread_mutex_lock(&w->lock);
-    out->queued_bytes = w->q_bytes + w->inflight_bytes;
-    pthread_mutex_unlock(&w->lock);
 }
 
 void influx_close(struct influx *w, struct influx_stats *final)
 {
+    influx_begin_stop(w);
     pthread_mutex_lock(&w->lock);
     w->deadline_ms = ch_mono_ms() + w->cfg->shutdown_timeout_ms;
     atomic_store(&w->stopping, true);

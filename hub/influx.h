@@ -1,30 +1,50 @@
-/* The InfluxDB writer: a queue of line protocol and one thread that POSTs it.
+/* The InfluxDB writer: every batch of line protocol goes through the hub's
+ * spool on disk, and one thread writes the spool to InfluxDB in order.
  *
- * The MQTT side only appends (influx_enqueue is a memcpy-free hand-over under
- * a mutex); the writer thread cuts the queue into batches of batch_size
- * points, or less once the oldest queued point has waited flush_interval, and
- * sends them in order: v1 POST {url}/write?db=..&precision=ms (basic auth when
- * a username is set), v2 POST {url}/api/v2/write?org=..&bucket=..&precision=ms
- * with "Authorization: Token ..". Bodies are gzip'ed when configured.
+ * Ingest (Paho's callback thread) appends each hand-over to the telemetry
+ * lane of the spool (influx_enqueue) and returns once it is written there:
+ * the MQTT message is acknowledged to the broker only after that, so a hub
+ * crash loses nothing it acknowledged, and a long InfluxDB outage neither
+ * blocks ingest nor loses data (up to the spool's max_bytes; beyond it the
+ * oldest records are evicted, logged and counted by the spool).
+ *
+ * The writer thread reads the records in order (spool_next), cuts them into
+ * requests of batch_size points, or less once the oldest point has waited
+ * flush_interval (a record may be split between two requests at a line
+ * boundary), and acknowledges a record (spool_ack) only once all its points
+ * were answered 2xx or set aside in the dead-letter file. Requests: v1 POST
+ * {url}/write?db=..&precision=ms (basic auth when a username is set), v2 POST
+ * {url}/api/v2/write?org=..&bucket=..&precision=ms with "Authorization: Token
+ * ..". Bodies are gzip'ed when configured.
  *
  * Outcome of a request:
- * - 2xx: written.
- * - 5xx, 408, 429, timeouts, refused or broken connections, and 401/403/404
- *   (credentials or database, not the data, are wrong: dropping every batch
- *   until someone fixes them would lose everything): retried, the same batch
- *   first, with a back-off doubling from 500 ms to max_backoff (every 500 ms
- *   once shutdown began), reset on success. On 404 the database is created
- *   again (v1, create_database).
- * - any other 4xx (the data is refused, e.g. 400 bad line or field type
- *   conflict, 413 too large): InfluxDB's error (first 300 chars) is logged,
- *   the refused points counted as write_rejected and dropped (InfluxDB 1.x
- *   still writes the rest of a batch and says "partial write: ... dropped=N").
- *   A dead-letter file comes in a later issue.
+ * - 2xx: written; its records are acknowledged.
+ * - 5xx, 408, 429, timeouts, refused or broken connections: retried, the same
+ *   points first, with a back-off doubling from 500 ms to max_backoff (every
+ *   500 ms once shutdown began), reset on success.
+ * - 401, 403, 404 and any other status that is not about the data (3xx,
+ *   405...): the credentials, database or URL are wrong, not the points;
+ *   dropping everything until someone fixes them would lose it all: retried
+ *   the same way, logged as a configuration problem. On 404 the v1 database
+ *   is created again (create_database).
+ * - 413 (too large): the points are split in halves and each half sent
+ *   again, down to a single point; a single point refused 413 goes to the
+ *   dead letter.
+ * - 400 and 422 (the data is refused: bad line, field type conflict, outside
+ *   the retention policy): the whole request goes to the dead-letter file as
+ *   "# <ISO 8601 UTC time> HTTP 400: <InfluxDB's error>" followed by its
+ *   lines, made durable (fdatasync) before its records are acknowledged, and
+ *   the writer goes on. InfluxDB 1.x writes the good points of such a batch
+ *   ("partial write: ... dropped=N"); re-applying the dead letter later is
+ *   idempotent. If the dead letter cannot be written, writing it is retried
+ *   with the back-off (the writer waits on it): never discarded, never lost.
+ *   A spool record that is not of type INFLUX_RECORD_LP goes there as it is.
  *
- * Memory is bounded by max_buffer bytes (queued plus in flight). When a new
- * hand-over does not fit, it is dropped and counted; the first drop and the
- * return to normal (below half of max_buffer) are logged. The disk spool that
- * will hold them instead comes in a later issue. */
+ * Shutdown (influx_close): what is in the spool is written without waiting
+ * for flush_interval, for at most shutdown_timeout; an unfinished request is
+ * then aborted and everything not yet acknowledged stays in the spool for the
+ * next start (which writes it first: a few points may be written twice,
+ * which InfluxDB absorbs: same series and timestamp). */
 #ifndef CAREHUB_INFLUX_H
 #define CAREHUB_INFLUX_H
 
@@ -33,35 +53,62 @@
 
 struct hubcfg_influx;
 struct influx;
+struct spool;
+
+/* The spool record type of a batch of line protocol (whole lines, each
+ * ending in '\n'). */
+#define INFLUX_RECORD_LP 1
 
 struct influx_stats {
-    uint64_t points_written; /* acknowledged by InfluxDB */
-    uint64_t write_errors;   /* failed requests, whatever the reason */
-    uint64_t write_retries;  /* requests repeated after a retryable failure */
-    uint64_t write_rejected; /* points refused by InfluxDB (4xx) */
-    uint64_t dropped;        /* points dropped: buffer full, or not written by shutdown */
-    uint64_t queued_bytes;   /* now, including the batch in flight */
+    uint64_t points_written;      /* accepted by InfluxDB */
+    uint64_t write_errors;        /* failed requests, whatever the reason */
+    uint64_t write_retries;       /* requests repeated after a retryable failure */
+    uint64_t write_rejected;      /* points InfluxDB refused (400/413/422) */
+    uint64_t dead_letter_batches; /* requests set aside in the dead-letter file */
+    uint64_t dead_letter_lines;   /* their lines (the whole request, good points too) */
+    uint64_t dropped;             /* points the spool would not take (see influx_enqueue) */
 };
 
-/* Starts the writer thread. cfg is borrowed until influx_close. The v1
- * database is created (if configured) by the thread before its first write,
- * so a hub starts while InfluxDB is still down. Returns 0, or CH_ENOMEM /
- * -errno if curl or the thread cannot be set up. curl_global_init must have
- * been called. */
-int influx_open(const struct hubcfg_influx *cfg, struct influx **out);
+/* Starts the writer thread on spool (borrowed until influx_close; the writer
+ * is the only reader of its telemetry lane). cfg is borrowed until
+ * influx_close; cfg->dead_letter names the dead-letter file (created when
+ * first needed). The v1 database is created (if configured) by the thread
+ * before its first write, so a hub starts while InfluxDB is still down.
+ * Records left in the spool by an earlier run are written first. Returns 0,
+ * or CH_ENOMEM / -errno if curl or the thread cannot be set up.
+ * curl_global_init must have been called. */
+int influx_open(const struct hubcfg_influx *cfg, struct spool *spool, struct influx **out);
 
-/* Queues lines points of line protocol (data, len bytes, each point ending
- * in '\n'). Takes ownership of data in every case. Returns 0, or CH_EFULL
- * when the points were dropped because max_buffer is reached. Thread-safe. */
+/* Appends lines points of line protocol (data, len bytes, each point ending
+ * in '\n') to the spool and returns once they are written there (large
+ * hand-overs become several records, cut at line boundaries). Takes ownership
+ * of data in every case. When the spool cannot be written (-EIO, -EROFS...)
+ * the append is retried with a back-off, blocking the caller (so that MQTT
+ * does not acknowledge what the hub could not keep) until it succeeds or a
+ * stop begins (influx_begin_stop). Returns 0; CH_EINVAL when a single line is
+ * larger than a spool record may be; or the spool's error when it gave up
+ * because of the stop. In the error cases the points are lost: logged and
+ * counted as dropped. Thread-safe. */
 int influx_enqueue(struct influx *w, char *data, size_t len, size_t lines);
+
+/* As influx_enqueue, but tries the spool once and never blocks (for the
+ * self-metrics, written by the thread that must stay free to see signals). */
+int influx_enqueue_once(struct influx *w, char *data, size_t len, size_t lines);
+
+/* A stop begins: an influx_enqueue blocked on a spool that cannot be written
+ * gives up (its points are counted as dropped), and later ones do not wait,
+ * so that the MQTT client can be closed. Call before closing it. */
+void influx_begin_stop(struct influx *w);
 
 /* Counters so far. Thread-safe. */
 void influx_stats(struct influx *w, struct influx_stats *out);
 
-/* Writes out what is queued without waiting for flush_interval, for at most
- * shutdown_timeout (an unfinished request is aborted then), counts what is
- * left as dropped, stops the thread and frees everything. The final counters
- * go to *final when it is not NULL. */
+/* Writes out what the spool holds without waiting for flush_interval, for at
+ * most shutdown_timeout (an unfinished request is aborted then); what is left
+ * stays in the spool. Stops the thread and frees everything but the spool
+ * (the caller closes it after). The final counters go to *final when it is
+ * not NULL. Implies influx_begin_stop. No influx_enqueue may run
+ * concurrently or follow. */
 void influx_close(struct influx *w, struct influx_stats *final);
 
 #endif

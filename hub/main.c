@@ -2,14 +2,16 @@
  * writes it to InfluxDB, tracks which gateways are online, and reports its
  * own counters as carehub_hub points.
  *
- * Threads: Paho's (messages -> ingest -> queue), the InfluxDB writer, and
- * this one, which waits for SIGTERM/SIGINT (blocked everywhere, taken with
- * sigtimedwait), retries a failed first MQTT connection and writes the
- * self-metrics.
+ * Threads: Paho's (messages -> ingest -> spool; a message is acknowledged to
+ * the broker once its points are in the spool), the InfluxDB writer (spool ->
+ * InfluxDB), the spool's commit thread, and this one, which waits for
+ * SIGTERM/SIGINT (blocked everywhere, taken with sigtimedwait), retries a
+ * failed first MQTT connection and writes the self-metrics.
  *
  * Shutdown: stop consuming (MQTT DISCONNECT: a persistent session keeps the
- * rest at the broker), queue a last self-metrics point, let the writer flush
- * for up to influx.shutdown_timeout, then log the final counters.
+ * rest at the broker), spool a last self-metrics point, let the writer flush
+ * for up to influx.shutdown_timeout (what is left stays in the spool for the
+ * next start), close the spool, then log the final counters.
  *
  * Exit status: 0 after a clean stop, 1 on a runtime failure, 2 for a bad
  * command line or configuration. */
@@ -20,6 +22,7 @@
 #include "lineproto.h"
 #include "log.h"
 #include "presence.h"
+#include "spool.h"
 #include "subscriber.h"
 #include "util.h"
 
@@ -40,6 +43,7 @@
 struct hub {
     struct hubcfg cfg;
     struct presence *presence;
+    struct spool *spool;
     struct influx *influx;
     struct ingest *ingest;
     struct sub *sub;
@@ -52,31 +56,41 @@ struct counter {
     uint64_t value;
 };
 
-#define MAX_COUNTERS (20 + INGEST_N_REASONS)
+#define MAX_COUNTERS (32 + INGEST_N_REASONS)
 
 static char rejected_names[INGEST_N_REASONS][48];
 
-/* Every counter (the carehub_hub fields): ingest's and presence's now, the writer's
- * from ws. Returns how many. */
+/* Every counter (the carehub_hub fields): ingest's, presence's and the
+ * spool's now, the writer's from ws. Returns how many. */
 static size_t snapshot(struct hub *h, const struct influx_stats *w,
                        struct counter out[MAX_COUNTERS])
 {
     struct ingest_stats is;
     ingest_stats(h->ingest, &is);
     const struct influx_stats ws = *w;
+    struct spool_stats sp;
+    spool_stats(h->spool, &sp);
+    const struct spool_lane_stats *sl = &sp.lane[SPOOL_TELEMETRY];
     struct presence_seq_stats ss;
     presence_check_gaps(h->presence, ch_now_ms(), h->cfg.gap_grace_ms, &ss);
     size_t n = 0;
+    out[n++] = (struct counter){"dead_letter_batches", ws.dead_letter_batches};
+    out[n++] = (struct counter){"dead_letter_lines", ws.dead_letter_lines};
     out[n++] = (struct counter){"dropped", ws.dropped};
     out[n++] = (struct counter){"gateways_online", presence_online(h->presence)};
     out[n++] = (struct counter){"messages_received", is.messages_received};
     out[n++] = (struct counter){"points_written", ws.points_written};
-    out[n++] = (struct counter){"queued_bytes", ws.queued_bytes};
     out[n++] = (struct counter){"readings", is.readings};
     out[n++] = (struct counter){"readings_duplicate", ss.readings_duplicate};
     out[n++] = (struct counter){"readings_missing", ss.readings_missing};
     out[n++] = (struct counter){"readings_pending", ss.readings_pending};
     out[n++] = (struct counter){"seq_gaps", ss.gaps_reported};
+    out[n++] = (struct counter){"spool_corrupt", sl->corrupt_records};
+    out[n++] = (struct counter){"spool_disk_bytes", sp.disk_bytes};
+    out[n++] = (struct counter){"spool_dropped", sl->dropped_records};
+    out[n++] = (struct counter){"spool_errors", sl->write_errors};
+    out[n++] = (struct counter){"spool_pending", sl->pending_records};
+    out[n++] = (struct counter){"spool_pending_bytes", sl->pending_bytes};
     for (int r = 0; r < INGEST_N_REASONS; r++)
         out[n++] = (struct counter){rejected_names[r], is.rejected[r]};
     out[n++] = (struct counter){"status_ok", is.status_ok};
@@ -87,7 +101,7 @@ static size_t snapshot(struct hub *h, const struct influx_stats *w,
     return n;
 }
 
-/* Queues one carehub_hub point with every counter as an integer field. */
+/* Spools one carehub_hub point with every counter as an integer field. */
 static void write_self_metrics(struct hub *h)
 {
     struct influx_stats ws;
@@ -103,14 +117,14 @@ static void write_self_metrics(struct hub *h)
     lp_end(&b, ch_now_ms());
     size_t len, lines;
     char *data = lp_take(&b, &len, &lines);
-    influx_enqueue(h->influx, data, len, lines);
+    influx_enqueue_once(h->influx, data, len, lines);
 }
 
 static void log_final_counters(struct hub *h, const struct influx_stats *ws)
 {
     struct counter c[MAX_COUNTERS];
     size_t n = snapshot(h, ws, c);
-    char line[900];
+    char line[1500];
     size_t off = 0;
     for (size_t i = 0; i < n && off < sizeof line; i++)
         off +=
@@ -120,6 +134,7 @@ static void log_final_counters(struct hub *h, const struct influx_stats *ws)
 
 /* ---- running ---------------------------------------------------------------- */
 
+/* Ingest's sink: returns once the points are in the spool. */
 static void to_influx(void *ctx, char *data, size_t len, size_t lines)
 {
     influx_enqueue(ctx, data, len, lines);
@@ -175,11 +190,24 @@ static int serve(struct hub *h)
 
     int status = EXIT_RUNTIME;
     h->presence = presence_new();
-    if (influx_open(&h->cfg.influx, &h->influx) == 0) {
+    const struct hubcfg_spool *sc = &h->cfg.spool;
+    /* the cursor is written as often as the data is synced: on a server two
+     * fsyncs a second cost nothing, and a crash then resends at most that
+     * window of acknowledged batches (care-edge spares its SD card instead) */
+    struct spool_opts so = {.max_bytes = (uint64_t)sc->max_bytes,
+                            .commit_interval_ms = sc->commit_interval_ms,
+                            .cursor_interval_ms = sc->commit_interval_ms,
+                            .name = "hub"};
+    int rc = spool_open(sc->dir, &so, &h->spool);
+    if (rc != 0)
+        LOGE("hub", h->cfg.mqtt.client_id, "cannot open the spool in %s: %s", sc->dir,
+             ch_strerror(rc));
+    if (rc == 0 && influx_open(&h->cfg.influx, h->spool, &h->influx) == 0) {
         h->ingest = ingest_new(h->presence, to_influx, h->influx);
         if (sub_open(&h->cfg.mqtt, h->ingest, &h->sub) == 0) {
             LOGI("hub", h->cfg.mqtt.client_id, "care-hub %s running", CAREHUB_VERSION);
             status = run(h, &stop);
+            influx_begin_stop(h->influx);
             sub_close(h->sub, MQTT_CLOSE_TIMEOUT_MS);
         }
         write_self_metrics(h);
@@ -187,6 +215,7 @@ static int serve(struct hub *h)
         influx_close(h->influx, &final);
         log_final_counters(h, &final);
     }
+    spool_close(h->spool);
     if (h->ingest)
         ingest_free(h->ingest);
     presence_free(h->presence);

@@ -3,8 +3,11 @@ ch_unit_test(test_codec SOURCES unit/test_codec.c LIBS ch_schemas)
 ch_unit_test(test_lineproto SOURCES unit/test_lineproto.c LIBS ch_hub)
 ch_unit_test(test_ingest SOURCES unit/test_ingest.c LIBS ch_hub)
 ch_unit_test(test_influx SOURCES unit/test_influx.c LIBS ch_hub)
+ch_unit_test(test_hubconfig SOURCES unit/test_hubconfig.c LIBS ch_hub)
 ch_unit_test(test_presence SOURCES unit/test_presence.c LIBS ch_hub)
 
 # Every example payload against the JSON Schemas, independently of the C code.
 ch_integration_test(contract_examples contract_examples.py TIMEOUT 60)
 ch_integration_test(hub_smoke hub_smoke.py TIMEOUT 120)
+# InfluxDB outages under load, a field type conflict, SIGKILL: nothing lost (issue 3).
+ch_integration_test(hub_influx_outage hub_influx_outage.py TIMEOUT 60)

@@ -57,6 +57,7 @@ def main():
         hub_cfg = w.write("hub.yaml", f"""
 mqtt: {{broker: "{mqtt.uri}", client_id: hub-bench}}
 influx: {{url: "{influx.url}", version: 1, database: hubdb, batch_size: 5000, flush_interval: 200ms}}
+spool: {{dir: hub-spool}}
 self_metrics_interval: 60s
 """)
         hub = w.spawn("care-hub", [w.bin("care-hub"), "-c", hub_cfg])

@@ -67,6 +67,7 @@ influx:
   version: 1
   database: {DB}
   flush_interval: 300ms
+spool: {{dir: hub-spool}}
 self_metrics_interval: 1s
 """)
     hub = w.spawn("care-hub", [w.bin("care-hub"), "-c", hub_cfg])

@@ -5,7 +5,7 @@
   float fields; the gateway status becomes a carehub_status point;
 - one bad message per rejection reason: each is logged naming the reason and
   counted in the carehub_hub self-metrics, and ingest goes on;
-- InfluxDB stopped and started again: nothing queued meanwhile is lost;
+- InfluxDB stopped and started again: nothing spooled meanwhile is lost;
 - SIGTERM: exit 0 with the final counters logged;
 - a bad configuration: exit 2, naming file, line and key.
 """
@@ -43,6 +43,8 @@ influx:
   database: {DB}
   flush_interval: 200ms
   max_backoff: 1s
+spool:
+  dir: hub-spool
 self_metrics_interval: 1s
 """)
 
@@ -102,11 +104,13 @@ def test_hub_smoke(w):
     m = wait_for("rejections in carehub_hub", self_metrics, 20)
     assert m["last_telemetry_ok"] == 2 and m["last_readings"] == 3, m
     assert m["last_gateways_online"] == 1, m
+    assert m["last_dead_letter_batches"] == 0 and m["last_spool_dropped"] == 0, m
+    assert "last_spool_pending" in m and m["last_spool_disk_bytes"] > 0, m
     types = {(r["_measurement"], r["fieldKey"]): r["fieldType"]
              for r in influx.series("SHOW FIELD KEYS", DB)}
     assert types[("carehub_hub", "messages_received")] == "integer", types
 
-    # InfluxDB down: the hub retries, keeps the points in order, loses none
+    # InfluxDB down: the hub spools, retries, keeps the points in order, loses none
     influx.proc.stop()
     seq = example("telemetry.json")
     for i in range(10):

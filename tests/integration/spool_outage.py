@@ -37,6 +37,7 @@ slaves: [{{name: air, endpoint: lan, unit: 1, model: air-board, count: {N_DEV}}}
     hub_cfg = w.write("hub.yaml", f"""
 mqtt: {{broker: "{mqtt.uri}", client_id: hub-outage}}
 influx: {{url: "{influx.url}", version: 1, database: {DB}, flush_interval: 200ms}}
+spool: {{dir: hub-spool}}
 self_metrics_interval: 1s
 """)
     hub = w.spawn("care-hub", [w.bin("care-hub"), "-c", hub_cfg])

@@ -65,6 +65,7 @@ mqtt:
   client_id: hub-tls
   tls: {{ca_file: "{ca}", verify: true}}
 influx: {{url: "{influx.url}", version: 1, database: {DB}, flush_interval: 300ms}}
+spool: {{dir: hub-spool}}
 self_metrics_interval: 2s
 """)
     hub = w.spawn("care-hub", [w.bin("care-hub"), "-c", hub_cfg])

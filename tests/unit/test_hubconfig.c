@@ -1,0 +1,131 @@
+/* care-hub's configuration: the spool section and the dead letter, their
+ * defaults and paths (relative to the file), and the keys that are gone. */
+#include "config.h"
+#include "err.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define HEAD                                                                                       \
+    "mqtt:\n  broker: tcp://127.0.0.1:1883\n  client_id: hub-1\n"                                  \
+    "influx:\n  url: http://127.0.0.1:8086\n  database: carehub\n"
+
+struct fx {
+    char dir[64];
+    char path[96];
+    char err[4096];
+    struct hubcfg c;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    strcpy(f->dir, "/tmp/test_hubconfig.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof f->path, "%s/hub.yaml", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    unlink(f->path);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+/* Writes text to the fixture's file and loads it with stderr captured. */
+static int load(struct fx *f, const char *text)
+{
+    FILE *fp = fopen(f->path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+    char tmpl[] = "/tmp/test_hubconfig-err-XXXXXX";
+    int fd = mkstemp(tmpl);
+    assert_true(fd >= 0);
+    unlink(tmpl);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    int rc = hubcfg_load(f->path, &f->c);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    ssize_t n = pread(fd, f->err, sizeof f->err - 1, 0);
+    f->err[n > 0 ? n : 0] = '\0';
+    close(fd);
+    return rc;
+}
+
+static void test_defaults(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(load(f, HEAD), 0);
+    assert_string_equal(f->c.spool.dir, "/var/lib/carehub/hub-spool");
+    assert_int_equal(f->c.spool.max_bytes, 1073741824);
+    assert_int_equal(f->c.spool.commit_interval_ms, 1000);
+    assert_string_equal(f->c.influx.dead_letter, "/var/lib/carehub/dead-letter.lp");
+    hubcfg_free(&f->c);
+}
+
+/* Paths are relative to the file; the dead letter defaults to the spool
+ * directory's parent. */
+static void test_relative_paths(void **state)
+{
+    struct fx *f = *state;
+    char want[160];
+    assert_int_equal(load(f, HEAD "spool:\n  dir: hub-spool/\n  max_bytes: 1048576\n"
+                                  "  commit_interval: 200ms\n"),
+                     0);
+    snprintf(want, sizeof want, "%s/hub-spool/", f->dir);
+    assert_string_equal(f->c.spool.dir, want);
+    snprintf(want, sizeof want, "%s/dead-letter.lp", f->dir);
+    assert_string_equal(f->c.influx.dead_letter, want);
+    assert_int_equal(f->c.spool.commit_interval_ms, 200);
+    hubcfg_free(&f->c);
+
+    assert_int_equal(load(f, HEAD "  dead_letter: refused/dl.lp\nspool: {dir: /spool}\n"), 0);
+    snprintf(want, sizeof want, "%s/refused/dl.lp", f->dir);
+    assert_string_equal(f->c.influx.dead_letter, want);
+    hubcfg_free(&f->c);
+
+    assert_int_equal(load(f, HEAD "spool: {dir: /spool}\n"), 0);
+    assert_string_equal(f->c.influx.dead_letter, "/dead-letter.lp");
+    hubcfg_free(&f->c);
+}
+
+/* The in-memory buffer is gone (the spool holds the backlog): its key is an
+ * error like any unknown key, and the spool's bound is checked. */
+static void test_bad(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(load(f, HEAD "  max_buffer: 134217728\n"), CH_ECONFIG);
+    assert_non_null(strstr(f->err, "hub.yaml:7:"));
+    assert_non_null(strstr(f->err, "max_buffer"));
+    assert_int_equal(load(f, HEAD "spool:\n  max_bytes: 1000\n"), CH_ECONFIG);
+    assert_non_null(strstr(f->err, "hub.yaml:8:"));
+    assert_non_null(strstr(f->err, "max_bytes"));
+    assert_int_equal(load(f, HEAD "spool:\n  size: 1\n"), CH_ECONFIG);
+    assert_non_null(strstr(f->err, "size"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relative_paths, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
