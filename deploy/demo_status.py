@@ -51,7 +51,8 @@ def table(url, db, state_path):
         last = {}
         for s in query(url, db, f'SELECT last(*) FROM "{meas}" GROUP BY "device", "room"'):
             tags = s.get("tags", {})
-            vals = {c[5:]: v for c, v in zip(s["columns"], s["values"][0]) if c.startswith("last_")}
+            vals = {c[5:]: v for c, v in zip(s["columns"], s["values"][0])
+                    if c.startswith("last_") and c != "last_seq"}
             last[tags.get("device")] = (tags.get("room", ""), vals)
         for dev in sorted(per):
             n = per[dev]

@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "capture.h"
+
 static char fixture[4096];
 
 static const char *fx(const char *name)
@@ -27,21 +29,10 @@ static const char *fx(const char *name)
 /* Runs site_load with stderr captured; returns its result, output in buf. */
 static int load_capturing(const char *path, struct site *s, char *buf, size_t n)
 {
-    char tmpl[] = "/tmp/carehub-test-XXXXXX";
-    int fd = mkstemp(tmpl);
-    assert_true(fd >= 0);
-    unlink(tmpl);
-    fflush(stderr);
-    int saved = dup(STDERR_FILENO);
-    dup2(fd, STDERR_FILENO);
+    struct capture cap = {-1, -1};
+    assert_int_equal(capture_begin(&cap), 0);
     int rc = site_load(path, s);
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    lseek(fd, 0, SEEK_SET);
-    ssize_t got = read(fd, buf, n - 1);
-    buf[got > 0 ? got : 0] = '\0';
-    close(fd);
+    capture_end(&cap, buf, n);
     return rc;
 }
 

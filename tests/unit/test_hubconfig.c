@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "capture.h"
+
 #define HEAD                                                                                       \
     "mqtt:\n  broker: tcp://127.0.0.1:1883\n  client_id: hub-1\n"                                  \
     "influx:\n  url: http://127.0.0.1:8086\n  database: carehub\n"
@@ -51,20 +53,10 @@ static int load(struct fx *f, const char *text)
     assert_non_null(fp);
     fputs(text, fp);
     fclose(fp);
-    char tmpl[] = "/tmp/test_hubconfig-err-XXXXXX";
-    int fd = mkstemp(tmpl);
-    assert_true(fd >= 0);
-    unlink(tmpl);
-    fflush(stderr);
-    int saved = dup(STDERR_FILENO);
-    dup2(fd, STDERR_FILENO);
+    struct capture cap = {-1, -1};
+    assert_int_equal(capture_begin(&cap), 0);
     int rc = hubcfg_load(f->path, &f->c);
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    ssize_t n = pread(fd, f->err, sizeof f->err - 1, 0);
-    f->err[n > 0 ? n : 0] = '\0';
-    close(fd);
+    capture_end(&cap, f->err, sizeof f->err);
     return rc;
 }
 
