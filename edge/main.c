@@ -220,6 +220,7 @@ static int run(struct app *a, const char *stats_file)
     a->started_ms = ch_now_ms();
     if (uplink_start(a->uplink) != 0 || poller_start(a->poller) != 0) {
         LOGE("edge", NULL, "cannot start threads");
+        uplink_stop(a->uplink, 0); /* no sender may outlive the client it uses */
         return EXIT_RUNTIME;
     }
     LOGI("edge", c->gateway, "started: site %s, %zu devices on %zu buses, broker %s", c->site, n,
