@@ -140,7 +140,8 @@
 #define CUR_LEN     32u
 #define ID_LIMIT    (UINT64_C(1) << 62) /* ids and names at or above: corrupt */
 #define ACKED       0x80000000u         /* in rec_ix.lenf */
-#define LEN_MASK    0x7fffffffu
+#define HANDED      0x40000000u         /* in rec_ix.lenf: spool_next returned it */
+#define LEN_MASK    0x3fffffffu
 
 #define DEF_MAX_BYTES     (UINT64_C(256) << 20)
 #define MIN_MAX_BYTES     (UINT64_C(16) << 10)
@@ -193,7 +194,7 @@ static uint32_t crc(uint32_t c, const void *p, size_t n)
 struct rec_ix {
     uint64_t id;
     uint32_t off;
-    uint32_t lenf; /* payload length | ACKED */
+    uint32_t lenf; /* payload length | ACKED | HANDED */
 };
 
 struct seg {
@@ -489,15 +490,41 @@ static void lane_delete_done(struct spool *s, struct lane *l, uint64_t upto)
     }
 }
 
-/* Evicts the lane's oldest segment holding bytes: its unacknowledged records
- * are dropped, logged and counted. Locked. */
+/* True if some record of g was handed to the reader and not acknowledged:
+ * it may have reached the receiver already (the acknowledgement was lost
+ * with the connection). Locked. */
+static bool seg_unconfirmed(const struct seg *g)
+{
+    for (size_t k = 0; k < g->n; k++)
+        if ((g->ix[k].lenf & (ACKED | HANDED)) == HANDED)
+            return true;
+    return false;
+}
+
+/* Evicts one of the lane's segments holding bytes: the oldest whose records
+ * were never handed out unacknowledged, else the oldest. Its unacknowledged
+ * records are dropped, logged and counted. Preferring records that were
+ * never sent keeps the count exact: a record sent once may have arrived (its
+ * acknowledgement lost with the connection), and evicting it would count as
+ * lost what the receiver has. Records handed out are few (the reader's
+ * window), so at most a segment or two is passed over. Locked. */
 static void lane_evict_oldest(struct spool *s, struct lane *l, const char *why)
 {
-    size_t i = 0;
-    while (i < l->nsegs && l->segs[i]->size == 0)
-        i++;
-    if (i == l->nsegs)
+    size_t i = l->nsegs, first = l->nsegs;
+    for (size_t k = 0; k < l->nsegs; k++) {
+        if (l->segs[k]->size == 0)
+            continue;
+        if (first == l->nsegs)
+            first = k;
+        if (!seg_unconfirmed(l->segs[k])) {
+            i = k;
+            break;
+        }
+    }
+    if (first == l->nsegs)
         return;
+    if (i == l->nsegs)
+        i = first;
     struct seg *g = l->segs[i];
     uint64_t recs = 0, bytes = 0, lo = 0, hi = 0;
     for (size_t k = 0; k < g->n; k++) {
@@ -519,8 +546,9 @@ static void lane_evict_oldest(struct spool *s, struct lane *l, const char *why)
              "dropped %" PRIu64 " %s records (ids %" PRIu64 "..%" PRIu64 ", %" PRIu64 " bytes): %s",
              recs, l->name, lo, hi, bytes, why);
     lane_remove_seg(s, l, i);
-    /* segments before it hold no records: the cursor may jump (invariant 5) */
-    if (last > l->cursor)
+    /* when no segment before it holds records, the cursor may jump
+     * (invariant 5); otherwise it moves once those are acknowledged */
+    if (i == first && last > l->cursor)
         l->cursor = last;
     lane_advance_cursor(l);
     if (l->which == SPOOL_ALERT) {
@@ -1074,6 +1102,7 @@ int spool_next(struct spool *s, enum spool_lane which, uint64_t after_id, struct
             rec->time_ms = (int64_t)get64(h + 20);
             rec->data = h + HDR_LEN;
             rec->len = r->lenf & LEN_MASK;
+            r->lenf |= HANDED;
             unlock(s);
             return 1;
         }

@@ -12,6 +12,7 @@
 """
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -67,6 +68,18 @@ def outage(mqtt, edge, seconds):
     time.sleep(seconds)
     mqtt.start()
     wait_for("care-edge to reconnect", lambda: edge.output().count("connected to") > before, 30)
+
+
+def ranges(ids):
+    """[1, 2, 3, 7] -> "1..3, 7..7" (sorted input)."""
+    out, start = [], None
+    for i, v in enumerate(ids):
+        if start is None:
+            start = v
+        if i + 1 == len(ids) or ids[i + 1] != v + 1:
+            out.append(f"{start}..{v}")
+            start = None
+    return ", ".join(out)
 
 
 def env_counts(influx):
@@ -156,8 +169,12 @@ def test_bound_reached(w):
                        lambda: (lambda c: c if c[0] == want_stored else None)(
                            seq_coverage(influx, DB, "gw-full")), 30, 0.5)
     except AssertionError:
+        rows = influx.series('SELECT "seq" FROM /.*/ WHERE "gateway" = \'gw-full\'', DB)
+        missing = sorted(set(range(1, last + 1)) - {int(r["seq"]) for r in rows})
+        logged = re.findall(r"dropped \d+ telemetry records \(ids (\d+)\.\.(\d+)", edge.output())
         raise AssertionError(f"InfluxDB has {seq_coverage(influx, DB, 'gw-full')}, edge says "
-                             f"{last} produced and {dropped} dropped")
+                             f"{last} produced and {dropped} dropped; missing "
+                             f"{ranges(missing)}, logged as dropped {logged}")
     assert cov[0] == cov[1] and cov[3] == last, cov
     assert "dropped" in edge.output()
     log(f"bound reached: {dropped} of {last} readings dropped by the edge, "

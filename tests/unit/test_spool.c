@@ -638,6 +638,75 @@ static void test_eviction_order(void **state)
     free(dir);
 }
 
+/* Records handed to the reader and not acknowledged may already be at the
+ * receiver: eviction passes over their segment while another can go, so the
+ * dropped count is exactly what never left. */
+static void test_eviction_spares_unconfirmed(void **state)
+{
+    (void)state;
+    char *dir = temp_dir();
+    struct spool *s = open_ok(dir, 64 << 10, 8 << 10, 1000);
+    uint8_t buf[1000];
+    fill(buf, sizeof buf, 3);
+    for (int i = 0; i < 14; i++)
+        assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 2, buf, sizeof buf, NULL), 0);
+    struct spool_record r;
+    uint64_t after = 0;
+    for (int i = 0; i < 3; i++) { /* ids 1..3 go out, no acknowledgement yet */
+        assert_int_equal(spool_next(s, SPOOL_TELEMETRY, after, &r), 1);
+        after = r.id;
+    }
+    capture_start();
+    struct spool_stats st;
+    uint64_t id = 14;
+    do {
+        assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 2, buf, sizeof buf, &id), 0);
+        spool_stats(s, &st);
+    } while (st.lane[SPOOL_TELEMETRY].dropped_records == 0);
+    char *log = capture_stop();
+    assert_true(strstr(log, "dropped 7 telemetry records (ids 8..14, 7000 bytes)") != NULL);
+    free(log);
+    /* the held segment is still there, from its first record */
+    assert_int_equal(spool_next(s, SPOOL_TELEMETRY, 0, &r), 1);
+    assert_int_equal(r.id, 1);
+    /* once acknowledged, the rest of that segment is the oldest to go */
+    for (uint64_t k = 1; k <= 3; k++)
+        assert_int_equal(spool_ack(s, SPOOL_TELEMETRY, k), 0);
+    capture_start();
+    uint64_t before = st.lane[SPOOL_TELEMETRY].dropped_records;
+    do {
+        assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 2, buf, sizeof buf, &id), 0);
+        spool_stats(s, &st);
+    } while (st.lane[SPOOL_TELEMETRY].dropped_records == before);
+    log = capture_stop();
+    assert_true(strstr(log, "dropped 4 telemetry records (ids 4..7, 4000 bytes)") != NULL);
+    free(log);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].acked_records, 3);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].dropped_records + 3 +
+                         st.lane[SPOOL_TELEMETRY].pending_records,
+                     id);
+    assert_int_equal(spool_next(s, SPOOL_TELEMETRY, 0, &r), 1);
+    assert_int_equal(r.id, 15);
+
+    /* when every segment holding data is unconfirmed, the oldest goes anyway */
+    after = 0;
+    while (spool_next(s, SPOOL_TELEMETRY, after, &r) == 1)
+        after = r.id;
+    capture_start();
+    before = st.lane[SPOOL_TELEMETRY].dropped_records;
+    assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 2, buf, sizeof buf, &id), 0);
+    do {
+        assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 2, buf, sizeof buf, &id), 0);
+        spool_stats(s, &st);
+    } while (st.lane[SPOOL_TELEMETRY].dropped_records == before);
+    log = capture_stop();
+    assert_true(strstr(log, "dropped 7 telemetry records (ids 15..21, 7000 bytes)") != NULL);
+    free(log);
+    spool_close(s);
+    rm_rf(dir);
+    free(dir);
+}
+
 /* ---- cursor --------------------------------------------------------------- */
 
 static uint64_t cursor_on_disk(const char *dir, const char *lane)
@@ -1269,6 +1338,7 @@ int main(void)
         cmocka_unit_test_teardown(test_roundtrip, teardown),
         cmocka_unit_test_teardown(test_fixtures, teardown),
         cmocka_unit_test_teardown(test_eviction_order, teardown),
+        cmocka_unit_test_teardown(test_eviction_spares_unconfirmed, teardown),
         cmocka_unit_test_teardown(test_cursor_durability, teardown),
         cmocka_unit_test_teardown(test_ids_monotonic, teardown),
         cmocka_unit_test_teardown(test_group_commit, teardown),
