@@ -50,6 +50,8 @@ static const char *type_name(enum cfg_type t)
         return "a list of mappings";
     case CFG_STRLIST:
         return "a list of strings";
+    case CFG_PARAMS:
+        return "a mapping of names to numbers";
     }
     return "?";
 }
@@ -261,6 +263,40 @@ static void walk_value(struct walk *w, const struct cfg_key *k, struct fy_node *
         }
         walk_map(w, k->sub, v, FIELD(obj, k->offset, char));
         return;
+    case CFG_PARAMS: {
+        if (!fy_node_is_mapping(v)) {
+            report(w, v, "key '%s': expected %s", k->key, type_name(k->type));
+            return;
+        }
+        struct cfg_list *l = FIELD(obj, k->offset, struct cfg_list);
+        int n = fy_node_mapping_item_count(v);
+        l->items = ch_xcalloc((size_t)(n > 0 ? n : 1), sizeof(struct cfg_param));
+        l->n = 0;
+        void *it = NULL;
+        struct fy_node_pair *p;
+        while ((p = fy_node_mapping_iterate(v, &it)) != NULL) {
+            struct fy_node *kn = fy_node_pair_key(p), *vn = fy_node_pair_value(p);
+            const char *name = kn && fy_node_is_scalar(kn) ? fy_node_get_scalar0(kn) : NULL;
+            const char *text = vn && fy_node_is_scalar(vn) ? fy_node_get_scalar0(vn) : NULL;
+            if (!name || !ch_valid_id(name)) {
+                report(w, kn ? kn : v, "key '%s': parameter names are identifiers", k->key);
+                continue;
+            }
+            char *end;
+            errno = 0;
+            double d = text ? strtod(text, &end) : 0;
+            if (!text || !*text || errno || *end || !isfinite(d)) {
+                report(w, vn ? vn : kn, "key '%s': parameter '%s' must be a number", k->key,
+                       name);
+                continue;
+            }
+            struct cfg_param *cp = &((struct cfg_param *)l->items)[l->n++];
+            cp->name = ch_xstrdup(name);
+            cp->value = d;
+            cp->node = vn;
+        }
+        return;
+    }
     case CFG_LIST:
     case CFG_STRLIST: {
         if (!fy_node_is_sequence(v)) {
@@ -485,6 +521,15 @@ void cfg_free(const struct cfg_key *table, void *obj)
         case CFG_MAP:
             cfg_free(k->sub, FIELD(obj, k->offset, char));
             break;
+        case CFG_PARAMS: {
+            struct cfg_list *l = FIELD(obj, k->offset, struct cfg_list);
+            for (size_t i = 0; i < l->n; i++)
+                free(((struct cfg_param *)l->items)[i].name);
+            free(l->items);
+            l->items = NULL;
+            l->n = 0;
+            break;
+        }
         case CFG_LIST:
         case CFG_STRLIST: {
             struct cfg_list *l = FIELD(obj, k->offset, struct cfg_list);
@@ -503,4 +548,14 @@ void cfg_free(const struct cfg_key *table, void *obj)
             break;
         }
     }
+}
+
+const struct cfg_param *cfg_param_find(const struct cfg_list *params, const char *name)
+{
+    for (size_t i = 0; params && i < params->n; i++) {
+        const struct cfg_param *p = &((const struct cfg_param *)params->items)[i];
+        if (strcmp(p->name, name) == 0)
+            return p;
+    }
+    return NULL;
 }

@@ -18,6 +18,9 @@
  *   CFG_MAP                    an embedded struct described by .sub
  *   CFG_LIST                   struct cfg_list; elements of .elem_size described by .sub
  *   CFG_STRLIST                struct cfg_list of char *
+ *   CFG_PARAMS                 struct cfg_list of struct cfg_param: a mapping of
+ *                              free names (identifiers) to numbers, e.g.
+ *                              "params: {hr_low: 40, hr_high: 130}"
  *
  * CFG_PATH values are made absolute relative to the directory of the file.
  * A list element struct may keep its YAML node (for later semantic errors,
@@ -43,6 +46,7 @@ enum cfg_type {
     CFG_MAP,
     CFG_LIST,
     CFG_STRLIST,
+    CFG_PARAMS,
 };
 
 struct cfg_enum {
@@ -54,6 +58,17 @@ struct cfg_list {
     void *items;
     size_t n;
 };
+
+/* One entry of a CFG_PARAMS mapping. node is the value's node (for later
+ * semantic errors). */
+struct cfg_param {
+    char *name;
+    double value;
+    struct fy_node *node;
+};
+
+/* The value of param name in a CFG_PARAMS list, or NULL. */
+const struct cfg_param *cfg_param_find(const struct cfg_list *params, const char *name);
 
 struct cfg_key {
     const char *key;

@@ -26,6 +26,10 @@ const char *ch_strerror(int err)
         return "timeout";
     case CH_EFULL:
         return "buffer full";
+    case CH_ENOTFOUND:
+        return "not found";
+    case CH_ESTATE:
+        return "not possible in the current state";
     default:
         break;
     }

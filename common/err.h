@@ -18,6 +18,8 @@ enum ch_err {
     CH_ENOMEM = -1007,
     CH_ETIMEOUT = -1008, /* no answer within the configured time */
     CH_EFULL = -1009,    /* bounded buffer is full */
+    CH_ENOTFOUND = -1010, /* no such object (alarm id, ...) */
+    CH_ESTATE = -1011,    /* not possible in the object's current state */
 };
 
 /* Returns a static string naming the error; never NULL. */

@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config
-  libpaho-mqtt-dev libmodbus-dev libjansson-dev libfyaml-dev libmicrohttpd-dev
+  libpaho-mqtt-dev libmodbus-dev libjansson-dev libfyaml-dev libmicrohttpd-dev libcrypt-dev
   libcurl4-openssl-dev libssl-dev zlib1g-dev libcmocka-dev
   mosquitto mosquitto-clients influxdb influxdb-client socat
   python3 python3-jsonschema python3-yaml curl

@@ -35,6 +35,8 @@ struct profile {
     char *id;
     char *description;
     char *measurement;     /* InfluxDB measurement, default "environment" */
+    char *kind;            /* what the device is, for rule selection: "environment"
+                              (default), "bed", "wearable", "call", "safety", ... */
     int64_t max_gap;       /* unused registers bridged to merge two reads */
     int64_t max_registers; /* per request (<= 125) */
     struct cfg_list regs;  /* struct reg_def */
@@ -97,6 +99,105 @@ struct device_cfg {
     const struct bus_cfg *busp;
 };
 
+/* ---- care rules and alarms (issue 4) ---------------------------------- */
+
+/* Which devices a rule applies to. Every non-empty list must match (a
+ * device matches a list if it is in it); all empty: every device. */
+struct rule_select {
+    struct cfg_list kinds;     /* char *: profile kinds */
+    struct cfg_list profiles;  /* char *: profile ids */
+    struct cfg_list devices;   /* char *: device ids */
+    struct cfg_list rooms;     /* char *: room labels */
+    struct cfg_list residents; /* char *: resident pseudonyms (their devices) */
+    bool wandering_risk;       /* only devices of residents flagged at risk */
+};
+
+/* One rule, from the site file or a rule pack. See schemas/site-config.schema.json. */
+struct rule_cfg {
+    char *id;
+    char *description;
+    char *when;            /* condition, e.g. "hr < $hr_low or hr > $hr_high"; may be
+                              absent for a pure stale-data rule */
+    char *clear;           /* explicit clear condition; absent: "not when" with deadband */
+    double deadband;       /* hysteresis: a comparison clears only this far past its limit */
+    int64_t on_delay_ms;   /* "for": the condition must hold this long */
+    int64_t off_delay_ms;  /* "clear_for": must be clear this long (chatter damping) */
+    int64_t stale_ms;      /* "no_data": no reading from the device for this long */
+    char *window;          /* "22:00-06:00" in the site's time zone; absent: always */
+    bool latch;            /* stays active until acknowledged (SOS, falls) */
+    int priority;          /* enum ch_priority (schemas/codec.h) */
+    int64_t escalate_ms;   /* unacknowledged this long: escalate (then again, each time) */
+    int64_t escalate_max;  /* highest escalation level */
+    char *message;         /* text for staff; {value} {metric} {device} {room} {bed}
+                              {resident} are filled in */
+    struct rule_select select;
+    struct cfg_list params; /* struct cfg_param: values of $name, overridable per resident */
+    const char *source;     /* file the rule came from (borrowed) */
+    struct fy_node *node;
+};
+
+/* A resident: only a pseudonym, never a name (PIPL). */
+struct resident_cfg {
+    char *id; /* pseudonym, e.g. "R-0417" */
+    char *room;
+    char *bed;
+    struct cfg_list devices; /* char *: device ids assigned to the resident */
+    bool wandering_risk;
+    struct cfg_list params; /* struct cfg_param: personal values of rule $params */
+    struct fy_node *node;
+};
+
+struct alarms_cfg {
+    char *state_file;        /* durable alarm state; default <spool dir>/alarms.state */
+    int64_t flood_count;     /* more raises than this within flood_window: a flood */
+    int64_t flood_window_ms;
+    int64_t history_max;     /* transitions kept for the console */
+    int64_t history_ms;      /* and for how long */
+    int64_t shelve_max_ms;   /* longest shelving a carer may ask for */
+};
+
+enum console_role { ROLE_STAFF = 0, ROLE_ADMIN = 1 };
+
+struct console_user {
+    char *name;
+    char *password_hash; /* crypt(3) hash: "$y$..." (yescrypt) or "$6$..." */
+    int role;            /* enum console_role; admin may also put alarms out of service */
+    struct fy_node *node;
+};
+
+/* The local alarm console served by care-edge on the site LAN. */
+struct console_cfg {
+    bool enabled;
+    char *bind; /* address to listen on */
+    int64_t port;
+    struct cfg_list users; /* struct console_user */
+    int64_t session_ms;    /* how long a login lasts */
+    int64_t max_clients;   /* concurrent event streams */
+    struct fy_node *node;
+};
+
+/* The gateway's local broker, for nurse-station apps; broker empty: none. */
+struct local_mqtt_cfg {
+    char *broker;
+    char *client_id;
+    char *username;
+    char *password;
+};
+
+/* A Modbus coil driven by alarms: on while an alarm of one of the
+ * priorities is active and unacknowledged (a sounder, strobe, nurse call). */
+struct annunciator_cfg {
+    char *id;
+    char *bus;
+    int64_t slave;
+    int64_t coil;                /* 0-based coil address (FC05) */
+    struct cfg_list priorities;  /* char *: "high", "medium", "low" */
+    bool include_acknowledged;   /* stay on while alarms are acknowledged but active */
+    struct fy_node *node;
+    const struct bus_cfg *busp;  /* resolved */
+    unsigned prio_mask;          /* resolved: 1 << enum ch_priority */
+};
+
 struct site_config {
     char *site;
     char *gateway;
@@ -107,15 +208,29 @@ struct site_config {
     struct cfg_list buses;         /* struct bus_cfg */
     struct cfg_list devices;       /* struct device_cfg */
     int64_t self_metrics_interval_ms;
+    char *timezone;                /* IANA zone for rule windows; empty: the system's */
+    struct cfg_list rule_packs;    /* char *: rule pack files */
+    struct cfg_list rules;         /* struct rule_cfg, the site's own */
+    struct cfg_list disable_rules; /* char *: ids of pack rules not used here */
+    struct cfg_list residents;     /* struct resident_cfg */
+    struct alarms_cfg alarms;
+    struct console_cfg console;
+    struct local_mqtt_cfg local_mqtt;
+    struct cfg_list annunciators; /* struct annunciator_cfg */
     /* loaded from profile_paths */
     size_t n_profiles;
     struct profile *profiles;
+    /* every rule in force: the packs' (minus disable_rules), then the site's */
+    size_t n_all_rules;
+    const struct rule_cfg **all_rules;
     char *path;
 };
 
 #define SITE_BUS(c, i)    (&((struct bus_cfg *)(c)->buses.items)[i])
 #define SITE_DEV(c, i)    (&((struct device_cfg *)(c)->devices.items)[i])
 #define PROFILE_REG(p, i) (&((struct reg_def *)(p)->regs.items)[i])
+#define SITE_RESIDENT(c, i) (&((struct resident_cfg *)(c)->residents.items)[i])
+#define SITE_ANNUNCIATOR(c, i) (&((struct annunciator_cfg *)(c)->annunciators.items)[i])
 
 /* Registers a 32-bit or 16-bit type occupies. */
 unsigned reg_type_words(int type);

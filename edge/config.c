@@ -1,5 +1,7 @@
 #include "config.h"
+#include "codec.h"
 #include "err.h"
+#include "rules.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -43,6 +45,7 @@ static const struct cfg_key profile_keys[] = {
     {.key = "profile",       .type = CFG_ID,   .offset = P(id), .required = true},
     {.key = "description",   .type = CFG_STR,  .offset = P(description), .def = ""},
     {.key = "measurement",   .type = CFG_ID,   .offset = P(measurement), .def = "environment"},
+    {.key = "kind",          .type = CFG_ID,   .offset = P(kind), .def = "environment"},
     {.key = "max_gap",       .type = CFG_INT,  .offset = P(max_gap), .def = "8", .min = 0, .max = 100},
     {.key = "max_registers", .type = CFG_INT,  .offset = P(max_registers), .def = "125", .min = 1, .max = 125},
     {.key = "registers",     .type = CFG_LIST, .offset = P(regs), .required = true, .sub = reg_keys,
@@ -113,6 +116,121 @@ static const struct cfg_key spool_keys[] = {
 };
 #undef Q
 
+static const struct cfg_enum priorities[] = {
+    {"low", CH_PRIO_LOW}, {"medium", CH_PRIO_MEDIUM}, {"high", CH_PRIO_HIGH}, {NULL, 0}};
+
+#define L(k) offsetof(struct rule_select, k)
+static const struct cfg_key select_keys[] = {
+    {.key = "kind",           .type = CFG_STRLIST, .offset = L(kinds)},
+    {.key = "profile",        .type = CFG_STRLIST, .offset = L(profiles)},
+    {.key = "device",         .type = CFG_STRLIST, .offset = L(devices)},
+    {.key = "room",           .type = CFG_STRLIST, .offset = L(rooms)},
+    {.key = "resident",       .type = CFG_STRLIST, .offset = L(residents)},
+    {.key = "wandering_risk", .type = CFG_BOOL,    .offset = L(wandering_risk), .def = "false"},
+    CFG_END,
+};
+#undef L
+
+#define RU(k) offsetof(struct rule_cfg, k)
+static const struct cfg_key rule_keys[] = {
+    {.key = "id",           .type = CFG_ID,       .offset = RU(id), .required = true},
+    {.key = "description",  .type = CFG_STR,      .offset = RU(description), .def = ""},
+    {.key = "when",         .type = CFG_STR,      .offset = RU(when)},
+    {.key = "clear",        .type = CFG_STR,      .offset = RU(clear)},
+    {.key = "deadband",     .type = CFG_FLOAT,    .offset = RU(deadband), .def = "0", .min = 0, .max = 1e9},
+    {.key = "for",          .type = CFG_DURATION, .offset = RU(on_delay_ms), .def = "0ms", .min = 0, .max = 86400000},
+    {.key = "clear_for",    .type = CFG_DURATION, .offset = RU(off_delay_ms), .def = "0ms", .min = 0, .max = 86400000},
+    {.key = "no_data",      .type = CFG_DURATION, .offset = RU(stale_ms), .def = "0ms", .min = 0, .max = 604800000},
+    {.key = "window",       .type = CFG_STR,      .offset = RU(window)},
+    {.key = "latch",        .type = CFG_BOOL,     .offset = RU(latch), .def = "false"},
+    {.key = "priority",     .type = CFG_ENUM,     .offset = RU(priority), .def = "medium", .enums = priorities},
+    {.key = "escalate",     .type = CFG_DURATION, .offset = RU(escalate_ms), .def = "0ms", .min = 0, .max = 86400000},
+    {.key = "escalate_max", .type = CFG_INT,      .offset = RU(escalate_max), .def = "3", .min = 0, .max = 10},
+    {.key = "message",      .type = CFG_STR,      .offset = RU(message)},
+    {.key = "select",       .type = CFG_MAP,      .offset = RU(select), .sub = select_keys},
+    {.key = "params",       .type = CFG_PARAMS,   .offset = RU(params)},
+    CFG_END,
+};
+#undef RU
+
+static const struct cfg_key pack_keys[] = {
+    {.key = "pack",        .type = CFG_ID,   .offset = offsetof(struct rule_pack, id), .required = true},
+    {.key = "description", .type = CFG_STR,  .offset = offsetof(struct rule_pack, description), .def = ""},
+    {.key = "rules",       .type = CFG_LIST, .offset = offsetof(struct rule_pack, rules), .required = true,
+     .sub = rule_keys, .elem_size = sizeof(struct rule_cfg), .node_offset = offsetof(struct rule_cfg, node)},
+    CFG_END,
+};
+
+#define RE(k) offsetof(struct resident_cfg, k)
+static const struct cfg_key resident_keys[] = {
+    {.key = "id",             .type = CFG_ID,      .offset = RE(id), .required = true},
+    {.key = "room",           .type = CFG_ID,      .offset = RE(room)},
+    {.key = "bed",            .type = CFG_ID,      .offset = RE(bed)},
+    {.key = "devices",        .type = CFG_STRLIST, .offset = RE(devices)},
+    {.key = "wandering_risk", .type = CFG_BOOL,    .offset = RE(wandering_risk), .def = "false"},
+    {.key = "params",         .type = CFG_PARAMS,  .offset = RE(params)},
+    CFG_END,
+};
+#undef RE
+
+#define AL(k) offsetof(struct alarms_cfg, k)
+static const struct cfg_key alarms_keys[] = {
+    {.key = "state_file",   .type = CFG_PATH,     .offset = AL(state_file)},
+    {.key = "flood_count",  .type = CFG_INT,      .offset = AL(flood_count), .def = "10", .min = 1, .max = 100000},
+    {.key = "flood_window", .type = CFG_DURATION, .offset = AL(flood_window_ms), .def = "10m", .min = 1000, .max = 86400000},
+    {.key = "history_max",  .type = CFG_INT,      .offset = AL(history_max), .def = "2000", .min = 10, .max = 1000000},
+    {.key = "history",      .type = CFG_DURATION, .offset = AL(history_ms), .def = "24h", .min = 60000, .max = 2592000000.0},
+    {.key = "shelve_max",   .type = CFG_DURATION, .offset = AL(shelve_max_ms), .def = "8h", .min = 60000, .max = 604800000},
+    CFG_END,
+};
+#undef AL
+
+static const struct cfg_enum roles[] = {{"staff", ROLE_STAFF}, {"admin", ROLE_ADMIN}, {NULL, 0}};
+
+#define CU(k) offsetof(struct console_user, k)
+static const struct cfg_key user_keys[] = {
+    {.key = "name",          .type = CFG_ID,   .offset = CU(name), .required = true},
+    {.key = "password_hash", .type = CFG_STR,  .offset = CU(password_hash), .required = true},
+    {.key = "role",          .type = CFG_ENUM, .offset = CU(role), .def = "staff", .enums = roles},
+    CFG_END,
+};
+#undef CU
+
+#define CO(k) offsetof(struct console_cfg, k)
+static const struct cfg_key console_keys[] = {
+    {.key = "enabled",     .type = CFG_BOOL,     .offset = CO(enabled), .def = "false"},
+    {.key = "bind",        .type = CFG_STR,      .offset = CO(bind), .def = "0.0.0.0"},
+    {.key = "port",        .type = CFG_INT,      .offset = CO(port), .def = "8080", .min = 1, .max = 65535},
+    {.key = "users",       .type = CFG_LIST,     .offset = CO(users), .sub = user_keys,
+     .elem_size = sizeof(struct console_user), .node_offset = offsetof(struct console_user, node)},
+    {.key = "session",     .type = CFG_DURATION, .offset = CO(session_ms), .def = "12h", .min = 60000, .max = 2592000000.0},
+    {.key = "max_clients", .type = CFG_INT,      .offset = CO(max_clients), .def = "32", .min = 1, .max = 1000},
+    CFG_END,
+};
+#undef CO
+
+#define LM(k) offsetof(struct local_mqtt_cfg, k)
+static const struct cfg_key local_mqtt_keys[] = {
+    {.key = "broker",    .type = CFG_STR, .offset = LM(broker), .def = ""},
+    {.key = "client_id", .type = CFG_STR, .offset = LM(client_id)},
+    {.key = "username",  .type = CFG_STR, .offset = LM(username)},
+    {.key = "password",  .type = CFG_STR, .offset = LM(password)},
+    CFG_END,
+};
+#undef LM
+
+#define AN(k) offsetof(struct annunciator_cfg, k)
+static const struct cfg_key annunciator_keys[] = {
+    {.key = "id",                   .type = CFG_ID,      .offset = AN(id), .required = true},
+    {.key = "bus",                  .type = CFG_ID,      .offset = AN(bus), .required = true},
+    {.key = "slave",                .type = CFG_INT,     .offset = AN(slave), .required = true, .min = 0, .max = 247},
+    {.key = "coil",                 .type = CFG_INT,     .offset = AN(coil), .required = true, .min = 0, .max = 65535},
+    {.key = "priorities",           .type = CFG_STRLIST, .offset = AN(priorities), .required = true},
+    {.key = "include_acknowledged", .type = CFG_BOOL,    .offset = AN(include_acknowledged), .def = "false"},
+    CFG_END,
+};
+#undef AN
+
 #define S(k) offsetof(struct site_config, k)
 static const struct cfg_key site_keys[] = {
     {.key = "site",      .type = CFG_ID,      .offset = S(site), .required = true},
@@ -127,6 +245,18 @@ static const struct cfg_key site_keys[] = {
      .elem_size = sizeof(struct device_cfg), .node_offset = offsetof(struct device_cfg, node)},
     {.key = "self_metrics_interval", .type = CFG_DURATION, .offset = S(self_metrics_interval_ms),
      .def = "10s", .min = 1000, .max = 3600000},
+    {.key = "timezone",      .type = CFG_STR,     .offset = S(timezone), .def = ""},
+    {.key = "rule_packs",    .type = CFG_STRLIST, .offset = S(rule_packs)},
+    {.key = "rules",         .type = CFG_LIST,    .offset = S(rules), .sub = rule_keys,
+     .elem_size = sizeof(struct rule_cfg), .node_offset = offsetof(struct rule_cfg, node)},
+    {.key = "disable_rules", .type = CFG_STRLIST, .offset = S(disable_rules)},
+    {.key = "residents",     .type = CFG_LIST,    .offset = S(residents), .sub = resident_keys,
+     .elem_size = sizeof(struct resident_cfg), .node_offset = offsetof(struct resident_cfg, node)},
+    {.key = "alarms",        .type = CFG_MAP,     .offset = S(alarms), .sub = alarms_keys},
+    {.key = "console",       .type = CFG_MAP,     .offset = S(console), .sub = console_keys},
+    {.key = "local_mqtt",    .type = CFG_MAP,     .offset = S(local_mqtt), .sub = local_mqtt_keys},
+    {.key = "annunciators",  .type = CFG_LIST,    .offset = S(annunciators), .sub = annunciator_keys,
+     .elem_size = sizeof(struct annunciator_cfg), .node_offset = offsetof(struct annunciator_cfg, node)},
     CFG_END,
 };
 #undef S
@@ -379,6 +509,194 @@ static int check_site(struct site *s)
     return errors;
 }
 
+static bool strlist_has(const struct cfg_list *l, const char *s)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(((char **)l->items)[i], s) == 0)
+            return true;
+    return false;
+}
+
+static const struct device_cfg *site_device(const struct site_config *c, const char *id)
+{
+    for (size_t i = 0; i < c->devices.n; i++)
+        if (strcmp(SITE_DEV(c, i)->id, id) == 0)
+            return SITE_DEV(c, i);
+    return NULL;
+}
+
+/* Adds r to the rules in force unless its id is taken. Returns errors. */
+static int add_rule(struct site_config *c, struct rule_cfg *r, const char *source)
+{
+    r->source = source;
+    for (size_t i = 0; i < c->n_all_rules; i++) {
+        if (strcmp(c->all_rules[i]->id, r->id) == 0) {
+            cfg_report(r->node, "id",
+                       "key 'id': rule '%s' is also defined in %s (ids must be unique; "
+                       "to replace a pack's rule, list it in disable_rules)",
+                       r->id, c->all_rules[i]->source);
+            return 1;
+        }
+    }
+    c->all_rules = ch_xrealloc(c->all_rules, (c->n_all_rules + 1) * sizeof *c->all_rules);
+    c->all_rules[c->n_all_rules++] = r;
+    return 0;
+}
+
+/* Loads the rule packs and puts every rule in force in all_rules: the
+ * packs' (less disable_rules), then the site's. Returns errors. */
+static int load_rules(struct site *s, struct fy_node *root)
+{
+    struct site_config *c = &s->cfg;
+    int errors = 0;
+    const char *dir = cfg_file_dir(s->file);
+    s->packs = ch_xcalloc(c->rule_packs.n + 1, sizeof *s->packs);
+    s->pack_files = ch_xcalloc(c->rule_packs.n + 1, sizeof *s->pack_files);
+    struct fy_node *plist = fy_node_mapping_lookup_by_string(root, "rule_packs", FY_NT);
+    for (size_t i = 0; i < c->rule_packs.n; i++) {
+        char **slot = &((char **)c->rule_packs.items)[i];
+        char *path = cfg_resolve_path(dir, *slot);
+        free(*slot);
+        *slot = path;
+        struct rule_pack *p = &s->packs[s->n_packs];
+        struct cfg_file *pf = NULL;
+        int rc = cfg_load(path, pack_keys, p, &pf);
+        if (rc != 0) {
+            cfg_free(pack_keys, p);
+            memset(p, 0, sizeof *p);
+            if (rc != CH_ECONFIG)
+                cfg_report(plist, NULL, "key 'rule_packs': cannot read '%s': %s", path,
+                           strerror(-rc));
+            errors++;
+            continue;
+        }
+        p->path = ch_xstrdup(path);
+        s->pack_files[s->n_packs++] = pf;
+    }
+    for (size_t i = 0; i < c->disable_rules.n; i++) {
+        const char *id = ((char **)c->disable_rules.items)[i];
+        bool found = false;
+        for (size_t k = 0; k < s->n_packs && !found; k++)
+            for (size_t j = 0; j < s->packs[k].rules.n && !found; j++)
+                found = !strcmp(((struct rule_cfg *)s->packs[k].rules.items)[j].id, id);
+        if (!found && errors == 0) {
+            cfg_report(fy_node_mapping_lookup_by_string(root, "disable_rules", FY_NT), NULL,
+                       "key 'disable_rules': no rule pack has a rule '%s'", id);
+            errors++;
+        }
+    }
+    for (size_t k = 0; k < s->n_packs; k++) {
+        for (size_t j = 0; j < s->packs[k].rules.n; j++) {
+            struct rule_cfg *r = &((struct rule_cfg *)s->packs[k].rules.items)[j];
+            if (!strlist_has(&c->disable_rules, r->id))
+                errors += add_rule(c, r, s->packs[k].path);
+        }
+    }
+    for (size_t j = 0; j < c->rules.n; j++)
+        errors += add_rule(c, &((struct rule_cfg *)c->rules.items)[j], c->path);
+    return errors;
+}
+
+static int check_residents(struct site_config *c)
+{
+    int errors = 0;
+    for (size_t i = 0; i < c->residents.n; i++) {
+        struct resident_cfg *r = SITE_RESIDENT(c, i);
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(SITE_RESIDENT(c, j)->id, r->id) == 0) {
+                cfg_report(r->node, "id", "key 'id': duplicate resident '%s'", r->id);
+                errors++;
+                break;
+            }
+        }
+        for (size_t k = 0; k < r->devices.n; k++) {
+            const char *d = ((char **)r->devices.items)[k];
+            if (!site_device(c, d)) {
+                cfg_report(r->node, "devices", "key 'devices': no device with id '%s'", d);
+                errors++;
+                continue;
+            }
+            for (size_t j = 0; j < i; j++) {
+                if (strlist_has(&SITE_RESIDENT(c, j)->devices, d)) {
+                    cfg_report(r->node, "devices",
+                               "key 'devices': device '%s' is already assigned to resident '%s'",
+                               d, SITE_RESIDENT(c, j)->id);
+                    errors++;
+                }
+            }
+        }
+    }
+    return errors;
+}
+
+static int check_alarm_outputs(struct site_config *c)
+{
+    int errors = 0;
+    for (size_t i = 0; i < c->annunciators.n; i++) {
+        struct annunciator_cfg *a = SITE_ANNUNCIATOR(c, i);
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(SITE_ANNUNCIATOR(c, j)->id, a->id) == 0) {
+                cfg_report(a->node, "id", "key 'id': duplicate annunciator '%s'", a->id);
+                errors++;
+                break;
+            }
+        }
+        for (size_t j = 0; j < c->buses.n; j++)
+            if (strcmp(SITE_BUS(c, j)->id, a->bus) == 0)
+                a->busp = SITE_BUS(c, j);
+        if (!a->busp) {
+            cfg_report(a->node, "bus", "key 'bus': no bus with id '%s'", a->bus);
+            errors++;
+        }
+        a->prio_mask = 0;
+        for (size_t k = 0; k < a->priorities.n; k++) {
+            const char *p = ((char **)a->priorities.items)[k];
+            int v = -1;
+            for (const struct cfg_enum *e = priorities; e->name; e++)
+                if (!strcmp(e->name, p))
+                    v = e->value;
+            if (v < 0) {
+                cfg_report(a->node, "priorities",
+                           "key 'priorities': '%s' is not one of: low medium high", p);
+                errors++;
+            } else {
+                a->prio_mask |= 1u << v;
+            }
+        }
+        if (a->priorities.n == 0) {
+            cfg_report(a->node, "priorities", "key 'priorities': name at least one priority");
+            errors++;
+        }
+    }
+    if (c->console.enabled && c->console.users.n == 0) {
+        cfg_report(c->console.node, "users",
+                   "key 'users': an enabled console needs at least one user "
+                   "(no anonymous acknowledgement)");
+        errors++;
+    }
+    for (size_t i = 0; i < c->console.users.n; i++) {
+        struct console_user *u = &((struct console_user *)c->console.users.items)[i];
+        if (u->password_hash[0] != '$') {
+            cfg_report(u->node, "password_hash",
+                       "key 'password_hash': not a crypt(3) hash (make one with "
+                       "care-edge --hash-password)");
+            errors++;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (!strcmp(((struct console_user *)c->console.users.items)[j].name, u->name)) {
+                cfg_report(u->node, "name", "key 'name': duplicate user '%s'", u->name);
+                errors++;
+                break;
+            }
+        }
+    }
+    if (!c->alarms.state_file || !*c->alarms.state_file) {
+        free(c->alarms.state_file);
+        c->alarms.state_file = cfg_resolve_path(c->spool.dir, "alarms.state");
+    }
+    return errors;
+}
+
 int site_load(const char *path, struct site *out)
 {
     memset(out, 0, sizeof *out);
@@ -391,6 +709,12 @@ int site_load(const char *path, struct site *out)
     struct fy_node *root = cfg_file_root(out->file);
     int errors = load_profiles(out, root);
     errors += check_site(out);
+    out->cfg.console.node = fy_node_mapping_lookup_by_string(root, "console", FY_NT);
+    errors += load_rules(out, root);
+    errors += check_residents(&out->cfg);
+    errors += check_alarm_outputs(&out->cfg);
+    if (errors == 0)
+        errors += rules_check(&out->cfg);
     if (errors) {
         fprintf(stderr, "%s: configuration has errors\n", path);
         site_free(out);
@@ -407,6 +731,14 @@ void site_free(struct site *s)
     for (size_t i = 0; i < s->n_profile_files; i++)
         cfg_file_close(s->profile_files[i]);
     free(s->profile_files);
+    for (size_t i = 0; i < s->n_packs; i++) {
+        free(s->packs[i].path);
+        cfg_free(pack_keys, &s->packs[i]);
+        cfg_file_close(s->pack_files[i]);
+    }
+    free(s->packs);
+    free(s->pack_files);
+    free(s->cfg.all_rules);
     free(s->cfg.path);
     cfg_free(site_keys, &s->cfg);
     cfg_file_close(s->file);

@@ -8,6 +8,14 @@
 
 struct cfg_file;
 
+/* A rule pack file: rules shared by many sites (deploy/rules/). */
+struct rule_pack {
+    char *id;
+    char *description;
+    struct cfg_list rules; /* struct rule_cfg */
+    char *path;
+};
+
 /* Loaded configuration plus the YAML documents its nodes point into (kept
  * so later checks, e.g. a driver's, can report file:line). */
 struct site {
@@ -15,6 +23,9 @@ struct site {
     struct cfg_file *file;
     size_t n_profile_files;
     struct cfg_file **profile_files;
+    size_t n_packs;
+    struct rule_pack *packs;
+    struct cfg_file **pack_files;
 };
 
 /* Loads and validates path and every profile it names. Every problem is

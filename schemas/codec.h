@@ -23,6 +23,8 @@
 
 #define CH_SCHEMA_TELEMETRY "carehub/telemetry/1"
 #define CH_SCHEMA_STATUS    "carehub/status/1"
+#define CH_SCHEMA_ALERT     "carehub/alert/1"
+#define CH_SCHEMA_COMMAND   "carehub/command/1"
 
 enum ch_quality { CH_Q_GOOD = 0, CH_Q_UNCERTAIN, CH_Q_BAD };
 
@@ -73,6 +75,97 @@ struct ch_status {
     struct ch_device_info *devices; /* owned */
 };
 
+/* ---- alerts: one message per alarm transition (topic .../alert) ---------
+ * ISA-18.2 / IEC 62682 life cycle, IEC 60601-1-8 priorities. An alarm is one
+ * (rule, device) pair; its id "rule:device" is stable, and one occurrence of
+ * it (raise ... back to normal) is (alarm_id, raised_ms). */
+#define CH_ALARM_ID_MAX 130 /* "rule:device" plus NUL */
+#define CH_TEXT_MAX     256 /* message text, UTF-8, NUL included */
+
+enum ch_priority { CH_PRIO_LOW = 0, CH_PRIO_MEDIUM = 1, CH_PRIO_HIGH = 2 };
+/* "low", "medium", "high" */
+const char *ch_priority_name(int p);
+
+enum ch_alarm_state {
+    CH_AS_NORMAL = 0,
+    CH_AS_UNACK,     /* active, unacknowledged */
+    CH_AS_ACKED,     /* active, acknowledged */
+    CH_AS_RTN_UNACK, /* returned to normal, not yet acknowledged */
+    CH_AS_SHELVED,   /* suppressed by a carer until shelved_until_ms */
+    CH_AS_OOS,       /* out of service (maintenance) */
+};
+/* "normal", "unack", "acked", "rtn_unack", "shelved", "out_of_service" */
+const char *ch_alarm_state_name(int s);
+
+enum ch_alarm_event {
+    CH_AE_RAISE = 0,      /* condition became active: -> unack */
+    CH_AE_ACK,            /* acknowledged: unack -> acked, rtn_unack -> normal */
+    CH_AE_CLEAR,          /* acked and the condition cleared: -> normal */
+    CH_AE_RTN,            /* unacknowledged and the condition cleared: -> rtn_unack */
+    CH_AE_ESCALATE,       /* still unacknowledged after the rule's delay: escalation++ */
+    CH_AE_SHELVE,         /* -> shelved */
+    CH_AE_UNSHELVE,       /* shelving ended (expiry or by hand) */
+    CH_AE_OUT_OF_SERVICE, /* -> out_of_service */
+    CH_AE_IN_SERVICE,     /* back in service */
+    CH_AE_FLOOD,          /* the site's alarm rate passed the flood limit (alarm "flood:<gateway>") */
+    CH_AE_FLOOD_END,      /* and fell back */
+};
+/* "raise", "ack", "clear", "rtn", "escalate", "shelve", "unshelve",
+ * "out_of_service", "in_service", "flood", "flood_end" */
+const char *ch_alarm_event_name(int e);
+
+struct ch_alert {
+    char site[CH_ID_MAX];
+    char gateway[CH_ID_MAX];
+    char alarm_id[CH_ALARM_ID_MAX]; /* "rule:device" */
+    char rule[CH_ID_MAX];
+    char device[CH_ID_MAX];
+    char room[CH_ID_MAX];     /* may be empty */
+    char bed[CH_ID_MAX];      /* may be empty */
+    char resident[CH_ID_MAX]; /* pseudonym; may be empty */
+    int priority;             /* enum ch_priority */
+    int state;                /* enum ch_alarm_state, after this transition */
+    int event;                /* enum ch_alarm_event */
+    int escalation;           /* 0 = not escalated */
+    bool latched;
+    char metric[CH_ID_MAX]; /* triggering metric; may be empty (stale data, flood) */
+    bool has_value;
+    double value;             /* triggering value (finite) when has_value */
+    char message[CH_TEXT_MAX]; /* for staff; may be empty */
+    int64_t ts_ms;            /* time of this transition */
+    int64_t raised_ms;        /* start of this occurrence; 0 if none */
+    int64_t acked_ms;         /* 0: not acknowledged (in this occurrence) */
+    int64_t cleared_ms;       /* 0: condition not cleared (in this occurrence) */
+    int64_t shelved_until_ms; /* 0: not shelved */
+    char by[CH_ID_MAX];       /* who acknowledged/shelved ("console:nurse1"); may be empty */
+    char group[CH_ALARM_ID_MAX]; /* flood alarm it is grouped under; may be empty */
+};
+
+/* Commands to a gateway (topic .../cmd/<action>, and the local console):
+ * acknowledge, shelve, unshelve, take out of or put back in service. */
+enum ch_command_action { CH_CMD_ACK = 0, CH_CMD_SHELVE, CH_CMD_UNSHELVE, CH_CMD_OUT_OF_SERVICE,
+                         CH_CMD_IN_SERVICE };
+/* "ack", "shelve", "unshelve", "out_of_service", "in_service" */
+const char *ch_command_action_name(int a);
+
+struct ch_command {
+    int action;                     /* enum ch_command_action */
+    char alarm_id[CH_ALARM_ID_MAX];
+    char by[CH_ID_MAX];             /* who asks ("hub:operator7") */
+    int64_t ts_ms;                  /* when asked */
+    int64_t duration_ms;            /* shelve: how long (> 0) */
+};
+
+/* Encoders return compact JSON, NUL-terminated; caller frees. NULL only if
+ * the input violates the contract. */
+char *ch_alert_encode(const struct ch_alert *a);
+char *ch_command_encode(const struct ch_command *c);
+/* Decoders as the ones below: 0, or CH_EINVAL with the field named in err. */
+int ch_alert_decode(const char *buf, size_t len, struct ch_alert *out, char *err, size_t errn);
+int ch_command_decode(const char *buf, size_t len, struct ch_command *out, char *err, size_t errn);
+/* Parses the action from a topic's kind ("cmd/ack" -> CH_CMD_ACK); -1 if none. */
+int ch_command_action_parse(const char *name);
+
 /* Encoders return compact JSON, NUL-terminated; caller frees. NULL only if
  * the input violates the contract (bad id, non-finite value). */
 char *ch_telemetry_encode(const struct ch_telemetry *t);
@@ -109,6 +202,7 @@ struct json_t *ch_json_parse(const char *buf, size_t len, char *err, size_t errn
 int ch_telemetry_from_json(const struct json_t *root, struct ch_telemetry *out, char *err,
                            size_t errn);
 int ch_status_from_json(const struct json_t *root, struct ch_status *out, char *err, size_t errn);
+int ch_alert_from_json(const struct json_t *root, struct ch_alert *out, char *err, size_t errn);
 
 /* Release what a decoder (or a caller building the struct by hand with
  * malloc'ed arrays) put in the struct; the struct itself is not freed. */

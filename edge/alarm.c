@@ -1,0 +1,2 @@
+/* Placeholder until the alarm life cycle lands (see alarm.h). */
+#include "alarm.h"

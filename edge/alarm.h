@@ -1,0 +1,103 @@
+/* Alarm life cycle (ISA-18.2 / IEC 62682) for care-edge.
+ *
+ * An alarm is one (rule, device) pair, id "rule:device". The rules engine
+ * (rules.h) says when its condition becomes active or clear; this module
+ * keeps the life cycle:
+ *
+ *   normal --raise--> unack --ack--> acked --clear--> normal
+ *                       |                  ^
+ *                       +--rtn--> rtn_unack --ack--> normal
+ *                       (rtn_unack --raise--> unack: the same occurrence)
+ *
+ * - latch (rule->latch): the condition clearing does not leave unack; after
+ *   ack the alarm goes to normal once the condition is clear.
+ * - escalation: unack for rule->escalate_ms -> ESCALATE (level 1), again
+ *   every escalate_ms up to rule->escalate_max; each is a transition.
+ * - shelve (with expiry, at most alarms.shelve_max_ms) and out of service
+ *   suppress an alarm; when they end, an active condition raises it again.
+ * - flood: more than alarms.flood_count raises within alarms.flood_window
+ *   on the site is a flood: an alert of its own (alarm "flood:<gateway>",
+ *   priority high, event FLOOD, then FLOOD_END when the rate is back under
+ *   half the limit); while it lasts, low-priority alarms carry
+ *   group = "flood:<gateway>" so consoles show them as one group.
+ * - chatter damping is the rules engine's clear_for (off-delay): a condition
+ *   that clears and comes back within it never reaches this module.
+ *
+ * Every transition is handed to the sink, in order, with the module's lock
+ * held released (the sink may call alarms_active()/alarms_history()).
+ * Durability: the state (every alarm not normal, plus the recent history)
+ * is written to alarms.state_file (write to a temporary file, fsync, rename,
+ * fsync the directory) before the sink sees the transition; at open the
+ * file is read back, so a latched SOS is still active after a reboot. A
+ * damaged state file is reported, kept aside as state_file.bad, and the
+ * module starts empty rather than refuse to start.
+ *
+ * All times are Unix epoch milliseconds passed in by the caller (tests use
+ * a fake clock). Thread-safe: one mutex. */
+#ifndef CAREHUB_ALARM_H
+#define CAREHUB_ALARM_H
+
+#include "codec.h"
+#include "model.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct alarms;
+
+/* Receives each transition (borrowed for the call). */
+typedef void (*alarm_sink_fn)(void *arg, const struct ch_alert *transition);
+
+/* Opens the module for site c (borrowed for its lifetime) and loads
+ * c->alarms.state_file. Transitions found pending at load are not replayed
+ * to the sink (they were delivered before: the sink's own store, the
+ * spool, has them). Returns 0 or a negative error after logging it. */
+int alarms_open(const struct site_config *c, alarm_sink_fn sink, void *arg, struct alarms **out);
+void alarms_close(struct alarms *am);
+
+/* From the rules engine: the condition of rule for device dev (resident may
+ * be NULL) is active or not at now_ms. metric/value: what triggered it
+ * (metric NULL for stale data); message: the rule's text, filled in.
+ * Repeating the same state is cheap and does nothing (value updates while
+ * active are kept for views, not sent). */
+void alarms_condition(struct alarms *am, const struct rule_cfg *rule, const struct device_cfg *dev,
+                      const struct resident_cfg *resident, bool active, const char *metric,
+                      double value, const char *message, int64_t now_ms);
+
+/* Escalations, shelving expiry, flood end. Call at least once a second. */
+void alarms_tick(struct alarms *am, int64_t now_ms);
+
+/* Commands from people (console, local MQTT, central hub). by names who
+ * ("console:nurse1"). Return 0 on a transition; CH_ENOTFOUND for an unknown
+ * alarm id; CH_ESTATE when the command does not apply in the alarm's state
+ * (ack of a normal or already acknowledged alarm, ...); CH_EINVAL for a bad
+ * duration. */
+int alarms_command(struct alarms *am, const struct ch_command *cmd, int64_t now_ms);
+
+/* Snapshot of every alarm not in normal (and the flood alarm while it
+ * lasts), highest priority first, then oldest raise first. Returns the count;
+ * *out is a malloc'ed array (caller frees), NULL when 0. Each element is the
+ * alarm as its last transition described it, with value/message current. */
+size_t alarms_active(struct alarms *am, struct ch_alert **out);
+
+/* Transitions since since_ms (inclusive), oldest first, at most
+ * alarms.history_max and no older than alarms.history_ms. Same ownership as
+ * alarms_active. */
+size_t alarms_history(struct alarms *am, int64_t since_ms, struct ch_alert **out);
+
+/* Priorities of alarms active and unacknowledged now, as a mask of
+ * 1 << enum ch_priority; with acknowledged also those acknowledged. For the
+ * annunciators. */
+unsigned alarms_annunciate_mask(struct alarms *am, bool acknowledged);
+
+struct alarms_stats {
+    uint64_t transitions; /* since open */
+    uint64_t raised;
+    uint64_t floods;
+    uint64_t state_errors; /* failed writes of the state file */
+    size_t active;         /* not normal now */
+};
+void alarms_get_stats(struct alarms *am, struct alarms_stats *out);
+
+#endif

@@ -1,0 +1,2 @@
+/* Placeholder until the local console lands (see console.h). */
+#include "console.h"

@@ -1,0 +1,2 @@
+/* Placeholder until the local MQTT publisher lands (see local.h). */
+#include "local.h"

@@ -1,0 +1,3 @@
+#ifndef CAREHUB_LOCAL_H
+#define CAREHUB_LOCAL_H
+#endif
