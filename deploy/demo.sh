@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs a whole simulated care site on this machine, on loopback, in a
-# temporary directory: Mosquitto, InfluxDB, care-sim (Modbus TCP and RTU over
-# a socat pseudo-terminal pair), care-hub and care-edge.
+# temporary directory: Mosquitto (central and the gateway's local one),
+# InfluxDB, care-sim (Modbus TCP and RTU over a socat pseudo-terminal pair),
+# care-hub and care-edge with the elderly-care rule pack and its local alarm
+# console (open the URL it prints in a browser).
 #
 #   deploy/demo.sh                    run until Ctrl-C
 #   deploy/demo.sh --duration 60      run 60 s, then print what was stored
@@ -75,6 +77,7 @@ wait_log() { # file pattern seconds
 }
 
 MQTT_PORT=$(free_port); INFLUX_PORT=$(free_port); MODBUS_PORT=$(free_port)
+LOCAL_PORT=$(free_port); CONSOLE_PORT=${CAREHUB_CONSOLE_PORT:-$(free_port)}
 INFLUX="http://127.0.0.1:$INFLUX_PORT"
 
 say "working in $WORK"
@@ -89,7 +92,10 @@ user root
 CONF
 start mosquitto mosquitto -c "$WORK/mosquitto.conf"
 wait_port "$MQTT_PORT" 10
-say "Mosquitto on 127.0.0.1:$MQTT_PORT"
+sed -e "s/^listener $MQTT_PORT /listener $LOCAL_PORT /" "$WORK/mosquitto.conf" >"$WORK/mosquitto-local.conf"
+start mosquitto-local mosquitto -c "$WORK/mosquitto-local.conf"
+wait_port "$LOCAL_PORT" 10
+say "Mosquitto on 127.0.0.1:$MQTT_PORT (central), 127.0.0.1:$LOCAL_PORT (the gateway's local broker)"
 
 mkdir -p "$WORK/influx"
 sed -e "s|@DIR@|$WORK/influx|g" -e "s|@HTTP_PORT@|$INFLUX_PORT|" -e "s|@RPC_PORT@|$(free_port)|" \
@@ -115,7 +121,12 @@ slaves:
   - {name: air-hall, endpoint: lan, unit: 1, model: air-board}
   - {name: air-nursery, endpoint: lan, unit: 2, model: air-board}
   - {name: gas-kitchen, endpoint: lan, unit: 3, model: gas-lel}
+  - {name: panel-203, endpoint: lan, unit: 4, model: call-panel}
+  - {name: bed-203a, endpoint: lan, unit: 5, model: bed-mb}
+  - {name: relay-9, endpoint: lan, unit: 9, model: relay-4ch}
 scenario:
+  - {at: 25s, slave: panel-203, set: {metric: sos, value: 1}}
+  - {at: 28s, slave: panel-203, set: {metric: sos, value: 0}}
   - {at: 5s, slave: co2-nap, set: {metric: co2, ramp_to: 2400, over: 60s}}
   - {at: 20s, slave: th-103, fault: silent}
   - {at: 40s, slave: th-103, fault: none}
@@ -124,7 +135,7 @@ scenario:
 CONF
 start care-sim "$BIN/care-sim" -c "$WORK/sim.yaml"
 wait_log "$WORK/care-sim.log" "care-sim ready" 10
-say "care-sim: 4 meters on a simulated RS-485 line, 3 on Modbus TCP 127.0.0.1:$MODBUS_PORT"
+say "care-sim: 4 meters on a simulated RS-485 line; 3 meters, a nurse-call panel, a bed sensor and a sounder relay on Modbus TCP 127.0.0.1:$MODBUS_PORT"
 
 cat >"$WORK/hub.yaml" <<CONF
 mqtt:
@@ -141,6 +152,8 @@ CONF
 start care-hub "$BIN/care-hub" -c "$WORK/hub.yaml"
 sleep 0.5
 
+CONSOLE_PASSWORD=carehub-demo
+HASH=$(printf '%s\n' "$CONSOLE_PASSWORD" | "$BIN/care-edge" --hash-password)
 cat >"$WORK/site.yaml" <<CONF
 site: demo-home-001
 gateway: gw-01
@@ -160,18 +173,33 @@ devices:
   - {id: air-hall, bus: lan, slave: 1, profile: air-board, interval: 2s, room: hall}
   - {id: air-nursery, bus: lan, slave: 2, profile: air-board, interval: 2s, room: nursery}
   - {id: gas-kitchen, bus: lan, slave: 3, profile: gas-lel, interval: 1s, room: kitchen}
+  - {id: panel-203, bus: lan, slave: 4, profile: call-panel, interval: 500ms, room: "203"}
+  - {id: bed-203a, bus: lan, slave: 5, profile: bed-mb, interval: 2s, room: "203"}
+timezone: Asia/Shanghai
+rule_packs: [$ROOT/deploy/rules/elderly-care.yaml]
+residents:
+  - {id: R-0417, room: "203", bed: 203-A, devices: [panel-203, bed-203a], params: {hr_low: 45}}
+annunciators:
+  - {id: sounder, bus: lan, slave: 9, coil: 0, priorities: [high]}
+console:
+  enabled: true
+  bind: 127.0.0.1
+  port: $CONSOLE_PORT
+  users: [{name: demo, password_hash: "$HASH"}]
+local_mqtt: {broker: "tcp://127.0.0.1:$LOCAL_PORT"}
 self_metrics_interval: 10s
 CONF
 "$BIN/care-edge" --check -c "$WORK/site.yaml"
 say "what an installer sees with care-edge --once:"
 "$BIN/care-edge" --once -c "$WORK/site.yaml" || true
 start care-edge "$BIN/care-edge" -c "$WORK/site.yaml"
-say "care-edge polling 7 devices; care-hub writing to InfluxDB database 'carehub'"
+say "care-edge polling 9 devices; care-hub writing to InfluxDB database 'carehub'"
+say "alarm console: http://127.0.0.1:$CONSOLE_PORT/  (user demo, password $CONSOLE_PASSWORD); SOS is pulled in room 203 at 25 s"
 if [ "$DURATION" -gt 0 ]; then say "running for $DURATION s"; else say "running until Ctrl-C"; fi
 
 # the gateway's and hub's own reports, as they happen
 tail -n +1 -F "$WORK/care-edge.log" "$WORK/care-hub.log" "$WORK/care-sim.log" 2>/dev/null \
-  | grep --line-buffered -E ' [EW] \[|\[edge:|\[presence|offline|online again|rejected' &
+  | grep --line-buffered -E ' [EW] \[|\[edge:|\[presence|\[alarm:|\[annunciator|offline|online again|rejected' &
 TAILPID=$!
 PIDS=("$TAILPID" "${PIDS[@]}")
 

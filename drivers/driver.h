@@ -37,6 +37,10 @@ struct driver {
     int (*poll)(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx, struct ch_reading *out,
                 struct drv_poll_stats *stats);
     void (*close)(void *bus_ctx);
+    /* Sets one output (a Modbus coil driving a sounder or a nurse-call
+     * relay) of the device at address slave. NULL if the driver has no
+     * outputs. Returns 0 or an error as poll does. */
+    int (*write_coil)(void *bus_ctx, int64_t slave, int64_t coil, bool on);
 };
 
 /* Finds the driver serving a bus type; NULL if none. */

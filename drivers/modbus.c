@@ -295,6 +295,25 @@ done:
     return rc;
 }
 
+static int mb_write_coil(void *bus_ctx, int64_t slave, int64_t coil, bool on)
+{
+    struct mb_bus *b = bus_ctx;
+    if (slave < 0 || slave > 247 || coil < 0 || coil > 65535 ||
+        modbus_set_slave(b->ctx, (int)slave) != 0)
+        return CH_EINVAL;
+    if (b->serial && b->cfg->turnaround_ms > 0)
+        ch_sleep_ms(b->last_end_ms + b->cfg->turnaround_ms - ch_mono_ms());
+    int rc = modbus_write_bit(b->ctx, (int)coil, on ? 1 : 0);
+    int e = errno;
+    b->last_end_ms = ch_mono_ms();
+    if (rc == 1)
+        return 0;
+    rc = rc < 0 ? map_errno(e) : CH_EPROTO;
+    if (rc == CH_ETIMEOUT || rc == CH_EPROTO)
+        modbus_flush(b->ctx);
+    return rc;
+}
+
 static const int mb_bus_types[] = {BUS_MODBUS_RTU, BUS_MODBUS_TCP, -1};
 
 const struct driver drv_modbus = {
@@ -305,4 +324,5 @@ const struct driver drv_modbus = {
     .open = mb_open,
     .poll = mb_poll,
     .close = mb_close,
+    .write_coil = mb_write_coil,
 };

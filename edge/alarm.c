@@ -1,2 +1,1118 @@
-/* Placeholder until the alarm life cycle lands (see alarm.h). */
+/* Alarm life cycle (ISA-18.2 / IEC 62682). See alarm.h for the states.
+ *
+ * Records. One struct alarm per (rule, device), found by its id in an open
+ * addressing table; the flood alarm is a record of its own outside the table
+ * (rule NULL). A record keeps the current occurrence (raised, acked, cleared
+ * times, escalation level, who acted) and `cond`, the condition as the rules
+ * engine last reported it, which is what decides where shelving and out of
+ * service lead back to.
+ *
+ * Ordering and the sink. Every public call does its work under the mutex,
+ * appends the transitions it made to a pending queue, writes the state file
+ * if anything changed, and only then delivers. Delivery runs without the
+ * lock, by one thread at a time: a caller that finds another thread
+ * delivering leaves its transitions in the queue for that thread, which
+ * drains the queue until it is empty. So the sink sees every transition
+ * exactly once, in the order they were made, never under our lock (it may
+ * call alarms_active(), or even alarms_command()).
+ *
+ * Durability. The state file is JSON, replaced atomically (temporary file,
+ * fsync, rename, fsync of the directory), written once per call that made
+ * transitions and before the sink hears of them. It holds every alarm not in
+ * normal, the flood state with the recent raise times, and the last
+ * STATE_HISTORY transitions (the full history is in the spool's alert lane;
+ * the file stays small enough to rewrite on every transition). A crash
+ * between the write and the sink loses nothing the sink owed anybody: the
+ * transition is in the file's history and the alarm in its new state. At
+ * open, alarms whose rule or device are gone from the configuration are
+ * dropped with a warning; a file that does not parse or breaks the format is
+ * logged, renamed to state_file.bad and the module starts empty. */
 #include "alarm.h"
+#include "err.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STATE_FORMAT    "carehub-alarm-state/1"
+#define STATE_HISTORY   256        /* transitions kept in the state file */
+#define STATE_MAX_BYTES (64 << 20) /* a bigger state file is damaged */
+
+/* Names as on the wire (codec.h), kept here so this module stands alone. */
+static const char *const state_names[] = {"normal",    "unack",   "acked",
+                                          "rtn_unack", "shelved", "out_of_service"};
+static const char *const event_names[] = {"raise",      "ack",    "clear",    "rtn",
+                                          "escalate",   "shelve", "unshelve", "out_of_service",
+                                          "in_service", "flood",  "flood_end"};
+static const char *const prio_names[] = {"low", "medium", "high"};
+
+static int name_index(const char *const *names, size_t n, const char *s)
+{
+    for (size_t i = 0; s && i < n; i++)
+        if (strcmp(names[i], s) == 0)
+            return (int)i;
+    return -1;
+}
+
+struct alarm {
+    char id[CH_ALARM_ID_MAX];
+    const struct rule_cfg *rule; /* NULL: the flood alarm */
+    const struct device_cfg *dev;
+    const struct resident_cfg *res;
+    int state; /* enum ch_alarm_state */
+    bool cond; /* condition active, as last reported */
+    int escalation;
+    int64_t raised_ms, acked_ms, cleared_ms, shelved_until_ms, next_escalate_ms;
+    int last_event;
+    int64_t last_ms;
+    char by[CH_ID_MAX];
+    char metric[CH_ID_MAX];
+    bool has_value;
+    double value;
+    char message[CH_TEXT_MAX];
+};
+
+struct alarms {
+    pthread_mutex_t lock;
+    const struct site_config *c;
+    alarm_sink_fn sink;
+    void *arg;
+    /* records */
+    struct alarm **all;
+    size_t n, cap;
+    struct alarm **tab; /* open addressing by id; size a power of two */
+    size_t tab_n;
+    struct alarm flood;
+    bool flooding;
+    char flood_id[CH_ALARM_ID_MAX];
+    /* the last flood_count + 1 raise times, a ring */
+    int64_t *raises;
+    size_t raises_cap, raises_head, raises_n;
+    /* history ring, grows up to history_max */
+    struct ch_alert *hist;
+    size_t hist_cap, hist_head, hist_n, hist_max;
+    /* transitions made, not yet handed to the sink */
+    struct ch_alert *pending;
+    size_t pend_n, pend_cap;
+    bool delivering;
+    bool dirty;
+    int64_t now_ms;
+    struct alarms_stats st;
+};
+
+/* Text for staff as the alert contract wants it: no control characters
+ * (a YAML block scalar may bring newlines), never half a UTF-8 sequence. */
+static void copy_text(char *dst, const char *src, size_t n)
+{
+    size_t len = strlen(src);
+    if (len >= n) {
+        len = n - 1;
+        while (len > 0 && ((unsigned char)src[len] & 0xC0) == 0x80)
+            len--; /* src[len] would start the cut sequence */
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+    }
+    dst[len] = '\0';
+}
+
+/* ---- records ------------------------------------------------------------ */
+
+static uint32_t hash_str(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+static struct alarm *find(struct alarms *am, const char *id)
+{
+    if (strcmp(id, am->flood_id) == 0)
+        return &am->flood;
+    if (!am->tab_n)
+        return NULL;
+    size_t mask = am->tab_n - 1;
+    for (size_t i = hash_str(id) & mask;; i = (i + 1) & mask) {
+        struct alarm *a = am->tab[i];
+        if (!a)
+            return NULL;
+        if (strcmp(a->id, id) == 0)
+            return a;
+    }
+}
+
+static void tab_insert(struct alarm **tab, size_t n, struct alarm *a)
+{
+    size_t mask = n - 1, i = hash_str(a->id) & mask;
+    while (tab[i])
+        i = (i + 1) & mask;
+    tab[i] = a;
+}
+
+static const struct resident_cfg *resident_of(const struct site_config *c, const char *dev)
+{
+    for (size_t i = 0; i < c->residents.n; i++) {
+        const struct resident_cfg *r = SITE_RESIDENT(c, i);
+        for (size_t k = 0; k < r->devices.n; k++)
+            if (strcmp(((char **)r->devices.items)[k], dev) == 0)
+                return r;
+    }
+    return NULL;
+}
+
+static struct alarm *get(struct alarms *am, const struct rule_cfg *rule,
+                         const struct device_cfg *dev, const struct resident_cfg *res)
+{
+    char id[CH_ALARM_ID_MAX];
+    snprintf(id, sizeof id, "%s:%s", rule->id, dev->id);
+    struct alarm *a = find(am, id);
+    if (a && a != &am->flood) {
+        a->rule = rule; /* the same ids, perhaps a reloaded model */
+        a->dev = dev;
+        a->res = res;
+        return a;
+    }
+    if ((am->n + 1) * 2 > am->tab_n) {
+        size_t nn = am->tab_n ? am->tab_n * 2 : 64;
+        struct alarm **t = ch_xcalloc(nn, sizeof *t);
+        for (size_t i = 0; i < am->n; i++)
+            tab_insert(t, nn, am->all[i]);
+        free(am->tab);
+        am->tab = t;
+        am->tab_n = nn;
+    }
+    if (am->n == am->cap) {
+        am->cap = am->cap ? am->cap * 2 : 64;
+        am->all = ch_xrealloc(am->all, am->cap * sizeof *am->all);
+    }
+    a = ch_xcalloc(1, sizeof *a);
+    ch_strlcpy(a->id, id, sizeof a->id);
+    a->rule = rule;
+    a->dev = dev;
+    a->res = res;
+    a->state = CH_AS_NORMAL;
+    am->all[am->n++] = a;
+    tab_insert(am->tab, am->tab_n, a);
+    return a;
+}
+
+/* ---- transitions -------------------------------------------------------- */
+
+static void fill(const struct alarms *am, const struct alarm *a, struct ch_alert *t)
+{
+    const struct site_config *c = am->c;
+    memset(t, 0, sizeof *t);
+    ch_strlcpy(t->site, c->site, sizeof t->site);
+    ch_strlcpy(t->gateway, c->gateway, sizeof t->gateway);
+    ch_strlcpy(t->alarm_id, a->id, sizeof t->alarm_id);
+    if (a->rule) {
+        ch_strlcpy(t->rule, a->rule->id, sizeof t->rule);
+        ch_strlcpy(t->device, a->dev->id, sizeof t->device);
+        const char *room = a->dev->room && *a->dev->room ? a->dev->room
+                           : a->res && a->res->room      ? a->res->room
+                                                         : "";
+        ch_strlcpy(t->room, room, sizeof t->room);
+        if (a->res) {
+            ch_strlcpy(t->bed, a->res->bed ? a->res->bed : "", sizeof t->bed);
+            ch_strlcpy(t->resident, a->res->id, sizeof t->resident);
+        }
+        t->priority = a->rule->priority;
+        t->latched = a->rule->latch;
+        if (am->flooding && t->priority == CH_PRIO_LOW)
+            ch_strlcpy(t->group, am->flood_id, sizeof t->group);
+    } else {
+        ch_strlcpy(t->rule, "flood", sizeof t->rule);
+        ch_strlcpy(t->device, c->gateway, sizeof t->device);
+        t->priority = CH_PRIO_HIGH;
+    }
+    t->state = a->state;
+    t->event = a->last_event;
+    t->escalation = a->escalation;
+    ch_strlcpy(t->metric, a->metric, sizeof t->metric);
+    t->has_value = a->has_value;
+    t->value = a->has_value ? a->value : 0;
+    ch_strlcpy(t->message, a->message, sizeof t->message);
+    t->ts_ms = a->last_ms;
+    t->raised_ms = a->raised_ms;
+    t->acked_ms = a->acked_ms;
+    t->cleared_ms = a->cleared_ms;
+    t->shelved_until_ms = a->state == CH_AS_SHELVED ? a->shelved_until_ms : 0;
+    ch_strlcpy(t->by, a->by, sizeof t->by);
+}
+
+static void history_push(struct alarms *am, const struct ch_alert *t)
+{
+    if (am->hist_max == 0)
+        return;
+    if (am->hist_n == am->hist_cap && am->hist_cap < am->hist_max) {
+        size_t nc = am->hist_cap ? am->hist_cap * 2 : 64;
+        if (nc > am->hist_max)
+            nc = am->hist_max;
+        struct ch_alert *h = ch_xcalloc(nc, sizeof *h);
+        for (size_t i = 0; i < am->hist_n; i++)
+            h[i] = am->hist[(am->hist_head + i) % am->hist_cap];
+        free(am->hist);
+        am->hist = h;
+        am->hist_cap = nc;
+        am->hist_head = 0;
+    }
+    if (am->hist_n == am->hist_cap) { /* full at history_max: the oldest goes */
+        am->hist[am->hist_head] = *t;
+        am->hist_head = (am->hist_head + 1) % am->hist_cap;
+        return;
+    }
+    am->hist[(am->hist_head + am->hist_n) % am->hist_cap] = *t;
+    am->hist_n++;
+}
+
+static void history_trim(struct alarms *am, int64_t now)
+{
+    int64_t oldest = now - am->c->alarms.history_ms;
+    while (am->hist_n && am->hist[am->hist_head].ts_ms < oldest) {
+        am->hist_head = (am->hist_head + 1) % am->hist_cap;
+        am->hist_n--;
+    }
+}
+
+/* Records one transition of a: history, pending delivery, state to save. */
+static void emit(struct alarms *am, struct alarm *a, int event, int64_t now)
+{
+    a->last_event = event;
+    a->last_ms = now;
+    struct ch_alert t;
+    fill(am, a, &t);
+    history_push(am, &t);
+    if (am->pend_n == am->pend_cap) {
+        am->pend_cap = am->pend_cap ? am->pend_cap * 2 : 8;
+        am->pending = ch_xrealloc(am->pending, am->pend_cap * sizeof *am->pending);
+    }
+    am->pending[am->pend_n++] = t;
+    am->st.transitions++;
+    am->dirty = true;
+}
+
+static size_t raises_in_window(const struct alarms *am, int64_t now)
+{
+    size_t n = 0;
+    int64_t from = now - am->c->alarms.flood_window_ms;
+    for (size_t i = 0; i < am->raises_n; i++) {
+        size_t k = (am->raises_head + am->raises_n - 1 - i) % am->raises_cap;
+        if (am->raises[k] <= from)
+            break;
+        n++;
+    }
+    return n;
+}
+
+static void flood_note_raise(struct alarms *am, int64_t now)
+{
+    if (am->raises_n == am->raises_cap) {
+        am->raises[am->raises_head] = now;
+        am->raises_head = (am->raises_head + 1) % am->raises_cap;
+    } else {
+        am->raises[(am->raises_head + am->raises_n) % am->raises_cap] = now;
+        am->raises_n++;
+    }
+    size_t n = raises_in_window(am, now);
+    if (am->flooding || n <= (size_t)am->c->alarms.flood_count)
+        return;
+    am->flooding = true;
+    am->st.floods++;
+    struct alarm *f = &am->flood;
+    f->state = CH_AS_UNACK;
+    f->raised_ms = now;
+    f->acked_ms = f->cleared_ms = 0;
+    f->by[0] = '\0';
+    f->has_value = true;
+    f->value = (double)n;
+    snprintf(f->message, sizeof f->message,
+             "alarm flood: more than %lld alarms within %lld min; low-priority alarms grouped",
+             (long long)am->c->alarms.flood_count,
+             (long long)(am->c->alarms.flood_window_ms / 60000));
+    LOGW("alarm", am->flood_id, "%s", f->message);
+    emit(am, f, CH_AE_FLOOD, now);
+}
+
+static void flood_check_end(struct alarms *am, int64_t now)
+{
+    if (!am->flooding)
+        return;
+    size_t n = raises_in_window(am, now);
+    if (2 * n >= (size_t)am->c->alarms.flood_count)
+        return;
+    am->flooding = false;
+    struct alarm *f = &am->flood;
+    f->state = CH_AS_NORMAL;
+    f->cleared_ms = now;
+    f->value = (double)n;
+    snprintf(f->message, sizeof f->message, "alarm flood over: %zu alarms in the last %lld min", n,
+             (long long)(am->c->alarms.flood_window_ms / 60000));
+    LOGI("alarm", am->flood_id, "%s", f->message);
+    emit(am, f, CH_AE_FLOOD_END, now);
+}
+
+static void raise_alarm(struct alarms *am, struct alarm *a, int64_t now)
+{
+    if (a->state != CH_AS_RTN_UNACK) { /* a new occurrence */
+        a->raised_ms = now;
+        a->acked_ms = 0;
+        a->escalation = 0;
+        a->by[0] = '\0';
+    }
+    a->cleared_ms = 0;
+    a->shelved_until_ms = 0;
+    a->state = CH_AS_UNACK;
+    a->next_escalate_ms = a->rule->escalate_ms > 0 ? now + a->rule->escalate_ms : 0;
+    am->st.raised++;
+    emit(am, a, CH_AE_RAISE, now);
+    flood_note_raise(am, now);
+}
+
+/* Shelving or out of service ends: back to normal, raised again at once if
+ * the condition is active. */
+static void back_in(struct alarms *am, struct alarm *a, int event, const char *by, int64_t now)
+{
+    a->state = CH_AS_NORMAL;
+    a->shelved_until_ms = 0;
+    copy_text(a->by, by ? by : "", sizeof a->by);
+    emit(am, a, event, now);
+    if (a->cond)
+        raise_alarm(am, a, now);
+}
+
+/* ---- the state file ----------------------------------------------------- */
+
+static json_t *alert_json(const struct ch_alert *t)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "alarm_id", json_string(t->alarm_id));
+    json_object_set_new(o, "rule", json_string(t->rule));
+    json_object_set_new(o, "device", json_string(t->device));
+    json_object_set_new(o, "room", json_string(t->room));
+    json_object_set_new(o, "bed", json_string(t->bed));
+    json_object_set_new(o, "resident", json_string(t->resident));
+    json_object_set_new(o, "priority", json_string(prio_names[t->priority]));
+    json_object_set_new(o, "state", json_string(state_names[t->state]));
+    json_object_set_new(o, "event", json_string(event_names[t->event]));
+    json_object_set_new(o, "escalation", json_integer(t->escalation));
+    json_object_set_new(o, "latched", json_boolean(t->latched));
+    json_object_set_new(o, "metric", json_string(t->metric));
+    if (t->has_value && isfinite(t->value))
+        json_object_set_new(o, "value", json_real(t->value));
+    json_object_set_new(o, "message", json_string(t->message));
+    json_object_set_new(o, "ts_ms", json_integer(t->ts_ms));
+    json_object_set_new(o, "raised_ms", json_integer(t->raised_ms));
+    json_object_set_new(o, "acked_ms", json_integer(t->acked_ms));
+    json_object_set_new(o, "cleared_ms", json_integer(t->cleared_ms));
+    json_object_set_new(o, "shelved_until_ms", json_integer(t->shelved_until_ms));
+    json_object_set_new(o, "by", json_string(t->by));
+    json_object_set_new(o, "group", json_string(t->group));
+    return o;
+}
+
+/* Readers for the state file: false if the field is missing or wrong. */
+static bool rd_str(const json_t *o, const char *key, char *dst, size_t n)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!json_is_string(v) || json_string_length(v) >= n ||
+        strlen(json_string_value(v)) != json_string_length(v))
+        return false;
+    memcpy(dst, json_string_value(v), json_string_length(v) + 1);
+    return true;
+}
+
+static bool rd_int(const json_t *o, const char *key, int64_t min, int64_t max, int64_t *out)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v))
+        return false;
+    json_int_t x = json_integer_value(v);
+    if (x < min || x > max)
+        return false;
+    *out = (int64_t)x;
+    return true;
+}
+
+static bool rd_name(const json_t *o, const char *key, const char *const *names, size_t n, int *out)
+{
+    int i = name_index(names, n, json_string_value(json_object_get(o, key)));
+    if (i < 0)
+        return false;
+    *out = i;
+    return true;
+}
+
+static bool rd_alert(const json_t *o, struct ch_alert *t)
+{
+    memset(t, 0, sizeof *t);
+    int64_t esc;
+    const json_t *latched = json_object_get(o, "latched");
+    const json_t *value = json_object_get(o, "value");
+    if (!json_is_object(o) || !rd_str(o, "alarm_id", t->alarm_id, sizeof t->alarm_id) ||
+        !rd_str(o, "rule", t->rule, sizeof t->rule) ||
+        !rd_str(o, "device", t->device, sizeof t->device) ||
+        !rd_str(o, "room", t->room, sizeof t->room) || !rd_str(o, "bed", t->bed, sizeof t->bed) ||
+        !rd_str(o, "resident", t->resident, sizeof t->resident) ||
+        !rd_name(o, "priority", prio_names, CH_ARRAY_LEN(prio_names), &t->priority) ||
+        !rd_name(o, "state", state_names, CH_ARRAY_LEN(state_names), &t->state) ||
+        !rd_name(o, "event", event_names, CH_ARRAY_LEN(event_names), &t->event) ||
+        !rd_int(o, "escalation", 0, 1000, &esc) || !json_is_boolean(latched) ||
+        !rd_str(o, "metric", t->metric, sizeof t->metric) ||
+        !rd_str(o, "message", t->message, sizeof t->message) ||
+        !rd_int(o, "ts_ms", 0, INT64_MAX, &t->ts_ms) ||
+        !rd_int(o, "raised_ms", 0, INT64_MAX, &t->raised_ms) ||
+        !rd_int(o, "acked_ms", 0, INT64_MAX, &t->acked_ms) ||
+        !rd_int(o, "cleared_ms", 0, INT64_MAX, &t->cleared_ms) ||
+        !rd_int(o, "shelved_until_ms", 0, INT64_MAX, &t->shelved_until_ms) ||
+        !rd_str(o, "by", t->by, sizeof t->by) || !rd_str(o, "group", t->group, sizeof t->group))
+        return false;
+    if (value && !json_is_number(value))
+        return false;
+    t->escalation = (int)esc;
+    t->latched = json_is_true(latched);
+    t->has_value = value != NULL;
+    t->value = value ? json_number_value(value) : 0;
+    return isfinite(t->value);
+}
+
+static json_t *alarm_json(const struct alarm *a)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(a->id));
+    json_object_set_new(o, "state", json_string(state_names[a->state]));
+    json_object_set_new(o, "cond", json_boolean(a->cond));
+    json_object_set_new(o, "escalation", json_integer(a->escalation));
+    json_object_set_new(o, "raised_ms", json_integer(a->raised_ms));
+    json_object_set_new(o, "acked_ms", json_integer(a->acked_ms));
+    json_object_set_new(o, "cleared_ms", json_integer(a->cleared_ms));
+    json_object_set_new(o, "shelved_until_ms", json_integer(a->shelved_until_ms));
+    json_object_set_new(o, "next_escalate_ms", json_integer(a->next_escalate_ms));
+    json_object_set_new(o, "last_event", json_string(event_names[a->last_event]));
+    json_object_set_new(o, "last_ms", json_integer(a->last_ms));
+    json_object_set_new(o, "by", json_string(a->by));
+    json_object_set_new(o, "metric", json_string(a->metric));
+    if (a->has_value && isfinite(a->value))
+        json_object_set_new(o, "value", json_real(a->value));
+    json_object_set_new(o, "message", json_string(a->message));
+    return o;
+}
+
+static bool rd_alarm(const json_t *o, struct alarm *a)
+{
+    memset(a, 0, sizeof *a);
+    int64_t esc;
+    const json_t *cond = json_object_get(o, "cond");
+    const json_t *value = json_object_get(o, "value");
+    if (!json_is_object(o) || !rd_str(o, "id", a->id, sizeof a->id) ||
+        !rd_name(o, "state", state_names, CH_ARRAY_LEN(state_names), &a->state) ||
+        !json_is_boolean(cond) || !rd_int(o, "escalation", 0, 1000, &esc) ||
+        !rd_int(o, "raised_ms", 0, INT64_MAX, &a->raised_ms) ||
+        !rd_int(o, "acked_ms", 0, INT64_MAX, &a->acked_ms) ||
+        !rd_int(o, "cleared_ms", 0, INT64_MAX, &a->cleared_ms) ||
+        !rd_int(o, "shelved_until_ms", 0, INT64_MAX, &a->shelved_until_ms) ||
+        !rd_int(o, "next_escalate_ms", 0, INT64_MAX, &a->next_escalate_ms) ||
+        !rd_name(o, "last_event", event_names, CH_ARRAY_LEN(event_names), &a->last_event) ||
+        !rd_int(o, "last_ms", 0, INT64_MAX, &a->last_ms) || !rd_str(o, "by", a->by, sizeof a->by) ||
+        !rd_str(o, "metric", a->metric, sizeof a->metric) ||
+        !rd_str(o, "message", a->message, sizeof a->message))
+        return false;
+    if (value && !json_is_number(value))
+        return false;
+    a->cond = json_is_true(cond);
+    a->escalation = (int)esc;
+    a->has_value = value != NULL;
+    a->value = value ? json_number_value(value) : 0;
+    return isfinite(a->value);
+}
+
+static int fsync_dir_of(const char *path)
+{
+    char dir[PATH_MAX];
+    ch_strlcpy(dir, path, sizeof dir);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        ch_strlcpy(dir, ".", sizeof dir);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+/* Writes data to path atomically and durably. Returns 0 or -errno. */
+static int write_atomic(const char *path, const char *data, size_t len)
+{
+    char tmp[PATH_MAX];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
+        return -ENAMETOOLONG;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = w < 0 ? -errno : -EIO;
+            close(fd);
+            unlink(tmp);
+            return e;
+        }
+        off += (size_t)w;
+    }
+    if (fsync(fd) != 0) {
+        int e = -errno;
+        close(fd);
+        unlink(tmp);
+        return e;
+    }
+    if (close(fd) != 0) {
+        int e = -errno;
+        unlink(tmp);
+        return e;
+    }
+    if (rename(tmp, path) != 0) {
+        int e = -errno;
+        unlink(tmp);
+        return e;
+    }
+    return fsync_dir_of(path);
+}
+
+static void save_state(struct alarms *am)
+{
+    const char *path = am->c->alarms.state_file;
+    if (!path || !*path)
+        return;
+    json_t *root = json_object();
+    json_object_set_new(root, "format", json_string(STATE_FORMAT));
+    json_object_set_new(root, "saved_ms", json_integer(am->now_ms));
+    json_t *list = json_array();
+    for (size_t i = 0; i < am->n; i++)
+        if (am->all[i]->state != CH_AS_NORMAL)
+            json_array_append_new(list, alarm_json(am->all[i]));
+    json_object_set_new(root, "alarms", list);
+    json_t *raises = json_array();
+    for (size_t i = 0; i < am->raises_n; i++)
+        json_array_append_new(raises,
+                              json_integer(am->raises[(am->raises_head + i) % am->raises_cap]));
+    json_t *flood = json_object();
+    json_object_set_new(flood, "active", json_boolean(am->flooding));
+    json_object_set_new(flood, "raises", raises);
+    if (am->flooding)
+        json_object_set_new(flood, "alarm", alarm_json(&am->flood));
+    json_object_set_new(root, "flood", flood);
+    json_t *hist = json_array();
+    size_t from = am->hist_n > STATE_HISTORY ? am->hist_n - STATE_HISTORY : 0;
+    for (size_t i = from; i < am->hist_n; i++)
+        json_array_append_new(hist, alert_json(&am->hist[(am->hist_head + i) % am->hist_cap]));
+    json_object_set_new(root, "history", hist);
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    int rc = text ? write_atomic(path, text, strlen(text)) : CH_ENOMEM;
+    free(text);
+    if (rc != 0) {
+        am->st.state_errors++;
+        LOGE("alarm", NULL, "cannot write the alarm state to %s: %s", path,
+             rc == CH_ENOMEM ? "out of memory" : strerror(-rc));
+    }
+}
+
+static const struct rule_cfg *find_rule(const struct site_config *c, const char *id)
+{
+    for (size_t i = 0; i < c->n_all_rules; i++)
+        if (strcmp(c->all_rules[i]->id, id) == 0)
+            return c->all_rules[i];
+    return NULL;
+}
+
+static const struct device_cfg *find_device(const struct site_config *c, const char *id)
+{
+    for (size_t i = 0; i < c->devices.n; i++)
+        if (strcmp(SITE_DEV(c, i)->id, id) == 0)
+            return SITE_DEV(c, i);
+    return NULL;
+}
+
+/* Applies a parsed state file. Returns NULL, or what is wrong with it. */
+static const char *apply_state(struct alarms *am, const json_t *root)
+{
+    if (!json_is_object(root))
+        return "not a JSON object";
+    if (!json_is_string(json_object_get(root, "format")) ||
+        strcmp(json_string_value(json_object_get(root, "format")), STATE_FORMAT) != 0)
+        return "format is not " STATE_FORMAT;
+    const json_t *list = json_object_get(root, "alarms");
+    const json_t *flood = json_object_get(root, "flood");
+    const json_t *hist = json_object_get(root, "history");
+    if (!json_is_array(list) || !json_is_object(flood) || !json_is_array(hist))
+        return "alarms, flood or history missing";
+    size_t i;
+    const json_t *v;
+    json_array_foreach(list, i, v)
+    {
+        struct alarm tmp;
+        if (!rd_alarm(v, &tmp))
+            return "an alarm has a missing or bad field";
+        char rule_id[CH_ALARM_ID_MAX];
+        ch_strlcpy(rule_id, tmp.id, sizeof rule_id);
+        char *colon = strchr(rule_id, ':');
+        if (!colon)
+            return "an alarm id is not rule:device";
+        *colon = '\0';
+        const struct rule_cfg *rule = find_rule(am->c, rule_id);
+        const struct device_cfg *dev = find_device(am->c, colon + 1);
+        if (!rule || !dev) {
+            LOGW("alarm", tmp.id, "dropped from the saved state: its %s is no longer configured",
+                 rule ? "device" : "rule");
+            continue;
+        }
+        struct alarm *a = get(am, rule, dev, resident_of(am->c, dev->id));
+        tmp.rule = a->rule;
+        tmp.dev = a->dev;
+        tmp.res = a->res;
+        *a = tmp;
+    }
+    const json_t *active = json_object_get(flood, "active");
+    const json_t *raises = json_object_get(flood, "raises");
+    if (!json_is_boolean(active) || !json_is_array(raises))
+        return "flood state has a missing or bad field";
+    json_array_foreach(raises, i, v)
+    {
+        if (!json_is_integer(v))
+            return "flood raise times are not integers";
+        int64_t ts = (int64_t)json_integer_value(v);
+        if (am->raises_n == am->raises_cap) {
+            am->raises[am->raises_head] = ts;
+            am->raises_head = (am->raises_head + 1) % am->raises_cap;
+        } else {
+            am->raises[(am->raises_head + am->raises_n++) % am->raises_cap] = ts;
+        }
+    }
+    if (json_is_true(active)) {
+        struct alarm tmp;
+        if (!rd_alarm(json_object_get(flood, "alarm"), &tmp) || strcmp(tmp.id, am->flood_id) != 0)
+            return "the flood alarm has a missing or bad field";
+        am->flood = tmp;
+        am->flooding = true;
+    }
+    json_array_foreach(hist, i, v)
+    {
+        struct ch_alert t;
+        if (!rd_alert(v, &t))
+            return "a history entry has a missing or bad field";
+        history_push(am, &t);
+    }
+    return NULL;
+}
+
+/* Forgets everything loaded (after a damaged file). */
+static void reset(struct alarms *am)
+{
+    for (size_t i = 0; i < am->n; i++)
+        free(am->all[i]);
+    am->n = 0;
+    if (am->tab)
+        memset(am->tab, 0, am->tab_n * sizeof *am->tab);
+    am->raises_n = am->raises_head = 0;
+    am->hist_n = am->hist_head = 0;
+    am->flooding = false;
+    memset(&am->flood, 0, sizeof am->flood);
+    ch_strlcpy(am->flood.id, am->flood_id, sizeof am->flood.id);
+}
+
+static void load_state(struct alarms *am)
+{
+    const char *path = am->c->alarms.state_file;
+    if (!path || !*path)
+        return;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT)
+            LOGE("alarm", NULL, "cannot read the alarm state %s: %s; starting empty", path,
+                 strerror(errno));
+        return;
+    }
+    const char *why = NULL;
+    char jerr[200];
+    struct stat st;
+    json_t *root = NULL;
+    if (fstat(fd, &st) != 0 || st.st_size > STATE_MAX_BYTES) {
+        why = "too big";
+    } else {
+        json_error_t je;
+        root = json_loadfd(fd, JSON_REJECT_DUPLICATES, &je);
+        if (!root) {
+            snprintf(jerr, sizeof jerr, "line %d: %s", je.line, je.text);
+            why = jerr;
+        }
+    }
+    close(fd);
+    if (!why)
+        why = apply_state(am, root);
+    json_decref(root);
+    if (!why) {
+        size_t kept = 0;
+        for (size_t i = 0; i < am->n; i++)
+            kept += am->all[i]->state != CH_AS_NORMAL;
+        LOGI("alarm", NULL, "restored %zu alarm(s) not in normal from %s", kept, path);
+        return;
+    }
+    reset(am);
+    char bad[PATH_MAX];
+    snprintf(bad, sizeof bad, "%s.bad", path);
+    if (rename(path, bad) == 0)
+        LOGE("alarm", NULL, "alarm state %s is damaged (%s): kept as %s, starting empty", path, why,
+             bad);
+    else
+        LOGE("alarm", NULL,
+             "alarm state %s is damaged (%s) and cannot be moved aside (%s); "
+             "starting empty",
+             path, why, strerror(errno));
+}
+
+/* ---- delivery ----------------------------------------------------------- */
+
+/* Ends a public call: saves the state if it changed, then hands pending
+ * transitions to the sink outside the lock. Called with the lock held;
+ * returns with it released. */
+static void finish(struct alarms *am)
+{
+    if (am->dirty) {
+        am->dirty = false;
+        save_state(am);
+    }
+    if (am->delivering || am->pend_n == 0) {
+        pthread_mutex_unlock(&am->lock);
+        return;
+    }
+    am->delivering = true;
+    while (am->pend_n) {
+        struct ch_alert *batch = am->pending;
+        size_t n = am->pend_n;
+        am->pending = NULL;
+        am->pend_n = am->pend_cap = 0;
+        pthread_mutex_unlock(&am->lock);
+        for (size_t i = 0; i < n; i++)
+            if (am->sink)
+                am->sink(am->arg, &batch[i]);
+        free(batch);
+        pthread_mutex_lock(&am->lock);
+    }
+    am->delivering = false;
+    pthread_mutex_unlock(&am->lock);
+}
+
+static void enter(struct alarms *am, int64_t now)
+{
+    pthread_mutex_lock(&am->lock);
+    if (now > am->now_ms)
+        am->now_ms = now;
+}
+
+/* ---- the API ------------------------------------------------------------ */
+
+int alarms_open(const struct site_config *c, alarm_sink_fn sink, void *arg, struct alarms **out)
+{
+    *out = NULL;
+    if (c->alarms.flood_count < 1 || c->alarms.flood_window_ms <= 0) {
+        LOGE("alarm", NULL, "flood_count and flood_window must be positive");
+        return CH_EINVAL;
+    }
+    struct alarms *am = ch_xcalloc(1, sizeof *am);
+    pthread_mutex_init(&am->lock, NULL);
+    am->c = c;
+    am->sink = sink;
+    am->arg = arg;
+    snprintf(am->flood_id, sizeof am->flood_id, "flood:%s", c->gateway);
+    ch_strlcpy(am->flood.id, am->flood_id, sizeof am->flood.id);
+    am->raises_cap = (size_t)c->alarms.flood_count + 1;
+    am->raises = ch_xcalloc(am->raises_cap, sizeof *am->raises);
+    am->hist_max = c->alarms.history_max > 0 ? (size_t)c->alarms.history_max : 0;
+    load_state(am);
+    *out = am;
+    return 0;
+}
+
+void alarms_close(struct alarms *am)
+{
+    if (!am)
+        return;
+    for (size_t i = 0; i < am->n; i++)
+        free(am->all[i]);
+    free(am->all);
+    free(am->tab);
+    free(am->raises);
+    free(am->hist);
+    free(am->pending);
+    pthread_mutex_destroy(&am->lock);
+    free(am);
+}
+
+void alarms_register(struct alarms *am, const struct rule_cfg *rule, const struct device_cfg *dev,
+                     const struct resident_cfg *resident)
+{
+    if (!am || !rule || !dev)
+        return;
+    pthread_mutex_lock(&am->lock);
+    get(am, rule, dev, resident);
+    pthread_mutex_unlock(&am->lock);
+}
+
+void alarms_condition(struct alarms *am, const struct rule_cfg *rule, const struct device_cfg *dev,
+                      const struct resident_cfg *resident, bool active, const char *metric,
+                      double value, const char *message, int64_t now_ms)
+{
+    if (!am || !rule || !dev)
+        return;
+    enter(am, now_ms);
+    struct alarm *a = get(am, rule, dev, resident);
+    bool was = a->cond;
+    a->cond = active;
+    if (active) {
+        ch_strlcpy(a->metric, metric ? metric : "", sizeof a->metric);
+        a->has_value = metric && isfinite(value);
+        a->value = a->has_value ? value : 0;
+        if (message)
+            copy_text(a->message, message, sizeof a->message);
+    }
+    switch (a->state) {
+    case CH_AS_NORMAL:
+    case CH_AS_RTN_UNACK:
+        if (active)
+            raise_alarm(am, a, now_ms);
+        break;
+    case CH_AS_UNACK:
+        if (active && !was) {
+            a->cleared_ms = 0; /* a latched alarm whose condition came back */
+        } else if (!active && was) {
+            a->cleared_ms = now_ms;
+            if (!rule->latch) {
+                a->state = CH_AS_RTN_UNACK;
+                emit(am, a, CH_AE_RTN, now_ms);
+            }
+        }
+        break;
+    case CH_AS_ACKED:
+        if (!active) {
+            a->cleared_ms = now_ms;
+            a->state = CH_AS_NORMAL;
+            emit(am, a, CH_AE_CLEAR, now_ms);
+        }
+        break;
+    default: /* shelved, out of service: remembered for when they end */
+        break;
+    }
+    finish(am);
+}
+
+void alarms_tick(struct alarms *am, int64_t now_ms)
+{
+    if (!am)
+        return;
+    enter(am, now_ms);
+    for (size_t i = 0; i < am->n; i++) {
+        struct alarm *a = am->all[i];
+        if (a->state == CH_AS_UNACK && a->rule->escalate_ms > 0) {
+            while (a->escalation < a->rule->escalate_max && a->next_escalate_ms > 0 &&
+                   now_ms >= a->next_escalate_ms) {
+                a->escalation++;
+                a->next_escalate_ms += a->rule->escalate_ms;
+                LOGW("alarm", a->id, "not acknowledged: escalation %d", a->escalation);
+                emit(am, a, CH_AE_ESCALATE, now_ms);
+            }
+        } else if (a->state == CH_AS_SHELVED && now_ms >= a->shelved_until_ms) {
+            back_in(am, a, CH_AE_UNSHELVE, "", now_ms);
+        }
+    }
+    flood_check_end(am, now_ms);
+    history_trim(am, now_ms);
+    finish(am);
+}
+
+int alarms_command(struct alarms *am, const struct ch_command *cmd, int64_t now_ms)
+{
+    if (!am || !cmd)
+        return CH_EINVAL;
+    enter(am, now_ms);
+    struct alarm *a = find(am, cmd->alarm_id);
+    if (!a || (a == &am->flood && !am->flooding)) {
+        pthread_mutex_unlock(&am->lock);
+        return CH_ENOTFOUND;
+    }
+    bool flood = a == &am->flood;
+    int rc = 0;
+    switch (cmd->action) {
+    case CH_CMD_ACK:
+        if (a->state == CH_AS_UNACK) {
+            /* a latched alarm whose condition is gone ends with its ack */
+            a->state = !flood && a->rule->latch && !a->cond ? CH_AS_NORMAL : CH_AS_ACKED;
+        } else if (a->state == CH_AS_RTN_UNACK) {
+            a->state = CH_AS_NORMAL;
+        } else {
+            rc = CH_ESTATE;
+            break;
+        }
+        a->acked_ms = now_ms;
+        copy_text(a->by, cmd->by, sizeof a->by);
+        emit(am, a, CH_AE_ACK, now_ms);
+        break;
+    case CH_CMD_SHELVE:
+        if (flood || a->state == CH_AS_OOS) {
+            rc = CH_ESTATE;
+            break;
+        }
+        if (cmd->duration_ms <= 0 || cmd->duration_ms > am->c->alarms.shelve_max_ms) {
+            rc = CH_EINVAL;
+            break;
+        }
+        a->state = CH_AS_SHELVED;
+        a->shelved_until_ms = now_ms + cmd->duration_ms;
+        copy_text(a->by, cmd->by, sizeof a->by);
+        emit(am, a, CH_AE_SHELVE, now_ms);
+        break;
+    case CH_CMD_UNSHELVE:
+        if (a->state != CH_AS_SHELVED) {
+            rc = CH_ESTATE;
+            break;
+        }
+        back_in(am, a, CH_AE_UNSHELVE, cmd->by, now_ms);
+        break;
+    case CH_CMD_OUT_OF_SERVICE:
+        if (flood || a->state == CH_AS_OOS) {
+            rc = CH_ESTATE;
+            break;
+        }
+        a->state = CH_AS_OOS;
+        a->shelved_until_ms = 0;
+        copy_text(a->by, cmd->by, sizeof a->by);
+        emit(am, a, CH_AE_OUT_OF_SERVICE, now_ms);
+        break;
+    case CH_CMD_IN_SERVICE:
+        if (a->state != CH_AS_OOS) {
+            rc = CH_ESTATE;
+            break;
+        }
+        back_in(am, a, CH_AE_IN_SERVICE, cmd->by, now_ms);
+        break;
+    default:
+        rc = CH_EINVAL;
+        break;
+    }
+    finish(am);
+    return rc;
+}
+
+static int active_cmp(const void *x, const void *y)
+{
+    const struct ch_alert *a = x, *b = y;
+    if (a->priority != b->priority)
+        return b->priority - a->priority;
+    if (a->raised_ms != b->raised_ms)
+        return a->raised_ms < b->raised_ms ? -1 : 1;
+    return strcmp(a->alarm_id, b->alarm_id);
+}
+
+size_t alarms_active(struct alarms *am, struct ch_alert **out)
+{
+    *out = NULL;
+    if (!am)
+        return 0;
+    pthread_mutex_lock(&am->lock);
+    size_t n = am->flooding;
+    for (size_t i = 0; i < am->n; i++)
+        n += am->all[i]->state != CH_AS_NORMAL;
+    if (n == 0) {
+        pthread_mutex_unlock(&am->lock);
+        return 0;
+    }
+    struct ch_alert *v = ch_xcalloc(n, sizeof *v);
+    size_t k = 0;
+    if (am->flooding)
+        fill(am, &am->flood, &v[k++]);
+    for (size_t i = 0; i < am->n; i++)
+        if (am->all[i]->state != CH_AS_NORMAL)
+            fill(am, am->all[i], &v[k++]);
+    pthread_mutex_unlock(&am->lock);
+    qsort(v, n, sizeof *v, active_cmp);
+    *out = v;
+    return n;
+}
+
+size_t alarms_history(struct alarms *am, int64_t since_ms, struct ch_alert **out)
+{
+    *out = NULL;
+    if (!am)
+        return 0;
+    pthread_mutex_lock(&am->lock);
+    int64_t oldest = am->now_ms - am->c->alarms.history_ms;
+    if (since_ms < oldest)
+        since_ms = oldest;
+    size_t first = am->hist_n;
+    for (size_t i = 0; i < am->hist_n; i++) {
+        if (am->hist[(am->hist_head + i) % am->hist_cap].ts_ms >= since_ms) {
+            first = i;
+            break;
+        }
+    }
+    size_t n = am->hist_n - first;
+    if (n == 0) {
+        pthread_mutex_unlock(&am->lock);
+        return 0;
+    }
+    struct ch_alert *v = ch_xmalloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++)
+        v[i] = am->hist[(am->hist_head + first + i) % am->hist_cap];
+    pthread_mutex_unlock(&am->lock);
+    *out = v;
+    return n;
+}
+
+unsigned alarms_annunciate_mask(struct alarms *am, bool acknowledged)
+{
+    if (!am)
+        return 0;
+    unsigned mask = 0;
+    pthread_mutex_lock(&am->lock);
+    for (size_t i = 0; i < am->n; i++) {
+        const struct alarm *a = am->all[i];
+        if (a->state == CH_AS_UNACK || (acknowledged && a->state == CH_AS_ACKED))
+            mask |= 1u << a->rule->priority;
+    }
+    if (am->flooding &&
+        (am->flood.state == CH_AS_UNACK || (acknowledged && am->flood.state == CH_AS_ACKED)))
+        mask |= 1u << CH_PRIO_HIGH;
+    pthread_mutex_unlock(&am->lock);
+    return mask;
+}
+
+void alarms_get_stats(struct alarms *am, struct alarms_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!am)
+        return;
+    pthread_mutex_lock(&am->lock);
+    *out = am->st;
+    out->active = am->flooding;
+    for (size_t i = 0; i < am->n; i++)
+        out->active += am->all[i]->state != CH_AS_NORMAL;
+    pthread_mutex_unlock(&am->lock);
+}

@@ -10,27 +10,40 @@
  *                       (rtn_unack --raise--> unack: the same occurrence)
  *
  * - latch (rule->latch): the condition clearing does not leave unack; after
- *   ack the alarm goes to normal once the condition is clear.
+ *   ack the alarm goes to normal once the condition is clear (at once if it
+ *   already is: ACK with state normal). ch_alert.latched = the rule latches.
  * - escalation: unack for rule->escalate_ms -> ESCALATE (level 1), again
- *   every escalate_ms up to rule->escalate_max; each is a transition.
- * - shelve (with expiry, at most alarms.shelve_max_ms) and out of service
- *   suppress an alarm; when they end, an active condition raises it again.
+ *   every escalate_ms up to rule->escalate_max; each is a transition. Ack and
+ *   return to normal stop it; a re-raise of the same occurrence keeps the
+ *   level and restarts the delay.
+ * - shelve (with expiry, at most alarms.shelve_max_ms; shelving again moves
+ *   the expiry) and out of service suppress an alarm in any state; the
+ *   condition is still followed. When they end (UNSHELVE / IN_SERVICE, to
+ *   normal) an active condition raises a new occurrence at once (RAISE).
  * - flood: more than alarms.flood_count raises within alarms.flood_window
  *   on the site is a flood: an alert of its own (alarm "flood:<gateway>",
  *   priority high, event FLOOD, then FLOOD_END when the rate is back under
- *   half the limit); while it lasts, low-priority alarms carry
- *   group = "flood:<gateway>" so consoles show them as one group.
- * - chatter damping is the rules engine's clear_for (off-delay): a condition
- *   that clears and comes back within it never reaches this module.
+ *   half the limit, checked by alarms_tick); it can be acknowledged (only
+ *   that). While it lasts, transitions and snapshots of low-priority alarms
+ *   carry group = "flood:<gateway>" so consoles show them as one group.
+ *   Every RAISE counts, re-raises of one occurrence too.
+ * - chatter damping: the rules engine's clear_for (off-delay): a condition
+ *   that clears and comes back within it never reaches this module; and an
+ *   alarm that returns to normal unacknowledged and comes back is the same
+ *   occurrence (RAISE with the first raised_ms), not a new alarm.
  *
- * Every transition is handed to the sink, in order, with the module's lock
- * held released (the sink may call alarms_active()/alarms_history()).
- * Durability: the state (every alarm not normal, plus the recent history)
- * is written to alarms.state_file (write to a temporary file, fsync, rename,
- * fsync the directory) before the sink sees the transition; at open the
- * file is read back, so a latched SOS is still active after a reboot. A
- * damaged state file is reported, kept aside as state_file.bad, and the
- * module starts empty rather than refuse to start.
+ * Every transition is handed to the sink exactly once, in the order made,
+ * with the module's lock released (the sink may call alarms_active(),
+ * alarms_history(), even alarms_command()); one thread delivers at a time,
+ * so a call may return before another thread has delivered its transition.
+ * Durability: the state (every alarm not normal, the flood state, the last
+ * 256 transitions) is written to alarms.state_file (write to a temporary
+ * file, fsync, rename, fsync the directory) once per call that made
+ * transitions, before the sink sees them; at open the file is read back, so
+ * a latched SOS is still active after a reboot (alarms whose rule or device
+ * left the configuration are dropped with a warning). A damaged state file
+ * is reported, kept aside as state_file.bad, and the module starts empty
+ * rather than refuse to start. An empty state_file: no durability (tests).
  *
  * All times are Unix epoch milliseconds passed in by the caller (tests use
  * a fake clock). Thread-safe: one mutex. */
@@ -55,6 +68,12 @@ typedef void (*alarm_sink_fn)(void *arg, const struct ch_alert *transition);
  * spool, has them). Returns 0 or a negative error after logging it. */
 int alarms_open(const struct site_config *c, alarm_sink_fn sink, void *arg, struct alarms **out);
 void alarms_close(struct alarms *am);
+
+/* Makes the alarm of (rule, dev) known, in normal, so people can shelve it
+ * or take it out of service before it ever fires. rules_create() calls it
+ * for every (rule, device) instance; repeating it is harmless. */
+void alarms_register(struct alarms *am, const struct rule_cfg *rule, const struct device_cfg *dev,
+                     const struct resident_cfg *resident);
 
 /* From the rules engine: the condition of rule for device dev (resident may
  * be NULL) is active or not at now_ms. metric/value: what triggered it

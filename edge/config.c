@@ -619,8 +619,8 @@ static int check_residents(struct site_config *c)
             for (size_t j = 0; j < i; j++) {
                 if (strlist_has(&SITE_RESIDENT(c, j)->devices, d)) {
                     cfg_report(r->node, "devices",
-                               "key 'devices': device '%s' is already assigned to resident '%s'",
-                               d, SITE_RESIDENT(c, j)->id);
+                               "key 'devices': device '%s' is already assigned to resident '%s'", d,
+                               SITE_RESIDENT(c, j)->id);
                     errors++;
                 }
             }

@@ -1,2 +1,1371 @@
-/* Placeholder until the local console lands (see console.h). */
+/* The local alarm console (see console.h for the API it serves).
+ *
+ * Threads. libmicrohttpd runs one thread per connection
+ * (MHD_USE_THREAD_PER_CONNECTION) under an internal polling thread. That is
+ * what makes Server-Sent Events simple here: an event stream's content
+ * reader blocks on k->cond (with a timeout that produces the keepalive
+ * comment) until console_publish() has queued something for it. The
+ * connection limit allows each of max_clients phones its stream and one
+ * connection for ordinary requests, plus headroom, so a full house of
+ * phones cannot lock the API (and the acknowledge button) out.
+ *
+ * Slow clients. console_publish() never waits for a client: each stream has
+ * a bounded queue of pending transitions. When a client's queue is full the
+ * client is marked behind, its queue dropped and its socket shut down; its
+ * thread wakes (from our condition variable or from the kernel), the stream
+ * ends, and the browser's EventSource reconnects and starts with a fresh
+ * snapshot. So a stalled phone costs one queue of memory, never a delay for
+ * the others. shutdown(2) on the socket is safe because a client is in
+ * k->clients exactly until libmicrohttpd destroys its response, which it
+ * does before it closes the socket: the descriptor cannot have been reused.
+ *
+ * Sessions. A login creates a 256-bit random id (getrandom) kept in a fixed
+ * table with an absolute expiry; the browser holds it in an HttpOnly,
+ * SameSite=Strict cookie. Scripted clients (nurse-station apps) may send
+ * HTTP Basic credentials instead, checked on every request.
+ *
+ * CSRF. Every state-changing request must be a POST with Content-Type
+ * application/json: an HTML form on another site cannot send that, and a
+ * cross-site fetch() with it needs a CORS preflight that this server never
+ * grants. The cookie is SameSite=Strict as well, and an Origin header, when
+ * the browser sends one, must name this host.
+ *
+ * Password guessing. Failed logins are counted per (address, user) and per
+ * address: 5 failures for one user within a minute, or 20 for any users,
+ * block that pair or address for a minute (429). Counting per address rather
+ * than per user alone means that someone on the LAN cannot lock the night
+ * nurse out of her account during an emergency. */
 #include "console.h"
+
+#include "console/assets.h"
+#include "err.h"
+#include "log.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <crypt.h>
+#include <errno.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MOD "console"
+
+#define BODY_MAX           4096  /* request bodies beyond this: 413 */
+#define DISCARD_MAX        65536 /* read and drop up to this, so the 413 arrives */
+#define SESSIONS_MAX       512   /* logins kept; the oldest goes when full */
+#define THROTTLE_SLOTS     256   /* (address, user) and address counters */
+#define THROTTLE_WINDOW_MS 60000 /* failures counted within this window */
+#define THROTTLE_USER_MAX  5     /* failures for one user from one address */
+#define THROTTLE_ADDR_MAX  20    /* failures from one address, any users */
+#define THROTTLE_BLOCK_MS  60000 /* how long a throttled login waits */
+#define SSE_QUEUE          256   /* transitions a stream may lag behind */
+#define SSE_KEEPALIVE_MS   15000 /* comment line on an idle stream */
+#define SSE_RETRY_MS       3000  /* EventSource reconnect delay */
+#define SSE_BLOCK          16384 /* buffer libmicrohttpd gives the reader */
+#define CONN_HEADROOM      16    /* connections beyond max_clients streams */
+#define CONN_TIMEOUT_S     45    /* idle connection closed (> keepalive) */
+#define SHELVE_MINUTES_MAX (CH_SHELVE_MAX_MS / 60000)
+#define COOKIE_NAME        "carehub_session"
+#define SESSION_ID_LEN     64 /* hex chars: 256 bits */
+
+struct session {
+    char id[SESSION_ID_LEN + 1]; /* "" = free slot */
+    size_t user;                 /* index into cfg->console.users */
+    int64_t created_mono;
+    int64_t expires_mono;
+};
+
+struct throttle {
+    char key[160]; /* "address\nuser" or "address"; "" = free */
+    int64_t window_start;
+    int fails;
+    int64_t blocked_until;
+    int64_t last;
+};
+
+struct sse_client {
+    struct console *k;
+    struct sse_client *prev, *next;
+    int fd;
+    char *queue[SSE_QUEUE]; /* formatted events, owned */
+    size_t head, n;
+    bool behind; /* queue overflowed: the stream ends */
+    char *cur;   /* event being written, owned */
+    size_t cur_len, cur_off;
+    char user[CH_ID_MAX];
+    char addr[INET6_ADDRSTRLEN];
+};
+
+struct console {
+    const struct site_config *cfg;
+    struct console_ops ops;
+    struct MHD_Daemon *d;
+    uint16_t port;
+    const char *dummy_hash; /* checked for unknown users: same time as a real one */
+
+    pthread_mutex_t mu; /* everything below */
+    pthread_cond_t cond;
+    bool stopping;
+    struct sse_client *clients;
+    size_t n_clients;
+    struct session sessions[SESSIONS_MAX];
+    struct throttle throttle[THROTTLE_SLOTS];
+};
+
+/* Per request: the body as it arrives. */
+struct req {
+    char *body;
+    size_t len;
+    size_t seen; /* bytes received, also those dropped */
+    bool too_big;
+};
+
+/* Who made a request. */
+struct who {
+    size_t user;
+    bool basic; /* HTTP Basic rather than a session */
+    int64_t expires_mono;
+};
+
+static const struct console_user *user_at(const struct console *k, size_t i)
+{
+    return &((const struct console_user *)k->cfg->console.users.items)[i];
+}
+
+static const char *role_name(int role)
+{
+    return role == ROLE_ADMIN ? "admin" : "staff";
+}
+
+/* ---- small buffers ---------------------------------------------------- */
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static void buf_add(struct buf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (b->len + n + 1 > cap)
+            cap *= 2;
+        b->p = ch_xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void buf_puts(struct buf *b, const char *s)
+{
+    buf_add(b, s, strlen(s));
+}
+
+static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void buf_printf(struct buf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        buf_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* Constant time for equal lengths: a session id or hash is not leaked byte
+ * by byte through response times. */
+static bool same_secret(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la != lb)
+        return false;
+    volatile unsigned char diff = 0;
+    for (size_t i = 0; i < la; i++)
+        diff |= (unsigned char)(a[i] ^ b[i]);
+    return diff == 0;
+}
+
+/* ---- alerts as JSON ---------------------------------------------------- */
+
+/* Highest priority first, then the oldest occurrence first (the one that
+ * has waited longest), then by id so the order is stable. */
+static int alert_cmp(const void *pa, const void *pb)
+{
+    const struct ch_alert *a = pa, *b = pb;
+    if (a->priority != b->priority)
+        return a->priority > b->priority ? -1 : 1;
+    int64_t ra = a->raised_ms ? a->raised_ms : a->ts_ms;
+    int64_t rb = b->raised_ms ? b->raised_ms : b->ts_ms;
+    if (ra != rb)
+        return ra < rb ? -1 : 1;
+    return strcmp(a->alarm_id, b->alarm_id);
+}
+
+/* Appends "[a,b,...]". An alert the codec refuses is left out and logged:
+ * one bad record must not blank the whole console. */
+static void alerts_json(struct buf *b, const struct ch_alert *a, size_t n)
+{
+    buf_puts(b, "[");
+    bool first = true;
+    for (size_t i = 0; i < n; i++) {
+        char *j = ch_alert_encode(&a[i]);
+        if (!j) {
+            LOGW(MOD, NULL, "alarm '%s' cannot be encoded; left out", a[i].alarm_id);
+            continue;
+        }
+        if (!first)
+            buf_puts(b, ",");
+        buf_puts(b, j);
+        free(j);
+        first = false;
+    }
+    buf_puts(b, "]");
+}
+
+/* {"alarms":[...],"server_ms":N}: the active list, sorted. The server's
+ * clock lets the page show ages right even when a phone's clock is off. */
+static char *active_json(struct console *k)
+{
+    struct ch_alert *a = NULL;
+    size_t n = k->ops.active ? k->ops.active(k->ops.arg, &a) : 0;
+    if (n > 1)
+        qsort(a, n, sizeof *a, alert_cmp);
+    struct buf b = {0};
+    buf_puts(&b, "{\"alarms\":");
+    alerts_json(&b, a, n);
+    buf_printf(&b, ",\"server_ms\":%lld}", (long long)ch_now_ms());
+    free(a);
+    return b.p;
+}
+
+/* One SSE event. data is JSON; compact JSON has no line breaks, but should
+ * one appear, each line becomes its own "data:" line as SSE requires. */
+static char *sse_event(const char *event, const char *data)
+{
+    struct buf b = {0};
+    buf_printf(&b, "event: %s\n", event);
+    const char *p = data;
+    for (;;) {
+        const char *nl = strchr(p, '\n');
+        buf_puts(&b, "data: ");
+        buf_add(&b, p, nl ? (size_t)(nl - p) : strlen(p));
+        buf_puts(&b, "\n");
+        if (!nl)
+            break;
+        p = nl + 1;
+    }
+    buf_puts(&b, "\n");
+    return b.p;
+}
+
+/* ---- responses ---------------------------------------------------------- */
+
+static void add_security_headers(struct MHD_Response *r, bool api)
+{
+    /* Everything is served from here; nothing inline, nothing external. */
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'self'; base-uri 'none'; form-action 'self'; "
+                            "frame-ancestors 'none'; object-src 'none'");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    if (api)
+        MHD_add_response_header(r, "Cache-Control", "no-store");
+}
+
+/* Sends body (taken, malloc'ed) as JSON. hdr/val: one extra header, or NULL. */
+static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, char *body,
+                                 const char *hdr, const char *val)
+{
+    if (!body)
+        body = ch_xstrdup("{\"error\":\"out of memory\"}");
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/json; charset=utf-8");
+    add_security_headers(r, true);
+    if (hdr)
+        MHD_add_response_header(r, hdr, val);
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Sends a jansson object (reference stolen). */
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json_t *o,
+                                 const char *hdr, const char *val)
+{
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return send_body(c, status, s, hdr, val);
+}
+
+static enum MHD_Result send_error_hdr(struct MHD_Connection *c, unsigned status, const char *msg,
+                                      const char *hdr, const char *val)
+{
+    return send_json(c, status, json_pack("{s:s}", "error", msg), hdr, val);
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *msg)
+{
+    return send_error_hdr(c, status, msg, NULL, NULL);
+}
+
+static enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, const char *allow)
+{
+    return send_error_hdr(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed", "Allow", allow);
+}
+
+/* ---- static assets ------------------------------------------------------- */
+
+static enum MHD_Result serve_asset(struct MHD_Connection *c, const char *url, const char *method)
+{
+    if (strcmp(method, "GET") && strcmp(method, "HEAD"))
+        return send_method_not_allowed(c, "GET, HEAD");
+    if (!strcmp(url, "/"))
+        url = "/index.html";
+    /* Only names in the compiled-in table exist: no file system is ever
+     * touched, so "../" and friends have nothing to reach. */
+    const struct console_asset *a = NULL;
+    for (size_t i = 0; i < console_n_assets; i++)
+        if (!strcmp(console_assets[i].path, url))
+            a = &console_assets[i];
+    if (!a)
+        return send_error(c, MHD_HTTP_NOT_FOUND, "not found");
+
+    const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
+    bool fresh = inm && strstr(inm, a->etag);
+    struct MHD_Response *r =
+        fresh ? MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT)
+              : MHD_create_response_from_buffer(a->len, (void *)a->data, MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", a->type);
+    MHD_add_response_header(r, "ETag", a->etag);
+    /* Revalidate every time (cheap with the ETag): after a software update
+     * a carer's phone must not keep running yesterday's page. */
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    add_security_headers(r, false);
+    enum MHD_Result ret = MHD_queue_response(c, fresh ? MHD_HTTP_NOT_MODIFIED : MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ---- passwords, sessions, throttling ------------------------------------ */
+
+char *console_hash_password(const char *password)
+{
+    char *salt = crypt_gensalt_ra("$y$", 0, NULL, 0);
+    if (!salt) {
+        LOGE(MOD, NULL, "cannot make a yescrypt salt: %s", strerror(errno));
+        return NULL;
+    }
+    void *data = NULL;
+    int size = 0;
+    char *h = crypt_ra(password, salt, &data, &size);
+    char *out = (h && h[0] == '$') ? ch_xstrdup(h) : NULL;
+    if (!out)
+        LOGE(MOD, NULL, "cannot hash the password: %s", strerror(errno));
+    if (data) {
+        explicit_bzero(data, (size_t)size);
+        free(data);
+    }
+    free(salt);
+    return out;
+}
+
+static bool password_ok(const char *password, const char *hash)
+{
+    void *data = NULL;
+    int size = 0;
+    /* crypt_ra returns a "*..." failure token, never a match, for a bad hash. */
+    char *h = crypt_ra(password, hash, &data, &size);
+    bool ok = h && h[0] == '$' && same_secret(h, hash);
+    if (data) {
+        explicit_bzero(data, (size_t)size);
+        free(data);
+    }
+    return ok;
+}
+
+/* Checks user and password; *user is set when they match. The password is
+ * hashed even for an unknown user so that a reply's timing does not tell
+ * which user names exist. */
+static bool credentials_ok(struct console *k, const char *name, const char *password, size_t *user)
+{
+    const struct cfg_list *users = &k->cfg->console.users;
+    for (size_t i = 0; i < users->n; i++) {
+        if (!strcmp(user_at(k, i)->name, name)) {
+            if (!password_ok(password, user_at(k, i)->password_hash))
+                return false;
+            *user = i;
+            return true;
+        }
+    }
+    if (k->dummy_hash)
+        (void)password_ok(password, k->dummy_hash);
+    return false;
+}
+
+static struct throttle *throttle_slot(struct console *k, const char *key, bool create, int64_t now)
+{
+    struct throttle *victim = NULL;
+    for (size_t i = 0; i < THROTTLE_SLOTS; i++) {
+        struct throttle *t = &k->throttle[i];
+        if (t->key[0] && !strcmp(t->key, key))
+            return t;
+        /* A free slot, else the least recently touched one. */
+        if (!victim || (victim->key[0] && (!t->key[0] || t->last < victim->last)))
+            victim = t;
+    }
+    if (!create)
+        return NULL;
+    /* Evicting the least recently touched counter: a flood of made-up user
+     * names from one address keeps that address's own counter, since every
+     * failure touches it. */
+    memset(victim, 0, sizeof *victim);
+    ch_strlcpy(victim->key, key, sizeof victim->key);
+    victim->window_start = now;
+    victim->last = now;
+    return victim;
+}
+
+static void throttle_keys(const char *addr, const char *user, char *pair, size_t n)
+{
+    snprintf(pair, n, "%s\n%.64s", addr, user);
+}
+
+/* Milliseconds until a login from addr for user may be tried; 0: now. */
+static int64_t throttle_wait(struct console *k, const char *addr, const char *user)
+{
+    char pair[160];
+    throttle_keys(addr, user, pair, sizeof pair);
+    int64_t now = ch_mono_ms(), wait = 0;
+    pthread_mutex_lock(&k->mu);
+    const char *keys[2] = {pair, addr};
+    for (size_t i = 0; i < 2; i++) {
+        struct throttle *t = throttle_slot(k, keys[i], false, now);
+        if (t && t->blocked_until > now && t->blocked_until - now > wait)
+            wait = t->blocked_until - now;
+    }
+    pthread_mutex_unlock(&k->mu);
+    return wait;
+}
+
+static void throttle_record(struct console *k, const char *addr, const char *user, bool ok)
+{
+    char pair[160];
+    throttle_keys(addr, user, pair, sizeof pair);
+    int64_t now = ch_mono_ms();
+    pthread_mutex_lock(&k->mu);
+    if (ok) {
+        /* A success forgives this user's failures, not the address's: a
+         * guesser cannot reset its budget by logging in as itself. */
+        struct throttle *t = throttle_slot(k, pair, false, now);
+        if (t)
+            memset(t, 0, sizeof *t);
+    } else {
+        const char *keys[2] = {pair, addr};
+        const int limits[2] = {THROTTLE_USER_MAX, THROTTLE_ADDR_MAX};
+        for (size_t i = 0; i < 2; i++) {
+            struct throttle *t = throttle_slot(k, keys[i], true, now);
+            if (now - t->window_start > THROTTLE_WINDOW_MS) {
+                t->window_start = now;
+                t->fails = 0;
+            }
+            t->last = now;
+            if (++t->fails >= limits[i])
+                t->blocked_until = now + THROTTLE_BLOCK_MS;
+        }
+    }
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* A new session for user; writes its id. Returns false if no randomness. */
+static bool session_new(struct console *k, size_t user, char id[SESSION_ID_LEN + 1])
+{
+    unsigned char raw[SESSION_ID_LEN / 2];
+    if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
+        return false; /* never fall back to a guessable id */
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(id + 2 * i, 3, "%02x", raw[i]);
+    explicit_bzero(raw, sizeof raw);
+
+    int64_t now = ch_mono_ms();
+    pthread_mutex_lock(&k->mu);
+    struct session *slot = NULL;
+    for (size_t i = 0; i < SESSIONS_MAX && !slot; i++)
+        if (!k->sessions[i].id[0] || k->sessions[i].expires_mono <= now)
+            slot = &k->sessions[i];
+    if (!slot) { /* all in use: the oldest login goes */
+        slot = &k->sessions[0];
+        for (size_t i = 1; i < SESSIONS_MAX; i++)
+            if (k->sessions[i].created_mono < slot->created_mono)
+                slot = &k->sessions[i];
+    }
+    memcpy(slot->id, id, SESSION_ID_LEN + 1);
+    slot->user = user;
+    slot->created_mono = now;
+    slot->expires_mono = now + k->cfg->console.session_ms;
+    pthread_mutex_unlock(&k->mu);
+    return true;
+}
+
+/* The session named by the request's cookie; false if none or expired. */
+static bool session_find(struct console *k, struct MHD_Connection *c, struct who *w, bool drop)
+{
+    const char *id = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, COOKIE_NAME);
+    if (!id || strlen(id) != SESSION_ID_LEN)
+        return false;
+    int64_t now = ch_mono_ms();
+    bool found = false;
+    pthread_mutex_lock(&k->mu);
+    for (size_t i = 0; i < SESSIONS_MAX; i++) {
+        struct session *s = &k->sessions[i];
+        if (s->id[0] && same_secret(s->id, id)) {
+            if (s->expires_mono > now) {
+                found = true;
+                w->user = s->user;
+                w->basic = false;
+                w->expires_mono = s->expires_mono;
+            }
+            if (drop || s->expires_mono <= now)
+                memset(s, 0, sizeof *s);
+        }
+    }
+    pthread_mutex_unlock(&k->mu);
+    return found;
+}
+
+static size_t session_count(struct console *k)
+{
+    int64_t now = ch_mono_ms();
+    size_t n = 0;
+    pthread_mutex_lock(&k->mu);
+    for (size_t i = 0; i < SESSIONS_MAX; i++)
+        n += k->sessions[i].id[0] && k->sessions[i].expires_mono > now;
+    pthread_mutex_unlock(&k->mu);
+    return n;
+}
+
+static void client_addr(struct MHD_Connection *c, char *out, size_t n)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(out, n, "?");
+    if (!ci || !ci->client_addr)
+        return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+                  (socklen_t)n);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
+                  (socklen_t)n);
+}
+
+/* Who is asking: a session cookie, or HTTP Basic credentials. Returns 0, or
+ * the HTTP status to answer with after queueing the answer's text in msg. */
+static unsigned authenticate(struct console *k, struct MHD_Connection *c, const char *addr,
+                             struct who *w, const char **msg)
+{
+    if (session_find(k, c, w, false))
+        return 0;
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!auth || strncasecmp(auth, "Basic ", 6)) {
+        *msg = "login required";
+        return MHD_HTTP_UNAUTHORIZED;
+    }
+    char *pass = NULL;
+    char *name = MHD_basic_auth_get_username_password(c, &pass);
+    unsigned status = 0;
+    if (!name || !pass) {
+        *msg = "bad Basic credentials";
+        status = MHD_HTTP_UNAUTHORIZED;
+    } else if (throttle_wait(k, addr, name) > 0) {
+        *msg = "too many failed logins; try again in a minute";
+        status = MHD_HTTP_TOO_MANY_REQUESTS;
+    } else if (!credentials_ok(k, name, pass, &w->user)) {
+        throttle_record(k, addr, name, false);
+        LOGW(MOD, addr, "Basic authentication failed for user '%.64s'", name);
+        *msg = "wrong user or password";
+        status = MHD_HTTP_UNAUTHORIZED;
+    } else {
+        throttle_record(k, addr, name, true);
+        w->basic = true;
+        w->expires_mono = 0;
+    }
+    if (pass) {
+        explicit_bzero(pass, strlen(pass));
+        MHD_free(pass);
+    }
+    if (name)
+        MHD_free(name);
+    return status;
+}
+
+/* ---- request helpers ------------------------------------------------------ */
+
+/* A state-changing request: POST, JSON, and if the browser says where it
+ * comes from, from this very host. Returns 0 or the status to refuse with. */
+static unsigned csrf_check(struct MHD_Connection *c, const char **msg)
+{
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    if (!ct || strncasecmp(ct, "application/json", 16) ||
+        (ct[16] && ct[16] != ';' && ct[16] != ' ')) {
+        *msg = "Content-Type must be application/json";
+        return MHD_HTTP_UNSUPPORTED_MEDIA_TYPE;
+    }
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+    if (origin && strcmp(origin, "null")) {
+        const char *h = !strncmp(origin, "http://", 7)    ? origin + 7
+                        : !strncmp(origin, "https://", 8) ? origin + 8
+                                                          : NULL;
+        if (!h || !host || strcasecmp(h, host)) {
+            *msg = "cross-origin request refused";
+            return MHD_HTTP_FORBIDDEN;
+        }
+    } else if (origin) {
+        *msg = "cross-origin request refused";
+        return MHD_HTTP_FORBIDDEN;
+    }
+    return 0;
+}
+
+/* Parses the body as a JSON object; an empty body is {}. NULL: not JSON or
+ * not an object. */
+static json_t *body_object(const struct req *r)
+{
+    if (r->len == 0)
+        return json_object();
+    json_error_t e;
+    json_t *o = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &e);
+    if (o && !json_is_object(o)) {
+        json_decref(o);
+        o = NULL;
+    }
+    return o;
+}
+
+static bool valid_alarm_id(const char *s, size_t n)
+{
+    if (n == 0 || n >= CH_ALARM_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '.' || ch == '-' || ch == ':'))
+            return false;
+    }
+    return true;
+}
+
+/* ---- handlers ---------------------------------------------------------------- */
+
+static enum MHD_Result h_login(struct console *k, struct MHD_Connection *c, const char *addr,
+                               const struct req *r)
+{
+    json_t *o = body_object(r);
+    const char *name = o ? json_string_value(json_object_get(o, "user")) : NULL;
+    const char *pass = o ? json_string_value(json_object_get(o, "password")) : NULL;
+    if (!name || !pass || !*name) {
+        json_decref(o);
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "expected {\"user\": ..., \"password\": ...}");
+    }
+    int64_t wait = throttle_wait(k, addr, name);
+    if (wait > 0) {
+        char secs[24];
+        snprintf(secs, sizeof secs, "%lld", (long long)((wait + 999) / 1000));
+        json_decref(o);
+        return send_error_hdr(c, MHD_HTTP_TOO_MANY_REQUESTS,
+                              "too many failed logins; try again in a minute", "Retry-After", secs);
+    }
+    size_t user = 0;
+    if (!credentials_ok(k, name, pass, &user)) {
+        throttle_record(k, addr, name, false);
+        LOGW(MOD, addr, "login failed for user '%.64s'", name);
+        json_decref(o);
+        return send_error(c, MHD_HTTP_UNAUTHORIZED, "wrong user or password");
+    }
+    json_decref(o);
+    throttle_record(k, addr, user_at(k, user)->name, true);
+    char id[SESSION_ID_LEN + 1];
+    if (!session_new(k, user, id)) {
+        LOGE(MOD, addr, "no random bytes for a session id: %s", strerror(errno));
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot create a session");
+    }
+    /* No Secure flag: the console is plain HTTP on the site LAN. HttpOnly
+     * keeps the id from scripts, SameSite=Strict from other sites. */
+    char cookie[256];
+    snprintf(cookie, sizeof cookie,
+             COOKIE_NAME "=%s; HttpOnly; SameSite=Strict; Path=/; Max-Age=%lld", id,
+             (long long)(k->cfg->console.session_ms / 1000));
+    explicit_bzero(id, sizeof id);
+    const struct console_user *u = user_at(k, user);
+    LOGI(MOD, addr, "user '%s' logged in (%s)", u->name, role_name(u->role));
+    enum MHD_Result ret = send_json(
+        c, MHD_HTTP_OK, json_pack("{s:s,s:s}", "user", u->name, "role", role_name(u->role)),
+        "Set-Cookie", cookie);
+    explicit_bzero(cookie, sizeof cookie);
+    return ret;
+}
+
+static enum MHD_Result h_logout(struct console *k, struct MHD_Connection *c, const char *addr,
+                                const struct who *w)
+{
+    struct who drop;
+    session_find(k, c, &drop, true);
+    LOGI(MOD, addr, "user '%s' logged out", user_at(k, w->user)->name);
+    return send_json(c, MHD_HTTP_OK, json_pack("{s:b}", "ok", 1), "Set-Cookie",
+                     COOKIE_NAME "=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+}
+
+static int64_t history_max_hours(const struct console *k)
+{
+    int64_t ms = k->cfg->alarms.history_ms;
+    if (ms <= 0)
+        return 24;
+    int64_t h = (ms + 3599999) / 3600000;
+    return h < 1 ? 1 : h;
+}
+
+static enum MHD_Result h_me(struct console *k, struct MHD_Connection *c, const struct who *w)
+{
+    const struct console_user *u = user_at(k, w->user);
+    json_t *o =
+        json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:b}", "user", u->name, "role", role_name(u->role),
+                  "site", k->cfg->site ? k->cfg->site : "", "gateway",
+                  k->cfg->gateway ? k->cfg->gateway : "", "server_ms", (json_int_t)ch_now_ms(),
+                  "history_max_hours", (json_int_t)history_max_hours(k), "basic", w->basic);
+    if (!w->basic)
+        json_object_set_new(o, "expires_in_ms", json_integer(w->expires_mono - ch_mono_ms()));
+    return send_json(c, MHD_HTTP_OK, o, NULL, NULL);
+}
+
+static enum MHD_Result h_history(struct console *k, struct MHD_Connection *c)
+{
+    int64_t hours = 8, max = history_max_hours(k);
+    const char *q = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "hours");
+    if (q) {
+        long long v;
+        if (ch_parse_int(q, &v) || v < 1 || v > 100000)
+            return send_error(c, MHD_HTTP_BAD_REQUEST, "hours: a whole number from 1");
+        hours = v;
+    }
+    if (hours > max)
+        hours = max; /* the alarm module keeps no more than this */
+    int64_t now = ch_now_ms(), since = now - hours * 3600000;
+    struct ch_alert *a = NULL;
+    size_t n = k->ops.history ? k->ops.history(k->ops.arg, since, &a) : 0;
+    struct buf b = {0};
+    buf_puts(&b, "{\"history\":");
+    alerts_json(&b, a, n);
+    buf_printf(&b, ",\"hours\":%lld,\"since_ms\":%lld,\"server_ms\":%lld}", (long long)hours,
+               (long long)since, (long long)now);
+    free(a);
+    return send_body(c, MHD_HTTP_OK, b.p, NULL, NULL);
+}
+
+static enum MHD_Result h_status(struct console *k, struct MHD_Connection *c)
+{
+    json_t *gw = NULL;
+    char *s = k->ops.status_json ? k->ops.status_json(k->ops.arg) : NULL;
+    if (s) {
+        json_error_t e;
+        gw = json_loads(s, 0, &e);
+        free(s);
+    }
+    pthread_mutex_lock(&k->mu);
+    size_t clients = k->n_clients;
+    pthread_mutex_unlock(&k->mu);
+    json_t *o = json_pack(
+        "{s:s,s:s,s:s,s:I,s:o,s:{s:I,s:I,s:I}}", "site", k->cfg->site ? k->cfg->site : "",
+        "gateway", k->cfg->gateway ? k->cfg->gateway : "", "version", CAREHUB_VERSION, "server_ms",
+        (json_int_t)ch_now_ms(), "status", gw ? gw : json_null(), "console", "clients",
+        (json_int_t)clients, "max_clients", (json_int_t)k->cfg->console.max_clients, "sessions",
+        (json_int_t)session_count(k));
+    return send_json(c, MHD_HTTP_OK, o, NULL, NULL);
+}
+
+struct action {
+    const char *name;
+    int cmd; /* enum ch_command_action */
+    bool admin;
+};
+
+static const struct action actions[] = {
+    {"ack", CH_CMD_ACK, false},
+    {"shelve", CH_CMD_SHELVE, false},
+    {"unshelve", CH_CMD_UNSHELVE, false},
+    {"out_of_service", CH_CMD_OUT_OF_SERVICE, true},
+    {"in_service", CH_CMD_IN_SERVICE, true},
+};
+
+static enum MHD_Result h_command(struct console *k, struct MHD_Connection *c, const char *addr,
+                                 const struct who *w, const char *id, size_t id_len,
+                                 const struct action *act, const struct req *r)
+{
+    const struct console_user *u = user_at(k, w->user);
+    if (act->admin && u->role != ROLE_ADMIN)
+        return send_error(c, MHD_HTTP_FORBIDDEN, "only an admin may do that");
+    json_t *o = body_object(r);
+    if (!o)
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "body: not a JSON object");
+    struct ch_command cmd = {.action = act->cmd, .ts_ms = ch_now_ms()};
+    memcpy(cmd.alarm_id, id, id_len);
+    cmd.alarm_id[id_len] = '\0';
+    snprintf(cmd.by, sizeof cmd.by, "console:%s", u->name);
+    if (act->cmd == CH_CMD_SHELVE) {
+        json_t *m = json_object_get(o, "minutes");
+        if (!json_is_integer(m) || json_integer_value(m) < 1 ||
+            json_integer_value(m) > SHELVE_MINUTES_MAX) {
+            json_decref(o);
+            return send_error(c, MHD_HTTP_BAD_REQUEST, "minutes: a whole number from 1");
+        }
+        cmd.duration_ms = (int64_t)json_integer_value(m) * 60000;
+    }
+    json_decref(o);
+
+    int rc = k->ops.command ? k->ops.command(k->ops.arg, &cmd) : CH_ENOTFOUND;
+    if (act->cmd == CH_CMD_SHELVE)
+        LOGI(MOD, addr, "%s %s for %lld min by %s: %s", act->name, cmd.alarm_id,
+             (long long)(cmd.duration_ms / 60000), cmd.by, rc ? ch_strerror(rc) : "done");
+    else
+        LOGI(MOD, addr, "%s %s by %s: %s", act->name, cmd.alarm_id, cmd.by,
+             rc ? ch_strerror(rc) : "done");
+    switch (rc) {
+    case 0:
+        return send_json(c, MHD_HTTP_OK,
+                         json_pack("{s:b,s:s,s:s,s:s}", "ok", 1, "alarm_id", cmd.alarm_id, "action",
+                                   act->name, "by", cmd.by),
+                         NULL, NULL);
+    case CH_ENOTFOUND:
+        return send_error(c, MHD_HTTP_NOT_FOUND, "no such alarm");
+    case CH_ESTATE:
+        return send_error(c, MHD_HTTP_CONFLICT, "not possible in the alarm's current state");
+    case CH_EINVAL:
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "invalid command");
+    default:
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, ch_strerror(rc));
+    }
+}
+
+/* ---- Server-Sent Events ---------------------------------------------------- */
+
+static void client_drop_queue(struct sse_client *cl)
+{
+    for (size_t i = 0; i < cl->n; i++)
+        free(cl->queue[(cl->head + i) % SSE_QUEUE]);
+    cl->n = 0;
+}
+
+/* Called on the stream's own connection thread whenever libmicrohttpd can
+ * send more. Blocks until there is something to send: an event, the
+ * keepalive comment, or the end of the stream. */
+static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct sse_client *cl = cls;
+    struct console *k = cl->k;
+    (void)pos;
+    if (!cl->cur) {
+        int64_t deadline = ch_mono_ms() + SSE_KEEPALIVE_MS;
+        pthread_mutex_lock(&k->mu);
+        while (!k->stopping && !cl->behind && cl->n == 0 && ch_mono_ms() < deadline)
+            ch_cond_wait_until(&k->cond, &k->mu, deadline);
+        bool stop = k->stopping, behind = cl->behind;
+        if (!stop && !behind && cl->n > 0) {
+            cl->cur = cl->queue[cl->head];
+            cl->head = (cl->head + 1) % SSE_QUEUE;
+            cl->n--;
+        }
+        pthread_mutex_unlock(&k->mu);
+        if (stop)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (behind) /* an error, not a clean end: the browser reconnects */
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (!cl->cur)
+            cl->cur = ch_xstrdup(": keepalive\n\n");
+        cl->cur_len = strlen(cl->cur);
+        cl->cur_off = 0;
+    }
+    size_t n = cl->cur_len - cl->cur_off;
+    if (n > max)
+        n = max;
+    memcpy(out, cl->cur + cl->cur_off, n);
+    cl->cur_off += n;
+    if (cl->cur_off == cl->cur_len) {
+        free(cl->cur);
+        cl->cur = NULL;
+    }
+    return (ssize_t)n;
+}
+
+/* The response is destroyed: the stream is over, the socket still open. */
+static void sse_free(void *cls)
+{
+    struct sse_client *cl = cls;
+    struct console *k = cl->k;
+    pthread_mutex_lock(&k->mu);
+    if (cl->prev)
+        cl->prev->next = cl->next;
+    else if (k->clients == cl)
+        k->clients = cl->next;
+    if (cl->next)
+        cl->next->prev = cl->prev;
+    k->n_clients--;
+    client_drop_queue(cl);
+    pthread_mutex_unlock(&k->mu);
+    LOGD(MOD, cl->addr, "event stream of '%s' closed", cl->user);
+    free(cl->cur);
+    free(cl);
+}
+
+static enum MHD_Result h_events(struct console *k, struct MHD_Connection *c, const char *addr,
+                                const struct who *w)
+{
+    struct sse_client *cl = ch_xcalloc(1, sizeof *cl);
+    cl->k = k;
+    cl->fd = -1;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci)
+        cl->fd = ci->connect_fd;
+    ch_strlcpy(cl->user, user_at(k, w->user)->name, sizeof cl->user);
+    ch_strlcpy(cl->addr, addr, sizeof cl->addr);
+
+    /* Registered before the snapshot is taken, so no transition can fall
+     * between the two; one that lands in both is applied twice by the page,
+     * which is harmless (a transition carries the alarm's whole state). */
+    pthread_mutex_lock(&k->mu);
+    bool full = k->n_clients >= (size_t)k->cfg->console.max_clients;
+    if (!full && !k->stopping) {
+        cl->next = k->clients;
+        if (k->clients)
+            k->clients->prev = cl;
+        k->clients = cl;
+        k->n_clients++;
+    }
+    bool stopping = k->stopping;
+    pthread_mutex_unlock(&k->mu);
+    if (full || stopping) {
+        free(cl);
+        LOGW(MOD, addr, "event stream refused: %s", full ? "max_clients reached" : "stopping");
+        return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "too many live clients");
+    }
+
+    char *snap = active_json(k);
+    char *ev = sse_event("snapshot", snap);
+    free(snap);
+    struct buf b = {0};
+    buf_printf(&b, "retry: %d\n\n", SSE_RETRY_MS);
+    buf_puts(&b, ev);
+    free(ev);
+    cl->cur = b.p;
+    cl->cur_len = b.len;
+
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK, sse_read, cl, sse_free);
+    if (!r) {
+        sse_free(cl);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/event-stream; charset=utf-8");
+    add_security_headers(r, true);
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    LOGD(MOD, addr, "event stream of '%s' opened", cl->user);
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+void console_publish(struct console *k, const struct ch_alert *t)
+{
+    if (!k || !t)
+        return;
+    char *json = ch_alert_encode(t);
+    if (!json) {
+        LOGW(MOD, NULL, "transition of alarm '%s' cannot be encoded; not shown", t->alarm_id);
+        return;
+    }
+    char *ev = sse_event("alert", json);
+    free(json);
+    pthread_mutex_lock(&k->mu);
+    for (struct sse_client *cl = k->clients; cl; cl = cl->next) {
+        if (cl->behind)
+            continue;
+        if (cl->n == SSE_QUEUE) {
+            /* Too far behind to catch up usefully: end its stream now (see
+             * the top of this file for why shutdown is safe here). */
+            cl->behind = true;
+            client_drop_queue(cl);
+            if (cl->fd >= 0)
+                shutdown(cl->fd, SHUT_RDWR);
+            LOGW(MOD, cl->addr, "event stream of '%s' fell %d transitions behind; disconnected",
+                 cl->user, SSE_QUEUE);
+            continue;
+        }
+        cl->queue[(cl->head + cl->n) % SSE_QUEUE] = ch_xstrdup(ev);
+        cl->n++;
+    }
+    pthread_cond_broadcast(&k->cond);
+    pthread_mutex_unlock(&k->mu);
+    free(ev);
+}
+
+size_t console_clients(struct console *k)
+{
+    pthread_mutex_lock(&k->mu);
+    size_t n = k->n_clients;
+    pthread_mutex_unlock(&k->mu);
+    return n;
+}
+
+/* ---- routing ------------------------------------------------------------------ */
+
+static enum MHD_Result route(struct console *k, struct MHD_Connection *c, const char *url,
+                             const char *method, struct req *r)
+{
+    if (strncmp(url, "/api/", 5))
+        return serve_asset(c, url, method);
+
+    bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    bool post = !strcmp(method, "POST");
+    const char *path = url + 4; /* "/..." */
+    char addr[INET6_ADDRSTRLEN];
+    client_addr(c, addr, sizeof addr);
+
+    /* Which route, and is the method right? Decided before authentication
+     * so that a wrong path is 404 and a wrong method 405 for everyone. */
+    enum { R_LOGIN, R_LOGOUT, R_ME, R_ALARMS, R_HISTORY, R_EVENTS, R_STATUS, R_CMD } which;
+    const char *id = NULL;
+    size_t id_len = 0;
+    const struct action *act = NULL;
+    bool wants_post;
+    if (!strcmp(path, "/login"))
+        which = R_LOGIN, wants_post = true;
+    else if (!strcmp(path, "/logout"))
+        which = R_LOGOUT, wants_post = true;
+    else if (!strcmp(path, "/me"))
+        which = R_ME, wants_post = false;
+    else if (!strcmp(path, "/alarms"))
+        which = R_ALARMS, wants_post = false;
+    else if (!strcmp(path, "/history"))
+        which = R_HISTORY, wants_post = false;
+    else if (!strcmp(path, "/events"))
+        which = R_EVENTS, wants_post = false;
+    else if (!strcmp(path, "/status"))
+        which = R_STATUS, wants_post = false;
+    else if (!strncmp(path, "/alarms/", 8)) {
+        id = path + 8;
+        const char *slash = strrchr(id, '/');
+        if (!slash)
+            return send_error(c, MHD_HTTP_NOT_FOUND, "not found");
+        for (size_t i = 0; i < CH_ARRAY_LEN(actions) && !act; i++)
+            if (!strcmp(slash + 1, actions[i].name))
+                act = &actions[i];
+        id_len = (size_t)(slash - id);
+        if (!act)
+            return send_error(c, MHD_HTTP_NOT_FOUND, "not found");
+        which = R_CMD, wants_post = true;
+    } else {
+        return send_error(c, MHD_HTTP_NOT_FOUND, "not found");
+    }
+    if (wants_post && !post)
+        return send_method_not_allowed(c, "POST");
+    if (!wants_post && !get)
+        return send_method_not_allowed(c, "GET, HEAD");
+    if (r->too_big)
+        return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
+    if (wants_post) {
+        const char *msg = NULL;
+        unsigned st = csrf_check(c, &msg);
+        if (st)
+            return send_error(c, st, msg);
+    }
+    if (which == R_LOGIN)
+        return h_login(k, c, addr, r);
+
+    struct who w = {0};
+    const char *msg = NULL;
+    unsigned st = authenticate(k, c, addr, &w, &msg);
+    if (st) {
+        /* The Basic challenge only for clients that tried Basic: a browser
+         * whose session ran out must see the login form, not a pop-up. */
+        bool tried_basic = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+        if (st == MHD_HTTP_UNAUTHORIZED && tried_basic)
+            return send_error_hdr(c, st, msg, "WWW-Authenticate",
+                                  "Basic realm=\"carehub console\", charset=\"UTF-8\"");
+        return send_error(c, st, msg);
+    }
+    switch (which) {
+    case R_LOGOUT:
+        return h_logout(k, c, addr, &w);
+    case R_ME:
+        return h_me(k, c, &w);
+    case R_ALARMS:
+        return send_body(c, MHD_HTTP_OK, active_json(k), NULL, NULL);
+    case R_HISTORY:
+        return h_history(k, c);
+    case R_EVENTS:
+        return h_events(k, c, addr, &w);
+    case R_STATUS:
+        return h_status(k, c);
+    case R_CMD:
+        if (!valid_alarm_id(id, id_len))
+            return send_error(c, MHD_HTTP_BAD_REQUEST, "bad alarm id");
+        return h_command(k, c, addr, &w, id, id_len, act, r);
+    case R_LOGIN:
+        break;
+    }
+    return send_error(c, MHD_HTTP_NOT_FOUND, "not found");
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    struct console *k = cls;
+    (void)version;
+    struct req *r = *con_cls;
+    if (!r) {
+        r = ch_xcalloc(1, sizeof *r);
+        *con_cls = r;
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        long long n;
+        if (cl && !ch_parse_int(cl, &n) && n > DISCARD_MAX) {
+            /* Too big to even read through: answer now, the connection
+             * closes after the answer. */
+            r->too_big = true;
+            return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        r->seen += n;
+        if (r->too_big || r->len + n > BODY_MAX) {
+            /* Keep reading (and dropping) so the client sees the 413 rather
+             * than a reset connection; up to a point. */
+            r->too_big = true;
+            free(r->body);
+            r->body = NULL;
+            r->len = 0;
+            if (r->seen > DISCARD_MAX)
+                return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
+            return MHD_YES;
+        }
+        r->body = ch_xrealloc(r->body, r->len + n + 1);
+        memcpy(r->body + r->len, upload, n);
+        r->len += n;
+        r->body[r->len] = '\0';
+        return MHD_YES;
+    }
+    return route(k, c, url, method, r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode why)
+{
+    (void)cls;
+    (void)c;
+    (void)why;
+    struct req *r = *con_cls;
+    if (r) {
+        if (r->body)
+            explicit_bzero(r->body, r->len); /* may hold a password */
+        free(r->body);
+        free(r);
+        *con_cls = NULL;
+    }
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decoding of the path and arguments, except that "%00" stays as
+ * written: decoded, it would cut the C string short and "/index.html%00.js"
+ * would quietly become "/index.html". */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi, lo;
+        if (r[0] == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0 && (hi | lo)) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    LOGW(MOD, "mhd", "%s", line);
+}
+
+/* ---- start and stop ------------------------------------------------------------- */
+
+/* Opens the listening socket ourselves, so that a bad address or a port in
+ * use is reported with its errno, and port 0 tells us the port chosen. */
+static int listen_on(const char *bind_addr, int64_t port, int *fd_out, uint16_t *port_out, bool *v6)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t len;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    const char *a = bind_addr && *bind_addr ? bind_addr : "0.0.0.0";
+    if (inet_pton(AF_INET, a, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        len = sizeof *s4;
+        *v6 = false;
+    } else if (inet_pton(AF_INET6, a, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        len = sizeof *s6;
+        *v6 = true;
+    } else {
+        LOGE(MOD, NULL, "bind: '%s' is not an IPv4 or IPv6 address", a);
+        return CH_ECONFIG;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        LOGE(MOD, NULL, "socket: %s", strerror(e));
+        return -e;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, len) || listen(fd, 64)) {
+        int e = errno;
+        LOGE(MOD, NULL, "cannot listen on %s port %lld: %s", a, (long long)port, strerror(e));
+        close(fd);
+        return -e;
+    }
+    len = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &len);
+    *port_out = ntohs(ss.ss_family == AF_INET ? s4->sin_port : s6->sin6_port);
+    *fd_out = fd;
+    return 0;
+}
+
+int console_start(const struct site_config *c, const struct console_ops *ops, struct console **out)
+{
+    *out = NULL;
+    const struct console_cfg *cc = &c->console;
+    if (cc->session_ms <= 0 || cc->max_clients <= 0) {
+        LOGE(MOD, NULL, "session and max_clients must be positive");
+        return CH_ECONFIG;
+    }
+    for (size_t i = 0; i < cc->users.n; i++) {
+        const struct console_user *u = &((const struct console_user *)cc->users.items)[i];
+        if (strlen(u->name) > CH_ID_MAX - 1 - strlen("console:"))
+            LOGW(MOD, u->name, "user name longer than %zu characters: cut short in \"by\"",
+                 (size_t)(CH_ID_MAX - 1 - strlen("console:")));
+    }
+    struct console *k = ch_xcalloc(1, sizeof *k);
+    k->cfg = c;
+    k->ops = *ops;
+    /* An unknown user costs the same hash as a known one (see
+     * credentials_ok); the first user's hash has the site's usual cost. */
+    if (cc->users.n > 0)
+        k->dummy_hash = ((const struct console_user *)cc->users.items)[0].password_hash;
+    pthread_mutex_init(&k->mu, NULL);
+    ch_cond_init_monotonic(&k->cond);
+
+    int fd = -1;
+    bool v6 = false;
+    int rc = listen_on(cc->bind, cc->port, &fd, &k->port, &v6);
+    if (rc) {
+        pthread_cond_destroy(&k->cond);
+        pthread_mutex_destroy(&k->mu);
+        free(k);
+        return rc;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
+    if (v6)
+        flags |= MHD_USE_IPv6;
+    k->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, k, MHD_OPTION_LISTEN_SOCKET, fd,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(2 * cc->max_clients + CONN_HEADROOM),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, k, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, k, MHD_OPTION_UNESCAPE_CALLBACK,
+        unescape, k, MHD_OPTION_END);
+    if (!k->d) {
+        int e = errno ? errno : EIO;
+        LOGE(MOD, NULL, "cannot start the HTTP server on %s port %u: %s", cc->bind, k->port,
+             strerror(e));
+        close(fd);
+        pthread_cond_destroy(&k->cond);
+        pthread_mutex_destroy(&k->mu);
+        free(k);
+        return -e;
+    }
+    LOGI(MOD, NULL, "serving the alarm console on http://%s%s%s:%u/ (%zu users)", v6 ? "[" : "",
+         cc->bind && *cc->bind ? cc->bind : "0.0.0.0", v6 ? "]" : "", k->port, cc->users.n);
+    *out = k;
+    return 0;
+}
+
+uint16_t console_port(const struct console *k)
+{
+    return k ? k->port : 0;
+}
+
+void console_stop(struct console *k)
+{
+    if (!k)
+        return;
+    /* Wake every stream first: a reader waiting for events returns at
+     * once, and libmicrohttpd's stop (which shuts the sockets down and
+     * joins the connection threads) does not wait out a keepalive. */
+    pthread_mutex_lock(&k->mu);
+    k->stopping = true;
+    pthread_cond_broadcast(&k->cond);
+    pthread_mutex_unlock(&k->mu);
+    MHD_stop_daemon(k->d);
+    explicit_bzero(k->sessions, sizeof k->sessions);
+    pthread_cond_destroy(&k->cond);
+    pthread_mutex_destroy(&k->mu);
+    LOGI(MOD, NULL, "stopped");
+    free(k);
+}

@@ -1,8 +1,12 @@
 /* care-edge: the site gateway daemon. */
+#include "alarm.h"
 #include "config.h"
+#include "console.h"
 #include "err.h"
+#include "local.h"
 #include "log.h"
 #include "poller.h"
+#include "rules.h"
 #include "spool.h"
 #include "uplink.h"
 #include "util.h"
@@ -32,6 +36,8 @@ static void usage(FILE *out)
         "                         (no MQTT; for checking the wiring on site)\n"
         "      --log-level LEVEL  error, warn, info (default) or debug; overrides the file\n"
         "      --stats-file FILE  at exit, write per-device delivery counts as JSON\n"
+        "      --hash-password    read a console password on stdin, print its hash for\n"
+        "                         console.users[].password_hash, exit\n"
         "  -V, --version          print the version\n"
         "  -h, --help             this text\n"
         "\n"
@@ -44,16 +50,135 @@ struct app {
     struct poller *poller;
     struct spool *spool;
     struct uplink *uplink;
+    struct alarms *alarms;
+    struct rules *rules;
+    struct console *console;
+    struct local *local;
     const char **dev_ids; /* devices, then the gateway itself */
+    size_t *cfg_index;    /* poller device i -> index in cfg.devices */
     size_t n_ids;
     int64_t started_ms;
+    uint64_t alert_spool_errors;
+    uint64_t commands_ok, commands_rejected;
 };
 
 static void emit(void *arg, size_t dev, struct ch_reading *r)
 {
     struct app *a = arg;
+    /* spooled first: the reading is safe before any rule acts on it */
     uplink_submit(a->uplink, r, (int)dev);
+    if (a->rules)
+        rules_feed(a->rules, a->cfg_index[dev], r, ch_now_ms());
     free(r->metrics);
+}
+
+/* Drives each annunciator coil from the alarms active now. */
+static void update_annunciators(struct app *a)
+{
+    const struct site_config *c = &a->site.cfg;
+    unsigned unacked = alarms_annunciate_mask(a->alarms, false);
+    unsigned any = alarms_annunciate_mask(a->alarms, true);
+    for (size_t i = 0; i < c->annunciators.n; i++) {
+        const struct annunciator_cfg *an = SITE_ANNUNCIATOR(c, i);
+        unsigned m = an->include_acknowledged ? any : unacked;
+        poller_set_output(a->poller, i, (m & an->prio_mask) != 0);
+    }
+}
+
+/* Every alarm transition: durable in the spool's alert lane first (it then
+ * counts as raised, and goes to the hub ahead of any telemetry backlog),
+ * then to everything on site that tells staff: console, local broker, coils. */
+static void on_transition(void *arg, const struct ch_alert *t)
+{
+    struct app *a = arg;
+    char *json = ch_alert_encode(t);
+    if (!json) {
+        LOGE("alarm", t->alarm_id, "cannot encode the %s transition",
+             ch_alarm_event_name(t->event));
+    } else if (uplink_alert(a->uplink, json, strlen(json)) != 0) {
+        __atomic_add_fetch(
+            &a->alert_spool_errors, 1,
+            __ATOMIC_RELAXED); /* logged by the uplink; local annunciation still goes on */
+    }
+    free(json);
+    LOGI("alarm", t->alarm_id, "%s -> %s (%s%s%s)", ch_alarm_event_name(t->event),
+         ch_alarm_state_name(t->state), ch_priority_name(t->priority), t->by[0] ? ", by " : "",
+         t->by);
+    if (a->console)
+        console_publish(a->console, t);
+    if (a->local)
+        local_publish(a->local, t);
+    update_annunciators(a);
+}
+
+/* A command from the hub (uplink) or an app on the local broker. */
+static void on_command(void *arg, const char *source, const char *action, const char *payload,
+                       size_t len)
+{
+    struct app *a = arg;
+    struct ch_command cmd;
+    char err[256];
+    int want = ch_command_action_parse(action);
+    int rc = ch_command_decode(payload, len, &cmd, err, sizeof err);
+    if (rc == 0 && cmd.action != want) {
+        snprintf(err, sizeof err, "action '%s' does not match the topic's cmd/%s",
+                 ch_command_action_name(cmd.action), action);
+        rc = CH_EINVAL;
+    }
+    if (rc == 0)
+        rc = alarms_command(a->alarms, &cmd, ch_now_ms());
+    else
+        LOGW("edge", source, "command on cmd/%.32s rejected: %s", action, err);
+    if (rc == 0) {
+        __atomic_add_fetch(&a->commands_ok, 1, __ATOMIC_RELAXED);
+        LOGI("edge", source, "%s of %s by %s", ch_command_action_name(cmd.action), cmd.alarm_id,
+             cmd.by);
+    } else {
+        __atomic_add_fetch(&a->commands_rejected, 1, __ATOMIC_RELAXED);
+        if (rc != CH_EINVAL)
+            LOGW("edge", source, "%s of %s by %s refused: %s", ch_command_action_name(cmd.action),
+                 cmd.alarm_id, cmd.by, ch_strerror(rc));
+    }
+}
+
+static size_t ops_active(void *arg, struct ch_alert **out)
+{
+    struct app *a = arg;
+    return alarms_active(a->alarms, out);
+}
+
+static size_t ops_history(void *arg, int64_t since_ms, struct ch_alert **out)
+{
+    struct app *a = arg;
+    return alarms_history(a->alarms, since_ms, out);
+}
+
+static int ops_command(void *arg, const struct ch_command *cmd)
+{
+    struct app *a = arg;
+    return alarms_command(a->alarms, cmd, ch_now_ms());
+}
+
+static char *ops_status(void *arg)
+{
+    struct app *a = arg;
+    const struct site_config *c = &a->site.cfg;
+    struct uplink_stats us;
+    uplink_get_stats(a->uplink, &us);
+    size_t n = poller_device_count(a->poller), online = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct poller_dev_stats ds;
+        poller_device_stats(a->poller, i, &ds);
+        online += ds.online;
+    }
+    json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:I}", "site", c->site, "gateway",
+                          c->gateway, "version", CAREHUB_VERSION, "uplink_connected", us.connected,
+                          "devices", (json_int_t)n, "devices_online", (json_int_t)online,
+                          "spool_pending", (json_int_t)us.queued, "uptime_s",
+                          (json_int_t)((ch_now_ms() - a->started_ms) / 1000));
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s;
 }
 
 static void add_metric(struct ch_reading *r, size_t cap, const char *name, double v)
@@ -104,24 +229,35 @@ static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readin
     ch_strlcpy(r.measurement, "edge_gateway", sizeof r.measurement);
     struct spool_stats ss;
     spool_stats(a->spool, &ss);
-    r.metrics = ch_xcalloc(16, sizeof *r.metrics);
-    add_metric(&r, 16, "uptime_s", (double)(now - a->started_ms) / 1000.0);
-    add_metric(&r, 16, "devices", (double)n);
-    add_metric(&r, 16, "devices_online", (double)online);
-    add_metric(&r, 16, "polls_ok", (double)ok);
-    add_metric(&r, 16, "polls_failed", (double)failed);
-    add_metric(&r, 16, "messages_published", (double)us.messages_published);
-    add_metric(&r, 16, "readings_published", (double)us.readings_published);
-    add_metric(&r, 16, "historical_published", (double)us.historical_published);
-    add_metric(&r, 16, "alerts_published", (double)us.alerts_published);
-    add_metric(&r, 16, "publish_failures", (double)us.publish_failures);
-    add_metric(&r, 16, "spool_pending", (double)us.queued);
-    add_metric(&r, 16, "spool_dropped", (double)us.dropped);
-    add_metric(&r, 16, "spool_errors", (double)us.spool_errors);
-    add_metric(&r, 16, "spool_disk_bytes", (double)ss.disk_bytes);
+    r.metrics = ch_xcalloc(24, sizeof *r.metrics);
+    add_metric(&r, 24, "uptime_s", (double)(now - a->started_ms) / 1000.0);
+    add_metric(&r, 24, "devices", (double)n);
+    add_metric(&r, 24, "devices_online", (double)online);
+    add_metric(&r, 24, "polls_ok", (double)ok);
+    add_metric(&r, 24, "polls_failed", (double)failed);
+    add_metric(&r, 24, "messages_published", (double)us.messages_published);
+    add_metric(&r, 24, "readings_published", (double)us.readings_published);
+    add_metric(&r, 24, "historical_published", (double)us.historical_published);
+    add_metric(&r, 24, "alerts_published", (double)us.alerts_published);
+    add_metric(&r, 24, "publish_failures", (double)us.publish_failures);
+    add_metric(&r, 24, "spool_pending", (double)us.queued);
+    add_metric(&r, 24, "spool_dropped", (double)us.dropped);
+    add_metric(&r, 24, "spool_errors", (double)us.spool_errors);
+    add_metric(&r, 24, "spool_disk_bytes", (double)ss.disk_bytes);
     add_metric(
-        &r, 16, "spool_corrupt",
+        &r, 24, "spool_corrupt",
         (double)(ss.lane[SPOOL_ALERT].corrupt_records + ss.lane[SPOOL_TELEMETRY].corrupt_records));
+    struct alarms_stats as;
+    alarms_get_stats(a->alarms, &as);
+    add_metric(&r, 24, "alarms_active", (double)as.active);
+    add_metric(&r, 24, "alarm_transitions", (double)as.transitions);
+    add_metric(&r, 24, "alarm_floods", (double)as.floods);
+    add_metric(&r, 24, "alarm_state_errors", (double)as.state_errors);
+    add_metric(&r, 24, "alert_spool_errors",
+               (double)__atomic_load_n(&a->alert_spool_errors, __ATOMIC_RELAXED));
+    add_metric(&r, 24, "commands_ok", (double)__atomic_load_n(&a->commands_ok, __ATOMIC_RELAXED));
+    add_metric(&r, 24, "commands_rejected",
+               (double)__atomic_load_n(&a->commands_rejected, __ATOMIC_RELAXED));
     uplink_submit(a->uplink, &r, -1);
     free(r.metrics);
 
@@ -181,6 +317,12 @@ static int run(struct app *a, const char *stats_file)
         a->dev_ids[i] = ds.id;
     }
 
+    a->cfg_index = ch_xcalloc(n + 1, sizeof *a->cfg_index);
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < c->devices.n; k++)
+            if (SITE_DEV(c, k)->id == a->dev_ids[i])
+                a->cfg_index[i] = k;
+
     struct ch_status birth = {.online = true, .ts_ms = ch_now_ms()};
     ch_strlcpy(birth.site, c->site, sizeof birth.site);
     ch_strlcpy(birth.gateway, c->gateway, sizeof birth.gateway);
@@ -209,6 +351,15 @@ static int run(struct app *a, const char *stats_file)
     ch_status_free(&birth);
     if (rc != 0)
         return EXIT_RUNTIME;
+    uplink_set_command_handler(a->uplink, on_command, a);
+    if (alarms_open(c, on_transition, a, &a->alarms) != 0)
+        return EXIT_RUNTIME;
+    if (rules_create(c, a->alarms, &a->rules) != 0)
+        return EXIT_RUNTIME;
+    update_annunciators(a); /* a latched alarm from before a restart sounds again */
+    if (c->local_mqtt.broker && *c->local_mqtt.broker &&
+        local_create(c, on_command, ops_active, a, &a->local) != 0)
+        return EXIT_RUNTIME;
 
     sigset_t set;
     sigemptyset(&set);
@@ -218,19 +369,39 @@ static int run(struct app *a, const char *stats_file)
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads created below inherit it */
 
     a->started_ms = ch_now_ms();
+    if (c->console.enabled) {
+        struct console_ops ops = {.arg = a,
+                                  .active = ops_active,
+                                  .history = ops_history,
+                                  .command = ops_command,
+                                  .status_json = ops_status};
+        if (console_start(c, &ops, &a->console) != 0) {
+            LOGE("edge", NULL, "cannot start the local console on %s:%lld", c->console.bind,
+                 (long long)c->console.port);
+            return EXIT_RUNTIME;
+        }
+    }
+    if (a->local && local_start(a->local) != 0)
+        return EXIT_RUNTIME;
     if (uplink_start(a->uplink) != 0 || poller_start(a->poller) != 0) {
         LOGE("edge", NULL, "cannot start threads");
         uplink_stop(a->uplink, 0); /* no sender may outlive the client it uses */
         return EXIT_RUNTIME;
     }
-    LOGI("edge", c->gateway, "started: site %s, %zu devices on %zu buses, broker %s", c->site, n,
-         c->buses.n, c->uplink.broker);
+    LOGI("edge", c->gateway,
+         "started: site %s, %zu devices on %zu buses, %zu rule instances, broker %s", c->site, n,
+         c->buses.n, rules_instances(a->rules), c->uplink.broker);
+    if (a->console)
+        LOGI("console", NULL, "serving the alarm console on http://%s:%u/", c->console.bind,
+             (unsigned)console_port(a->console));
 
     uint64_t last_readings = 0;
     int64_t last = ch_mono_ms();
     int64_t next = last + c->self_metrics_interval_ms;
+    int64_t next_tick = last + 1000;
     for (;;) {
-        int64_t wait = next - ch_mono_ms();
+        int64_t until = next < next_tick ? next : next_tick;
+        int64_t wait = until - ch_mono_ms();
         if (wait < 0)
             wait = 0;
         struct timespec ts = {.tv_sec = wait / 1000, .tv_nsec = (wait % 1000) * 1000000};
@@ -244,6 +415,16 @@ static int run(struct app *a, const char *stats_file)
             continue;
         }
         int64_t now = ch_mono_ms();
+        if (now >= next_tick) {
+            /* time-driven rules (on-delays, stale data, windows) and alarms
+             * (escalation, shelving expiry, flood end) */
+            int64_t wall = ch_now_ms();
+            rules_tick(a->rules, wall);
+            alarms_tick(a->alarms, wall);
+            next_tick += 1000;
+            if (next_tick <= now)
+                next_tick = now + 1000;
+        }
         if (now >= next) {
             self_metrics(a, now - last, &last_readings);
             last = now;
@@ -254,6 +435,10 @@ static int run(struct app *a, const char *stats_file)
     }
 
     poller_stop(a->poller);
+    if (a->console) {
+        console_stop(a->console);
+        a->console = NULL;
+    }
     uplink_stop(a->uplink, 5000);
     struct uplink_stats us;
     uplink_get_stats(a->uplink, &us);
@@ -271,6 +456,30 @@ static int run(struct app *a, const char *stats_file)
     return 0;
 }
 
+/* Reads one password line on stdin and prints its crypt(3) hash. */
+static int hash_password(void)
+{
+    char line[1024];
+    if (!fgets(line, sizeof line, stdin)) {
+        fprintf(stderr, "care-edge: no password on stdin\n");
+        return EXIT_CONFIG;
+    }
+    line[strcspn(line, "\r\n")] = '\0';
+    if (strlen(line) < 8) {
+        fprintf(stderr, "care-edge: a console password needs at least 8 characters\n");
+        return EXIT_CONFIG;
+    }
+    char *h = console_hash_password(line);
+    explicit_bzero(line, sizeof line);
+    if (!h) {
+        fprintf(stderr, "care-edge: cannot hash the password\n");
+        return EXIT_RUNTIME;
+    }
+    printf("%s\n", h);
+    free(h);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -279,6 +488,7 @@ int main(int argc, char **argv)
         {"once", no_argument, NULL, 'o'},
         {"log-level", required_argument, NULL, 'l'},
         {"stats-file", required_argument, NULL, 's'},
+        {"hash-password", no_argument, NULL, 'H'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -306,6 +516,8 @@ int main(int argc, char **argv)
         case 'V':
             printf("care-edge %s\n", CAREHUB_VERSION);
             return 0;
+        case 'H':
+            return hash_password();
         case 'h':
             usage(stdout);
             return 0;
@@ -339,9 +551,9 @@ int main(int argc, char **argv)
 
     int status = 0;
     if (check) {
-        printf("%s: OK (site %s, gateway %s, %zu devices on %zu buses, %zu profiles)\n", config,
-               a.site.cfg.site, a.site.cfg.gateway, poller_device_count(a.poller),
-               a.site.cfg.buses.n, a.site.cfg.n_profiles);
+        printf("%s: OK (site %s, gateway %s, %zu devices on %zu buses, %zu profiles, %zu rules)\n",
+               config, a.site.cfg.site, a.site.cfg.gateway, poller_device_count(a.poller),
+               a.site.cfg.buses.n, a.site.cfg.n_profiles, a.site.cfg.n_all_rules);
     } else if (once) {
         status = poller_once(a.poller, stdout) ? EXIT_RUNTIME : 0;
     } else {
@@ -349,10 +561,15 @@ int main(int argc, char **argv)
     }
     poller_stop(a.poller);
     poller_destroy(a.poller);
+    if (a.local)
+        local_destroy(a.local);
+    rules_destroy(a.rules);
+    alarms_close(a.alarms);
     if (a.uplink)
         uplink_destroy(a.uplink);
     spool_close(a.spool);
     free(a.dev_ids);
+    free(a.cfg_index);
     site_free(&a.site);
     return status;
 }

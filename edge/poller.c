@@ -22,6 +22,21 @@ struct dev {
     struct poller_dev_stats st; /* guarded by poller.lock */
 };
 
+/* An output driven by alarms (annunciator coil). Level semantics: the bus
+ * thread writes `want` until the device confirms it, retries with back-off,
+ * and asserts it again now and then in case the relay module restarted. */
+struct output {
+    const struct annunciator_cfg *cfg;
+    bool want;  /* guarded by poller.lock */
+    bool known; /* the device is known to be at `applied` */
+    bool applied;
+    int64_t next_try; /* monotonic ms */
+    unsigned fails;
+    struct poller_out_stats st; /* guarded by poller.lock */
+};
+
+#define OUTPUT_REASSERT_MS 60000
+
 struct bus {
     struct poller *p;
     const struct bus_cfg *cfg;
@@ -31,6 +46,8 @@ struct bus {
     int64_t next_open;
     size_t n_devs;
     struct dev **devs;
+    size_t n_outs;
+    struct output **outs;
     pthread_t thread;
     bool started;
 };
@@ -43,7 +60,9 @@ struct poller {
     struct dev *devs; /* in configuration order (enabled only) */
     size_t n_buses;
     struct bus *buses;
-    pthread_mutex_t lock; /* stats */
+    size_t n_outs;
+    struct output *outs;  /* as cfg->annunciators */
+    pthread_mutex_t lock; /* stats, outputs' want */
     pthread_mutex_t wake_lock;
     pthread_cond_t wake;
     atomic_bool stop;
@@ -104,6 +123,25 @@ int poller_create(const struct site_config *cfg, poller_emit_fn emit, void *arg,
         p->n_devs++;
         bus->devs[bus->n_devs++] = d;
     }
+    p->outs = ch_xcalloc(cfg->annunciators.n + 1, sizeof *p->outs);
+    for (size_t i = 0; i < cfg->annunciators.n; i++) {
+        const struct annunciator_cfg *ac = SITE_ANNUNCIATOR(cfg, i);
+        struct output *o = &p->outs[p->n_outs++];
+        o->cfg = ac;
+        o->st.id = ac->id;
+        for (size_t b = 0; b < p->n_buses; b++) {
+            struct bus *bus = &p->buses[b];
+            if (bus->cfg != ac->busp)
+                continue;
+            if (bus->drv && !bus->drv->write_coil) {
+                cfg_report(ac->node, "bus", "key 'bus': bus '%s' has no outputs", ac->bus);
+                rc = CH_ECONFIG;
+                break;
+            }
+            bus->outs = ch_xrealloc(bus->outs, (bus->n_outs + 1) * sizeof *bus->outs);
+            bus->outs[bus->n_outs++] = o;
+        }
+    }
     if (rc != 0) {
         poller_destroy(p);
         return rc;
@@ -122,8 +160,10 @@ void poller_destroy(struct poller *p)
         if (p->buses[b].ctx)
             p->buses[b].drv->close(p->buses[b].ctx);
         free(p->buses[b].devs);
+        free(p->buses[b].outs);
     }
     free(p->buses);
+    free(p->outs);
     free(p->devs);
     pthread_mutex_destroy(&p->lock);
     pthread_mutex_destroy(&p->wake_lock);
@@ -208,6 +248,65 @@ static void mark_bus_down(struct bus *bus, int err)
     pthread_mutex_unlock(&p->lock);
 }
 
+/* Writes the outputs of the bus that need it (changed, unconfirmed, or due
+ * for re-assertion); returns the monotonic time of the next output work. */
+static int64_t service_outputs(struct bus *bus, int64_t now)
+{
+    struct poller *p = bus->p;
+    int64_t next = INT64_MAX;
+    for (size_t i = 0; i < bus->n_outs; i++) {
+        struct output *o = bus->outs[i];
+        pthread_mutex_lock(&p->lock);
+        bool want = o->want;
+        pthread_mutex_unlock(&p->lock);
+        bool due = !o->known || o->applied != want || o->next_try <= now;
+        if (!due || (o->fails && o->next_try > now)) {
+            if (o->next_try < next)
+                next = o->next_try;
+            continue;
+        }
+        int rc = bus->drv->write_coil(bus->ctx, o->cfg->slave, o->cfg->coil, want);
+        now = ch_mono_ms();
+        pthread_mutex_lock(&p->lock);
+        if (rc == 0) {
+            bool changed = !o->known || o->applied != want;
+            o->known = true;
+            o->applied = want;
+            o->fails = 0;
+            o->next_try = now + OUTPUT_REASSERT_MS;
+            o->st.writes_ok++;
+            o->st.on = want;
+            o->st.last_err = 0;
+            pthread_mutex_unlock(&p->lock);
+            if (changed)
+                LOGI("annunciator", o->cfg->id, "coil %lld of slave %lld on %s %s",
+                     (long long)o->cfg->coil, (long long)o->cfg->slave, bus->cfg->id,
+                     want ? "ON" : "off");
+        } else {
+            o->known = false;
+            o->fails++;
+            o->next_try = now + backoff_delay(1000, o->fails, 30000);
+            o->st.writes_failed++;
+            o->st.last_err = rc;
+            pthread_mutex_unlock(&p->lock);
+            if (o->fails == 1)
+                LOGW("annunciator", o->cfg->id, "cannot set coil %lld of slave %lld on %s: %s",
+                     (long long)o->cfg->coil, (long long)o->cfg->slave, bus->cfg->id,
+                     ch_strerror(rc));
+            if (driver_err_is_link(rc)) {
+                LOGW("poller", bus->cfg->id, "connection lost (%s), reopening", ch_strerror(rc));
+                bus->drv->close(bus->ctx);
+                bus->ctx = NULL;
+                bus->next_open = now + 1000;
+                return now;
+            }
+        }
+        if (o->next_try < next)
+            next = o->next_try;
+    }
+    return next;
+}
+
 static void *bus_thread(void *arg)
 {
     struct bus *bus = arg;
@@ -233,13 +332,18 @@ static void *bus_thread(void *arg)
             }
             bus->open_fails = 0;
         }
+        int64_t out_next = service_outputs(bus, ch_mono_ms());
+        if (!bus->ctx)
+            continue;
         struct dev *d = NULL;
         for (size_t i = 0; i < bus->n_devs; i++)
             if (!d || bus->devs[i]->next_due < d->next_due)
                 d = bus->devs[i];
-        if (!d) {
-            sleep_until(p, INT64_MAX);
-            break;
+        if (!d || out_next < d->next_due) {
+            /* an output change wakes the thread (poller_set_output) */
+            if (!sleep_until(p, out_next))
+                break;
+            continue;
         }
         if (!sleep_until(p, d->next_due))
             break;
@@ -273,7 +377,7 @@ int poller_start(struct poller *p)
     atomic_store(&p->stop, false);
     for (size_t b = 0; b < p->n_buses; b++) {
         struct bus *bus = &p->buses[b];
-        if (bus->n_devs == 0)
+        if (bus->n_devs == 0 && bus->n_outs == 0)
             continue;
         int rc = pthread_create(&bus->thread, NULL, bus_thread, bus);
         if (rc != 0) {
@@ -355,5 +459,32 @@ void poller_device_stats(struct poller *p, size_t i, struct poller_dev_stats *ou
 {
     pthread_mutex_lock(&p->lock);
     *out = p->devs[i].st;
+    pthread_mutex_unlock(&p->lock);
+}
+
+void poller_set_output(struct poller *p, size_t i, bool on)
+{
+    if (i >= p->n_outs)
+        return;
+    pthread_mutex_lock(&p->lock);
+    bool changed = p->outs[i].want != on;
+    p->outs[i].want = on;
+    pthread_mutex_unlock(&p->lock);
+    if (changed) {
+        pthread_mutex_lock(&p->wake_lock);
+        pthread_cond_broadcast(&p->wake);
+        pthread_mutex_unlock(&p->wake_lock);
+    }
+}
+
+size_t poller_output_count(const struct poller *p)
+{
+    return p->n_outs;
+}
+
+void poller_output_stats(struct poller *p, size_t i, struct poller_out_stats *out)
+{
+    pthread_mutex_lock(&p->lock);
+    *out = p->outs[i].st;
     pthread_mutex_unlock(&p->lock);
 }

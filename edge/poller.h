@@ -63,6 +63,22 @@ struct poller_dev_stats {
     double last_latency_ms; /* of the last successful poll */
 };
 
+/* Outputs: the site's annunciators (cfg->annunciators, same order), each a
+ * coil written by its bus's thread. poller_set_output() records the wanted
+ * level and wakes the thread; the write is retried until the device
+ * confirms it and re-asserted every minute. Thread-safe. */
+void poller_set_output(struct poller *p, size_t i, bool on);
+size_t poller_output_count(const struct poller *p);
+
+struct poller_out_stats {
+    const char *id; /* borrowed */
+    bool on;        /* last level the device confirmed */
+    uint64_t writes_ok;
+    uint64_t writes_failed;
+    int last_err;
+};
+void poller_output_stats(struct poller *p, size_t i, struct poller_out_stats *out);
+
 size_t poller_device_count(const struct poller *p);
 /* Copies device i's counters (thread-safe). */
 void poller_device_stats(struct poller *p, size_t i, struct poller_dev_stats *out);

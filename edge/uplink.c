@@ -62,6 +62,9 @@ struct uplink {
     char topic_telemetry[256];
     char topic_status[256];
     char topic_alert[256];
+    char topic_cmd[256];
+    edge_cmd_fn on_cmd; /* commands from the hub, or NULL */
+    void *cmd_arg;
 
     const char *const *dev_ids;
     size_t n_dev;
@@ -201,6 +204,13 @@ static void on_connection_lost(void *ctx, char *cause)
          cause ? ": " : "", cause ? cause : "", n);
 }
 
+static void on_sub_failure(void *ctx, MQTTAsync_failureData *resp)
+{
+    struct uplink *u = ctx;
+    LOGW("uplink", NULL, "cannot subscribe to %s (%d): commands from the hub will not arrive",
+         u->topic_cmd, resp ? resp->code : 0);
+}
+
 static void on_connected(void *ctx, char *cause)
 {
     (void)cause;
@@ -215,6 +225,12 @@ static void on_connected(void *ctx, char *cause)
     pthread_cond_broadcast(&u->cond);
     unlock(u);
     LOGI("uplink", NULL, "connected to %s", u->cfg->uplink.broker);
+    if (u->on_cmd) {
+        MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+        ro.onFailure = on_sub_failure;
+        ro.context = u;
+        MQTTAsync_subscribe(u->client, u->topic_cmd, 1, &ro);
+    }
 }
 
 static void on_connect_failure(void *ctx, MQTTAsync_failureData *resp)
@@ -264,12 +280,21 @@ static void on_flag_failure(void *ctx, MQTTAsync_failureData *resp)
 
 static int on_message(void *ctx, char *topic, int len, MQTTAsync_message *msg)
 {
-    (void)ctx;
     (void)len;
-    /* commands arrive here in a later step; nothing is subscribed yet */
+    struct uplink *u = ctx;
+    char site[CH_ID_MAX], gw[CH_ID_MAX];
+    const char *kind = NULL;
+    if (u->on_cmd && ch_topic_parse(topic, site, gw, &kind) && strncmp(kind, "cmd/", 4) == 0)
+        u->on_cmd(u->cmd_arg, "uplink", kind + 4, msg->payload, (size_t)msg->payloadlen);
     MQTTAsync_freeMessage(&msg);
     MQTTAsync_free(topic);
     return 1;
+}
+
+void uplink_set_command_handler(struct uplink *u, edge_cmd_fn fn, void *arg)
+{
+    u->on_cmd = fn;
+    u->cmd_arg = arg;
 }
 
 /* ---- setup -------------------------------------------------------------- */
@@ -289,6 +314,9 @@ int uplink_create(const struct site_config *cfg, const struct ch_status *birth,
     ch_topic(u->topic_telemetry, sizeof u->topic_telemetry, cfg->site, cfg->gateway, "telemetry");
     ch_topic(u->topic_status, sizeof u->topic_status, cfg->site, cfg->gateway, "status");
     ch_topic(u->topic_alert, sizeof u->topic_alert, cfg->site, cfg->gateway, "alert");
+    /* a subscription filter: ch_topic() writes topics only, never wildcards */
+    ch_topic(u->topic_cmd, sizeof u->topic_cmd - 2, cfg->site, cfg->gateway, "cmd");
+    strcat(u->topic_cmd, "/+");
     u->birth_payload = ch_status_encode(birth);
     struct ch_status *off = &u->offline;
     ch_strlcpy(off->site, birth->site, sizeof off->site);

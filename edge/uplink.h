@@ -30,6 +30,12 @@
 struct uplink;
 struct spool;
 
+/* A command arrived for this gateway (topic .../cmd/<action>): action is the
+ * topic's last level ("ack"), payload is borrowed for the call, source names
+ * where it came from ("uplink", "local-mqtt"). */
+typedef void (*edge_cmd_fn)(void *arg, const char *source, const char *action, const char *payload,
+                            size_t len);
+
 struct uplink_stats {
     uint64_t messages_published;   /* acknowledged telemetry messages */
     uint64_t readings_published;   /* readings in them */
@@ -51,6 +57,10 @@ struct uplink_stats {
 int uplink_create(const struct site_config *cfg, const struct ch_status *birth,
                   const char *const *device_ids, size_t n, struct spool *spool,
                   struct uplink **out);
+
+/* Subscribes to carehub/v1/{site}/{gateway}/cmd/+ on every connect and
+ * hands what arrives to fn (Paho's thread). Call before uplink_start. */
+void uplink_set_command_handler(struct uplink *u, edge_cmd_fn fn, void *arg);
 
 /* Connects (in the background, retrying) and starts the sender thread. */
 int uplink_start(struct uplink *u);

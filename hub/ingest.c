@@ -28,7 +28,7 @@ struct ingest {
     struct presence *presence;
     ingest_sink sink;
     void *sink_ctx;
-    atomic_uint_fast64_t messages_received, telemetry_ok, status_ok, readings;
+    atomic_uint_fast64_t messages_received, telemetry_ok, status_ok, alerts_ok, readings, ignored;
     atomic_uint_fast64_t rejected[INGEST_N_REASONS];
 };
 
@@ -150,6 +150,28 @@ static enum ingest_result on_status(struct ingest *in, const char *topic, const 
     return INGEST_ACCEPTED;
 }
 
+/* An alert is one alarm transition, stored as it is: the hub keeps no alarm
+ * state (any hub instance may get any message), and a redelivery makes the
+ * identical point, which overwrites itself. */
+static enum ingest_result on_alert(struct ingest *in, const char *topic, const json_t *root,
+                                   const char *site, const char *gw)
+{
+    struct ch_alert a;
+    char err[256];
+    if (ch_alert_from_json(root, &a, err, sizeof err) != 0)
+        return reject(in, topic, INGEST_INVALID_SCHEMA, "%s", err);
+    if (!same_origin(site, gw, a.site, a.gateway))
+        return reject(in, topic, INGEST_SITE_MISMATCH, "payload is from %s/%s", a.site, a.gateway);
+    struct lp_buf b;
+    lp_init(&b);
+    lp_alert(&b, &a);
+    emit(in, &b);
+    count(&in->alerts_ok, 1);
+    LOGD("ingest", show_topic(topic).s, "alarm %s: %s -> %s", a.alarm_id,
+         ch_alarm_event_name(a.event), ch_alarm_state_name(a.state));
+    return INGEST_ACCEPTED;
+}
+
 enum ingest_result ingest_message(struct ingest *in, const char *topic, const void *payload,
                                   size_t len, bool retained, int64_t now_ms)
 {
@@ -160,11 +182,18 @@ enum ingest_result ingest_message(struct ingest *in, const char *topic, const vo
         return reject(in, topic, INGEST_INVALID_TOPIC,
                       "not carehub/v1/{site}/{gateway}/{kind} with valid ids");
     if (strcmp(kind, "cmd") == 0 || strncmp(kind, "cmd/", 4) == 0) {
+        count(&in->ignored, 1);
         LOGD("ingest", show_topic(topic).s, "command: not for the hub");
         return INGEST_IGNORED;
     }
-    bool telemetry = strcmp(kind, "telemetry") == 0;
-    if (!telemetry && strcmp(kind, "status") != 0)
+    enum { TELEMETRY, STATUS, ALERT } k;
+    if (strcmp(kind, "telemetry") == 0)
+        k = TELEMETRY;
+    else if (strcmp(kind, "status") == 0)
+        k = STATUS;
+    else if (strcmp(kind, "alert") == 0)
+        k = ALERT;
+    else
         return reject(in, topic, INGEST_UNKNOWN_KIND, "kind '%s'", kind);
     if (len > INGEST_MAX_PAYLOAD)
         return reject(in, topic, INGEST_OVERSIZE, "%zu bytes, more than %d", len,
@@ -173,8 +202,18 @@ enum ingest_result ingest_message(struct ingest *in, const char *topic, const vo
     json_t *root = ch_json_parse(payload, len, err, sizeof err);
     if (!root)
         return reject(in, topic, INGEST_INVALID_JSON, "%s", err);
-    enum ingest_result r = telemetry ? on_telemetry(in, topic, root, site, gw, now_ms)
-                                     : on_status(in, topic, root, site, gw, retained, now_ms);
+    enum ingest_result r;
+    switch (k) {
+    case TELEMETRY:
+        r = on_telemetry(in, topic, root, site, gw, now_ms);
+        break;
+    case STATUS:
+        r = on_status(in, topic, root, site, gw, retained, now_ms);
+        break;
+    default:
+        r = on_alert(in, topic, root, site, gw);
+        break;
+    }
     json_decref(root);
     return r;
 }
@@ -184,6 +223,8 @@ void ingest_stats(struct ingest *in, struct ingest_stats *out)
     out->messages_received = atomic_load(&in->messages_received);
     out->telemetry_ok = atomic_load(&in->telemetry_ok);
     out->status_ok = atomic_load(&in->status_ok);
+    out->alerts_ok = atomic_load(&in->alerts_ok);
+    out->ignored = atomic_load(&in->ignored);
     out->readings = atomic_load(&in->readings);
     for (int i = 0; i < INGEST_N_REASONS; i++)
         out->rejected[i] = atomic_load(&in->rejected[i]);

@@ -3,7 +3,9 @@
  * topic carehub/v1/{site}/{gateway}/{kind}:
  *   telemetry -> ch_telemetry_from_json -> one point per reading
  *   status    -> ch_status_from_json    -> presence, one carehub_status point
- *   cmd, cmd/... -> ignored (the hub's own commands to gateways)
+ *   alert     -> ch_alert_from_json     -> one "alarm" point (lp_alert)
+ *   cmd, cmd/... -> ignored, not an error: commands from the hub or staff to
+ *                   gateways travel in the same namespace the hub subscribes to
  *   anything else -> rejected
  * The payload's site and gateway must be the topic's: a gateway may write only
  * its own data. Each rejection is one log line,
@@ -38,6 +40,8 @@ struct ingest_stats {
     uint64_t messages_received;
     uint64_t telemetry_ok; /* telemetry messages accepted */
     uint64_t status_ok;    /* status messages accepted */
+    uint64_t alerts_ok;    /* alert messages (alarm transitions) accepted */
+    uint64_t ignored;      /* messages not for the hub (commands to gateways) */
     uint64_t readings;     /* readings in accepted telemetry */
     uint64_t rejected[INGEST_N_REASONS];
 };

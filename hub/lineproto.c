@@ -197,3 +197,41 @@ int lp_status(struct lp_buf *b, const struct ch_status *s, int64_t ts_ms)
         lp_field_str(b, "version", s->version);
     return lp_end(b, s->ts_ms ? s->ts_ms : ts_ms);
 }
+
+int lp_alert(struct lp_buf *b, const struct ch_alert *a)
+{
+    lp_begin(b, "alarm");
+    lp_tag(b, "alarm_id", a->alarm_id);
+    lp_tag(b, "bed", a->bed);
+    lp_tag(b, "device", a->device);
+    lp_tag(b, "event", ch_alarm_event_name(a->event));
+    lp_tag(b, "gateway", a->gateway);
+    lp_tag(b, "priority", ch_priority_name(a->priority));
+    lp_tag(b, "resident", a->resident);
+    lp_tag(b, "room", a->room);
+    lp_tag(b, "rule", a->rule);
+    lp_tag(b, "site", a->site);
+    lp_tag(b, "state", ch_alarm_state_name(a->state));
+    if (a->has_value)
+        lp_field_float(b, "value", a->value);
+    if (a->metric[0])
+        lp_field_str(b, "metric", a->metric);
+    /* always there, so the point always has a field */
+    lp_field_int(b, "escalation", a->escalation);
+    lp_field_bool(b, "latched", a->latched);
+    if (a->message[0])
+        lp_field_str(b, "message", a->message);
+    if (a->raised_ms)
+        lp_field_int(b, "raised_ms", a->raised_ms);
+    if (a->acked_ms)
+        lp_field_int(b, "acked_ms", a->acked_ms);
+    if (a->cleared_ms)
+        lp_field_int(b, "cleared_ms", a->cleared_ms);
+    if (a->shelved_until_ms)
+        lp_field_int(b, "shelved_until_ms", a->shelved_until_ms);
+    if (a->by[0])
+        lp_field_str(b, "by", a->by);
+    if (a->group[0])
+        lp_field_str(b, "group", a->group);
+    return lp_end(b, a->ts_ms);
+}

@@ -23,6 +23,7 @@
 
 struct ch_telemetry;
 struct ch_status;
+struct ch_alert;
 
 struct lp_buf {
     char *data; /* NUL-terminated once anything was written; owned */
@@ -70,5 +71,20 @@ size_t lp_telemetry(struct lp_buf *b, const struct ch_telemetry *t);
  * (when present) and online; at the status ts, or at ts_ms when it has none
  * (the will). Returns 0. */
 int lp_status(struct lp_buf *b, const struct ch_status *s, int64_t ts_ms);
+
+/* One point in measurement "alarm" for an alarm transition (a decoded,
+ * hence valid, alert):
+ *   tags    alarm_id bed device event gateway priority resident room rule
+ *           site state (empty ones left out)
+ *   fields  value (float, only with has_value), metric (string), escalation
+ *           (integer), latched (boolean), message (string), raised_ms,
+ *           acked_ms, cleared_ms, shelved_until_ms (integers, only when not
+ *           0), by (string), group (string); empty strings left out
+ *   time    ts_ms
+ * Event and state are tags so that two transitions of one alarm in the same
+ * millisecond (raise, then escalate at once) stay two points, while the same
+ * transition delivered twice (QoS 1) makes the same series and time, and
+ * the same text: it overwrites itself. Returns 0. */
+int lp_alert(struct lp_buf *b, const struct ch_alert *a);
 
 #endif

@@ -1,6 +1,7 @@
-/* The wire codec: jansson underneath, the rules of telemetry.schema.json and
- * status.schema.json on top. Every rule lives in one predicate below (id_ok,
- * room_ok, unit_ok, ...) used by both directions, so an encoder never emits
+/* The wire codec: jansson underneath, the rules of telemetry.schema.json,
+ * status.schema.json, alert.schema.json and command.schema.json on top. Every
+ * rule lives in one predicate below (id_ok, room_ok, unit_ok, alarm_id_ok,
+ * alert_story, ...) used by both directions, so an encoder never emits
  * what a decoder would refuse. Decoders report the first problem, naming the
  * field path; anything taken from the input and shown in a message is cut and
  * stripped of control characters first, because messages end up in logs. */
@@ -687,6 +688,509 @@ char *ch_status_encode(const struct ch_status *s)
         ok = ok && put(root, "devices", json_incref(devices));
         json_decref(devices);
     }
+    return dump(root, ok);
+}
+
+/* ---- alerts and commands ------------------------------------------------
+ * One alert is one transition of one alarm. Beyond the per-field rules the
+ * fields must tell one consistent story, because the hub stores every
+ * transition as it comes and reports (time to acknowledge, alarms per
+ * resident) are computed from them: alert_story() holds those rules, and
+ * both the encoder and the decoder apply it, so care-edge finds out in its
+ * own tests, not at the hub, when it describes a transition the contract
+ * does not allow. */
+
+static const char *const priority_names[] = {"low", "medium", "high"};
+static const char *const state_names[] = {"normal",    "unack",   "acked",
+                                          "rtn_unack", "shelved", "out_of_service"};
+static const char *const event_names[] = {"raise",      "ack",    "clear",    "rtn",
+                                          "escalate",   "shelve", "unshelve", "out_of_service",
+                                          "in_service", "flood",  "flood_end"};
+static const char *const action_names[] = {"ack", "shelve", "unshelve", "out_of_service",
+                                           "in_service"};
+
+/* a name for every enumerator of codec.h, and no more */
+_Static_assert(CH_ARRAY_LEN(priority_names) == CH_PRIO_HIGH + 1, "priority names");
+_Static_assert(CH_ARRAY_LEN(state_names) == CH_AS_OOS + 1, "state names");
+_Static_assert(CH_ARRAY_LEN(event_names) == CH_AE_FLOOD_END + 1, "event names");
+_Static_assert(CH_ARRAY_LEN(action_names) == CH_CMD_IN_SERVICE + 1, "action names");
+
+/* the rule id of the site's flood alarm, "flood:<gateway>" */
+#define FLOOD_RULE "flood"
+
+static const char *name_of(const char *const *names, size_t n, int i)
+{
+    return i >= 0 && (size_t)i < n ? names[i] : "?";
+}
+
+static int index_of(const char *const *names, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(s, names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+const char *ch_priority_name(int p)
+{
+    return name_of(priority_names, CH_ARRAY_LEN(priority_names), p);
+}
+
+const char *ch_alarm_state_name(int s)
+{
+    return name_of(state_names, CH_ARRAY_LEN(state_names), s);
+}
+
+const char *ch_alarm_event_name(int e)
+{
+    return name_of(event_names, CH_ARRAY_LEN(event_names), e);
+}
+
+const char *ch_command_action_name(int a)
+{
+    return name_of(action_names, CH_ARRAY_LEN(action_names), a);
+}
+
+int ch_command_action_parse(const char *name)
+{
+    if (!name)
+        return -1;
+    if (strncmp(name, "cmd/", 4) == 0)
+        name += 4;
+    return index_of(action_names, CH_ARRAY_LEN(action_names), name);
+}
+
+#define BIT(s) (1u << (s))
+/* active: raised and not yet back to normal (raised_ms is known) */
+#define ACTIVE            (BIT(CH_AS_UNACK) | BIT(CH_AS_ACKED) | BIT(CH_AS_RTN_UNACK))
+#define IN_SERVICE_STATES (BIT(CH_AS_NORMAL) | ACTIVE)
+
+/* The states an alarm may be in after each event (the comments on enum
+ * ch_alarm_event in codec.h, as a table). */
+static const unsigned states_after[] = {
+    [CH_AE_RAISE] = BIT(CH_AS_UNACK),
+    [CH_AE_ACK] = BIT(CH_AS_ACKED) | BIT(CH_AS_NORMAL),
+    [CH_AE_CLEAR] = BIT(CH_AS_NORMAL),
+    [CH_AE_RTN] = BIT(CH_AS_RTN_UNACK),
+    [CH_AE_ESCALATE] = BIT(CH_AS_UNACK) | BIT(CH_AS_RTN_UNACK),
+    [CH_AE_SHELVE] = BIT(CH_AS_SHELVED),
+    [CH_AE_UNSHELVE] = IN_SERVICE_STATES,
+    [CH_AE_OUT_OF_SERVICE] = BIT(CH_AS_OOS),
+    [CH_AE_IN_SERVICE] = IN_SERVICE_STATES,
+    [CH_AE_FLOOD] = BIT(CH_AS_UNACK) | BIT(CH_AS_ACKED),
+    [CH_AE_FLOOD_END] = BIT(CH_AS_NORMAL) | BIT(CH_AS_RTN_UNACK),
+};
+_Static_assert(CH_ARRAY_LEN(states_after) == CH_ARRAY_LEN(event_names), "a row per event");
+
+/* "rule:device", both identifiers (an identifier has no ':'). */
+static bool alarm_id_ok(const char *s, size_t cap)
+{
+    if (!terminated(s, cap))
+        return false;
+    const char *colon = strchr(s, ':');
+    if (!colon || (size_t)(colon - s) >= CH_ID_MAX)
+        return false;
+    char rule[CH_ID_MAX];
+    memcpy(rule, s, (size_t)(colon - s));
+    rule[colon - s] = '\0';
+    return strlen(colon + 1) < CH_ID_MAX && ch_valid_id(rule) && ch_valid_id(colon + 1);
+}
+
+static bool empty_or(bool ok, const char *s)
+{
+    return s[0] == '\0' || ok;
+}
+
+/* Text for people (message): fewer than max bytes of UTF-8 (jansson checks
+ * the encoding both ways), no control characters: it is shown in one-line
+ * logs, console rows and SMS, and InfluxDB line protocol cannot carry a
+ * newline in a way every reader splits correctly. */
+static bool text_ok(const char *s, size_t len, size_t max)
+{
+    return len < max && no_controls(s, len);
+}
+
+/* Who acted ("console:nurse1", "hub:operator7"): 1..64 bytes of text; not an
+ * identifier, because staff log-in names need not be ASCII. */
+static bool by_ok(const char *s, size_t len)
+{
+    return len > 0 && text_ok(s, len, CH_ID_MAX);
+}
+
+static bool ms_ok(int64_t ms)
+{
+    return ms == 0 || ts_ok(ms);
+}
+
+/* Every per-field rule of an alert in struct form (for the encoder; the
+ * decoder checks the same rules field by field, naming the field). */
+static bool alert_fields_ok(const struct ch_alert *a)
+{
+    return id_ok(a->site, CH_ID_MAX) && id_ok(a->gateway, CH_ID_MAX) &&
+           alarm_id_ok(a->alarm_id, CH_ALARM_ID_MAX) && id_ok(a->rule, CH_ID_MAX) &&
+           id_ok(a->device, CH_ID_MAX) && room_ok(a->room) && room_ok(a->bed) &&
+           room_ok(a->resident) && a->priority >= 0 &&
+           (size_t)a->priority < CH_ARRAY_LEN(priority_names) && a->state >= 0 &&
+           (size_t)a->state < CH_ARRAY_LEN(state_names) && a->event >= 0 &&
+           (size_t)a->event < CH_ARRAY_LEN(event_names) && a->escalation >= 0 &&
+           a->escalation <= CH_ESCALATION_MAX && terminated(a->metric, CH_ID_MAX) &&
+           empty_or(metric_name_ok(a->metric), a->metric) &&
+           (!a->has_value || isfinite(a->value)) && terminated(a->message, CH_TEXT_MAX) &&
+           text_ok(a->message, strlen(a->message), CH_TEXT_MAX) && ts_ok(a->ts_ms) &&
+           ms_ok(a->raised_ms) && ms_ok(a->acked_ms) && ms_ok(a->cleared_ms) &&
+           ms_ok(a->shelved_until_ms) && terminated(a->by, CH_ID_MAX) &&
+           empty_or(by_ok(a->by, strlen(a->by)), a->by) && terminated(a->group, CH_ALARM_ID_MAX) &&
+           empty_or(alarm_id_ok(a->group, CH_ALARM_ID_MAX), a->group);
+}
+
+/* The rules across fields, on an alert whose fields are each valid. Returns
+ * NULL, or writes what is wrong (naming the field) into why. */
+static const char *alert_story(const struct ch_alert *a, char *why, size_t n)
+{
+    const char *ev = event_names[a->event], *st = state_names[a->state];
+    size_t rl = strlen(a->rule);
+    if (strncmp(a->alarm_id, a->rule, rl) != 0 || a->alarm_id[rl] != ':' ||
+        strcmp(a->alarm_id + rl + 1, a->device) != 0)
+        snprintf(why, n, "alarm_id: '%s' is not rule:device ('%s:%s')", a->alarm_id, a->rule,
+                 a->device);
+    else if (strcmp(a->rule, FLOOD_RULE) == 0 && strcmp(a->device, a->gateway) != 0)
+        snprintf(why, n, "device: '%s' is not the gateway; the flood alarm is flood:<gateway>",
+                 a->device);
+    else if ((a->event == CH_AE_FLOOD || a->event == CH_AE_FLOOD_END) &&
+             strcmp(a->rule, FLOOD_RULE) != 0)
+        snprintf(why, n, "rule: event '%s' belongs to the flood alarm (rule 'flood'), not '%s'", ev,
+                 a->rule);
+    else if (!(states_after[a->event] & BIT(a->state)))
+        snprintf(why, n, "state: '%s' cannot follow event '%s'", st, ev);
+    else if (a->event == CH_AE_ESCALATE && a->escalation < 1)
+        snprintf(why, n, "escalation: must be at least 1 for event 'escalate'");
+    else if ((a->state == CH_AS_SHELVED) != (a->shelved_until_ms != 0))
+        snprintf(why, n, "shelved_until_ms: %s",
+                 a->state == CH_AS_SHELVED ? "missing for state 'shelved'"
+                                           : "only for state 'shelved'");
+    else if ((ACTIVE & BIT(a->state) || a->event == CH_AE_RAISE) && a->raised_ms == 0)
+        snprintf(why, n, "raised_ms: missing for state '%s'", st);
+    else if ((a->state == CH_AS_ACKED || a->event == CH_AE_ACK) && a->acked_ms == 0)
+        snprintf(why, n, "acked_ms: missing for %s '%s'", a->event == CH_AE_ACK ? "event" : "state",
+                 a->event == CH_AE_ACK ? ev : st);
+    else if ((a->state == CH_AS_RTN_UNACK || a->event == CH_AE_RTN || a->event == CH_AE_CLEAR) &&
+             a->cleared_ms == 0)
+        snprintf(why, n, "cleared_ms: missing for %s '%s'",
+                 a->state == CH_AS_RTN_UNACK ? "state" : "event",
+                 a->state == CH_AS_RTN_UNACK ? st : ev);
+    else
+        return NULL;
+    return why;
+}
+
+static int get_enum(struct dec *d, const json_t *obj, const char *key, const char *const *names,
+                    size_t n, int *out)
+{
+    const json_t *v;
+    int rc = need_string(d, obj, "", key, true, &v);
+    if (rc)
+        return rc;
+    int i = index_of(names, n, json_string_value(v));
+    if (i < 0) {
+        char list[160] = "";
+        for (size_t k = 0; k < n; k++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? ", " : "",
+                     names[k]);
+        return fail(d, "%s: '%s' is not one of %s", key, show(json_string_value(v)).s, list);
+    }
+    *out = i;
+    return 0;
+}
+
+/* A time in ms: required, or optional (absent = 0; present = 1..TS_MAX_MS). */
+static int get_ms(struct dec *d, const json_t *obj, const char *key, bool required, int64_t *out)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (!v)
+        return required ? fail(d, "%s: missing", key) : 0;
+    if (!as_int(v, 1, TS_MAX_MS, out))
+        return fail(d, "%s: not an integer in 1..%" PRId64 " (ms since the epoch)", key, TS_MAX_MS);
+    return 0;
+}
+
+static int get_alarm_id(struct dec *d, const json_t *obj, const char *key, bool required,
+                        char out[CH_ALARM_ID_MAX])
+{
+    const json_t *v;
+    int rc = need_string(d, obj, "", key, required, &v);
+    if (rc || !v)
+        return rc;
+    const char *s = json_string_value(v);
+    size_t len = json_string_length(v);
+    if (len == 0 && !required)
+        return 0;
+    if (len >= CH_ALARM_ID_MAX || strlen(s) != len || !alarm_id_ok(s, CH_ALARM_ID_MAX))
+        return fail(d, "%s: '%s' is not rule:device (two identifiers: %s)", key, show(s).s,
+                    ID_RULE);
+    memcpy(out, s, len + 1);
+    return 0;
+}
+
+/* Optional text: absent and "" are the same. */
+static int get_text(struct dec *d, const json_t *obj, const char *key, size_t max, bool is_by,
+                    char *out)
+{
+    const json_t *v;
+    int rc = need_string(d, obj, "", key, false, &v);
+    if (rc || !v)
+        return rc;
+    const char *s = json_string_value(v);
+    size_t len = json_string_length(v);
+    if (len > 0 && (is_by ? !by_ok(s, len) : !text_ok(s, len, max)))
+        return fail(d, "%s: '%s' is not text of at most %zu bytes without control characters", key,
+                    show(s).s, max - 1);
+    memcpy(out, s, len + 1);
+    return 0;
+}
+
+static int decode_alert(const json_t *root, struct ch_alert *out, char *err, size_t errn)
+{
+    static const char *const keys[] = {"schema",     "site",
+                                       "gateway",    "alarm_id",
+                                       "rule",       "device",
+                                       "room",       "bed",
+                                       "resident",   "priority",
+                                       "state",      "event",
+                                       "escalation", "latched",
+                                       "metric",     "value",
+                                       "message",    "ts_ms",
+                                       "raised_ms",  "acked_ms",
+                                       "cleared_ms", "shelved_until_ms",
+                                       "by",         "group"};
+    struct dec d = {err, errn};
+    if (!json_is_object(root))
+        return fail(&d, "payload: not a JSON object");
+    int rc = check_keys(&d, root, "", keys, CH_ARRAY_LEN(keys));
+    if (!rc)
+        rc = get_schema(&d, root, CH_SCHEMA_ALERT);
+    if (!rc)
+        rc = get_id(&d, root, "", "site", true, false, out->site);
+    if (!rc)
+        rc = get_id(&d, root, "", "gateway", true, false, out->gateway);
+    if (!rc)
+        rc = get_alarm_id(&d, root, "alarm_id", true, out->alarm_id);
+    if (!rc)
+        rc = get_id(&d, root, "", "rule", true, false, out->rule);
+    if (!rc)
+        rc = get_id(&d, root, "", "device", true, false, out->device);
+    if (!rc)
+        rc = get_id(&d, root, "", "room", false, true, out->room);
+    if (!rc)
+        rc = get_id(&d, root, "", "bed", false, true, out->bed);
+    if (!rc)
+        rc = get_id(&d, root, "", "resident", false, true, out->resident);
+    if (!rc)
+        rc = get_enum(&d, root, "priority", priority_names, CH_ARRAY_LEN(priority_names),
+                      &out->priority);
+    if (!rc)
+        rc = get_enum(&d, root, "state", state_names, CH_ARRAY_LEN(state_names), &out->state);
+    if (!rc)
+        rc = get_enum(&d, root, "event", event_names, CH_ARRAY_LEN(event_names), &out->event);
+    if (rc)
+        return rc;
+
+    const json_t *v = json_object_get(root, "escalation");
+    int64_t esc;
+    if (!v)
+        return fail(&d, "escalation: missing");
+    if (!as_int(v, 0, CH_ESCALATION_MAX, &esc))
+        return fail(&d, "escalation: not an integer in 0..%d", CH_ESCALATION_MAX);
+    out->escalation = (int)esc;
+    v = json_object_get(root, "latched");
+    if (!v)
+        return fail(&d, "latched: missing");
+    if (!json_is_boolean(v))
+        return fail(&d, "latched: not a boolean");
+    out->latched = json_is_true(v);
+
+    if ((rc = get_id(&d, root, "", "metric", false, true, out->metric)) != 0)
+        return rc;
+    if (out->metric[0] && !metric_name_ok(out->metric))
+        return fail(&d,
+                    "metric: '%s' is not a metric name (not 'time' or 'seq', not starting "
+                    "with '_')",
+                    out->metric);
+    v = json_object_get(root, "value");
+    if (v) {
+        if (!json_is_number(v) || !isfinite(json_number_value(v)))
+            return fail(&d, "value: not a finite number");
+        out->has_value = true;
+        out->value = json_number_value(v);
+    }
+    if ((rc = get_text(&d, root, "message", CH_TEXT_MAX, false, out->message)) != 0)
+        return rc;
+    if ((rc = get_ms(&d, root, "ts_ms", true, &out->ts_ms)) != 0 ||
+        (rc = get_ms(&d, root, "raised_ms", false, &out->raised_ms)) != 0 ||
+        (rc = get_ms(&d, root, "acked_ms", false, &out->acked_ms)) != 0 ||
+        (rc = get_ms(&d, root, "cleared_ms", false, &out->cleared_ms)) != 0 ||
+        (rc = get_ms(&d, root, "shelved_until_ms", false, &out->shelved_until_ms)) != 0)
+        return rc;
+    if ((rc = get_text(&d, root, "by", CH_ID_MAX, true, out->by)) != 0)
+        return rc;
+    if ((rc = get_alarm_id(&d, root, "group", false, out->group)) != 0)
+        return rc;
+
+    char why[400];
+    if (alert_story(out, why, sizeof why))
+        return fail(&d, "%s", why);
+    return 0;
+}
+
+int ch_alert_from_json(const json_t *root, struct ch_alert *out, char *err, size_t errn)
+{
+    memset(out, 0, sizeof *out);
+    int rc = decode_alert(root, out, err, errn);
+    if (rc)
+        memset(out, 0, sizeof *out);
+    return rc;
+}
+
+int ch_alert_decode(const char *buf, size_t len, struct ch_alert *out, char *err, size_t errn)
+{
+    memset(out, 0, sizeof *out);
+    json_t *root = ch_json_parse(buf, len, err, errn);
+    if (!root)
+        return CH_EINVAL;
+    int rc = ch_alert_from_json(root, out, err, errn);
+    json_decref(root);
+    return rc;
+}
+
+char *ch_alert_encode(const struct ch_alert *a)
+{
+    char why[400];
+    if (!alert_fields_ok(a) || alert_story(a, why, sizeof why))
+        return NULL;
+    json_t *root = json_object();
+    /* keys in contract order; empty strings and zero times are left out */
+    bool ok =
+        put(root, "schema", json_string(CH_SCHEMA_ALERT)) &&
+        put(root, "site", json_string(a->site)) && put(root, "gateway", json_string(a->gateway)) &&
+        put(root, "alarm_id", json_string(a->alarm_id)) &&
+        put(root, "rule", json_string(a->rule)) && put(root, "device", json_string(a->device)) &&
+        (!a->room[0] || put(root, "room", json_string(a->room))) &&
+        (!a->bed[0] || put(root, "bed", json_string(a->bed))) &&
+        (!a->resident[0] || put(root, "resident", json_string(a->resident))) &&
+        put(root, "priority", json_string(priority_names[a->priority])) &&
+        put(root, "state", json_string(state_names[a->state])) &&
+        put(root, "event", json_string(event_names[a->event])) &&
+        put(root, "escalation", json_integer(a->escalation)) &&
+        put(root, "latched", json_boolean(a->latched)) &&
+        (!a->metric[0] || put(root, "metric", json_string(a->metric))) &&
+        (!a->has_value || put(root, "value", json_real(a->value))) &&
+        (!a->message[0] || put(root, "message", json_string(a->message))) &&
+        put(root, "ts_ms", json_integer(a->ts_ms)) &&
+        (!a->raised_ms || put(root, "raised_ms", json_integer(a->raised_ms))) &&
+        (!a->acked_ms || put(root, "acked_ms", json_integer(a->acked_ms))) &&
+        (!a->cleared_ms || put(root, "cleared_ms", json_integer(a->cleared_ms))) &&
+        (!a->shelved_until_ms ||
+         put(root, "shelved_until_ms", json_integer(a->shelved_until_ms))) &&
+        (!a->by[0] || put(root, "by", json_string(a->by))) &&
+        (!a->group[0] || put(root, "group", json_string(a->group)));
+    if (!ok) {
+        json_decref(root);
+        return NULL;
+    }
+    /* The value is the alert's one real: written with 15 significant digits
+     * (1250.4 stays "1250.4"), or 16 or 17 where that is what it takes to
+     * read back as the same double. Fewer would not only lose precision: a
+     * value near DBL_MAX rounded to 15 digits overflows, and the decoder
+     * would refuse what the encoder wrote. */
+    int prec = 15;
+    while (a->has_value && prec < 17) {
+        char num[40];
+        snprintf(num, sizeof num, "%.*g", prec, a->value);
+        if (strtod(num, NULL) == a->value)
+            break;
+        prec++;
+    }
+    char *out = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(prec));
+    json_decref(root);
+    return out;
+}
+
+/* duration_ms belongs to shelve alone, and shelve needs one. */
+static bool duration_ok(int action, int64_t ms)
+{
+    return action == CH_CMD_SHELVE ? ms > 0 && ms <= CH_SHELVE_MAX_MS : ms == 0;
+}
+
+static int decode_command(const json_t *root, struct ch_command *out, char *err, size_t errn)
+{
+    static const char *const keys[] = {"schema", "action", "alarm_id",
+                                       "by",     "ts_ms",  "duration_ms"};
+    struct dec d = {err, errn};
+    if (!json_is_object(root))
+        return fail(&d, "payload: not a JSON object");
+    int rc = check_keys(&d, root, "", keys, CH_ARRAY_LEN(keys));
+    if (!rc)
+        rc = get_schema(&d, root, CH_SCHEMA_COMMAND);
+    if (!rc)
+        rc = get_enum(&d, root, "action", action_names, CH_ARRAY_LEN(action_names), &out->action);
+    if (!rc)
+        rc = get_alarm_id(&d, root, "alarm_id", true, out->alarm_id);
+    if (rc)
+        return rc;
+    if (!json_object_get(root, "by"))
+        return fail(&d, "by: missing");
+    if ((rc = get_text(&d, root, "by", CH_ID_MAX, true, out->by)) != 0)
+        return rc;
+    if (!out->by[0])
+        return fail(&d, "by: must not be empty (who asks)");
+    if ((rc = get_ms(&d, root, "ts_ms", true, &out->ts_ms)) != 0)
+        return rc;
+    const json_t *v = json_object_get(root, "duration_ms");
+    if (out->action != CH_CMD_SHELVE) {
+        if (v)
+            return fail(&d, "duration_ms: only for action 'shelve'");
+        return 0;
+    }
+    if (!v)
+        return fail(&d, "duration_ms: missing (action 'shelve' needs one)");
+    if (!as_int(v, 1, CH_SHELVE_MAX_MS, &out->duration_ms))
+        return fail(&d, "duration_ms: not an integer in 1..%" PRId64 " (at most 7 days)",
+                    (int64_t)CH_SHELVE_MAX_MS);
+    return 0;
+}
+
+int ch_command_from_json(const json_t *root, struct ch_command *out, char *err, size_t errn)
+{
+    memset(out, 0, sizeof *out);
+    int rc = decode_command(root, out, err, errn);
+    if (rc)
+        memset(out, 0, sizeof *out);
+    return rc;
+}
+
+int ch_command_decode(const char *buf, size_t len, struct ch_command *out, char *err, size_t errn)
+{
+    memset(out, 0, sizeof *out);
+    json_t *root = ch_json_parse(buf, len, err, errn);
+    if (!root)
+        return CH_EINVAL;
+    int rc = ch_command_from_json(root, out, err, errn);
+    json_decref(root);
+    return rc;
+}
+
+char *ch_command_encode(const struct ch_command *c)
+{
+    if (c->action < 0 || (size_t)c->action >= CH_ARRAY_LEN(action_names) ||
+        !alarm_id_ok(c->alarm_id, CH_ALARM_ID_MAX) || !terminated(c->by, CH_ID_MAX) ||
+        !by_ok(c->by, strlen(c->by)) || !ts_ok(c->ts_ms) || !duration_ok(c->action, c->duration_ms))
+        return NULL;
+    json_t *root = json_object();
+    bool ok =
+        put(root, "schema", json_string(CH_SCHEMA_COMMAND)) &&
+        put(root, "action", json_string(action_names[c->action])) &&
+        put(root, "alarm_id", json_string(c->alarm_id)) && put(root, "by", json_string(c->by)) &&
+        put(root, "ts_ms", json_integer(c->ts_ms)) &&
+        (c->action != CH_CMD_SHELVE || put(root, "duration_ms", json_integer(c->duration_ms)));
     return dump(root, ok);
 }
 

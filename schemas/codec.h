@@ -1,7 +1,8 @@
-/* The wire contract in C: telemetry batches and gateway status messages as
- * they travel on carehub/v1/{site}/{gateway}/{kind}. The JSON Schema files
- * beside this header (telemetry.schema.json, status.schema.json) say the same
- * thing; tests check every payload against both.
+/* The wire contract in C: telemetry batches, gateway status messages, alarm
+ * transitions (alerts) and commands as they travel on
+ * carehub/v1/{site}/{gateway}/{kind}. The JSON Schema files beside this
+ * header (telemetry, status, alert and command .schema.json) say the same
+ * thing; tests check every example payload against both.
  *
  * Decoders treat their input as hostile: they check every field and, on
  * failure, write a message naming the field (e.g. "readings[3].metrics.co2:
@@ -79,8 +80,10 @@ struct ch_status {
  * ISA-18.2 / IEC 62682 life cycle, IEC 60601-1-8 priorities. An alarm is one
  * (rule, device) pair; its id "rule:device" is stable, and one occurrence of
  * it (raise ... back to normal) is (alarm_id, raised_ms). */
-#define CH_ALARM_ID_MAX 130 /* "rule:device" plus NUL */
-#define CH_TEXT_MAX     256 /* message text, UTF-8, NUL included */
+#define CH_ALARM_ID_MAX   130       /* "rule:device" plus NUL */
+#define CH_TEXT_MAX       256       /* message text, UTF-8, NUL included */
+#define CH_ESCALATION_MAX 100       /* highest escalation level on the wire */
+#define CH_SHELVE_MAX_MS  604800000 /* longest shelving a command may ask: 7 days */
 
 enum ch_priority { CH_PRIO_LOW = 0, CH_PRIO_MEDIUM = 1, CH_PRIO_HIGH = 2 };
 /* "low", "medium", "high" */
@@ -107,13 +110,36 @@ enum ch_alarm_event {
     CH_AE_UNSHELVE,       /* shelving ended (expiry or by hand) */
     CH_AE_OUT_OF_SERVICE, /* -> out_of_service */
     CH_AE_IN_SERVICE,     /* back in service */
-    CH_AE_FLOOD,          /* the site's alarm rate passed the flood limit (alarm "flood:<gateway>") */
-    CH_AE_FLOOD_END,      /* and fell back */
+    CH_AE_FLOOD,     /* the site's alarm rate passed the flood limit (alarm "flood:<gateway>") */
+    CH_AE_FLOOD_END, /* and fell back */
 };
 /* "raise", "ack", "clear", "rtn", "escalate", "shelve", "unshelve",
  * "out_of_service", "in_service", "flood", "flood_end" */
 const char *ch_alarm_event_name(int e);
 
+/* One alarm transition. Each field alone:
+ * - site, gateway, rule, device: identifiers; alarm_id is exactly
+ *   rule ":" device. The site's flood alarm is rule "flood" with device = the
+ *   gateway ("flood:gw-01"); events flood/flood_end belong to it alone.
+ * - room, bed, resident, metric: identifier or empty (metric also a valid
+ *   metric name: not "time"/"seq", not starting with '_'); group: empty or an
+ *   alarm id; message: < CH_TEXT_MAX bytes, by: < CH_ID_MAX bytes, both UTF-8
+ *   without control characters (so a message with a newline is refused:
+ *   callers filling it from templates must flatten it first).
+ * - times: ts_ms in 1..2262-04-11; the others 0 (absent) or in that range.
+ * - escalation 0..CH_ESCALATION_MAX; value finite when has_value.
+ * And together (encoder and decoder refuse anything else):
+ * - state after each event: raise -> unack; ack -> acked or normal;
+ *   clear -> normal; rtn -> rtn_unack; escalate -> unack or rtn_unack (and
+ *   escalation >= 1); shelve -> shelved; out_of_service -> out_of_service;
+ *   unshelve and in_service -> normal, unack, acked or rtn_unack;
+ *   flood -> unack or acked; flood_end -> normal or rtn_unack.
+ * - shelved_until_ms != 0 exactly when state is shelved;
+ *   raised_ms != 0 in unack, acked, rtn_unack and on raise;
+ *   acked_ms != 0 in acked and on ack;
+ *   cleared_ms != 0 in rtn_unack and on rtn and clear.
+ * On the wire, empty strings, zero times and a value without has_value are
+ * left out. */
 struct ch_alert {
     char site[CH_ID_MAX];
     char gateway[CH_ID_MAX];
@@ -130,30 +156,35 @@ struct ch_alert {
     bool latched;
     char metric[CH_ID_MAX]; /* triggering metric; may be empty (stale data, flood) */
     bool has_value;
-    double value;             /* triggering value (finite) when has_value */
-    char message[CH_TEXT_MAX]; /* for staff; may be empty */
-    int64_t ts_ms;            /* time of this transition */
-    int64_t raised_ms;        /* start of this occurrence; 0 if none */
-    int64_t acked_ms;         /* 0: not acknowledged (in this occurrence) */
-    int64_t cleared_ms;       /* 0: condition not cleared (in this occurrence) */
-    int64_t shelved_until_ms; /* 0: not shelved */
-    char by[CH_ID_MAX];       /* who acknowledged/shelved ("console:nurse1"); may be empty */
+    double value;                /* triggering value (finite) when has_value */
+    char message[CH_TEXT_MAX];   /* for staff; may be empty */
+    int64_t ts_ms;               /* time of this transition */
+    int64_t raised_ms;           /* start of this occurrence; 0 if none */
+    int64_t acked_ms;            /* 0: not acknowledged (in this occurrence) */
+    int64_t cleared_ms;          /* 0: condition not cleared (in this occurrence) */
+    int64_t shelved_until_ms;    /* 0: not shelved */
+    char by[CH_ID_MAX];          /* who acknowledged/shelved ("console:nurse1"); may be empty */
     char group[CH_ALARM_ID_MAX]; /* flood alarm it is grouped under; may be empty */
 };
 
 /* Commands to a gateway (topic .../cmd/<action>, and the local console):
  * acknowledge, shelve, unshelve, take out of or put back in service. */
-enum ch_command_action { CH_CMD_ACK = 0, CH_CMD_SHELVE, CH_CMD_UNSHELVE, CH_CMD_OUT_OF_SERVICE,
-                         CH_CMD_IN_SERVICE };
+enum ch_command_action {
+    CH_CMD_ACK = 0,
+    CH_CMD_SHELVE,
+    CH_CMD_UNSHELVE,
+    CH_CMD_OUT_OF_SERVICE,
+    CH_CMD_IN_SERVICE
+};
 /* "ack", "shelve", "unshelve", "out_of_service", "in_service" */
 const char *ch_command_action_name(int a);
 
 struct ch_command {
     int action;                     /* enum ch_command_action */
-    char alarm_id[CH_ALARM_ID_MAX];
-    char by[CH_ID_MAX];             /* who asks ("hub:operator7") */
+    char alarm_id[CH_ALARM_ID_MAX]; /* "rule:device" */
+    char by[CH_ID_MAX];             /* who asks ("hub:operator7"); required, text as in ch_alert */
     int64_t ts_ms;                  /* when asked */
-    int64_t duration_ms;            /* shelve: how long (> 0) */
+    int64_t duration_ms;            /* shelve: how long, 1..CH_SHELVE_MAX_MS; other actions: 0 */
 };
 
 /* Encoders return compact JSON, NUL-terminated; caller frees. NULL only if
@@ -163,7 +194,8 @@ char *ch_command_encode(const struct ch_command *c);
 /* Decoders as the ones below: 0, or CH_EINVAL with the field named in err. */
 int ch_alert_decode(const char *buf, size_t len, struct ch_alert *out, char *err, size_t errn);
 int ch_command_decode(const char *buf, size_t len, struct ch_command *out, char *err, size_t errn);
-/* Parses the action from a topic's kind ("cmd/ack" -> CH_CMD_ACK); -1 if none. */
+/* Parses an action from a topic's kind ("cmd/ack" -> CH_CMD_ACK) or from its
+ * bare name ("ack"); -1 if it names none (or name is NULL). */
 int ch_command_action_parse(const char *name);
 
 /* Encoders return compact JSON, NUL-terminated; caller frees. NULL only if
@@ -203,6 +235,10 @@ int ch_telemetry_from_json(const struct json_t *root, struct ch_telemetry *out, 
                            size_t errn);
 int ch_status_from_json(const struct json_t *root, struct ch_status *out, char *err, size_t errn);
 int ch_alert_from_json(const struct json_t *root, struct ch_alert *out, char *err, size_t errn);
+int ch_command_from_json(const struct json_t *root, struct ch_command *out, char *err, size_t errn);
+
+/* (struct ch_alert and struct ch_command own no memory: nothing to free; on
+ * failure their decoders leave *out all zero.) */
 
 /* Release what a decoder (or a caller building the struct by hand with
  * malloc'ed arrays) put in the struct; the struct itself is not freed. */

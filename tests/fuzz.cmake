@@ -17,6 +17,8 @@ endfunction()
 
 set(FZ ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus)
 ch_fuzz_target(fuzz_payload LIBS ch_schemas m CORPUS ${FZ}/payload)
+# alert and command payloads (and an alert's line protocol): issue 4
+ch_fuzz_target(fuzz_alert LIBS ch_hub CORPUS ${FZ}/alert)
 ch_fuzz_target(fuzz_modbus_reply LIBS ch_drivers CORPUS ${FZ}/modbus_reply)
 ch_fuzz_target(fuzz_rtu_framer LIBS ch_sim CORPUS ${FZ}/rtu_framer)
 ch_fuzz_target(fuzz_config LIBS ch_edge

@@ -1,5 +1,6 @@
-/* care-sim: simulated Modbus meters (TCP and RTU) with scripted scenarios,
- * for carehub's demo and tests. See deploy/sim/README.md.
+/* care-sim: simulated Modbus devices (TCP and RTU) with scripted scenarios,
+ * for carehub's demo and tests: meters, bed sensors, nurse-call panels and
+ * relay boards. See deploy/sim/README.md and deploy/sim/care-devices.md.
  *
  * Exit status: 0 after SIGINT/SIGTERM or a passed --check, 1 when an
  * endpoint cannot be opened or the loop fails, 2 for a bad command line or
@@ -29,7 +30,8 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fputs("usage: care-sim -c FILE [options]\n"
-          "Simulated Modbus meters over TCP and RTU (pseudo-terminal) with scenarios.\n"
+          "Simulated Modbus devices (meters, bed sensors, nurse-call panels, relay boards)\n"
+          "over TCP and RTU (pseudo-terminal) with scenarios.\n"
           "\n"
           "  -c, --config FILE          simulator config (endpoints, slaves, scenario)\n"
           "      --scenario FILE        more scenario events (a file with a 'scenario:' list)\n"

@@ -28,8 +28,8 @@ struct raw_slave {
 
 struct raw_set {
     char *metric;
-    double value, ramp_to;
-    int64_t over_ms;
+    double value, ramp_to, pulse;
+    int64_t over_ms, for_ms;
     bool release;
 };
 
@@ -112,6 +112,12 @@ static const struct cfg_key set_keys[] = {
     {.key = "over",
      .type = CFG_DURATION,
      .offset = offsetof(struct raw_set, over_ms),
+     .min = 1,
+     .max = DURATION_MAX},
+    {.key = "pulse", .type = CFG_FLOAT, .offset = offsetof(struct raw_set, pulse)},
+    {.key = "for",
+     .type = CFG_DURATION,
+     .offset = offsetof(struct raw_set, for_ms),
      .min = 1,
      .max = DURATION_MAX},
     {.key = "release", .type = CFG_BOOL, .offset = offsetof(struct raw_set, release)},
@@ -428,16 +434,21 @@ static bool set_parse(struct build *b, const struct raw_event *r, struct sim_set
         b->errors++;
         return false;
     }
-    bool value = has(sn, "value"), ramp = has(sn, "ramp_to");
-    if ((int)value + (int)ramp + (int)rs->release != 1) {
+    bool value = has(sn, "value"), ramp = has(sn, "ramp_to"), pulse = has(sn, "pulse");
+    if ((int)value + (int)ramp + (int)pulse + (int)rs->release != 1) {
         cfg_report(sn, NULL,
-                   "key 'set': needs exactly one of 'value', 'ramp_to' (with 'over') "
-                   "or 'release: true'");
+                   "key 'set': needs exactly one of 'value', 'ramp_to' (with 'over'), "
+                   "'pulse' (with 'for') or 'release: true'");
         b->errors++;
         return false;
     }
     if (ramp != has(sn, "over")) {
         cfg_report(sn, "over", "key 'set': 'over' goes with 'ramp_to', and 'ramp_to' needs it");
+        b->errors++;
+        return false;
+    }
+    if (pulse != has(sn, "for")) {
+        cfg_report(sn, "for", "key 'set': 'for' goes with 'pulse', and 'pulse' needs it");
         b->errors++;
         return false;
     }
@@ -448,10 +459,32 @@ static bool set_parse(struct build *b, const struct raw_event *r, struct sim_set
         set->kind = SIM_SET_RAMP;
         set->value = rs->ramp_to;
         set->over_ms = rs->over_ms;
+    } else if (pulse) {
+        set->kind = SIM_SET_PULSE;
+        set->value = rs->pulse;
+        set->over_ms = rs->for_ms;
     } else {
         set->kind = SIM_SET_RELEASE;
     }
     return true;
+}
+
+/* A scenario value must be one the metric can show: a contact is 0 or 1,
+ * a humidity 0..100. Returns false after reporting. */
+static bool set_in_range(struct build *b, const struct raw_event *r, const struct sim_set *set,
+                         const struct sim_metric *m)
+{
+    static const char *const keys[] = {[SIM_SET_VALUE] = "value",
+                                       [SIM_SET_RAMP] = "ramp_to",
+                                       [SIM_SET_RELEASE] = NULL,
+                                       [SIM_SET_PULSE] = "pulse"};
+    if (set->kind == SIM_SET_RELEASE || (set->value >= m->min && set->value <= m->max))
+        return true;
+    cfg_report(fy_node_mapping_lookup_by_string(r->node, "set", FY_NT), keys[set->kind],
+               "key '%s': %g is outside what metric '%s' can show (%g..%g)", keys[set->kind],
+               set->value, m->name, m->min, m->max);
+    b->errors++;
+    return false;
 }
 
 static void event_add(struct sim_config *c, const struct sim_event_conf *ev)
@@ -505,12 +538,20 @@ static void events_build(struct build *b, const struct cfg_list *list)
                 for (size_t k = 0; k < m->nmetrics && off < sizeof names; k++)
                     off += (size_t)snprintf(names + off, sizeof names - off, "%s%s", k ? " " : "",
                                             m->metrics[k]->name);
-                cfg_report(fy_node_mapping_lookup_by_string(r->node, "set", FY_NT), "metric",
-                           "key 'metric': model '%s' has no metric '%s' (it has: %s)", m->name,
-                           r->set.metric, names);
+                if (m->nmetrics)
+                    cfg_report(fy_node_mapping_lookup_by_string(r->node, "set", FY_NT), "metric",
+                               "key 'metric': model '%s' has no metric '%s' (it has: %s)", m->name,
+                               r->set.metric, names);
+                else
+                    cfg_report(fy_node_mapping_lookup_by_string(r->node, "set", FY_NT), "metric",
+                               "key 'metric': model '%s' has no metrics to set (its outputs are "
+                               "driven over Modbus)",
+                               m->name);
                 b->errors++;
                 continue;
             }
+            if (!set_in_range(b, r, &ev.set, m->metrics[metric]))
+                continue;
             ev.metric = (size_t)metric;
         }
         for (size_t k = 0; k < count; k++) {

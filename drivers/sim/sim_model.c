@@ -10,18 +10,40 @@
  * of a heated care room in winter; sim_value.h says what each term does. */
 // clang-format off
 static const struct sim_metric
-    /*               name           unit    base   day   occ  spread drift jitter  min     max */
-    m_temperature = {"temperature", "degC",  23.0,  2.5,   0.0,  1.0,  0.4, 0.05, -40.0,    80.0},
-    m_humidity    = {"humidity",    "%RH",   52.0, -8.0,   0.0,  4.0,  2.0, 0.2,    0.0,   100.0},
-    m_co2         = {"co2",         "ppm",  480.0,  0.0, 520.0, 60.0, 40.0, 5.0,  400.0, 10000.0},
-    m_pm25        = {"pm25",        "ug/m3", 12.0,  0.0,  10.0,  4.0,  4.0, 1.0,    0.0,  1000.0},
-    m_pm10        = {"pm10",        "ug/m3", 20.0,  0.0,  15.0,  6.0,  6.0, 1.5,    0.0,  2000.0},
-    m_tvoc        = {"tvoc",        "ppb",  150.0,  0.0, 200.0, 40.0, 30.0, 5.0,    0.0, 60000.0},
-    m_lel         = {"lel",         "%LEL",   0.3,  0.0,   0.0,  0.2,  0.3, 0.05,   0.0,   100.0},
+    /*               name           unit    base   day   occ  spread drift jitter  min     max    shape */
+    m_temperature = {"temperature", "degC",  23.0,  2.5,   0.0,  1.0,  0.4, 0.05, -40.0,    80.0, SIM_SHAPE_CURVE},
+    m_humidity    = {"humidity",    "%RH",   52.0, -8.0,   0.0,  4.0,  2.0, 0.2,    0.0,   100.0, SIM_SHAPE_CURVE},
+    m_co2         = {"co2",         "ppm",  480.0,  0.0, 520.0, 60.0, 40.0, 5.0,  400.0, 10000.0, SIM_SHAPE_CURVE},
+    m_pm25        = {"pm25",        "ug/m3", 12.0,  0.0,  10.0,  4.0,  4.0, 1.0,    0.0,  1000.0, SIM_SHAPE_CURVE},
+    m_pm10        = {"pm10",        "ug/m3", 20.0,  0.0,  15.0,  6.0,  6.0, 1.5,    0.0,  2000.0, SIM_SHAPE_CURVE},
+    m_tvoc        = {"tvoc",        "ppb",  150.0,  0.0, 200.0, 40.0, 30.0, 5.0,    0.0, 60000.0, SIM_SHAPE_CURVE},
+    m_lel         = {"lel",         "%LEL",   0.3,  0.0,   0.0,  0.2,  0.3, 0.05,   0.0,   100.0, SIM_SHAPE_CURVE},
     /* a meter's own status word: 0 unless a scenario sets it */
-    m_status      = {"status",      "",       0.0,  0.0,   0.0,  0.0,  0.0, 0.0,    0.0, 65535.0};
+    m_status      = {"status",      "",       0.0,  0.0,   0.0,  0.0,  0.0, 0.0,    0.0, 65535.0, SIM_SHAPE_CURVE};
 
-/* Register maps. deploy/sim/README.md documents the same tables. */
+/* Bed sensor: one resident's routine (sim_value.h) decides in_bed; heart and
+ * breathing rates of an elderly person asleep, lowest before dawn; movement
+ * low in sleep with bursts getting in and out. */
+static const struct sim_metric
+    /*            name        unit    base  day  occ  spread drift jitter min    max    shape */
+    m_in_bed   = {"in_bed",   "",      0.0, 0.0, 0.0, 0.0,   0.0,  0.0,   0.0,   1.0, SIM_SHAPE_IN_BED},
+    m_hr       = {"hr",       "bpm",  67.0, 2.0, 0.0, 3.0,   2.0,  1.0,   0.0, 250.0, SIM_SHAPE_VITAL},
+    m_rr       = {"rr",       "/min", 15.0, 0.5, 0.0, 1.5,   1.0,  0.5,   0.0,  60.0, SIM_SHAPE_VITAL},
+    m_movement = {"movement", "",      6.0, 0.0, 0.0, 2.0,   5.0,  3.0,   0.0, 100.0, SIM_SHAPE_ACTIVITY},
+    m_presence = {"presence", "",      0.0, 0.0, 0.0, 0.0,   0.0,  0.0,   0.0,   1.0, SIM_SHAPE_PRESENCE};
+
+/* Nurse-call panel: contacts are 0 until a scenario presses them; the
+ * battery of its wireless pull cords sits a little below full. */
+static const struct sim_metric
+    /*           name       unit  base  day  occ  spread drift jitter min   max    shape */
+    m_sos     = {"sos",     "",    0.0, 0.0, 0.0, 0.0,   0.0,  0.0,   0.0,   1.0, SIM_SHAPE_CURVE},
+    m_fall    = {"fall",    "",    0.0, 0.0, 0.0, 0.0,   0.0,  0.0,   0.0,   1.0, SIM_SHAPE_CURVE},
+    m_call    = {"call",    "",    0.0, 0.0, 0.0, 0.0,   0.0,  0.0,   0.0,   1.0, SIM_SHAPE_CURVE},
+    m_tamper  = {"tamper",  "",    0.0, 0.0, 0.0, 0.0,   0.0,  0.0,   0.0,   1.0, SIM_SHAPE_CURVE},
+    m_battery = {"battery", "%",  96.0, 0.0, 0.0, 2.0,   0.4,  0.0,   0.0, 100.0, SIM_SHAPE_CURVE};
+
+/* Register maps. deploy/sim/README.md and care-devices.md document the same
+ * tables. */
 
 /* jxct-th: JXCT-style temperature/humidity meter */
 static const struct sim_reg jxct_th_regs[] = {
@@ -66,14 +88,50 @@ static const struct sim_reg gas_lel_regs[] = {
     {SIM_HOLDING, 0x0002, SIM_ENC_FLAG_GE,  &m_lel, 20.0},
 };
 
+/* bed-mb: pressure-mat / radar bed monitor with an RS-485 Modbus option;
+ * flags read 0/1, rates in whole beats and breaths per minute */
+static const struct sim_reg bed_mb_regs[] = {
+    {SIM_HOLDING, 0x0000, SIM_ENC_U16, &m_in_bed,   1.0},
+    {SIM_HOLDING, 0x0001, SIM_ENC_U16, &m_hr,       1.0},
+    {SIM_HOLDING, 0x0002, SIM_ENC_U16, &m_rr,       1.0},
+    {SIM_HOLDING, 0x0003, SIM_ENC_U16, &m_movement, 1.0},
+    {SIM_HOLDING, 0x0004, SIM_ENC_U16, &m_presence, 1.0},
+};
+
+/* call-panel: nurse-call / emergency panel; the room's contacts as discrete
+ * inputs, the panel's own state in holding registers */
+static const struct sim_reg call_panel_regs[] = {
+    {SIM_DISCRETE, 0x0000, SIM_ENC_BIT, &m_sos,     0.0},
+    {SIM_DISCRETE, 0x0001, SIM_ENC_BIT, &m_fall,    0.0},
+    {SIM_DISCRETE, 0x0002, SIM_ENC_BIT, &m_call,    0.0},
+    {SIM_HOLDING,  0x0000, SIM_ENC_U16, &m_battery, 1.0},
+    {SIM_HOLDING,  0x0001, SIM_ENC_U16, &m_tamper,  1.0},
+};
+
+/* relay-4ch: 4-channel Modbus relay board driving a sounder, a strobe or a
+ * nurse-call line; coils only */
+static const struct sim_reg relay_4ch_regs[] = {
+    {SIM_COIL, 0x0000, SIM_ENC_OUTPUT, NULL, 0.0},
+    {SIM_COIL, 0x0001, SIM_ENC_OUTPUT, NULL, 0.0},
+    {SIM_COIL, 0x0002, SIM_ENC_OUTPUT, NULL, 0.0},
+    {SIM_COIL, 0x0003, SIM_ENC_OUTPUT, NULL, 0.0},
+};
+
+static void derive_bed(const struct sim_model *m, struct sim_derive *d);
+
 #define REGS(r) r, CH_ARRAY_LEN(r)
 static const struct sim_model models[] = {
-    {"jxct-th",   1,    {&m_humidity, &m_temperature}, 2, REGS(jxct_th_regs)},
-    {"air-board", 1,    {&m_humidity, &m_temperature, &m_pm25, &m_co2, &m_tvoc, &m_pm10}, 6,
-                        REGS(air_board_regs)},
-    {"xy-md02",   1,    {&m_temperature, &m_humidity}, 2, REGS(xy_md02_regs)},
-    {"co2-s8",    0xFE, {&m_co2, &m_status}, 2, REGS(co2_s8_regs)},
-    {"gas-lel",   1,    {&m_lel}, 1, REGS(gas_lel_regs)},
+    {"jxct-th",    1,    {&m_humidity, &m_temperature}, 2, REGS(jxct_th_regs), NULL},
+    {"air-board",  1,    {&m_humidity, &m_temperature, &m_pm25, &m_co2, &m_tvoc, &m_pm10}, 6,
+                         REGS(air_board_regs), NULL},
+    {"xy-md02",    1,    {&m_temperature, &m_humidity}, 2, REGS(xy_md02_regs), NULL},
+    {"co2-s8",     0xFE, {&m_co2, &m_status}, 2, REGS(co2_s8_regs), NULL},
+    {"gas-lel",    1,    {&m_lel}, 1, REGS(gas_lel_regs), NULL},
+    {"bed-mb",     1,    {&m_in_bed, &m_hr, &m_rr, &m_movement, &m_presence}, 5,
+                         REGS(bed_mb_regs), derive_bed},
+    {"call-panel", 1,    {&m_sos, &m_fall, &m_call, &m_battery, &m_tamper}, 5,
+                         REGS(call_panel_regs), NULL},
+    {"relay-4ch",  1,    {NULL}, 0, REGS(relay_4ch_regs), NULL},
 };
 // clang-format on
 
@@ -101,6 +159,31 @@ int sim_model_metric(const struct sim_model *m, const char *name)
     return -1;
 }
 
+/* A scenario that decides in_bed moves the resident: the bed's other
+ * metrics, where no event decides them, follow as if the routine had put
+ * the resident there (no heart rate in an empty bed, presence with them). */
+static void derive_bed(const struct sim_model *m, struct sim_derive *d)
+{
+    size_t k = 0;
+    while (k < m->nmetrics && m->metrics[k]->shape != SIM_SHAPE_IN_BED)
+        k++;
+    if (k == m->nmetrics || !d->held[k])
+        return; /* the routine decides: the shaped values already agree */
+    struct sim_bed bed = {.in_bed = d->values[k] >= 0.5, .near_s = INT64_MAX};
+    for (size_t i = 0; i < m->nmetrics; i++)
+        if (i != k && !d->held[i] && m->metrics[i]->shape != SIM_SHAPE_CURVE)
+            d->values[i] = sim_value_shaped(m->metrics[i], d->seed, d->dev_key, d->t_ms,
+                                            d->utc_offset_min, &bed);
+}
+
+bool sim_model_has_table(const struct sim_model *m, enum sim_table t)
+{
+    for (size_t i = 0; i < m->nregs; i++)
+        if (m->regs[i].table == t)
+            return true;
+    return false;
+}
+
 /* Number of registers an encoding occupies. */
 static unsigned reg_width(enum sim_enc e)
 {
@@ -109,7 +192,8 @@ static unsigned reg_width(enum sim_enc e)
 
 modbus_mapping_t *sim_model_mapping_new(const struct sim_model *m)
 {
-    unsigned lo[2] = {0xFFFF, 0xFFFF}, hi[2] = {0, 0}; /* per table: [lo, hi) */
+    /* per table: [lo, hi) */
+    unsigned lo[SIM_TABLES] = {0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF}, hi[SIM_TABLES] = {0};
     for (size_t i = 0; i < m->nregs; i++) {
         const struct sim_reg *r = &m->regs[i];
         if (r->addr < lo[r->table])
@@ -117,12 +201,13 @@ modbus_mapping_t *sim_model_mapping_new(const struct sim_model *m)
         if (r->addr + reg_width(r->enc) > hi[r->table])
             hi[r->table] = r->addr + reg_width(r->enc);
     }
-    for (int t = 0; t < 2; t++)
+    for (int t = 0; t < SIM_TABLES; t++)
         if (hi[t] == 0)
             lo[t] = 0;
-    return modbus_mapping_new_start_address(0, 0, 0, 0, lo[SIM_HOLDING],
-                                            hi[SIM_HOLDING] - lo[SIM_HOLDING], lo[SIM_INPUT],
-                                            hi[SIM_INPUT] - lo[SIM_INPUT]);
+    return modbus_mapping_new_start_address(lo[SIM_COIL], hi[SIM_COIL] - lo[SIM_COIL],
+                                            lo[SIM_DISCRETE], hi[SIM_DISCRETE] - lo[SIM_DISCRETE],
+                                            lo[SIM_HOLDING], hi[SIM_HOLDING] - lo[SIM_HOLDING],
+                                            lo[SIM_INPUT], hi[SIM_INPUT] - lo[SIM_INPUT]);
 }
 
 uint16_t sim_model_enc_u16(double value, double scale)
@@ -160,14 +245,22 @@ void sim_model_encode(const struct sim_model *m, const double *values, uint8_t u
 {
     for (size_t i = 0; i < m->nregs; i++) {
         const struct sim_reg *r = &m->regs[i];
-        uint16_t *tab = r->table == SIM_HOLDING ? map->tab_registers : map->tab_input_registers;
-        unsigned start =
-            r->table == SIM_HOLDING ? map->start_registers : map->start_input_registers;
-        uint16_t *reg = &tab[r->addr - start];
         double v = 0.0;
         for (size_t k = 0; k < m->nmetrics && r->metric; k++)
             if (m->metrics[k] == r->metric)
                 v = values[k];
+        if (r->table == SIM_COIL || r->table == SIM_DISCRETE) {
+            if (r->enc == SIM_ENC_OUTPUT)
+                continue; /* the master's, not the model's */
+            uint8_t *bits = r->table == SIM_COIL ? map->tab_bits : map->tab_input_bits;
+            unsigned start = r->table == SIM_COIL ? map->start_bits : map->start_input_bits;
+            bits[r->addr - start] = r->enc == SIM_ENC_BIT && v >= 0.5 ? 1 : 0;
+            continue;
+        }
+        uint16_t *tab = r->table == SIM_HOLDING ? map->tab_registers : map->tab_input_registers;
+        unsigned start =
+            r->table == SIM_HOLDING ? map->start_registers : map->start_input_registers;
+        uint16_t *reg = &tab[r->addr - start];
         switch (r->enc) {
         case SIM_ENC_U16:
             *reg = sim_model_enc_u16(v, r->scale);
@@ -184,7 +277,11 @@ void sim_model_encode(const struct sim_model *m, const double *values, uint8_t u
         case SIM_ENC_UNIT:
             *reg = unit;
             break;
+        case SIM_ENC_BIT:
+            *reg = v >= 0.5 ? 1 : 0;
+            break;
         case SIM_ENC_ZERO:
+        case SIM_ENC_OUTPUT:
             *reg = 0;
             break;
         }

@@ -22,6 +22,12 @@ static double value_with(const struct sim_set *sets, size_t k, int64_t at_ms, si
         return e->value;
     case SIM_SET_RELEASE:
         return base(ctx, at_ms);
+    case SIM_SET_PULSE:
+        /* a pull cord let go or a resident back in bed: the events before
+         * the pulse decide again, as if it had never been */
+        if (at_ms - e->at_ms < e->over_ms)
+            return e->value;
+        return value_with(sets, k - 1, at_ms, base, ctx);
     case SIM_SET_RAMP:
         break;
     }
@@ -36,6 +42,25 @@ double sim_scenario_value(const struct sim_set *sets, size_t n, int64_t at_ms, s
                           const void *ctx)
 {
     return value_with(sets, in_force(sets, n, at_ms), at_ms, base, ctx);
+}
+
+bool sim_scenario_held(const struct sim_set *sets, size_t n, int64_t at_ms)
+{
+    for (size_t k = in_force(sets, n, at_ms); k > 0; k--) {
+        const struct sim_set *e = &sets[k - 1];
+        switch (e->kind) {
+        case SIM_SET_VALUE:
+        case SIM_SET_RAMP:
+            return true;
+        case SIM_SET_RELEASE:
+            return false;
+        case SIM_SET_PULSE:
+            if (at_ms - e->at_ms < e->over_ms)
+                return true;
+            break; /* over: the event before it decides */
+        }
+    }
+    return false;
 }
 
 const struct sim_fault_ev *sim_scenario_fault(const struct sim_fault_ev *evs, size_t n,

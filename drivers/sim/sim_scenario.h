@@ -3,7 +3,8 @@
  * A scenario is a list of events at offsets from the simulator's start
  * (scenario clock, which --speed scales). Two kinds act on a device:
  *   - metric changes (struct sim_set): hold a value, ramp to a value over a
- *     duration, or release the metric back to its simulated curve;
+ *     duration, pulse a value for a duration (then whatever was in force
+ *     before comes back), or release the metric back to its simulated curve;
  *   - faults (struct sim_fault_ev): silent, exception, garbage, none.
  * Both are evaluated as pure functions of the scenario time, so a value or
  * a fault at time t never depends on what was asked before. */
@@ -12,6 +13,7 @@
 
 #include "cfg.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,13 +21,14 @@ enum sim_set_kind {
     SIM_SET_VALUE,   /* hold value from at_ms on */
     SIM_SET_RAMP,    /* go linearly from the value at at_ms to value over over_ms, then hold */
     SIM_SET_RELEASE, /* back to the simulated curve */
+    SIM_SET_PULSE,   /* hold value for over_ms, then what was in force before it */
 };
 
 struct sim_set {
     int64_t at_ms; /* scenario time */
     enum sim_set_kind kind;
-    double value;    /* VALUE, RAMP: target in engineering units */
-    int64_t over_ms; /* RAMP: > 0 */
+    double value;    /* VALUE, RAMP, PULSE: target in engineering units */
+    int64_t over_ms; /* RAMP, PULSE: > 0 */
 };
 
 enum sim_fault {
@@ -51,6 +54,11 @@ typedef double (*sim_base_fn)(const void *ctx, int64_t at_ms);
  * before it included. Borrows everything. */
 double sim_scenario_value(const struct sim_set *sets, size_t n, int64_t at_ms, sim_base_fn base,
                           const void *ctx);
+
+/* Whether an event decides the metric at at_ms (a hold, a ramp, a pulse
+ * not yet over) rather than its curve. Same arguments as
+ * sim_scenario_value(). */
+bool sim_scenario_held(const struct sim_set *sets, size_t n, int64_t at_ms);
 
 /* The fault in force at at_ms among evs[0..n) sorted by at_ms; NULL when
  * none has started (the device answers normally). Borrows evs. */

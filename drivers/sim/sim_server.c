@@ -65,7 +65,12 @@ struct sim_server {
     int64_t start_wall_ms, start_mono_ms;
     int64_t mono_ms, at_ms; /* taken once per loop pass */
     size_t next_event;      /* first scenario event not yet logged */
-    int64_t next_stats_ms;  /* monotonic */
+    /* Pulses end without an event of their own: their indices into
+     * cfg->events, sorted by end time, and the first whose end is not yet
+     * logged. */
+    size_t *pulses;
+    size_t npulses, next_pulse_end;
+    int64_t next_stats_ms; /* monotonic */
     struct pollfd *pfds;
     struct watch *watch;
     size_t pcap;
@@ -75,6 +80,12 @@ static void clock_update(struct sim_server *srv)
 {
     srv->mono_ms = ch_mono_ms();
     srv->at_ms = (int64_t)((double)(srv->mono_ms - srv->start_mono_ms) * srv->opts.speed);
+}
+
+/* Scenario time at which pulse event i of cfg ends. */
+static int64_t pulse_end(const struct sim_config *cfg, size_t i)
+{
+    return cfg->events[i].at_ms + cfg->events[i].set.over_ms;
 }
 
 struct sim_server *sim_server_new(const struct sim_config *cfg, const struct sim_server_opts *opts)
@@ -100,6 +111,13 @@ struct sim_server *sim_server_new(const struct sim_config *cfg, const struct sim
             sim_slave_add_fault(srv->slaves[ev->slave], &ev->fault);
         else
             sim_slave_add_set(srv->slaves[ev->slave], ev->metric, &ev->set);
+        if (ev->kind == SIM_EVENT_SET && ev->set.kind == SIM_SET_PULSE) {
+            srv->pulses = ch_xrealloc(srv->pulses, (srv->npulses + 1) * sizeof *srv->pulses);
+            size_t j = srv->npulses++;
+            for (; j > 0 && pulse_end(cfg, srv->pulses[j - 1]) > pulse_end(cfg, i); j--)
+                srv->pulses[j] = srv->pulses[j - 1];
+            srv->pulses[j] = i;
+        }
     }
     return srv;
 }
@@ -435,20 +453,46 @@ static void log_event(const struct sim_server *srv, const struct sim_event_conf 
         return;
     }
     const struct sim_metric *m = sim_slave_model(s)->metrics[ev->metric];
+    const char *sp = m->unit[0] ? " " : ""; /* contacts and flags have no unit */
     switch (ev->set.kind) {
     case SIM_SET_VALUE:
-        LOGI("sim", sim_slave_name(s), "scenario %gs: %s held at %g %s", at_s, m->name,
-             ev->set.value, m->unit);
+        LOGI("sim", sim_slave_name(s), "scenario %gs: %s held at %g%s%s", at_s, m->name,
+             ev->set.value, sp, m->unit);
         break;
     case SIM_SET_RAMP:
-        LOGI("sim", sim_slave_name(s), "scenario %gs: %s ramps to %g %s over %gs", at_s, m->name,
-             ev->set.value, m->unit, (double)ev->set.over_ms / 1000.0);
+        LOGI("sim", sim_slave_name(s), "scenario %gs: %s ramps to %g%s%s over %gs", at_s, m->name,
+             ev->set.value, sp, m->unit, (double)ev->set.over_ms / 1000.0);
         break;
     case SIM_SET_RELEASE:
         LOGI("sim", sim_slave_name(s), "scenario %gs: %s back on its simulated curve", at_s,
              m->name);
         break;
+    case SIM_SET_PULSE:
+        LOGI("sim", sim_slave_name(s), "scenario %gs: %s pulsed to %g%s%s for %gs", at_s, m->name,
+             ev->set.value, sp, m->unit, (double)ev->set.over_ms / 1000.0);
+        break;
     }
+}
+
+/* ", coil writes W, coil changes C, coils on: 0 2" (or "none") for the
+ * statistics line of a slave with coils. */
+static void coils_summary(const struct sim_slave *s, char *buf, size_t n)
+{
+    const struct sim_slave_stats *st = sim_slave_stats(s);
+    const struct sim_model *m = sim_slave_model(s);
+    size_t off =
+        (size_t)snprintf(buf, n, ", coil writes %llu, coil changes %llu, coils on:",
+                         (unsigned long long)st->coil_writes, (unsigned long long)st->coil_changes);
+    bool any = false;
+    for (size_t k = 0; k < m->nregs && off < n; k++) {
+        const struct sim_reg *r = &m->regs[k];
+        if (r->table == SIM_COIL && sim_slave_coil(s, r->addr)) {
+            off += (size_t)snprintf(buf + off, n - off, " %u", r->addr);
+            any = true;
+        }
+    }
+    if (!any && off < n)
+        snprintf(buf + off, n - off, " none");
 }
 
 void sim_server_log_stats(const struct sim_server *srv)
@@ -473,12 +517,16 @@ void sim_server_log_stats(const struct sim_server *srv)
         }
     }
     for (size_t i = 0; i < srv->cfg->nslaves; i++) {
-        const struct sim_slave_stats *st = sim_slave_stats(srv->slaves[i]);
-        LOGI("sim", sim_slave_name(srv->slaves[i]),
-             "stats: unit %u on %s: served %llu, exceptions %llu, ignored %llu, garbage %llu",
-             sim_slave_unit(srv->slaves[i]), srv->cfg->endpoints[srv->cfg->slaves[i].endpoint].id,
+        const struct sim_slave *s = srv->slaves[i];
+        const struct sim_slave_stats *st = sim_slave_stats(s);
+        char coils[160] = "";
+        if (sim_model_has_table(sim_slave_model(s), SIM_COIL))
+            coils_summary(s, coils, sizeof coils);
+        LOGI("sim", sim_slave_name(s),
+             "stats: unit %u on %s: served %llu, exceptions %llu, ignored %llu, garbage %llu%s",
+             sim_slave_unit(s), srv->cfg->endpoints[srv->cfg->slaves[i].endpoint].id,
              (unsigned long long)st->served, (unsigned long long)st->exceptions,
-             (unsigned long long)st->ignored, (unsigned long long)st->garbage);
+             (unsigned long long)st->ignored, (unsigned long long)st->garbage, coils);
     }
 }
 
@@ -491,6 +539,20 @@ static int64_t tick(struct sim_server *srv)
         log_event(srv, &cfg->events[srv->next_event++]);
     if (srv->next_event < cfg->nevents) {
         double until = (double)(cfg->events[srv->next_event].at_ms - srv->at_ms) / srv->opts.speed;
+        if (until < (double)wait)
+            wait = (int64_t)until + 1;
+    }
+    while (srv->next_pulse_end < srv->npulses &&
+           pulse_end(cfg, srv->pulses[srv->next_pulse_end]) <= srv->at_ms) {
+        const struct sim_event_conf *ev = &cfg->events[srv->pulses[srv->next_pulse_end++]];
+        const struct sim_slave *s = srv->slaves[ev->slave];
+        LOGI("sim", sim_slave_name(s), "scenario %gs: %s pulse over",
+             (double)(ev->at_ms + ev->set.over_ms) / 1000.0,
+             sim_slave_model(s)->metrics[ev->metric]->name);
+    }
+    if (srv->next_pulse_end < srv->npulses) {
+        int64_t end = pulse_end(cfg, srv->pulses[srv->next_pulse_end]);
+        double until = (double)(end - srv->at_ms) / srv->opts.speed;
         if (until < (double)wait)
             wait = (int64_t)until + 1;
     }
@@ -612,6 +674,7 @@ void sim_server_free(struct sim_server *srv)
     for (size_t i = 0; i < srv->cfg->nslaves; i++)
         sim_slave_free(srv->slaves[i]);
     free(srv->slaves);
+    free(srv->pulses);
     free(srv->eps);
     free(srv->pfds);
     free(srv->watch);

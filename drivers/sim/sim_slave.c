@@ -107,11 +107,73 @@ static double curve_at(const void *ctx, int64_t at_ms)
                         c->s->utc_offset_min);
 }
 
+/* All metric values at scenario time at_ms: each metric's scenario or
+ * curve, then the model's derive hook over the lot. */
+static void values_at(const struct sim_slave *s, int64_t start_ms, int64_t at_ms, double *values)
+{
+    bool held[SIM_MODEL_MAX_METRICS];
+    for (size_t i = 0; i < s->model->nmetrics; i++) {
+        struct curve c = {s, s->model->metrics[i], start_ms};
+        const struct set_list *l = &s->sets[i];
+        values[i] = sim_scenario_value(l->items, l->n, at_ms, curve_at, &c);
+        held[i] = sim_scenario_held(l->items, l->n, at_ms);
+    }
+    if (s->model->derive) {
+        struct sim_derive d = {.values = values,
+                               .held = held,
+                               .seed = s->seed,
+                               .dev_key = s->key,
+                               .t_ms = start_ms + at_ms,
+                               .utc_offset_min = s->utc_offset_min};
+        s->model->derive(s->model, &d);
+    }
+}
+
 double sim_slave_value(const struct sim_slave *s, size_t metric, int64_t start_ms, int64_t at_ms)
 {
-    struct curve c = {s, s->model->metrics[metric], start_ms};
-    const struct set_list *l = &s->sets[metric];
-    return sim_scenario_value(l->items, l->n, at_ms, curve_at, &c);
+    double values[SIM_MODEL_MAX_METRICS];
+    values_at(s, start_ms, at_ms, values);
+    return values[metric];
+}
+
+bool sim_slave_coil(const struct sim_slave *s, unsigned addr)
+{
+    const modbus_mapping_t *map = s->map;
+    unsigned start = (unsigned)map->start_bits;
+    if (addr < start || addr >= start + (unsigned)map->nb_bits)
+        return false;
+    return map->tab_bits[addr - start] != 0;
+}
+
+/* Sets one coil as a write asks and says so when it changes. Tests and
+ * installers grep for "NAME: coil A -> on (by FC05)": the message names the
+ * slave itself, so that form holds whatever log.c puts in front of it. */
+static void coil_set(struct sim_slave *s, unsigned addr, bool on, unsigned fc)
+{
+    uint8_t *bit = &s->map->tab_bits[addr - (unsigned)s->map->start_bits];
+    if ((*bit != 0) == on) {
+        LOGD("sim", s->name, "%s: coil %u stays %s (by FC%02u)", s->name, addr, on ? "on" : "off",
+             fc);
+        return;
+    }
+    *bit = on ? 1 : 0;
+    s->stats.coil_changes++;
+    LOGI("sim", s->name, "%s: coil %u -> %s (by FC%02u)", s->name, addr, on ? "on" : "off", fc);
+}
+
+/* Applies a checked FC05 or FC15 request to the coils. */
+static void coil_write(struct sim_slave *s, const uint8_t *pdu)
+{
+    unsigned addr = (unsigned)pdu[1] << 8 | pdu[2];
+    unsigned word = (unsigned)pdu[3] << 8 | pdu[4];
+    s->stats.coil_writes++;
+    if (pdu[0] == 0x05) {
+        coil_set(s, addr, word == 0xFF00, 0x05);
+        return;
+    }
+    /* FC15: quantity in word, then a byte count and the bits, LSB first */
+    for (unsigned i = 0; i < word; i++)
+        coil_set(s, addr + i, (pdu[6 + i / 8] >> (i % 8)) & 1, 0x0F);
 }
 
 /* The exception a well-behaved slave answers to pdu[0..n), or 0 if the
@@ -189,8 +251,7 @@ static uint8_t check_request(const modbus_mapping_t *map, const uint8_t *pdu, si
 static void refresh(struct sim_slave *s, int64_t start_ms, int64_t at_ms)
 {
     double values[SIM_MODEL_MAX_METRICS];
-    for (size_t i = 0; i < s->model->nmetrics; i++)
-        values[i] = sim_slave_value(s, i, start_ms, at_ms);
+    values_at(s, start_ms, at_ms, values);
     sim_model_encode(s->model, values, s->unit, s->map);
 }
 
@@ -227,6 +288,8 @@ enum sim_answer sim_slave_answer(struct sim_slave *s, const uint8_t *pdu, size_t
         s->warned = true;
         return SIM_ANSWER_EXCEPTION;
     }
+    if (pdu[0] == 0x05 || pdu[0] == 0x0F)
+        coil_write(s, pdu);
     refresh(s, start_ms, at_ms);
     s->stats.served++;
     return SIM_ANSWER_REPLY;

@@ -8,16 +8,19 @@
 #include "sim_scenario.h"
 
 #include <modbus.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct sim_slave;
 
 struct sim_slave_stats {
-    uint64_t served;     /* normal replies */
-    uint64_t exceptions; /* exception replies, scripted or for bad requests */
-    uint64_t ignored;    /* requests left unanswered (silent fault) */
-    uint64_t garbage;    /* corrupt replies (garbage fault) */
+    uint64_t served;       /* normal replies */
+    uint64_t exceptions;   /* exception replies, scripted or for bad requests */
+    uint64_t ignored;      /* requests left unanswered (silent fault) */
+    uint64_t garbage;      /* corrupt replies (garbage fault) */
+    uint64_t coil_writes;  /* accepted FC05/FC15 requests */
+    uint64_t coil_changes; /* coils those requests switched (on to off or off to on) */
 };
 
 enum sim_answer {
@@ -49,15 +52,28 @@ modbus_mapping_t *sim_slave_mapping(struct sim_slave *s);
 
 /* Value of metric (engineering units) at scenario time at_ms, the simulator
  * having started at Unix time start_ms: the simulated curve at
- * start_ms + at_ms, or what the scenario makes of it. */
+ * start_ms + at_ms, or what the scenario makes of it, as the model's derive
+ * hook leaves it (a bed's hr is 0 while a scenario keeps it empty). */
 double sim_slave_value(const struct sim_slave *s, size_t metric, int64_t start_ms, int64_t at_ms);
+
+/* Whether coil addr (zero-based) is on; false for a coil the model lacks. */
+bool sim_slave_coil(const struct sim_slave *s, unsigned addr);
 
 /* Decides the answer to the request PDU pdu[0..n), n >= 1 (function code
  * onwards, no address or CRC) at scenario time at_ms, and counts it. A fault in force
  * decides first; then a malformed or out-of-map request gets the exception
- * the Modbus spec asks for (illegal function, data value or data address);
+ * the Modbus spec asks for (illegal function, data value or data address;
+ * a write to coils a model does not have is an illegal data address);
  * otherwise the mapping is refreshed with the current values and the caller
- * replies from it. *exception_code is set for SIM_ANSWER_EXCEPTION. */
+ * replies from it. *exception_code is set for SIM_ANSWER_EXCEPTION.
+ *
+ * A coil write (FC05, FC15) is applied to the mapping here, before the
+ * reply, so the state and its log do not depend on the transport: every
+ * coil it switches is logged at info level as
+ *   [sim:NAME] NAME: coil A -> on (by FC05)      (or "-> off", "(by FC15)")
+ * and counted; a write that leaves a coil as it was is logged at debug
+ * level only. modbus_reply() then writes the same bits again and echoes the
+ * request, as a relay board does. */
 enum sim_answer sim_slave_answer(struct sim_slave *s, const uint8_t *pdu, size_t n,
                                  int64_t start_ms, int64_t at_ms, uint8_t *exception_code);
 

@@ -15,11 +15,18 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import SRC, log  # noqa: E402
 
 
-def load_schema(name):
+def read_schema(name):
     with open(os.path.join(SRC, "schemas", name)) as f:
-        s = json.load(f)
+        return json.load(f)
+
+
+def load_schema(name):
+    s = read_schema(name)
     jsonschema.Draft7Validator.check_schema(s)
-    return jsonschema.Draft7Validator(s)
+    # rule packs refer to the site schema's rule definition
+    site = read_schema("site-config.schema.json")
+    resolver = jsonschema.RefResolver.from_schema(s, store={site["$id"]: site})
+    return jsonschema.Draft7Validator(s, resolver=resolver)
 
 
 def main():
@@ -38,6 +45,13 @@ def main():
         with open(path) as f:
             doc = yaml.safe_load(f)
         errs = list(prof.iter_errors(doc))
+        assert not errs, f"{path}: {[e.message for e in errs]}"
+        passed += 1
+    packs = load_schema("rule-pack.schema.json")
+    for path in glob.glob(os.path.join(SRC, "deploy/rules/*.yaml")):
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+        errs = list(packs.iter_errors(doc))
         assert not errs, f"{path}: {[e.message for e in errs]}"
         passed += 1
     # what a schema can see (semantic errors such as an unknown profile are C-only)

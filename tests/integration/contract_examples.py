@@ -8,9 +8,11 @@
 - The limits in the schemas equal the ones in schemas/codec.h.
 
 JSON is read as strictly as the C decoder reads it (jansson): duplicate keys,
-NaN and Infinity are errors. The two rules JSON Schema cannot say are the
+NaN and Infinity are errors. The rules JSON Schema cannot say are the
 schemas' x- keywords, implemented here: x-keysIn (every key of one property
-is a key of another) and x-maxBytes (length in UTF-8 bytes).
+is a key of another), x-maxBytes (length in UTF-8 bytes), x-joined (one
+property is others joined by a separator: alarm_id = rule ":" device) and
+x-sameAs (two properties are equal: the flood alarm's device is the gateway).
 
 Uses only the standard library and python3-jsonschema (4.10 or later).
 """
@@ -70,11 +72,34 @@ def _max_bytes(validator, limit, instance, schema):
         yield jsonschema.ValidationError(f"{instance!r} is longer than {limit} UTF-8 bytes")
 
 
-X_KEYWORDS = {"x-keysIn": _keys_in, "x-maxBytes": _max_bytes}
+def _joined(validator, spec, instance, schema):
+    if not validator.is_type(instance, "object"):
+        return
+    for prop, how in spec.items():
+        parts = [instance.get(p) for p in how["parts"]]
+        whole = instance.get(prop)
+        if not isinstance(whole, str) or not all(isinstance(p, str) for p in parts):
+            continue  # missing or mistyped: the ordinary keywords say so
+        want = how["separator"].join(parts)
+        if whole != want:
+            yield jsonschema.ValidationError(f"{prop}: {whole!r} is not {want!r}")
+
+
+def _same_as(validator, spec, instance, schema):
+    if not validator.is_type(instance, "object"):
+        return
+    for prop, other in spec.items():
+        if prop in instance and other in instance and instance[prop] != instance[other]:
+            yield jsonschema.ValidationError(
+                f"{prop}: {instance[prop]!r} is not {other} ({instance[other]!r})")
+
+
+X_KEYWORDS = {"x-keysIn": _keys_in, "x-maxBytes": _max_bytes, "x-joined": _joined,
+              "x-sameAs": _same_as}
 
 # The wire payloads: each needs good and bad examples. Other schemas in the
 # folder (config files) are checked for validity, and for examples if any.
-WIRE = ("telemetry", "status")
+WIRE = ("telemetry", "status", "alert", "command")
 
 
 def validator(schema):
@@ -91,8 +116,22 @@ def limit_checks(schemas):
     """(what, value in the schema, value in codec.h) for every shared limit."""
     c = codec_limits()
     tel, st = schemas["telemetry"], schemas["status"]
+    al, cmd = schemas["alert"], schemas["command"]
     reading = tel["$defs"]["reading"]["properties"]
     return [
+        ("alert schema const", al["properties"]["schema"]["const"], c["CH_SCHEMA_ALERT"]),
+        ("command schema const", cmd["properties"]["schema"]["const"], c["CH_SCHEMA_COMMAND"]),
+        ("alert id maxLength", al["$defs"]["id"]["maxLength"], c["CH_ID_MAX"] - 1),
+        ("alert alarm_id maxLength", al["$defs"]["alarm_id"]["maxLength"], c["CH_ALARM_ID_MAX"] - 1),
+        ("command alarm_id maxLength", cmd["$defs"]["alarm_id"]["maxLength"],
+         c["CH_ALARM_ID_MAX"] - 1),
+        ("alert message x-maxBytes", al["properties"]["message"]["x-maxBytes"], c["CH_TEXT_MAX"] - 1),
+        ("alert by x-maxBytes", al["$defs"]["by"]["x-maxBytes"], c["CH_ID_MAX"] - 1),
+        ("command by x-maxBytes", cmd["properties"]["by"]["x-maxBytes"], c["CH_ID_MAX"] - 1),
+        ("alert escalation maximum", al["properties"]["escalation"]["maximum"],
+         c["CH_ESCALATION_MAX"]),
+        ("command duration_ms maximum", cmd["properties"]["duration_ms"]["maximum"],
+         c["CH_SHELVE_MAX_MS"]),
         ("telemetry schema const", tel["properties"]["schema"]["const"], c["CH_SCHEMA_TELEMETRY"]),
         ("status schema const", st["properties"]["schema"]["const"], c["CH_SCHEMA_STATUS"]),
         ("readings maxItems", tel["properties"]["readings"]["maxItems"], c["CH_MAX_READINGS"]),
@@ -131,15 +170,25 @@ def main():
         except (ValueError, jsonschema.SchemaError) as e:
             report(False, f"{path.name}: {e}")
     if set(WIRE) - schemas.keys():
-        report(False, "schemas/telemetry.schema.json and schemas/status.schema.json both exist")
+        report(False, "a schema for each wire payload exists: " +
+               ", ".join(f"schemas/{k}.schema.json" for k in WIRE))
         print(f"{passed} passed, {failed} failed")
         return 1
 
     for what, in_schema, in_codec in limit_checks(schemas):
         report(in_schema == in_codec, f"{what}: schema {in_schema!r}, codec.h {in_codec!r}")
-    for d in ("id", "ts"):
-        same = rules(schemas["telemetry"]["$defs"][d]) == rules(schemas["status"]["$defs"][d])
-        report(same, f"$defs/{d} is the same in both schemas")
+    for d, names in (("id", ("status", "alert")), ("ts", ("status", "alert", "command")),
+                     ("alarm_id", ("command",))):
+        first = "telemetry" if d != "alarm_id" else "alert"
+        for other in names:
+            same = rules(schemas[first]["$defs"][d]) == rules(schemas[other]["$defs"][d])
+            report(same, f"$defs/{d} is the same in {first} and {other}")
+    al, cmd = schemas["alert"], schemas["command"]
+    report(rules(al["$defs"]["by"]) == rules(cmd["properties"]["by"]),
+           "'by' is the same rule in alert and command")
+    metric = al["properties"]["metric"]["anyOf"][1]["allOf"]
+    report(metric[1:] == schemas["telemetry"]["$defs"]["metric_name"]["allOf"][1:],
+           "alert metric follows telemetry's metric_name rule")
 
     for expect_valid, folder in ((True, SCHEMAS / "examples"), (False, SCHEMAS / "examples" / "bad")):
         files = sorted(folder.glob("*.json"))

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -170,11 +171,13 @@ class Mosquitto:
     persistent=True keeps sessions and queued QoS 1 messages across restarts
     (as a production broker should)."""
 
-    def __init__(self, world, port=None, tls=None, persistent=False):
+    def __init__(self, world, port=None, tls=None, persistent=False, name="mosquitto",
+                 start=True):
         self.world = world
+        self.name = name
         self.port = port or free_port()
         self.tls = tls
-        d = world.dir("mosquitto")
+        d = world.dir(name)
         self.cfg = os.path.join(d, "mosquitto.conf")
         extra = ""
         if tls:
@@ -193,10 +196,12 @@ log_type error
 log_type warning
 user root
 """)
-        self.start()
+        self.proc = None
+        if start:
+            self.start()
 
     def start(self):
-        self.proc = self.world.spawn("mosquitto", ["mosquitto", "-c", self.cfg])
+        self.proc = self.world.spawn(self.name, ["mosquitto", "-c", self.cfg])
         wait_for("mosquitto to listen", lambda: port_open(self.port), 10)
 
     def stop(self):
@@ -220,6 +225,90 @@ user root
         path = os.path.join(self.world.root, f"{name}.capture")
         return self.world.spawn(name, ["mosquitto_sub"] + self.client_args() +
                                 ["-q", "1", "-v", "-t", topic, "-F", "%t\t%p"], logpath=path)
+
+
+class Console:
+    """A client of care-edge's local alarm console: a logged-in session
+    (cookie) and a Server-Sent Events reader collecting events in a list."""
+
+    def __init__(self, port, user, password):
+        import http.cookiejar
+        import urllib.request
+        self.base = f"http://127.0.0.1:{port}"
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.events = []
+        self.lock = threading.Lock()
+        self.status, _ = self.request("POST", "/api/login", {"user": user, "password": password})
+
+    def request(self, method, path, body=None):
+        """(status, parsed JSON or None); never raises for HTTP errors."""
+        import urllib.error
+        import urllib.request
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with self.opener.open(req, timeout=10) as r:
+                raw = r.read()
+                return r.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                return e.code, json.loads(raw) if raw else None
+            except ValueError:
+                return e.code, raw.decode(errors="replace")
+
+    def listen(self):
+        """Starts reading /api/events in a thread; events land in self.events
+        as (monotonic time, event name, parsed data)."""
+        import http.client
+        cookie = "; ".join(f"{c.name}={c.value}" for c in self.jar)
+        conn = http.client.HTTPConnection("127.0.0.1", int(self.base.rsplit(":", 1)[1]), timeout=30)
+        conn.request("GET", "/api/events", headers={"Cookie": cookie, "Accept": "text/event-stream"})
+        resp = conn.getresponse()
+        assert resp.status == 200, f"event stream: HTTP {resp.status}"
+        self.stream = conn
+
+        def reader():
+            name, data = "message", []
+            try:
+                while True:
+                    line = resp.readline()
+                    if not line:
+                        return
+                    line = line.decode().rstrip("\r\n")
+                    if line.startswith("event:"):
+                        name = line[6:].strip()
+                    elif line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif line == "":
+                        if data:
+                            try:
+                                doc = json.loads("\n".join(data))
+                            except ValueError:
+                                doc = "\n".join(data)
+                            with self.lock:
+                                self.events.append((time.monotonic(), name, doc))
+                        name, data = "message", []
+            except Exception:
+                return
+
+        threading.Thread(target=reader, daemon=True).start()
+
+    def find(self, pred):
+        with self.lock:
+            for ev in self.events:
+                if pred(ev[1], ev[2]):
+                    return ev
+        return None
+
+    def close(self):
+        try:
+            self.stream.close()
+        except Exception:
+            pass
 
 
 class World:

@@ -88,7 +88,7 @@ def test_hub_smoke(w):
     bad = example("telemetry.json")
     bad["readings"][0]["metrics"]["co2"] = "412"
     mqtt.publish("carehub/v1/cq yz/gw-01/telemetry", "{}")
-    mqtt.publish("carehub/v1/cq-yz-001/gw-01/alert", "{}")
+    mqtt.publish("carehub/v1/cq-yz-001/gw-01/alarm", "{}")  # no such kind
     mqtt.publish("carehub/v1/cq-yz-001/gw-01/telemetry", '{"schema":')
     mqtt.publish("carehub/v1/cq-yz-001/gw-01/telemetry", json.dumps(bad))
     mqtt.publish("carehub/v1/other-site/gw-01/telemetry", json.dumps(example("telemetry.json")))

@@ -573,6 +573,751 @@ static void test_encode_refuses(void **state)
     }
 }
 
+/* ---- alerts and commands ------------------------------------------------ */
+
+/* The CO2 alarm of the nap room, raised, with every optional field set. */
+static void sample_alert(struct ch_alert *a)
+{
+    memset(a, 0, sizeof *a);
+    strcpy(a->site, "cq-yz-001");
+    strcpy(a->gateway, "gw-01");
+    strcpy(a->alarm_id, "co2-high:env-101");
+    strcpy(a->rule, "co2-high");
+    strcpy(a->device, "env-101");
+    strcpy(a->room, "nap-1");
+    strcpy(a->bed, "b.3");
+    strcpy(a->resident, "r-7f3a9c01");
+    a->priority = CH_PRIO_MEDIUM;
+    a->state = CH_AS_UNACK;
+    a->event = CH_AE_RAISE;
+    a->escalation = 0;
+    a->latched = false;
+    strcpy(a->metric, "co2");
+    a->has_value = true;
+    a->value = 1250.5;
+    strcpy(a->message, "午睡室 CO2 \"1250\" ppm \\ 超标");
+    a->ts_ms = 1763850300000;
+    a->raised_ms = 1763850300000;
+    strcpy(a->group, "flood:gw-01");
+}
+
+static void assert_alert_equal(const struct ch_alert *a, const struct ch_alert *b)
+{
+    assert_string_equal(a->site, b->site);
+    assert_string_equal(a->gateway, b->gateway);
+    assert_string_equal(a->alarm_id, b->alarm_id);
+    assert_string_equal(a->rule, b->rule);
+    assert_string_equal(a->device, b->device);
+    assert_string_equal(a->room, b->room);
+    assert_string_equal(a->bed, b->bed);
+    assert_string_equal(a->resident, b->resident);
+    assert_int_equal(a->priority, b->priority);
+    assert_int_equal(a->state, b->state);
+    assert_int_equal(a->event, b->event);
+    assert_int_equal(a->escalation, b->escalation);
+    assert_int_equal(a->latched, b->latched);
+    assert_string_equal(a->metric, b->metric);
+    assert_int_equal(a->has_value, b->has_value);
+    assert_true(!a->has_value || a->value == b->value); /* exactly: no rounding on the way */
+    assert_string_equal(a->message, b->message);
+    assert_true(a->ts_ms == b->ts_ms);
+    assert_true(a->raised_ms == b->raised_ms);
+    assert_true(a->acked_ms == b->acked_ms);
+    assert_true(a->cleared_ms == b->cleared_ms);
+    assert_true(a->shelved_until_ms == b->shelved_until_ms);
+    assert_string_equal(a->by, b->by);
+    assert_string_equal(a->group, b->group);
+}
+
+static bool is_empty_alert(const struct ch_alert *a)
+{
+    static const struct ch_alert zero;
+    return memcmp(a, &zero, sizeof zero) == 0;
+}
+
+/* One alert per transition kind, each a consistent story. */
+static void alert_for(struct ch_alert *a, int event)
+{
+    sample_alert(a);
+    a->event = event;
+    switch (event) {
+    case CH_AE_RAISE:
+        break;
+    case CH_AE_ACK:
+        a->state = CH_AS_ACKED;
+        a->acked_ms = a->ts_ms = 1763850400000;
+        strcpy(a->by, "console:王护士");
+        break;
+    case CH_AE_CLEAR:
+        a->state = CH_AS_NORMAL;
+        a->acked_ms = 1763850400000;
+        a->cleared_ms = a->ts_ms = 1763850500000;
+        break;
+    case CH_AE_RTN:
+        a->state = CH_AS_RTN_UNACK;
+        a->cleared_ms = a->ts_ms = 1763850500000;
+        break;
+    case CH_AE_ESCALATE:
+        a->escalation = 2;
+        a->ts_ms = 1763850900000;
+        break;
+    case CH_AE_SHELVE:
+        a->state = CH_AS_SHELVED;
+        a->raised_ms = 0;
+        a->shelved_until_ms = 1763853900000;
+        strcpy(a->by, "hub:operator7");
+        break;
+    case CH_AE_UNSHELVE:
+    case CH_AE_IN_SERVICE:
+        a->state = CH_AS_NORMAL;
+        a->raised_ms = 0;
+        break;
+    case CH_AE_OUT_OF_SERVICE:
+        a->state = CH_AS_OOS;
+        a->raised_ms = 0;
+        a->has_value = false;
+        a->metric[0] = '\0';
+        break;
+    case CH_AE_FLOOD:
+    case CH_AE_FLOOD_END:
+        strcpy(a->alarm_id, "flood:gw-01");
+        strcpy(a->rule, "flood");
+        strcpy(a->device, "gw-01");
+        a->room[0] = a->bed[0] = a->resident[0] = a->metric[0] = a->group[0] = '\0';
+        a->priority = CH_PRIO_HIGH;
+        a->value = 11;
+        if (event == CH_AE_FLOOD_END) {
+            a->state = CH_AS_NORMAL;
+            a->cleared_ms = a->ts_ms;
+        }
+        break;
+    }
+}
+
+static void test_alert_roundtrip(void **state)
+{
+    (void)state;
+    for (int ev = CH_AE_RAISE; ev <= CH_AE_FLOOD_END; ev++) {
+        struct ch_alert a, back;
+        alert_for(&a, ev);
+        char *json = ch_alert_encode(&a);
+        if (!json)
+            fail_msg("event %s does not encode", ch_alarm_event_name(ev));
+        char err[256] = "";
+        if (ch_alert_decode(json, strlen(json), &back, err, sizeof err) != 0)
+            fail_msg("event %s: %s: %s", ch_alarm_event_name(ev), json, err);
+        assert_alert_equal(&a, &back);
+        char *again = ch_alert_encode(&back);
+        assert_string_equal(json, again);
+        free(json);
+        free(again);
+    }
+    /* values that need 16 or 17 digits come back exactly */
+    static const double values[] = {0.1 + 0.2, 1.0 / 3.0, 9007199254740993.0, 5e-324, -0.0015};
+    for (size_t i = 0; i < CH_ARRAY_LEN(values); i++) {
+        struct ch_alert a, back;
+        sample_alert(&a);
+        a.value = values[i];
+        char *json = ch_alert_encode(&a);
+        char err[128] = "";
+        assert_int_equal(ch_alert_decode(json, strlen(json), &back, err, sizeof err), 0);
+        if (back.value != values[i])
+            fail_msg("%.17g came back as %.17g (%s)", values[i], back.value, json);
+        free(json);
+    }
+}
+
+/* The exact text: keys in contract order, optional fields only when set. */
+static void test_alert_encode_exact(void **state)
+{
+    (void)state;
+    struct ch_alert a;
+    alert_for(&a, CH_AE_ACK);
+    char *json = ch_alert_encode(&a);
+    assert_string_equal(
+        json, "{\"schema\":\"carehub/alert/1\",\"site\":\"cq-yz-001\",\"gateway\":\"gw-01\","
+              "\"alarm_id\":\"co2-high:env-101\",\"rule\":\"co2-high\",\"device\":\"env-101\","
+              "\"room\":\"nap-1\",\"bed\":\"b.3\",\"resident\":\"r-7f3a9c01\","
+              "\"priority\":\"medium\",\"state\":\"acked\",\"event\":\"ack\",\"escalation\":0,"
+              "\"latched\":false,\"metric\":\"co2\",\"value\":1250.5,\"message\":"
+              "\"午睡室 CO2 \\\"1250\\\" ppm \\\\ 超标\",\"ts_ms\":1763850400000,"
+              "\"raised_ms\":1763850300000,\"acked_ms\":1763850400000,"
+              "\"by\":\"console:王护士\",\"group\":\"flood:gw-01\"}");
+    free(json);
+
+    /* the least an alert says: a stale-data alarm with no room, value or text */
+    struct ch_alert m = {.priority = CH_PRIO_LOW,
+                         .state = CH_AS_UNACK,
+                         .event = CH_AE_RAISE,
+                         .ts_ms = 5,
+                         .raised_ms = 5,
+                         .value = 99 /* ignored: no has_value */};
+    strcpy(m.site, "s");
+    strcpy(m.gateway, "g");
+    strcpy(m.alarm_id, "stale:band-17");
+    strcpy(m.rule, "stale");
+    strcpy(m.device, "band-17");
+    json = ch_alert_encode(&m);
+    assert_string_equal(json, "{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\","
+                              "\"alarm_id\":\"stale:band-17\",\"rule\":\"stale\",\"device\":"
+                              "\"band-17\",\"priority\":\"low\",\"state\":\"unack\",\"event\":"
+                              "\"raise\",\"escalation\":0,\"latched\":false,\"ts_ms\":5,"
+                              "\"raised_ms\":5}");
+    struct ch_alert back;
+    char err[128];
+    assert_int_equal(ch_alert_decode(json, strlen(json), &back, err, sizeof err), 0);
+    assert_false(back.has_value);
+    assert_true(back.value == 0);
+    free(json);
+}
+
+/* Empty optional strings on the wire mean the same as absent ones. */
+static void test_alert_empty_optionals(void **state)
+{
+    (void)state;
+    const char *p = "{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\","
+                    "\"alarm_id\":\"r:d\",\"rule\":\"r\",\"device\":\"d\",\"room\":\"\","
+                    "\"bed\":\"\",\"resident\":\"\",\"priority\":\"high\",\"state\":\"unack\","
+                    "\"event\":\"raise\",\"escalation\":0.0,\"latched\":true,\"metric\":\"\","
+                    "\"value\":3,\"message\":\"\",\"ts_ms\":5.0,\"raised_ms\":5,\"by\":\"\","
+                    "\"group\":\"\"}";
+    struct ch_alert a;
+    char err[128] = "";
+    assert_int_equal(ch_alert_decode(p, strlen(p), &a, err, sizeof err), 0);
+    assert_string_equal(a.room, "");
+    assert_true(a.has_value && a.value == 3.0);
+    assert_true(a.latched);
+    assert_true(a.ts_ms == 5);
+    char *json = ch_alert_encode(&a);
+    assert_null(strstr(json, "\"room\""));
+    assert_null(strstr(json, "\"group\""));
+    free(json);
+}
+
+#define AL_HEAD                                                                                    \
+    "\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d\","        \
+    "\"rule\":\"r\",\"device\":\"d\",\"priority\":\"high\",\"escalation\":0,\"latched\":false"
+/* a raise, complete but for what the case adds */
+#define RAISE(extra)                                                                               \
+    "{" AL_HEAD ",\"state\":\"unack\",\"event\":\"raise\",\"ts_ms\":5,\"raised_ms\":5" extra "}"
+/* state and event given, no times but ts_ms */
+#define TRANS(st, ev, extra)                                                                       \
+    "{" AL_HEAD ",\"state\":\"" st "\",\"event\":\"" ev "\",\"ts_ms\":9" extra "}"
+#define FLOODHEAD                                                                                  \
+    "\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"priority\":\"high\","       \
+    "\"escalation\":0,\"latched\":false,\"ts_ms\":5,\"raised_ms\":5"
+
+static const struct bad_case bad_alerts[] = {
+    {"", "not JSON"},
+    {RAISE(",\"state\":\"acked\""), "not JSON"}, /* duplicate key */
+    {"[]", "payload: not a JSON object"},
+    {RAISE(",\"resident_name\":\"x\""), "resident_name: unknown key"},
+    {"{\"schema\":\"carehub/telemetry/1\"}", "schema: 'carehub/telemetry/1' is not"},
+    {"{\"schema\":\"carehub/alert/1\",\"gateway\":\"g\"}", "site: missing"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g g\"}",
+     "gateway: 'g g' is not an identifier"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\"}", "alarm_id: missing"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":7}",
+     "alarm_id: not a string"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"rd\"}",
+     "alarm_id: 'rd' is not rule:device"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d:e\"}",
+     "alarm_id: 'r:d:e' is not rule:device"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\":d\"}",
+     "alarm_id: ':d' is not rule:device"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:-d\"}",
+     "alarm_id: 'r:-d' is not rule:device"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d\"}",
+     "rule: missing"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d\","
+     "\"rule\":\"r\"}",
+     "device: missing"},
+    {RAISE(",\"room\":\"room 1\""), "room: 'room 1' is not an identifier"},
+    {RAISE(",\"bed\":3"), "bed: not a string"},
+    {RAISE(",\"resident\":\"张三\""), "resident: '张三' is not an identifier"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d\","
+     "\"rule\":\"r\",\"device\":\"d\"}",
+     "priority: missing"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d\","
+     "\"rule\":\"r\",\"device\":\"d\",\"priority\":\"critical\"}",
+     "priority: 'critical' is not one of low, medium, high"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d\","
+     "\"rule\":\"r\",\"device\":\"d\",\"priority\":\"low\",\"state\":\"active\"}",
+     "state: 'active' is not one of normal, unack, acked, rtn_unack, shelved, out_of_service"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d\","
+     "\"rule\":\"r\",\"device\":\"d\",\"priority\":\"low\",\"state\":\"unack\",\"event\":1}",
+     "event: not a string"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d\","
+     "\"rule\":\"r\",\"device\":\"d\",\"priority\":\"low\",\"state\":\"unack\",\"event\":\"trip\"}",
+     "event: 'trip' is not one of raise, ack, clear, rtn, escalate"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d\","
+     "\"rule\":\"r\",\"device\":\"d\",\"priority\":\"low\",\"state\":\"unack\",\"event\":"
+     "\"raise\"}",
+     "escalation: missing"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d\","
+     "\"rule\":\"r\",\"device\":\"d\",\"priority\":\"low\",\"state\":\"unack\",\"event\":\"raise\","
+     "\"escalation\":-1}",
+     "escalation: not an integer in 0..100"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d\","
+     "\"rule\":\"r\",\"device\":\"d\",\"priority\":\"low\",\"state\":\"unack\",\"event\":\"raise\","
+     "\"escalation\":101}",
+     "escalation: not an integer in 0..100"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d\","
+     "\"rule\":\"r\",\"device\":\"d\",\"priority\":\"low\",\"state\":\"unack\",\"event\":\"raise\","
+     "\"escalation\":\"1\"}",
+     "escalation: not an integer"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d\","
+     "\"rule\":\"r\",\"device\":\"d\",\"priority\":\"low\",\"state\":\"unack\",\"event\":\"raise\","
+     "\"escalation\":0}",
+     "latched: missing"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:d\","
+     "\"rule\":\"r\",\"device\":\"d\",\"priority\":\"low\",\"state\":\"unack\",\"event\":\"raise\","
+     "\"escalation\":0,\"latched\":0}",
+     "latched: not a boolean"},
+    {RAISE(",\"metric\":\"co 2\""), "metric: 'co 2' is not an identifier"},
+    {RAISE(",\"metric\":\"seq\""), "metric: 'seq' is not a metric name"},
+    {RAISE(",\"metric\":\"_v\""), "metric: '_v' is not a metric name"},
+    {RAISE(",\"value\":\"1\""), "value: not a finite number"},
+    {RAISE(",\"value\":null"), "value: not a finite number"},
+    {RAISE(",\"value\":1e999"), "not JSON"},
+    {RAISE(",\"message\":7"), "message: not a string"},
+    {RAISE(",\"message\":\"a\\nb\""), "message: 'a?b' is not text of at most 255 bytes"},
+    {RAISE(",\"message\":\"del\\u007f\""), "message: 'del?' is not text"},
+    {RAISE(",\"message\":\"\\ud800\""), "not JSON"}, /* a lone surrogate is not UTF-8 */
+    {"{" AL_HEAD ",\"state\":\"unack\",\"event\":\"raise\",\"raised_ms\":5}", "ts_ms: missing"},
+    {"{" AL_HEAD ",\"state\":\"unack\",\"event\":\"raise\",\"ts_ms\":0,\"raised_ms\":5}",
+     "ts_ms: not an integer in 1..9223372036854"},
+    {"{" AL_HEAD ",\"state\":\"unack\",\"event\":\"raise\",\"ts_ms\":1.5,\"raised_ms\":5}",
+     "ts_ms: not an integer"},
+    {"{" AL_HEAD ",\"state\":\"unack\",\"event\":\"raise\",\"ts_ms\":5,\"raised_ms\":0}",
+     "raised_ms: not an integer in 1.."},
+    {RAISE(",\"acked_ms\":-1"), "acked_ms: not an integer"},
+    {RAISE(",\"cleared_ms\":\"5\""), "cleared_ms: not an integer"},
+    {RAISE(",\"shelved_until_ms\":9223372036855"), "shelved_until_ms: not an integer"},
+    {RAISE(",\"by\":\"nurse\\t1\""), "by: 'nurse?1' is not text of at most 64 bytes"},
+    {RAISE(",\"by\":\"" /* 65 bytes */
+           "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\""),
+     "by: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' is not text"},
+    {RAISE(",\"group\":\"flood\""), "group: 'flood' is not rule:device"},
+    {RAISE(",\"group\":5"), "group: not a string"},
+    /* the story across fields */
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"r:e\","
+     "\"rule\":\"r\",\"device\":\"d\",\"priority\":\"high\",\"escalation\":0,\"latched\":false,"
+     "\"state\":\"unack\",\"event\":\"raise\",\"ts_ms\":5,\"raised_ms\":5}",
+     "alarm_id: 'r:e' is not rule:device ('r:d')"},
+    {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\",\"alarm_id\":\"rr:d\","
+     "\"rule\":\"r\",\"device\":\"d\",\"priority\":\"high\",\"escalation\":0,\"latched\":false,"
+     "\"state\":\"unack\",\"event\":\"raise\",\"ts_ms\":5,\"raised_ms\":5}",
+     "alarm_id: 'rr:d' is not rule:device ('r:d')"},
+    {"{" FLOODHEAD ",\"alarm_id\":\"flood:h\",\"rule\":\"flood\",\"device\":\"h\","
+     "\"state\":\"unack\",\"event\":\"flood\"}",
+     "device: 'h' is not the gateway"},
+    {"{" FLOODHEAD ",\"alarm_id\":\"r:d\",\"rule\":\"r\",\"device\":\"d\","
+     "\"state\":\"unack\",\"event\":\"flood\"}",
+     "rule: event 'flood' belongs to the flood alarm"},
+    {RAISE(",\"acked_ms\":6") /* fine so far */ "x", "not JSON"},
+    {TRANS("acked", "raise", ",\"raised_ms\":5,\"acked_ms\":9"),
+     "state: 'acked' cannot follow event 'raise'"},
+    {TRANS("unack", "ack", ",\"raised_ms\":5,\"acked_ms\":9"),
+     "state: 'unack' cannot follow event 'ack'"},
+    {TRANS("acked", "clear", ",\"raised_ms\":5,\"acked_ms\":9,\"cleared_ms\":9"),
+     "state: 'acked' cannot follow event 'clear'"},
+    {TRANS("normal", "rtn", ",\"cleared_ms\":9"), "state: 'normal' cannot follow event 'rtn'"},
+    {TRANS("acked", "escalate", ",\"raised_ms\":5,\"acked_ms\":9"),
+     "state: 'acked' cannot follow event 'escalate'"},
+    {TRANS("unack", "shelve", ",\"raised_ms\":5"), "state: 'unack' cannot follow event 'shelve'"},
+    {TRANS("shelved", "unshelve", ",\"shelved_until_ms\":9"),
+     "state: 'shelved' cannot follow event 'unshelve'"},
+    {TRANS("normal", "out_of_service", ""), "state: 'normal' cannot follow event 'out_of_service'"},
+    {TRANS("out_of_service", "in_service", ""),
+     "state: 'out_of_service' cannot follow event 'in_service'"},
+    {"{" FLOODHEAD ",\"alarm_id\":\"flood:g\",\"rule\":\"flood\",\"device\":\"g\","
+     "\"state\":\"normal\",\"event\":\"flood\"}",
+     "state: 'normal' cannot follow event 'flood'"},
+    {"{" FLOODHEAD ",\"alarm_id\":\"flood:g\",\"rule\":\"flood\",\"device\":\"g\","
+     "\"state\":\"unack\",\"event\":\"flood_end\"}",
+     "state: 'unack' cannot follow event 'flood_end'"},
+    {TRANS("unack", "escalate", ",\"raised_ms\":5"), "escalation: must be at least 1"},
+    {TRANS("shelved", "shelve", ""), "shelved_until_ms: missing for state 'shelved'"},
+    {RAISE(",\"shelved_until_ms\":99"), "shelved_until_ms: only for state 'shelved'"},
+    {TRANS("unack", "raise", ""), "raised_ms: missing for state 'unack'"},
+    {TRANS("rtn_unack", "rtn", ",\"cleared_ms\":9"), "raised_ms: missing for state 'rtn_unack'"},
+    {TRANS("acked", "ack", ",\"raised_ms\":5"), "acked_ms: missing for event 'ack'"},
+    {TRANS("acked", "unshelve", ",\"raised_ms\":5"), "acked_ms: missing for state 'acked'"},
+    {TRANS("rtn_unack", "rtn", ",\"raised_ms\":5"), "cleared_ms: missing for state 'rtn_unack'"},
+    {TRANS("normal", "clear", ",\"raised_ms\":5,\"acked_ms\":9"),
+     "cleared_ms: missing for event 'clear'"},
+};
+
+static void test_alert_rules(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < CH_ARRAY_LEN(bad_alerts); i++) {
+        const struct bad_case *c = &bad_alerts[i];
+        struct ch_alert a;
+        memset(&a, 0x5a, sizeof a); /* must come back all zero */
+        char err[256] = "";
+        int rc = ch_alert_decode(c->payload, strlen(c->payload), &a, err, sizeof err);
+        if (rc != CH_EINVAL || !strstr(err, c->error))
+            fail_msg("case %zu: %s\n  want '%s'\n  got rc %d and '%s'", i, c->payload, c->error, rc,
+                     err);
+        assert_true(is_empty_alert(&a));
+    }
+}
+
+/* Every transition the contract allows decodes (the table in codec.h), and
+ * the longest fields fit. */
+static void test_alert_limits(void **state)
+{
+    (void)state;
+    struct ch_alert a, back;
+    sample_alert(&a);
+    char id[CH_ID_MAX];
+    memset(id, 'r', CH_ID_MAX - 1);
+    id[CH_ID_MAX - 1] = '\0';
+    strcpy(a.rule, id);
+    memset(id, 'd', CH_ID_MAX - 1);
+    strcpy(a.device, id);
+    snprintf(a.alarm_id, sizeof a.alarm_id, "%s:%s", a.rule, a.device);
+    assert_int_equal(strlen(a.alarm_id), CH_ALARM_ID_MAX - 1);
+    /* 85 three-byte characters: 255 bytes */
+    a.message[0] = '\0';
+    for (int i = 0; i < 85; i++)
+        strcat(a.message, "超");
+    assert_int_equal(strlen(a.message), CH_TEXT_MAX - 1);
+    memset(a.by, 'b', CH_ID_MAX - 1);
+    a.by[CH_ID_MAX - 1] = '\0';
+    a.escalation = CH_ESCALATION_MAX;
+    a.event = CH_AE_ESCALATE;
+    a.ts_ms = INT64_C(9223372036854);
+    a.value = -1.7976931348623157e308; /* 15 digits would overflow: 17 are written */
+    char *json = ch_alert_encode(&a);
+    assert_non_null(json);
+    char err[256] = "";
+    assert_int_equal(ch_alert_decode(json, strlen(json), &back, err, sizeof err), 0);
+    assert_alert_equal(&a, &back);
+    free(json);
+
+    /* one byte more in the message: 254 + a 2-byte character */
+    char *big = ch_xmalloc(1024);
+    char msg[300];
+    memset(msg, 'x', 254);
+    strcpy(msg + 254, "é");
+    snprintf(big, 1024, RAISE(",\"message\":\"%s\""), msg);
+    struct ch_alert x;
+    assert_int_equal(ch_alert_decode(big, strlen(big), &x, err, sizeof err), CH_EINVAL);
+    assert_non_null(strstr(err, "message: "));
+    assert_true(is_empty_alert(&x));
+    /* the encoder cannot be given it: a.message holds 255 bytes at most,
+     * and a message not terminated within them is refused */
+    memset(a.message, 'x', sizeof a.message);
+    assert_null(ch_alert_encode(&a));
+    free(big);
+
+    /* every state an event may lead to, per the table */
+    static const struct {
+        int event;
+        unsigned states;
+    } allowed[] = {
+        {CH_AE_RAISE, 1u << CH_AS_UNACK},
+        {CH_AE_ACK, 1u << CH_AS_ACKED | 1u << CH_AS_NORMAL},
+        {CH_AE_CLEAR, 1u << CH_AS_NORMAL},
+        {CH_AE_RTN, 1u << CH_AS_RTN_UNACK},
+        {CH_AE_ESCALATE, 1u << CH_AS_UNACK | 1u << CH_AS_RTN_UNACK},
+        {CH_AE_SHELVE, 1u << CH_AS_SHELVED},
+        {CH_AE_UNSHELVE,
+         1u << CH_AS_NORMAL | 1u << CH_AS_UNACK | 1u << CH_AS_ACKED | 1u << CH_AS_RTN_UNACK},
+        {CH_AE_OUT_OF_SERVICE, 1u << CH_AS_OOS},
+        {CH_AE_IN_SERVICE,
+         1u << CH_AS_NORMAL | 1u << CH_AS_UNACK | 1u << CH_AS_ACKED | 1u << CH_AS_RTN_UNACK},
+        {CH_AE_FLOOD, 1u << CH_AS_UNACK | 1u << CH_AS_ACKED},
+        {CH_AE_FLOOD_END, 1u << CH_AS_NORMAL | 1u << CH_AS_RTN_UNACK},
+    };
+    for (size_t i = 0; i < CH_ARRAY_LEN(allowed); i++) {
+        for (int st = CH_AS_NORMAL; st <= CH_AS_OOS; st++) {
+            alert_for(&a, allowed[i].event);
+            a.state = st;
+            /* every time the state could want, none it must not have */
+            a.raised_ms = 1;
+            a.acked_ms = 2;
+            a.cleared_ms = 3;
+            a.escalation = 1;
+            a.shelved_until_ms = st == CH_AS_SHELVED ? 4 : 0;
+            json = ch_alert_encode(&a);
+            bool want = allowed[i].states & (1u << st);
+            if ((json != NULL) != want)
+                fail_msg("event %s, state %s: want %s", ch_alarm_event_name(allowed[i].event),
+                         ch_alarm_state_name(st), want ? "encoded" : "refused");
+            free(json);
+        }
+    }
+}
+
+static void test_alert_encode_refuses(void **state)
+{
+    (void)state;
+    enum { N = 26 };
+    for (int i = 0; i < N; i++) {
+        struct ch_alert a;
+        sample_alert(&a);
+        switch (i) {
+        case 0:
+            strcpy(a.site, "a b");
+            break;
+        case 1:
+            strcpy(a.alarm_id, "co2-high:env-102");
+            break;
+        case 2:
+            strcpy(a.rule, "co2 high");
+            break;
+        case 3:
+            a.device[0] = '\0';
+            break;
+        case 4:
+            strcpy(a.room, "a,b");
+            break;
+        case 5:
+            a.priority = 3;
+            break;
+        case 6:
+            a.state = -1;
+            break;
+        case 7:
+            a.event = CH_AE_FLOOD_END + 1;
+            break;
+        case 8:
+            a.escalation = CH_ESCALATION_MAX + 1;
+            break;
+        case 9:
+            a.value = NAN;
+            break;
+        case 10:
+            strcpy(a.metric, "time");
+            break;
+        case 11:
+            strcpy(a.message, "two\nlines");
+            break;
+        case 12:
+            strcpy(a.message, "\xff\xfe"); /* not UTF-8 */
+            break;
+        case 13:
+            memset(a.message, 'm', sizeof a.message); /* not terminated */
+            break;
+        case 14:
+            a.ts_ms = 0;
+            break;
+        case 15:
+            a.raised_ms = -1;
+            break;
+        case 16:
+            a.acked_ms = INT64_C(9223372036855);
+            break;
+        case 17:
+            strcpy(a.by, "nurse\x01");
+            break;
+        case 18:
+            strcpy(a.group, "flood");
+            break;
+        case 19:
+            a.state = CH_AS_ACKED; /* raise -> acked */
+            a.acked_ms = 9;
+            break;
+        case 20:
+            a.raised_ms = 0;
+            break;
+        case 21:
+            a.shelved_until_ms = 9;
+            break;
+        case 22:
+            a.event = CH_AE_FLOOD;
+            break;
+        case 23:
+            strcpy(a.rule, "flood");
+            strcpy(a.alarm_id, "flood:env-101");
+            break;
+        case 24:
+            memset(a.alarm_id, 'a', sizeof a.alarm_id); /* not terminated */
+            break;
+        case 25:
+            a.value = INFINITY;
+            break;
+        }
+        char *json = ch_alert_encode(&a);
+        if (json)
+            fail_msg("case %d encoded: %s", i, json);
+    }
+    /* a value without has_value is not looked at */
+    struct ch_alert a;
+    sample_alert(&a);
+    a.has_value = false;
+    a.value = NAN;
+    char *json = ch_alert_encode(&a);
+    assert_non_null(json);
+    assert_null(strstr(json, "\"value\""));
+    free(json);
+}
+
+static void test_command_roundtrip(void **state)
+{
+    (void)state;
+    for (int act = CH_CMD_ACK; act <= CH_CMD_IN_SERVICE; act++) {
+        struct ch_command c = {.action = act, .ts_ms = 1763850400000}, back;
+        strcpy(c.alarm_id, "sos:btn-203-1");
+        strcpy(c.by, "console:王护士");
+        if (act == CH_CMD_SHELVE)
+            c.duration_ms = CH_SHELVE_MAX_MS;
+        char *json = ch_command_encode(&c);
+        assert_non_null(json);
+        char err[256] = "";
+        if (ch_command_decode(json, strlen(json), &back, err, sizeof err) != 0)
+            fail_msg("%s: %s", json, err);
+        assert_int_equal(back.action, act);
+        assert_string_equal(back.alarm_id, c.alarm_id);
+        assert_string_equal(back.by, c.by);
+        assert_true(back.ts_ms == c.ts_ms);
+        assert_true(back.duration_ms == c.duration_ms);
+        char *again = ch_command_encode(&back);
+        assert_string_equal(json, again);
+        free(json);
+        free(again);
+    }
+    struct ch_command c = {.action = CH_CMD_SHELVE, .ts_ms = 5, .duration_ms = 3600000};
+    strcpy(c.alarm_id, "r:d");
+    strcpy(c.by, "hub:op");
+    char *json = ch_command_encode(&c);
+    assert_string_equal(json, "{\"schema\":\"carehub/command/1\",\"action\":\"shelve\","
+                              "\"alarm_id\":\"r:d\",\"by\":\"hub:op\",\"ts_ms\":5,"
+                              "\"duration_ms\":3600000}");
+    free(json);
+}
+
+#define CMD(extra) "{\"schema\":\"carehub/command/1\"" extra "}"
+#define CMD_OK     ",\"action\":\"ack\",\"alarm_id\":\"r:d\",\"by\":\"hub:op\",\"ts_ms\":5"
+
+static const struct bad_case bad_commands[] = {
+    {"{", "not JSON"},
+    {"\"ack\"", "payload: not a JSON object"},
+    {CMD(CMD_OK ",\"why\":1"), "why: unknown key"},
+    {"{\"schema\":\"carehub/alert/1\"}", "schema: 'carehub/alert/1' is not"},
+    {CMD(""), "action: missing"},
+    {CMD(",\"action\":\"silence\""),
+     "action: 'silence' is not one of ack, shelve, unshelve, out_of_service, in_service"},
+    {CMD(",\"action\":\"cmd/ack\""), "action: 'cmd/ack' is not one of"},
+    {CMD(",\"action\":\"ack\""), "alarm_id: missing"},
+    {CMD(",\"action\":\"ack\",\"alarm_id\":\"r\""), "alarm_id: 'r' is not rule:device"},
+    {CMD(",\"action\":\"ack\",\"alarm_id\":\"r:d\""), "by: missing"},
+    {CMD(",\"action\":\"ack\",\"alarm_id\":\"r:d\",\"by\":\"\""), "by: must not be empty"},
+    {CMD(",\"action\":\"ack\",\"alarm_id\":\"r:d\",\"by\":1"), "by: not a string"},
+    {CMD(",\"action\":\"ack\",\"alarm_id\":\"r:d\",\"by\":\"a\\nb\""), "by: 'a?b' is not text"},
+    {CMD(",\"action\":\"ack\",\"alarm_id\":\"r:d\",\"by\":\"x\""), "ts_ms: missing"},
+    {CMD(",\"action\":\"ack\",\"alarm_id\":\"r:d\",\"by\":\"x\",\"ts_ms\":-5"),
+     "ts_ms: not an integer"},
+    {CMD(CMD_OK ",\"duration_ms\":1000"), "duration_ms: only for action 'shelve'"},
+    {CMD(",\"action\":\"shelve\",\"alarm_id\":\"r:d\",\"by\":\"x\",\"ts_ms\":5"),
+     "duration_ms: missing"},
+    {CMD(",\"action\":\"shelve\",\"alarm_id\":\"r:d\",\"by\":\"x\",\"ts_ms\":5,\"duration_ms\":0"),
+     "duration_ms: not an integer in 1..604800000"},
+    {CMD(",\"action\":\"shelve\",\"alarm_id\":\"r:d\",\"by\":\"x\",\"ts_ms\":5,"
+         "\"duration_ms\":604800001"),
+     "duration_ms: not an integer in 1..604800000"},
+    {CMD(",\"action\":\"shelve\",\"alarm_id\":\"r:d\",\"by\":\"x\",\"ts_ms\":5,"
+         "\"duration_ms\":\"1h\""),
+     "duration_ms: not an integer"},
+};
+
+static void test_command_rules(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < CH_ARRAY_LEN(bad_commands); i++) {
+        const struct bad_case *c = &bad_commands[i];
+        struct ch_command cmd;
+        memset(&cmd, 0x5a, sizeof cmd);
+        char err[256] = "";
+        int rc = ch_command_decode(c->payload, strlen(c->payload), &cmd, err, sizeof err);
+        if (rc != CH_EINVAL || !strstr(err, c->error))
+            fail_msg("case %zu: %s\n  want '%s'\n  got rc %d and '%s'", i, c->payload, c->error, rc,
+                     err);
+        static const struct ch_command zero;
+        assert_memory_equal(&cmd, &zero, sizeof zero);
+    }
+    /* the encoder refuses the same */
+    for (int i = 0; i < 8; i++) {
+        struct ch_command c = {.action = CH_CMD_SHELVE, .ts_ms = 5, .duration_ms = 1000};
+        strcpy(c.alarm_id, "r:d");
+        strcpy(c.by, "x");
+        switch (i) {
+        case 0:
+            c.action = 5;
+            break;
+        case 1:
+            c.duration_ms = 0;
+            break;
+        case 2:
+            c.duration_ms = CH_SHELVE_MAX_MS + 1;
+            break;
+        case 3:
+            c.action = CH_CMD_ACK; /* with a duration */
+            break;
+        case 4:
+            c.by[0] = '\0';
+            break;
+        case 5:
+            strcpy(c.alarm_id, "r:");
+            break;
+        case 6:
+            c.ts_ms = 0;
+            break;
+        case 7:
+            c.action = -1;
+            break;
+        }
+        char *json = ch_command_encode(&c);
+        if (json)
+            fail_msg("case %d encoded: %s", i, json);
+    }
+}
+
+static void test_alarm_names(void **state)
+{
+    (void)state;
+    assert_string_equal(ch_priority_name(CH_PRIO_LOW), "low");
+    assert_string_equal(ch_priority_name(CH_PRIO_HIGH), "high");
+    assert_string_equal(ch_priority_name(3), "?");
+    assert_string_equal(ch_priority_name(-1), "?");
+    assert_string_equal(ch_alarm_state_name(CH_AS_RTN_UNACK), "rtn_unack");
+    assert_string_equal(ch_alarm_state_name(CH_AS_OOS), "out_of_service");
+    assert_string_equal(ch_alarm_state_name(6), "?");
+    assert_string_equal(ch_alarm_event_name(CH_AE_RAISE), "raise");
+    assert_string_equal(ch_alarm_event_name(CH_AE_FLOOD_END), "flood_end");
+    assert_string_equal(ch_alarm_event_name(11), "?");
+    assert_string_equal(ch_command_action_name(CH_CMD_OUT_OF_SERVICE), "out_of_service");
+    assert_string_equal(ch_command_action_name(5), "?");
+
+    static const struct {
+        const char *name;
+        int want;
+    } parse[] = {
+        {"cmd/ack", CH_CMD_ACK},
+        {"cmd/shelve", CH_CMD_SHELVE},
+        {"cmd/unshelve", CH_CMD_UNSHELVE},
+        {"cmd/out_of_service", CH_CMD_OUT_OF_SERVICE},
+        {"cmd/in_service", CH_CMD_IN_SERVICE},
+        {"ack", CH_CMD_ACK},
+        {"in_service", CH_CMD_IN_SERVICE},
+        {"cmd/", -1},
+        {"cmd", -1},
+        {"cmd/ack/x", -1},
+        {"cmd/ACK", -1},
+        {"cmd/rebirth", -1},
+        {"telemetry", -1},
+        {"", -1},
+        {NULL, -1},
+    };
+    for (size_t i = 0; i < CH_ARRAY_LEN(parse); i++)
+        if (ch_command_action_parse(parse[i].name) != parse[i].want)
+            fail_msg("%s: want %d", parse[i].name ? parse[i].name : "NULL", parse[i].want);
+}
+
 /* ---- the shared examples ------------------------------------------------- */
 
 /* Decodes every .json in schemas/examples and schemas/examples/bad with the decoder its name
@@ -584,6 +1329,7 @@ static void check_examples(const char *dir, bool want_ok)
         fail_msg("cannot open %s", dir);
     struct dirent *e;
     int seen = 0;
+    unsigned kinds = 0; /* telemetry, status, alert, command */
     while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
         if (len < 6 || strcmp(e->d_name + len - 5, ".json") != 0)
@@ -601,10 +1347,29 @@ static void check_examples(const char *dir, bool want_ok)
             struct ch_telemetry t;
             rc = ch_telemetry_decode(buf, n, &t, err, sizeof err);
             ch_telemetry_free(&t);
+            kinds |= 1;
         } else if (strncmp(e->d_name, "status", 6) == 0) {
             struct ch_status s;
             rc = ch_status_decode(buf, n, &s, err, sizeof err);
             ch_status_free(&s);
+            kinds |= 2;
+        } else if (strncmp(e->d_name, "alert", 5) == 0) {
+            struct ch_alert a;
+            rc = ch_alert_decode(buf, n, &a, err, sizeof err);
+            kinds |= 4;
+            /* what is accepted can be written again, and reads back the same */
+            char *again = rc == 0 ? ch_alert_encode(&a) : NULL;
+            if (rc == 0 && !again)
+                fail_msg("%s: decoded but does not encode", path);
+            free(again);
+        } else if (strncmp(e->d_name, "command", 7) == 0) {
+            struct ch_command c;
+            rc = ch_command_decode(buf, n, &c, err, sizeof err);
+            kinds |= 8;
+            char *again = rc == 0 ? ch_command_encode(&c) : NULL;
+            if (rc == 0 && !again)
+                fail_msg("%s: decoded but does not encode", path);
+            free(again);
         } else {
             continue;
         }
@@ -614,6 +1379,8 @@ static void check_examples(const char *dir, bool want_ok)
     }
     closedir(d);
     assert_true(seen > 0);
+    if (kinds != 0xf)
+        fail_msg("%s: examples of every payload kind wanted, got mask %#x", dir, kinds);
 }
 
 static void test_examples(void **state)
@@ -652,6 +1419,20 @@ static void decode_any(const char *buf, size_t len)
         free(again);
         ch_status_free(&s);
     }
+    struct ch_alert a;
+    if (ch_alert_decode(buf, len, &a, err, sizeof err) == 0) {
+        char *again = ch_alert_encode(&a);
+        assert_non_null(again);
+        free(again);
+    } else {
+        assert_true(is_empty_alert(&a));
+    }
+    struct ch_command c;
+    if (ch_command_decode(buf, len, &c, err, sizeof err) == 0) {
+        char *again = ch_command_encode(&c);
+        assert_non_null(again);
+        free(again);
+    }
 }
 
 static uint64_t rng = 0x9e3779b97f4a7c15u;
@@ -676,7 +1457,15 @@ static void test_hostile_input(void **state)
     char *st = ch_status_encode(&s);
     ch_status_free(&s);
 
-    const char *seeds[] = {tel, st};
+    struct ch_alert al;
+    alert_for(&al, CH_AE_ACK);
+    char *alert = ch_alert_encode(&al);
+    struct ch_command cm = {.action = CH_CMD_SHELVE, .ts_ms = 5, .duration_ms = 60000};
+    strcpy(cm.alarm_id, "co2-high:env-101");
+    strcpy(cm.by, "console:王护士");
+    char *cmd = ch_command_encode(&cm);
+
+    const char *seeds[] = {tel, st, alert, cmd};
     for (size_t k = 0; k < CH_ARRAY_LEN(seeds); k++) {
         size_t len = strlen(seeds[k]);
         char *buf = ch_xmalloc(len);
@@ -713,6 +1502,8 @@ static void test_hostile_input(void **state)
     decode_any(NULL, 0);
     free(tel);
     free(st);
+    free(alert);
+    free(cmd);
 }
 
 /* ---- topics ------------------------------------------------------------ */
@@ -787,6 +1578,15 @@ int main(void)
         cmocka_unit_test(test_status_rules),
         cmocka_unit_test(test_small_err_buffer),
         cmocka_unit_test(test_encode_refuses),
+        cmocka_unit_test(test_alert_roundtrip),
+        cmocka_unit_test(test_alert_encode_exact),
+        cmocka_unit_test(test_alert_empty_optionals),
+        cmocka_unit_test(test_alert_rules),
+        cmocka_unit_test(test_alert_limits),
+        cmocka_unit_test(test_alert_encode_refuses),
+        cmocka_unit_test(test_command_roundtrip),
+        cmocka_unit_test(test_command_rules),
+        cmocka_unit_test(test_alarm_names),
         cmocka_unit_test(test_examples),
         cmocka_unit_test(test_hostile_input),
         cmocka_unit_test(test_topics),

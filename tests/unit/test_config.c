@@ -1,5 +1,6 @@
 /* Site configuration: the good fixture loads with its defaults; every class
  * of bad input fails with a message naming file, line and key. */
+#include "codec.h"
 #include "config.h"
 #include "err.h"
 
@@ -90,6 +91,20 @@ static void test_bad_configs(void **state)
         {"bad-profile-file.yaml",
          "bad-profile.yaml:4:", "key 'metric': 'temperature' appears twice"},
         {"bad-profile-file.yaml", "bad-profile.yaml:5:", "key 'type': u16 with fc 1"},
+        {"bad-resident-device.yaml",
+         "bad-resident-device.yaml:34:", "key 'devices': no device with id 'th-999'"},
+        {"bad-annunciator.yaml",
+         "bad-annunciator.yaml:33:", "key 'priorities': 'urgent' is not one of"},
+        {"bad-rule-duplicate.yaml",
+         "bad-rule-duplicate.yaml:34:", "key 'id': rule 'co2-high' is also defined in"},
+        {"bad-console-hash.yaml",
+         "bad-console-hash.yaml:35:", "key 'password_hash': not a crypt(3) hash"},
+        {"bad-console-nousers.yaml",
+         "bad-console-nousers.yaml:33:", "key 'users': an enabled console needs at least one user"},
+        {"bad-params.yaml",
+         "bad-params.yaml:35:", "key 'params': parameter 'limit' must be a number"},
+        {"bad-disable.yaml",
+         "bad-disable.yaml:33:", "key 'disable_rules': no rule pack has a rule 'no-such-rule'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct site s;
@@ -101,6 +116,53 @@ static void test_bad_configs(void **state)
             fail_msg("%s: output does not name '%s' and '%s':\n%s", cases[i].file, cases[i].where,
                      cases[i].what, out);
     }
+}
+
+/* Rules, rule packs, residents and the alarm outputs: loaded, resolved, and
+ * the rules in force assembled from the packs (less disable_rules) and the
+ * site's own. */
+static void test_alarm_sections(void **state)
+{
+    (void)state;
+    struct site s;
+    char out[8192];
+    int rc = load_capturing(fx("good-alarms.yaml"), &s, out, sizeof out);
+    if (rc != 0)
+        fail_msg("good-alarms.yaml failed: %s", out);
+    const struct site_config *c = &s.cfg;
+    assert_string_equal(c->timezone, "Asia/Shanghai");
+    assert_int_equal(c->n_all_rules, 2); /* co2-high from the pack, hall-co2; too-warm disabled */
+    assert_string_equal(c->all_rules[0]->id, "co2-high");
+    assert_int_equal(c->all_rules[0]->on_delay_ms, 300000);
+    assert_true(strstr(c->all_rules[0]->source, "rules/pack.yaml") != NULL);
+    assert_int_equal(c->all_rules[0]->select.profiles.n, 2);
+    const struct rule_cfg *h = c->all_rules[1];
+    assert_string_equal(h->id, "hall-co2");
+    assert_int_equal(h->priority, CH_PRIO_HIGH);
+    assert_int_equal(h->escalate_ms, 120000);
+    assert_int_equal(h->escalate_max, 3);
+    const struct cfg_param *lim = cfg_param_find(&h->params, "limit");
+    assert_non_null(lim);
+    assert_true(lim->value == 1200);
+    const struct resident_cfg *r = SITE_RESIDENT(c, 0);
+    assert_string_equal(r->id, "R-0417");
+    assert_string_equal(r->bed, "101-A");
+    assert_true(r->wandering_risk);
+    assert_true(cfg_param_find(&r->params, "hr_low")->value == 45);
+    assert_null(cfg_param_find(&r->params, "hr_high"));
+    assert_int_equal(c->alarms.flood_count, 20);
+    assert_int_equal(c->alarms.flood_window_ms, 600000);
+    assert_int_equal(c->alarms.shelve_max_ms, 7200000);
+    assert_non_null(strstr(c->alarms.state_file, "alarms.state"));
+    assert_true(c->console.enabled);
+    assert_int_equal(c->console.port, 18080);
+    assert_int_equal(c->console.users.n, 2);
+    assert_int_equal(((struct console_user *)c->console.users.items)[1].role, ROLE_ADMIN);
+    assert_string_equal(c->local_mqtt.broker, "tcp://127.0.0.1:1884");
+    const struct annunciator_cfg *a = SITE_ANNUNCIATOR(c, 0);
+    assert_string_equal(a->busp->id, "lan");
+    assert_int_equal(a->prio_mask, (1u << CH_PRIO_HIGH) | (1u << CH_PRIO_MEDIUM));
+    site_free(&s);
 }
 
 static void test_missing_file(void **state)
@@ -118,6 +180,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_config_and_defaults),
         cmocka_unit_test(test_bad_configs),
+        cmocka_unit_test(test_alarm_sections),
         cmocka_unit_test(test_missing_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -105,7 +105,9 @@ static void test_rejections_by_reason(void **state)
         {"carehub/v1/cq/gw 01/telemetry", TEL("cq", "gw-01"), INGEST_INVALID_TOPIC},
         {"carehub/v1/cq/gw-01", TEL("cq", "gw-01"), INGEST_INVALID_TOPIC},
         {"other/v1/cq/gw-01/telemetry", TEL("cq", "gw-01"), INGEST_INVALID_TOPIC},
-        {"carehub/v1/cq/gw-01/alert", "{}", INGEST_UNKNOWN_KIND},
+        {"carehub/v1/cq/gw-01/alerts", "{}", INGEST_UNKNOWN_KIND},
+        {"carehub/v1/cq/gw-01/alert/extra", "{}", INGEST_UNKNOWN_KIND},
+        {"carehub/v1/cq/gw-01/alert", "{}", INGEST_INVALID_SCHEMA},
         {"carehub/v1/cq/gw-01/telemetry/extra", TEL("cq", "gw-01"), INGEST_UNKNOWN_KIND},
         {"carehub/v1/cq/gw-01/telemetry", "{\"schema\":", INGEST_INVALID_JSON},
         {"carehub/v1/cq/gw-01/status", "not json", INGEST_INVALID_JSON},
@@ -138,12 +140,94 @@ static void test_rejections_by_reason(void **state)
             fail_msg("%s: %llu, want %llu", ingest_reason_name((enum ingest_reason)r),
                      (unsigned long long)s.rejected[r], (unsigned long long)want[r]);
     assert_int_equal(s.messages_received, CH_ARRAY_LEN(cases) + 1);
-    assert_int_equal(s.telemetry_ok + s.status_ok, 0);
+    assert_int_equal(s.telemetry_ok + s.status_ok + s.alerts_ok, 0);
     assert_int_equal(f->cap.calls, 0);
 
     /* and ingest goes on */
     assert_int_equal(post(f, "carehub/v1/cq/gw-01/telemetry", TEL("cq", "gw-01"), false),
                      INGEST_ACCEPTED);
+}
+
+#define ALERT(site, gw, extra)                                                                     \
+    "{\"schema\":\"carehub/alert/1\",\"site\":\"" site "\",\"gateway\":\"" gw "\","                \
+    "\"alarm_id\":\"co2-high:env-101\",\"rule\":\"co2-high\",\"device\":\"env-101\","              \
+    "\"room\":\"nap-1\",\"priority\":\"medium\",\"state\":\"unack\",\"event\":\"raise\","          \
+    "\"escalation\":0,\"latched\":false,\"metric\":\"co2\",\"value\":1250,"                        \
+    "\"ts_ms\":1763850300000,\"raised_ms\":1763850300000" extra "}"
+#define ALERT_LINE                                                                                 \
+    "alarm,alarm_id=co2-high:env-101,device=env-101,event=raise,gateway=gw-01,priority=medium,"    \
+    "room=nap-1,rule=co2-high,site=cq,state=unack value=1250,metric=\"co2\",escalation=0i,"        \
+    "latched=false,raised_ms=1763850300000i 1763850300000\n"
+
+static void test_alert_accepted(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/alert", ALERT("cq", "gw-01", ""), false),
+                     INGEST_ACCEPTED);
+    assert_string_equal(f->cap.text, ALERT_LINE);
+    assert_int_equal(f->cap.lines, 1);
+    /* QoS 1 delivers it again: the same point, which InfluxDB overwrites */
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/alert", ALERT("cq", "gw-01", ""), false),
+                     INGEST_ACCEPTED);
+    assert_string_equal(f->cap.text, ALERT_LINE ALERT_LINE);
+    assert_int_equal(f->cap.calls, 2);
+    struct ingest_stats s;
+    ingest_stats(f->in, &s);
+    assert_int_equal(s.alerts_ok, 2);
+    assert_int_equal(s.telemetry_ok + s.status_ok + s.readings, 0);
+    for (int r = 0; r < INGEST_N_REASONS; r++)
+        assert_int_equal(s.rejected[r], 0);
+    /* an alert does not make a gateway online (only its birth does) */
+    assert_int_equal(presence_online(f->p), 0);
+}
+
+/* Every way an alert is refused, each counted under its reason; nothing of
+ * a refused alert reaches the sink, and good ones still do. */
+static void test_alert_rejections(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *topic, *payload;
+        enum ingest_reason reason;
+    } cases[] = {
+        {"carehub/v1/cq/gw-01/alert", "{\"schema\":\"carehub/alert/1\"", INGEST_INVALID_JSON},
+        {"carehub/v1/cq/gw-01/alert", ALERT("cq", "gw-01", ",\"ts_ms\":1"), INGEST_INVALID_JSON},
+        {"carehub/v1/cq/gw-01/alert", ALERT("cq", "gw-01", ",\"bed\":\"bed 1\""),
+         INGEST_INVALID_SCHEMA},
+        {"carehub/v1/cq/gw-01/alert", ALERT("cq", "gw-01", ",\"message\":\"a\\nb\""),
+         INGEST_INVALID_SCHEMA},
+        {"carehub/v1/cq/gw-01/alert", ALERT("cq", "gw-01", ",\"shelved_until_ms\":5"),
+         INGEST_INVALID_SCHEMA},
+        {"carehub/v1/cq/gw-01/alert", TEL("cq", "gw-01"), INGEST_INVALID_SCHEMA},
+        {"carehub/v1/cq/gw-01/telemetry", ALERT("cq", "gw-01", ""), INGEST_INVALID_SCHEMA},
+        {"carehub/v1/cq/gw-01/alert", ALERT("yb", "gw-01", ""), INGEST_SITE_MISMATCH},
+        {"carehub/v1/cq/gw-01/alert", ALERT("cq", "gw-02", ""), INGEST_SITE_MISMATCH},
+        {"carehub/v1/cq/gw-01/alarm", ALERT("cq", "gw-01", ""), INGEST_UNKNOWN_KIND},
+    };
+    uint64_t want[INGEST_N_REASONS] = {0};
+    for (size_t i = 0; i < CH_ARRAY_LEN(cases); i++) {
+        if (post(f, cases[i].topic, cases[i].payload, false) != INGEST_REJECTED)
+            fail_msg("case %zu (%s) was not rejected", i, cases[i].payload);
+        want[cases[i].reason]++;
+    }
+    size_t big = INGEST_MAX_PAYLOAD + 1;
+    char *payload = ch_xcalloc(1, big);
+    assert_int_equal(ingest_message(f->in, "carehub/v1/cq/gw-01/alert", payload, big, false, 1),
+                     INGEST_REJECTED);
+    want[INGEST_OVERSIZE]++;
+    free(payload);
+    struct ingest_stats s;
+    ingest_stats(f->in, &s);
+    for (int r = 0; r < INGEST_N_REASONS; r++)
+        if (s.rejected[r] != want[r])
+            fail_msg("%s: %llu, want %llu", ingest_reason_name((enum ingest_reason)r),
+                     (unsigned long long)s.rejected[r], (unsigned long long)want[r]);
+    assert_int_equal(s.alerts_ok, 0);
+    assert_int_equal(f->cap.calls, 0);
+
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/alert", ALERT("cq", "gw-01", ""), false),
+                     INGEST_ACCEPTED);
+    assert_string_equal(f->cap.text, ALERT_LINE);
 }
 
 static void test_commands_ignored(void **state)
@@ -153,8 +237,16 @@ static void test_commands_ignored(void **state)
                      INGEST_IGNORED);
     assert_int_equal(post(f, "carehub/v1/cq/gw-01/cmd", "x", false), INGEST_IGNORED);
     struct ingest_stats s;
+    /* a well-formed command too: the hub does not act on it */
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/cmd/shelve",
+                          "{\"schema\":\"carehub/command/1\",\"action\":\"shelve\","
+                          "\"alarm_id\":\"r:d\",\"by\":\"hub:op\",\"ts_ms\":5,"
+                          "\"duration_ms\":60000}",
+                          false),
+                     INGEST_IGNORED);
     ingest_stats(f->in, &s);
-    assert_int_equal(s.messages_received, 2);
+    assert_int_equal(s.messages_received, 3);
+    assert_int_equal(s.ignored, 3);
     for (int r = 0; r < INGEST_N_REASONS; r++)
         assert_int_equal(s.rejected[r], 0);
     assert_int_equal(f->cap.calls, 0);
@@ -238,6 +330,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_telemetry_accepted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rejections_by_reason, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_alert_accepted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_alert_rejections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commands_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_presence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retained_will_not_stored, setup, teardown),

@@ -1,5 +1,5 @@
 /* Line protocol: escaping in every position, number formatting, and the
- * points made from telemetry and status messages. */
+ * points made from telemetry, status and alert messages. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -197,10 +197,11 @@ static void test_telemetry_points(void **state)
     struct lp_buf b;
     lp_init(&b);
     assert_int_equal(lp_telemetry(&b, &t), 2);
-    assert_string_equal(b.data, "environment,device=env-101,gateway=gw-01,quality=good,room=101,"
-                                "site=cq-yz-001 temperature=23.4,humidity=51,seq=42i 1763850000100\n"
-                                "air_quality,device=aq-1,gateway=gw-01,quality=uncertain,"
-                                "site=cq-yz-001 co2=640,tvoc=-0.0015,seq=43i 1763850000200\n");
+    assert_string_equal(b.data,
+                        "environment,device=env-101,gateway=gw-01,quality=good,room=101,"
+                        "site=cq-yz-001 temperature=23.4,humidity=51,seq=42i 1763850000100\n"
+                        "air_quality,device=aq-1,gateway=gw-01,quality=uncertain,"
+                        "site=cq-yz-001 co2=640,tvoc=-0.0015,seq=43i 1763850000200\n");
     assert_int_equal(b.lines, 2);
     lp_free(&b);
     ch_telemetry_free(&t);
@@ -230,12 +231,140 @@ static void test_status_points(void **state)
     lp_free(&b);
 }
 
+/* The acknowledged SOS of bed 203-1, as the gateway sends it. */
+static const char sos_ack[] =
+    "{\"schema\":\"carehub/alert/1\",\"site\":\"cq-yz-001\",\"gateway\":\"gw-01\","
+    "\"alarm_id\":\"sos:btn-203-1\",\"rule\":\"sos\",\"device\":\"btn-203-1\",\"room\":\"203\","
+    "\"bed\":\"203-1\",\"resident\":\"r-7f3a9c01\",\"priority\":\"high\",\"state\":\"acked\","
+    "\"event\":\"ack\",\"escalation\":1,\"latched\":true,\"metric\":\"sos\",\"value\":1,"
+    "\"message\":\"203 室 \\\"SOS\\\" C:\\\\bed\",\"ts_ms\":1763850095000,"
+    "\"raised_ms\":1763850005000,\"acked_ms\":1763850095000,\"by\":\"console:王 护士\","
+    "\"group\":\"flood:gw-01\"}";
+
+static const char sos_ack_line[] =
+    "alarm,alarm_id=sos:btn-203-1,bed=203-1,device=btn-203-1,event=ack,gateway=gw-01,"
+    "priority=high,resident=r-7f3a9c01,room=203,rule=sos,site=cq-yz-001,state=acked "
+    "value=1,metric=\"sos\",escalation=1i,latched=true,message=\"203 室 \\\"SOS\\\" C:\\\\bed\","
+    "raised_ms=1763850005000i,acked_ms=1763850095000i,by=\"console:王 护士\","
+    "group=\"flood:gw-01\" 1763850095000\n";
+
+static void test_alert_points(void **state)
+{
+    (void)state;
+    struct ch_alert a;
+    char err[256] = "";
+    assert_int_equal(ch_alert_decode(sos_ack, strlen(sos_ack), &a, err, sizeof err), 0);
+    struct lp_buf b;
+    lp_init(&b);
+    assert_int_equal(lp_alert(&b, &a), 0);
+    assert_string_equal(b.data, sos_ack_line);
+    assert_int_equal(b.lines, 1);
+
+    /* the least: no room/bed/resident tags, no value, metric, message, by,
+     * group or optional times; escalation and latched always there */
+    const char *stale = "{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\","
+                        "\"alarm_id\":\"stale:band-17\",\"rule\":\"stale\",\"device\":\"band-17\","
+                        "\"priority\":\"low\",\"state\":\"unack\",\"event\":\"raise\","
+                        "\"escalation\":0,\"latched\":false,\"ts_ms\":5,\"raised_ms\":5}";
+    assert_int_equal(ch_alert_decode(stale, strlen(stale), &a, err, sizeof err), 0);
+    lp_free(&b);
+    assert_int_equal(lp_alert(&b, &a), 0);
+    assert_string_equal(b.data, "alarm,alarm_id=stale:band-17,device=band-17,event=raise,"
+                                "gateway=g,priority=low,rule=stale,site=s,state=unack "
+                                "escalation=0i,latched=false,raised_ms=5i 5\n");
+
+    /* every optional time, each an integer; a whole-number value stays a float */
+    const char *rtn = "{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g\","
+                      "\"alarm_id\":\"co2:env\",\"rule\":\"co2\",\"device\":\"env\","
+                      "\"priority\":\"medium\",\"state\":\"shelved\",\"event\":\"shelve\","
+                      "\"escalation\":0,\"latched\":false,\"value\":930.0,\"ts_ms\":9,"
+                      "\"raised_ms\":5,\"acked_ms\":6,\"cleared_ms\":7,\"shelved_until_ms\":99}";
+    assert_int_equal(ch_alert_decode(rtn, strlen(rtn), &a, err, sizeof err), 0);
+    lp_free(&b);
+    assert_int_equal(lp_alert(&b, &a), 0);
+    assert_string_equal(b.data, "alarm,alarm_id=co2:env,device=env,event=shelve,gateway=g,"
+                                "priority=medium,rule=co2,site=s,state=shelved value=930,"
+                                "escalation=0i,latched=false,raised_ms=5i,acked_ms=6i,"
+                                "cleared_ms=7i,shelved_until_ms=99i 9\n");
+    lp_free(&b);
+}
+
+/* A redelivered alert (QoS 1) must make the very same point, so that it
+ * overwrites the first; and two transitions of one alarm in the same
+ * millisecond must not. */
+static void test_alert_idempotent(void **state)
+{
+    (void)state;
+    struct lp_buf first, again;
+    lp_init(&first);
+    lp_init(&again);
+    for (int i = 0; i < 2; i++) {
+        struct ch_alert a;
+        char err[256];
+        assert_int_equal(ch_alert_decode(sos_ack, strlen(sos_ack), &a, err, sizeof err), 0);
+        lp_alert(i ? &again : &first, &a);
+    }
+    assert_string_equal(first.data, again.data);
+
+    struct ch_alert a;
+    char err[256];
+    assert_int_equal(ch_alert_decode(sos_ack, strlen(sos_ack), &a, err, sizeof err), 0);
+    a.event = CH_AE_ESCALATE;
+    a.state = CH_AS_UNACK;
+    struct lp_buf other;
+    lp_init(&other);
+    lp_alert(&other, &a);
+    /* same alarm and time; the series (tags) differ */
+    const char *sp1 = strchr(first.data, ' '), *sp2 = strchr(other.data, ' ');
+    assert_true((size_t)(sp1 - first.data) != (size_t)(sp2 - other.data) ||
+                memcmp(first.data, other.data, (size_t)(sp1 - first.data)) != 0);
+    assert_string_equal(strrchr(first.data, ' '), strrchr(other.data, ' '));
+    lp_free(&first);
+    lp_free(&again);
+    lp_free(&other);
+}
+
+/* lp_alert escapes whatever it is given: a struct filled by hand (not by
+ * the decoder, which refuses these) with every special character. */
+static void test_alert_escaping(void **state)
+{
+    (void)state;
+    struct ch_alert a = {
+        .priority = CH_PRIO_HIGH, .state = CH_AS_UNACK, .event = CH_AE_RAISE, .ts_ms = 7};
+    strcpy(a.site, "s");
+    strcpy(a.gateway, "g");
+    strcpy(a.alarm_id, "r=1:d,2");
+    strcpy(a.rule, "r=1");
+    strcpy(a.device, "d,2");
+    strcpy(a.room, "bed 3, window");
+    strcpy(a.bed, "ends\\");
+    strcpy(a.resident, "new\nline");
+    strcpy(a.metric, "say \"x\"");
+    strcpy(a.message, "two\nlines, \"quoted\" and C:\\dir\\");
+    strcpy(a.by, "a\\\"b");
+    struct lp_buf b;
+    lp_init(&b);
+    assert_int_equal(lp_alert(&b, &a), 0);
+    assert_string_equal(b.data, "alarm,alarm_id=r\\=1:d\\,2,bed=ends\\\\,device=d\\,2,event=raise,"
+                                "gateway=g,priority=high,resident=newline,"
+                                "room=bed\\ 3\\,\\ window,rule=r\\=1,site=s,state=unack "
+                                "metric=\"say \\\"x\\\"\",escalation=0i,latched=false,"
+                                "message=\"twolines, \\\"quoted\\\" and C:\\\\dir\\\\\","
+                                "by=\"a\\\\\\\"b\" 7\n");
+    /* one point, one line: no newline but the last */
+    assert_int_equal(b.lines, 1);
+    assert_ptr_equal(strchr(b.data, '\n'), b.data + b.len - 1);
+    lp_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escaping),         cmocka_unit_test(test_float_format),
         cmocka_unit_test(test_field_types),      cmocka_unit_test(test_point_without_fields),
         cmocka_unit_test(test_telemetry_points), cmocka_unit_test(test_status_points),
+        cmocka_unit_test(test_alert_points),     cmocka_unit_test(test_alert_idempotent),
+        cmocka_unit_test(test_alert_escaping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,8 @@
 #include "sim_config.h"
 #include "sim_scenario.h"
 
+#include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +78,41 @@ static void test_equal_times_last_wins(void **state)
         {.at_ms = 1000, .kind = SIM_SET_VALUE, .value = 2},
     };
     assert_float_equal(at(s, 2, 1000), 2.0, 1e-9);
+}
+
+/* A pull cord pressed for a while, a resident out of bed for 25 minutes:
+ * the value for the duration, then whatever was in force before. */
+static void test_pulse(void **state)
+{
+    (void)state;
+    const struct sim_set s[] = {
+        {.at_ms = 10000, .kind = SIM_SET_PULSE, .value = 1, .over_ms = 5000},
+        {.at_ms = 20000, .kind = SIM_SET_VALUE, .value = 7},
+        {.at_ms = 30000, .kind = SIM_SET_PULSE, .value = 0, .over_ms = 10000},
+        {.at_ms = 50000, .kind = SIM_SET_RAMP, .value = 50, .over_ms = 10000},
+        {.at_ms = 70000, .kind = SIM_SET_PULSE, .value = 0, .over_ms = 1000},
+        {.at_ms = 80000, .kind = SIM_SET_RELEASE},
+    };
+    static const struct {
+        int64_t ms;
+        double v;
+        bool held;
+    } seq[] = {
+        {9999, 109.999, false}, {10000, 1, true},        {14999, 1, true}, /* pulse on the curve */
+        {15000, 115, false},    {19999, 119.999, false},                   /* curve again */
+        {20000, 7, true},       {30000, 0, true},        {39999, 0, true}, /* pulse on a hold */
+        {40000, 7, true},                                                  /* the hold again */
+        {50000, 7, true},       {55000, 28.5, true},                       /* ramp from the hold */
+        {60000, 50, true},      {70000, 0, true},        {71000, 50, true}, {80000, 180, false},
+    };
+    for (size_t i = 0; i < sizeof seq / sizeof seq[0]; i++) {
+        if (fabs(at(s, 6, seq[i].ms) - seq[i].v) > 1e-9)
+            fail_msg("at %lld ms: %g, expected %g", (long long)seq[i].ms, at(s, 6, seq[i].ms),
+                     seq[i].v);
+        if (sim_scenario_held(s, 6, seq[i].ms) != seq[i].held)
+            fail_msg("at %lld ms: held %d", (long long)seq[i].ms, !seq[i].held);
+    }
+    assert_false(sim_scenario_held(NULL, 0, 0));
 }
 
 static void test_fault_lookup(void **state)
@@ -214,7 +251,37 @@ static const struct {
      ":2:71: error: key 'count': units 200..299 go past 255"},
     {"endpoints: [{id: lan, tcp: '127.0.0.1:1502'}]\n"
      "slaves: [{name: a, endpoint: lan, model: modbus-thing}]\n",
-     "unknown model 'modbus-thing' (models: jxct-th air-board xy-md02 co2-s8 gas-lel)"},
+     "unknown model 'modbus-thing' (models: jxct-th air-board xy-md02 co2-s8 gas-lel bed-mb "
+     "call-panel relay-4ch)"},
+    {"endpoints: [{id: lan, tcp: '127.0.0.1:1502'}]\n"
+     "slaves: [{name: p, endpoint: lan, model: call-panel}]\n"
+     "scenario: [{at: 1s, slave: p, set: {metric: sos, value: 2}}]\n",
+     ":3:57: error: key 'value': 2 is outside what metric 'sos' can show (0..1)"},
+    {"endpoints: [{id: lan, tcp: '127.0.0.1:1502'}]\n"
+     "slaves: [{name: b, endpoint: lan, model: bed-mb}]\n"
+     "scenario: [{at: 1s, slave: b, set: {metric: hr, ramp_to: -5, over: 1m}}]\n",
+     "key 'ramp_to': -5 is outside what metric 'hr' can show (0..250)"},
+    {"endpoints: [{id: lan, tcp: '127.0.0.1:1502'}]\n"
+     "slaves: [{name: b, endpoint: lan, model: bed-mb}]\n"
+     "scenario: [{at: 1s, slave: b, set: {metric: in_bed, pulse: 0}}]\n",
+     "'for' goes with 'pulse', and 'pulse' needs it"},
+    {"endpoints: [{id: lan, tcp: '127.0.0.1:1502'}]\n"
+     "slaves: [{name: b, endpoint: lan, model: bed-mb}]\n"
+     "scenario: [{at: 1s, slave: b, set: {metric: in_bed, value: 0, for: 1m}}]\n",
+     "'for' goes with 'pulse', and 'pulse' needs it"},
+    {"endpoints: [{id: lan, tcp: '127.0.0.1:1502'}]\n"
+     "slaves: [{name: b, endpoint: lan, model: bed-mb}]\n"
+     "scenario: [{at: 1s, slave: b, set: {metric: in_bed, value: 0, pulse: 1, for: 1m}}]\n",
+     "needs exactly one of 'value', 'ramp_to' (with 'over'), 'pulse' (with 'for') or "
+     "'release: true'"},
+    {"endpoints: [{id: lan, tcp: '127.0.0.1:1502'}]\n"
+     "slaves: [{name: b, endpoint: lan, model: bed-mb}]\n"
+     "scenario: [{at: 1s, slave: b, set: {metric: heart_rate, value: 60}}]\n",
+     "model 'bed-mb' has no metric 'heart_rate' (it has: in_bed hr rr movement presence)"},
+    {"endpoints: [{id: lan, tcp: '127.0.0.1:1502'}]\n"
+     "slaves: [{name: r, endpoint: lan, model: relay-4ch}]\n"
+     "scenario: [{at: 1s, slave: r, set: {metric: coil0, value: 1}}]\n",
+     "model 'relay-4ch' has no metrics to set (its outputs are driven over Modbus)"},
     {"endpoints: [{id: lan, tcp: '127.0.0.1:1502'}]\n"
      "slaves: [{name: a, endpoint: lan, model: jxct-th}]\n"
      "scenario: [{at: 1s, slave: b, fault: silent}]\n",
@@ -284,6 +351,46 @@ static void test_bad_configs_rejected(void **state)
     }
 }
 
+/* The set action on the care devices: press SOS, reset it, a bed exit as a
+ * pulse, a fault on the relay. */
+static void test_load_care_devices(void **state)
+{
+    (void)state;
+    char *p = write_tmp("endpoints: [{id: lan, tcp: '127.0.0.1:1502'}]\n"
+                        "slaves:\n"
+                        "  - {name: bed-12, endpoint: lan, unit: 12, model: bed-mb}\n"
+                        "  - {name: panel-12, endpoint: lan, unit: 13, model: call-panel}\n"
+                        "  - {name: relay-9, endpoint: lan, unit: 9, model: relay-4ch}\n"
+                        "scenario:\n"
+                        "  - {at: 10s, slave: panel-12, set: {metric: sos, value: 1}}\n"
+                        "  - {at: 1m, slave: panel-12, set: {metric: sos, value: 0}}\n"
+                        "  - {at: 5s, slave: bed-12, set: {metric: in_bed, pulse: 0, for: 25m}}\n"
+                        "  - {at: 20s, slave: relay-9, fault: silent}\n"
+                        "  - {at: 30s, slave: panel-12, set: {metric: fall, release: true}}\n");
+    struct sim_config c;
+    assert_int_equal(sim_config_load(p, NULL, false, &c), 0);
+    assert_int_equal(c.nslaves, 3);
+    assert_int_equal(c.slaves[2].model, sim_model_find("relay-4ch"));
+    assert_int_equal(c.nevents, 5);
+    assert_int_equal(c.events[0].slave, 0);
+    assert_int_equal(c.events[0].set.kind, SIM_SET_PULSE);
+    assert_int_equal(c.events[0].set.over_ms, 25 * 60000);
+    assert_float_equal(c.events[0].set.value, 0.0, 0);
+    assert_int_equal(c.events[0].metric, 0); /* in_bed */
+    assert_int_equal(c.events[1].slave, 1);
+    assert_int_equal(c.events[1].set.kind, SIM_SET_VALUE);
+    assert_float_equal(c.events[1].set.value, 1.0, 0);
+    assert_int_equal(c.events[1].metric, 0); /* sos */
+    assert_int_equal(c.events[2].kind, SIM_EVENT_FAULT);
+    assert_int_equal(c.events[3].set.kind, SIM_SET_RELEASE);
+    assert_int_equal(c.events[3].metric, 1); /* fall */
+    assert_int_equal(c.events[4].at_ms, 60000);
+    assert_float_equal(c.events[4].set.value, 0.0, 0);
+    sim_config_free(&c);
+    unlink(p);
+    free(p);
+}
+
 static void test_allow_any_address(void **state)
 {
     (void)state;
@@ -307,6 +414,8 @@ static void test_shipped_examples_load(void **state)
         {"site.yaml", "faults.yaml"},
         {"site.yaml", "nap-room-co2.yaml"},
         {"bench-100.yaml", NULL},
+        {"care-room.yaml", NULL},
+        {"care-room.yaml", "care-room-night.yaml"},
     };
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char a[512], b[512];
@@ -329,9 +438,11 @@ int main(void)
         cmocka_unit_test(test_ramp_from_curve),
         cmocka_unit_test(test_hold_ramp_release_chain),
         cmocka_unit_test(test_equal_times_last_wins),
+        cmocka_unit_test(test_pulse),
         cmocka_unit_test(test_fault_lookup),
         cmocka_unit_test(test_load_site_and_scenario),
         cmocka_unit_test(test_bad_configs_rejected),
+        cmocka_unit_test(test_load_care_devices),
         cmocka_unit_test(test_allow_any_address),
         cmocka_unit_test(test_shipped_examples_load),
     };

@@ -11,6 +11,7 @@
 #include "sim_value.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 /* 2025-11-23 00:00 local time at UTC+8 (16:00 UTC the day before) */
@@ -139,6 +140,140 @@ static void test_clamped(void **state)
     }
 }
 
+/* ---- the bed routine --------------------------------------------------- */
+
+#define MIN_MS 60000LL
+
+/* Local day d (0 = DAY0) at hour h. */
+static int64_t local(int d, double h)
+{
+    return DAY0_MS + d * 24 * HOUR_MS + (int64_t)(h * HOUR_MS);
+}
+
+static bool in_bed(uint64_t seed, uint64_t dev, int64_t ts)
+{
+    struct sim_bed b;
+    sim_value_bed(seed, dev, ts, UTC8, &b);
+    return b.in_bed;
+}
+
+/* Over many residents and days: asleep at night, up in the morning, a nap
+ * after lunch, up in the afternoon and evening; exactly one short trip out
+ * of bed at night. */
+static void test_bed_routine(void **state)
+{
+    (void)state;
+    static const struct {
+        double hour;
+        bool in_bed;
+    } fixed[] = {
+        {0.25, true}, {4.0, true},   {5.9, true},   {7.1, false},  {10.0, false}, {12.1, false},
+        {13.0, true}, {14.3, false}, {18.0, false}, {20.3, false}, {21.75, true}, {23.9, true},
+    };
+    for (int dev = 0; dev < 20; dev++) {
+        char name[16];
+        snprintf(name, sizeof name, "bed-%d", dev);
+        uint64_t key = sim_value_key(name);
+        for (int d = 0; d < 7; d++) {
+            for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+                if (in_bed(42, key, local(d, fixed[i].hour)) != fixed[i].in_bed)
+                    fail_msg("%s day %d %.2f h: in_bed %d", name, d, fixed[i].hour,
+                             !fixed[i].in_bed);
+            /* 00:00-05:00, minute by minute: one trip of 3..12 min */
+            int trips = 0, out_min = 0;
+            bool prev = true;
+            for (int m = 0; m < 300; m++) {
+                bool now = in_bed(42, key, local(d, m / 60.0));
+                trips += prev && !now;
+                out_min += !now;
+                prev = now;
+            }
+            if (trips != 1 || out_min < 2 || out_min > 13)
+                fail_msg("%s day %d: %d trips, %d min out of bed at night", name, d, trips,
+                         out_min);
+        }
+    }
+}
+
+static void test_bed_routine_differs_by_day_and_device(void **state)
+{
+    (void)state;
+    uint64_t a = sim_value_key("bed-a"), b = sim_value_key("bed-b");
+    /* the minute the resident gets up differs between days and residents */
+    int64_t up[2][5];
+    for (int k = 0; k < 2; k++) {
+        for (int d = 0; d < 5; d++) {
+            int m = 5 * 60;
+            while (in_bed(7, k ? b : a, local(d, m / 60.0)))
+                m++;
+            up[k][d] = m;
+            assert_true(m >= 6 * 60 && m <= 7 * 60);
+        }
+    }
+    int same_day = 0, same_dev = 0;
+    for (int d = 1; d < 5; d++)
+        same_day += up[0][d] == up[0][0];
+    for (int d = 0; d < 5; d++)
+        same_dev += up[0][d] == up[1][d];
+    assert_true(same_day <= 1 && same_dev <= 1);
+    /* and the same seed gives the same routine */
+    assert_true(in_bed(7, a, local(2, 6.5)) == in_bed(7, a, local(2, 6.5)));
+}
+
+static void test_bed_metrics_follow_the_resident(void **state)
+{
+    (void)state;
+    const struct sim_metric *hr = metric("bed-mb", "hr"), *rr = metric("bed-mb", "rr"),
+                            *mv = metric("bed-mb", "movement"), *pr = metric("bed-mb", "presence"),
+                            *ib = metric("bed-mb", "in_bed");
+    uint64_t key = sim_value_key("bed-12");
+    int in = 0, hr_typical = 0, settling = 0;
+    for (int64_t ts = local(0, 0); ts < local(2, 0); ts += 17000) {
+        struct sim_bed b;
+        sim_value_bed(3, key, ts, UTC8, &b);
+        double h = sim_value_at(hr, 3, key, ts, UTC8), r = sim_value_at(rr, 3, key, ts, UTC8);
+        double m = sim_value_at(mv, 3, key, ts, UTC8), p = sim_value_at(pr, 3, key, ts, UTC8);
+        assert_true(sim_value_at(ib, 3, key, ts, UTC8) == (b.in_bed ? 1.0 : 0.0));
+        assert_true(m >= 0.0 && m <= 100.0);
+        if (b.near_s <= SIM_BED_SETTLE_S) {
+            settling++;
+            assert_true(p == 1.0 && m >= 40.0); /* getting in or out: at the bedside, moving */
+        }
+        if (!b.in_bed) {
+            assert_true(h == 0.0 && r == 0.0);
+            if (b.near_s > SIM_BED_SETTLE_S)
+                assert_true(p == 0.0 && m == 0.0);
+            continue;
+        }
+        in++;
+        assert_true(p == 1.0);
+        assert_true(h >= 55.0 && h <= 80.0);
+        assert_true(r >= 10.0 && r <= 20.0);
+        hr_typical += h >= 60.0 && h <= 75.0;
+        if (b.near_s > SIM_BED_SETTLE_S)
+            assert_true(m <= 30.0); /* asleep: little movement */
+    }
+    assert_true(in > 3000);                  /* about 10 h of 24 over two days, every 17 s */
+    assert_true(hr_typical * 100 > in * 95); /* 60-75 bpm nearly always */
+    assert_true(settling > 0);
+}
+
+/* A scenario that puts the resident elsewhere: the shaped values follow. */
+static void test_bed_shaped_by_scenario(void **state)
+{
+    (void)state;
+    const struct sim_metric *hr = metric("bed-mb", "hr"), *pr = metric("bed-mb", "presence");
+    uint64_t key = sim_value_key("bed-1");
+    int64_t noon_walk = local(0, 10.0); /* the routine says: out of bed */
+    struct sim_bed in = {.in_bed = true, .near_s = INT64_MAX};
+    struct sim_bed out = {.in_bed = false, .near_s = INT64_MAX};
+    double h = sim_value_shaped(hr, 1, key, noon_walk, UTC8, &in);
+    assert_true(h >= 55.0 && h <= 80.0);
+    assert_true(sim_value_shaped(pr, 1, key, noon_walk, UTC8, &in) == 1.0);
+    assert_true(sim_value_shaped(hr, 1, key, local(0, 3.0), UTC8, &out) == 0.0);
+    assert_true(sim_value_shaped(pr, 1, key, local(0, 3.0), UTC8, &out) == 0.0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -149,6 +284,10 @@ int main(void)
         cmocka_unit_test(test_curves_follow_the_day),
         cmocka_unit_test(test_local_time_offset),
         cmocka_unit_test(test_clamped),
+        cmocka_unit_test(test_bed_routine),
+        cmocka_unit_test(test_bed_routine_differs_by_day_and_device),
+        cmocka_unit_test(test_bed_metrics_follow_the_resident),
+        cmocka_unit_test(test_bed_shaped_by_scenario),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

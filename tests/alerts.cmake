@@ -1,0 +1,2 @@
+# Alarm transitions through the hub into InfluxDB (issue 4).
+ch_integration_test(hub_alerts hub_alerts.py TIMEOUT 120)
