@@ -74,10 +74,12 @@ static size_t snapshot(struct hub *h, const struct influx_stats *w,
     struct presence_seq_stats ss;
     presence_check_gaps(h->presence, ch_now_ms(), h->cfg.gap_grace_ms, &ss);
     size_t n = 0;
+    out[n++] = (struct counter){"alerts_ok", is.alerts_ok};
     out[n++] = (struct counter){"dead_letter_batches", ws.dead_letter_batches};
     out[n++] = (struct counter){"dead_letter_lines", ws.dead_letter_lines};
     out[n++] = (struct counter){"dropped", ws.dropped};
     out[n++] = (struct counter){"gateways_online", presence_online(h->presence)};
+    out[n++] = (struct counter){"messages_ignored", is.ignored};
     out[n++] = (struct counter){"messages_received", is.messages_received};
     out[n++] = (struct counter){"points_written", ws.points_written};
     out[n++] = (struct counter){"readings", is.readings};

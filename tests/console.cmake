@@ -10,3 +10,8 @@ carehub_defaults(console_fixture)
 
 # The page in headless Chromium: log in, see an alarm, acknowledge it.
 ch_integration_test(console_browser_unit console_browser_unit.py TIMEOUT 300)
+
+# The console end to end in headless Chromium: care-sim raises alarms through
+# care-edge (central Mosquitto), a carer signs in, sees and acknowledges them;
+# screenshots kept in <build>/test-artifacts/ (or $CAREHUB_ARTIFACTS).
+ch_integration_test(console_browser console_browser.py TIMEOUT 120)

@@ -104,7 +104,7 @@ local_mqtt: {{broker: "{local.uri}"}}
         def poll_influx():
             while not stop.is_set():
                 try:
-                    for r in influx.series('SELECT "device" FROM "alarm" WHERE "event" = \'raise\'',
+                    for r in influx.series('SELECT "escalation", "device" FROM "alarm" WHERE "event" = \'raise\'',
                                            "carehub"):
                         seen_influx.setdefault(r["device"], time.time())
                 except Exception:
@@ -126,7 +126,7 @@ local_mqtt: {{broker: "{local.uri}"}}
                 doc = json.loads(line)
                 for r in doc["readings"]:
                     if r["metrics"].get("sos") == 1:
-                        first_sos.setdefault(r["device"], r["ts_ms"] / 1000)
+                        first_sos.setdefault(r["device"], r["ts"] / 1000)
         sse = {}
         # SSE events carry arrival times on the monotonic clock: convert
         offset = time.time() - time.monotonic()

@@ -7,8 +7,9 @@
    again on the same spool: still exactly complete, and the readings held
    across the kill arrive marked historical.
 5. The spool's bound is reached during the outage: the oldest telemetry is
-   dropped, and the number of dropped readings care-edge reports equals the
-   number of reading numbers missing in InfluxDB.
+   dropped, the number of dropped readings care-edge reports equals the
+   number of reading numbers missing in InfluxDB, and every alert raised
+   during the outage is kept and stored.
 """
 import json
 import os
@@ -25,7 +26,7 @@ DB = "carehub"
 N_DEV = 10
 
 
-def setup(w, gateway, spool_extra=""):
+def setup(w, gateway, spool_extra="", site_extra=""):
     influx = Influx(w)
     mqtt = Mosquitto(w, persistent=True)
     port = free_port()
@@ -55,7 +56,7 @@ buses: [{{id: lan, type: modbus-tcp, host: 127.0.0.1, port: {port}}}]
 devices:
 {devs}
 self_metrics_interval: 1s
-""")
+{site_extra}""")
     return influx, mqtt, hub, site
 
 
@@ -151,7 +152,10 @@ def test_sigkill_while_broker_down(w):
 
 def test_bound_reached(w):
     # 64 KiB hold ~250 readings: a 6 s outage at 100 readings/s overflows it
-    influx, mqtt, hub, site = setup(w, "gw-full", ", max_bytes: 65536")
+    # every meter raises an alarm 4 s after start: inside the outage
+    influx, mqtt, hub, site = setup(w, "gw-full", ", max_bytes: 65536", """rules:
+  - {id: co2-seen, when: co2 > 0, for: 4s, priority: low, select: {profile: [air-board]}}
+""")
     stats = w.path("stats.json")
     edge = w.spawn("care-edge", [w.bin("care-edge"), "-c", site, "--stats-file", stats])
     edge.wait_log("connected to", 10)
@@ -177,8 +181,13 @@ def test_bound_reached(w):
                              f"{ranges(missing)}, logged as dropped {logged}")
     assert cov[0] == cov[1] and cov[3] == last, cov
     assert "dropped" in edge.output()
+    assert "alert records" not in edge.output(), "alerts were dropped"
+    raised = wait_for("the alerts raised during the outage in InfluxDB",
+                      lambda: (lambda p: p if len(p) == N_DEV else None)(influx.series(
+                          'SELECT "escalation", "device" FROM "alarm" WHERE "event" = \'raise\'', DB)), 20)
+    assert sorted(r["device"] for r in raised) == [f"air-{i + 1:02d}" for i in range(N_DEV)], raised
     log(f"bound reached: {dropped} of {last} readings dropped by the edge, "
-        f"{last - cov[0]} missing in InfluxDB")
+        f"{last - cov[0]} missing in InfluxDB; all {N_DEV} alerts raised during the outage kept")
 
 
 if __name__ == "__main__":
