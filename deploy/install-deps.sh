@@ -2,6 +2,8 @@
 # Installs the Debian 12 packages carehub needs to build, test and run its
 # demo. Installs only what is missing; needs root for that (apt-get).
 #   deploy/install-deps.sh          build + run + test dependencies
+#   deploy/install-deps.sh --tests  also what only the tests need (chromium,
+#                                   for the alarm console's browser tests)
 set -euo pipefail
 
 PACKAGES=(
@@ -11,6 +13,10 @@ PACKAGES=(
   mosquitto mosquitto-clients influxdb influxdb-client socat
   python3 python3-jsonschema python3-yaml curl
 )
+
+if [ "${1:-}" = "--tests" ]; then
+  PACKAGES+=(chromium)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

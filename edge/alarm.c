@@ -48,13 +48,13 @@
 #define STATE_HISTORY   256        /* transitions kept in the state file */
 #define STATE_MAX_BYTES (64 << 20) /* a bigger state file is damaged */
 
-/* Names as on the wire (codec.h), kept here so this module stands alone. */
+/* Names as on the wire (codec.h), for the alarm records of the state file
+ * (history entries go through the codec itself). */
 static const char *const state_names[] = {"normal",    "unack",   "acked",
                                           "rtn_unack", "shelved", "out_of_service"};
 static const char *const event_names[] = {"raise",      "ack",    "clear",    "rtn",
                                           "escalate",   "shelve", "unshelve", "out_of_service",
                                           "in_service", "flood",  "flood_end"};
-static const char *const prio_names[] = {"low", "medium", "high"};
 
 static int name_index(const char *const *names, size_t n, const char *s)
 {
@@ -394,31 +394,13 @@ static void back_in(struct alarms *am, struct alarm *a, int event, const char *b
 
 /* ---- the state file ----------------------------------------------------- */
 
+/* A history entry is stored as the alert message itself (the contract,
+ * schemas/codec.h): one encoder and one strict decoder for both. */
 static json_t *alert_json(const struct ch_alert *t)
 {
-    json_t *o = json_object();
-    json_object_set_new(o, "alarm_id", json_string(t->alarm_id));
-    json_object_set_new(o, "rule", json_string(t->rule));
-    json_object_set_new(o, "device", json_string(t->device));
-    json_object_set_new(o, "room", json_string(t->room));
-    json_object_set_new(o, "bed", json_string(t->bed));
-    json_object_set_new(o, "resident", json_string(t->resident));
-    json_object_set_new(o, "priority", json_string(prio_names[t->priority]));
-    json_object_set_new(o, "state", json_string(state_names[t->state]));
-    json_object_set_new(o, "event", json_string(event_names[t->event]));
-    json_object_set_new(o, "escalation", json_integer(t->escalation));
-    json_object_set_new(o, "latched", json_boolean(t->latched));
-    json_object_set_new(o, "metric", json_string(t->metric));
-    if (t->has_value && isfinite(t->value))
-        json_object_set_new(o, "value", json_real(t->value));
-    json_object_set_new(o, "message", json_string(t->message));
-    json_object_set_new(o, "ts_ms", json_integer(t->ts_ms));
-    json_object_set_new(o, "raised_ms", json_integer(t->raised_ms));
-    json_object_set_new(o, "acked_ms", json_integer(t->acked_ms));
-    json_object_set_new(o, "cleared_ms", json_integer(t->cleared_ms));
-    json_object_set_new(o, "shelved_until_ms", json_integer(t->shelved_until_ms));
-    json_object_set_new(o, "by", json_string(t->by));
-    json_object_set_new(o, "group", json_string(t->group));
+    char *text = ch_alert_encode(t);
+    json_t *o = text ? json_loads(text, 0, NULL) : NULL;
+    free(text);
     return o;
 }
 
@@ -456,35 +438,8 @@ static bool rd_name(const json_t *o, const char *key, const char *const *names, 
 
 static bool rd_alert(const json_t *o, struct ch_alert *t)
 {
-    memset(t, 0, sizeof *t);
-    int64_t esc;
-    const json_t *latched = json_object_get(o, "latched");
-    const json_t *value = json_object_get(o, "value");
-    if (!json_is_object(o) || !rd_str(o, "alarm_id", t->alarm_id, sizeof t->alarm_id) ||
-        !rd_str(o, "rule", t->rule, sizeof t->rule) ||
-        !rd_str(o, "device", t->device, sizeof t->device) ||
-        !rd_str(o, "room", t->room, sizeof t->room) || !rd_str(o, "bed", t->bed, sizeof t->bed) ||
-        !rd_str(o, "resident", t->resident, sizeof t->resident) ||
-        !rd_name(o, "priority", prio_names, CH_ARRAY_LEN(prio_names), &t->priority) ||
-        !rd_name(o, "state", state_names, CH_ARRAY_LEN(state_names), &t->state) ||
-        !rd_name(o, "event", event_names, CH_ARRAY_LEN(event_names), &t->event) ||
-        !rd_int(o, "escalation", 0, 1000, &esc) || !json_is_boolean(latched) ||
-        !rd_str(o, "metric", t->metric, sizeof t->metric) ||
-        !rd_str(o, "message", t->message, sizeof t->message) ||
-        !rd_int(o, "ts_ms", 0, INT64_MAX, &t->ts_ms) ||
-        !rd_int(o, "raised_ms", 0, INT64_MAX, &t->raised_ms) ||
-        !rd_int(o, "acked_ms", 0, INT64_MAX, &t->acked_ms) ||
-        !rd_int(o, "cleared_ms", 0, INT64_MAX, &t->cleared_ms) ||
-        !rd_int(o, "shelved_until_ms", 0, INT64_MAX, &t->shelved_until_ms) ||
-        !rd_str(o, "by", t->by, sizeof t->by) || !rd_str(o, "group", t->group, sizeof t->group))
-        return false;
-    if (value && !json_is_number(value))
-        return false;
-    t->escalation = (int)esc;
-    t->latched = json_is_true(latched);
-    t->has_value = value != NULL;
-    t->value = value ? json_number_value(value) : 0;
-    return isfinite(t->value);
+    char err[160];
+    return ch_alert_from_json(o, t, err, sizeof err) == 0;
 }
 
 static json_t *alarm_json(const struct alarm *a)
@@ -622,8 +577,11 @@ static void save_state(struct alarms *am)
     json_object_set_new(root, "flood", flood);
     json_t *hist = json_array();
     size_t from = am->hist_n > STATE_HISTORY ? am->hist_n - STATE_HISTORY : 0;
-    for (size_t i = from; i < am->hist_n; i++)
-        json_array_append_new(hist, alert_json(&am->hist[(am->hist_head + i) % am->hist_cap]));
+    for (size_t i = from; i < am->hist_n; i++) {
+        json_t *e = alert_json(&am->hist[(am->hist_head + i) % am->hist_cap]);
+        if (e) /* the module only makes alerts the contract accepts; never lose the rest */
+            json_array_append_new(hist, e);
+    }
     json_object_set_new(root, "history", hist);
     char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);

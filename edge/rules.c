@@ -431,15 +431,16 @@ out:
     return p->failed ? -1 : id;
 }
 
-static int parse_and(struct parser *p)
+/* One level of left-associative binary operators: sub (op sub)*. */
+static int parse_binary(struct parser *p, int op_tok, int node_type, int (*sub)(struct parser *))
 {
-    int l = parse_unary(p);
-    while (l >= 0 && p->tok == K_AND) {
+    int l = sub(p);
+    while (l >= 0 && p->tok == op_tok) {
         next(p);
-        int r = parse_unary(p);
+        int r = sub(p);
         if (r < 0)
             return -1;
-        int id = new_node(p, N_AND);
+        int id = new_node(p, node_type);
         if (id < 0)
             return -1;
         p->e->nodes[id].a = l;
@@ -449,22 +450,14 @@ static int parse_and(struct parser *p)
     return l;
 }
 
+static int parse_and(struct parser *p)
+{
+    return parse_binary(p, K_AND, N_AND, parse_unary);
+}
+
 static int parse_or(struct parser *p)
 {
-    int l = parse_and(p);
-    while (l >= 0 && p->tok == K_OR) {
-        next(p);
-        int r = parse_and(p);
-        if (r < 0)
-            return -1;
-        int id = new_node(p, N_OR);
-        if (id < 0)
-            return -1;
-        p->e->nodes[id].a = l;
-        p->e->nodes[id].b = r;
-        l = id;
-    }
-    return l;
+    return parse_binary(p, K_OR, N_OR, parse_and);
 }
 
 /* Compiles text into e, interning names. Returns 0, or -1 with the message

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 sanitize=1
 [ "${1:-}" = "--no-sanitize" ] && sanitize=0
 
-deploy/install-deps.sh
+deploy/install-deps.sh --tests
 
 jobs=$(nproc)
 run_suite() {

@@ -8,6 +8,7 @@
  *   bench_rules [SOURCE_DIR] [READINGS]
  *
  * Prints figures; never fails on a number. */
+#include "bench_util.h"
 #include "alarm.h"
 #include "config.h"
 #include "rules.h"
@@ -23,21 +24,6 @@
 
 #define N_DEVICES 50
 #define T0_MS     1768482000000LL
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
 
 struct dev_model {
     const char *profile;
@@ -189,7 +175,7 @@ static void run(const char *name, const char *src, const char *pack, size_t n_mo
     rules_destroy(r);
     alarms_close(am);
     site_free(&s);
-    nftw(dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
+    bench_rm_rf(dir);
 }
 
 int main(int argc, char **argv)

@@ -4,6 +4,7 @@
  * written to disk per reading (flash wear on SD cards). Prints figures; never
  * fails on a number. Usage: bench_spool [DIR] (default /var/tmp: the local
  * disk, not a tmpfs). */
+#include "bench_util.h"
 #include "log.h"
 #include "spool.h"
 #include "util.h"
@@ -23,25 +24,10 @@
 
 static char base[4096];
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static void fresh(char *dir, size_t cap, const char *name)
 {
     snprintf(dir, cap, "%s/%s", base, name);
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    bench_rm_rf(dir);
 }
 
 static struct spool *open_or_die(const char *dir, uint64_t max, int64_t commit)
@@ -128,7 +114,7 @@ static void bench_telemetry(size_t len, size_t n, const char *what)
            st.lane[SPOOL_TELEMETRY].fsyncs);
     free(p);
     spool_close(s);
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    bench_rm_rf(dir);
 }
 
 struct alert_arg {
@@ -183,7 +169,7 @@ static void bench_alerts(int threads, size_t per)
            lat[n * 99 / 100] * 1e3);
     free(lat);
     spool_close(s);
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    bench_rm_rf(dir);
 }
 
 /* Evicts a spool's files from the page cache (a cold replay). */
@@ -254,7 +240,7 @@ static void bench_replay(double hours, size_t readings_per_record, bool cold)
            (double)bytes / (t3 - t2) / 1e6, (double)(got * readings_per_record) / (t3 - t2));
     free(p);
     spool_close(s);
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    bench_rm_rf(dir);
 }
 
 /* 20 minutes of live operation in scaled time, the background thread doing
@@ -309,7 +295,7 @@ static void bench_wear(size_t per_record, size_t records_per_s, bool acks, int c
            (double)(st.lane[SPOOL_TELEMETRY].fsyncs - st0.lane[SPOOL_TELEMETRY].fsyncs) / SECONDS);
     free(p);
     spool_close(s);
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    bench_rm_rf(dir);
 }
 
 int main(int argc, char **argv)

@@ -13,89 +13,25 @@ local Mosquitto, the central Mosquitto, care-hub and InfluxDB.
 2. test_latched_sos_survives_restart — the SOS cord is pulled and released:
    the latched alarm stays active and unacknowledged; care-edge is killed
    (SIGKILL) and started again: the alarm is still active, the sounder is on
-   again, and acknowledging it returns it to normal.
+   again, and acknowledging it from a nurse-station app through the local
+   broker (cmd/ack) returns it to normal.
+
+Commands from the three places staff act — the console, the local broker and
+the central hub (through the uplink) — are all exercised.
 """
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (SRC, Console, Influx, Mosquitto, free_port, log, run_test,  # noqa: E402
-                     wait_for)
+from harness import Console, Influx, Mosquitto, free_port, log, run_test, wait_for  # noqa: E402
+from care_site import (GW, SITE, USER, messages, site_config, sos_readings,  # noqa: E402
+                       start_sim)
 
 DB = "carehub"
-SITE, GW = "sunny-home", "gw-1"
 PASSWORD = "correct horse battery"
-
-
-def hash_password(w):
-    r = subprocess.run([w.bin("care-edge"), "--hash-password"], input=PASSWORD + "\n",
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0 and r.stdout.startswith("$"), r.stderr
-    return r.stdout.strip()
-
-
-def start_sim(w, scenario):
-    port = free_port()
-    cfg = w.write("sim.yaml", f"""
-seed: 11
-endpoints:
-  - {{id: lan, tcp: "127.0.0.1:{port}"}}
-slaves:
-  - {{name: nap-co2, endpoint: lan, unit: 1, model: air-board}}
-  - {{name: panel-203, endpoint: lan, unit: 2, model: call-panel}}
-  - {{name: relay-9, endpoint: lan, unit: 9, model: relay-4ch}}
-scenario:
-{scenario}
-""")
-    sim = w.spawn("care-sim", [w.bin("care-sim"), "-c", cfg])
-    sim.wait_log("care-sim ready", 10)
-    return sim, port
-
-
-def site_config(w, modbus_port, central, local, console_port):
-    return w.write("site.yaml", f"""
-site: {SITE}
-gateway: {GW}
-timezone: Asia/Shanghai
-uplink: {{broker: "{central.uri}", batch_interval: 200ms}}
-spool: {{dir: "{w.path('spool')}"}}
-profiles: [{SRC}/deploy/profiles]
-buses:
-  - {{id: lan, type: modbus-tcp, host: 127.0.0.1, port: {modbus_port}, timeout: 500ms}}
-devices:
-  - {{id: nap-co2, bus: lan, slave: 1, profile: air-board, interval: 300ms, room: nap-1}}
-  - {{id: panel-203, bus: lan, slave: 2, profile: call-panel, interval: 300ms, room: "203"}}
-residents:
-  - {{id: R-0417, room: "203", bed: 203-A, devices: [panel-203]}}
-rules:
-  - id: co2-high
-    description: nap room CO2 above GB/T 18883-2022's 0.10 %
-    when: co2 > 1000
-    for: 1s
-    deadband: 100
-    priority: medium
-    select: {{profile: [air-board]}}
-    message: "CO2 {{value}} ppm in {{room}}"
-  - id: sos
-    when: sos == 1
-    latch: true
-    priority: high
-    select: {{kind: [call]}}
-    message: "SOS pulled in {{room}} ({{resident}})"
-annunciators:
-  - {{id: sounder, bus: lan, slave: 9, coil: 0, priorities: [high, medium]}}
-console:
-  enabled: true
-  bind: 127.0.0.1
-  port: {console_port}
-  users: [{{name: nurse1, password_hash: "{hash_password(w)}"}}]
-local_mqtt: {{broker: "{local.uri}"}}
-self_metrics_interval: 1s
-""")
 
 
 def start_hub(w, central, influx):
@@ -112,18 +48,15 @@ def coil_changes(sim):
     return re.findall(r"relay-9: coil 0 -> (on|off)", sim.output())
 
 
-def local_alerts(capture):
-    out = []
-    with open(capture.logpath, errors="replace") as f:
-        for line in f:
-            topic, _, payload = line.rstrip("\n").partition("\t")
-            if topic.endswith("/alert") and payload:
-                out.append(json.loads(payload))
-    return out
+def command(action, alarm_id, by, **extra):
+    doc = {"schema": "carehub/command/1", "action": action, "alarm_id": alarm_id, "by": by,
+           "ts_ms": int(time.time() * 1000)}
+    doc.update(extra)
+    return json.dumps(doc)
 
 
 def login(port):
-    c = Console(port, "nurse1", PASSWORD)
+    c = Console(port, USER, PASSWORD)
     assert c.status == 200, f"login: HTTP {c.status}"
     return c
 
@@ -140,7 +73,7 @@ def test_co2_alarm_with_uplink_down(w):
   - {at: 2s, slave: nap-co2, set: {metric: co2, ramp_to: 2200, over: 3s}}
 """)
     cport = free_port()
-    site = site_config(w, mb_port, central, local, cport)
+    site = site_config(w, mb_port, central, cport, PASSWORD, local=local, sounder=True)
     cap = local.subscribe(f"carehub/v1/{SITE}/{GW}/#", "local-capture")
     edge = w.spawn("care-edge", [w.bin("care-edge"), "-c", site])
     edge.wait_log("serving the alarm console", 10)
@@ -155,7 +88,7 @@ def test_co2_alarm_with_uplink_down(w):
     assert a["state"] == "unack" and a["priority"] == "medium" and a["room"] == "nap-1", a
     assert a["value"] > 1000 and a["metric"] == "co2", a
     wait_for("the raise on the local broker",
-             lambda: any(x["alarm_id"] == aid and x["event"] == "raise" for x in local_alerts(cap)), 5)
+             lambda: any(x["alarm_id"] == aid and x["event"] == "raise" for x in messages(cap, "/alert")), 5)
     wait_for("the sounder coil on", lambda: coil_changes(sim)[-1:] == ["on"], 5)
     st, active = con.request("GET", "/api/alarms")
     assert st == 200 and [x["alarm_id"] for x in active["alarms"]] == [aid], active
@@ -167,7 +100,7 @@ def test_co2_alarm_with_uplink_down(w):
                                        and d.get("event") == "ack"), 5)
     assert ack_ev[2]["state"] == "acked" and ack_ev[2]["by"] == "console:nurse1", ack_ev[2]
     wait_for("the ack on the local broker",
-             lambda: any(x["alarm_id"] == aid and x["event"] == "ack" for x in local_alerts(cap)), 5)
+             lambda: any(x["alarm_id"] == aid and x["event"] == "ack" for x in messages(cap, "/alert")), 5)
     wait_for("the sounder coil off", lambda: coil_changes(sim)[-1:] == ["off"], 5)
     # a second acknowledgement is refused, not a new transition
     st, body = con.request("POST", f"/api/alarms/{aid}/ack", {})
@@ -182,6 +115,15 @@ def test_co2_alarm_with_uplink_down(w):
                        alarm_points(influx, aid)), 30)
     ack = next(p for p in pts if p["event"] == "ack")
     assert ack["by"] == "console:nurse1" and ack["state"] == "acked" and ack["site"] == SITE, ack
+    # an operator shelves it from the central console: the command comes
+    # down through the uplink, the transition goes back up as usual
+    central.publish(f"carehub/v1/{SITE}/{GW}/cmd/shelve", command("shelve", aid, "hub:operator7",
+                                                                  duration_ms=1800000))
+    ev = wait_for("the shelving on the event stream",
+                  lambda: con.find(lambda n, d: n == "alert" and d.get("event") == "shelve"), 10)
+    assert ev[2]["by"] == "hub:operator7" and ev[2]["state"] == "shelved", ev[2]
+    wait_for("the shelving in InfluxDB",
+             lambda: any(p["event"] == "shelve" for p in alarm_points(influx, aid)), 20)
     con.close()
     assert edge.stop() == 0, edge.tail()
     log(f"after the uplink came back: {len(pts)} transitions of {aid} in InfluxDB")
@@ -195,7 +137,7 @@ def test_latched_sos_survives_restart(w):
   - {at: 4s, slave: panel-203, set: {metric: sos, value: 0}}
 """)
     cport = free_port()
-    site = site_config(w, mb_port, central, local, cport)
+    site = site_config(w, mb_port, central, cport, PASSWORD, local=local, sounder=True)
     tel = central.subscribe(f"carehub/v1/{SITE}/{GW}/telemetry", "telemetry")
     edge = w.spawn("care-edge-1", [w.bin("care-edge"), "-c", site])
     edge.wait_log("serving the alarm console", 10)
@@ -203,21 +145,13 @@ def test_latched_sos_survives_restart(w):
     con.listen()
     aid = "sos:panel-203"
 
-    def sos_values():
-        vals = []
-        with open(tel.logpath, errors="replace") as f:
-            for line in f:
-                doc = json.loads(line.split("\t", 1)[1])
-                vals += [r["metrics"]["sos"] for r in doc["readings"]
-                         if r["device"] == "panel-203" and "sos" in r["metrics"]]
-        return vals
     ev = wait_for("the SOS alarm on the event stream",
                   lambda: con.find(lambda n, d: n == "alert" and d.get("alarm_id") == aid), 15)
     assert ev[2]["priority"] == "high" and ev[2]["latched"] and ev[2]["resident"] == "R-0417", ev[2]
     assert ev[2]["bed"] == "203-A", ev[2]
     # the cord is released at 4 s: the alarm stays, latched
     wait_for("a reading of the released cord after the pull",
-             lambda: 1 in sos_values() and sos_values()[-1] == 0, 10)
+             lambda: 1 in sos_readings(tel) and sos_readings(tel)[-1] == 0, 10)
     time.sleep(1)
     st, body = con.request("GET", "/api/alarms")
     assert st == 200 and [(x["alarm_id"], x["state"]) for x in body["alarms"]] == [(aid, "unack")], body
@@ -233,10 +167,13 @@ def test_latched_sos_survives_restart(w):
     # the restarted gateway drives the sounder from the restored state
     edge2.wait_log(r"\[annunciator:sounder\] coil 0 of slave 9 on lan ON", 10)
     assert coil_changes(sim)[-1:] == ["on"], coil_changes(sim)
-    st, body = con.request("POST", f"/api/alarms/{aid}/ack", {})
-    assert st == 200, (st, body)
-    st, body = con.request("GET", "/api/alarms")
-    assert st == 200 and body["alarms"] == [], body
+    # a nurse-station app acknowledges it through the local broker
+    local.publish(f"carehub/v1/{SITE}/{GW}/cmd/ack", command("ack", aid, "app:station-2"))
+    wait_for("the acknowledgement from the local broker",
+             lambda: con.request("GET", "/api/alarms")[1]["alarms"] == [], 10)
+    st, body = con.request("GET", "/api/history?hours=1")
+    assert st == 200 and any(h["event"] == "ack" and h["by"] == "app:station-2"
+                             for h in body["history"] if h["alarm_id"] == aid), body
     wait_for("the sounder off", lambda: coil_changes(sim)[-1:] == ["off"], 5)
     assert edge2.stop() == 0, edge2.tail()
     log("latched SOS survived SIGKILL and a restart; acknowledged after the cord was released: normal")

@@ -64,12 +64,16 @@ def ensure_installed(timeout=900):
             f"{CHROMIUM} is missing and this is not root; install it with "
             "'apt-get install -y --no-install-recommends chromium' (as root) and rerun")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    # Two browser tests may start at once (ctest -j2): the second waits for
+    # the first one's dpkg lock instead of failing on it, and then finds
+    # chromium installed.
+    lock = ["-o", f"DPkg::Lock::Timeout={int(timeout)}"]
+    cmd = ["apt-get"] + lock + ["install", "-y", "--no-install-recommends", "chromium"]
     deadline = time.monotonic() + timeout
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         # A fresh machine may have no package lists yet.
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True,
+        subprocess.run(["apt-get"] + lock + ["update"], env=env, capture_output=True, text=True,
                        timeout=max(30, deadline - time.monotonic()))
         r = subprocess.run(cmd, env=env, capture_output=True, text=True,
                            timeout=max(30, deadline - time.monotonic()))

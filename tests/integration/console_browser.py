@@ -23,20 +23,18 @@ $CAREHUB_ARTIFACTS, else <build dir>/test-artifacts/ (the parent of
 CAREHUB_BIN), overwriting the previous run's; their paths are printed. A
 failure also leaves console-browser-failure.png and the browser's log there.
 """
-import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chromium import Browser, ensure_installed  # noqa: E402
-from harness import BIN, SRC, Console, Mosquitto, free_port, log, run_test, wait_for  # noqa: E402
+from harness import BIN, Console, Mosquitto, free_port, log, run_test, wait_for  # noqa: E402
+from care_site import (GW, SITE, USER, messages, site_config, sos_readings,  # noqa: E402
+                       start_sim)
 
-SITE, GW = "sunny-home", "gw-1"
-USER, PASSWORD = "nurse1", "night shift 22"
+PASSWORD = "night shift 22"
 CO2 = "co2-high:nap-co2"
 SOS = "sos:panel-203"
 WIDTH, HEIGHT = 412, 915
@@ -47,94 +45,6 @@ def artifact_dir():
         os.path.dirname(os.path.normpath(os.path.abspath(BIN))), "test-artifacts")
     os.makedirs(d, exist_ok=True)
     return d
-
-
-def hash_password(w):
-    r = subprocess.run([w.bin("care-edge"), "--hash-password"], input=PASSWORD + "\n",
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0 and r.stdout.startswith("$"), r.stderr
-    return r.stdout.strip()
-
-
-def start_sim(w):
-    """CO2 in the nap room climbs from 6 s; the SOS cord is pulled at 6 s and
-    released at 8 s (the SOS rule latches). Late enough that the page is
-    usually live before they happen; the test passes either way (a snapshot
-    brings alarms raised before the stream opened)."""
-    port = free_port()
-    cfg = w.write("sim.yaml", f"""
-seed: 11
-endpoints:
-  - {{id: lan, tcp: "127.0.0.1:{port}"}}
-slaves:
-  - {{name: nap-co2, endpoint: lan, unit: 1, model: air-board}}
-  - {{name: panel-203, endpoint: lan, unit: 2, model: call-panel}}
-scenario:
-  - {{at: 6s, slave: nap-co2, set: {{metric: co2, ramp_to: 2200, over: 3s}}}}
-  - {{at: 6s, slave: panel-203, set: {{metric: sos, value: 1}}}}
-  - {{at: 8s, slave: panel-203, set: {{metric: sos, value: 0}}}}
-""")
-    sim = w.spawn("care-sim", [w.bin("care-sim"), "-c", cfg])
-    sim.wait_log("care-sim ready", 10)
-    return sim, port
-
-
-def site_config(w, modbus_port, central, console_port):
-    return w.write("site.yaml", f"""
-site: {SITE}
-gateway: {GW}
-timezone: Asia/Shanghai
-uplink: {{broker: "{central.uri}", batch_interval: 200ms}}
-spool: {{dir: "{w.path('spool')}"}}
-profiles: [{SRC}/deploy/profiles]
-buses:
-  - {{id: lan, type: modbus-tcp, host: 127.0.0.1, port: {modbus_port}, timeout: 500ms}}
-devices:
-  - {{id: nap-co2, bus: lan, slave: 1, profile: air-board, interval: 300ms, room: nap-1}}
-  - {{id: panel-203, bus: lan, slave: 2, profile: call-panel, interval: 300ms, room: "203"}}
-residents:
-  - {{id: R-0417, room: "203", bed: 203-A, devices: [panel-203]}}
-rules:
-  - id: co2-high
-    description: nap room CO2 above GB/T 18883-2022's 0.10 %
-    when: co2 > 1000
-    for: 1s
-    deadband: 100
-    priority: medium
-    select: {{profile: [air-board]}}
-    message: "CO2 {{value}} ppm in {{room}}"
-  - id: sos
-    when: sos == 1
-    latch: true
-    priority: high
-    select: {{kind: [call]}}
-    message: "SOS pulled in {{room}} ({{resident}})"
-console:
-  enabled: true
-  bind: 127.0.0.1
-  port: {console_port}
-  users: [{{name: {USER}, password_hash: "{hash_password(w)}"}}]
-""")
-
-
-def messages(capture, suffix):
-    """Parsed payloads the capture saw on topics ending in suffix."""
-    out = []
-    with open(capture.logpath, errors="replace") as f:
-        for line in f:
-            topic, _, payload = line.rstrip("\n").partition("\t")
-            if topic.endswith(suffix) and payload:
-                try:
-                    out.append(json.loads(payload))
-                except ValueError:
-                    pass
-    return out
-
-
-def sos_readings(capture):
-    return [r["metrics"]["sos"] for doc in messages(capture, "/telemetry")
-            for r in doc.get("readings", [])
-            if r.get("device") == "panel-203" and "sos" in r.get("metrics", {})]
 
 
 def card(alarm_id):
@@ -180,7 +90,7 @@ def browse(w, b, base, central_cap, art):
     assert co2["state"] == "unack" and co2["prio"] == "medium" and co2["ack"], co2
     assert co2["where"] == "Room nap-1", co2
     assert co2["msg"].startswith("CO2 ") and co2["msg"].endswith(" ppm in nap-1"), co2
-    assert int(co2["msg"].split()[1]) > 1000, co2
+    assert float(co2["msg"].split()[1]) > 1000, co2
     assert sos["state"] == "unack" and sos["prio"] == "high" and sos["ack"], sos
     assert sos["where"] == "Room 203 \u00b7 Bed 203-A", sos
     assert sos["msg"] == "SOS pulled in 203 (R-0417)", sos
@@ -239,9 +149,16 @@ def test_console_in_browser(w):
     with Browser(width=WIDTH, height=HEIGHT, log_path=chromium_log) as b:
         central = Mosquitto(w, name="central")
         cap = central.subscribe(f"carehub/v1/{SITE}/{GW}/#", "central-capture")
-        sim, mb_port = start_sim(w)
+        # CO2 climbs from 6 s; the SOS cord is pulled at 6 s and released at
+        # 8 s (the rule latches): late enough that the page is usually live
+        # first (it passes either way: the snapshot brings earlier alarms)
+        sim, mb_port = start_sim(w, """
+  - {at: 6s, slave: nap-co2, set: {metric: co2, ramp_to: 2200, over: 3s}}
+  - {at: 6s, slave: panel-203, set: {metric: sos, value: 1}}
+  - {at: 8s, slave: panel-203, set: {metric: sos, value: 0}}
+""")
         cport = free_port()
-        site = site_config(w, mb_port, central, cport)
+        site = site_config(w, mb_port, central, cport, PASSWORD)
         edge = w.spawn("care-edge", [w.bin("care-edge"), "-c", site])
         edge.wait_log("serving the alarm console", 15)
         base = f"http://127.0.0.1:{cport}"
