@@ -14,9 +14,15 @@
  * INVARIANTS
  *
  * - Only the writer thread reads (spool_next) and acknowledges (spool_ack).
- *   It reads records in id order and never skips one: rd_after is the last
- *   record wholly copied into a batch; part_id/part_off name a record whose
- *   first part_off bytes are in a batch (a batch ended inside it).
+ *   It reads each lane's records in id order and never skips one: rd_after
+ *   is the last record wholly copied into a batch; part_id/part_off name a
+ *   record whose first part_off bytes are in a batch (a batch ended inside
+ *   it).
+ * - Alarm transitions travel in the ALERT lane, everything else in
+ *   TELEMETRY. A batch holds one lane's points; whenever the alert lane has
+ *   something, it is the next batch (a telemetry batch being filled is sent
+ *   as it is first), so after an InfluxDB outage the alarms are written
+ *   before the telemetry backlog, and a full spool evicts them last.
  * - A record is acknowledged only when the batch holding its last line was
  *   answered 2xx or set aside in the dead letter (fdatasync'ed first), so the
  *   spool's cursor only passes points that InfluxDB or the dead letter has.
@@ -116,9 +122,12 @@ struct influx {
     int64_t due_ms; /* monotonic: the batch goes even if not full */
     uint64_t *acks; /* records whose last line is in the batch */
     size_t n_acks, cap_acks;
-    uint64_t rd_after;
-    uint64_t part_id;
-    size_t part_off;
+    enum spool_lane batch_lane; /* a batch holds the points of one lane */
+    struct {
+        uint64_t rd_after;
+        uint64_t part_id;
+        size_t part_off;
+    } rd[SPOOL_LANES];
     struct buf gz;
     char resp[RESP_MAX + 1]; /* start of the response body */
     size_t resp_len;
@@ -225,11 +234,11 @@ static bool set_append_failing(struct influx *w, bool failing)
 
 /* Appends one record; while the spool cannot be written, retries with a
  * back-off when asked to (blocking the caller) until a stop begins. */
-static int append(struct influx *w, const char *p, size_t n, bool retry)
+static int append(struct influx *w, enum spool_lane lane, const char *p, size_t n, bool retry)
 {
     int64_t pause = APPEND_RETRY_MIN_MS;
     for (;;) {
-        int rc = spool_append(w->spool, SPOOL_TELEMETRY, INFLUX_RECORD_LP, p, n, NULL);
+        int rc = spool_append(w->spool, lane, INFLUX_RECORD_LP, p, n, NULL);
         if (rc == 0) {
             if (set_append_failing(w, false))
                 LOGI("influx", w->name, "the spool takes batches again");
@@ -252,14 +261,14 @@ static int append(struct influx *w, const char *p, size_t n, bool retry)
     }
 }
 
-static int enqueue(struct influx *w, char *data, size_t len, bool retry)
+static int enqueue(struct influx *w, enum spool_lane lane, char *data, size_t len, bool retry)
 {
     int rc = 0;
     const char *p = data, *end = data + len;
     while (p < end) {
         size_t n = next_cut(w, p, end);
         size_t lines = count_lines(p, n);
-        int r = append(w, p, n, retry && !atomic_load(&w->intake_closed));
+        int r = append(w, lane, p, n, retry && !atomic_load(&w->intake_closed));
         if (r == 0) {
             notify(w, lines);
         } else {
@@ -278,13 +287,19 @@ static int enqueue(struct influx *w, char *data, size_t len, bool retry)
 int influx_enqueue(struct influx *w, char *data, size_t len, size_t lines)
 {
     (void)lines; /* counted again per record */
-    return enqueue(w, data, len, true);
+    return enqueue(w, SPOOL_TELEMETRY, data, len, true);
+}
+
+int influx_enqueue_alert(struct influx *w, char *data, size_t len, size_t lines)
+{
+    (void)lines;
+    return enqueue(w, SPOOL_ALERT, data, len, true);
 }
 
 int influx_enqueue_once(struct influx *w, char *data, size_t len, size_t lines)
 {
     (void)lines;
-    return enqueue(w, data, len, false);
+    return enqueue(w, SPOOL_TELEMETRY, data, len, false);
 }
 
 void influx_begin_stop(struct influx *w)
@@ -663,7 +678,7 @@ static enum resolved send_batch(struct influx *w)
     if (deliver(w, w->batch.data, w->batch.len, w->batch_lines) == ABANDONED)
         return ABANDONED;
     for (size_t i = 0; i < w->n_acks; i++) {
-        int rc = spool_ack(w->spool, SPOOL_TELEMETRY, w->acks[i]);
+        int rc = spool_ack(w->spool, w->batch_lane, w->acks[i]);
         if (rc)
             LOGE("influx", w->name, "spool ack of record %" PRIu64 ": %s", w->acks[i],
                  ch_strerror(rc));
@@ -703,10 +718,17 @@ static enum resolved set_aside_record(struct influx *w, const struct spool_recor
     enum resolved r = dead_letter(w, reason, rec->data, rec->len, count_lines(rec->data, rec->len));
     free(reason);
     if (r == DONE) {
-        spool_ack(w->spool, SPOOL_TELEMETRY, rec->id);
-        w->rd_after = rec->id;
+        spool_ack(w->spool, w->batch_lane, rec->id);
+        w->rd[w->batch_lane].rd_after = rec->id;
     }
     return r;
+}
+
+static bool alerts_waiting(struct influx *w)
+{
+    uint64_t recs = 0;
+    spool_pending(w->spool, SPOOL_ALERT, &recs, NULL);
+    return recs > 0;
 }
 
 /* Fills the batch from the spool, up to batch_size points: G_FULL, G_NONE
@@ -715,9 +737,16 @@ static enum resolved set_aside_record(struct influx *w, const struct spool_recor
 static enum gathered gather(struct influx *w)
 {
     size_t max = (size_t)w->cfg->batch_size;
+    /* unacknowledged alert records are not in the batch being filled (a
+     * batch is one lane's, and alert batches are sent at once): they wait */
+    if (w->batch_lines == 0)
+        w->batch_lane = alerts_waiting(w) ? SPOOL_ALERT : SPOOL_TELEMETRY;
+    else if (w->batch_lane == SPOOL_TELEMETRY && alerts_waiting(w))
+        return G_SEND;
+    enum spool_lane lane = w->batch_lane;
     while (w->batch_lines < max) {
         struct spool_record rec;
-        int r = spool_next(w->spool, SPOOL_TELEMETRY, w->rd_after, &rec);
+        int r = spool_next(w->spool, lane, w->rd[lane].rd_after, &rec);
         if (r < 0) {
             if (!w->read_failing)
                 LOGE("influx", w->name, "cannot read the spool: %s; retrying", ch_strerror(r));
@@ -728,7 +757,7 @@ static enum gathered gather(struct influx *w)
             LOGI("influx", w->name, "the spool can be read again");
         w->read_failing = false;
         if (r == 0)
-            return G_NONE;
+            return lane == SPOOL_ALERT && w->batch_lines ? G_SEND : G_NONE; /* alarms: now */
         if (rec.type != INFLUX_RECORD_LP) {
             if (w->batch_lines)
                 return G_SEND;
@@ -737,7 +766,9 @@ static enum gathered gather(struct influx *w)
             continue;
         }
         const char *data = rec.data, *end = data + rec.len;
-        size_t off = rec.id == w->part_id && w->part_off < rec.len ? w->part_off : 0;
+        size_t off = rec.id == w->rd[lane].part_id && w->rd[lane].part_off < rec.len
+                         ? w->rd[lane].part_off
+                         : 0;
         const char *p = data + off;
         size_t n = 0;
         while (n < max - w->batch_lines && p < end) {
@@ -753,12 +784,12 @@ static enum gathered gather(struct influx *w)
         w->batch_lines += n;
         if (p == end) {
             ack_later(w, rec.id);
-            w->rd_after = rec.id;
-            w->part_id = 0;
-            w->part_off = 0;
+            w->rd[lane].rd_after = rec.id;
+            w->rd[lane].part_id = 0;
+            w->rd[lane].part_off = 0;
         } else {
-            w->part_id = rec.id;
-            w->part_off = (size_t)(p - data);
+            w->rd[lane].part_id = rec.id;
+            w->rd[lane].part_off = (size_t)(p - data);
         }
     }
     return G_FULL;
@@ -805,8 +836,11 @@ static void *run(void *arg)
         }
         pthread_mutex_unlock(&w->lock);
     }
-    uint64_t recs, bytes;
+    uint64_t recs, bytes, arecs, abytes;
     spool_pending(w->spool, SPOOL_TELEMETRY, &recs, &bytes);
+    spool_pending(w->spool, SPOOL_ALERT, &arecs, &abytes);
+    recs += arecs;
+    bytes += abytes;
     if (recs)
         LOGW("influx", w->name,
              "shutdown timeout: %" PRIu64 " record%s (%" PRIu64
@@ -955,8 +989,10 @@ int influx_open(const struct hubcfg_influx *cfg, struct spool *spool, struct inf
         destroy(w);
         return rc;
     }
-    uint64_t recs, bytes;
-    spool_pending(spool, SPOOL_TELEMETRY, &recs, &bytes);
+    uint64_t recs, arecs;
+    spool_pending(spool, SPOOL_TELEMETRY, &recs, NULL);
+    spool_pending(spool, SPOOL_ALERT, &arecs, NULL);
+    recs += arecs;
     LOGI("influx", w->name, "writing to %s%s", w->write_url,
          recs ? " (the spool's backlog first)" : "");
     *out = w;

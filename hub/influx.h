@@ -91,6 +91,11 @@ int influx_open(const struct hubcfg_influx *cfg, struct spool *spool, struct inf
  * counted as dropped. Thread-safe. */
 int influx_enqueue(struct influx *w, char *data, size_t len, size_t lines);
 
+/* As influx_enqueue, for the points of alarm transitions: they go to the
+ * spool's alert lane, are written ahead of any telemetry backlog, and are
+ * evicted last when the spool is full. */
+int influx_enqueue_alert(struct influx *w, char *data, size_t len, size_t lines);
+
 /* As influx_enqueue, but tries the spool once and never blocks (for the
  * self-metrics, written by the thread that must stay free to see signals). */
 int influx_enqueue_once(struct influx *w, char *data, size_t len, size_t lines);

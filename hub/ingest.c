@@ -85,12 +85,12 @@ static enum ingest_result reject(struct ingest *in, const char *topic, enum inge
     return INGEST_REJECTED;
 }
 
-static void emit(struct ingest *in, struct lp_buf *b)
+static void emit(struct ingest *in, struct lp_buf *b, bool alert)
 {
     size_t len, lines;
     char *data = lp_take(b, &len, &lines);
     if (data)
-        in->sink(in->sink_ctx, data, len, lines);
+        in->sink(in->sink_ctx, data, len, lines, alert);
 }
 
 static bool same_origin(const char *site, const char *gw, const char *psite, const char *pgw)
@@ -113,7 +113,7 @@ static enum ingest_result on_telemetry(struct ingest *in, const char *topic, con
     struct lp_buf b;
     lp_init(&b);
     lp_telemetry(&b, &t);
-    emit(in, &b);
+    emit(in, &b, false);
     count(&in->telemetry_ok, 1);
     count(&in->readings, t.n_readings);
     presence_telemetry(in->presence, site, gw, t.seq, t.n_readings, t.historical, now_ms);
@@ -143,7 +143,7 @@ static enum ingest_result on_status(struct ingest *in, const char *topic, const 
         struct lp_buf b;
         lp_init(&b);
         lp_status(&b, &s, now_ms);
-        emit(in, &b);
+        emit(in, &b, false);
     }
     count(&in->status_ok, 1);
     ch_status_free(&s);
@@ -165,7 +165,7 @@ static enum ingest_result on_alert(struct ingest *in, const char *topic, const j
     struct lp_buf b;
     lp_init(&b);
     lp_alert(&b, &a);
-    emit(in, &b);
+    emit(in, &b, true);
     count(&in->alerts_ok, 1);
     LOGD("ingest", show_topic(topic).s, "alarm %s: %s -> %s", a.alarm_id,
          ch_alarm_event_name(a.event), ch_alarm_state_name(a.state));

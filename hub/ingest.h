@@ -47,8 +47,9 @@ struct ingest_stats {
 };
 
 /* Receives the points of one message: data (len bytes, lines points of line
- * protocol). Takes ownership of data. */
-typedef void (*ingest_sink)(void *ctx, char *data, size_t len, size_t lines);
+ * protocol). alert: the points are an alarm transition (they go ahead of
+ * telemetry, and are dropped last). Takes ownership of data. */
+typedef void (*ingest_sink)(void *ctx, char *data, size_t len, size_t lines, bool alert);
 
 struct presence;
 struct ingest;

@@ -70,7 +70,15 @@ static size_t snapshot(struct hub *h, const struct influx_stats *w,
     const struct influx_stats ws = *w;
     struct spool_stats sp;
     spool_stats(h->spool, &sp);
-    const struct spool_lane_stats *sl = &sp.lane[SPOOL_TELEMETRY];
+    /* both lanes together: telemetry, and the alarm transitions ahead of it */
+    struct spool_lane_stats lanes = sp.lane[SPOOL_TELEMETRY];
+    const struct spool_lane_stats *al = &sp.lane[SPOOL_ALERT];
+    lanes.corrupt_records += al->corrupt_records;
+    lanes.dropped_records += al->dropped_records;
+    lanes.write_errors += al->write_errors;
+    lanes.pending_records += al->pending_records;
+    lanes.pending_bytes += al->pending_bytes;
+    const struct spool_lane_stats *sl = &lanes;
     struct presence_seq_stats ss;
     presence_check_gaps(h->presence, ch_now_ms(), h->cfg.gap_grace_ms, &ss);
     size_t n = 0;
@@ -137,9 +145,12 @@ static void log_final_counters(struct hub *h, const struct influx_stats *ws)
 /* ---- running ---------------------------------------------------------------- */
 
 /* Ingest's sink: returns once the points are in the spool. */
-static void to_influx(void *ctx, char *data, size_t len, size_t lines)
+static void to_influx(void *ctx, char *data, size_t len, size_t lines, bool alert)
 {
-    influx_enqueue(ctx, data, len, lines);
+    if (alert)
+        influx_enqueue_alert(ctx, data, len, lines);
+    else
+        influx_enqueue(ctx, data, len, lines);
 }
 
 /* Waits for a stop signal, ticking the subscriber and writing self-metrics.

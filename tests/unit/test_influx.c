@@ -453,6 +453,41 @@ static void test_ack_only_after_2xx(void **state)
     f->sp = NULL;
 }
 
+/* Alarm transitions go in the spool's alert lane and are written ahead of a
+ * telemetry backlog: after an outage, right after the batch that was being
+ * retried (nothing overtakes that one), before the rest of the backlog. */
+static void test_alerts_ahead_of_backlog(void **state)
+{
+    struct fx *f = *state;
+    atomic_store(&f->srv->status, 503);
+    open_writer(f);
+    put(f, "t v=1 1\nt v=2 2\nt v=3 3\n");
+    put(f, "t v=4 4\nt v=5 5\nt v=6 6\n");
+    put(f, "t v=7 7\n");
+    wait_requests(f->srv, 2); /* the first batch, refused and retried */
+    const char *alarm = "alarm,alarm_id=sos:p1,event=raise escalation=0i 8\n";
+    assert_int_equal(influx_enqueue_alert(f->w, ch_xstrdup(alarm), strlen(alarm), 1), 0);
+    uint64_t n;
+    spool_pending(f->sp, SPOOL_ALERT, &n, NULL);
+    assert_int_equal(n, 1);
+    atomic_store(&f->srv->status, 204);
+    struct influx_stats st = close_writer(f);
+    int r = requests(f->srv);
+    assert_true(r >= 5);
+    assert_string_equal(body(f, r - 4), "t v=1 1\nt v=2 2\nt v=3 3\n");
+    assert_string_equal(body(f, r - 3), alarm);
+    assert_string_equal(body(f, r - 2), "t v=4 4\nt v=5 5\nt v=6 6\n");
+    assert_string_equal(body(f, r - 1), "t v=7 7\n");
+    assert_int_equal(st.points_written, 8);
+    /* both lanes acknowledged: nothing would be written again */
+    open_spool(f);
+    spool_pending(f->sp, SPOOL_ALERT, &n, NULL);
+    assert_int_equal(n, 0);
+    assert_int_equal(pending(f), 0);
+    spool_close(f->sp);
+    f->sp = NULL;
+}
+
 /* 400 (InfluxDB 1.x partial write: a field type conflict): the whole batch
  * goes to the dead letter with InfluxDB's reason, is acknowledged, is not
  * retried, and the next batch goes through. */
@@ -752,6 +787,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_by_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_keeps_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_only_after_2xx, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_alerts_ahead_of_backlog, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_letter_400, setup, teardown),
         cmocka_unit_test_setup_teardown(test_413_split, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_letter_unwritable, setup, teardown),

@@ -21,9 +21,10 @@ struct capture {
     char text[4096];
     size_t lines;
     int calls;
+    int alert_calls; /* points handed over as alarm transitions */
 };
 
-static void sink(void *ctx, char *data, size_t len, size_t lines)
+static void sink(void *ctx, char *data, size_t len, size_t lines, bool alert)
 {
     struct capture *c = ctx;
     size_t have = strlen(c->text);
@@ -33,6 +34,7 @@ static void sink(void *ctx, char *data, size_t len, size_t lines)
     }
     c->lines += lines;
     c->calls++;
+    c->alert_calls += alert;
     free(data);
 }
 
@@ -86,6 +88,7 @@ static void test_telemetry_accepted(void **state)
     assert_string_equal(f->cap.text, "environment,device=env-101,gateway=gw-01,quality=good,"
                                      "room=101,site=cq temperature=23.4,seq=7i 1763850000100\n");
     assert_int_equal(f->cap.lines, 1);
+    assert_int_equal(f->cap.alert_calls, 0);
     struct ingest_stats s;
     ingest_stats(f->in, &s);
     assert_int_equal(s.messages_received, 1);
@@ -171,6 +174,7 @@ static void test_alert_accepted(void **state)
                      INGEST_ACCEPTED);
     assert_string_equal(f->cap.text, ALERT_LINE ALERT_LINE);
     assert_int_equal(f->cap.calls, 2);
+    assert_int_equal(f->cap.alert_calls, 2); /* to the spool's alert lane */
     struct ingest_stats s;
     ingest_stats(f->in, &s);
     assert_int_equal(s.alerts_ok, 2);
