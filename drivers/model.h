@@ -31,15 +31,27 @@ struct reg_def {
 };
 
 /* A device model, described once in its own file. */
+/* How a device speaks: the driver family its profile describes. */
+enum protocol { PROTO_MODBUS = 0, PROTO_MR60_RADAR };
+
+/* A metric a non-Modbus device reports (its driver knows where it is). */
+struct metric_def {
+    char *metric;
+    char *unit;
+    struct fy_node *node;
+};
+
 struct profile {
     char *id;
+    int protocol; /* enum protocol; Modbus profiles have registers, others metrics */
     char *description;
     char *measurement;     /* InfluxDB measurement, default "environment" */
     char *kind;            /* what the device is, for rule selection: "environment"
                               (default), "bed", "wearable", "call", "safety", ... */
     int64_t max_gap;       /* unused registers bridged to merge two reads */
     int64_t max_registers; /* per request (<= 125) */
-    struct cfg_list regs;  /* struct reg_def */
+    struct cfg_list regs;  /* struct reg_def (Modbus) */
+    struct cfg_list metrics; /* struct metric_def (other protocols) */
     char *path;            /* file it came from */
     struct fy_node *node;
 };
@@ -64,7 +76,7 @@ struct spool_cfg {
     int64_t replay_rate;        /* readings/s sent from a backlog, beside live data */
 };
 
-enum bus_type { BUS_MODBUS_RTU, BUS_MODBUS_TCP };
+enum bus_type { BUS_MODBUS_RTU, BUS_MODBUS_TCP, BUS_RADAR_UART };
 
 struct bus_cfg {
     char *id;
@@ -229,6 +241,7 @@ struct site_config {
 #define SITE_BUS(c, i)    (&((struct bus_cfg *)(c)->buses.items)[i])
 #define SITE_DEV(c, i)    (&((struct device_cfg *)(c)->devices.items)[i])
 #define PROFILE_REG(p, i) (&((struct reg_def *)(p)->regs.items)[i])
+#define PROFILE_METRIC(p, i) (&((struct metric_def *)(p)->metrics.items)[i])
 #define SITE_RESIDENT(c, i) (&((struct resident_cfg *)(c)->residents.items)[i])
 #define SITE_ANNUNCIATOR(c, i) (&((struct annunciator_cfg *)(c)->annunciators.items)[i])
 

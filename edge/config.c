@@ -40,6 +40,17 @@ static const struct cfg_key reg_keys[] = {
 };
 #undef R
 
+#define M(k) offsetof(struct metric_def, k)
+static const struct cfg_key metric_keys[] = {
+    {.key = "metric", .type = CFG_ID,  .offset = M(metric), .required = true},
+    {.key = "unit",   .type = CFG_STR, .offset = M(unit), .def = ""},
+    CFG_END,
+};
+#undef M
+
+static const struct cfg_enum protocols[] = {
+    {"modbus", PROTO_MODBUS}, {"mr60-radar", PROTO_MR60_RADAR}, {NULL, 0}};
+
 #define P(k) offsetof(struct profile, k)
 static const struct cfg_key profile_keys[] = {
     {.key = "profile",       .type = CFG_ID,   .offset = P(id), .required = true},
@@ -48,8 +59,11 @@ static const struct cfg_key profile_keys[] = {
     {.key = "kind",          .type = CFG_ID,   .offset = P(kind), .def = "environment"},
     {.key = "max_gap",       .type = CFG_INT,  .offset = P(max_gap), .def = "8", .min = 0, .max = 100},
     {.key = "max_registers", .type = CFG_INT,  .offset = P(max_registers), .def = "125", .min = 1, .max = 125},
-    {.key = "registers",     .type = CFG_LIST, .offset = P(regs), .required = true, .sub = reg_keys,
+    {.key = "protocol",      .type = CFG_ENUM, .offset = P(protocol), .def = "modbus", .enums = protocols},
+    {.key = "registers",     .type = CFG_LIST, .offset = P(regs), .sub = reg_keys,
      .elem_size = sizeof(struct reg_def), .node_offset = offsetof(struct reg_def, node)},
+    {.key = "metrics",       .type = CFG_LIST, .offset = P(metrics), .sub = metric_keys,
+     .elem_size = sizeof(struct metric_def), .node_offset = offsetof(struct metric_def, node)},
     CFG_END,
 };
 #undef P
@@ -57,7 +71,8 @@ static const struct cfg_key profile_keys[] = {
 /* ---- the site file ---------------------------------------------------- */
 
 static const struct cfg_enum bus_types[] = {
-    {"modbus-rtu", BUS_MODBUS_RTU}, {"modbus-tcp", BUS_MODBUS_TCP}, {NULL, 0}};
+    {"modbus-rtu", BUS_MODBUS_RTU}, {"modbus-tcp", BUS_MODBUS_TCP}, {"radar-uart", BUS_RADAR_UART},
+    {NULL, 0}};
 static const struct cfg_enum parities[] = {{"N", 'N'}, {"E", 'E'}, {"O", 'O'}, {NULL, 0}};
 
 #define B(k) offsetof(struct bus_cfg, k)
@@ -320,10 +335,27 @@ const struct profile *site_profile(const struct site *s, const char *id)
 static int check_profile(struct profile *p)
 {
     int errors = 0;
-    if (p->regs.n == 0) {
-        cfg_report(p->node, "registers", "key 'registers': a profile needs at least one register");
+    if (p->protocol == PROTO_MODBUS && p->regs.n == 0) {
+        cfg_report(p->node, "registers",
+                   "key 'registers': a Modbus profile needs at least one register");
         errors++;
     }
+    if (p->protocol != PROTO_MODBUS && (p->regs.n || p->metrics.n == 0)) {
+        cfg_report(p->node, p->regs.n ? "registers" : "metrics",
+                   "key '%s': a %s profile lists its metrics (metrics: [{metric, unit}]), not "
+                   "registers",
+                   p->regs.n ? "registers" : "metrics", cfg_enum_name(protocols, p->protocol));
+        errors++;
+    }
+    for (size_t i = 0; i < p->metrics.n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(PROFILE_METRIC(p, i)->metric, PROFILE_METRIC(p, j)->metric)) {
+                cfg_report(PROFILE_METRIC(p, i)->node, "metric",
+                           "key 'metric': '%s' appears twice in profile '%s'",
+                           PROFILE_METRIC(p, i)->metric, p->id);
+                errors++;
+                break;
+            }
     for (size_t i = 0; i < p->regs.n; i++) {
         struct reg_def *r = PROFILE_REG(p, i);
         bool bits = r->fc == 1 || r->fc == 2;
@@ -378,6 +410,8 @@ int profile_load(const char *path, struct profile *out, struct cfg_file **file_o
         out->node = NULL;
         for (size_t i = 0; i < out->regs.n; i++)
             PROFILE_REG(out, i)->node = NULL;
+        for (size_t i = 0; i < out->metrics.n; i++)
+            PROFILE_METRIC(out, i)->node = NULL;
     }
     return 0;
 }
@@ -458,10 +492,12 @@ static int check_site(struct site *s)
                 errors++;
             }
         }
-        if (b->type == BUS_MODBUS_RTU && (!b->device || !*b->device)) {
+        if ((b->type == BUS_MODBUS_RTU || b->type == BUS_RADAR_UART) &&
+            (!b->device || !*b->device)) {
             cfg_report(b->node, "device",
                        "missing required key 'device' (the serial port of a "
-                       "modbus-rtu bus, e.g. /dev/ttyUSB0)");
+                       "%s bus, e.g. /dev/ttyUSB0)",
+                       cfg_enum_name(bus_types, b->type));
             errors++;
         }
         if (b->type == BUS_MODBUS_TCP && (!b->host || !*b->host)) {

@@ -740,6 +740,9 @@ static bool profile_has_metric(const struct profile *p, const char *m)
     for (size_t i = 0; p && i < p->regs.n; i++)
         if (strcmp(PROFILE_REG(p, i)->metric, m) == 0)
             return true;
+    for (size_t i = 0; p && i < p->metrics.n; i++)
+        if (strcmp(PROFILE_METRIC(p, i)->metric, m) == 0)
+            return true;
     return false;
 }
 
