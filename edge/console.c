@@ -1325,11 +1325,12 @@ int console_start(const struct site_config *c, const struct console_ops *ops, st
     if (v6)
         flags |= MHD_USE_IPv6;
     k->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, k, MHD_OPTION_LISTEN_SOCKET, fd,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(2 * cc->max_clients + CONN_HEADROOM),
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, k, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, k, MHD_OPTION_UNESCAPE_CALLBACK,
-        unescape, k, MHD_OPTION_END);
+        /* the logger first, so that MHD reports nothing through its own */
+        flags, 0, NULL, NULL, on_request, k, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, k,
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(2 * cc->max_clients + CONN_HEADROOM), MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_completed, k,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, k, MHD_OPTION_END);
     if (!k->d) {
         int e = errno ? errno : EIO;
         LOGE(MOD, NULL, "cannot start the HTTP server on %s port %u: %s", cc->bind, k->port,
