@@ -80,6 +80,7 @@ struct alarm {
     bool has_value;
     double value;
     char message[CH_TEXT_MAX];
+    bool live; /* registered by the rules engine of the configuration in force */
 };
 
 struct alarms {
@@ -182,6 +183,7 @@ static struct alarm *get(struct alarms *am, const struct rule_cfg *rule,
         a->rule = rule; /* the same ids, perhaps a reloaded model */
         a->dev = dev;
         a->res = res;
+        a->live = true;
         return a;
     }
     if ((am->n + 1) * 2 > am->tab_n) {
@@ -202,6 +204,7 @@ static struct alarm *get(struct alarms *am, const struct rule_cfg *rule,
     a->rule = rule;
     a->dev = dev;
     a->res = res;
+    a->live = true;
     a->state = CH_AS_NORMAL;
     am->all[am->n++] = a;
     tab_insert(am->tab, am->tab_n, a);
@@ -823,6 +826,54 @@ void alarms_close(struct alarms *am)
     free(am->pending);
     pthread_mutex_destroy(&am->lock);
     free(am);
+}
+
+void alarms_reconfigure(struct alarms *am, const struct site_config *c)
+{
+    pthread_mutex_lock(&am->lock);
+    am->c = c;
+    size_t cap = (size_t)c->alarms.flood_count + 1;
+    if (cap != am->raises_cap) { /* keep the newest raise times */
+        int64_t *r = ch_xcalloc(cap, sizeof *r);
+        size_t keep = am->raises_n < cap ? am->raises_n : cap;
+        for (size_t i = 0; i < keep; i++)
+            r[i] = am->raises[(am->raises_head + am->raises_n - keep + i) % am->raises_cap];
+        free(am->raises);
+        am->raises = r;
+        am->raises_cap = cap;
+        am->raises_head = 0;
+        am->raises_n = keep;
+    }
+    am->hist_max = c->alarms.history_max > 0 ? (size_t)c->alarms.history_max : 0;
+    for (size_t i = 0; i < am->n; i++)
+        am->all[i]->live = false;
+    pthread_mutex_unlock(&am->lock);
+}
+
+void alarms_reconfigured(struct alarms *am, int64_t now_ms)
+{
+    /* nothing will report these conditions again: they are over, as if
+     * they had cleared (a latched alarm still waits for its acknowledgement) */
+    struct alarm **gone = NULL;
+    size_t n = 0;
+    pthread_mutex_lock(&am->lock);
+    for (size_t i = 0; i < am->n; i++) {
+        struct alarm *a = am->all[i];
+        if (a->live || !a->cond)
+            continue;
+        gone = ch_xrealloc(gone, (n + 1) * sizeof *gone);
+        gone[n++] = a;
+    }
+    pthread_mutex_unlock(&am->lock);
+    for (size_t i = 0; i < n; i++) {
+        LOGW("alarm", gone[i]->id, "its rule or device is no longer configured: condition over");
+        /* records are never freed while the module is open, and the rule
+         * and device they point to belong to a model kept alive */
+        alarms_condition(am, gone[i]->rule, gone[i]->dev, gone[i]->res, false, NULL, 0, NULL,
+                         now_ms);
+        gone[i]->live = false;
+    }
+    free(gone);
 }
 
 void alarms_register(struct alarms *am, const struct rule_cfg *rule, const struct device_cfg *dev,

@@ -84,6 +84,16 @@ void alarms_condition(struct alarms *am, const struct rule_cfg *rule, const stru
                       const struct resident_cfg *resident, bool active, const char *metric,
                       double value, const char *message, int64_t now_ms);
 
+/* A configuration reload (SIGHUP), in three steps: alarms_reconfigure(am,
+ * c) with the new model (it must stay alive while the module uses it; so
+ * must the old one, which alarms of rules that left still point to), then
+ * rules_create() for c, whose alarms_register() calls re-point every alarm
+ * that still exists, then alarms_reconfigured(): the alarms nobody
+ * registered have their condition end at now_ms, as if it had cleared (the
+ * usual transitions: a latched one still waits for its acknowledgement). */
+void alarms_reconfigure(struct alarms *am, const struct site_config *c);
+void alarms_reconfigured(struct alarms *am, int64_t now_ms);
+
 /* Escalations, shelving expiry, flood end. Call at least once a second. */
 void alarms_tick(struct alarms *am, int64_t now_ms);
 

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +47,15 @@ static void usage(FILE *out)
 }
 
 struct app {
-    struct site site;
+    struct site site;      /* as started: the uplink, console, local broker and spool keep it */
+    struct site *live;     /* in force for devices, rules and alarms (&site until a reload) */
+    struct site **retired; /* replaced by reloads, kept until exit: alarms may point into them */
+    size_t n_retired;
+    const char *config_path;
+    /* held for reading by other threads that use poller and live (the alarm
+     * sink's annunciators, the console's status); a reload swaps them under
+     * it for writing, with no bus thread running */
+    pthread_rwlock_t swap_lock;
     struct poller *poller;
     struct spool *spool;
     struct uplink *uplink;
@@ -54,9 +63,10 @@ struct app {
     struct rules *rules;
     struct console *console;
     struct local *local;
-    const char **dev_ids; /* devices, then the gateway itself */
-    size_t *cfg_index;    /* poller device i -> index in cfg.devices */
+    const char **dev_ids; /* the uplink's device indexes: append-only across reloads */
     size_t n_ids;
+    size_t *up_index;  /* poller device i -> index in dev_ids */
+    size_t *cfg_index; /* poller device i -> index in live->cfg.devices */
     int64_t started_ms;
     uint64_t alert_spool_errors;
     uint64_t commands_ok, commands_rejected;
@@ -66,7 +76,7 @@ static void emit(void *arg, size_t dev, struct ch_reading *r)
 {
     struct app *a = arg;
     /* spooled first: the reading is safe before any rule acts on it */
-    uplink_submit(a->uplink, r, (int)dev);
+    uplink_submit(a->uplink, r, (int)a->up_index[dev]);
     if (a->rules)
         rules_feed(a->rules, a->cfg_index[dev], r, ch_now_ms());
     free(r->metrics);
@@ -75,14 +85,16 @@ static void emit(void *arg, size_t dev, struct ch_reading *r)
 /* Drives each annunciator coil from the alarms active now. */
 static void update_annunciators(struct app *a)
 {
-    const struct site_config *c = &a->site.cfg;
     unsigned unacked = alarms_annunciate_mask(a->alarms, false);
     unsigned any = alarms_annunciate_mask(a->alarms, true);
+    pthread_rwlock_rdlock(&a->swap_lock);
+    const struct site_config *c = &a->live->cfg;
     for (size_t i = 0; i < c->annunciators.n; i++) {
         const struct annunciator_cfg *an = SITE_ANNUNCIATOR(c, i);
         unsigned m = an->include_acknowledged ? any : unacked;
         poller_set_output(a->poller, i, (m & an->prio_mask) != 0);
     }
+    pthread_rwlock_unlock(&a->swap_lock);
 }
 
 /* Every alarm transition: durable in the spool's alert lane first (it then
@@ -165,12 +177,14 @@ static char *ops_status(void *arg)
     const struct site_config *c = &a->site.cfg;
     struct uplink_stats us;
     uplink_get_stats(a->uplink, &us);
+    pthread_rwlock_rdlock(&a->swap_lock);
     size_t n = poller_device_count(a->poller), online = 0;
     for (size_t i = 0; i < n; i++) {
         struct poller_dev_stats ds;
         poller_device_stats(a->poller, i, &ds);
         online += ds.online;
     }
+    pthread_rwlock_unlock(&a->swap_lock);
     json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:I}", "site", c->site, "gateway",
                           c->gateway, "version", CAREHUB_VERSION, "uplink_connected", us.connected,
                           "devices", (json_int_t)n, "devices_online", (json_int_t)online,
@@ -285,8 +299,9 @@ static int write_stats(struct app *a, const char *path)
         json_object_set_new(d, "polls_ok", json_integer((json_int_t)ds.polls_ok));
         json_object_set_new(d, "polls_failed", json_integer((json_int_t)ds.polls_failed));
         json_object_set_new(d, "requests", json_integer((json_int_t)ds.requests));
-        json_object_set_new(d, "published",
-                            json_integer((json_int_t)uplink_device_published(a->uplink, i)));
+        json_object_set_new(
+            d, "published",
+            json_integer((json_int_t)uplink_device_published(a->uplink, a->up_index[i])));
         json_object_set_new(devs, ds.id, d);
     }
     struct uplink_stats us;
@@ -305,40 +320,164 @@ static int write_stats(struct app *a, const char *path)
     return rc;
 }
 
-static int run(struct app *a, const char *stats_file)
+/* Maps the poller's devices to the uplink's device indexes (new ids are
+ * appended: an index keeps its device for the whole run) and to the live
+ * configuration's device list. */
+static void map_devices(struct app *a)
 {
-    const struct site_config *c = &a->site.cfg;
+    const struct site_config *c = &a->live->cfg;
     size_t n = poller_device_count(a->poller);
-    a->n_ids = n;
-    a->dev_ids = ch_xcalloc(n + 1, sizeof *a->dev_ids);
-    struct poller_dev_stats ds;
-    for (size_t i = 0; i < n; i++) {
-        poller_device_stats(a->poller, i, &ds);
-        a->dev_ids[i] = ds.id;
-    }
-
+    free(a->up_index);
+    free(a->cfg_index);
+    a->up_index = ch_xcalloc(n + 1, sizeof *a->up_index);
     a->cfg_index = ch_xcalloc(n + 1, sizeof *a->cfg_index);
-    for (size_t i = 0; i < n; i++)
-        for (size_t k = 0; k < c->devices.n; k++)
-            if (SITE_DEV(c, k)->id == a->dev_ids[i])
-                a->cfg_index[i] = k;
+    for (size_t i = 0; i < n; i++) {
+        struct poller_dev_stats ds;
+        poller_device_stats(a->poller, i, &ds);
+        size_t k = 0;
+        while (k < a->n_ids && strcmp(a->dev_ids[k], ds.id) != 0)
+            k++;
+        if (k == a->n_ids) {
+            a->dev_ids = ch_xrealloc(a->dev_ids, (a->n_ids + 2) * sizeof *a->dev_ids);
+            a->dev_ids[a->n_ids++] = ds.id; /* owned by a configuration kept until exit */
+        }
+        a->up_index[i] = k;
+        for (size_t j = 0; j < c->devices.n; j++)
+            if (SITE_DEV(c, j)->id == ds.id)
+                a->cfg_index[i] = j;
+    }
+    if (a->uplink)
+        uplink_add_devices(a->uplink, a->n_ids);
+}
 
-    struct ch_status birth = {.online = true, .ts_ms = ch_now_ms()};
-    ch_strlcpy(birth.site, c->site, sizeof birth.site);
-    ch_strlcpy(birth.gateway, c->gateway, sizeof birth.gateway);
-    ch_strlcpy(birth.version, CAREHUB_VERSION, sizeof birth.version);
-    ch_random_hex(birth.boot_id);
-    birth.devices = ch_xcalloc(c->devices.n, sizeof *birth.devices);
+/* The retained status: online, version, and the live inventory. */
+static void make_birth(struct app *a, struct ch_status *birth)
+{
+    const struct site_config *c = &a->live->cfg;
+    static char boot_id[33];
+    if (!boot_id[0])
+        ch_random_hex(boot_id);
+    memset(birth, 0, sizeof *birth);
+    birth->online = true;
+    birth->ts_ms = ch_now_ms();
+    ch_strlcpy(birth->site, c->site, sizeof birth->site);
+    ch_strlcpy(birth->gateway, c->gateway, sizeof birth->gateway);
+    ch_strlcpy(birth->version, CAREHUB_VERSION, sizeof birth->version);
+    ch_strlcpy(birth->boot_id, boot_id, sizeof birth->boot_id);
+    birth->devices = ch_xcalloc(c->devices.n + 1, sizeof *birth->devices);
     for (size_t i = 0; i < c->devices.n; i++) {
         const struct device_cfg *d = SITE_DEV(c, i);
         if (!d->enabled)
             continue;
-        struct ch_device_info *di = &birth.devices[birth.n_devices++];
+        struct ch_device_info *di = &birth->devices[birth->n_devices++];
         ch_strlcpy(di->id, d->id, sizeof di->id);
         ch_strlcpy(di->profile, d->profile, sizeof di->profile);
         ch_strlcpy(di->bus, d->bus, sizeof di->bus);
         ch_strlcpy(di->room, d->room ? d->room : "", sizeof di->room);
     }
+}
+
+/* True if a setting that only a restart applies differs; logs which. */
+static bool restart_only_changed(const struct site_config *o, const struct site_config *n)
+{
+    const char *what = NULL;
+    if (strcmp(o->site, n->site) || strcmp(o->gateway, n->gateway))
+        what = "site or gateway";
+    else if (strcmp(o->uplink.broker, n->uplink.broker) ||
+             strcmp(o->spool.dir ? o->spool.dir : "", n->spool.dir ? n->spool.dir : ""))
+        what = "uplink broker or spool directory";
+    else if (o->console.enabled != n->console.enabled || o->console.port != n->console.port ||
+             o->console.users.n != n->console.users.n)
+        what = "console";
+    else if (strcmp(o->local_mqtt.broker ? o->local_mqtt.broker : "",
+                    n->local_mqtt.broker ? n->local_mqtt.broker : ""))
+        what = "local broker";
+    else if (strcmp(o->timezone ? o->timezone : "", n->timezone ? n->timezone : ""))
+        what = "timezone";
+    if (what)
+        LOGW("edge", NULL,
+             "reload: the %s changed, which takes a restart; the running values stay until then",
+             what);
+    return what != NULL;
+}
+
+/* SIGHUP: devices, residents, rules and annunciators from the file again,
+ * without a restart. The new file is checked first; if it has errors, they
+ * are reported (file:line:key) and everything goes on as it was. Readings
+ * are spooled up to the moment the old bus threads stop and from the moment
+ * the new ones start (a poll in progress finishes first); alarms keep their
+ * state (alarm.h). */
+static void reload(struct app *a)
+{
+    struct site *next = ch_xcalloc(1, sizeof *next);
+    LOGI("edge", NULL, "SIGHUP: reloading %s", a->config_path);
+    if (site_load(a->config_path, next) != 0) {
+        LOGE("edge", NULL, "reload: %s has errors (above); the running configuration stays",
+             a->config_path);
+        free(next);
+        return;
+    }
+    restart_only_changed(&a->site.cfg, &next->cfg);
+    struct poller *np = NULL;
+    if (poller_create(&next->cfg, emit, a, &np) != 0) {
+        LOGE("edge", NULL, "reload: %s has errors (above); the running configuration stays",
+             a->config_path);
+        site_free(next);
+        free(next);
+        return;
+    }
+    /* no bus thread runs from here until the new ones start: nothing can
+     * feed the rules or be emitted while they are swapped */
+    poller_stop(a->poller);
+    rules_destroy(a->rules);
+    a->rules = NULL;
+    alarms_reconfigure(a->alarms, &next->cfg);
+    struct rules *nr = NULL;
+    if (rules_create(&next->cfg, a->alarms, &nr) != 0) {
+        /* rules_check passed in site_load, so this is not expected: keep
+         * the old model rather than run without rules */
+        LOGE("edge", NULL, "reload: cannot build the rules; the running configuration stays");
+        alarms_reconfigure(a->alarms, &a->live->cfg);
+        rules_create(&a->live->cfg, a->alarms, &a->rules);
+        alarms_reconfigured(a->alarms, ch_now_ms());
+        poller_destroy(np);
+        site_free(next);
+        free(next);
+        poller_start(a->poller);
+        return;
+    }
+    a->rules = nr;
+    struct poller *old = a->poller;
+    pthread_rwlock_wrlock(&a->swap_lock);
+    a->poller = np;
+    if (a->live != &a->site) {
+        a->retired = ch_xrealloc(a->retired, (a->n_retired + 1) * sizeof *a->retired);
+        a->retired[a->n_retired++] = a->live;
+    }
+    a->live = next;
+    map_devices(a);
+    pthread_rwlock_unlock(&a->swap_lock);
+    poller_destroy(old);
+    alarms_reconfigured(a->alarms, ch_now_ms()); /* its transitions see the new outputs */
+    struct ch_status birth;
+    make_birth(a, &birth);
+    uplink_set_birth(a->uplink, &birth);
+    ch_status_free(&birth);
+    update_annunciators(a);
+    if (poller_start(a->poller) != 0)
+        LOGE("edge", NULL, "reload: cannot start the bus threads");
+    LOGI("edge", a->live->cfg.gateway,
+         "reloaded: %zu devices on %zu buses, %zu residents, %zu rule instances",
+         poller_device_count(a->poller), a->live->cfg.buses.n, a->live->cfg.residents.n,
+         rules_instances(a->rules));
+}
+
+static int run(struct app *a, const char *stats_file)
+{
+    const struct site_config *c = &a->site.cfg;
+    map_devices(a);
+    struct ch_status birth;
+    make_birth(a, &birth);
     struct spool_opts so = {.max_bytes = (uint64_t)c->spool.max_bytes,
                             .commit_interval_ms = c->spool.commit_interval_ms};
     int rc = spool_open(c->spool.dir, &so, &a->spool);
@@ -347,7 +486,7 @@ static int run(struct app *a, const char *stats_file)
         ch_status_free(&birth);
         return EXIT_RUNTIME;
     }
-    rc = uplink_create(c, &birth, a->dev_ids, n, a->spool, &a->uplink);
+    rc = uplink_create(c, &birth, a->dev_ids, a->n_ids, a->spool, &a->uplink);
     ch_status_free(&birth);
     if (rc != 0)
         return EXIT_RUNTIME;
@@ -389,8 +528,8 @@ static int run(struct app *a, const char *stats_file)
         return EXIT_RUNTIME;
     }
     LOGI("edge", c->gateway,
-         "started: site %s, %zu devices on %zu buses, %zu rule instances, broker %s", c->site, n,
-         c->buses.n, rules_instances(a->rules), c->uplink.broker);
+         "started: site %s, %zu devices on %zu buses, %zu rule instances, broker %s", c->site,
+         poller_device_count(a->poller), c->buses.n, rules_instances(a->rules), c->uplink.broker);
     if (a->console)
         LOGI("console", NULL, "serving the alarm console on http://%s:%u/", c->console.bind,
              (unsigned)console_port(a->console));
@@ -411,7 +550,7 @@ static int run(struct app *a, const char *stats_file)
             break;
         }
         if (sig == SIGHUP) {
-            LOGI("edge", NULL, "SIGHUP: configuration reload is not supported yet; ignored");
+            reload(a);
             continue;
         }
         int64_t now = ch_mono_ms();
@@ -442,11 +581,12 @@ static int run(struct app *a, const char *stats_file)
     uplink_stop(a->uplink, 5000);
     struct uplink_stats us;
     uplink_get_stats(a->uplink, &us);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < poller_device_count(a->poller); i++) {
+        struct poller_dev_stats ds;
         poller_device_stats(a->poller, i, &ds);
         LOGI("edge", ds.id, "%llu polls ok, %llu failed, %llu readings delivered",
              (unsigned long long)ds.polls_ok, (unsigned long long)ds.polls_failed,
-             (unsigned long long)uplink_device_published(a->uplink, i));
+             (unsigned long long)uplink_device_published(a->uplink, a->up_index[i]));
     }
     LOGI("edge", c->gateway, "stopped: %llu messages (%llu readings) delivered, last seq %llu",
          (unsigned long long)us.messages_published, (unsigned long long)us.readings_published,
@@ -533,6 +673,9 @@ int main(int argc, char **argv)
     }
 
     struct app a = {0};
+    a.live = &a.site;
+    a.config_path = config;
+    pthread_rwlock_init(&a.swap_lock, NULL);
     int rc = site_load(config, &a.site);
     if (rc != 0)
         return EXIT_CONFIG;
@@ -569,7 +712,18 @@ int main(int argc, char **argv)
         uplink_destroy(a.uplink);
     spool_close(a.spool);
     free(a.dev_ids);
+    free(a.up_index);
     free(a.cfg_index);
+    if (a.live != &a.site) {
+        site_free(a.live);
+        free(a.live);
+    }
+    for (size_t i = 0; i < a.n_retired; i++) {
+        site_free(a.retired[i]);
+        free(a.retired[i]);
+    }
+    free(a.retired);
     site_free(&a.site);
+    pthread_rwlock_destroy(&a.swap_lock);
     return status;
 }

@@ -634,11 +634,12 @@ static void *sender(void *arg)
         }
         if (u->birth_pending) {
             u->birth_pending = false;
+            char *birth = ch_xstrdup(u->birth_payload); /* uplink_set_birth may replace it */
             unlock(u);
-            int rc = send_raw(u, u->topic_status, u->birth_payload, strlen(u->birth_payload), true,
-                              NULL);
+            int rc = send_raw(u, u->topic_status, birth, strlen(birth), true, NULL);
             if (rc != MQTTASYNC_SUCCESS)
                 LOGW("uplink", NULL, "cannot publish birth: %s", MQTTAsync_strerror(rc));
+            free(birth);
             lock(u);
             continue;
         }
@@ -815,6 +816,32 @@ void uplink_get_stats(struct uplink *u, struct uplink_stats *out)
     out->queued = t->pending_records;
     out->dropped = t->dropped_records;
     out->seq = t->next_id - 1;
+}
+
+void uplink_add_devices(struct uplink *u, size_t n)
+{
+    lock(u);
+    if (n > u->n_dev) {
+        u->dev_published = ch_xrealloc(u->dev_published, n * sizeof *u->dev_published);
+        memset(u->dev_published + u->n_dev, 0, (n - u->n_dev) * sizeof *u->dev_published);
+        u->n_dev = n;
+    }
+    unlock(u);
+}
+
+int uplink_set_birth(struct uplink *u, const struct ch_status *birth)
+{
+    char *p = ch_status_encode(birth);
+    if (!p)
+        return CH_EINVAL;
+    lock(u);
+    free(u->birth_payload);
+    u->birth_payload = p;
+    if (u->connected)
+        u->birth_pending = true;
+    pthread_cond_broadcast(&u->cond);
+    unlock(u);
+    return 0;
 }
 
 uint64_t uplink_device_published(struct uplink *u, size_t i)

@@ -83,6 +83,13 @@ void uplink_destroy(struct uplink *u);
 
 void uplink_get_stats(struct uplink *u, struct uplink_stats *out);
 
+/* After a configuration reload: the device index space grows to n (indexes
+ * never change meaning, so records spooled before the reload are still
+ * counted for the right device), and the retained birth message with the
+ * new inventory replaces the old one, published at once if connected. */
+void uplink_add_devices(struct uplink *u, size_t n);
+int uplink_set_birth(struct uplink *u, const struct ch_status *birth);
+
 /* Readings of device_ids[i] acknowledged by the broker since start. */
 uint64_t uplink_device_published(struct uplink *u, size_t i);
 
