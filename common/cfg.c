@@ -22,6 +22,7 @@ struct cfg_file {
 struct walk {
     struct cfg_file *file;
     int errors;
+    int absent; /* > 0 while applying the defaults of an absent section */
 };
 
 #define FIELD(obj, off, T) ((T *)(void *)((char *)(obj) + (off)))
@@ -402,6 +403,9 @@ static void walk_map(struct walk *w, const struct cfg_key *table, struct fy_node
         if (seen[i])
             continue;
         const struct cfg_key *k = &table[i];
+        if (k->required && w->absent) {
+            continue; /* an absent optional section: its required keys matter only if given */
+        }
         if (k->required) {
             /* point at the first line of the mapping, not its whole extent */
             void *fit = NULL;
@@ -413,7 +417,9 @@ static void walk_map(struct walk *w, const struct cfg_key *table, struct fy_node
             /* absent section: still apply the defaults of its keys */
             struct fy_document *empty = fy_document_build_from_string(NULL, "{}", FY_NT);
             if (empty) {
+                w->absent++;
                 walk_map(w, k->sub, fy_document_root(empty), FIELD(obj, k->offset, char));
+                w->absent--;
                 fy_document_destroy(empty);
             }
             continue;

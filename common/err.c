@@ -30,6 +30,8 @@ const char *ch_strerror(int err)
         return "not found";
     case CH_ESTATE:
         return "not possible in the current state";
+    case CH_ENODATA:
+        return "nothing new";
     default:
         break;
     }

@@ -20,6 +20,7 @@ enum ch_err {
     CH_EFULL = -1009,    /* bounded buffer is full */
     CH_ENOTFOUND = -1010, /* no such object (alarm id, ...) */
     CH_ESTATE = -1011,    /* not possible in the object's current state */
+    CH_ENODATA = -1012,   /* a device that pushes its data sent nothing new (not a failure) */
 };
 
 /* Returns a static string naming the error; never NULL. */

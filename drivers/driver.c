@@ -4,9 +4,12 @@
 #include <errno.h>
 
 extern const struct driver drv_modbus;
+extern const struct driver drv_radar;
+extern const struct driver drv_mqtt_json;
+extern const struct driver drv_ble;
 
 /* Drivers compiled in. A new driver adds one line here. */
-static const struct driver *const drivers[] = {&drv_modbus};
+static const struct driver *const drivers[] = {&drv_modbus, &drv_radar, &drv_mqtt_json, &drv_ble};
 
 const struct driver *driver_for_bus(int bus_type)
 {

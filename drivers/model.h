@@ -5,6 +5,8 @@
 #ifndef CAREHUB_MODEL_H
 #define CAREHUB_MODEL_H
 
+#include "ble_decode.h"
+#include "ble_zone.h"
 #include "cfg.h"
 
 #include <stdbool.h>
@@ -32,12 +34,17 @@ struct reg_def {
 
 /* A device model, described once in its own file. */
 /* How a device speaks: the driver family its profile describes. */
-enum protocol { PROTO_MODBUS = 0, PROTO_MR60_RADAR };
+enum protocol { PROTO_MODBUS = 0, PROTO_MR60_RADAR, PROTO_MQTT_JSON, PROTO_BLE };
 
-/* A metric a non-Modbus device reports (its driver knows where it is). */
+/* A metric a non-Modbus device reports. A radar's driver knows where each
+ * is; for JSON over MQTT, field names it in the payload ("vitals.heart":
+ * object members joined by dots) and value = raw * scale + offset. */
 struct metric_def {
     char *metric;
     char *unit;
+    char *field;
+    double scale;
+    double offset;
     struct fy_node *node;
 };
 
@@ -52,6 +59,7 @@ struct profile {
     int64_t max_registers; /* per request (<= 125) */
     struct cfg_list regs;  /* struct reg_def (Modbus) */
     struct cfg_list metrics; /* struct metric_def (other protocols) */
+    struct ble_profile ble;  /* protocol ble: how to read its advertisements */
     char *path;            /* file it came from */
     struct fy_node *node;
 };
@@ -76,7 +84,7 @@ struct spool_cfg {
     int64_t replay_rate;        /* readings/s sent from a backlog, beside live data */
 };
 
-enum bus_type { BUS_MODBUS_RTU, BUS_MODBUS_TCP, BUS_RADAR_UART };
+enum bus_type { BUS_MODBUS_RTU, BUS_MODBUS_TCP, BUS_RADAR_UART, BUS_MQTT, BUS_BLE };
 
 struct bus_cfg {
     char *id;
@@ -87,9 +95,15 @@ struct bus_cfg {
     int parity; /* 'N', 'E', 'O' */
     int64_t data_bits;
     int64_t stop_bits;
-    /* tcp */
+    /* tcp, mqtt and ble (the broker the devices or receivers publish to) */
     char *host;
     int64_t port;
+    /* ble: BLE receivers forwarding advertisements to that broker */
+    int format;              /* enum ble_rx_format */
+    struct cfg_list topics;  /* char *: subscription filters of the receivers */
+    struct ble_location_cfg location;
+    int64_t out_of_range_ms; /* no receiver heard a wearable this long: in_range 0 */
+    double battery_low;      /* % */
     /* both */
     int64_t timeout_ms;     /* response timeout */
     int64_t turnaround_ms;  /* silence between two requests on the line */
@@ -100,10 +114,12 @@ struct bus_cfg {
 struct device_cfg {
     char *id;
     char *bus;
-    int64_t slave;
+    int64_t slave; /* -1: none (a device on an mqtt bus) */
     char *profile;
     int64_t interval_ms;
     char *room;
+    char *topic; /* mqtt bus: the topic the device publishes on */
+    char *mac;   /* ble bus: the wearable's address */
     bool enabled;
     struct fy_node *node;
     /* resolved by site_config_load */

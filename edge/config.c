@@ -1,6 +1,7 @@
 #include "config.h"
 #include "codec.h"
 #include "err.h"
+#include "ble_rx.h"
 #include "rules.h"
 #include "util.h"
 
@@ -42,14 +43,18 @@ static const struct cfg_key reg_keys[] = {
 
 #define M(k) offsetof(struct metric_def, k)
 static const struct cfg_key metric_keys[] = {
-    {.key = "metric", .type = CFG_ID,  .offset = M(metric), .required = true},
-    {.key = "unit",   .type = CFG_STR, .offset = M(unit), .def = ""},
+    {.key = "metric", .type = CFG_ID,    .offset = M(metric), .required = true},
+    {.key = "unit",   .type = CFG_STR,   .offset = M(unit), .def = ""},
+    {.key = "field",  .type = CFG_STR,   .offset = M(field)},
+    {.key = "scale",  .type = CFG_FLOAT, .offset = M(scale), .def = "1"},
+    {.key = "offset", .type = CFG_FLOAT, .offset = M(offset), .def = "0"},
     CFG_END,
 };
 #undef M
 
 static const struct cfg_enum protocols[] = {
-    {"modbus", PROTO_MODBUS}, {"mr60-radar", PROTO_MR60_RADAR}, {NULL, 0}};
+    {"modbus", PROTO_MODBUS}, {"mr60-radar", PROTO_MR60_RADAR}, {"mqtt-json", PROTO_MQTT_JSON},
+    {"ble", PROTO_BLE}, {NULL, 0}};
 
 #define P(k) offsetof(struct profile, k)
 static const struct cfg_key profile_keys[] = {
@@ -64,6 +69,7 @@ static const struct cfg_key profile_keys[] = {
      .elem_size = sizeof(struct reg_def), .node_offset = offsetof(struct reg_def, node)},
     {.key = "metrics",       .type = CFG_LIST, .offset = P(metrics), .sub = metric_keys,
      .elem_size = sizeof(struct metric_def), .node_offset = offsetof(struct metric_def, node)},
+    {.key = "ble",           .type = CFG_MAP,  .offset = P(ble), .sub = ble_profile_keys},
     CFG_END,
 };
 #undef P
@@ -72,7 +78,9 @@ static const struct cfg_key profile_keys[] = {
 
 static const struct cfg_enum bus_types[] = {
     {"modbus-rtu", BUS_MODBUS_RTU}, {"modbus-tcp", BUS_MODBUS_TCP}, {"radar-uart", BUS_RADAR_UART},
-    {NULL, 0}};
+    {"mqtt", BUS_MQTT}, {"ble", BUS_BLE}, {NULL, 0}};
+static const struct cfg_enum rx_formats[] = {
+    {"omg", BLE_RX_OMG}, {"minew", BLE_RX_MINEW}, {"ingics", BLE_RX_INGICS}, {NULL, 0}};
 static const struct cfg_enum parities[] = {{"N", 'N'}, {"E", 'E'}, {"O", 'O'}, {NULL, 0}};
 
 #define B(k) offsetof(struct bus_cfg, k)
@@ -89,6 +97,11 @@ static const struct cfg_key bus_keys[] = {
     {.key = "timeout",     .type = CFG_DURATION, .offset = B(timeout_ms), .def = "1s", .min = 10, .max = 60000},
     {.key = "turnaround",  .type = CFG_DURATION, .offset = B(turnaround_ms), .def = "0ms", .min = 0, .max = 10000},
     {.key = "backoff_max", .type = CFG_DURATION, .offset = B(backoff_max_ms), .def = "5m", .min = 1000, .max = 86400000},
+    {.key = "format",       .type = CFG_ENUM,     .offset = B(format), .def = "omg", .enums = rx_formats},
+    {.key = "topics",       .type = CFG_STRLIST,  .offset = B(topics)},
+    {.key = "location",     .type = CFG_MAP,      .offset = B(location), .sub = ble_location_keys},
+    {.key = "out_of_range", .type = CFG_DURATION, .offset = B(out_of_range_ms), .def = "60s", .min = 1000, .max = 86400000},
+    {.key = "battery_low",  .type = CFG_FLOAT,    .offset = B(battery_low), .def = "20", .min = -1, .max = 100},
     CFG_END,
 };
 #undef B
@@ -97,10 +110,12 @@ static const struct cfg_key bus_keys[] = {
 static const struct cfg_key device_keys[] = {
     {.key = "id",       .type = CFG_ID,       .offset = D(id), .required = true},
     {.key = "bus",      .type = CFG_ID,       .offset = D(bus), .required = true},
-    {.key = "slave",    .type = CFG_INT,      .offset = D(slave), .required = true, .min = 0, .max = 255},
+    {.key = "slave",    .type = CFG_INT,      .offset = D(slave), .def = "-1", .min = -1, .max = 255},
     {.key = "profile",  .type = CFG_ID,       .offset = D(profile), .required = true},
     {.key = "interval", .type = CFG_DURATION, .offset = D(interval_ms), .def = "10s", .min = 10, .max = 86400000},
     {.key = "room",     .type = CFG_ID,       .offset = D(room)},
+    {.key = "topic",    .type = CFG_STR,      .offset = D(topic)},
+    {.key = "mac",      .type = CFG_STR,      .offset = D(mac)},
     {.key = "enabled",  .type = CFG_BOOL,     .offset = D(enabled), .def = "true"},
     CFG_END,
 };
@@ -340,12 +355,36 @@ static int check_profile(struct profile *p)
                    "key 'registers': a Modbus profile needs at least one register");
         errors++;
     }
-    if (p->protocol != PROTO_MODBUS && (p->regs.n || p->metrics.n == 0)) {
+    if (p->protocol == PROTO_BLE) {
+        char err[200];
+        long bad = -1;
+        struct fy_node *bn =
+            p->node ? fy_node_mapping_lookup_by_string(p->node, "ble", FY_NT) : NULL;
+        if (!bn) {
+            cfg_report(p->node, "ble",
+                       "missing required key 'ble' (how to read the wearable's "
+                       "advertisements)");
+            errors++;
+        } else if (ble_profile_prepare(&p->ble, err, sizeof err, &bad) != 0) {
+            struct ble_field *f = bad >= 0 ? &((struct ble_field *)p->ble.fields.items)[bad] : NULL;
+            cfg_report(f && f->node ? f->node : bn, NULL, "key 'ble': %s", err);
+            errors++;
+        }
+    } else if (p->protocol != PROTO_MODBUS && (p->regs.n || p->metrics.n == 0)) {
         cfg_report(p->node, p->regs.n ? "registers" : "metrics",
                    "key '%s': a %s profile lists its metrics (metrics: [{metric, unit}]), not "
                    "registers",
                    p->regs.n ? "registers" : "metrics", cfg_enum_name(protocols, p->protocol));
         errors++;
+    }
+    for (size_t i = 0; i < p->metrics.n; i++) {
+        const struct metric_def *m = PROFILE_METRIC(p, i);
+        if (p->protocol == PROTO_MQTT_JSON && (!m->field || !*m->field)) {
+            cfg_report(m->node, "field",
+                       "missing required key 'field' (where the metric is in the device's JSON, "
+                       "e.g. vitals.heart)");
+            errors++;
+        }
     }
     for (size_t i = 0; i < p->metrics.n; i++)
         for (size_t j = 0; j < i; j++)
@@ -500,8 +539,19 @@ static int check_site(struct site *s)
                        cfg_enum_name(bus_types, b->type));
             errors++;
         }
-        if (b->type == BUS_MODBUS_TCP && (!b->host || !*b->host)) {
-            cfg_report(b->node, "host", "missing required key 'host' (of a modbus-tcp bus)");
+        /* a radar's UART runs at 115200 unless the file says otherwise */
+        if (b->type == BUS_RADAR_UART && !fy_node_mapping_lookup_by_string(b->node, "baud", FY_NT))
+            b->baud = 115200;
+        if (b->type == BUS_BLE && b->topics.n == 0) {
+            cfg_report(b->node, "topics",
+                       "missing required key 'topics' (where the receivers publish, e.g. "
+                       "home/+/BTtoMQTT/#)");
+            errors++;
+        }
+        if ((b->type == BUS_MODBUS_TCP || b->type == BUS_MQTT || b->type == BUS_BLE) &&
+            (!b->host || !*b->host)) {
+            cfg_report(b->node, "host", "missing required key 'host' (of a %s bus)",
+                       cfg_enum_name(bus_types, b->type));
             errors++;
         }
     }
@@ -522,6 +572,30 @@ static int check_site(struct site *s)
             cfg_report(d->node, "bus", "key 'bus': no bus with id '%s'", d->bus);
             errors++;
         }
+        bool on_ble = d->busp && d->busp->type == BUS_BLE;
+        if (on_ble != (d->mac && *d->mac)) {
+            cfg_report(d->node, "mac",
+                       on_ble ? "missing required key 'mac' (the wearable's address on bus '%s')"
+                              : "key 'mac': only a wearable on a ble bus has a MAC (bus '%s')",
+                       d->bus);
+            errors++;
+        }
+        bool on_mqtt = d->busp && d->busp->type == BUS_MQTT;
+        if (on_mqtt != (d->topic && *d->topic)) {
+            cfg_report(d->node, "topic",
+                       on_mqtt
+                           ? "missing required key 'topic' (the device's MQTT topic on bus '%s')"
+                           : "key 'topic': only a device on an mqtt bus has a topic (bus '%s')",
+                       d->bus);
+            errors++;
+        }
+        if (!on_mqtt && !on_ble && d->busp && d->busp->type != BUS_RADAR_UART && d->slave < 0) {
+            cfg_report(d->node, "slave",
+                       "missing required key 'slave' (the device's address on "
+                       "bus '%s')",
+                       d->bus);
+            errors++;
+        }
         d->prof = site_profile(s, d->profile);
         if (!d->prof) {
             cfg_report(d->node, "profile", "key 'profile': unknown profile '%s' (%zu loaded)",
@@ -531,7 +605,8 @@ static int check_site(struct site *s)
         if (d->busp) {
             for (size_t j = 0; j < i; j++) {
                 struct device_cfg *o = SITE_DEV(c, j);
-                if (o->busp == d->busp && o->slave == d->slave && o->enabled && d->enabled) {
+                if (o->busp == d->busp && o->slave == d->slave && d->slave >= 0 && o->enabled &&
+                    d->enabled) {
                     cfg_report(d->node, "slave",
                                "key 'slave': slave %lld on bus '%s' is already "
                                "device '%s'",

@@ -2,6 +2,7 @@
 #include "local.h"
 #include "err.h"
 #include "log.h"
+#include "mqtt_link.h"
 #include "util.h"
 
 #include <MQTTAsync.h>
@@ -155,45 +156,26 @@ int local_create(const struct site_config *c, edge_cmd_fn on_cmd, edge_active_fn
     /* a subscription filter: ch_topic() writes topics only, never wildcards */
     ch_topic(l->topic_cmd, sizeof l->topic_cmd - 2, c->site, c->gateway, "cmd");
     strcat(l->topic_cmd, "/+");
-    char cid[256];
-    if (c->local_mqtt.client_id && *c->local_mqtt.client_id)
-        ch_strlcpy(cid, c->local_mqtt.client_id, sizeof cid);
-    else
-        snprintf(cid, sizeof cid, "carehub-local-%s-%s", c->site, c->gateway);
-    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
-    co.sendWhileDisconnected = 0;
-    int rc = MQTTAsync_createWithOptions(&l->client, c->local_mqtt.broker, cid,
-                                         MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
-    if (rc != MQTTASYNC_SUCCESS) {
-        LOGE(MOD, NULL, "cannot create MQTT client for %s: %s", c->local_mqtt.broker,
-             MQTTAsync_strerror(rc));
-        pthread_mutex_destroy(&l->lock);
-        free(l);
-        return CH_EINVAL;
-    }
-    MQTTAsync_setCallbacks(l->client, l, on_lost, on_message, NULL);
-    MQTTAsync_setConnected(l->client, l, on_connected);
     *out = l;
     return 0;
 }
 
 int local_start(struct local *l)
 {
-    MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer;
-    o.keepAliveInterval = 30;
-    o.cleansession = 1;
-    o.automaticReconnect = 1;
-    o.minRetryInterval = 1;
-    o.maxRetryInterval = 10;
-    o.connectTimeout = 5;
-    o.username = l->cfg->local_mqtt.username;
-    o.password = l->cfg->local_mqtt.password;
-    o.onFailure = on_connect_failed;
-    o.context = l;
-    int rc = MQTTAsync_connect(l->client, &o);
-    if (rc != MQTTASYNC_SUCCESS) {
-        LOGE(MOD, NULL, "cannot start connecting to %s: %s", l->cfg->local_mqtt.broker,
-             MQTTAsync_strerror(rc));
+    const struct local_mqtt_cfg *m = &l->cfg->local_mqtt;
+    char cid[256];
+    if (m->client_id && *m->client_id)
+        ch_strlcpy(cid, m->client_id, sizeof cid);
+    else
+        snprintf(cid, sizeof cid, "carehub-local-%s-%s", l->cfg->site, l->cfg->gateway);
+    struct mqtt_link_cbs cbs = {.ctx = l,
+                                .on_message = on_message,
+                                .on_lost = on_lost,
+                                .on_connected = on_connected,
+                                .on_connect_failed = on_connect_failed};
+    int rc = mqtt_link_open(m->broker, cid, m->username, m->password, &cbs, &l->client);
+    if (rc != 0) {
+        LOGE(MOD, NULL, "cannot start connecting to %s: %s", m->broker, ch_strerror(rc));
         return CH_EINVAL;
     }
     return 0;
@@ -216,14 +198,7 @@ void local_destroy(struct local *l)
 {
     if (!l)
         return;
-    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
-    d.timeout = 1000;
-    if (MQTTAsync_isConnected(l->client))
-        MQTTAsync_disconnect(l->client, &d);
-    /* give the disconnect a moment; Paho destroys cleanly either way */
-    for (int i = 0; i < 20 && MQTTAsync_isConnected(l->client); i++)
-        ch_sleep_ms(50);
-    MQTTAsync_destroy(&l->client);
+    mqtt_link_close(&l->client);
     pthread_mutex_destroy(&l->lock);
     free(l);
 }

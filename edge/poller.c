@@ -205,6 +205,8 @@ static int poll_device(struct bus *bus, struct dev *d, struct ch_reading *r)
     int rc = bus->drv->poll(bus->ctx, d->cfg, d->drv_ctx, r, &ps);
     clock_gettime(CLOCK_MONOTONIC, &t1);
 
+    if (rc == CH_ENODATA)
+        return rc; /* a device that pushes its data had nothing new: neither ok nor failed */
     pthread_mutex_lock(&p->lock);
     d->st.requests += ps.requests;
     d->st.registers += ps.registers;
@@ -351,8 +353,11 @@ static void *bus_thread(void *arg)
         struct ch_reading r;
         int rc = poll_device(bus, d, &r);
         now = ch_mono_ms();
-        if (rc == 0) {
-            p->emit(p->arg, (size_t)(d - p->devs), &r);
+        if (rc == 0 || rc == CH_ENODATA) {
+            if (rc == 0)
+                p->emit(p->arg, (size_t)(d - p->devs), &r);
+            else
+                free(r.metrics);
             d->next_due += d->cfg->interval_ms;
             if (d->next_due <= now) /* behind: skip missed beats, keep the grid */
                 d->next_due +=
@@ -425,6 +430,14 @@ int poller_once(struct poller *p, FILE *out)
             struct ch_reading r;
             uint64_t req_before = d->st.requests;
             int rc = poll_device(bus, d, &r);
+            /* a device that pushes its data: wait for its next message */
+            int64_t until =
+                ch_mono_ms() + (dc->interval_ms * 2 < 10000 ? dc->interval_ms * 2 : 10000);
+            while (rc == CH_ENODATA && ch_mono_ms() < until) {
+                free(r.metrics);
+                ch_sleep_ms(50);
+                rc = poll_device(bus, d, &r);
+            }
             if (rc != 0) {
                 fprintf(out, "%-20s %-12s %5lld  ERROR: %s\n", dc->id, bus->cfg->id,
                         (long long)dc->slave, ch_strerror(rc));

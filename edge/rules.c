@@ -743,6 +743,20 @@ static bool profile_has_metric(const struct profile *p, const char *m)
     for (size_t i = 0; p && i < p->metrics.n; i++)
         if (strcmp(PROFILE_METRIC(p, i)->metric, m) == 0)
             return true;
+    if (p && p->protocol == PROTO_BLE) {
+        /* what the BLE driver adds to every wearable's reading */
+        static const char *const located[] = {"in_range", "zone", "zone_exit", "battery_low",
+                                              "rssi"};
+        for (size_t i = 0; i < CH_ARRAY_LEN(located); i++)
+            if (strcmp(located[i], m) == 0)
+                return true;
+        for (size_t i = 0; i < p->ble.fields.n; i++)
+            if (strcmp(((const struct ble_field *)p->ble.fields.items)[i].metric, m) == 0)
+                return true;
+        /* standard formats (iBeacon, Eddystone TLM, BTHome) name their own */
+        return p->ble.match == BLE_MATCH_IBEACON || p->ble.match == BLE_MATCH_EDDYSTONE_TLM ||
+               p->ble.match == BLE_MATCH_BTHOME;
+    }
     return false;
 }
 

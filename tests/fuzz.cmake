@@ -1,17 +1,23 @@
 # Fuzz targets, one per parser. With -DCAREHUB_FUZZ=ON (and CC=clang) each is
 # a libFuzzer binary (tests/fuzz/run.sh); otherwise each is linked with a
 # replay main and its corpus runs as an ordinary test.
+# SOURCE: another file than fuzz/<name>.c (one source, several targets told
+# apart by DEFINES).
 function(ch_fuzz_target name)
-  cmake_parse_arguments(F "" "" "LIBS;CORPUS" ${ARGN})
+  cmake_parse_arguments(F "" "SOURCE" "LIBS;CORPUS;DEFINES" ${ARGN})
+  if(NOT F_SOURCE)
+    set(F_SOURCE fuzz/${name}.c)
+  endif()
   if(CAREHUB_FUZZ)
-    add_executable(${name} fuzz/${name}.c)
+    add_executable(${name} ${F_SOURCE})
     target_link_options(${name} PRIVATE -fsanitize=fuzzer)
   else()
-    add_executable(${name} fuzz/${name}.c fuzz/replay.c)
+    add_executable(${name} ${F_SOURCE} fuzz/replay.c)
     add_test(NAME fuzz.${name} COMMAND ${name} ${F_CORPUS})
     set_tests_properties(fuzz.${name} PROPERTIES LABELS fuzz TIMEOUT 120)
   endif()
   target_link_libraries(${name} PRIVATE ${F_LIBS})
+  target_compile_definitions(${name} PRIVATE ${F_DEFINES} FUZZ_NAME="${name}")
   carehub_defaults(${name})
 endfunction()
 
@@ -24,3 +30,12 @@ ch_fuzz_target(fuzz_rtu_framer LIBS ch_sim CORPUS ${FZ}/rtu_framer)
 ch_fuzz_target(fuzz_config LIBS ch_edge
   CORPUS ${FZ}/config ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/config)
 ch_fuzz_target(fuzz_spool LIBS ch_common CORPUS ${FZ}/spool)
+# 60 GHz sleep radar frames (issue 5)
+ch_fuzz_target(fuzz_radar_frame LIBS ch_drivers CORPUS ${FZ}/radar_frame)
+# BLE receiver formats and the advertisement decoder (issue 5)
+foreach(f omg minew ingics)
+  string(TOUPPER ${f} F)
+  ch_fuzz_target(fuzz_ble_${f} SOURCE fuzz/fuzz_ble_rx.c DEFINES RX_FORMAT=BLE_RX_${F}
+    LIBS ch_ble CORPUS ${FZ}/ble_${f})
+endforeach()
+ch_fuzz_target(fuzz_ble_decode LIBS ch_ble CORPUS ${FZ}/ble_decode)

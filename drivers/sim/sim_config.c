@@ -14,7 +14,7 @@
 /* The YAML shapes, as cfg_load() fills them. Semantic checks then turn them
  * into struct sim_config. */
 struct raw_endpoint {
-    char *id, *tcp, *rtu;
+    char *id, *tcp, *rtu, *radar;
     int64_t baud, data_bits, stop_bits;
     int parity;
     struct fy_node *node;
@@ -55,6 +55,7 @@ static const struct cfg_key endpoint_keys[] = {
     {.key = "id", .type = CFG_ID, .offset = offsetof(struct raw_endpoint, id), .required = true},
     {.key = "tcp", .type = CFG_STR, .offset = offsetof(struct raw_endpoint, tcp)},
     {.key = "rtu", .type = CFG_PATH, .offset = offsetof(struct raw_endpoint, rtu)},
+    {.key = "radar", .type = CFG_PATH, .offset = offsetof(struct raw_endpoint, radar)},
     {.key = "baud",
      .type = CFG_INT,
      .offset = offsetof(struct raw_endpoint, baud),
@@ -269,14 +270,19 @@ static void endpoints_build(struct build *b, const struct cfg_list *list, bool a
                 b->errors++;
             }
         }
-        if (!r->tcp == !r->rtu) {
-            cfg_report(r->node, NULL, "endpoint '%s' needs exactly one of 'tcp' or 'rtu'", r->id);
+        if ((r->tcp != NULL) + (r->rtu != NULL) + (r->radar != NULL) != 1) {
+            cfg_report(r->node, NULL,
+                       "endpoint '%s' needs exactly one of 'tcp' or 'rtu' (or 'radar' for a "
+                       "sleep radar)",
+                       r->id);
             b->errors++;
             continue;
         }
-        if (r->rtu) {
-            e->transport = SIM_RTU;
-            e->path = ch_xstrdup(r->rtu);
+        if (r->rtu || r->radar) {
+            e->transport = r->rtu ? SIM_RTU : SIM_RADAR;
+            e->path = ch_xstrdup(r->rtu ? r->rtu : r->radar);
+            if (r->radar && !has(r->node, "baud"))
+                e->baud = 115200; /* what R60ABD1-family radars speak */
             if (!standard_baud(r->baud)) {
                 cfg_report(r->node, "baud",
                            "key 'baud': %lld is not a standard rate (1200 2400 4800 9600 "
@@ -290,7 +296,8 @@ static void endpoints_build(struct build *b, const struct cfg_list *list, bool a
         static const char *const serial_keys[] = {"baud", "parity", "data_bits", "stop_bits"};
         for (size_t k = 0; k < CH_ARRAY_LEN(serial_keys); k++) {
             if (has(r->node, serial_keys[k])) {
-                cfg_report(r->node, serial_keys[k], "key '%s' is for 'rtu' endpoints only",
+                cfg_report(r->node, serial_keys[k],
+                           "key '%s' is for 'rtu' endpoints only (and 'radar' ones)",
                            serial_keys[k]);
                 b->errors++;
             }
@@ -348,12 +355,45 @@ static void slaves_build(struct build *b, const struct cfg_list *list)
             continue;
         }
         if (!model) {
-            char names[256];
+            char names[256], radars[64];
             sim_model_names(names, sizeof names);
-            cfg_report(r->node, "model", "key 'model': unknown model '%s' (models: %s)", r->model,
-                       names);
+            sim_model_radar_names(radars, sizeof radars);
+            cfg_report(r->node, "model",
+                       "key 'model': unknown model '%s' (models: %s); on a 'radar' endpoint: %s",
+                       r->model, names, radars);
             b->errors++;
             continue;
+        }
+        if (model->radar != (c->endpoints[ep].transport == SIM_RADAR)) {
+            cfg_report(r->node, "model",
+                       model->radar
+                           ? "key 'model': '%s' is a radar; it goes on a 'radar' endpoint, "
+                             "not on '%s'"
+                           : "key 'model': '%s' is not a radar; endpoint '%s' is a radar "
+                             "line",
+                       r->model, r->endpoint);
+            b->errors++;
+            continue;
+        }
+        if (model->radar) {
+            bool taken = false;
+            for (size_t j = 0; j < c->nslaves && !taken; j++) {
+                if (c->slaves[j].endpoint == ep) {
+                    cfg_report(r->node, "endpoint",
+                               "key 'endpoint': radar line '%s' already carries '%s' (one radar "
+                               "per line)",
+                               r->endpoint, c->slaves[j].name);
+                    b->errors++;
+                    taken = true;
+                }
+            }
+            if (taken)
+                continue;
+            if (r->count != 1) {
+                cfg_report(r->node, "count", "key 'count': a radar line carries one radar");
+                b->errors++;
+                continue;
+            }
         }
         int64_t unit = has(r->node, "unit") ? r->unit : model->default_unit;
         if (unit + r->count - 1 > 255) {
@@ -510,6 +550,12 @@ static void events_build(struct build *b, const struct cfg_list *list)
         bool fault = has(r->node, "fault"), set = has(r->node, "set");
         if (fault == set) {
             cfg_report(r->node, NULL, "an event needs exactly one of 'fault' or 'set'");
+            b->errors++;
+            continue;
+        }
+        if (fault && r->fault == SIM_FAULT_EXCEPTION && b->out->slaves[first].model->radar) {
+            cfg_report(r->node, "fault",
+                       "key 'fault': a radar has no Modbus exceptions (none, silent, garbage)");
             b->errors++;
             continue;
         }

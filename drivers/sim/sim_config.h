@@ -10,6 +10,9 @@
  *     - id: rs485-1
  *       rtu: /tmp/x/ptyB           # a PTY or serial device
  *       baud: 9600                 # parity N/E/O, data_bits 7/8, stop_bits 1/2
+ *     - id: bed-12
+ *       radar: /tmp/x/radarB       # a 60 GHz sleep radar streaming frames (115200 by
+ *                                  # default); exactly one slave, of a radar model
  *   slaves:
  *     - name: room101-th
  *       endpoint: rs485-1
@@ -19,7 +22,8 @@
  *   scenario:                      # also accepted alone in a --scenario file
  *     - at: 30s
  *       slave: room101-th          # a name, or a replicated group's name (all replicas)
- *       fault: silent              # none | silent | exception | garbage
+ *       fault: silent              # none | silent | exception | garbage (radar: noise
+ *                                  # between frames, bad checksums and tails)
  *       exception_code: 4          # with fault: exception (1..11, default 4)
  *     - at: 1m
  *       slave: room101-th
@@ -35,13 +39,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum sim_transport { SIM_TCP, SIM_RTU };
+enum sim_transport { SIM_TCP, SIM_RTU, SIM_RADAR };
 
 struct sim_endpoint_conf {
     char *id;
     enum sim_transport transport;
     char *host, *port; /* TCP */
-    char *path;        /* RTU */
+    char *path;        /* RTU, RADAR */
     int baud, data_bits, stop_bits;
     char parity; /* 'N', 'E' or 'O' */
 };

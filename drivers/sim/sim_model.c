@@ -32,6 +32,14 @@ static const struct sim_metric
     m_movement = {"movement", "",      6.0, 0.0, 0.0, 2.0,   5.0,  3.0,   0.0, 100.0, SIM_SHAPE_ACTIVITY},
     m_presence = {"presence", "",      0.0, 0.0, 0.0, 0.0,   0.0,  0.0,   0.0,   1.0, SIM_SHAPE_PRESENCE};
 
+/* 60 GHz sleep radar: the bed's metrics plus what the radar infers from
+ * them; derive_radar() computes these three unless a scenario holds them. */
+static const struct sim_metric
+    /*                name            unit base day  occ  spread drift jitter min  max  shape */
+    m_motion       = {"motion",       "",  0.0, 0.0, 0.0, 0.0,   0.0,  0.0,   0.0, 2.0, SIM_SHAPE_CURVE},
+    m_sleep_stage  = {"sleep_stage",  "",  0.0, 0.0, 0.0, 0.0,   0.0,  0.0,   0.0, 3.0, SIM_SHAPE_CURVE},
+    m_breath_state = {"breath_state", "",  0.0, 0.0, 0.0, 0.0,   0.0,  0.0,   0.0, 3.0, SIM_SHAPE_CURVE};
+
 /* Nurse-call panel: contacts are 0 until a scenario presses them; the
  * battery of its wireless pull cords sits a little below full. */
 static const struct sim_metric
@@ -118,20 +126,29 @@ static const struct sim_reg relay_4ch_regs[] = {
 };
 
 static void derive_bed(const struct sim_model *m, struct sim_derive *d);
+static void derive_radar(const struct sim_model *m, struct sim_derive *d);
 
 #define REGS(r) r, CH_ARRAY_LEN(r)
 static const struct sim_model models[] = {
-    {"jxct-th",    1,    {&m_humidity, &m_temperature}, 2, REGS(jxct_th_regs), NULL},
+    {"jxct-th",    1,    {&m_humidity, &m_temperature}, 2, REGS(jxct_th_regs), NULL, false},
     {"air-board",  1,    {&m_humidity, &m_temperature, &m_pm25, &m_co2, &m_tvoc, &m_pm10}, 6,
-                         REGS(air_board_regs), NULL},
-    {"xy-md02",    1,    {&m_temperature, &m_humidity}, 2, REGS(xy_md02_regs), NULL},
-    {"co2-s8",     0xFE, {&m_co2, &m_status}, 2, REGS(co2_s8_regs), NULL},
-    {"gas-lel",    1,    {&m_lel}, 1, REGS(gas_lel_regs), NULL},
+                         REGS(air_board_regs), NULL, false},
+    {"xy-md02",    1,    {&m_temperature, &m_humidity}, 2, REGS(xy_md02_regs), NULL, false},
+    {"co2-s8",     0xFE, {&m_co2, &m_status}, 2, REGS(co2_s8_regs), NULL, false},
+    {"gas-lel",    1,    {&m_lel}, 1, REGS(gas_lel_regs), NULL, false},
     {"bed-mb",     1,    {&m_in_bed, &m_hr, &m_rr, &m_movement, &m_presence}, 5,
-                         REGS(bed_mb_regs), derive_bed},
+                         REGS(bed_mb_regs), derive_bed, false},
     {"call-panel", 1,    {&m_sos, &m_fall, &m_call, &m_battery, &m_tamper}, 5,
-                         REGS(call_panel_regs), NULL},
-    {"relay-4ch",  1,    {NULL}, 0, REGS(relay_4ch_regs), NULL},
+                         REGS(call_panel_regs), NULL, false},
+    {"relay-4ch",  1,    {NULL}, 0, REGS(relay_4ch_regs), NULL, false},
+};
+
+/* Devices that stream frames on their own (sim_radar.c) instead of
+ * answering Modbus: a table of their own, so sim_model_names() keeps
+ * naming the Modbus models and sim_model_radar_names() these. */
+static const struct sim_model radar_models[] = {
+    {"mr60-radar", 1,    {&m_in_bed, &m_hr, &m_rr, &m_movement, &m_presence, &m_motion,
+                          &m_sleep_stage, &m_breath_state}, 8, NULL, 0, derive_radar, true},
 };
 // clang-format on
 
@@ -140,6 +157,9 @@ const struct sim_model *sim_model_find(const char *name)
     for (size_t i = 0; i < CH_ARRAY_LEN(models); i++)
         if (strcmp(models[i].name, name) == 0)
             return &models[i];
+    for (size_t i = 0; i < CH_ARRAY_LEN(radar_models); i++)
+        if (strcmp(radar_models[i].name, name) == 0)
+            return &radar_models[i];
     return NULL;
 }
 
@@ -149,6 +169,14 @@ void sim_model_names(char *buf, size_t n)
     buf[0] = '\0';
     for (size_t i = 0; i < CH_ARRAY_LEN(models) && off < n; i++)
         off += (size_t)snprintf(buf + off, n - off, "%s%s", i ? " " : "", models[i].name);
+}
+
+void sim_model_radar_names(char *buf, size_t n)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < CH_ARRAY_LEN(radar_models) && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, "%s%s", i ? " " : "", radar_models[i].name);
 }
 
 int sim_model_metric(const struct sim_model *m, const char *name)
@@ -174,6 +202,29 @@ static void derive_bed(const struct sim_model *m, struct sim_derive *d)
         if (i != k && !d->held[i] && m->metrics[i]->shape != SIM_SHAPE_CURVE)
             d->values[i] = sim_value_shaped(m->metrics[i], d->seed, d->dev_key, d->t_ms,
                                             d->utc_offset_min, &bed);
+}
+
+/* What a radar infers from the bed's metrics: motion from presence and
+ * movement, breathing state from the rate, and a sleep stage that cycles
+ * through light and deep sleep every 90 minutes (about 25 of them deep) while
+ * the resident lies still, awake when they move. */
+static void derive_radar(const struct sim_model *m, struct sim_derive *d)
+{
+    derive_bed(m, d);
+    enum { IN_BED, HR, RR, MOVEMENT, PRESENCE, MOTION, SLEEP_STAGE, BREATH_STATE };
+    double *v = d->values;
+    bool present = v[PRESENCE] >= 0.5, in_bed = v[IN_BED] >= 0.5;
+    if (!d->held[MOTION])
+        v[MOTION] = !present ? 0.0 : v[MOVEMENT] >= 30.0 ? 2.0 : 1.0;
+    if (!d->held[BREATH_STATE])
+        v[BREATH_STATE] = !in_bed || v[RR] <= 0.0 ? 0.0
+                          : v[RR] > 24.0          ? 2.0
+                          : v[RR] < 10.0          ? 3.0
+                                                  : 1.0;
+    if (!d->held[SLEEP_STAGE]) {
+        int64_t minute = d->t_ms / 60000;
+        v[SLEEP_STAGE] = !in_bed ? 0.0 : v[MOVEMENT] > 20.0 ? 1.0 : minute % 90 < 25 ? 3.0 : 2.0;
+    }
 }
 
 bool sim_model_has_table(const struct sim_model *m, enum sim_table t)

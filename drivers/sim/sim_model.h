@@ -67,14 +67,19 @@ struct sim_model {
      * moved one of them (a bed whose resident a scenario takes out shows no
      * heart rate either). NULL when the metrics are independent. */
     void (*derive)(const struct sim_model *m, struct sim_derive *d);
+    /* Not a Modbus slave: a device that streams UART frames on its own (a
+     * 60 GHz sleep radar, sim_radar.h); it has no registers and lives on a
+     * `radar:` endpoint. */
+    bool radar;
 };
 
 /* The model called name, or NULL. Returns a static table. */
 const struct sim_model *sim_model_find(const char *name);
 
-/* Writes the names of all models, space separated, into buf (for error
- * messages). */
+/* Writes the names of all Modbus models, space separated, into buf (for
+ * error messages); sim_model_radar_names() those of the radar models. */
 void sim_model_names(char *buf, size_t n);
+void sim_model_radar_names(char *buf, size_t n);
 
 /* Index of metric name in model m, or -1. */
 int sim_model_metric(const struct sim_model *m, const char *name);

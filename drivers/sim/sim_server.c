@@ -3,6 +3,7 @@
 #include "log.h"
 #include "mbcrc.h"
 #include "sim_frame.h"
+#include "sim_radar.h"
 #include "sim_slave.h"
 #include "util.h"
 
@@ -44,6 +45,10 @@ struct endpoint {
     struct sim_rtu_framer *framer;
     bool line_open;
     int64_t reopen_at_ms; /* monotonic */
+    /* RADAR */
+    struct sim_radar *radar;
+    int64_t radar_next_ms;  /* monotonic: next report due */
+    uint64_t radar_dropped; /* bytes the line would not take */
     /* counters */
     uint64_t accepted, bad_header, unknown_unit, broadcast, send_failed;
 };
@@ -104,6 +109,8 @@ struct sim_server *sim_server_new(const struct sim_config *cfg, const struct sim
         srv->slaves[i] =
             sim_slave_new(sc->name, sc->unit, sc->model, cfg->seed, cfg->utc_offset_min);
         srv->eps[sc->endpoint].by_unit[sc->unit] = srv->slaves[i];
+        if (sc->model->radar)
+            srv->eps[sc->endpoint].radar = sim_radar_new(srv->slaves[i]);
     }
     for (size_t i = 0; i < cfg->nevents; i++) { /* sorted by time, as the slaves need */
         const struct sim_event_conf *ev = &cfg->events[i];
@@ -202,11 +209,38 @@ static int rtu_setup(struct endpoint *ep)
     return 0;
 }
 
+/* A radar line: libmodbus only opens and configures the port. */
+static int radar_setup(struct endpoint *ep)
+{
+    const struct sim_endpoint_conf *c = ep->conf;
+    if (!ep->radar) {
+        LOGE("sim", c->id, "radar line %s has no radar (add a slave with a radar model)", c->path);
+        return -EINVAL;
+    }
+    ep->ctx = modbus_new_rtu(c->path, c->baud, c->parity, c->data_bits, c->stop_bits);
+    if (!ep->ctx) {
+        LOGE("sim", c->id, "cannot set up radar line %s: %s", c->path, modbus_strerror(errno));
+        return -EINVAL;
+    }
+    int rc = rtu_open(ep);
+    if (rc < 0) {
+        LOGE("sim", c->id,
+             "cannot open radar line %s: %s (for a simulated line, start socat first)", c->path,
+             strerror(-rc));
+        return rc;
+    }
+    LOGI("sim", c->id, "radar streaming on %s at %d %d%c%d", c->path, c->baud, c->data_bits,
+         c->parity, c->stop_bits);
+    return 0;
+}
+
 int sim_server_open(struct sim_server *srv)
 {
     for (size_t i = 0; i < srv->cfg->nendpoints; i++) {
         struct endpoint *ep = &srv->eps[i];
-        int rc = ep->conf->transport == SIM_TCP ? tcp_listen(ep) : rtu_setup(ep);
+        int rc = ep->conf->transport == SIM_TCP   ? tcp_listen(ep)
+                 : ep->conf->transport == SIM_RTU ? rtu_setup(ep)
+                                                  : radar_setup(ep);
         if (rc < 0)
             return rc;
     }
@@ -429,6 +463,42 @@ static void rtu_serve(struct sim_server *srv, struct endpoint *ep, short revents
     }
 }
 
+/* ---- radar line ------------------------------------------------------ */
+
+/* Sends what the radar has due (reports, answers); a line that is backed up
+ * drops the bytes, as a real radar's UART would. */
+static void radar_flush(struct sim_server *srv, struct endpoint *ep)
+{
+    uint8_t out[2048];
+    size_t n = sim_radar_output(ep->radar, srv->mono_ms, srv->start_wall_ms, srv->at_ms, out,
+                                sizeof out, &ep->radar_next_ms);
+    if (n == 0)
+        return;
+    ssize_t w = write(modbus_get_socket(ep->ctx), out, n);
+    if (w < 0 && errno != EAGAIN && errno != EINTR) {
+        rtu_lost(ep, strerror(errno));
+        return;
+    }
+    if (w < (ssize_t)n)
+        ep->radar_dropped += n - (size_t)(w > 0 ? w : 0);
+}
+
+static void radar_serve(struct sim_server *srv, struct endpoint *ep, short revents)
+{
+    uint8_t buf[512];
+    ssize_t r = read(modbus_get_socket(ep->ctx), buf, sizeof buf);
+    if (r > 0) {
+        sim_radar_input(ep->radar, buf, (size_t)r, srv->start_wall_ms, srv->at_ms);
+        radar_flush(srv, ep); /* answers go out at once */
+    } else if (r == 0) {
+        rtu_lost(ep, "end of file");
+    } else if (errno != EAGAIN && errno != EINTR) {
+        rtu_lost(ep, strerror(errno));
+    } else if (revents & (POLLHUP | POLLERR)) {
+        rtu_lost(ep, "hang-up");
+    }
+}
+
 static void rtu_retry(struct sim_server *srv, struct endpoint *ep)
 {
     if (ep->line_open || srv->mono_ms < ep->reopen_at_ms)
@@ -505,6 +575,15 @@ void sim_server_log_stats(const struct sim_server *srv)
                  "%llu send failures",
                  ep->nconns, (unsigned long long)ep->accepted, (unsigned long long)ep->unknown_unit,
                  (unsigned long long)ep->bad_header, (unsigned long long)ep->send_failed);
+        } else if (ep->conf->transport == SIM_RADAR) {
+            const struct sim_radar_stats *st = sim_radar_stats(ep->radar);
+            LOGI("sim", ep->conf->id,
+                 "stats: radar line %s, %llu frames sent (%llu answers, %llu corrupted, %llu "
+                 "noise bytes), %llu frames received, %llu rejected, %llu bytes dropped",
+                 ep->line_open ? "open" : "lost", (unsigned long long)st->frames,
+                 (unsigned long long)st->answers, (unsigned long long)st->corrupted,
+                 (unsigned long long)st->noise, (unsigned long long)st->queries,
+                 (unsigned long long)st->bad_input, (unsigned long long)ep->radar_dropped);
         } else {
             const struct sim_rtu_stats *st = sim_rtu_framer_stats(ep->framer);
             LOGI("sim", ep->conf->id,
@@ -566,9 +645,19 @@ static int64_t tick(struct sim_server *srv)
     }
     for (size_t i = 0; i < cfg->nendpoints; i++) {
         struct endpoint *ep = &srv->eps[i];
-        if (ep->conf->transport != SIM_RTU)
+        if (ep->conf->transport == SIM_TCP)
             continue;
         rtu_retry(srv, ep);
+        if (ep->conf->transport == SIM_RADAR) {
+            if (ep->line_open) {
+                radar_flush(srv, ep);
+                if (ep->radar_next_ms - srv->mono_ms < wait)
+                    wait = ep->radar_next_ms - srv->mono_ms;
+            } else if (ep->reopen_at_ms - srv->mono_ms < wait) {
+                wait = ep->reopen_at_ms - srv->mono_ms;
+            }
+            continue;
+        }
         if (!ep->line_open) {
             if (ep->reopen_at_ms - srv->mono_ms < wait)
                 wait = ep->reopen_at_ms - srv->mono_ms;
@@ -644,6 +733,8 @@ int sim_server_run(struct sim_server *srv, const sigset_t *wait_mask,
                     conn_close(srv, ep, conn_index(ep, c), why);
             } else if (ep->conf->transport == SIM_TCP) {
                 tcp_accept(srv, ep);
+            } else if (ep->conf->transport == SIM_RADAR) {
+                radar_serve(srv, ep, rev);
             } else {
                 rtu_serve(srv, ep, rev);
             }
@@ -665,11 +756,12 @@ void sim_server_free(struct sim_server *srv)
         if (ep->listen_fd >= 0)
             close(ep->listen_fd);
         if (ep->ctx) {
-            if (ep->conf->transport == SIM_RTU && ep->line_open)
+            if (ep->conf->transport != SIM_TCP && ep->line_open)
                 modbus_close(ep->ctx);
             modbus_free(ep->ctx);
         }
         sim_rtu_framer_free(ep->framer);
+        sim_radar_free(ep->radar);
     }
     for (size_t i = 0; i < srv->cfg->nslaves; i++)
         sim_slave_free(srv->slaves[i]);

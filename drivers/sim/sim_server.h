@@ -10,6 +10,10 @@
  * modbus_reply()/modbus_reply_exception() on a context whose socket is the
  * client's (TCP) or the line's (RTU).
  *
+ * A radar endpoint opens its line the same way (libmodbus sets up termios)
+ * but speaks no Modbus: its one simulated radar (sim_radar.h) streams
+ * reports on a clock and answers the host's queries.
+ *
  * Nothing a peer sends stops the loop: a bad TCP header closes that client
  * only, RTU garbage is dropped by the framer, a lost RTU line is reopened
  * every second. All of it is counted in the periodic statistics lines. */

@@ -136,6 +136,17 @@ double sim_slave_value(const struct sim_slave *s, size_t metric, int64_t start_m
     return values[metric];
 }
 
+void sim_slave_values(const struct sim_slave *s, int64_t start_ms, int64_t at_ms, double *values)
+{
+    values_at(s, start_ms, at_ms, values);
+}
+
+enum sim_fault sim_slave_fault(const struct sim_slave *s, int64_t at_ms)
+{
+    const struct sim_fault_ev *f = sim_scenario_fault(s->faults, s->nfaults, at_ms);
+    return f ? f->fault : SIM_FAULT_NONE;
+}
+
 bool sim_slave_coil(const struct sim_slave *s, unsigned addr)
 {
     const modbus_mapping_t *map = s->map;

@@ -56,6 +56,14 @@ modbus_mapping_t *sim_slave_mapping(struct sim_slave *s);
  * hook leaves it (a bed's hr is 0 while a scenario keeps it empty). */
 double sim_slave_value(const struct sim_slave *s, size_t metric, int64_t start_ms, int64_t at_ms);
 
+/* All metric values at once (values[] has one slot per model metric), as
+ * sim_slave_value() gives them one by one. */
+void sim_slave_values(const struct sim_slave *s, int64_t start_ms, int64_t at_ms, double *values);
+
+/* The scripted fault in force at scenario time at_ms (SIM_FAULT_NONE when
+ * none), for transports that are not request/answer (the radar). */
+enum sim_fault sim_slave_fault(const struct sim_slave *s, int64_t at_ms);
+
 /* Whether coil addr (zero-based) is on; false for a coil the model lacks. */
 bool sim_slave_coil(const struct sim_slave *s, unsigned addr);
 
