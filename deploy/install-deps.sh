@@ -2,8 +2,9 @@
 # Installs the Debian 12 packages carehub needs to build, test and run its
 # demo. Installs only what is missing; needs root for that (apt-get).
 #   deploy/install-deps.sh          build + run + test dependencies
-#   deploy/install-deps.sh --tests  also what only the tests need (chromium,
-#                                   for the alarm console's browser tests)
+#   deploy/install-deps.sh --tests  also what only the tests need (chromium
+#                                   for the console's browser tests, clang
+#                                   for libFuzzer)
 set -euo pipefail
 
 PACKAGES=(
@@ -15,7 +16,7 @@ PACKAGES=(
 )
 
 if [ "${1:-}" = "--tests" ]; then
-  PACKAGES+=(chromium)
+  PACKAGES+=(chromium clang)
 fi
 
 missing=()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds carehub with warnings as errors and runs every test (unit and
 # integration, through ctest), then does the same with the address and
-# undefined-behaviour sanitizers. Installs missing Debian packages first
+# undefined-behaviour sanitizers, and runs every fuzz target for a bounded
+# number of libFuzzer iterations. Installs missing Debian packages first
 # (as root). Usage: tests/run.sh [--no-sanitize]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,5 +30,23 @@ if [ $sanitize -eq 1 ]; then
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0
   run_suite build-asan -DCAREHUB_SANITIZE=ON
+  # every fuzz target under libFuzzer (with ASan+UBSan), a bounded number of
+  # runs from its corpus: the corpora replay in ctest, this mutates them
+  echo "==> fuzz targets, 20000 runs each"
+  targets=$(sed -n 's/^targets=\${\*:-\(.*\)}$/\1/p' tests/fuzz/run.sh)
+  CC=clang cmake -S . -B build-fuzz -DCAREHUB_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  # shellcheck disable=SC2086
+  cmake --build build-fuzz -j"$jobs" --target $targets >/dev/null
+  for t in $targets; do
+    work=$(mktemp -d)
+    cp tests/fuzz/corpus/"${t#fuzz_}"/* "$work"/
+    if ! build-fuzz/bin/"$t" -runs=20000 -max_len=8192 "$work" >"$work.log" 2>&1; then
+      tail -40 "$work.log"
+      echo "==> $t failed" >&2
+      exit 1
+    fi
+    echo "    $t: $(grep -Eo 'Done [0-9]+ runs in [0-9]+ second' "$work.log" || echo done)"
+    rm -rf "$work" "$work.log"
+  done
 fi
 echo "==> all tests passed in $(( $(date +%s) - start ))s"
