@@ -1,6 +1,8 @@
 /* care-sim: simulated Modbus devices (TCP and RTU) with scripted scenarios,
  * for carehub's demo and tests: meters, bed sensors, nurse-call panels and
- * relay boards. See deploy/sim/README.md and deploy/sim/care-devices.md.
+ * relay boards; and a care home's MQTT devices (sim_home.h): residents'
+ * bracelets heard by BLE receivers, Wi-Fi bed sensors. See deploy/sim/README.md and
+ * deploy/sim/care-devices.md.
  *
  * Exit status: 0 after SIGINT/SIGTERM or a passed --check, 1 when an
  * endpoint cannot be opened or the loop fails, 2 for a bad command line or
@@ -31,7 +33,8 @@ static void usage(FILE *f)
 {
     fputs("usage: care-sim -c FILE [options]\n"
           "Simulated Modbus devices (meters, bed sensors, nurse-call panels, relay boards)\n"
-          "over TCP and RTU (pseudo-terminal) with scenarios.\n"
+          "over TCP and RTU (pseudo-terminal), sleep radars, and a care home's residents\n"
+          "with BLE bracelets, receivers and Wi-Fi bed sensors over MQTT, with scenarios.\n"
           "\n"
           "  -c, --config FILE          simulator config (endpoints, slaves, scenario)\n"
           "      --scenario FILE        more scenario events (a file with a 'scenario:' list)\n"
@@ -140,8 +143,10 @@ int main(int argc, char **argv)
     if (seed >= 0)
         cfg.seed = (uint64_t)seed;
     if (check) {
-        printf("%s: ok: %zu endpoints, %zu slaves, %zu scenario events\n", config, cfg.nendpoints,
-               cfg.nslaves, cfg.nevents);
+        printf("%s: ok: %zu endpoints, %zu slaves, %zu zones, %zu receivers, %zu wearables, %zu "
+               "Wi-Fi beds, %zu scenario events\n",
+               config, cfg.nendpoints, cfg.nslaves, cfg.nzones, cfg.nreceivers, cfg.nwearables,
+               cfg.nwifi_beds, cfg.nevents);
         sim_config_free(&cfg);
         return 0;
     }

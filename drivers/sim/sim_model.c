@@ -50,6 +50,15 @@ static const struct sim_metric
     m_tamper  = {"tamper",  "",    0.0, 0.0, 0.0, 0.0,   0.0,  0.0,   0.0,   1.0, SIM_SHAPE_CURVE},
     m_battery = {"battery", "%",  96.0, 0.0, 0.0, 2.0,   0.4,  0.0,   0.0, 100.0, SIM_SHAPE_CURVE};
 
+/* Care bracelet: heart rate measured at the wrist, a little higher and
+ * noisier than a bed's (the wearer is up and about); battery drains slowly
+ * and only scenarios empty it; worn unless a scenario takes it off. The
+ * battery's base is the wearable's configured level (sim_home.c). */
+static const struct sim_metric
+    /*             name       unit   base  day  occ  spread drift jitter min    max    shape */
+    m_band_hr   = {"hr",      "bpm", 72.0, 4.0, 0.0, 0.0,   3.0,  1.5,   0.0, 250.0, SIM_SHAPE_CURVE},
+    m_band_worn = {"worn",    "",     1.0, 0.0, 0.0, 0.0,   0.0,  0.0,   0.0,   1.0, SIM_SHAPE_CURVE};
+
 /* Register maps. deploy/sim/README.md and care-devices.md document the same
  * tables. */
 
@@ -151,6 +160,11 @@ static const struct sim_model radar_models[] = {
                           &m_sleep_stage, &m_breath_state}, 8, NULL, 0, derive_radar, true},
 };
 // clang-format on
+
+const struct sim_metric *const sim_wearable_metrics[SIM_WEAR_METRICS] = {
+    [SIM_WEAR_BATTERY] = &m_battery, [SIM_WEAR_SOS] = &m_sos,    [SIM_WEAR_FALL] = &m_fall,
+    [SIM_WEAR_WORN] = &m_band_worn,  [SIM_WEAR_HR] = &m_band_hr,
+};
 
 const struct sim_model *sim_model_find(const char *name)
 {

@@ -73,6 +73,19 @@ struct sim_model {
     bool radar;
 };
 
+/* What a care bracelet (deploy/profiles/care-band.yaml) says in its
+ * advertisements, in this order: battery %, SOS, fall and worn flags, heart
+ * rate. Scenario `set:` events on a wearable name these. */
+enum {
+    SIM_WEAR_BATTERY,
+    SIM_WEAR_SOS,
+    SIM_WEAR_FALL,
+    SIM_WEAR_WORN,
+    SIM_WEAR_HR,
+    SIM_WEAR_METRICS
+};
+extern const struct sim_metric *const sim_wearable_metrics[SIM_WEAR_METRICS];
+
 /* The model called name, or NULL. Returns a static table. */
 const struct sim_model *sim_model_find(const char *name);
 

@@ -1,8 +1,11 @@
 #include "sim_server.h"
 
+#include "err.h"
 #include "log.h"
 #include "mbcrc.h"
+#include "mqtt_link.h"
 #include "sim_frame.h"
+#include "sim_home.h"
 #include "sim_radar.h"
 #include "sim_slave.h"
 #include "util.h"
@@ -79,6 +82,11 @@ struct sim_server {
     struct pollfd *pfds;
     struct watch *watch;
     size_t pcap;
+    /* the home's MQTT devices (sim_home.h); NULL without any */
+    struct sim_home *home;
+    MQTTAsync mqtt;
+    int64_t home_next_ms; /* monotonic */
+    uint64_t mqtt_dropped;
 };
 
 static void clock_update(struct sim_server *srv)
@@ -114,9 +122,10 @@ struct sim_server *sim_server_new(const struct sim_config *cfg, const struct sim
     }
     for (size_t i = 0; i < cfg->nevents; i++) { /* sorted by time, as the slaves need */
         const struct sim_event_conf *ev = &cfg->events[i];
-        if (ev->kind == SIM_EVENT_FAULT)
+        /* the home's targets get theirs in sim_home_new() */
+        if (ev->target == SIM_TARGET_SLAVE && ev->kind == SIM_EVENT_FAULT)
             sim_slave_add_fault(srv->slaves[ev->slave], &ev->fault);
-        else
+        else if (ev->target == SIM_TARGET_SLAVE)
             sim_slave_add_set(srv->slaves[ev->slave], ev->metric, &ev->set);
         if (ev->kind == SIM_EVENT_SET && ev->set.kind == SIM_SET_PULSE) {
             srv->pulses = ch_xrealloc(srv->pulses, (srv->npulses + 1) * sizeof *srv->pulses);
@@ -126,6 +135,8 @@ struct sim_server *sim_server_new(const struct sim_config *cfg, const struct sim
             srv->pulses[j] = i;
         }
     }
+    if (sim_home_wanted(cfg))
+        srv->home = sim_home_new(cfg);
     return srv;
 }
 
@@ -234,8 +245,70 @@ static int radar_setup(struct endpoint *ep)
     return 0;
 }
 
+/* ---- MQTT (the home's devices) ---------------------------------------- */
+
+static int on_mqtt_message(void *ctx, char *topic, int tlen, MQTTAsync_message *msg)
+{
+    (void)ctx;
+    (void)tlen;
+    /* subscribes to nothing; Paho wants the callback all the same */
+    MQTTAsync_freeMessage(&msg);
+    MQTTAsync_free(topic);
+    return 1;
+}
+
+static void on_mqtt_connected(void *ctx, char *cause)
+{
+    (void)cause;
+    const struct sim_server *srv = ctx;
+    LOGI("sim", "mqtt", "connected to %s", srv->cfg->mqtt_broker);
+}
+
+static void on_mqtt_lost(void *ctx, char *cause)
+{
+    const struct sim_server *srv = ctx;
+    LOGW("sim", "mqtt", "connection to %s lost%s%s; reconnecting", srv->cfg->mqtt_broker,
+         cause ? ": " : "", cause ? cause : "");
+}
+
+/* Devices on a LAN publish at QoS 0 and drop what they cannot send: so
+ * does the simulator, counting it, rather than queueing a backlog that
+ * would arrive stale. */
+static void mqtt_publish(void *ctx, const char *topic, const void *payload, size_t len)
+{
+    struct sim_server *srv = ctx;
+    if (!MQTTAsync_isConnected(srv->mqtt)) {
+        srv->mqtt_dropped++;
+        return;
+    }
+    MQTTAsync_message m = MQTTAsync_message_initializer;
+    m.payload = (void *)(uintptr_t)payload; /* Paho copies it; its API is not const */
+    m.payloadlen = (int)len;
+    m.qos = 0;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    if (MQTTAsync_sendMessage(srv->mqtt, topic, &m, &ro) != MQTTASYNC_SUCCESS)
+        srv->mqtt_dropped++;
+}
+
 int sim_server_open(struct sim_server *srv)
 {
+    if (srv->home) {
+        char cid[160];
+        snprintf(cid, sizeof cid, "%s-%ld", srv->cfg->mqtt_client_id, (long)getpid());
+        struct mqtt_link_cbs cbs = {.ctx = srv,
+                                    .on_message = on_mqtt_message,
+                                    .on_lost = on_mqtt_lost,
+                                    .on_connected = on_mqtt_connected};
+        int rc = mqtt_link_open(srv->cfg->mqtt_broker, cid, NULL, NULL, &cbs, &srv->mqtt);
+        if (rc != 0) {
+            LOGE("sim", "mqtt", "cannot use broker %s: %s", srv->cfg->mqtt_broker, ch_strerror(rc));
+            return rc;
+        }
+        LOGI("sim", "mqtt",
+             "%zu wearables, %zu receivers, %zu Wi-Fi beds publishing to %s (connecting)",
+             srv->cfg->nwearables, srv->cfg->nreceivers, srv->cfg->nwifi_beds,
+             srv->cfg->mqtt_broker);
+    }
     for (size_t i = 0; i < srv->cfg->nendpoints; i++) {
         struct endpoint *ep = &srv->eps[i];
         int rc = ep->conf->transport == SIM_TCP   ? tcp_listen(ep)
@@ -245,6 +318,14 @@ int sim_server_open(struct sim_server *srv)
             return rc;
     }
     srv->start_wall_ms = ch_now_ms();
+    if (srv->cfg->has_start_at) {
+        /* the simulated day starts at start_at today, local time: a night
+         * scenario plays at night whatever the wall clock says */
+        int64_t off_s = (int64_t)srv->cfg->utc_offset_min * 60;
+        int64_t local_s = srv->start_wall_ms / 1000 + off_s;
+        int64_t day = local_s / 86400;
+        srv->start_wall_ms = (day * 86400 + srv->cfg->start_at_s - off_s) * 1000;
+    }
     srv->start_mono_ms = ch_mono_ms();
     clock_update(srv);
     srv->next_stats_ms = srv->mono_ms + srv->opts.stats_interval_ms;
@@ -509,37 +590,70 @@ static void rtu_retry(struct sim_server *srv, struct endpoint *ep)
 
 /* ---- loop ------------------------------------------------------------- */
 
+/* The name an event's target goes by in logs, and the metric it sets. */
+static const char *event_name(const struct sim_server *srv, const struct sim_event_conf *ev)
+{
+    const struct sim_config *c = srv->cfg;
+    switch (ev->target) {
+    case SIM_TARGET_WEARABLE:
+        return c->wearables[ev->slave].resident;
+    case SIM_TARGET_RECEIVER:
+        return c->receivers[ev->slave].id;
+    case SIM_TARGET_WIFI_BED:
+        return c->wifi_beds[ev->slave].name;
+    default:
+        return sim_slave_name(srv->slaves[ev->slave]);
+    }
+}
+
+static const struct sim_metric *event_metric(const struct sim_server *srv,
+                                             const struct sim_event_conf *ev)
+{
+    if (ev->target == SIM_TARGET_WEARABLE)
+        return sim_wearable_metrics[ev->metric];
+    if (ev->target == SIM_TARGET_WIFI_BED)
+        return sim_model_find("bed-mb")->metrics[ev->metric];
+    return sim_slave_model(srv->slaves[ev->slave])->metrics[ev->metric];
+}
+
 static void log_event(const struct sim_server *srv, const struct sim_event_conf *ev)
 {
-    const struct sim_slave *s = srv->slaves[ev->slave];
+    const char *name = event_name(srv, ev);
     double at_s = (double)ev->at_ms / 1000.0;
+    if (ev->kind == SIM_EVENT_WALK) {
+        if (ev->walk.release)
+            LOGI("sim", name, "scenario %gs: back to the daily routine", at_s);
+        else
+            LOGI("sim", name, "scenario %gs: walks to %s over %gs", at_s,
+                 srv->cfg->zones[ev->walk.to].id, (double)ev->walk.over_ms / 1000.0);
+        return;
+    }
     if (ev->kind == SIM_EVENT_FAULT) {
         if (ev->fault.fault == SIM_FAULT_EXCEPTION)
-            LOGI("sim", sim_slave_name(s), "scenario %gs: fault exception (code %u)", at_s,
+            LOGI("sim", name, "scenario %gs: fault exception (code %u)", at_s,
                  ev->fault.exception_code);
         else
-            LOGI("sim", sim_slave_name(s), "scenario %gs: fault %s", at_s,
+            LOGI("sim", name, "scenario %gs: fault %s", at_s,
                  cfg_enum_name(sim_fault_names, (int)ev->fault.fault));
         return;
     }
-    const struct sim_metric *m = sim_slave_model(s)->metrics[ev->metric];
+    const struct sim_metric *m = event_metric(srv, ev);
     const char *sp = m->unit[0] ? " " : ""; /* contacts and flags have no unit */
     switch (ev->set.kind) {
     case SIM_SET_VALUE:
-        LOGI("sim", sim_slave_name(s), "scenario %gs: %s held at %g%s%s", at_s, m->name,
-             ev->set.value, sp, m->unit);
+        LOGI("sim", name, "scenario %gs: %s held at %g%s%s", at_s, m->name, ev->set.value, sp,
+             m->unit);
         break;
     case SIM_SET_RAMP:
-        LOGI("sim", sim_slave_name(s), "scenario %gs: %s ramps to %g%s%s over %gs", at_s, m->name,
-             ev->set.value, sp, m->unit, (double)ev->set.over_ms / 1000.0);
+        LOGI("sim", name, "scenario %gs: %s ramps to %g%s%s over %gs", at_s, m->name, ev->set.value,
+             sp, m->unit, (double)ev->set.over_ms / 1000.0);
         break;
     case SIM_SET_RELEASE:
-        LOGI("sim", sim_slave_name(s), "scenario %gs: %s back on its simulated curve", at_s,
-             m->name);
+        LOGI("sim", name, "scenario %gs: %s back on its simulated curve", at_s, m->name);
         break;
     case SIM_SET_PULSE:
-        LOGI("sim", sim_slave_name(s), "scenario %gs: %s pulsed to %g%s%s for %gs", at_s, m->name,
-             ev->set.value, sp, m->unit, (double)ev->set.over_ms / 1000.0);
+        LOGI("sim", name, "scenario %gs: %s pulsed to %g%s%s for %gs", at_s, m->name, ev->set.value,
+             sp, m->unit, (double)ev->set.over_ms / 1000.0);
         break;
     }
 }
@@ -567,6 +681,16 @@ static void coils_summary(const struct sim_slave *s, char *buf, size_t n)
 
 void sim_server_log_stats(const struct sim_server *srv)
 {
+    if (srv->home) {
+        const struct sim_home_stats *st = sim_home_stats(srv->home);
+        LOGI("sim", "mqtt",
+             "stats: %s, %llu advertisements, %llu receptions, %llu messages (%llu from Wi-Fi "
+             "beds), %llu dropped while disconnected",
+             srv->mqtt && MQTTAsync_isConnected(srv->mqtt) ? "connected" : "not connected",
+             (unsigned long long)st->advs, (unsigned long long)st->heard,
+             (unsigned long long)st->messages, (unsigned long long)st->beds,
+             (unsigned long long)srv->mqtt_dropped);
+    }
     for (size_t i = 0; i < srv->cfg->nendpoints; i++) {
         const struct endpoint *ep = &srv->eps[i];
         if (ep->conf->transport == SIM_TCP) {
@@ -624,10 +748,8 @@ static int64_t tick(struct sim_server *srv)
     while (srv->next_pulse_end < srv->npulses &&
            pulse_end(cfg, srv->pulses[srv->next_pulse_end]) <= srv->at_ms) {
         const struct sim_event_conf *ev = &cfg->events[srv->pulses[srv->next_pulse_end++]];
-        const struct sim_slave *s = srv->slaves[ev->slave];
-        LOGI("sim", sim_slave_name(s), "scenario %gs: %s pulse over",
-             (double)(ev->at_ms + ev->set.over_ms) / 1000.0,
-             sim_slave_model(s)->metrics[ev->metric]->name);
+        LOGI("sim", event_name(srv, ev), "scenario %gs: %s pulse over",
+             (double)(ev->at_ms + ev->set.over_ms) / 1000.0, event_metric(srv, ev)->name);
     }
     if (srv->next_pulse_end < srv->npulses) {
         int64_t end = pulse_end(cfg, srv->pulses[srv->next_pulse_end]);
@@ -642,6 +764,13 @@ static int64_t tick(struct sim_server *srv)
         }
         if (srv->next_stats_ms - srv->mono_ms < wait)
             wait = srv->next_stats_ms - srv->mono_ms;
+    }
+    if (srv->home) {
+        if (srv->mono_ms >= srv->home_next_ms)
+            srv->home_next_ms = sim_home_step(srv->home, srv->mono_ms, srv->start_wall_ms,
+                                              srv->at_ms, mqtt_publish, srv);
+        if (srv->home_next_ms - srv->mono_ms < wait)
+            wait = srv->home_next_ms - srv->mono_ms;
     }
     for (size_t i = 0; i < cfg->nendpoints; i++) {
         struct endpoint *ep = &srv->eps[i];
@@ -765,6 +894,8 @@ void sim_server_free(struct sim_server *srv)
     }
     for (size_t i = 0; i < srv->cfg->nslaves; i++)
         sim_slave_free(srv->slaves[i]);
+    mqtt_link_close(&srv->mqtt); /* no callback runs after this */
+    sim_home_free(srv->home);
     free(srv->slaves);
     free(srv->pulses);
     free(srv->eps);

@@ -51,6 +51,11 @@ static double noise(uint64_t seed, uint64_t dev, uint64_t metric, uint64_t salt,
     return (double)(h >> 11) * 0x1.0p-52 - 1.0;
 }
 
+double sim_value_noise(uint64_t seed, uint64_t dev, uint64_t metric, uint64_t salt, int64_t k)
+{
+    return noise(seed, dev, metric, salt, k);
+}
+
 static int64_t floor_div(int64_t a, int64_t b)
 {
     int64_t q = a / b;

@@ -53,6 +53,10 @@ struct sim_bed {
 /* Stable 64-bit key of a string (FNV-1a): device names and metric names. */
 uint64_t sim_value_key(const char *s);
 
+/* Uniform noise in [-1, 1), a pure function of its arguments: what every
+ * simulated term draws from (exposed for the home's RSSI and routines). */
+double sim_value_noise(uint64_t seed, uint64_t dev, uint64_t metric, uint64_t salt, int64_t k);
+
 /* Daily shape in -1..1: -1 at 05:00, +1 at 15:00, cosine in between (a
  * 10-hour rise and a 14-hour fall), for hour in [0, 24). */
 double sim_value_daily(double hour);
