@@ -194,11 +194,26 @@ say "what an installer sees with care-edge --once:"
 "$BIN/care-edge" --once -c "$WORK/site.yaml" || true
 start care-edge "$BIN/care-edge" -c "$WORK/site.yaml"
 say "care-edge polling 9 devices; care-hub writing to InfluxDB database 'carehub'"
+
+# A day in a care home on a second gateway: 8 residents' bracelets heard by
+# BLE receivers of three makes, and Wi-Fi bed sensors, all publishing to the
+# local broker; the events of a night compressed into the first 5 minutes.
+sed -e "s#tcp://127.0.0.1:1883#tcp://127.0.0.1:$LOCAL_PORT#" \
+  "$ROOT/deploy/sim/care-day.yaml" >"$WORK/care-day.yaml"
+sed -e "s#broker: tcp://127.0.0.1:1883#broker: tcp://127.0.0.1:$MQTT_PORT#" \
+  -e "s#port: 1883#port: $LOCAL_PORT#" -e "s#dir: /tmp/carehub-demo/care-day-spool#dir: \"$WORK/care-day-spool\"#" \
+  -e "s#profiles: \[../profiles\]#profiles: [$ROOT/deploy/profiles]#" \
+  "$ROOT/deploy/sim/care-day-site.yaml" >"$WORK/care-day-site.yaml"
+"$BIN/care-edge" --check -c "$WORK/care-day-site.yaml"
+start care-sim-day "$BIN/care-sim" -c "$WORK/care-day.yaml" --scenario "$ROOT/deploy/sim/care-day-demo.yaml"
+wait_log "$WORK/care-sim-day.log" "connected to" 10
+start care-edge-day "$BIN/care-edge" -c "$WORK/care-day-site.yaml"
+say "gateway gw-day: 8 residents' bracelets and bed sensors; stairs receiver offline at 20 s, a fall at 30 s, SOS at 50 s, a bed exit at 70 s, a resident with dementia walking out at 90 s, heart rate rising at 2 min, a bracelet taken off at 2:30, a battery dying from 3 min"
 say "alarm console: http://127.0.0.1:$CONSOLE_PORT/  (user demo, password $CONSOLE_PASSWORD); SOS is pulled in room 203 at 25 s"
 if [ "$DURATION" -gt 0 ]; then say "running for $DURATION s"; else say "running until Ctrl-C"; fi
 
 # the gateway's and hub's own reports, as they happen
-tail -n +1 -F "$WORK/care-edge.log" "$WORK/care-hub.log" "$WORK/care-sim.log" 2>/dev/null \
+tail -n +1 -F "$WORK/care-edge.log" "$WORK/care-hub.log" "$WORK/care-sim.log" "$WORK/care-edge-day.log" 2>/dev/null \
   | grep --line-buffered -E ' [EW] \[|\[edge:|\[presence|\[alarm:|\[annunciator|offline|online again|rejected' &
 TAILPID=$!
 PIDS=("$TAILPID" "${PIDS[@]}")
@@ -208,7 +223,7 @@ next=$((t0 + 10))
 while [ $INTERRUPTED -eq 0 ]; do
   now=$(date +%s)
   if [ "$DURATION" -gt 0 ] && [ $((now - t0)) -ge "$DURATION" ]; then break; fi
-  for p in "$PID_care_edge" "$PID_care_hub" "$PID_care_sim"; do
+  for p in "$PID_care_edge" "$PID_care_hub" "$PID_care_sim" "$PID_care_edge_day" "$PID_care_sim_day"; do
     if ! kill -0 "$p" 2>/dev/null; then echo "demo.sh: a program stopped unexpectedly; see $WORK" >&2; KEEP=1; exit 1; fi
   done
   if [ "$now" -ge "$next" ]; then
@@ -219,8 +234,9 @@ while [ $INTERRUPTED -eq 0 ]; do
   sleep 1
 done
 
-say "stopping care-edge (it delivers what it holds, then says goodbye)"
+say "stopping the gateways (they deliver what they hold, then say goodbye)"
 stop_pid "$PID_care_edge" 15
+stop_pid "$PID_care_edge_day" 15
 sleep 2   # one hub flush interval and a margin
 stop_pid "$PID_care_hub" 15
 grep -E '\[edge:.*stopped|\[hub' "$WORK/care-edge.log" "$WORK/care-hub.log" | tail -3 || true
