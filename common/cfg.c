@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 struct cfg_file {
     struct fy_document *doc;
@@ -287,8 +288,7 @@ static void walk_value(struct walk *w, const struct cfg_key *k, struct fy_node *
             errno = 0;
             double d = text ? strtod(text, &end) : 0;
             if (!text || !*text || errno || *end || !isfinite(d)) {
-                report(w, vn ? vn : kn, "key '%s': parameter '%s' must be a number", k->key,
-                       name);
+                report(w, vn ? vn : kn, "key '%s': parameter '%s' must be a number", k->key, name);
                 continue;
             }
             struct cfg_param *cp = &((struct cfg_param *)l->items)[l->n++];
@@ -434,15 +434,94 @@ static void walk_map(struct walk *w, const struct cfg_key *table, struct fy_node
     }
 }
 
-int cfg_load(const char *path, const struct cfg_key *table, void *out, struct cfg_file **file_out)
+#define CFG_FILE_MAX (4u << 20) /* a site with thousands of devices is well under this */
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 if it is not one. */
+static size_t utf8_len(const unsigned char *p, size_t n)
 {
-    FILE *probe = fopen(path, "r");
-    if (!probe) {
+    unsigned char c = p[0];
+    size_t len = c < 0x80             ? 1
+                 : (c & 0xE0) == 0xC0 ? 2
+                 : (c & 0xF0) == 0xE0 ? 3
+                 : (c & 0xF8) == 0xF0 ? 4
+                                      : 0;
+    if (!len || len > n || (len == 2 && c < 0xC2))
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    uint32_t cp = len == 1   ? c
+                  : len == 2 ? (uint32_t)(c & 0x1F)
+                  : len == 3 ? (uint32_t)(c & 0x0F)
+                             : (uint32_t)(c & 0x07);
+    for (size_t i = 1; i < len; i++)
+        cp = cp << 6 | (p[i] & 0x3F);
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0; /* overlong, out of range, or a surrogate */
+    return len;
+}
+
+/* Checks the file before libfyaml sees it: its size, and that it is UTF-8
+ * (YAML's encoding; libfyaml 0.8 can loop forever on invalid UTF-8 inside
+ * a directive, found by fuzzing). Returns 0, or CH_ECONFIG / -errno after
+ * reporting file:line:column. */
+static int precheck(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
         int e = errno;
         fprintf(stderr, "%s: cannot open: %s\n", path, strerror(e));
         return -e;
     }
-    fclose(probe);
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && !S_ISREG(st.st_mode)) {
+        fclose(f); /* a pipe or device: reading it here would consume it */
+        return 0;
+    }
+    if (fstat(fileno(f), &st) != 0 || st.st_size < 0 || st.st_size > (off_t)CFG_FILE_MAX) {
+        fclose(f);
+        fprintf(stderr, "%s: error: larger than %u bytes: not a configuration file\n", path,
+                CFG_FILE_MAX);
+        return CH_ECONFIG;
+    }
+    size_t cap = (size_t)st.st_size + 1;
+    unsigned char *buf = ch_xmalloc(cap);
+    size_t n = fread(buf, 1, cap, f);
+    int err = ferror(f);
+    fclose(f);
+    int rc = 0;
+    if (err) {
+        fprintf(stderr, "%s: cannot read\n", path);
+        rc = -EIO;
+    } else {
+        size_t line = 1, col = 1;
+        for (size_t i = 0; i < n;) {
+            size_t l = utf8_len(buf + i, n - i);
+            if (!l || buf[i] == 0) {
+                fprintf(stderr, "%s:%zu:%zu: error: not UTF-8 text (byte 0x%02x)\n", path, line,
+                        col, buf[i]);
+                rc = CH_ECONFIG;
+                break;
+            }
+            if (buf[i] == '\n') {
+                line++;
+                col = 1;
+            } else {
+                col++;
+            }
+            i += l;
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+int cfg_load(const char *path, const struct cfg_key *table, void *out, struct cfg_file **file_out)
+{
+    int pre = precheck(path);
+    if (pre != 0)
+        return pre;
 
     struct fy_parse_cfg pcfg = {.flags = FYPCF_DEFAULT_PARSE};
     struct fy_document *doc = fy_document_build_from_file(&pcfg, path);

@@ -31,7 +31,8 @@ if [ $sanitize -eq 1 ]; then
   export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0
   run_suite build-asan -DCAREHUB_SANITIZE=ON
   # every fuzz target under libFuzzer (with ASan+UBSan), a bounded number of
-  # runs from its corpus: the corpora replay in ctest, this mutates them
+  # runs from its corpus: the corpora replay in ctest, this mutates them; an
+  # input that takes over 10 s is a hang, and fails the run
   echo "==> fuzz targets, 20000 runs each"
   targets=$(sed -n 's/^targets=\${\*:-\(.*\)}$/\1/p' tests/fuzz/run.sh)
   CC=clang cmake -S . -B build-fuzz -DCAREHUB_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -40,7 +41,7 @@ if [ $sanitize -eq 1 ]; then
   for t in $targets; do
     work=$(mktemp -d)
     cp tests/fuzz/corpus/"${t#fuzz_}"/* "$work"/
-    if ! build-fuzz/bin/"$t" -runs=20000 -max_len=8192 "$work" >"$work.log" 2>&1; then
+    if ! build-fuzz/bin/"$t" -runs=20000 -max_len=8192 -timeout=10 "$work" >"$work.log" 2>&1; then
       tail -40 "$work.log"
       echo "==> $t failed" >&2
       exit 1

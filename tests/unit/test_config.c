@@ -103,6 +103,7 @@ static void test_bad_configs(void **state)
          "bad-console-nousers.yaml:33:", "key 'users': an enabled console needs at least one user"},
         {"bad-params.yaml",
          "bad-params.yaml:35:", "key 'params': parameter 'limit' must be a number"},
+        {"bad-utf8.yaml", "bad-utf8.yaml:2:15:", "error: not UTF-8 text (byte 0xff)"},
         {"bad-disable.yaml",
          "bad-disable.yaml:33:", "key 'disable_rules': no rule pack has a rule 'no-such-rule'"},
     };
