@@ -115,7 +115,7 @@ static int on_message(void *ctx, char *topic, int tlen, MQTTAsync_message *msg)
 {
     (void)tlen;
     struct bl_bus *b = ctx;
-    b->messages++;
+    __atomic_add_fetch(&b->messages, 1, __ATOMIC_RELAXED);
     /* rejections are counted by reason in the table's stats */
     ble_table_ingest(b->table, (enum ble_rx_format)b->cfg->format, topic, msg->payload,
                      (size_t)msg->payloadlen, ch_mono_ms());
