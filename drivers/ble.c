@@ -30,6 +30,7 @@
 #include "driver.h"
 #include "err.h"
 #include "log.h"
+#include "push_registry.h"
 #include "mqtt_link.h"
 #include "util.h"
 
@@ -44,8 +45,7 @@
 #define MOD "ble"
 
 struct bl_dev {
-    const struct device_cfg *cfg;
-    const struct bus_cfg *bus;
+    struct push_dev reg; /* first: the registry's links */
     uint8_t mac[6];
     /* scheduler thread only */
     int64_t sent_reading_ms; /* last decoded reading already returned */
@@ -53,7 +53,6 @@ struct bl_dev {
     bool in_range;
     int zone;
     bool zone_exit;
-    struct bl_dev *next;
 };
 
 struct bl_bus {
@@ -65,8 +64,7 @@ struct bl_bus {
     uint64_t messages;
 };
 
-static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct bl_dev *registry;
+static struct push_registry reg = PUSH_REGISTRY_INIT;
 
 static int bl_prepare(const struct bus_cfg *bus, const struct device_cfg *dev, void **dev_ctx)
 {
@@ -84,13 +82,10 @@ static int bl_prepare(const struct bus_cfg *bus, const struct device_cfg *dev, v
         free(d);
         return CH_ECONFIG;
     }
-    d->cfg = dev;
-    d->bus = bus;
+    d->reg.cfg = dev;
+    d->reg.bus = bus;
     d->zone = -1;
-    pthread_mutex_lock(&reg_lock);
-    d->next = registry;
-    registry = d;
-    pthread_mutex_unlock(&reg_lock);
+    push_registry_add(&reg, &d->reg);
     *dev_ctx = d;
     return 0;
 }
@@ -100,14 +95,7 @@ static void bl_release(void *dev_ctx)
     struct bl_dev *d = dev_ctx;
     if (!d)
         return;
-    pthread_mutex_lock(&reg_lock);
-    for (struct bl_dev **pp = &registry; *pp; pp = &(*pp)->next) {
-        if (*pp == d) {
-            *pp = d->next;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&reg_lock);
+    push_registry_remove(&reg, &d->reg);
     free(d);
 }
 
@@ -166,15 +154,16 @@ static int bl_open(const struct bus_cfg *bus, void **bus_ctx)
     struct ble_table_opts o = {.out_of_range_ms = bus->out_of_range_ms,
                                .battery_low = bus->battery_low};
     b->table = ble_table_new(&o, b->zones);
-    pthread_mutex_lock(&reg_lock);
-    for (struct bl_dev *d = registry; d; d = d->next) {
-        if (d->bus != bus)
+    pthread_mutex_lock(&reg.lock);
+    for (struct push_dev *pd = reg.head; pd; pd = pd->next) {
+        if (pd->bus != bus)
             continue;
-        int rc = ble_table_add(b->table, d->cfg->id, d->mac, &d->cfg->prof->ble);
+        int rc =
+            ble_table_add(b->table, pd->cfg->id, ((struct bl_dev *)pd)->mac, &pd->cfg->prof->ble);
         if (rc != 0)
-            LOGE(MOD, d->cfg->id, "cannot track it: %s (the same MAC twice?)", ch_strerror(rc));
+            LOGE(MOD, pd->cfg->id, "cannot track it: %s (the same MAC twice?)", ch_strerror(rc));
     }
-    pthread_mutex_unlock(&reg_lock);
+    pthread_mutex_unlock(&reg.lock);
     char uri[300], cid[200];
     snprintf(uri, sizeof uri, "tcp://%s:%lld", bus->host, (long long)bus->port);
     snprintf(cid, sizeof cid, "carehub-edge-%s-%ld", bus->id, (long)getpid());

@@ -21,6 +21,7 @@
 #include "driver.h"
 #include "err.h"
 #include "log.h"
+#include "push_registry.h"
 #include "mqtt_link.h"
 #include "util.h"
 
@@ -39,16 +40,14 @@
 #define PAYLOAD_MAX      65536
 
 struct mj_dev {
-    const struct device_cfg *cfg;
-    const struct bus_cfg *bus;
-    /* guarded by reg_lock */
+    struct push_dev reg; /* first: the registry's links */
+    /* guarded by the registry's lock */
     bool fresh;         /* a good message arrived since the last poll */
     int64_t last_ms;    /* wall time of the last good message; 0 none */
     int64_t since_mono; /* when we began to wait for data */
     double *values;
     bool *have;
     uint64_t rejected;
-    struct mj_dev *next;
 };
 
 struct mj_bus {
@@ -57,8 +56,7 @@ struct mj_bus {
 };
 
 /* Every prepared device; Paho's threads look devices up here by topic. */
-static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct mj_dev *registry;
+static struct push_registry reg = PUSH_REGISTRY_INIT;
 
 static int mj_prepare(const struct bus_cfg *bus, const struct device_cfg *dev, void **dev_ctx)
 {
@@ -75,15 +73,12 @@ static int mj_prepare(const struct bus_cfg *bus, const struct device_cfg *dev, v
         return CH_ECONFIG;
     }
     struct mj_dev *d = ch_xcalloc(1, sizeof *d);
-    d->cfg = dev;
-    d->bus = bus;
+    d->reg.cfg = dev;
+    d->reg.bus = bus;
     d->values = ch_xcalloc(p->metrics.n + 1, sizeof *d->values);
     d->have = ch_xcalloc(p->metrics.n + 1, sizeof *d->have);
     d->since_mono = ch_mono_ms();
-    pthread_mutex_lock(&reg_lock);
-    d->next = registry;
-    registry = d;
-    pthread_mutex_unlock(&reg_lock);
+    push_registry_add(&reg, &d->reg);
     *dev_ctx = d;
     return 0;
 }
@@ -93,14 +88,7 @@ static void mj_release(void *dev_ctx)
     struct mj_dev *d = dev_ctx;
     if (!d)
         return;
-    pthread_mutex_lock(&reg_lock);
-    for (struct mj_dev **pp = &registry; *pp; pp = &(*pp)->next) {
-        if (*pp == d) {
-            *pp = d->next;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&reg_lock);
+    push_registry_remove(&reg, &d->reg);
     free(d->values);
     free(d->have);
     free(d);
@@ -137,7 +125,7 @@ static const char *apply(struct mj_dev *d, const char *payload, size_t len, char
         snprintf(why, n, "not JSON: %.100s", je.text);
         return why;
     }
-    const struct profile *p = d->cfg->prof;
+    const struct profile *p = d->reg.cfg->prof;
     size_t found = 0;
     for (size_t i = 0; i < p->metrics.n; i++) {
         const struct metric_def *m = PROFILE_METRIC(p, i);
@@ -169,12 +157,13 @@ static int on_message(void *ctx, char *topic, int tlen, MQTTAsync_message *msg)
 {
     (void)tlen;
     struct mj_bus *b = ctx;
-    pthread_mutex_lock(&reg_lock);
-    for (struct mj_dev *d = registry; d; d = d->next) {
-        if (d->bus != b->cfg || strcmp(d->cfg->topic, topic) != 0)
+    pthread_mutex_lock(&reg.lock);
+    for (struct push_dev *pd = reg.head; pd; pd = pd->next) {
+        struct mj_dev *d = (struct mj_dev *)pd;
+        if (d->reg.bus != b->cfg || strcmp(d->reg.cfg->topic, topic) != 0)
             continue;
         char why[160];
-        const struct profile *p = d->cfg->prof;
+        const struct profile *p = d->reg.cfg->prof;
         bool *had = ch_xcalloc(p->metrics.n + 1, sizeof *had);
         memcpy(had, d->have, p->metrics.n * sizeof *had);
         memset(d->have, 0, p->metrics.n * sizeof *d->have);
@@ -183,9 +172,9 @@ static int on_message(void *ctx, char *topic, int tlen, MQTTAsync_message *msg)
             memcpy(d->have, had, p->metrics.n * sizeof *had); /* the last good values stay */
             d->rejected++;
             uint64_t nbad = d->rejected;
-            pthread_mutex_unlock(&reg_lock);
+            pthread_mutex_unlock(&reg.lock);
             if (nbad == 1 || nbad % 100 == 0)
-                LOGW(MOD, d->cfg->id, "message on %s rejected (%llu so far): %s", topic,
+                LOGW(MOD, d->reg.cfg->id, "message on %s rejected (%llu so far): %s", topic,
                      (unsigned long long)nbad, bad);
             free(had);
             goto out;
@@ -194,7 +183,7 @@ static int on_message(void *ctx, char *topic, int tlen, MQTTAsync_message *msg)
         d->fresh = true;
         d->last_ms = ch_now_ms();
     }
-    pthread_mutex_unlock(&reg_lock);
+    pthread_mutex_unlock(&reg.lock);
 out:
     MQTTAsync_freeMessage(&msg);
     MQTTAsync_free(topic);
@@ -206,17 +195,18 @@ static void on_connected(void *ctx, char *cause)
     (void)cause;
     struct mj_bus *b = ctx;
     LOGI(MOD, b->cfg->id, "connected to %s:%lld", b->cfg->host, (long long)b->cfg->port);
-    pthread_mutex_lock(&reg_lock);
-    for (struct mj_dev *d = registry; d; d = d->next) {
-        if (d->bus != b->cfg)
+    pthread_mutex_lock(&reg.lock);
+    for (struct push_dev *pd = reg.head; pd; pd = pd->next) {
+        struct mj_dev *d = (struct mj_dev *)pd;
+        if (d->reg.bus != b->cfg)
             continue;
         MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-        int rc = MQTTAsync_subscribe(b->client, d->cfg->topic, 1, &ro);
+        int rc = MQTTAsync_subscribe(b->client, d->reg.cfg->topic, 1, &ro);
         if (rc != MQTTASYNC_SUCCESS)
-            LOGW(MOD, d->cfg->id, "cannot subscribe to %s: %s", d->cfg->topic,
+            LOGW(MOD, d->reg.cfg->id, "cannot subscribe to %s: %s", d->reg.cfg->topic,
                  MQTTAsync_strerror(rc));
     }
-    pthread_mutex_unlock(&reg_lock);
+    pthread_mutex_unlock(&reg.lock);
 }
 
 static void on_lost(void *ctx, char *cause)
@@ -241,11 +231,11 @@ static int mj_open(const struct bus_cfg *bus, void **bus_ctx)
         return rc;
     }
     /* the silence clock of every device starts now */
-    pthread_mutex_lock(&reg_lock);
-    for (struct mj_dev *d = registry; d; d = d->next)
-        if (d->bus == bus)
-            d->since_mono = ch_mono_ms();
-    pthread_mutex_unlock(&reg_lock);
+    pthread_mutex_lock(&reg.lock);
+    for (struct push_dev *pd = reg.head; pd; pd = pd->next)
+        if (pd->bus == bus)
+            ((struct mj_dev *)pd)->since_mono = ch_mono_ms();
+    pthread_mutex_unlock(&reg.lock);
     *bus_ctx = b;
     return 0;
 }
@@ -266,11 +256,11 @@ static int mj_poll(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx,
     struct mj_dev *d = dev_ctx;
     const struct profile *p = dev->prof;
     int64_t silent_ms = SILENT_INTERVALS * dev->interval_ms;
-    pthread_mutex_lock(&reg_lock);
+    pthread_mutex_lock(&reg.lock);
     if (!d->fresh) {
         bool silent = d->last_ms ? ch_now_ms() - d->last_ms > silent_ms
                                  : ch_mono_ms() - d->since_mono > silent_ms;
-        pthread_mutex_unlock(&reg_lock);
+        pthread_mutex_unlock(&reg.lock);
         return silent ? CH_ETIMEOUT : CH_ENODATA;
     }
     out->metrics = ch_xcalloc(p->metrics.n + 1, sizeof *out->metrics);
@@ -287,7 +277,7 @@ static int mj_poll(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx,
     out->ts_ms = d->last_ms;
     out->quality = CH_Q_GOOD;
     d->fresh = false;
-    pthread_mutex_unlock(&reg_lock);
+    pthread_mutex_unlock(&reg.lock);
     stats->requests++; /* one message taken */
     return 0;
 }
