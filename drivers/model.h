@@ -74,6 +74,7 @@ struct uplink_cfg {
     int64_t batch_max; /* readings per telemetry message */
     int64_t batch_interval_ms;
     int64_t max_inflight; /* telemetry messages awaiting PUBACK */
+    int64_t reconnect_max_ms; /* cap of the doubling delay between connection attempts */
 };
 
 /* The gateway's store and forward spool (common/spool.h). */

@@ -132,6 +132,7 @@ static const struct cfg_key uplink_keys[] = {
     {.key = "batch_max",      .type = CFG_INT,      .offset = U(batch_max), .def = "500", .min = 1, .max = 10000},
     {.key = "batch_interval", .type = CFG_DURATION, .offset = U(batch_interval_ms), .def = "1s", .min = 10, .max = 600000},
     {.key = "max_inflight",   .type = CFG_INT,      .offset = U(max_inflight), .def = "20", .min = 1, .max = 1000},
+    {.key = "reconnect_max",  .type = CFG_DURATION, .offset = U(reconnect_max_ms), .def = "30s", .min = 1000, .max = 3600000},
     CFG_END,
 };
 #undef U

@@ -240,10 +240,11 @@ static void on_connect_failure(void *ctx, MQTTAsync_failureData *resp)
     u->connecting = false;
     u->connect_fails++;
     int64_t delay = 1000;
-    for (unsigned i = 1; i < u->connect_fails && delay < 30000; i++)
+    int64_t cap = u->cfg->uplink.reconnect_max_ms;
+    for (unsigned i = 1; i < u->connect_fails && delay < cap; i++)
         delay *= 2;
-    if (delay > 30000)
-        delay = 30000;
+    if (delay > cap)
+        delay = cap;
     u->next_connect_ms = ch_mono_ms() + delay;
     unsigned fails = u->connect_fails;
     pthread_cond_broadcast(&u->cond);
