@@ -501,8 +501,9 @@ static bool seg_unconfirmed(const struct seg *g)
     return false;
 }
 
-/* Evicts one of the lane's segments holding bytes: the oldest whose records
- * were never handed out unacknowledged, else the oldest. Its unacknowledged
+/* Evicts one of the lane's segments holding bytes. Alerts: the oldest.
+ * Telemetry: the oldest (not being written) whose records were never handed
+ * out unacknowledged, else the oldest. Its unacknowledged
  * records are dropped, logged and counted. Preferring records that were
  * never sent keeps the count exact: a record sent once may have arrived (its
  * acknowledgement lost with the connection), and evicting it would count as
@@ -516,7 +517,11 @@ static void lane_evict_oldest(struct spool *s, struct lane *l, const char *why)
             continue;
         if (first == l->nsegs)
             first = k;
-        if (!seg_unconfirmed(l->segs[k])) {
+        /* never the segment being written, unless it is the oldest: its ids
+         * are the lane's newest, and after a power cut they would be
+         * handed out again if nothing newer were left on disk */
+        if (l->which != SPOOL_TELEMETRY ||
+            (l->segs[k] != l->active && !seg_unconfirmed(l->segs[k]))) {
             i = k;
             break;
         }
