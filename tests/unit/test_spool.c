@@ -638,6 +638,21 @@ static void test_eviction_order(void **state)
     free(dir);
 }
 
+/* Appends telemetry records of len bytes until the bound evicts something;
+ * returns what was logged meanwhile, *st the counters after. */
+static char *append_until_drop(struct spool *s, const uint8_t *buf, size_t len, uint64_t *id,
+                               struct spool_stats *st)
+{
+    spool_stats(s, st);
+    uint64_t before = st->lane[SPOOL_TELEMETRY].dropped_records;
+    capture_start();
+    do {
+        assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 2, buf, len, id), 0);
+        spool_stats(s, st);
+    } while (st->lane[SPOOL_TELEMETRY].dropped_records == before);
+    return capture_stop();
+}
+
 /* Records handed to the reader and not acknowledged may already be at the
  * receiver: eviction passes over their segment while another can go, so the
  * dropped count is exactly what never left. */
@@ -656,14 +671,9 @@ static void test_eviction_spares_unconfirmed(void **state)
         assert_int_equal(spool_next(s, SPOOL_TELEMETRY, after, &r), 1);
         after = r.id;
     }
-    capture_start();
     struct spool_stats st;
     uint64_t id = 14;
-    do {
-        assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 2, buf, sizeof buf, &id), 0);
-        spool_stats(s, &st);
-    } while (st.lane[SPOOL_TELEMETRY].dropped_records == 0);
-    char *log = capture_stop();
+    char *log = append_until_drop(s, buf, sizeof buf, &id, &st);
     assert_true(strstr(log, "dropped 7 telemetry records (ids 8..14, 7000 bytes)") != NULL);
     free(log);
     /* the held segment is still there, from its first record */
@@ -672,13 +682,7 @@ static void test_eviction_spares_unconfirmed(void **state)
     /* once acknowledged, the rest of that segment is the oldest to go */
     for (uint64_t k = 1; k <= 3; k++)
         assert_int_equal(spool_ack(s, SPOOL_TELEMETRY, k), 0);
-    capture_start();
-    uint64_t before = st.lane[SPOOL_TELEMETRY].dropped_records;
-    do {
-        assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 2, buf, sizeof buf, &id), 0);
-        spool_stats(s, &st);
-    } while (st.lane[SPOOL_TELEMETRY].dropped_records == before);
-    log = capture_stop();
+    log = append_until_drop(s, buf, sizeof buf, &id, &st);
     assert_true(strstr(log, "dropped 4 telemetry records (ids 4..7, 4000 bytes)") != NULL);
     free(log);
     assert_int_equal(st.lane[SPOOL_TELEMETRY].acked_records, 3);
@@ -692,14 +696,7 @@ static void test_eviction_spares_unconfirmed(void **state)
     after = 0;
     while (spool_next(s, SPOOL_TELEMETRY, after, &r) == 1)
         after = r.id;
-    capture_start();
-    before = st.lane[SPOOL_TELEMETRY].dropped_records;
-    assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 2, buf, sizeof buf, &id), 0);
-    do {
-        assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 2, buf, sizeof buf, &id), 0);
-        spool_stats(s, &st);
-    } while (st.lane[SPOOL_TELEMETRY].dropped_records == before);
-    log = capture_stop();
+    log = append_until_drop(s, buf, sizeof buf, &id, &st);
     assert_true(strstr(log, "dropped 7 telemetry records (ids 15..21, 7000 bytes)") != NULL);
     free(log);
     spool_close(s);
