@@ -2,22 +2,17 @@
  *
  * Threads. libmicrohttpd runs one thread per connection
  * (MHD_USE_THREAD_PER_CONNECTION) under an internal polling thread. That is
- * what makes Server-Sent Events simple here: an event stream's content
- * reader blocks on k->cond (with a timeout that produces the keepalive
- * comment) until console_publish() has queued something for it. The
+ * what makes Server-Sent Events simple here (common/httpd.h): an event
+ * stream's content reader blocks until console_publish() has queued
+ * something for it. The
  * connection limit allows each of max_clients phones its stream and one
  * connection for ordinary requests, plus headroom, so a full house of
  * phones cannot lock the API (and the acknowledge button) out.
  *
  * Slow clients. console_publish() never waits for a client: each stream has
- * a bounded queue of pending transitions. When a client's queue is full the
- * client is marked behind, its queue dropped and its socket shut down; its
- * thread wakes (from our condition variable or from the kernel), the stream
- * ends, and the browser's EventSource reconnects and starts with a fresh
- * snapshot. So a stalled phone costs one queue of memory, never a delay for
- * the others. shutdown(2) on the socket is safe because a client is in
- * k->clients exactly until libmicrohttpd destroys its response, which it
- * does before it closes the socket: the descriptor cannot have been reused.
+ * a bounded queue; a client too far behind is disconnected, and the
+ * browser's EventSource reconnects and starts with a fresh snapshot
+ * (struct ch_sse, common/httpd.h).
  *
  * Sessions. A login creates a 256-bit random id (getrandom) kept in a fixed
  * table with an absolute expiry; the browser holds it in an HttpOnly,
@@ -39,6 +34,7 @@
 
 #include "console/assets.h"
 #include "err.h"
+#include "httpd.h"
 #include "log.h"
 #include "util.h"
 
@@ -68,10 +64,7 @@
 #define THROTTLE_USER_MAX  5     /* failures for one user from one address */
 #define THROTTLE_ADDR_MAX  20    /* failures from one address, any users */
 #define THROTTLE_BLOCK_MS  60000 /* how long a throttled login waits */
-#define SSE_QUEUE          256   /* transitions a stream may lag behind */
 #define SSE_KEEPALIVE_MS   15000 /* comment line on an idle stream */
-#define SSE_RETRY_MS       3000  /* EventSource reconnect delay */
-#define SSE_BLOCK          16384 /* buffer libmicrohttpd gives the reader */
 #define CONN_HEADROOM      16    /* connections beyond max_clients streams */
 #define CONN_TIMEOUT_S     45    /* idle connection closed (> keepalive) */
 #define SHELVE_MINUTES_MAX (CH_SHELVE_MAX_MS / 60000)
@@ -93,19 +86,6 @@ struct throttle {
     int64_t last;
 };
 
-struct sse_client {
-    struct console *k;
-    struct sse_client *prev, *next;
-    int fd;
-    char *queue[SSE_QUEUE]; /* formatted events, owned */
-    size_t head, n;
-    bool behind; /* queue overflowed: the stream ends */
-    char *cur;   /* event being written, owned */
-    size_t cur_len, cur_off;
-    char user[CH_ID_MAX];
-    char addr[INET6_ADDRSTRLEN];
-};
-
 struct console {
     const struct site_config *cfg;
     struct console_ops ops;
@@ -113,11 +93,8 @@ struct console {
     uint16_t port;
     const char *dummy_hash; /* checked for unknown users: same time as a real one */
 
+    struct ch_sse sse;  /* the event streams */
     pthread_mutex_t mu; /* everything below */
-    pthread_cond_t cond;
-    bool stopping;
-    struct sse_client *clients;
-    size_t n_clients;
     struct session sessions[SESSIONS_MAX];
     struct throttle throttle[THROTTLE_SLOTS];
 };
@@ -253,59 +230,7 @@ static char *active_json(struct console *k)
 
 /* One SSE event. data is JSON; compact JSON has no line breaks, but should
  * one appear, each line becomes its own "data:" line as SSE requires. */
-static char *sse_event(const char *event, const char *data)
-{
-    struct buf b = {0};
-    buf_printf(&b, "event: %s\n", event);
-    const char *p = data;
-    for (;;) {
-        const char *nl = strchr(p, '\n');
-        buf_puts(&b, "data: ");
-        buf_add(&b, p, nl ? (size_t)(nl - p) : strlen(p));
-        buf_puts(&b, "\n");
-        if (!nl)
-            break;
-        p = nl + 1;
-    }
-    buf_puts(&b, "\n");
-    return b.p;
-}
-
 /* ---- responses ---------------------------------------------------------- */
-
-static void add_security_headers(struct MHD_Response *r, bool api)
-{
-    /* Everything is served from here; nothing inline, nothing external. */
-    MHD_add_response_header(r, "Content-Security-Policy",
-                            "default-src 'self'; base-uri 'none'; form-action 'self'; "
-                            "frame-ancestors 'none'; object-src 'none'");
-    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
-    MHD_add_response_header(r, "X-Frame-Options", "DENY");
-    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
-    if (api)
-        MHD_add_response_header(r, "Cache-Control", "no-store");
-}
-
-/* Sends body (taken, malloc'ed) as JSON. hdr/val: one extra header, or NULL. */
-static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, char *body,
-                                 const char *hdr, const char *val)
-{
-    if (!body)
-        body = ch_xstrdup("{\"error\":\"out of memory\"}");
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(body);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, "Content-Type", "application/json; charset=utf-8");
-    add_security_headers(r, true);
-    if (hdr)
-        MHD_add_response_header(r, hdr, val);
-    enum MHD_Result ret = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ret;
-}
 
 /* Sends a jansson object (reference stolen). */
 static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json_t *o,
@@ -313,7 +238,7 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json
 {
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
-    return send_body(c, status, s, hdr, val);
+    return ch_http_send_body(c, status, s, hdr, val);
 }
 
 static enum MHD_Result send_error_hdr(struct MHD_Connection *c, unsigned status, const char *msg,
@@ -361,7 +286,7 @@ static enum MHD_Result serve_asset(struct MHD_Connection *c, const char *url, co
     /* Revalidate every time (cheap with the ETag): after a software update
      * a carer's phone must not keep running yesterday's page. */
     MHD_add_response_header(r, "Cache-Control", "no-cache");
-    add_security_headers(r, false);
+    ch_http_security_headers(r, false);
     enum MHD_Result ret = MHD_queue_response(c, fresh ? MHD_HTTP_NOT_MODIFIED : MHD_HTTP_OK, r);
     MHD_destroy_response(r);
     return ret;
@@ -564,22 +489,6 @@ static size_t session_count(struct console *k)
     return n;
 }
 
-static void client_addr(struct MHD_Connection *c, char *out, size_t n)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    snprintf(out, n, "?");
-    if (!ci || !ci->client_addr)
-        return;
-    const struct sockaddr *sa = ci->client_addr;
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
-                  (socklen_t)n);
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
-                  (socklen_t)n);
-}
-
 /* Who is asking: a session cookie, or HTTP Basic credentials. Returns 0, or
  * the HTTP status to answer with after queueing the answer's text in msg. */
 static unsigned authenticate(struct console *k, struct MHD_Connection *c, const char *addr,
@@ -780,7 +689,7 @@ static enum MHD_Result h_history(struct console *k, struct MHD_Connection *c)
     buf_printf(&b, ",\"hours\":%lld,\"since_ms\":%lld,\"server_ms\":%lld}", (long long)hours,
                (long long)since, (long long)now);
     free(a);
-    return send_body(c, MHD_HTTP_OK, b.p, NULL, NULL);
+    return ch_http_send_body(c, MHD_HTTP_OK, b.p, NULL, NULL);
 }
 
 static enum MHD_Result h_status(struct console *k, struct MHD_Connection *c)
@@ -793,7 +702,7 @@ static enum MHD_Result h_status(struct console *k, struct MHD_Connection *c)
         free(s);
     }
     pthread_mutex_lock(&k->mu);
-    size_t clients = k->n_clients;
+    size_t clients = ch_sse_clients(&k->sse);
     pthread_mutex_unlock(&k->mu);
     json_t *o = json_pack(
         "{s:s,s:s,s:s,s:I,s:o,s:{s:I,s:I,s:I}}", "site", k->cfg->site ? k->cfg->site : "",
@@ -869,130 +778,24 @@ static enum MHD_Result h_command(struct console *k, struct MHD_Connection *c, co
 
 /* ---- Server-Sent Events ---------------------------------------------------- */
 
-static void client_drop_queue(struct sse_client *cl)
+static char *snapshot_event(void *arg)
 {
-    for (size_t i = 0; i < cl->n; i++)
-        free(cl->queue[(cl->head + i) % SSE_QUEUE]);
-    cl->n = 0;
+    char *snap = active_json(arg);
+    char *ev = ch_sse_format("snapshot", snap);
+    free(snap);
+    return ev;
 }
 
-/* Called on the stream's own connection thread whenever libmicrohttpd can
- * send more. Blocks until there is something to send: an event, the
- * keepalive comment, or the end of the stream. */
-static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
+static enum MHD_Result streams_full(struct MHD_Connection *c)
 {
-    struct sse_client *cl = cls;
-    struct console *k = cl->k;
-    (void)pos;
-    if (!cl->cur) {
-        int64_t deadline = ch_mono_ms() + SSE_KEEPALIVE_MS;
-        pthread_mutex_lock(&k->mu);
-        while (!k->stopping && !cl->behind && cl->n == 0 && ch_mono_ms() < deadline)
-            ch_cond_wait_until(&k->cond, &k->mu, deadline);
-        bool stop = k->stopping, behind = cl->behind;
-        if (!stop && !behind && cl->n > 0) {
-            cl->cur = cl->queue[cl->head];
-            cl->head = (cl->head + 1) % SSE_QUEUE;
-            cl->n--;
-        }
-        pthread_mutex_unlock(&k->mu);
-        if (stop)
-            return MHD_CONTENT_READER_END_OF_STREAM;
-        if (behind) /* an error, not a clean end: the browser reconnects */
-            return MHD_CONTENT_READER_END_WITH_ERROR;
-        if (!cl->cur)
-            cl->cur = ch_xstrdup(": keepalive\n\n");
-        cl->cur_len = strlen(cl->cur);
-        cl->cur_off = 0;
-    }
-    size_t n = cl->cur_len - cl->cur_off;
-    if (n > max)
-        n = max;
-    memcpy(out, cl->cur + cl->cur_off, n);
-    cl->cur_off += n;
-    if (cl->cur_off == cl->cur_len) {
-        free(cl->cur);
-        cl->cur = NULL;
-    }
-    return (ssize_t)n;
-}
-
-/* The response is destroyed: the stream is over, the socket still open. */
-static void sse_free(void *cls)
-{
-    struct sse_client *cl = cls;
-    struct console *k = cl->k;
-    pthread_mutex_lock(&k->mu);
-    if (cl->prev)
-        cl->prev->next = cl->next;
-    else if (k->clients == cl)
-        k->clients = cl->next;
-    if (cl->next)
-        cl->next->prev = cl->prev;
-    k->n_clients--;
-    client_drop_queue(cl);
-    pthread_mutex_unlock(&k->mu);
-    LOGD(MOD, cl->addr, "event stream of '%s' closed", cl->user);
-    free(cl->cur);
-    free(cl);
+    return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "too many live clients");
 }
 
 static enum MHD_Result h_events(struct console *k, struct MHD_Connection *c, const char *addr,
                                 const struct who *w)
 {
-    struct sse_client *cl = ch_xcalloc(1, sizeof *cl);
-    cl->k = k;
-    cl->fd = -1;
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (ci)
-        cl->fd = ci->connect_fd;
-    ch_strlcpy(cl->user, user_at(k, w->user)->name, sizeof cl->user);
-    ch_strlcpy(cl->addr, addr, sizeof cl->addr);
-
-    /* Registered before the snapshot is taken, so no transition can fall
-     * between the two; one that lands in both is applied twice by the page,
-     * which is harmless (a transition carries the alarm's whole state). */
-    pthread_mutex_lock(&k->mu);
-    bool full = k->n_clients >= (size_t)k->cfg->console.max_clients;
-    if (!full && !k->stopping) {
-        cl->next = k->clients;
-        if (k->clients)
-            k->clients->prev = cl;
-        k->clients = cl;
-        k->n_clients++;
-    }
-    bool stopping = k->stopping;
-    pthread_mutex_unlock(&k->mu);
-    if (full || stopping) {
-        free(cl);
-        LOGW(MOD, addr, "event stream refused: %s", full ? "max_clients reached" : "stopping");
-        return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "too many live clients");
-    }
-
-    char *snap = active_json(k);
-    char *ev = sse_event("snapshot", snap);
-    free(snap);
-    struct buf b = {0};
-    buf_printf(&b, "retry: %d\n\n", SSE_RETRY_MS);
-    buf_puts(&b, ev);
-    free(ev);
-    cl->cur = b.p;
-    cl->cur_len = b.len;
-
-    struct MHD_Response *r =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK, sse_read, cl, sse_free);
-    if (!r) {
-        sse_free(cl);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, "Content-Type", "text/event-stream; charset=utf-8");
-    add_security_headers(r, true);
-    MHD_add_response_header(r, "X-Accel-Buffering", "no");
-    LOGD(MOD, addr, "event stream of '%s' opened", cl->user);
-    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    return ret;
+    return ch_sse_open(&k->sse, c, snapshot_event, k, NULL, user_at(k, w->user)->name, addr,
+                       streams_full);
 }
 
 void console_publish(struct console *k, const struct ch_alert *t)
@@ -1004,37 +807,15 @@ void console_publish(struct console *k, const struct ch_alert *t)
         LOGW(MOD, NULL, "transition of alarm '%s' cannot be encoded; not shown", t->alarm_id);
         return;
     }
-    char *ev = sse_event("alert", json);
+    char *ev = ch_sse_format("alert", json);
     free(json);
-    pthread_mutex_lock(&k->mu);
-    for (struct sse_client *cl = k->clients; cl; cl = cl->next) {
-        if (cl->behind)
-            continue;
-        if (cl->n == SSE_QUEUE) {
-            /* Too far behind to catch up usefully: end its stream now (see
-             * the top of this file for why shutdown is safe here). */
-            cl->behind = true;
-            client_drop_queue(cl);
-            if (cl->fd >= 0)
-                shutdown(cl->fd, SHUT_RDWR);
-            LOGW(MOD, cl->addr, "event stream of '%s' fell %d transitions behind; disconnected",
-                 cl->user, SSE_QUEUE);
-            continue;
-        }
-        cl->queue[(cl->head + cl->n) % SSE_QUEUE] = ch_xstrdup(ev);
-        cl->n++;
-    }
-    pthread_cond_broadcast(&k->cond);
-    pthread_mutex_unlock(&k->mu);
+    ch_sse_publish(&k->sse, ev, NULL, NULL);
     free(ev);
 }
 
 size_t console_clients(struct console *k)
 {
-    pthread_mutex_lock(&k->mu);
-    size_t n = k->n_clients;
-    pthread_mutex_unlock(&k->mu);
-    return n;
+    return ch_sse_clients(&k->sse);
 }
 
 /* ---- routing ------------------------------------------------------------------ */
@@ -1049,7 +830,7 @@ static enum MHD_Result route(struct console *k, struct MHD_Connection *c, const 
     bool post = !strcmp(method, "POST");
     const char *path = url + 4; /* "/..." */
     char addr[INET6_ADDRSTRLEN];
-    client_addr(c, addr, sizeof addr);
+    ch_http_client_addr(c, addr, sizeof addr);
 
     /* Which route, and is the method right? Decided before authentication
      * so that a wrong path is 404 and a wrong method 405 for everyone. */
@@ -1120,7 +901,7 @@ static enum MHD_Result route(struct console *k, struct MHD_Connection *c, const 
     case R_ME:
         return h_me(k, c, &w);
     case R_ALARMS:
-        return send_body(c, MHD_HTTP_OK, active_json(k), NULL, NULL);
+        return ch_http_send_body(c, MHD_HTTP_OK, active_json(k), NULL, NULL);
     case R_HISTORY:
         return h_history(k, c);
     case R_EVENTS:
@@ -1197,96 +978,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decoding of the path and arguments, except that "%00" stays as
- * written: decoded, it would cut the C string short and "/index.html%00.js"
- * would quietly become "/index.html". */
-static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
-{
-    (void)cls;
-    (void)c;
-    char *w = s;
-    for (const char *r = s; *r;) {
-        int hi, lo;
-        if (r[0] == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0 && (hi | lo)) {
-            *w++ = (char)(hi * 16 + lo);
-            r += 3;
-        } else {
-            *w++ = *r++;
-        }
-    }
-    *w = '\0';
-    return (size_t)(w - s);
-}
-
-/* libmicrohttpd's messages: its own format strings */
-__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    (void)cls;
-    char line[512];
-    vsnprintf(line, sizeof line, fmt, ap);
-    size_t n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-        line[--n] = '\0';
-    LOGW(MOD, "mhd", "%s", line);
-}
-
 /* ---- start and stop ------------------------------------------------------------- */
-
-/* Opens the listening socket ourselves, so that a bad address or a port in
- * use is reported with its errno, and port 0 tells us the port chosen. */
-static int listen_on(const char *bind_addr, int64_t port, int *fd_out, uint16_t *port_out, bool *v6)
-{
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    socklen_t len;
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-    const char *a = bind_addr && *bind_addr ? bind_addr : "0.0.0.0";
-    if (inet_pton(AF_INET, a, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)port);
-        len = sizeof *s4;
-        *v6 = false;
-    } else if (inet_pton(AF_INET6, a, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        len = sizeof *s6;
-        *v6 = true;
-    } else {
-        LOGE(MOD, NULL, "bind: '%s' is not an IPv4 or IPv6 address", a);
-        return CH_ECONFIG;
-    }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        int e = errno;
-        LOGE(MOD, NULL, "socket: %s", strerror(e));
-        return -e;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&ss, len) || listen(fd, 64)) {
-        int e = errno;
-        LOGE(MOD, NULL, "cannot listen on %s port %lld: %s", a, (long long)port, strerror(e));
-        close(fd);
-        return -e;
-    }
-    len = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &len);
-    *port_out = ntohs(ss.ss_family == AF_INET ? s4->sin_port : s6->sin6_port);
-    *fd_out = fd;
-    return 0;
-}
 
 int console_start(const struct site_config *c, const struct console_ops *ops, struct console **out)
 {
@@ -1310,13 +1002,13 @@ int console_start(const struct site_config *c, const struct console_ops *ops, st
     if (cc->users.n > 0)
         k->dummy_hash = ((const struct console_user *)cc->users.items)[0].password_hash;
     pthread_mutex_init(&k->mu, NULL);
-    ch_cond_init_monotonic(&k->cond);
+    ch_sse_init(&k->sse, MOD, (size_t)cc->max_clients, SSE_KEEPALIVE_MS);
 
     int fd = -1;
     bool v6 = false;
-    int rc = listen_on(cc->bind, cc->port, &fd, &k->port, &v6);
+    int rc = ch_http_listen(MOD, cc->bind, cc->port, &fd, &k->port, &v6);
     if (rc) {
-        pthread_cond_destroy(&k->cond);
+        ch_sse_destroy(&k->sse);
         pthread_mutex_destroy(&k->mu);
         free(k);
         return rc;
@@ -1327,17 +1019,17 @@ int console_start(const struct site_config *c, const struct console_ops *ops, st
         flags |= MHD_USE_IPv6;
     k->d = MHD_start_daemon(
         /* the logger first, so that MHD reports nothing through its own */
-        flags, 0, NULL, NULL, on_request, k, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, k,
+        flags, 0, NULL, NULL, on_request, k, MHD_OPTION_EXTERNAL_LOGGER, ch_http_log, (void *)MOD,
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)(2 * cc->max_clients + CONN_HEADROOM), MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_completed, k,
-        MHD_OPTION_UNESCAPE_CALLBACK, unescape, k, MHD_OPTION_END);
+        MHD_OPTION_UNESCAPE_CALLBACK, ch_http_unescape, k, MHD_OPTION_END);
     if (!k->d) {
         int e = errno ? errno : EIO;
         LOGE(MOD, NULL, "cannot start the HTTP server on %s port %u: %s", cc->bind, k->port,
              strerror(e));
         close(fd);
-        pthread_cond_destroy(&k->cond);
+        ch_sse_destroy(&k->sse);
         pthread_mutex_destroy(&k->mu);
         free(k);
         return -e;
@@ -1360,13 +1052,10 @@ void console_stop(struct console *k)
     /* Wake every stream first: a reader waiting for events returns at
      * once, and libmicrohttpd's stop (which shuts the sockets down and
      * joins the connection threads) does not wait out a keepalive. */
-    pthread_mutex_lock(&k->mu);
-    k->stopping = true;
-    pthread_cond_broadcast(&k->cond);
-    pthread_mutex_unlock(&k->mu);
+    ch_sse_stop(&k->sse);
     MHD_stop_daemon(k->d);
     explicit_bzero(k->sessions, sizeof k->sessions);
-    pthread_cond_destroy(&k->cond);
+    ch_sse_destroy(&k->sse);
     pthread_mutex_destroy(&k->mu);
     LOGI(MOD, NULL, "stopped");
     free(k);

@@ -2,6 +2,7 @@
 #include "cfg.h"
 #include "err.h"
 #include "log.h"
+#include "tokens.h"
 #include "util.h"
 
 #include <libfyaml.h>
@@ -62,8 +63,50 @@ static const struct cfg_key spool_keys[] = {
 };
 #undef Q
 
+#define L(k) offsetof(struct hubcfg_limit, k)
+static const struct cfg_key limit_keys[] = {
+    {.key = "metric",      .type = CFG_ID,    .offset = L(metric), .required = true},
+    {.key = "measurement", .type = CFG_ID,    .offset = L(measurement), .def = "environment"},
+    {.key = "min",         .type = CFG_FLOAT, .offset = L(min), .def = "-1e308"},
+    {.key = "max",         .type = CFG_FLOAT, .offset = L(max), .def = "1e308"},
+    CFG_END,
+};
+#undef L
+
+static const struct cfg_enum grants[] = {{"health", GRANT_HEALTH}, {"location", GRANT_LOCATION}, {NULL, 0}};
+
+#define S(k) offsetof(struct hubcfg_sensitive, k)
+static const struct cfg_key sensitive_keys[] = {
+    {.key = "measurement", .type = CFG_ID,      .offset = S(measurement), .required = true},
+    {.key = "metrics",     .type = CFG_STRLIST, .offset = S(metrics)},
+    {.key = "grant",       .type = CFG_ENUM,    .offset = S(grant), .required = true, .enums = grants},
+    CFG_END,
+};
+#undef S
+
+#define A(k) offsetof(struct hubcfg_api, k)
+static const struct cfg_key api_keys[] = {
+    {.key = "bind",               .type = CFG_STR,      .offset = A(bind), .def = "127.0.0.1"},
+    {.key = "port",               .type = CFG_INT,      .offset = A(port), .def = "8090", .min = 0, .max = 65535},
+    {.key = "tokens_file",        .type = CFG_PATH,     .offset = A(tokens_file), .required = true},
+    {.key = "www_dir",            .type = CFG_PATH,     .offset = A(www_dir), .def = CAREHUB_WWW_DIR},
+    {.key = "audit_log",          .type = CFG_PATH,     .offset = A(audit_log)},
+    {.key = "pseudonym_key_file", .type = CFG_PATH,     .offset = A(pseudonym_key_file)},
+    {.key = "rate_limit",         .type = CFG_INT,      .offset = A(rate_limit), .def = "20", .min = 1, .max = 100000},
+    {.key = "max_clients",        .type = CFG_INT,      .offset = A(max_clients), .def = "256", .min = 1, .max = 10000},
+    {.key = "device_timeout",     .type = CFG_DURATION, .offset = A(device_timeout_ms), .def = "5m", .min = 10000, .max = 86400000},
+    {.key = "query_timeout",      .type = CFG_DURATION, .offset = A(query_timeout_ms), .def = "30s", .min = 100, .max = 600000},
+    {.key = "compliance",         .type = CFG_LIST,     .offset = A(compliance), .sub = limit_keys,
+     .elem_size = sizeof(struct hubcfg_limit), .node_offset = offsetof(struct hubcfg_limit, node)},
+    {.key = "sensitive",          .type = CFG_LIST,     .offset = A(sensitive), .sub = sensitive_keys,
+     .elem_size = sizeof(struct hubcfg_sensitive), .node_offset = offsetof(struct hubcfg_sensitive, node)},
+    CFG_END,
+};
+#undef A
+
 static const struct cfg_key hub_keys[] = {
     {.key = "mqtt",   .type = CFG_MAP, .offset = offsetof(struct hubcfg, mqtt), .required = true, .sub = mqtt_keys},
+    {.key = "api",    .type = CFG_MAP, .offset = offsetof(struct hubcfg, api), .sub = api_keys},
     {.key = "influx", .type = CFG_MAP, .offset = offsetof(struct hubcfg, influx), .required = true, .sub = influx_keys},
     {.key = "spool",  .type = CFG_MAP, .offset = offsetof(struct hubcfg, spool), .sub = spool_keys},
     {.key = "self_metrics_interval", .type = CFG_DURATION, .offset = offsetof(struct hubcfg, self_metrics_interval_ms),
@@ -163,9 +206,9 @@ static void check_influx(struct check *c, const struct hubcfg_influx *i)
         problem(c, "/influx", "password", "key 'password' needs 'username'");
 }
 
-/* The default dead-letter file: dead-letter.lp in the directory that holds
- * the spool directory (spool.dir is absolute by now). */
-static char *default_dead_letter(const char *spool_dir)
+/* A default file beside the spool: name in the directory that holds the
+ * spool directory (spool.dir is absolute by now). */
+static char *beside_spool(const char *spool_dir, const char *name)
 {
     size_t n = strlen(spool_dir);
     while (n > 1 && spool_dir[n - 1] == '/') /* "/a/b/" -> "/a/b" */
@@ -174,12 +217,21 @@ static char *default_dead_letter(const char *spool_dir)
         n--;
     while (n > 1 && spool_dir[n - 1] == '/') /* -> "/a" ("/" stays) */
         n--;
-    if (n <= 1)
-        return ch_xstrdup(n ? "/dead-letter.lp" : "dead-letter.lp");
-    size_t len = n + sizeof "/dead-letter.lp";
+    size_t len = n + strlen(name) + 2;
     char *p = ch_xmalloc(len);
-    snprintf(p, len, "%.*s/dead-letter.lp", (int)n, spool_dir);
+    if (n <= 1)
+        snprintf(p, len, "%s%s", n ? "/" : "", name);
+    else
+        snprintf(p, len, "%.*s/%s", (int)n, spool_dir, name);
     return p;
+}
+
+static void default_beside_spool(char **field, const char *spool_dir, const char *name)
+{
+    if (!set(*field)) {
+        free(*field);
+        *field = beside_spool(spool_dir, name);
+    }
 }
 
 int hubcfg_load(const char *path, struct hubcfg *out)
@@ -191,9 +243,16 @@ int hubcfg_load(const char *path, struct hubcfg *out)
         return rc;
     check_mqtt(&c, &out->mqtt);
     check_influx(&c, &out->influx);
-    if (!set(out->influx.dead_letter)) {
-        free(out->influx.dead_letter);
-        out->influx.dead_letter = default_dead_letter(out->spool.dir);
+    default_beside_spool(&out->influx.dead_letter, out->spool.dir, "dead-letter.lp");
+    if (set(out->api.tokens_file)) {
+        default_beside_spool(&out->api.audit_log, out->spool.dir, "audit.jsonl");
+        default_beside_spool(&out->api.pseudonym_key_file, out->spool.dir, "pseudonym.key");
+        for (size_t i = 0; i < out->api.compliance.n; i++) {
+            const struct hubcfg_limit *l = &((struct hubcfg_limit *)out->api.compliance.items)[i];
+            if (l->min > l->max)
+                problem(&c, "/api", "compliance", "key 'compliance': %s: min is above max",
+                        l->metric);
+        }
     }
     cfg_file_close(c.file);
     if (c.errors) {

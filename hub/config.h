@@ -46,8 +46,42 @@ struct hubcfg_spool {
     int64_t commit_interval_ms; /* fsync at least this often (power cut window) */
 };
 
+/* A compliance limit: readings of metric (in measurement) within [min, max]. */
+struct hubcfg_limit {
+    char *metric;
+    char *measurement;
+    double min, max; /* -1e308 / 1e308: no bound */
+    struct fy_node *node;
+};
+
+/* Series a regulator reads only with a grant: measurement (and, when
+ * metrics is not empty, only those metrics of it). First match wins. */
+struct hubcfg_sensitive {
+    char *measurement;
+    struct cfg_list metrics; /* char * */
+    int grant;               /* GRANT_HEALTH or GRANT_LOCATION (tokens.h) */
+    struct fy_node *node;
+};
+
+/* The HTTP API and web console (hub/API.md); on when tokens_file is set. */
+struct hubcfg_api {
+    char *bind;
+    int64_t port;
+    char *tokens_file;
+    char *www_dir;            /* the web console's files */
+    char *audit_log;          /* JSON lines; default audit.jsonl beside spool.dir */
+    char *pseudonym_key_file; /* regulators' pseudonyms; default pseudonym.key beside spool.dir */
+    int64_t rate_limit;       /* requests per second per token (burst twice that) */
+    int64_t max_clients;      /* event streams */
+    int64_t device_timeout_ms;
+    int64_t query_timeout_ms;
+    struct cfg_list compliance; /* struct hubcfg_limit; empty: GB/T 18883-2022 defaults */
+    struct cfg_list sensitive;  /* struct hubcfg_sensitive; empty: the defaults in api.c */
+};
+
 struct hubcfg {
     struct hubcfg_mqtt mqtt;
+    struct hubcfg_api api;
     struct hubcfg_influx influx;
     struct hubcfg_spool spool;
     int64_t self_metrics_interval_ms;

@@ -116,7 +116,8 @@ static enum ingest_result on_telemetry(struct ingest *in, const char *topic, con
     emit(in, &b, false);
     count(&in->telemetry_ok, 1);
     count(&in->readings, t.n_readings);
-    presence_telemetry(in->presence, site, gw, t.seq, t.n_readings, t.historical, now_ms);
+    if (in->presence)
+        presence_telemetry(in->presence, site, gw, t.seq, t.n_readings, t.historical, now_ms);
     LOGD("ingest", show_topic(topic).s, "seq %" PRIu64 ": %zu readings%s", t.seq, t.n_readings,
          t.historical ? " (historical)" : "");
     ch_telemetry_free(&t);
@@ -135,7 +136,8 @@ static enum ingest_result on_status(struct ingest *in, const char *topic, const 
         ch_status_free(&s);
         return INGEST_REJECTED;
     }
-    presence_status(in->presence, &s, now_ms);
+    if (in->presence)
+        presence_status(in->presence, &s, now_ms);
     /* A will has no ts of its own and is stamped on arrival; when the broker
      * replays it (retained) on a resubscribe it is old news, already stored
      * when it first came, and would add a false offline event. */

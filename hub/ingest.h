@@ -54,7 +54,9 @@ typedef void (*ingest_sink)(void *ctx, char *data, size_t len, size_t lines, boo
 struct presence;
 struct ingest;
 
-/* presence (borrowed) is told about statuses and telemetry; sink gets the
+/* presence (borrowed; NULL: none, as in a shared subscription, where this
+ * process sees only part of each gateway's numbers) is told about statuses
+ * and telemetry; sink gets the
  * points. Caller frees with ingest_free. */
 struct ingest *ingest_new(struct presence *presence, ingest_sink sink, void *sink_ctx);
 void ingest_free(struct ingest *in);

@@ -15,6 +15,8 @@
  *
  * Exit status: 0 after a clean stop, 1 on a runtime failure, 2 for a bad
  * command line or configuration. */
+#include "api.h"
+#include "codec.h"
 #include "config.h"
 #include "err.h"
 #include "influx.h"
@@ -24,6 +26,7 @@
 #include "presence.h"
 #include "spool.h"
 #include "subscriber.h"
+#include "tokens.h"
 #include "util.h"
 
 #include <curl/curl.h>
@@ -42,11 +45,14 @@
 
 struct hub {
     struct hubcfg cfg;
-    struct presence *presence;
+    struct presence *presence; /* what this process ingests (NULL when shared) */
+    struct presence *view;     /* every gateway, from the view subscription */
     struct spool *spool;
     struct influx *influx;
     struct ingest *ingest;
     struct sub *sub;
+    struct sub *view_sub;
+    struct api *api;
 };
 
 /* ---- self-metrics --------------------------------------------------------- */
@@ -79,14 +85,16 @@ static size_t snapshot(struct hub *h, const struct influx_stats *w,
     lanes.pending_records += al->pending_records;
     lanes.pending_bytes += al->pending_bytes;
     const struct spool_lane_stats *sl = &lanes;
-    struct presence_seq_stats ss;
-    presence_check_gaps(h->presence, ch_now_ms(), h->cfg.gap_grace_ms, &ss);
+    struct presence_seq_stats ss = {0};
+    if (h->presence)
+        presence_check_gaps(h->presence, ch_now_ms(), h->cfg.gap_grace_ms, &ss);
     size_t n = 0;
     out[n++] = (struct counter){"alerts_ok", is.alerts_ok};
     out[n++] = (struct counter){"dead_letter_batches", ws.dead_letter_batches};
     out[n++] = (struct counter){"dead_letter_lines", ws.dead_letter_lines};
     out[n++] = (struct counter){"dropped", ws.dropped};
-    out[n++] = (struct counter){"gateways_online", presence_online(h->presence)};
+    out[n++] =
+        (struct counter){"gateways_online", presence_online(h->presence ? h->presence : h->view)};
     out[n++] = (struct counter){"messages_ignored", is.ignored};
     out[n++] = (struct counter){"messages_received", is.messages_received};
     out[n++] = (struct counter){"points_written", ws.points_written};
@@ -153,8 +161,38 @@ static void to_influx(void *ctx, char *data, size_t len, size_t lines, bool aler
         influx_enqueue(ctx, data, len, lines);
 }
 
-/* Waits for a stop signal, ticking the subscriber and writing self-metrics.
- * Returns 0 on a signal, EXIT_RUNTIME on a fatal MQTT error. */
+/* The view subscription: statuses into the view, transitions to the API's
+ * live streams. Anything malformed is ingest's to count (the ingest
+ * subscription gets it too); here it is skipped. */
+static void on_view(void *ctx, const char *topic, const void *payload, size_t len, bool retained)
+{
+    struct hub *h = ctx;
+    (void)retained;
+    char site[CH_ID_MAX], gw[CH_ID_MAX];
+    const char *kind;
+    if (!ch_topic_parse(topic, site, gw, &kind) || len > INGEST_MAX_PAYLOAD)
+        return;
+    char err[256];
+    if (!strcmp(kind, "status")) {
+        struct ch_status s;
+        if (ch_status_decode(payload, len, &s, err, sizeof err))
+            return;
+        if (!strcmp(s.site, site) && !strcmp(s.gateway, gw)) {
+            presence_status(h->view, &s, ch_now_ms());
+            api_site_changed(h->api, site);
+        }
+        ch_status_free(&s);
+    } else if (!strcmp(kind, "alert")) {
+        struct ch_alert a;
+        if (ch_alert_decode(payload, len, &a, err, sizeof err) == 0 && !strcmp(a.site, site) &&
+            !strcmp(a.gateway, gw))
+            api_alert(h->api, &a);
+    }
+}
+
+/* Waits for a stop signal, ticking the subscriber and writing self-metrics;
+ * SIGHUP reads the API's tokens again. Returns 0 on a stop signal,
+ * EXIT_RUNTIME on a fatal MQTT error. */
 static int run(struct hub *h, const sigset_t *stop)
 {
     int64_t next_metrics = ch_mono_ms() + h->cfg.self_metrics_interval_ms;
@@ -166,11 +204,16 @@ static int run(struct hub *h, const sigset_t *stop)
         struct timespec ts = {.tv_sec = (time_t)(wait / 1000),
                               .tv_nsec = (long)(wait % 1000) * 1000000L};
         int sig = sigtimedwait(stop, NULL, &ts);
+        if (sig == SIGHUP) {
+            if (h->api)
+                api_reload_tokens(h->api);
+            continue;
+        }
         if (sig > 0) {
             LOGI("hub", h->cfg.mqtt.client_id, "%s: stopping", strsignal(sig));
             return 0;
         }
-        if (sub_tick(h->sub) != 0) {
+        if (sub_tick(h->sub) != 0 || (h->view_sub && sub_tick(h->view_sub) != 0)) {
             LOGE("hub", h->cfg.mqtt.client_id, "cannot subscribe: stopping");
             return EXIT_RUNTIME;
         }
@@ -189,6 +232,7 @@ static int serve(struct hub *h)
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP);
     /* before any thread starts, so that every thread inherits the mask */
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
@@ -202,7 +246,12 @@ static int serve(struct hub *h)
                  ingest_reason_name((enum ingest_reason)r));
 
     int status = EXIT_RUNTIME;
-    h->presence = presence_new();
+    /* In a shared subscription this process sees only part of each
+     * gateway's reading numbers: gap tracking would report the rest as lost.
+     * Completeness then comes from what is stored (the API's summary). */
+    if (!h->cfg.mqtt.shared_group)
+        h->presence = presence_new();
+    h->view = presence_new();
     const struct hubcfg_spool *sc = &h->cfg.spool;
     /* the cursor is written as often as the data is synced: on a server two
      * fsyncs a second cost nothing, and a crash then resends at most that
@@ -217,12 +266,25 @@ static int serve(struct hub *h)
              ch_strerror(rc));
     if (rc == 0 && influx_open(&h->cfg.influx, h->spool, &h->influx) == 0) {
         h->ingest = ingest_new(h->presence, to_influx, h->influx);
-        if (sub_open(&h->cfg.mqtt, h->ingest, &h->sub) == 0) {
+        bool api_on = h->cfg.api.tokens_file != NULL;
+        bool view_ok = !api_on || sub_open_view(&h->cfg.mqtt, on_view, h, &h->view_sub) == 0;
+        if (view_ok && api_on &&
+            api_start(&h->cfg, h->view, h->influx, h->view_sub, &h->api) != 0) {
+            sub_close(h->view_sub, MQTT_CLOSE_TIMEOUT_MS);
+            h->view_sub = NULL;
+            view_ok = false;
+        }
+        if (view_ok && sub_open(&h->cfg.mqtt, h->ingest, &h->sub) == 0) {
             LOGI("hub", h->cfg.mqtt.client_id, "care-hub %s running", CAREHUB_VERSION);
             status = run(h, &stop);
             influx_begin_stop(h->influx);
             sub_close(h->sub, MQTT_CLOSE_TIMEOUT_MS);
         }
+        /* the API's streams end before the view client they were fed from */
+        api_stop(h->api);
+        h->api = NULL;
+        if (h->view_sub)
+            sub_close(h->view_sub, MQTT_CLOSE_TIMEOUT_MS);
         write_self_metrics(h);
         struct influx_stats final;
         influx_close(h->influx, &final);
@@ -232,6 +294,7 @@ static int serve(struct hub *h)
     if (h->ingest)
         ingest_free(h->ingest);
     presence_free(h->presence);
+    presence_free(h->view);
     curl_global_cleanup();
     return status;
 }
@@ -241,10 +304,12 @@ static int serve(struct hub *h)
 static void usage(FILE *to)
 {
     fprintf(to, "usage: care-hub -c FILE [--check]\n"
+                "       care-hub --new-token NAME\n"
                 "       care-hub --version | --help\n"
                 "\n"
                 "  -c, --config FILE  hub configuration (YAML; see deploy/hub/hub.yaml)\n"
                 "      --check        check the configuration and exit\n"
+                "      --new-token NAME  print a new API token and its tokens-file entry\n"
                 "  -V, --version      print the version and exit\n"
                 "  -h, --help         print this help and exit\n"
                 "\n"
@@ -257,6 +322,7 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check", no_argument, NULL, 'k'},
+        {"new-token", required_argument, NULL, 't'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -272,6 +338,21 @@ int main(int argc, char **argv)
         case 'k':
             check = true;
             break;
+        case 't': {
+            if (!ch_valid_id(optarg)) {
+                fprintf(stderr, "care-hub: --new-token: '%s' is not a name ([A-Za-z0-9_.-])\n",
+                        optarg);
+                return EXIT_CONFIG;
+            }
+            char tok[48], hash[65];
+            tokens_generate(tok, hash);
+            printf("token (give it to %s; it is not stored anywhere):\n  %s\n\n"
+                   "tokens file entry (set role and scope):\n"
+                   "  - name: %s\n    sha256: %s\n    role: staff\n    sites: [your-site-id]\n",
+                   optarg, tok, optarg, hash);
+            explicit_bzero(tok, sizeof tok);
+            return 0;
+        }
         case 'V':
             printf("care-hub %s\n", CAREHUB_VERSION);
             return 0;
@@ -291,6 +372,14 @@ int main(int argc, char **argv)
     struct hub h = {0};
     if (hubcfg_load(path, &h.cfg) != 0)
         return EXIT_CONFIG;
+    if (check && h.cfg.api.tokens_file) {
+        struct tokens *t;
+        if (tokens_load(h.cfg.api.tokens_file, h.cfg.api.rate_limit, &t) != 0) {
+            hubcfg_free(&h.cfg);
+            return EXIT_CONFIG;
+        }
+        tokens_free(t);
+    }
     if (check) {
         printf("%s: configuration OK\n", path);
         hubcfg_free(&h.cfg);

@@ -33,6 +33,8 @@ struct entry {
     char version[CH_VERSION_MAX];
     int64_t status_ts;      /* newest status ts applied (a will has none) */
     int64_t last_telemetry; /* wall ms of the last telemetry, 0 if none */
+    int64_t status_rx;      /* wall ms the last status was applied */
+    size_t n_devices;       /* in the last birth */
 };
 
 struct presence {
@@ -134,6 +136,9 @@ void presence_status(struct presence *p, const struct ch_status *s, int64_t now_
         e->status_ts = s->ts_ms;
     if (s->version[0])
         memcpy(e->version, s->version, sizeof e->version);
+    if (s->online)
+        e->n_devices = s->n_devices;
+    e->status_rx = now_ms;
     if (s->online && !was_online) {
         p->n_online++;
         LOGI("presence", e->key, "online (version %s)", e->version);
@@ -294,5 +299,34 @@ size_t presence_online(struct presence *p)
     pthread_mutex_lock(&p->lock);
     size_t n = p->n_online;
     pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+size_t presence_list(struct presence *p, struct presence_gw **out)
+{
+    pthread_mutex_lock(&p->lock);
+    struct presence_gw *v = ch_xcalloc(p->n_entries ? p->n_entries : 1, sizeof *v);
+    size_t n = 0;
+    for (size_t b = 0; b < p->n_buckets; b++) {
+        for (struct entry *e = p->buckets[b]; e; e = e->next) {
+            if (!e->known)
+                continue;
+            struct presence_gw *g = &v[n++];
+            const char *slash = strchr(e->key, '/');
+            size_t sl = (size_t)(slash - e->key);
+            memcpy(g->site, e->key, sl);
+            g->site[sl] = '\0';
+            ch_strlcpy(g->gateway, slash + 1, sizeof g->gateway);
+            g->online = e->online;
+            memcpy(g->version, e->version, sizeof g->version);
+            g->status_ts = e->status_ts;
+            g->last_seen = e->last_telemetry > e->status_rx ? e->last_telemetry : e->status_rx;
+            if (e->online && g->last_seen < ch_now_ms())
+                g->last_seen = ch_now_ms(); /* its connection is up: seen now */
+            g->n_devices = e->n_devices;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    *out = v;
     return n;
 }

@@ -49,6 +49,21 @@ struct presence_seq_stats {
 void presence_check_gaps(struct presence *p, int64_t now_ms, int64_t grace_ms,
                          struct presence_seq_stats *out);
 
+/* One gateway as known from its statuses. */
+struct presence_gw {
+    char site[65]; /* CH_ID_MAX */
+    char gateway[65];
+    bool online;
+    char version[32];  /* CH_VERSION_MAX */
+    int64_t status_ts; /* ts of the newest status applied */
+    int64_t last_seen; /* wall ms: now while online, else the last status or telemetry */
+    size_t n_devices;  /* in its last birth */
+};
+
+/* Every gateway a status was applied for, in no particular order: *out
+ * (caller frees) and the count. */
+size_t presence_list(struct presence *p, struct presence_gw **out);
+
 /* Number of gateways whose last status said online. */
 size_t presence_online(struct presence *p);
 

@@ -16,11 +16,16 @@
 #define RETRY_MIN_MS 1000
 #define RETRY_MAX_MS 30000
 
+#define MAX_FILTERS 2
+
 struct sub {
     const struct hubcfg_mqtt *cfg;
-    struct ingest *in;
+    sub_handler handler;
+    void *ctx;
     MQTTAsync client;
-    char *filter; /* topic, or $share/<group>/<topic> */
+    char *filters[MAX_FILTERS]; /* topic, or $share/<group>/<topic>; the view's two */
+    int n_filters;
+    char *client_id;
     MQTTAsync_connectOptions conn;
     MQTTAsync_SSLOptions ssl;
 
@@ -40,18 +45,25 @@ static const char *broker(const struct sub *s)
 static void on_subscribed(void *ctx, MQTTAsync_successData *r)
 {
     struct sub *s = ctx;
-    if (r && r->alt.qos == MQTT_BAD_SUBSCRIBE) {
-        LOGE("mqtt", broker(s), "broker refused the subscription to %s", s->filter);
+    bool bad = false;
+    if (r && s->n_filters == 1)
+        bad = r->alt.qos == MQTT_BAD_SUBSCRIBE;
+    else if (r && r->alt.qosList)
+        for (int i = 0; i < s->n_filters; i++)
+            bad = bad || r->alt.qosList[i] == MQTT_BAD_SUBSCRIBE;
+    if (bad) {
+        LOGE("mqtt", broker(s), "broker refused the subscription of %s", s->client_id);
         atomic_store(&s->refused, true);
         return;
     }
-    LOGI("mqtt", broker(s), "subscribed to %s (QoS %d)", s->filter, r ? r->alt.qos : 1);
+    LOGI("mqtt", broker(s), "%s subscribed to %s%s%s (QoS %d)", s->client_id, s->filters[0],
+         s->n_filters > 1 ? " and " : "", s->n_filters > 1 ? s->filters[1] : "", 1);
 }
 
 static void on_subscribe_failed(void *ctx, MQTTAsync_failureData *r)
 {
     struct sub *s = ctx;
-    LOGE("mqtt", broker(s), "subscription to %s failed: %s (%d)", s->filter,
+    LOGE("mqtt", broker(s), "subscription of %s failed: %s (%d)", s->client_id,
          r && r->message ? r->message : "refused", r ? r->code : 0);
     atomic_store(&s->refused, true);
 }
@@ -67,9 +79,13 @@ static void on_connected(void *ctx, char *cause)
     ro.onSuccess = on_subscribed;
     ro.onFailure = on_subscribe_failed;
     ro.context = s;
-    int rc = MQTTAsync_subscribe(s->client, s->filter, 1, &ro);
+    int qos[MAX_FILTERS] = {1, 1};
+    int rc = s->n_filters == 1
+                 ? MQTTAsync_subscribe(s->client, s->filters[0], 1, &ro)
+                 : MQTTAsync_subscribeMany(s->client, s->n_filters, s->filters, qos, &ro);
     if (rc != MQTTASYNC_SUCCESS) {
-        LOGE("mqtt", broker(s), "cannot subscribe to %s: %s", s->filter, MQTTAsync_strerror(rc));
+        LOGE("mqtt", broker(s), "cannot subscribe to %s: %s", s->filters[0],
+             MQTTAsync_strerror(rc));
         atomic_store(&s->refused, true);
     }
 }
@@ -105,8 +121,8 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
             copy[i] = topic[i] ? topic[i] : '?';
         copy[topic_len] = '\0';
     }
-    ingest_message(s->in, copy ? copy : topic, m->payload,
-                   m->payloadlen > 0 ? (size_t)m->payloadlen : 0, m->retained != 0, ch_now_ms());
+    s->handler(s->ctx, copy ? copy : topic, m->payload,
+               m->payloadlen > 0 ? (size_t)m->payloadlen : 0, m->retained != 0);
     free(copy);
     MQTTAsync_freeMessage(&m);
     MQTTAsync_free(topic);
@@ -123,28 +139,25 @@ static int start_connect(struct sub *s)
     return 0;
 }
 
-int sub_open(const struct hubcfg_mqtt *cfg, struct ingest *in, struct sub **out)
+static void sub_free(struct sub *s)
 {
-    struct sub *s = ch_xcalloc(1, sizeof *s);
-    s->cfg = cfg;
-    s->in = in;
-    s->retry_ms = RETRY_MIN_MS;
-    if (cfg->shared_group) {
-        size_t n = strlen(cfg->shared_group) + strlen(cfg->topic) + 9;
-        s->filter = ch_xmalloc(n);
-        snprintf(s->filter, n, "$share/%s/%s", cfg->shared_group, cfg->topic);
-    } else {
-        s->filter = ch_xstrdup(cfg->topic);
-    }
+    for (int i = 0; i < s->n_filters; i++)
+        free(s->filters[i]);
+    free(s->client_id);
+    free(s);
+}
 
+static int open_client(const struct hubcfg_mqtt *cfg, struct sub *s, bool clean, struct sub **out)
+{
+    s->cfg = cfg;
+    s->retry_ms = RETRY_MIN_MS;
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
     co.MQTTVersion = MQTTVERSION_3_1_1;
-    int rc = MQTTAsync_createWithOptions(&s->client, cfg->broker, cfg->client_id,
+    int rc = MQTTAsync_createWithOptions(&s->client, cfg->broker, s->client_id,
                                          MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
     if (rc != MQTTASYNC_SUCCESS) {
         LOGE("mqtt", cfg->broker, "cannot create the client: %s", MQTTAsync_strerror(rc));
-        free(s->filter);
-        free(s);
+        sub_free(s);
         return CH_EINVAL;
     }
     MQTTAsync_setCallbacks(s->client, s, on_connection_lost, on_message, NULL);
@@ -153,7 +166,7 @@ int sub_open(const struct hubcfg_mqtt *cfg, struct ingest *in, struct sub **out)
     MQTTAsync_connectOptions conn = MQTTAsync_connectOptions_initializer;
     conn.MQTTVersion = MQTTVERSION_3_1_1;
     conn.keepAliveInterval = (int)(cfg->keepalive_ms / 1000);
-    conn.cleansession = cfg->clean_session;
+    conn.cleansession = clean;
     conn.automaticReconnect = 1;
     conn.minRetryInterval = RETRY_MIN_MS / 1000;
     conn.maxRetryInterval = RETRY_MAX_MS / 1000;
@@ -173,15 +186,67 @@ int sub_open(const struct hubcfg_mqtt *cfg, struct ingest *in, struct sub **out)
     }
     s->conn = conn;
 
-    LOGI("mqtt", cfg->broker, "connecting as %s (clean session %s)", cfg->client_id,
-         cfg->clean_session ? "true" : "false");
+    LOGI("mqtt", cfg->broker, "connecting as %s (clean session %s)", s->client_id,
+         clean ? "true" : "false");
     if (start_connect(s) != 0) {
         MQTTAsync_destroy(&s->client);
-        free(s->filter);
-        free(s);
+        sub_free(s);
         return CH_EINVAL;
     }
     *out = s;
+    return 0;
+}
+
+static void to_ingest(void *ctx, const char *topic, const void *payload, size_t len, bool retained)
+{
+    ingest_message(ctx, topic, payload, len, retained, ch_now_ms());
+}
+
+int sub_open(const struct hubcfg_mqtt *cfg, struct ingest *in, struct sub **out)
+{
+    struct sub *s = ch_xcalloc(1, sizeof *s);
+    s->handler = to_ingest;
+    s->ctx = in;
+    s->client_id = ch_xstrdup(cfg->client_id);
+    if (cfg->shared_group) {
+        size_t n = strlen(cfg->shared_group) + strlen(cfg->topic) + 9;
+        s->filters[0] = ch_xmalloc(n);
+        snprintf(s->filters[0], n, "$share/%s/%s", cfg->shared_group, cfg->topic);
+    } else {
+        s->filters[0] = ch_xstrdup(cfg->topic);
+    }
+    s->n_filters = 1;
+    return open_client(cfg, s, cfg->clean_session, out);
+}
+
+int sub_open_view(const struct hubcfg_mqtt *cfg, sub_handler handler, void *ctx, struct sub **out)
+{
+    struct sub *s = ch_xcalloc(1, sizeof *s);
+    s->handler = handler;
+    s->ctx = ctx;
+    size_t n = strlen(cfg->client_id) + sizeof "-view";
+    s->client_id = ch_xmalloc(n);
+    snprintf(s->client_id, n, "%s-view", cfg->client_id);
+    s->filters[0] = ch_xstrdup("carehub/v1/+/+/status");
+    s->filters[1] = ch_xstrdup("carehub/v1/+/+/alert");
+    s->n_filters = 2;
+    return open_client(cfg, s, true, out);
+}
+
+int sub_publish(struct sub *s, const char *topic, const char *payload)
+{
+    if (!MQTTAsync_isConnected(s->client))
+        return CH_ERETRY;
+    MQTTAsync_message m = MQTTAsync_message_initializer;
+    m.payload = (void *)payload;
+    m.payloadlen = (int)strlen(payload);
+    m.qos = 1;
+    m.retained = 0;
+    int rc = MQTTAsync_sendMessage(s->client, topic, &m, NULL);
+    if (rc != MQTTASYNC_SUCCESS) {
+        LOGW("mqtt", broker(s), "cannot publish to %s: %s", topic, MQTTAsync_strerror(rc));
+        return CH_ERETRY;
+    }
     return 0;
 }
 
@@ -237,7 +302,6 @@ void sub_close(struct sub *s, int64_t timeout_ms)
             ch_sleep_ms(10);
     }
     MQTTAsync_destroy(&s->client);
-    LOGI("mqtt", s->cfg->broker, "closed");
-    free(s->filter);
-    free(s);
+    LOGI("mqtt", s->cfg->broker, "%s closed", s->client_id);
+    sub_free(s);
 }

@@ -16,6 +16,8 @@
 #ifndef CAREHUB_SUBSCRIBER_H
 #define CAREHUB_SUBSCRIBER_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct hubcfg_mqtt;
@@ -26,6 +28,23 @@ struct sub;
  * borrowed until sub_close. Returns 0, or CH_EINVAL when Paho refuses the
  * broker URI or options (logged). */
 int sub_open(const struct hubcfg_mqtt *cfg, struct ingest *in, struct sub **out);
+
+/* One message: topic NUL-terminated, payload len bytes (both borrowed). */
+typedef void (*sub_handler)(void *ctx, const char *topic, const void *payload, size_t len,
+                            bool retained);
+
+/* The hub's view of every site, beside the (perhaps shared) ingest
+ * subscription: a second client, "<client_id>-view", clean session, that
+ * subscribes carehub/v1/+/+/status and carehub/v1/+/+/alert without sharing,
+ * so that every hub process sees every gateway's retained status and every
+ * alarm transition (a few messages a minute per site) for the API's live
+ * state, while each one ingests only its share. Messages go to handler on
+ * Paho's thread. It also publishes the commands to gateways (sub_publish). */
+int sub_open_view(const struct hubcfg_mqtt *cfg, sub_handler handler, void *ctx, struct sub **out);
+
+/* Publishes payload at QoS 1, not retained. Returns 0 once Paho has it, or
+ * CH_ERETRY when not connected. */
+int sub_publish(struct sub *s, const char *topic, const char *payload);
 
 /* Call from the main loop (about once a second): retries a failed first
  * connection when its back-off has passed. Returns 0, or CH_EREJECTED once

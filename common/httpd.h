@@ -1,0 +1,99 @@
+/* What the two HTTP servers (care-edge's alarm console, care-hub's API) have
+ * in common, over libmicrohttpd with one thread per connection:
+ *
+ * - ch_http_listen: the listening socket, opened here so that a bad address
+ *   or a port in use is reported with its errno, and port 0 tells the port
+ *   chosen;
+ * - ch_http_unescape: percent-decoding that keeps "%00" as written (decoded,
+ *   it would cut a C string short: "/index.html%00.js" is not "/index.html");
+ * - ch_http_log: libmicrohttpd's messages into our log;
+ * - responses: security headers, a JSON body;
+ * - Server-Sent Events (struct ch_sse): a set of streams, each with a bounded
+ *   queue. Publishing never waits for a client: a client whose queue is full
+ *   is marked behind, its queue dropped and its socket shut down; its stream
+ *   ends with an error and the browser reconnects (and fetches a fresh
+ *   snapshot). shutdown(2) is safe because a client is in the set exactly
+ *   until libmicrohttpd destroys its response, which it does before closing
+ *   the socket: the descriptor cannot have been reused. A stream's reader
+ *   blocks on the set's condition variable, with a timeout that produces the
+ *   keepalive comment. */
+#ifndef CAREHUB_HTTPD_H
+#define CAREHUB_HTTPD_H
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Listens on bind_addr (IPv4 or IPv6 literal; NULL or "" = 0.0.0.0) port
+ * (0 = any). mod names the logger. Returns 0 with the socket, the port and
+ * whether it is IPv6; or CH_ECONFIG / -errno, logged. */
+int ch_http_listen(const char *mod, const char *bind_addr, int64_t port, int *fd_out,
+                   uint16_t *port_out, bool *v6);
+
+/* MHD_OPTION_UNESCAPE_CALLBACK */
+size_t ch_http_unescape(void *cls, struct MHD_Connection *c, char *s);
+
+/* MHD_OPTION_EXTERNAL_LOGGER; cls is the logger's module name (const char *). */
+void ch_http_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
+/* Content-Security-Policy (everything from this origin, nothing inline),
+ * nosniff, no framing, no referrer; with api, Cache-Control: no-store. */
+void ch_http_security_headers(struct MHD_Response *r, bool api);
+
+/* Queues body (malloc'ed, taken; NULL = out of memory) as application/json
+ * with the security headers and, when hdr is set, one more header. */
+enum MHD_Result ch_http_send_body(struct MHD_Connection *c, unsigned status, char *body,
+                                  const char *hdr, const char *val);
+
+/* The client's address as text. */
+void ch_http_client_addr(struct MHD_Connection *c, char *out, size_t n);
+
+/* ---- Server-Sent Events ---------------------------------------------------- */
+
+#define CH_SSE_QUEUE 256 /* events a stream may lag behind */
+
+struct ch_sse_client;
+
+struct ch_sse {
+    const char *mod; /* logger module */
+    size_t max_clients;
+    int64_t keepalive_ms;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool stopping;
+    struct ch_sse_client *clients;
+    size_t n_clients;
+};
+
+void ch_sse_init(struct ch_sse *s, const char *mod, size_t max_clients, int64_t keepalive_ms);
+/* Ends every stream (their readers return at once). Call before
+ * MHD_stop_daemon; ch_sse_destroy after it. */
+void ch_sse_stop(struct ch_sse *s);
+void ch_sse_destroy(struct ch_sse *s);
+
+/* "event: <event>\ndata: <data>\n\n" (data on one line: JSON). Caller frees. */
+char *ch_sse_format(const char *event, const char *data);
+
+/* Opens a stream on c. The client is registered first; then first(arg) is
+ * called (when set) and what it returns (malloc'ed text, taken) is sent
+ * before any event, so no event can fall between a snapshot and the stream
+ * (one in both is harmless: an event carries the whole state). Then whatever
+ * ch_sse_publish gives this client. ctx (taken; freed with free() when the
+ * stream ends) is what the filter of ch_sse_publish sees; who and addr name
+ * the client in logs. Returns the queued response's result; sends 503 (via
+ * busy(c)) when max_clients are streaming or the set is stopping. */
+enum MHD_Result ch_sse_open(struct ch_sse *s, struct MHD_Connection *c, char *(*first)(void *arg),
+                            void *arg, void *ctx, const char *who, const char *addr,
+                            enum MHD_Result (*busy)(struct MHD_Connection *c));
+
+/* Queues event (borrowed; formatted by ch_sse_format) for every client whose
+ * ctx passes want (NULL: every client). Never blocks on a client. */
+void ch_sse_publish(struct ch_sse *s, const char *event, bool (*want)(const void *ctx, void *arg),
+                    void *arg);
+
+size_t ch_sse_clients(struct ch_sse *s);
+
+#endif
