@@ -1436,8 +1436,11 @@ static enum MHD_Result h_series(struct api *a, struct req *r, struct MHD_Connect
         return fail(r, c, 400, "parameter 'metric' is required: an identifier");
     int64_t every = 0;
     const char *es = arg(c, "every");
-    if (es && (ch_parse_duration_ms(es, &every) || every < 1000))
-        return fail(r, c, 400, "parameter 'every': a duration of at least 1s (\"5m\")");
+    long long secs;
+    if (es && !ch_parse_int(es, &secs) && secs > 0 && secs < 400LL * 86400)
+        every = secs * 1000; /* bare seconds */
+    else if (es && (ch_parse_duration_ms(es, &every) || every < 1000))
+        return fail(r, c, 400, "parameter 'every': seconds, or a duration of at least 1s (\"5m\")");
     int64_t min_every = (to - from + SERIES_POINTS - 1) / SERIES_POINTS;
     if (every < min_every)
         every = min_every < 1000 ? 1000 : min_every;
@@ -2109,7 +2112,10 @@ static bool safe_path(const char *p)
 static enum MHD_Result serve_file(struct api *a, struct req *r, struct MHD_Connection *c,
                                   const char *url)
 {
+    /* "/" is the page; "/static/<file>" its assets, files of www_dir */
     const char *path = !strcmp(url, "/") ? "/index.html" : url;
+    if (!strncmp(path, "/static/", 8))
+        path += 7;
     if (!safe_path(path))
         return fail(r, c, 404, "not found");
     char full[PATH_MAX_LEN + 512];

@@ -482,6 +482,8 @@ def test_hub_api(w):
                    {"priority": "urgent"}, {"state": "'"}, {"limit": "0"}, {"limit": "1e9"}):
         st, body = api.get("/api/v1/alarms", staff, **params)
         assert st == 400 and body["error"] == "bad_request", (params, st, body)
+    st, body = api.get("/api/v1/series", staff, site="cq-yz-001", metric="co2", every="600")
+    assert st == 200 and body["every_s"] == 600, body
     st, body = api.get("/api/v1/series", staff, site="cq-yz-001", metric='co2") FROM x; --')
     assert st == 400, body
     st, body = api.get("/api/v1/alarms", staff, **{"from": "2026-11-23T03:00:00+08:00"})
@@ -493,6 +495,9 @@ def test_hub_api(w):
         assert st == 404 and b"sha256" not in data and b"root:" not in data, (path, st, data[:100])
     st, hdr, data = api.call("GET", "/", raw=True)
     assert st == 200 and hdr["Content-Type"].startswith("text/html"), (st, hdr)
+    st, hdr, data = api.call("GET", "/static/app.js", raw=True)
+    assert st == 200 and hdr["Content-Type"].startswith("text/javascript"), (st, hdr)
+    assert hdr["X-Content-Type-Options"] == "nosniff", hdr
     st, body = api.call("DELETE", "/api/v1/sites", staff)
     assert st == 405, body
     st, body = api.get("/api/v1/nothing", staff)
