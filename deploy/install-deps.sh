@@ -4,7 +4,8 @@
 #   deploy/install-deps.sh          build + run + test dependencies
 #   deploy/install-deps.sh --tests  also what only the tests need (chromium
 #                                   for the console's browser tests, clang
-#                                   for libFuzzer)
+#                                   for libFuzzer, victoria-metrics for the
+#                                   hub's InfluxDB-compatible store test)
 set -euo pipefail
 
 PACKAGES=(
@@ -16,7 +17,7 @@ PACKAGES=(
 )
 
 if [ "${1:-}" = "--tests" ]; then
-  PACKAGES+=(chromium clang)
+  PACKAGES+=(chromium clang victoria-metrics)
 fi
 
 missing=()

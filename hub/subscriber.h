@@ -5,9 +5,10 @@
  * Session: clean_session is false by default, with a fixed client_id, so the
  * broker keeps the subscription and queues QoS 1 messages while the hub is
  * restarting or upgrading: the gateways' spools do not help there, because the
- * broker has already acknowledged their publishes. (With shared_group on a
- * cluster, set clean_session true: an instance that is gone for good should
- * not hold its share of the messages.)
+ * broker has already acknowledged their publishes. The same holds with
+ * shared_group: Mosquitto 2.0 goes on handing a dead member its share, queued
+ * in its session until that client_id reconnects (a clean session would drop
+ * it); tests/integration/hub_shared.py shows it.
  *
  * Connection: Paho reconnects by itself (1 s doubling to 30 s) once connected;
  * a first connection that fails is retried from sub_tick() with the same

@@ -137,7 +137,11 @@ def test_latched_sos_survives_restart(w):
   - {at: 4s, slave: panel-203, set: {metric: sos, value: 0}}
 """)
     cport = free_port()
-    site = site_config(w, mb_port, central, cport, PASSWORD, local=local, sounder=True)
+    # the nap room's CO2 may pass its limit while this runs (a slow machine):
+    # this test is about the SOS, so the sounder is for high priority only and
+    # only the SOS is looked at
+    site = site_config(w, mb_port, central, cport, PASSWORD, local=local, sounder=True,
+                       sounder_priorities="high")
     tel = central.subscribe(f"carehub/v1/{SITE}/{GW}/telemetry", "telemetry")
     edge = w.spawn("care-edge-1", [w.bin("care-edge"), "-c", site])
     edge.wait_log("serving the alarm console", 10)
@@ -154,7 +158,7 @@ def test_latched_sos_survives_restart(w):
              lambda: 1 in sos_readings(tel) and sos_readings(tel)[-1] == 0, 10)
     time.sleep(1)
     st, body = con.request("GET", "/api/alarms")
-    assert st == 200 and [(x["alarm_id"], x["state"]) for x in body["alarms"]] == [(aid, "unack")], body
+    assert st == 200 and sos_states(body) == ["unack"], body
     con.close()
     edge.kill()
     log("care-edge killed with a latched SOS active")
@@ -163,20 +167,25 @@ def test_latched_sos_survives_restart(w):
     edge2.wait_log("serving the alarm console", 10)
     con = login(cport)
     st, body = con.request("GET", "/api/alarms")
-    assert st == 200 and [(x["alarm_id"], x["state"]) for x in body["alarms"]] == [(aid, "unack")], body
+    assert st == 200 and sos_states(body) == ["unack"], body
     # the restarted gateway drives the sounder from the restored state
     edge2.wait_log(r"\[annunciator:sounder\] coil 0 of slave 9 on lan ON", 10)
     assert coil_changes(sim)[-1:] == ["on"], coil_changes(sim)
     # a nurse-station app acknowledges it through the local broker
     local.publish(f"carehub/v1/{SITE}/{GW}/cmd/ack", command("ack", aid, "app:station-2"))
     wait_for("the acknowledgement from the local broker",
-             lambda: con.request("GET", "/api/alarms")[1]["alarms"] == [], 10)
+             lambda: sos_states(con.request("GET", "/api/alarms")[1]) == [], 10)
     st, body = con.request("GET", "/api/history?hours=1")
     assert st == 200 and any(h["event"] == "ack" and h["by"] == "app:station-2"
                              for h in body["history"] if h["alarm_id"] == aid), body
     wait_for("the sounder off", lambda: coil_changes(sim)[-1:] == ["off"], 5)
     assert edge2.stop() == 0, edge2.tail()
     log("latched SOS survived SIGKILL and a restart; acknowledged after the cord was released: normal")
+
+
+def sos_states(body):
+    """The states the console lists for the SOS alarm."""
+    return [x["state"] for x in body["alarms"] if x["alarm_id"] == "sos:panel-203"]
 
 
 if __name__ == "__main__":

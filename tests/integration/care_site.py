@@ -39,12 +39,13 @@ scenario:
     return sim, port
 
 
-def site_config(w, modbus_port, central, console_port, password, local=None, sounder=False):
+def site_config(w, modbus_port, central, console_port, password, local=None, sounder=False,
+                sounder_priorities="high, medium"):
     extra = ""
     if local:
         extra += f'local_mqtt: {{broker: "{local.uri}"}}\n'
     if sounder:
-        extra += "annunciators:\n  - {id: sounder, bus: lan, slave: 9, coil: 0, priorities: [high, medium]}\n"
+        extra += "annunciators:\n  - {id: sounder, bus: lan, slave: 9, coil: 0, priorities: [" + sounder_priorities + "]}\n"
     return w.write("site.yaml", f"""
 site: {SITE}
 gateway: {GW}
