@@ -132,6 +132,41 @@ enum MHD_Result ch_http_send_body(struct MHD_Connection *c, unsigned status, cha
     return ret;
 }
 
+bool ch_http_body_declared_too_big(struct MHD_Connection *c, struct ch_http_body *b)
+{
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    long long n;
+    if (cl && !ch_parse_int(cl, &n) && n > CH_HTTP_DISCARD_MAX)
+        b->too_big = true;
+    return b->too_big;
+}
+
+bool ch_http_body_feed(struct ch_http_body *b, const char *upload, size_t *upload_size, size_t max)
+{
+    size_t n = *upload_size;
+    *upload_size = 0;
+    b->seen += n;
+    if (b->too_big || b->len + n > max) {
+        b->too_big = true;
+        ch_http_body_free(b);
+        return b->seen <= CH_HTTP_DISCARD_MAX;
+    }
+    b->data = ch_xrealloc(b->data, b->len + n + 1);
+    memcpy(b->data + b->len, upload, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return true;
+}
+
+void ch_http_body_free(struct ch_http_body *b)
+{
+    if (b->data)
+        explicit_bzero(b->data, b->len);
+    free(b->data);
+    b->data = NULL;
+    b->len = 0;
+}
+
 void ch_http_client_addr(struct MHD_Connection *c, char *out, size_t n)
 {
     ch_strlcpy(out, "?", n);

@@ -48,6 +48,30 @@ void ch_http_security_headers(struct MHD_Response *r, bool api);
 enum MHD_Result ch_http_send_body(struct MHD_Connection *c, unsigned status, char *body,
                                   const char *hdr, const char *val);
 
+/* A request body as it arrives, at most max bytes (a larger one is read on
+ * and dropped, up to CH_HTTP_DISCARD_MAX, so that the client sees the 413
+ * rather than a reset connection). */
+#define CH_HTTP_DISCARD_MAX 65536
+
+struct ch_http_body {
+    char *data; /* NUL-terminated; NULL while empty */
+    size_t len;
+    size_t seen;  /* bytes received, the dropped ones too */
+    bool too_big; /* more than max: answer 413 */
+};
+
+/* On a request's first call: true when its Content-Length is beyond
+ * CH_HTTP_DISCARD_MAX (then too_big is set; answer 413 at once, the
+ * connection closes after it). */
+bool ch_http_body_declared_too_big(struct MHD_Connection *c, struct ch_http_body *b);
+
+/* Takes the chunk libmicrohttpd hands over (and zeroes *upload_size).
+ * Returns false when more than CH_HTTP_DISCARD_MAX arrived: answer 413 now. */
+bool ch_http_body_feed(struct ch_http_body *b, const char *upload, size_t *upload_size, size_t max);
+
+/* Frees the body, wiping it first (it may hold a password). */
+void ch_http_body_free(struct ch_http_body *b);
+
 /* The client's address as text. */
 void ch_http_client_addr(struct MHD_Connection *c, char *out, size_t n);
 

@@ -57,7 +57,6 @@
 #define MOD "console"
 
 #define BODY_MAX           4096  /* request bodies beyond this: 413 */
-#define DISCARD_MAX        65536 /* read and drop up to this, so the 413 arrives */
 #define SESSIONS_MAX       512   /* logins kept; the oldest goes when full */
 #define THROTTLE_SLOTS     256   /* (address, user) and address counters */
 #define THROTTLE_WINDOW_MS 60000 /* failures counted within this window */
@@ -101,10 +100,7 @@ struct console {
 
 /* Per request: the body as it arrives. */
 struct req {
-    char *body;
-    size_t len;
-    size_t seen; /* bytes received, also those dropped */
-    bool too_big;
+    struct ch_http_body body;
 };
 
 /* Who made a request. */
@@ -562,10 +558,10 @@ static unsigned csrf_check(struct MHD_Connection *c, const char **msg)
  * not an object. */
 static json_t *body_object(const struct req *r)
 {
-    if (r->len == 0)
+    if (r->body.len == 0)
         return json_object();
     json_error_t e;
-    json_t *o = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &e);
+    json_t *o = json_loadb(r->body.data, r->body.len, JSON_REJECT_DUPLICATES, &e);
     if (o && !json_is_object(o)) {
         json_decref(o);
         o = NULL;
@@ -872,7 +868,7 @@ static enum MHD_Result route(struct console *k, struct MHD_Connection *c, const 
         return send_method_not_allowed(c, "POST");
     if (!wants_post && !get)
         return send_method_not_allowed(c, "GET, HEAD");
-    if (r->too_big)
+    if (r->body.too_big)
         return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
     if (wants_post) {
         const char *msg = NULL;
@@ -928,35 +924,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!r) {
         r = ch_xcalloc(1, sizeof *r);
         *con_cls = r;
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        long long n;
-        if (cl && !ch_parse_int(cl, &n) && n > DISCARD_MAX) {
-            /* Too big to even read through: answer now, the connection
-             * closes after the answer. */
-            r->too_big = true;
+        if (ch_http_body_declared_too_big(c, &r->body))
             return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
-        }
         return MHD_YES;
     }
     if (*upload_size) {
-        size_t n = *upload_size;
-        *upload_size = 0;
-        r->seen += n;
-        if (r->too_big || r->len + n > BODY_MAX) {
-            /* Keep reading (and dropping) so the client sees the 413 rather
-             * than a reset connection; up to a point. */
-            r->too_big = true;
-            free(r->body);
-            r->body = NULL;
-            r->len = 0;
-            if (r->seen > DISCARD_MAX)
-                return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
-            return MHD_YES;
-        }
-        r->body = ch_xrealloc(r->body, r->len + n + 1);
-        memcpy(r->body + r->len, upload, n);
-        r->len += n;
-        r->body[r->len] = '\0';
+        if (!ch_http_body_feed(&r->body, upload, upload_size, BODY_MAX))
+            return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
         return MHD_YES;
     }
     return route(k, c, url, method, r);
@@ -970,9 +944,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)why;
     struct req *r = *con_cls;
     if (r) {
-        if (r->body)
-            explicit_bzero(r->body, r->len); /* may hold a password */
-        free(r->body);
+        ch_http_body_free(&r->body); /* wiped: it may hold a password */
         free(r);
         *con_cls = NULL;
     }

@@ -26,9 +26,8 @@
 #include <unistd.h>
 
 #define MOD              "api"
-#define BODY_MAX         4096  /* request bodies beyond this: 413 */
-#define DISCARD_MAX      65536 /* read and drop up to this, so the 413 arrives */
-#define CONN_HEADROOM    64    /* connections beyond the event streams */
+#define BODY_MAX         4096 /* request bodies beyond this: 413 */
+#define CONN_HEADROOM    64   /* connections beyond the event streams */
 #define CONN_TIMEOUT_S   60
 #define KEEPALIVE_MS     15000
 #define RANGE_MAX_MS     (400LL * 86400000) /* longest from..to */
@@ -40,8 +39,44 @@
 #define ALARM_ROWS_MAX   100000 /* alarm transitions one query may return */
 #define PATH_MAX_LEN     200
 
+/* Series a regulator reads only with a grant (config api.sensitive). */
+struct sensitive_def {
+    const char *measurement;
+    const char *const *metrics; /* none: every metric of it */
+    size_t n_metrics;
+    unsigned grant;
+};
+
+static const char *const location_metrics[] = {"zone", "zone_exit", "rssi", "in_range"};
+
+/* When the configuration names none. */
+static const struct sensitive_def default_sensitive[] = {
+    {"wearable", location_metrics, CH_ARRAY_LEN(location_metrics), GRANT_LOCATION},
+    {"wearable", NULL, 0, GRANT_HEALTH},
+    {"bed", NULL, 0, GRANT_HEALTH},
+};
+
+/* An environment limit of the summary (config api.compliance). */
+struct limit_def {
+    const char *measurement, *metric;
+    double min, max;
+};
+
+/* GB/T 18883-2022 (indoor air quality): CO2 <= 0.10 % (1000 ppm), PM2.5 <= 50
+ * ug/m3 (24 h); temperature and humidity span its summer and winter bands. */
+static const struct limit_def default_limits[] = {
+    {"environment", "co2", -1e308, 1000},
+    {"environment", "pm25", -1e308, 50},
+    {"environment", "temperature", 16, 28},
+    {"environment", "humidity", 30, 80},
+};
+
 struct api {
     const struct hubcfg *cfg;
+    const struct sensitive_def *sens; /* the configuration's, or the defaults */
+    size_t n_sens;
+    const struct limit_def *lims;
+    size_t n_lims;
     struct presence *view;
     struct influx *writer;
     struct sub *mqtt;
@@ -73,9 +108,7 @@ struct who {
 
 /* Per request. */
 struct req {
-    char *body;
-    size_t len, seen;
-    bool too_big;
+    struct ch_http_body body;
     int64_t start_mono;
     /* for the audit entry */
     bool authed;
@@ -87,7 +120,6 @@ struct req {
     char addr[64];
     unsigned status;
     uint64_t rows;
-    struct api *a;
 };
 
 static bool is_regulator(const struct who *w)
@@ -413,50 +445,21 @@ static void regulator_pseudonym(const struct api *a, const char *site, const cha
     snprintf(out, 16, "P-%02x%02x%02x%02x%02x", md[0], md[1], md[2], md[3], md[4]);
 }
 
-struct sensitive_def {
-    const char *measurement;
-    const char *metrics[8];
-    int grant;
-};
-
-/* When the configuration names none. */
-static const struct sensitive_def default_sensitive[] = {
-    {"wearable", {"zone", "zone_exit", "rssi", "in_range", NULL}, GRANT_LOCATION},
-    {"wearable", {NULL}, GRANT_HEALTH},
-    {"bed", {NULL}, GRANT_HEALTH},
-};
-
 /* The grant a regulator needs for metric of measurement (metric NULL: any
- * metric of it: the strictest that applies); 0 if none. */
+ * metric of it: every grant that applies); 0 if none. The first rule that
+ * names the metric decides. */
 static unsigned needed_grant(const struct api *a, const char *measurement, const char *metric)
 {
-    const struct cfg_list *l = &a->cfg->api.sensitive;
     unsigned need = 0;
-    if (l->n) {
-        for (size_t i = 0; i < l->n; i++) {
-            const struct hubcfg_sensitive *s = &((struct hubcfg_sensitive *)l->items)[i];
-            if (strcmp(s->measurement, measurement))
-                continue;
-            bool match = s->metrics.n == 0 || !metric;
-            for (size_t j = 0; j < s->metrics.n && !match; j++)
-                match = !strcmp(((char **)s->metrics.items)[j], metric);
-            if (match) {
-                need |= (unsigned)s->grant;
-                if (metric)
-                    return need;
-            }
-        }
-        return need;
-    }
-    for (size_t i = 0; i < CH_ARRAY_LEN(default_sensitive); i++) {
-        const struct sensitive_def *s = &default_sensitive[i];
+    for (size_t i = 0; i < a->n_sens; i++) {
+        const struct sensitive_def *s = &a->sens[i];
         if (strcmp(s->measurement, measurement))
             continue;
-        bool match = !s->metrics[0] || !metric;
-        for (size_t j = 0; s->metrics[j] && !match; j++)
+        bool match = s->n_metrics == 0 || !metric;
+        for (size_t j = 0; j < s->n_metrics && !match; j++)
             match = !strcmp(s->metrics[j], metric);
         if (match) {
-            need |= (unsigned)s->grant;
+            need |= s->grant;
             if (metric)
                 return need;
         }
@@ -598,12 +601,8 @@ static void row_to_alert(json_t *s, json_t *row, struct ch_alert *t)
     t->value = t->has_value ? json_number_value(vv) : 0;
 }
 
-/* Occurrences: the latest transition of each (site, gateway, alarm_id,
- * raised_ms). */
-struct occ {
-    struct ch_alert t;
-};
-
+/* An occurrence (site, gateway, alarm_id, raised_ms) is represented by its
+ * latest transition. */
 static int occ_key_cmp(const struct ch_alert *a, const struct ch_alert *b)
 {
     int c = strcmp(a->site, b->site);
@@ -618,25 +617,25 @@ static int occ_key_cmp(const struct ch_alert *a, const struct ch_alert *b)
 
 static int occ_sort(const void *pa, const void *pb)
 {
-    const struct occ *a = pa, *b = pb;
-    int c = occ_key_cmp(&a->t, &b->t);
+    const struct ch_alert *a = pa, *b = pb;
+    int c = occ_key_cmp(a, b);
     if (c)
         return c;
-    return a->t.ts_ms < b->t.ts_ms ? -1 : a->t.ts_ms > b->t.ts_ms;
+    return a->ts_ms < b->ts_ms ? -1 : a->ts_ms > b->ts_ms;
 }
 
 static int occ_newest_first(const void *pa, const void *pb)
 {
-    const struct occ *a = pa, *b = pb;
-    if (a->t.raised_ms != b->t.raised_ms)
-        return a->t.raised_ms > b->t.raised_ms ? -1 : 1;
-    return strcmp(a->t.alarm_id, b->t.alarm_id);
+    const struct ch_alert *a = pa, *b = pb;
+    if (a->raised_ms != b->raised_ms)
+        return a->raised_ms > b->raised_ms ? -1 : 1;
+    return strcmp(a->alarm_id, b->alarm_id);
 }
 
 /* Reads the occurrences raised in [from, to) at the sites (site, or the
  * scope); *out (caller frees), count in *n. Returns 0 or the query's error. */
 static int read_occurrences(struct api *a, const struct who *w, const char *site, int64_t from,
-                            int64_t to, struct occ **out, size_t *n, char *err, size_t errn)
+                            int64_t to, struct ch_alert **out, size_t *n, char *err, size_t errn)
 {
     struct qb q;
     qb_init(&q);
@@ -647,14 +646,13 @@ static int read_occurrences(struct api *a, const struct who *w, const char *site
     qb_time(&q, from);
     qb_add(&q, " LIMIT %d", ALARM_ROWS_MAX);
     json_t *res;
-    int rc = influxq_run(&a->q, q.s, &res, err, errn);
-    qb_free(&q);
+    int rc = influxq_run_qb(&a->q, &q, &res, err, errn);
     *out = NULL;
     *n = 0;
     if (rc)
         return rc;
     size_t cap = 0, cnt = 0;
-    struct occ *v = NULL;
+    struct ch_alert *v = NULL;
     size_t i;
     json_t *s;
     json_array_foreach(influxq_series(res, 0), i, s)
@@ -667,7 +665,7 @@ static int read_occurrences(struct api *a, const struct who *w, const char *site
                 cap = cap ? 2 * cap : 64;
                 v = ch_xrealloc(v, cap * sizeof *v);
             }
-            row_to_alert(s, row, &v[cnt].t);
+            row_to_alert(s, row, &v[cnt]);
             cnt++;
         }
     }
@@ -677,7 +675,7 @@ static int read_occurrences(struct api *a, const struct who *w, const char *site
     /* keep the last transition of each occurrence */
     size_t k = 0;
     for (size_t j = 0; j < cnt; j++) {
-        if (j + 1 < cnt && occ_key_cmp(&v[j].t, &v[j + 1].t) == 0)
+        if (j + 1 < cnt && occ_key_cmp(&v[j], &v[j + 1]) == 0)
             continue;
         v[k++] = v[j];
     }
@@ -720,7 +718,7 @@ static enum MHD_Result h_alarms(struct api *a, struct req *r, struct MHD_Connect
     const char *ls = arg(c, "limit");
     if (ls && (ch_parse_int(ls, &limit) || limit < 1 || limit > ALARMS_LIMIT_MAX))
         return fail(r, c, 400, "parameter 'limit': a whole number from 1 to %d", ALARMS_LIMIT_MAX);
-    struct occ *v;
+    struct ch_alert *v;
     size_t n;
     char err[512];
     int rc = read_occurrences(a, &r->who, site, from, to, &v, &n, err, sizeof err);
@@ -730,7 +728,7 @@ static enum MHD_Result h_alarms(struct api *a, struct req *r, struct MHD_Connect
         qsort(v, n, sizeof *v, occ_newest_first);
     json_t *arr = json_array();
     for (size_t i = 0; i < n && json_array_size(arr) < (size_t)limit; i++) {
-        const struct ch_alert *t = &v[i].t;
+        const struct ch_alert *t = &v[i];
         if (prio && strcmp(prio, ch_priority_name(t->priority)))
             continue;
         if (!state_matches(state, t->state))
@@ -745,7 +743,7 @@ static enum MHD_Result h_alarms(struct api *a, struct req *r, struct MHD_Connect
 
 /* The last transition of every alarm heard of in ACTIVE_LOOKBACK whose state
  * is not normal. */
-static int read_active(struct api *a, const struct who *w, const char *site, struct occ **out,
+static int read_active(struct api *a, const struct who *w, const char *site, struct ch_alert **out,
                        size_t *n, char *err, size_t errn)
 {
     struct qb q;
@@ -757,14 +755,13 @@ static int read_active(struct api *a, const struct who *w, const char *site, str
            "DESC LIMIT 1",
            ACTIVE_LOOKBACK);
     json_t *res;
-    int rc = influxq_run(&a->q, q.s, &res, err, errn);
-    qb_free(&q);
+    int rc = influxq_run_qb(&a->q, &q, &res, err, errn);
     *out = NULL;
     *n = 0;
     if (rc)
         return rc;
     json_t *series = influxq_series(res, 0);
-    struct occ *v = ch_xcalloc(json_array_size(series) + 1, sizeof *v);
+    struct ch_alert *v = ch_xcalloc(json_array_size(series) + 1, sizeof *v);
     size_t k = 0, i;
     json_t *s;
     json_array_foreach(series, i, s)
@@ -772,8 +769,8 @@ static int read_active(struct api *a, const struct who *w, const char *site, str
         json_t *row = json_array_get(json_object_get(s, "values"), 0);
         if (!row)
             continue;
-        row_to_alert(s, row, &v[k].t);
-        if (v[k].t.state != CH_AS_NORMAL)
+        row_to_alert(s, row, &v[k]);
+        if (v[k].state != CH_AS_NORMAL)
             k++;
     }
     json_decref(res);
@@ -794,7 +791,7 @@ static enum MHD_Result h_active(struct api *a, struct req *r, struct MHD_Connect
     const char *site;
     if (!site_param(r, c, false, &site, &ret))
         return ret;
-    struct occ *v;
+    struct ch_alert *v;
     size_t n;
     char err[512];
     int rc = read_active(a, &r->who, site, &v, &n, err, sizeof err);
@@ -802,8 +799,8 @@ static enum MHD_Result h_active(struct api *a, struct req *r, struct MHD_Connect
         return fail_query(r, c, rc, err);
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
-        note_site(r, v[i].t.site);
-        json_array_append_new(arr, alarm_object(a, &v[i].t, is_regulator(&r->who)));
+        note_site(r, v[i].site);
+        json_array_append_new(arr, alarm_object(a, &v[i], is_regulator(&r->who)));
     }
     free(v);
     r->rows = json_array_size(arr);
@@ -831,8 +828,7 @@ static json_t *devices_online(struct api *a, const struct who *w, const char *si
            a->cfg->api.device_timeout_ms);
     json_t *res;
     char err[512];
-    int rc = influxq_run(&a->q, q.s, &res, err, sizeof err);
-    qb_free(&q);
+    int rc = influxq_run_qb(&a->q, &q, &res, err, sizeof err);
     if (rc) {
         LOGW(MOD, "sites", "devices online unknown: %s", err);
         return NULL;
@@ -930,7 +926,7 @@ static json_t *sites_json(struct api *a, const struct who *w, const char *site, 
         }
     }
     if (with_influx && json_array_size(sites)) {
-        struct occ *v;
+        struct ch_alert *v;
         size_t na;
         char err[512];
         if (read_active(a, w, site, &v, &na, err, sizeof err) == 0) {
@@ -939,10 +935,10 @@ static json_t *sites_json(struct api *a, const struct who *w, const char *site, 
                 json_t *so;
                 json_array_foreach(sites, j, so)
                 {
-                    if (strcmp(json_string_value(json_object_get(so, "site")), v[i].t.site))
+                    if (strcmp(json_string_value(json_object_get(so, "site")), v[i].site))
                         continue;
                     json_t *aa = json_object_get(so, "active_alarms");
-                    const char *p = ch_priority_name(v[i].t.priority);
+                    const char *p = ch_priority_name(v[i].priority);
                     json_object_set_new(
                         aa, p, json_integer(json_integer_value(json_object_get(aa, p)) + 1));
                 }
@@ -1028,7 +1024,8 @@ static enum MHD_Result h_command(struct api *a, struct req *r, struct MHD_Connec
     if (!ct || strncasecmp(ct, "application/json", 16))
         return fail(r, c, 415, "Content-Type must be application/json");
     json_error_t je;
-    json_t *b = r->body ? json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &je) : NULL;
+    json_t *b =
+        r->body.data ? json_loadb(r->body.data, r->body.len, JSON_REJECT_DUPLICATES, &je) : NULL;
     if (!json_is_object(b)) {
         json_decref(b);
         return fail(r, c, 400, "body: a JSON object expected");
@@ -1134,13 +1131,13 @@ static json_t *pct_or_null(double *v, size_t n, double p)
     return json_real(round(api_percentile(v, n, p) * 1000.0) / 1000.0);
 }
 
-static json_t *summary_alarms(struct occ *v, size_t n)
+static json_t *summary_alarms(struct ch_alert *v, size_t n)
 {
     double *ack = ch_xcalloc(n + 1, sizeof *ack), *clr = ch_xcalloc(n + 1, sizeof *clr);
     size_t na = 0, nc = 0;
     json_int_t by[3] = {0};
     for (size_t i = 0; i < n; i++) {
-        const struct ch_alert *t = &v[i].t;
+        const struct ch_alert *t = &v[i];
         by[t->priority >= 0 && t->priority < 3 ? t->priority : 0]++;
         if (t->acked_ms && t->acked_ms >= t->raised_ms)
             ack[na++] = (double)(t->acked_ms - t->raised_ms) / 1000.0;
@@ -1159,36 +1156,6 @@ static json_t *summary_alarms(struct occ *v, size_t n)
     return o;
 }
 
-struct limit_def {
-    const char *measurement, *metric;
-    double min, max;
-};
-
-/* GB/T 18883-2022 (indoor air quality): CO2 <= 0.10 % (1000 ppm), PM2.5 <= 50
- * ug/m3 (24 h); temperature and humidity span its summer and winter bands. */
-static const struct limit_def default_limits[] = {
-    {"environment", "co2", -1e308, 1000},
-    {"environment", "pm25", -1e308, 50},
-    {"environment", "temperature", 16, 28},
-    {"environment", "humidity", 30, 80},
-};
-
-static size_t limits(const struct api *a, struct limit_def *out, size_t max)
-{
-    const struct cfg_list *l = &a->cfg->api.compliance;
-    if (!l->n) {
-        size_t n = CH_ARRAY_LEN(default_limits);
-        memcpy(out, default_limits, n * sizeof *out);
-        return n;
-    }
-    size_t n = 0;
-    for (size_t i = 0; i < l->n && n < max; i++) {
-        const struct hubcfg_limit *h = &((struct hubcfg_limit *)l->items)[i];
-        out[n++] = (struct limit_def){h->measurement, h->metric, h->min, h->max};
-    }
-    return n;
-}
-
 static json_t *bound_or_null(double v)
 {
     return fabs(v) >= 1e300 ? json_null() : json_real(v);
@@ -1198,8 +1165,8 @@ static json_t *bound_or_null(double v)
 static int summary_environment(struct api *a, const char *site, int64_t from, int64_t to,
                                json_t **out, char *err, size_t errn)
 {
-    struct limit_def lim[32];
-    size_t nl = limits(a, lim, CH_ARRAY_LEN(lim));
+    const struct limit_def *lim = a->lims;
+    size_t nl = a->n_lims;
     struct qb q;
     qb_init(&q);
     for (size_t i = 0; i < nl; i++) {
@@ -1225,8 +1192,7 @@ static int summary_environment(struct api *a, const char *site, int64_t from, in
         }
     }
     json_t *res;
-    int rc = influxq_run(&a->q, q.s, &res, err, errn);
-    qb_free(&q);
+    int rc = influxq_run_qb(&a->q, &q, &res, err, errn);
     if (rc)
         return rc;
     json_t *env = json_array();
@@ -1247,8 +1213,7 @@ static int summary_environment(struct api *a, const char *site, int64_t from, in
             {
                 const char *r2 =
                     json_string_value(json_object_get(json_object_get(s2, "tags"), "room"));
-                if ((room ? room : "")[0] == (r2 ? r2 : "")[0] &&
-                    !strcmp(room ? room : "", r2 ? r2 : ""))
+                if (!strcmp(room ? room : "", r2 ? r2 : ""))
                     ok = json_integer_value(
                         json_array_get(json_array_get(json_object_get(s2, "values"), 0),
                                        (size_t)influxq_col(s2, "count")));
@@ -1296,8 +1261,7 @@ static int summary_devices(struct api *a, const char *site, int64_t from, int64_
     where_time(&q, from, to);
     qb_add(&q, " GROUP BY \"gateway\"");
     json_t *res;
-    int rc = influxq_run(&a->q, q.s, &res, err, errn);
-    qb_free(&q);
+    int rc = influxq_run_qb(&a->q, &q, &res, err, errn);
     if (rc)
         return rc;
     /* devices: the inventory of the gateways' births, or those seen */
@@ -1390,7 +1354,7 @@ static enum MHD_Result h_summary(struct api *a, struct req *r, struct MHD_Connec
     int64_t from, to;
     if (!site_param(r, c, true, &site, &ret) || !time_range(r, c, &from, &to, &ret))
         return ret;
-    struct occ *v;
+    struct ch_alert *v;
     size_t n;
     char err[512];
     int rc = read_occurrences(a, &r->who, site, from, to, &v, &n, err, sizeof err);
@@ -1458,8 +1422,7 @@ static enum MHD_Result h_series(struct api *a, struct req *r, struct MHD_Connect
     qb_add(&q, " GROUP BY time(%" PRId64 "ms), \"room\", \"device\" fill(none)", every);
     json_t *res;
     char err[512];
-    int rc = influxq_run(&a->q, q.s, &res, err, sizeof err);
-    qb_free(&q);
+    int rc = influxq_run_qb(&a->q, &q, &res, err, sizeof err);
     if (rc)
         return fail_query(r, c, rc, err);
     json_t *out = json_array();
@@ -1508,7 +1471,7 @@ struct export
     char *meas; /* telemetry: the measurements to read, as a FROM list */
     char *buf;
     size_t len, off, cap;
-    bool started, done, failed;
+    bool started, done;
 };
 
 static void ex_put(struct export *e, const char *s, size_t n)
@@ -1535,10 +1498,10 @@ static void ex_csv(struct export *e, const char *s, bool last)
 {
     bool quote = strpbrk(s, ",\"\r\n") != NULL;
     bool formula = s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@';
-    char numchk = s[0] == '-' && s[1] >= '0' && s[1] <= '9'; /* a negative number is fine */
+    bool number = s[0] == '-' && s[1] >= '0' && s[1] <= '9'; /* a negative number is fine */
     if (quote)
         ex_puts(e, "\"");
-    if (formula && !numchk)
+    if (formula && !number)
         ex_puts(e, "'");
     for (const char *p = s; *p; p++) {
         if (*p == '"')
@@ -1707,8 +1670,7 @@ static bool ex_next_window(struct export *e)
     where_time(&q, e->cursor, end);
     json_t *res;
     char err[512];
-    int rc = influxq_run(&e->a->q, q.s, &res, err, sizeof err);
-    qb_free(&q);
+    int rc = influxq_run_qb(&e->a->q, &q, &res, err, sizeof err);
     if (rc) {
         LOGW(MOD, e->site, "export stopped at %" PRId64 ": %s", e->cursor, err);
         return false;
@@ -1749,7 +1711,6 @@ static ssize_t ex_read(void *cls, uint64_t pos, char *out, size_t max)
             continue;
         }
         if (!ex_next_window(e)) {
-            e->failed = true;
             e->r->status = 500;
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
@@ -1948,8 +1909,7 @@ static enum MHD_Result h_audit(struct api *a, struct req *r, struct MHD_Connecti
     qb_add(&q, " ORDER BY time DESC LIMIT %lld", limit);
     json_t *res;
     char err[512];
-    int rc = influxq_run(&a->q, q.s, &res, err, sizeof err);
-    qb_free(&q);
+    int rc = influxq_run_qb(&a->q, &q, &res, err, sizeof err);
     if (rc)
         return fail_query(r, c, rc, err);
     json_t *out = json_array();
@@ -2252,7 +2212,7 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char
     enum MHD_Result ret = MHD_NO;
     if (authenticate(a, r, c, &ret))
         return ret;
-    if (r->too_big)
+    if (r->body.too_big)
         return fail(r, c, 413, "request body larger than %d bytes", BODY_MAX);
     switch (which) {
     case R_ME:
@@ -2300,38 +2260,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     struct req *r = *con_cls;
     if (!r) {
         r = ch_xcalloc(1, sizeof *r);
-        r->a = a;
         r->start_mono = ch_mono_ms();
         ch_strlcpy(r->method, method, sizeof r->method);
         ch_strlcpy(r->path, url, sizeof r->path);
         ch_http_client_addr(c, r->addr, sizeof r->addr);
         MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_query, r);
         *con_cls = r;
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        long long n;
-        if (cl && !ch_parse_int(cl, &n) && n > DISCARD_MAX) {
-            r->too_big = true;
+        if (ch_http_body_declared_too_big(c, &r->body))
             return fail(r, c, 413, "request body larger than %d bytes", BODY_MAX);
-        }
         return MHD_YES;
     }
     if (*upload_size) {
-        size_t n = *upload_size;
-        *upload_size = 0;
-        r->seen += n;
-        if (r->too_big || r->len + n > BODY_MAX) {
-            r->too_big = true;
-            free(r->body);
-            r->body = NULL;
-            r->len = 0;
-            if (r->seen > DISCARD_MAX)
-                return fail(r, c, 413, "request body larger than %d bytes", BODY_MAX);
-            return MHD_YES;
-        }
-        r->body = ch_xrealloc(r->body, r->len + n + 1);
-        memcpy(r->body + r->len, upload, n);
-        r->len += n;
-        r->body[r->len] = '\0';
+        if (!ch_http_body_feed(&r->body, upload, upload_size, BODY_MAX))
+            return fail(r, c, 413, "request body larger than %d bytes", BODY_MAX);
         return MHD_YES;
     }
     return route(a, c, url, method, r);
@@ -2351,13 +2292,51 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     bool api = !strncmp(r->path, "/api/", 5) || r->status >= 400;
     if (api && r->status)
         audit_write(a, r);
-    free(r->body);
+    ch_http_body_free(&r->body);
     free(r->who.sites);
     free(r);
     *con_cls = NULL;
 }
 
 /* ---- start and stop -------------------------------------------------------------------------- */
+
+/* The privacy rules and compliance limits, from the configuration (whose
+ * strings they borrow) or the defaults. */
+static void set_policies(struct api *a)
+{
+    const struct hubcfg_api *ac = &a->cfg->api;
+    a->sens = default_sensitive;
+    a->n_sens = CH_ARRAY_LEN(default_sensitive);
+    if (ac->sensitive.n) {
+        struct sensitive_def *v = ch_xcalloc(ac->sensitive.n, sizeof *v);
+        for (size_t i = 0; i < ac->sensitive.n; i++) {
+            const struct hubcfg_sensitive *h = &((struct hubcfg_sensitive *)ac->sensitive.items)[i];
+            v[i] = (struct sensitive_def){h->measurement, (const char *const *)h->metrics.items,
+                                          h->metrics.n, (unsigned)h->grant};
+        }
+        a->sens = v;
+        a->n_sens = ac->sensitive.n;
+    }
+    a->lims = default_limits;
+    a->n_lims = CH_ARRAY_LEN(default_limits);
+    if (ac->compliance.n) {
+        struct limit_def *v = ch_xcalloc(ac->compliance.n, sizeof *v);
+        for (size_t i = 0; i < ac->compliance.n; i++) {
+            const struct hubcfg_limit *h = &((struct hubcfg_limit *)ac->compliance.items)[i];
+            v[i] = (struct limit_def){h->measurement, h->metric, h->min, h->max};
+        }
+        a->lims = v;
+        a->n_lims = ac->compliance.n;
+    }
+}
+
+static void free_policies(struct api *a)
+{
+    if (a->sens != default_sensitive)
+        free((void *)a->sens);
+    if (a->lims != default_limits)
+        free((void *)a->lims);
+}
 
 /* The regulators' pseudonym key: 32 random bytes as hex in the file, made on
  * first start (mode 0600). Every hub of a deployment must share the file. */
@@ -2411,6 +2390,7 @@ int api_start(const struct hubcfg *cfg, struct presence *view, struct influx *wr
     a->writer = writer;
     a->mqtt = mqtt;
     a->q = (struct influxq){.cfg = &cfg->influx, .timeout_ms = ac->query_timeout_ms};
+    set_policies(a);
     int rc = tokens_load(ac->tokens_file, ac->rate_limit, &a->tokens);
     if (!rc)
         rc = load_key(a, ac->pseudonym_key_file);
@@ -2434,6 +2414,7 @@ int api_start(const struct hubcfg *cfg, struct presence *view, struct influx *wr
         tokens_free(a->tokens);
         if (a->audit)
             fclose(a->audit);
+        free_policies(a);
         free(a);
         return rc;
     }
@@ -2501,6 +2482,7 @@ void api_stop(struct api *a)
     pthread_rwlock_destroy(&a->tokens_lock);
     pthread_mutex_destroy(&a->audit_mu);
     explicit_bzero(a->pkey, sizeof a->pkey);
+    free_policies(a);
     LOGI(MOD, NULL, "stopped");
     free(a);
 }

@@ -205,6 +205,13 @@ int influxq_run(const struct influxq *q, const char *query, json_t **results, ch
     return rc;
 }
 
+int influxq_run_qb(const struct influxq *q, struct qb *b, json_t **results, char *err, size_t errn)
+{
+    int rc = influxq_run(q, b->s ? b->s : "", results, err, errn);
+    qb_free(b);
+    return rc;
+}
+
 json_t *influxq_series(json_t *results, size_t i)
 {
     json_t *s = json_object_get(json_array_get(results, i), "series");

@@ -48,6 +48,9 @@ struct influxq {
 int influxq_run(const struct influxq *q, const char *query, json_t **results, char *err,
                 size_t errn);
 
+/* influxq_run of the query built in b, which it frees. */
+int influxq_run_qb(const struct influxq *q, struct qb *b, json_t **results, char *err, size_t errn);
+
 /* The series of statement i of results (borrowed; NULL when none, which
  * json_array_foreach and json_array_size take as empty). */
 json_t *influxq_series(json_t *results, size_t i);

@@ -266,8 +266,11 @@ static int serve(struct hub *h)
              ch_strerror(rc));
     if (rc == 0 && influx_open(&h->cfg.influx, h->spool, &h->influx) == 0) {
         h->ingest = ingest_new(h->presence, to_influx, h->influx);
+        /* the view: for the API, and for gateways_online when this process
+         * sees only its share of the statuses */
         bool api_on = h->cfg.api.tokens_file != NULL;
-        bool view_ok = !api_on || sub_open_view(&h->cfg.mqtt, on_view, h, &h->view_sub) == 0;
+        bool view_on = api_on || h->cfg.mqtt.shared_group;
+        bool view_ok = !view_on || sub_open_view(&h->cfg.mqtt, on_view, h, &h->view_sub) == 0;
         if (view_ok && api_on &&
             api_start(&h->cfg, h->view, h->influx, h->view_sub, &h->api) != 0) {
             sub_close(h->view_sub, MQTT_CLOSE_TIMEOUT_MS);

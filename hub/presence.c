@@ -304,6 +304,7 @@ size_t presence_online(struct presence *p)
 
 size_t presence_list(struct presence *p, struct presence_gw **out)
 {
+    int64_t now = ch_now_ms();
     pthread_mutex_lock(&p->lock);
     struct presence_gw *v = ch_xcalloc(p->n_entries ? p->n_entries : 1, sizeof *v);
     size_t n = 0;
@@ -321,8 +322,8 @@ size_t presence_list(struct presence *p, struct presence_gw **out)
             memcpy(g->version, e->version, sizeof g->version);
             g->status_ts = e->status_ts;
             g->last_seen = e->last_telemetry > e->status_rx ? e->last_telemetry : e->status_rx;
-            if (e->online && g->last_seen < ch_now_ms())
-                g->last_seen = ch_now_ms(); /* its connection is up: seen now */
+            if (e->online && g->last_seen < now)
+                g->last_seen = now; /* its connection is up: seen now */
             g->n_devices = e->n_devices;
         }
     }
