@@ -445,6 +445,74 @@ static void regulator_pseudonym(const struct api *a, const char *site, const cha
     snprintf(out, 16, "P-%02x%02x%02x%02x%02x", md[0], md[1], md[2], md[3], md[4]);
 }
 
+static bool id_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
+}
+
+/* A message for a regulator: rules may write the site's own pseudonym of the
+ * resident into it ("{resident}"); every whole occurrence becomes the
+ * regulator's pseudonym. Cut at a character boundary if it grows too long. */
+static void regulator_message(const char *msg, const char *resident, const char *pseud,
+                              char out[CH_TEXT_MAX])
+{
+    size_t n = strlen(resident), k = strlen(pseud), o = 0;
+    const char *start = msg;
+    while (*msg) {
+        if (n && !strncmp(msg, resident, n) && !id_char(msg[n]) &&
+            (msg == start || !id_char(msg[-1]))) {
+            if (o + k >= CH_TEXT_MAX)
+                break;
+            memcpy(out + o, pseud, k);
+            o += k;
+            msg += n;
+            continue;
+        }
+        size_t c = 1; /* one UTF-8 character */
+        while (msg[c] && ((unsigned char)msg[c] & 0xC0) == 0x80)
+            c++;
+        if (o + c >= CH_TEXT_MAX)
+            break;
+        memcpy(out + o, msg, c);
+        o += c;
+        msg += c;
+    }
+    out[o] = '\0';
+}
+
+/* What of a transition's people a reader sees: the site's pseudonym and
+ * staff names, or for a regulator the re-keyed pseudonym (in the message
+ * too) and "staff". The pointers are into t or into out. */
+struct shown {
+    const char *resident, *message, *by; /* by: NULL when nobody acted */
+    char pseud[16];
+    char msg[CH_TEXT_MAX];
+};
+
+static void privacy(const struct api *a, const struct ch_alert *t, bool regulator,
+                    struct shown *out)
+{
+    out->resident = t->resident;
+    out->message = t->message;
+    out->by = t->by[0] ? (regulator ? "staff" : t->by) : NULL;
+    if (regulator && t->resident[0]) {
+        regulator_pseudonym(a, t->site, t->resident, out->pseud);
+        regulator_message(t->message, t->resident, out->pseud, out->msg);
+        out->resident = out->pseud;
+        out->message = out->msg;
+    }
+}
+
+/* The gateways' own metrics (edge_device, edge_gateway) and the hub's
+ * (carehub_*): their readings are not a device's, and an offline device
+ * still has its edge_device row every self_metrics_interval. */
+static bool self_metrics_series(json_t *series)
+{
+    const char *m = json_string_value(json_object_get(series, "name"));
+    return m && (!strncmp(m, "edge_", 5) || !strncmp(m, "carehub_", 8));
+}
+
 /* The grant a regulator needs for metric of measurement (metric NULL: any
  * metric of it: every grant that applies); 0 if none. The first rule that
  * names the metric decides. */
@@ -502,13 +570,9 @@ static json_t *secs_or_null(int64_t a, int64_t b)
  * with the regulator's privacy applied. */
 static json_t *alarm_object(const struct api *a, const struct ch_alert *t, bool regulator)
 {
-    char pseud[16] = "";
-    const char *resident = t->resident;
-    if (regulator && resident[0]) {
-        regulator_pseudonym(a, t->site, resident, pseud);
-        resident = pseud;
-    }
-    const char *by = t->by[0] ? (regulator ? "staff" : t->by) : NULL;
+    struct shown sh;
+    privacy(a, t, regulator, &sh);
+    const char *resident = sh.resident, *message = sh.message, *by = sh.by;
     json_t *o = json_object();
     json_object_set_new(o, "site", json_string(t->site));
     json_object_set_new(o, "gateway", json_string(t->gateway));
@@ -521,7 +585,7 @@ static json_t *alarm_object(const struct api *a, const struct ch_alert *t, bool 
     json_object_set_new(o, "priority", json_string(ch_priority_name(t->priority)));
     json_object_set_new(o, "state", json_string(ch_alarm_state_name(t->state)));
     json_object_set_new(o, "event", json_string(ch_alarm_event_name(t->event)));
-    json_object_set_new(o, "message", json_string(t->message));
+    json_object_set_new(o, "message", json_string(message));
     json_object_set_new(o, "metric", json_string(t->metric));
     json_object_set_new(o, "value", t->has_value ? json_real(t->value) : json_null());
     json_object_set_new(o, "escalation", json_integer(t->escalation));
@@ -838,6 +902,8 @@ static json_t *devices_online(struct api *a, const struct who *w, const char *si
     json_t *s;
     json_array_foreach(influxq_series(res, 0), i, s)
     {
+        if (self_metrics_series(s))
+            continue;
         json_t *tags = json_object_get(s, "tags");
         const char *st = json_string_value(json_object_get(tags, "site"));
         const char *gw = json_string_value(json_object_get(tags, "gateway"));
@@ -1270,6 +1336,8 @@ static int summary_devices(struct api *a, const char *site, int64_t from, int64_
     json_t *s;
     json_array_foreach(influxq_series(res, 0), i, s)
     {
+        if (self_metrics_series(s))
+            continue;
         json_t *tags = json_object_get(s, "tags");
         char key[2 * CH_ID_MAX + 2];
         snprintf(key, sizeof key, "%s/%s",
@@ -1612,8 +1680,7 @@ static void ex_alarm_window(struct export *e, json_t *res)
         {
             struct ch_alert t;
             row_to_alert(s, row, &t);
-            char ts[32], val[LP_FLOAT_MAX] = "", rms[24] = "", ams[24] = "", cms[24] = "",
-                         pseud[16];
+            char ts[32], val[LP_FLOAT_MAX] = "", rms[24] = "", ams[24] = "", cms[24] = "";
             iso_time(t.ts_ms, ts);
             if (t.has_value)
                 lp_format_float(val, t.value);
@@ -1623,12 +1690,9 @@ static void ex_alarm_window(struct export *e, json_t *res)
                 snprintf(ams, sizeof ams, "%" PRId64, t.acked_ms);
             if (t.cleared_ms)
                 snprintf(cms, sizeof cms, "%" PRId64, t.cleared_ms);
-            const char *resident = t.resident;
-            if (reg && resident[0]) {
-                regulator_pseudonym(e->a, t.site, resident, pseud);
-                resident = pseud;
-            }
-            const char *by = t.by[0] ? (reg ? "staff" : t.by) : NULL;
+            struct shown sh;
+            privacy(e->a, &t, reg, &sh);
+            const char *resident = sh.resident, *message = sh.message, *by = sh.by;
             const char *vals[] = {ts,
                                   t.site,
                                   t.gateway,
@@ -1643,7 +1707,7 @@ static void ex_alarm_window(struct export *e, json_t *res)
                                   resident,
                                   t.metric,
                                   t.has_value ? val : NULL,
-                                  t.message,
+                                  message,
                                   rms[0] ? rms : NULL,
                                   ams[0] ? ams : NULL,
                                   cms[0] ? cms : NULL,

@@ -1090,6 +1090,9 @@
       if (seq !== st.activeSeq || err.status === 401) return;
       st.buffered = null;
       st.activeError = err;
+      // The stream may stay up for hours: try again instead of waiting for a reconnect.
+      const gen = st.stream.gen;
+      setTimeout(() => { if (st.me && gen === st.stream.gen && seq === st.activeSeq) loadActive(); }, 5000);
     }
     if (st.view === 'alarms' || st.view === 'sites') renderView();
     else updateTitle();

@@ -34,7 +34,12 @@ from harness import Influx, Mosquitto, free_port, log, run_test, wait_for  # noq
 DB = "carehub_api"
 T0 = (int(time.time()) // 3600 - 6) * 3600 * 1000  # six hours ago, on the hour
 ACK_DELAYS = {"A1": 30, "A2": 90, "A3": 45, "A5": 120}  # seconds; A4 never acknowledged
-ACTIVE = ["alarm A2", "alarm A3", "alarm A4", "alarm A5"]  # all but A1, which cleared
+ACTIVE = ["A2", "A3", "A4", "A5"]  # all but A1, which cleared
+
+
+def names(alarms):
+    """The scenario's names of alarms ("alarm A1 (R-0417)" -> "A1"), sorted."""
+    return sorted(a["message"].split()[1] for a in alarms)
 
 
 def percentile(values, p):
@@ -79,7 +84,8 @@ def alert(site, aid, n, prio, state, event, ts, raised, acked=0, cleared=0, by="
          "alarm_id": f"{aid.lower()}-rule:dev-{n}", "rule": f"{aid.lower()}-rule",
          "device": f"dev-{n}", "room": f"10{n}", "resident": resident, "priority": prio,
          "state": state, "event": event, "escalation": 0, "latched": False, "metric": "co2",
-         "value": 1300.0, "message": f"alarm {aid}", "ts_ms": ts, "raised_ms": raised}
+         "value": 1300.0, "message": f"alarm {aid} ({resident})", "ts_ms": ts,
+         "raised_ms": raised}
     if acked:
         a["acked_ms"] = acked
     if cleared:
@@ -264,6 +270,16 @@ def test_hub_api(w):
     wait_for("the scenario's alarms in InfluxDB", lambda: influx.series(
         'SELECT count("latched") FROM "alarm"', DB)[0]["count"] == len(scenario_alerts()), 30)
     log(f"scenario stored: {len(lines)} readings, {len(scenario_alerts())} alarm transitions")
+    # now: a reading of air-101, and the gateway's own metrics of a device that
+    # does not answer (care-edge reports edge_device rows for every device)
+    now = int(time.time() * 1000)
+    live = telemetry("cq-yz-001", 101, [
+        reading("air-101", "environment", "101", now, {"co2": 650}),
+        reading("ghost-1", "edge_device", "", now, {"online": 0, "polls_failed": 3})])
+    del live["readings"][1]["room"]
+    mqtt.publish("carehub/v1/cq-yz-001/gw-1/telemetry", json.dumps(live))
+    wait_for("the live readings", lambda: influx.series(
+        'SELECT count("seq") FROM "edge_device"', DB), 30)
 
     # ---- authentication ------------------------------------------------------
     assert api.get("/healthz") == (200, {"status": "ok"})
@@ -289,7 +305,9 @@ def test_hub_api(w):
     assert s["online"] is True and s["version"] == "0.9.1" and s["devices_total"] == 3, s
     # A2, A3, A5 acknowledged but not cleared, A4 unacknowledged; A1 cleared
     assert s["active_alarms"] == {"high": 1, "medium": 2, "low": 1}, s
-    assert s["devices_online"] == 0, s  # its readings are hours old
+    # air-101 reported just now; air-102 hours ago; the gateway's own row of
+    # ghost-1 is not a reading of that device
+    assert s["devices_online"] == 1, s
     st, body = api.get("/api/v1/sites", reg)
     assert [s["site"] for s in body["sites"]] == ["cq-yz-001", "cq-yz-002"], body
     assert body["sites"][1]["online"] is False, body
@@ -314,17 +332,17 @@ def test_hub_api(w):
     assert occ["A1"]["clear_s"] == 300 and occ["A1"]["state"] == "normal", occ["A1"]
     assert occ["A1"]["resident"] == "R-0417", occ["A1"]
     st, body = api.get("/api/v1/alarms", staff, **{"from": frm, "to": to, "priority": "high"})
-    assert sorted(a["message"] for a in body["alarms"]) == ["alarm A1", "alarm A3"], body
+    assert names(body["alarms"]) == ["A1", "A3"], body
     st, body = api.get("/api/v1/alarms", staff, **{"from": frm, "to": to, "state": "active"})
-    assert sorted(a["message"] for a in body["alarms"]) == ACTIVE, body
+    assert names(body["alarms"]) == ACTIVE, body
     st, body = api.get("/api/v1/alarms", staff, site="cq-jb-001", **{"from": frm, "to": to})
     assert st == 403 and "J1" not in json.dumps(body) and "R-9999" not in json.dumps(body), body
     st, body = api.get("/api/v1/alarms", admin, **{"from": frm, "to": to})
     assert len(body["alarms"]) == 6, body
     st, body = api.get("/api/v1/alarms/active", staff)
-    assert st == 200 and sorted(a["message"] for a in body["alarms"]) == ACTIVE, body
+    assert st == 200 and names(body["alarms"]) == ACTIVE, body
     st, body = api.get("/api/v1/alarms/active", jb)
-    assert [a["message"] for a in body["alarms"]] == ["alarm J1"], body
+    assert names(body["alarms"]) == ["J1"], body
     # a regulator: re-keyed pseudonyms, no staff names
     st, body = api.get("/api/v1/alarms", reg, **{"from": frm, "to": to})
     assert st == 200 and len(body["alarms"]) == 5, body
@@ -464,11 +482,14 @@ def test_hub_api(w):
     wait_for("the site event", lambda: any(e == "site" for e, _ in s_reg.events), 10)
     time.sleep(0.5)
     staff_alarms = [d for e, d in s_staff.events if e == "alarm"]
-    assert [d["message"] for d in staff_alarms] == ["alarm A6"], s_staff.events
+    assert names(staff_alarms) == ["A6"], s_staff.events
     assert staff_alarms[0]["resident"] == "R-0417"
+    assert staff_alarms[0]["message"] == "alarm A6 (R-0417)", staff_alarms
     reg_alarms = [d for e, d in s_reg.events if e == "alarm"]
-    assert [d["message"] for d in reg_alarms] == ["alarm A6"], s_reg.events
-    assert reg_alarms[0]["resident"].startswith("P-"), reg_alarms
+    assert names(reg_alarms) == ["A6"], s_reg.events
+    pseudonym = reg_alarms[0]["resident"]
+    assert pseudonym.startswith("P-"), reg_alarms
+    assert reg_alarms[0]["message"] == f"alarm A6 ({pseudonym})", reg_alarms
     assert not any(e == "site" for e, _ in s_staff.events), s_staff.events  # cq-yz-002 not its
     s_staff.close()
     s_reg.close()

@@ -273,8 +273,12 @@ def test_hub_shared(w):
     assert not (b2 & set(a_all)), f"messages given to both hubs: {sorted(b2 & set(a_all))[:10]}"
     assert set(a_all) | set(b1_all) | b2 == set(load.sent), "a message published reached no hub"
     assert held <= b2, "the restarted hub did not get every message queued for it"
-    twice = set(b1_all) & b2  # in hand at the kill: spooled, not acknowledged
-    assert len(twice) <= 1, f"redelivered after the kill: {sorted(twice)}"
+    # in hand at the kill: handed to B, perhaps spooled, not yet acknowledged;
+    # the broker sends again at most its in-flight window (Mosquitto's
+    # max_inflight_messages, 20 by default, the harness's broker), and the
+    # readings in them are still stored once (exactly_once above)
+    twice = set(b1_all) & b2
+    assert len(twice) <= 20, f"redelivered after the kill: {sorted(twice)}"
     assert spooled > 0, "nothing acknowledged and not yet written at the kill?"
     log(f"b: PASS: {b_id} restarted: {len(b2)} messages from its session (every one it had not "
         f"taken before the kill; {len(twice)} of them it had spooled but not acknowledged), "
