@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark against the build in build/ and prints the figures
-# that the README reports. Takes about four minutes.
+# that the README reports. Takes about ten minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -16,6 +16,7 @@ echo "== care-hub into InfluxDB, against curl"
 python3 tests/bench/bench_hub.py
 echo "== care-hub scaled out: one hub, two on a shared subscription, curl"
 python3 tests/bench/bench_hub_scale.py
+echo "== care-hub API on a month of one 120-resident site; sites per hub"; python3 tests/bench/bench_api.py
 echo "== care rules: evaluation throughput"
 build/bin/bench_rules "$PWD"
 echo "== alarm latency: reading -> console, local broker, InfluxDB"
