@@ -1222,22 +1222,130 @@ static json_t *summary_alarms(struct ch_alert *v, size_t n)
     return o;
 }
 
+static double round2(double v)
+{
+    return round(v * 100.0) / 100.0;
+}
+
 static json_t *bound_or_null(double v)
 {
     return fabs(v) >= 1e300 ? json_null() : json_real(v);
 }
 
-/* Environment compliance per room and metric: two counts per limit. */
-static int summary_environment(struct api *a, const char *site, int64_t from, int64_t to,
-                               json_t **out, char *err, size_t errn)
+/* ---- the summary's stored figures ------------------------------------------------------
+ *
+ * Compliance, device online rate and completeness read every reading of the
+ * range: over a month of a large site, minutes of InfluxDB. They are sums,
+ * so they are kept per UTC day and hour: the figures of [from, to) are its
+ * whole days, then the whole hours at its ends, each read from its kept
+ * figures (measurement carehub_rollup: tags site, span (day or hour),
+ * fields data (the figures as JSON), key (what they were computed with),
+ * basis, computed_ms; at the span's start) or read (a day in one request,
+ * the hours of a part of a day together in one) and kept once the span
+ * ended rollup_after ago; and the minutes at the ends, read now. A reading that
+ * arrives later for a kept hour (a backlog) marks its day stale: ingest
+ * writes a carehub_rollup_stale point for the day with a new random mark,
+ * behind the reading's points (see ingest.h). Kept figures record the day's
+ * mark seen before the span was read (basis) and are used only while the
+ * mark is still that one: a backlog whose mark is visible has its points in
+ * InfluxDB already, and one that lands later changes the mark. Any hub
+ * computes and keeps them; two doing it at once write the same point.
+ *
+ * The figures of a window, as JSON:
+ *   {"env": {"<metric>|<room>": [samples, within]},
+ *    "dev": {"<gateway>/<device>": intervals with a reading},
+ *    "gw":  {"<gateway>": [readings, lowest seq, highest seq]}} */
+
+#define DAY_MS          86400000LL
+#define HOUR_MS         3600000LL
+#define ROLLUP_DATA_MAX 60000 /* InfluxDB 1.x keeps string fields up to 64 KiB */
+
+static json_int_t int_of(json_t *arr, size_t i)
+{
+    return json_integer_value(json_array_get(arr, i));
+}
+
+static const char *tag_of(json_t *s, const char *key)
+{
+    const char *v = json_string_value(json_object_get(json_object_get(s, "tags"), key));
+    return v ? v : "";
+}
+
+/* Adds readings numbered lo..hi (count of them stored) to gateway gw. */
+static void gw_add(json_t *gws, const char *gw, json_int_t count, json_int_t lo, json_int_t hi)
+{
+    json_t *g = json_object_get(gws, gw);
+    if (!g) {
+        json_object_set_new(gws, gw, json_pack("[I,I,I]", count, lo, hi));
+        return;
+    }
+    json_array_set_new(g, 0, json_integer(int_of(g, 0) + count));
+    if (lo < int_of(g, 1))
+        json_array_set_new(g, 1, json_integer(lo));
+    if (hi > int_of(g, 2))
+        json_array_set_new(g, 2, json_integer(hi));
+}
+
+static json_t *stats_new(void)
+{
+    return json_pack("{s:{},s:{},s:{}}", "env", "dev", "gw");
+}
+
+/* acc += add (figures of a window after acc's). */
+static void stats_merge(json_t *acc, json_t *add)
+{
+    const char *key;
+    json_t *v;
+    json_t *env = json_object_get(acc, "env"), *dev = json_object_get(acc, "dev");
+    json_object_foreach(json_object_get(add, "env"), key, v)
+    {
+        json_t *p = json_object_get(env, key);
+        if (!p)
+            json_object_set_new(env, key, json_pack("[I,I]", int_of(v, 0), int_of(v, 1)));
+        else
+            json_object_set_new(
+                env, key,
+                json_pack("[I,I]", int_of(p, 0) + int_of(v, 0), int_of(p, 1) + int_of(v, 1)));
+    }
+    json_object_foreach(json_object_get(add, "dev"), key, v) json_object_set_new(
+        dev, key,
+        json_integer(json_integer_value(json_object_get(dev, key)) + json_integer_value(v)));
+    json_object_foreach(json_object_get(add, "gw"), key, v)
+        gw_add(json_object_get(acc, "gw"), key, int_of(v, 0), int_of(v, 1), int_of(v, 2));
+}
+
+/* The figures of the span starting at t in by (an object: start -> figures),
+ * made empty when new. */
+static json_t *bucket(json_t *by, int64_t t)
+{
+    char at[24];
+    snprintf(at, sizeof at, "%" PRId64, t);
+    json_t *st = json_object_get(by, at);
+    if (!st) {
+        st = stats_new();
+        json_object_set_new(by, at, st);
+    }
+    return st;
+}
+
+/* Reads the figures of [from, to) from InfluxDB in one request: *out is an
+ * object of start (as text) -> figures, one per unit (GROUP BY time; an
+ * empty span has none), or with unit 0 just from -> figures. */
+static int window_stats(struct api *a, const char *site, int64_t from, int64_t to, int64_t unit,
+                        json_t **out, char *err, size_t errn)
 {
     const struct limit_def *lim = a->lims;
     size_t nl = a->n_lims;
+    int64_t bucket_ms = a->cfg->api.device_timeout_ms;
+    char by_time[48] = "";
+    if (unit)
+        snprintf(by_time, sizeof by_time, "time(%" PRId64 "ms), ", unit);
     struct qb q;
     qb_init(&q);
+    /* statements 2i, 2i+1: the readings of limit i per room, all and within */
     for (size_t i = 0; i < nl; i++) {
         for (int within = 0; within < 2; within++) {
-            qb_add(&q, "%sSELECT count(", q.len ? "; " : "");
+            qb_add(&q, "SELECT count(");
             qb_ident(&q, lim[i].metric);
             qb_add(&q, ") FROM ");
             qb_ident(&q, lim[i].measurement);
@@ -1254,105 +1362,150 @@ static int summary_environment(struct api *a, const char *site, int64_t from, in
                 qb_ident(&q, lim[i].metric);
                 qb_add(&q, " <= %.17g", lim[i].max);
             }
-            qb_add(&q, " GROUP BY \"room\"");
+            qb_add(&q, " GROUP BY %s\"room\"; ", by_time);
         }
     }
-    json_t *res;
-    int rc = influxq_run_qb(&a->q, &q, &res, err, errn);
-    if (rc)
-        return rc;
-    json_t *env = json_array();
-    for (size_t i = 0; i < nl; i++) {
-        json_t *all = influxq_series(res, 2 * i), *in = influxq_series(res, 2 * i + 1);
-        size_t j;
-        json_t *s;
-        json_array_foreach(all, j, s)
-        {
-            const char *room =
-                json_string_value(json_object_get(json_object_get(s, "tags"), "room"));
-            json_int_t total = json_integer_value(json_array_get(
-                json_array_get(json_object_get(s, "values"), 0), (size_t)influxq_col(s, "count")));
-            json_int_t ok = 0;
-            size_t k;
-            json_t *s2;
-            json_array_foreach(in, k, s2)
-            {
-                const char *r2 =
-                    json_string_value(json_object_get(json_object_get(s2, "tags"), "room"));
-                if (!strcmp(room ? room : "", r2 ? r2 : ""))
-                    ok = json_integer_value(
-                        json_array_get(json_array_get(json_object_get(s2, "values"), 0),
-                                       (size_t)influxq_col(s2, "count")));
-            }
-            if (total <= 0)
-                continue;
-            double pct = round(10000.0 * (double)ok / (double)total) / 100.0;
-            json_array_append_new(env, json_pack("{s:s,s:s,s:o,s:o,s:I,s:I,s:f}", "room",
-                                                 room ? room : "", "metric", lim[i].metric, "min",
-                                                 bound_or_null(lim[i].min), "max",
-                                                 bound_or_null(lim[i].max), "samples", total,
-                                                 "within", ok, "within_pct", pct));
-        }
-    }
-    json_decref(res);
-    *out = env;
-    return 0;
-}
-
-static double round2(double v)
-{
-    return round(v * 100.0) / 100.0;
-}
-
-/* Device online rate and data completeness, from the readings' seq field. */
-static int summary_devices(struct api *a, const char *site, int64_t from, int64_t to,
-                           json_t **devices, json_t **completeness, char *err, size_t errn)
-{
-    int64_t bucket = a->cfg->api.device_timeout_ms;
-    int64_t nb = (to - from + bucket - 1) / bucket;
-    struct qb q;
-    qb_init(&q);
-    /* statement 0: per device, the intervals in which it sent something */
+    /* statement 2nl: per device, the intervals in which it sent something */
     qb_add(&q, "SELECT count(\"c\") FROM (SELECT count(\"seq\") AS \"c\" FROM /.*/ WHERE "
                "\"site\" = ");
     qb_str(&q, site);
     where_time(&q, from, to);
     qb_add(&q,
-           " GROUP BY time(%" PRId64 "ms), \"gateway\", \"device\") GROUP BY \"gateway\", "
+           " GROUP BY time(%" PRId64 "ms), \"gateway\", \"device\") GROUP BY %s\"gateway\", "
            "\"device\"; ",
-           bucket);
-    /* statement 1: per gateway and measurement, the reading numbers stored */
+           bucket_ms, by_time);
+    /* statement 2nl+1: per gateway and measurement, the reading numbers stored */
     qb_add(&q, "SELECT count(\"seq\"), min(\"seq\"), max(\"seq\") FROM /.*/ WHERE \"site\" = ");
     qb_str(&q, site);
     where_time(&q, from, to);
-    qb_add(&q, " GROUP BY \"gateway\"");
+    qb_add(&q, " GROUP BY %s\"gateway\"", by_time);
     json_t *res;
     int rc = influxq_run_qb(&a->q, &q, &res, err, errn);
     if (rc)
         return rc;
-    /* devices: the inventory of the gateways' births, or those seen */
-    json_t *seen = json_object();
-    size_t i;
-    json_t *s;
-    json_array_foreach(influxq_series(res, 0), i, s)
-    {
-        if (self_metrics_series(s))
-            continue;
-        json_t *tags = json_object_get(s, "tags");
-        char key[2 * CH_ID_MAX + 2];
-        snprintf(key, sizeof key, "%s/%s",
-                 json_string_value(json_object_get(tags, "gateway")) ?: "",
-                 json_string_value(json_object_get(tags, "device")) ?: "");
-        json_int_t n =
-            json_integer_value(json_array_get(json_array_get(json_object_get(s, "values"), 0), 1));
-        json_int_t had = json_integer_value(json_object_get(seen, key));
-        if (n > had) /* a device in two measurements: its busier one */
-            json_object_set_new(seen, key, json_integer(n));
+    json_t *by = json_object();
+    char key[3 * CH_ID_MAX];
+    size_t j, k;
+    json_t *s, *row;
+#define EACH_ROW(stmt)                                                                             \
+    json_array_foreach(influxq_series(res, stmt), j, s)                                            \
+        json_array_foreach(json_object_get(s, "values"), k, row)
+    for (size_t i = 0; i < nl; i++) {
+        for (int within = 0; within < 2; within++) {
+            EACH_ROW(2 * i + (size_t)within)
+            {
+                json_int_t n = int_of(row, 1);
+                if (n <= 0)
+                    continue;
+                json_t *env = json_object_get(bucket(by, unit ? int_at(row, 0) : from), "env");
+                snprintf(key, sizeof key, "%s|%s", lim[i].metric, tag_of(s, "room"));
+                json_t *pair = json_object_get(env, key);
+                if (!pair) {
+                    pair = json_pack("[i,i]", 0, 0);
+                    json_object_set_new(env, key, pair);
+                }
+                json_array_set_new(pair, (size_t)within, json_integer(n));
+            }
+        }
     }
+    EACH_ROW(2 * nl)
+    {
+        json_int_t n = int_of(row, 1);
+        if (self_metrics_series(s) || n <= 0)
+            continue;
+        json_t *dev = json_object_get(bucket(by, unit ? int_at(row, 0) : from), "dev");
+        snprintf(key, sizeof key, "%s/%s", tag_of(s, "gateway"), tag_of(s, "device"));
+        if (n > json_integer_value(json_object_get(dev, key))) /* in two measurements: the busier */
+            json_object_set_new(dev, key, json_integer(n));
+    }
+    EACH_ROW(2 * nl + 1)
+    {
+        const char *gw = tag_of(s, "gateway");
+        if (!gw[0] || !json_is_integer(json_array_get(row, 2)))
+            continue; /* an empty span */
+        gw_add(json_object_get(bucket(by, unit ? int_at(row, 0) : from), "gw"), gw, int_of(row, 1),
+               int_of(row, 2), int_of(row, 3));
+    }
+#undef EACH_ROW
+    json_decref(res);
+    *out = by;
+    return 0;
+}
+
+/* The figures of [from, to) as one window: one request. */
+static int window_total(struct api *a, const char *site, int64_t from, int64_t to, json_t **out,
+                        char *err, size_t errn)
+{
+    json_t *by;
+    int rc = window_stats(a, site, from, to, 0, &by, err, errn);
+    if (rc)
+        return rc;
+    *out = json_incref(bucket(by, from));
+    json_decref(by);
+    return 0;
+}
+
+static int str_cmp(const void *pa, const void *pb)
+{
+    return strcmp(*(const char *const *)pa, *(const char *const *)pb);
+}
+
+/* The keys of object o, sorted (caller frees the array, not the keys). */
+static const char **sorted_keys(json_t *o, size_t *n)
+{
+    const char **k = ch_xcalloc(json_object_size(o) + 1, sizeof *k);
+    size_t i = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v) k[i++] = key;
+    qsort(k, i, sizeof *k, str_cmp);
+    *n = i;
+    return k;
+}
+
+static json_t *pct(json_int_t part, json_int_t whole)
+{
+    return whole > 0 ? json_real(round2(100.0 * (double)part / (double)whole)) : json_null();
+}
+
+/* The summary's environment, devices and completeness from the figures of
+ * [from, to) of site. */
+static void stats_render(struct api *a, const char *site, json_t *st, int64_t from, int64_t to,
+                         json_t **env_out, json_t **dev_out, json_t **comp_out)
+{
+    /* environment: per limit, its rooms in order */
+    json_t *env = json_object_get(st, "env"), *out = json_array();
+    size_t nk;
+    const char **keys = sorted_keys(env, &nk);
+    for (size_t i = 0; i < a->n_lims; i++) {
+        const struct limit_def *l = &a->lims[i];
+        size_t ml = strlen(l->metric);
+        for (size_t k = 0; k < nk; k++) {
+            if (strncmp(keys[k], l->metric, ml) || keys[k][ml] != '|')
+                continue;
+            json_t *p = json_object_get(env, keys[k]);
+            json_int_t total = int_of(p, 0), ok = int_of(p, 1);
+            if (total <= 0)
+                continue;
+            json_array_append_new(
+                out, json_pack("{s:s,s:s,s:o,s:o,s:I,s:I,s:f}", "room", keys[k] + ml + 1, "metric",
+                               l->metric, "min", bound_or_null(l->min), "max",
+                               bound_or_null(l->max), "samples", total, "within", ok, "within_pct",
+                               round2(100.0 * (double)ok / (double)total)));
+        }
+    }
+    free(keys);
+    *env_out = out;
+
+    /* devices: the inventory of the gateways' births, or those seen */
+    int64_t bucket = a->cfg->api.device_timeout_ms;
+    /* intervals of the range, as InfluxDB's GROUP BY time cuts them */
+    int64_t nb = (to - 1) / bucket - from / bucket + 1;
+    json_t *dev = json_object_get(st, "dev");
     json_int_t intervals = 0;
     const char *key;
-    json_t *val;
-    json_object_foreach(seen, key, val) intervals += json_integer_value(val);
+    json_t *v;
+    json_object_foreach(dev, key, v) intervals += json_integer_value(v);
     struct presence_gw *g;
     size_t ng = presence_list(a->view, &g);
     size_t inventory = 0;
@@ -1360,54 +1513,221 @@ static int summary_devices(struct api *a, const char *site, int64_t from, int64_
         if (!strcmp(g[k].site, site))
             inventory += g[k].n_devices;
     free(g);
-    size_t total = inventory > json_object_size(seen) ? inventory : json_object_size(seen);
-    json_decref(seen);
-    *devices = json_pack(
-        "{s:I,s:o}", "total", (json_int_t)total, "online_pct",
-        total && nb ? json_real(round2(100.0 * (double)intervals / ((double)total * (double)nb)))
-                    : json_null());
+    size_t total = inventory > json_object_size(dev) ? inventory : json_object_size(dev);
+    *dev_out = json_pack("{s:I,s:o}", "total", (json_int_t)total, "online_pct",
+                         pct(intervals, (json_int_t)total * nb));
+
     /* completeness: per gateway, over every measurement */
-    json_t *gws = json_object();
-    json_array_foreach(influxq_series(res, 1), i, s)
-    {
-        const char *gw = json_string_value(json_object_get(json_object_get(s, "tags"), "gateway"));
-        json_t *row = json_array_get(json_object_get(s, "values"), 0);
-        if (!gw || !row)
-            continue;
-        json_int_t cnt = json_integer_value(json_array_get(row, 1));
-        json_int_t lo = json_integer_value(json_array_get(row, 2));
-        json_int_t hi = json_integer_value(json_array_get(row, 3));
-        json_t *o = json_object_get(gws, gw);
-        if (!o) {
-            o = json_pack("{s:I,s:I,s:I}", "received", (json_int_t)0, "lo", lo, "hi", hi);
-            json_object_set_new(gws, gw, o);
-        }
-        json_object_set_new(o, "received",
-                            json_integer(json_integer_value(json_object_get(o, "received")) + cnt));
-        if (lo < json_integer_value(json_object_get(o, "lo")))
-            json_object_set_new(o, "lo", json_integer(lo));
-        if (hi > json_integer_value(json_object_get(o, "hi")))
-            json_object_set_new(o, "hi", json_integer(hi));
-    }
-    json_t *list = json_array();
+    json_t *gws = json_object_get(st, "gw"), *list = json_array();
     json_int_t rec = 0, exp = 0;
-    json_object_foreach(gws, key, val)
-    {
-        json_int_t r = json_integer_value(json_object_get(val, "received"));
-        json_int_t e = json_integer_value(json_object_get(val, "hi")) -
-                       json_integer_value(json_object_get(val, "lo")) + 1;
+    keys = sorted_keys(gws, &nk);
+    for (size_t k = 0; k < nk; k++) {
+        json_t *gv = json_object_get(gws, keys[k]);
+        json_int_t r = int_of(gv, 0), e = int_of(gv, 2) - int_of(gv, 1) + 1;
         rec += r;
         exp += e;
-        json_array_append_new(
-            list, json_pack("{s:s,s:I,s:I,s:f}", "gateway", key, "received", r, "expected", e,
-                            "pct", e > 0 ? round2(100.0 * (double)r / (double)e) : 100.0));
+        json_array_append_new(list, json_pack("{s:s,s:I,s:I,s:o}", "gateway", keys[k], "received",
+                                              r, "expected", e, "pct", pct(r, e)));
     }
-    json_decref(gws);
+    free(keys);
+    *comp_out = json_pack("{s:I,s:I,s:o,s:o}", "received", rec, "expected", exp, "pct",
+                          pct(rec, exp), "gateways", list);
+}
+
+/* What a kept day's figures were computed with: they are recomputed when it
+ * changes (limits, device_timeout). */
+static void rollup_key(const struct api *a, char out[17])
+{
+    uint64_t h = 14695981039346656037u; /* FNV-1a */
+    char buf[256];
+    int n = snprintf(buf, sizeof buf, "v1 %" PRId64, a->cfg->api.device_timeout_ms);
+    for (int i = 0; i < n; i++)
+        h = (h ^ (unsigned char)buf[i]) * 1099511628211u;
+    for (size_t l = 0; l < a->n_lims; l++) {
+        n = snprintf(buf, sizeof buf, ";%s %s %.17g %.17g", a->lims[l].measurement,
+                     a->lims[l].metric, a->lims[l].min, a->lims[l].max);
+        for (int i = 0; i < n; i++)
+            h = (h ^ (unsigned char)buf[i]) * 1099511628211u;
+    }
+    snprintf(out, 17, "%016" PRIx64, h);
+}
+
+static void rollup_keep(struct api *a, const char *site, const char *span, int64_t start,
+                        json_t *st, const char *key, const char *basis)
+{
+    char *data = json_dumps(st, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!data || strlen(data) > ROLLUP_DATA_MAX) {
+        LOGW(MOD, site,
+             "the figures of one %s are too large to keep (%zu bytes): computed each time", span,
+             data ? strlen(data) : 0);
+        free(data);
+        return;
+    }
+    struct lp_buf b;
+    lp_init(&b);
+    lp_begin(&b, "carehub_rollup");
+    lp_tag(&b, "site", site);
+    lp_tag(&b, "span", span);
+    lp_field_str(&b, "basis", basis);
+    lp_field_int(&b, "computed_ms", ch_now_ms());
+    lp_field_str(&b, "data", data);
+    lp_field_str(&b, "key", key);
+    lp_end(&b, start);
+    free(data);
+    size_t len, lines;
+    char *lp = lp_take(&b, &len, &lines);
+    if (lp)
+        influx_enqueue_once(a->writer, lp, len, lines);
+}
+
+static int64_t floor_to(int64_t t, int64_t unit)
+{
+    return t / unit * unit;
+}
+
+static int64_t ceil_to(int64_t t, int64_t unit)
+{
+    return (t + unit - 1) / unit * unit;
+}
+
+/* The figures of the whole spans [u0, u1) of unit (a day or an hour), added
+ * to acc. One request reads what is kept and the days' marks; kept figures
+ * are used while their basis is their day's mark; the others are read (a
+ * day in one request each, hours together in one) and kept once the span
+ * ended rollup_after ago. */
+static int spans_stats(struct api *a, const char *site, int64_t u0, int64_t u1, int64_t unit,
+                       json_t *acc, char *err, size_t errn)
+{
+    const char *span = unit == DAY_MS ? "day" : "hour";
+    char key[17];
+    rollup_key(a, key);
+    struct qb q;
+    qb_init(&q);
+    qb_add(&q, "SELECT \"data\", \"key\", \"basis\" FROM \"carehub_rollup\" WHERE \"site\" = ");
+    qb_str(&q, site);
+    qb_add(&q, " AND \"span\" = ");
+    qb_str(&q, span);
+    where_time(&q, u0, u1);
+    qb_add(&q, "; SELECT \"mark\" FROM \"carehub_rollup_stale\" WHERE \"site\" = ");
+    qb_str(&q, site);
+    where_time(&q, floor_to(u0, DAY_MS), u1);
+    json_t *res;
+    int rc = influxq_run_qb(&a->q, &q, &res, err, errn);
+    if (rc)
+        return rc;
+    json_t *kept = json_object(), *marks = json_object();
+    char at[24];
+    size_t i;
+    json_t *row;
+    json_t *rs = json_array_get(influxq_series(res, 0), 0);
+    int cd = influxq_col(rs, "data"), ck = influxq_col(rs, "key"), cb = influxq_col(rs, "basis");
+    json_array_foreach(json_object_get(rs, "values"), i, row)
+    {
+        if (strcmp(str_at(row, ck), key))
+            continue; /* computed with other limits */
+        snprintf(at, sizeof at, "%" PRId64, int_at(row, 0));
+        json_object_set_new(kept, at, json_pack("[s,s]", str_at(row, cd), str_at(row, cb)));
+    }
+    json_t *ms = json_array_get(influxq_series(res, 1), 0);
+    int cm = influxq_col(ms, "mark");
+    json_array_foreach(json_object_get(ms, "values"), i, row)
+    {
+        snprintf(at, sizeof at, "%" PRId64, int_at(row, 0));
+        json_object_set_new(marks, at, json_string(str_at(row, cm)));
+    }
     json_decref(res);
-    *completeness =
-        json_pack("{s:I,s:I,s:o,s:o}", "received", rec, "expected", exp, "pct",
-                  exp > 0 ? json_real(round2(100.0 * (double)rec / (double)exp)) : json_null(),
-                  "gateways", list);
+    /* the figures of each span: kept ones, or null */
+    json_t *have = json_object();
+    int64_t lo = INT64_MAX, hi = 0; /* the spans to read */
+    for (int64_t u = u0; u < u1; u += unit) {
+        snprintf(at, sizeof at, "%" PRId64, floor_to(u, DAY_MS));
+        const char *mark = json_string_value(json_object_get(marks, at));
+        snprintf(at, sizeof at, "%" PRId64, u);
+        json_t *k = json_object_get(kept, at), *st = NULL;
+        if (k && !strcmp(json_string_value(json_array_get(k, 1)), mark ? mark : ""))
+            st = json_loads(json_string_value(json_array_get(k, 0)), 0, NULL);
+        if (!st) {
+            lo = u < lo ? u : lo;
+            hi = u + unit;
+        }
+        json_object_set_new(have, at, st ? st : json_null());
+    }
+    int64_t keep_before = ch_now_ms() - a->cfg->rollup_after_ms;
+    json_t *read = NULL;
+    if (hi && unit != DAY_MS) /* the hours to read, in one request */
+        rc = window_stats(a, site, lo, hi, unit, &read, err, errn);
+    for (int64_t u = u0; u < u1 && !rc; u += unit) {
+        snprintf(at, sizeof at, "%" PRId64, u);
+        json_t *st = json_incref(json_object_get(have, at));
+        if (json_is_null(st)) {
+            json_decref(st);
+            if (unit == DAY_MS)
+                rc = window_total(a, site, u, u + unit, &st, err, errn);
+            else
+                st = json_incref(bucket(read, u));
+            if (rc)
+                break;
+            char day[24];
+            snprintf(day, sizeof day, "%" PRId64, floor_to(u, DAY_MS));
+            const char *mark = json_string_value(json_object_get(marks, day));
+            if (u + unit <= keep_before)
+                rollup_keep(a, site, span, u, st, key, mark ? mark : "");
+        }
+        stats_merge(acc, st);
+        json_decref(st);
+    }
+    json_decref(read);
+    json_decref(have);
+    json_decref(kept);
+    json_decref(marks);
+    return rc;
+}
+
+/* The figures of [s, e), shorter than a day: its whole hours from kept
+ * figures, the partial hours at its ends read now. */
+static int part_stats(struct api *a, const char *site, int64_t s, int64_t e, json_t *acc, char *err,
+                      size_t errn)
+{
+    int64_t h0 = ceil_to(s, HOUR_MS), h1 = floor_to(e, HOUR_MS);
+    if (h0 >= h1)
+        h0 = h1 = e;
+    int rc = h0 < h1 ? spans_stats(a, site, h0, h1, HOUR_MS, acc, err, errn) : 0;
+    const int64_t part[2][2] = {{s, h0}, {h1, e}};
+    for (int p = 0; p < 2 && !rc; p++) {
+        if (part[p][0] >= part[p][1])
+            continue;
+        json_t *st;
+        rc = window_total(a, site, part[p][0], part[p][1], &st, err, errn);
+        if (!rc) {
+            stats_merge(acc, st);
+            json_decref(st);
+        }
+    }
+    return rc;
+}
+
+/* The figures of [from, to): whole UTC days and hours from kept figures,
+ * the rest read now. *out: caller decrefs. */
+static int range_stats(struct api *a, const char *site, int64_t from, int64_t to, json_t **out,
+                       char *err, size_t errn)
+{
+    int64_t d0 = ceil_to(from, DAY_MS), d1 = floor_to(to, DAY_MS);
+    json_t *acc = stats_new();
+    int rc;
+    if (d0 >= d1) { /* no whole day */
+        rc = part_stats(a, site, from, to, acc, err, errn);
+    } else {
+        rc = spans_stats(a, site, d0, d1, DAY_MS, acc, err, errn);
+        if (!rc && from < d0)
+            rc = part_stats(a, site, from, d0, acc, err, errn);
+        if (!rc && d1 < to)
+            rc = part_stats(a, site, d1, to, acc, err, errn);
+    }
+    if (rc) {
+        json_decref(acc);
+        return rc;
+    }
+    *out = acc;
     return 0;
 }
 
@@ -1430,15 +1750,14 @@ static enum MHD_Result h_summary(struct api *a, struct req *r, struct MHD_Connec
         return fail_query(r, c, rc, err);
     json_t *alarms = summary_alarms(v, n);
     free(v);
-    json_t *env = NULL, *dev = NULL, *comp = NULL;
-    rc = summary_environment(a, site, from, to, &env, err, sizeof err);
-    if (!rc)
-        rc = summary_devices(a, site, from, to, &dev, &comp, err, sizeof err);
+    json_t *st, *env, *dev, *comp;
+    rc = range_stats(a, site, from, to, &st, err, sizeof err);
     if (rc) {
         json_decref(alarms);
-        json_decref(env);
         return fail_query(r, c, rc, err);
     }
+    stats_render(a, site, st, from, to, &env, &dev, &comp);
+    json_decref(st);
     r->rows = 1;
     return reply_json(r, c, 200,
                       json_pack("{s:s,s:I,s:I,s:o,s:o,s:o,s:o}", "site", site, "from_ms",

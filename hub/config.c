@@ -111,6 +111,8 @@ static const struct cfg_key hub_keys[] = {
     {.key = "spool",  .type = CFG_MAP, .offset = offsetof(struct hubcfg, spool), .sub = spool_keys},
     {.key = "self_metrics_interval", .type = CFG_DURATION, .offset = offsetof(struct hubcfg, self_metrics_interval_ms),
      .def = "10s", .min = 1000, .max = 3600000},
+    {.key = "rollup_after", .type = CFG_DURATION, .offset = offsetof(struct hubcfg, rollup_after_ms), .def = "15m",
+     .min = 60000, .max = 30 * 86400000.0},
     {.key = "gap_grace", .type = CFG_DURATION, .offset = offsetof(struct hubcfg, gap_grace_ms), .def = "10m",
      .min = 1000, .max = 86400000},
     {.key = "log_level", .type = CFG_ENUM, .offset = offsetof(struct hubcfg, log_level), .def = "info",

@@ -72,4 +72,13 @@ enum ingest_result ingest_message(struct ingest *in, const char *topic, const vo
 
 void ingest_stats(struct ingest *in, struct ingest_stats *out);
 
+/* The summary figures kept in InfluxDB per UTC day and hour (measurement
+ * carehub_rollup, see api.c) cover hours that ended rollup_after_ms ago. A
+ * reading that arrives for such an hour (a gateway's backlog after an
+ * outage) marks its day's kept figures, and its hours', stale: one carehub_rollup_stale point (tag site, fields mark (a
+ * new random id) and marked_ms, at the day's start) per site and day in the
+ * message, through the sink, after the message's points.
+ * 0 (the default): no marks. */
+void ingest_set_rollup_after(struct ingest *in, int64_t rollup_after_ms);
+
 #endif

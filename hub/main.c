@@ -266,6 +266,7 @@ static int serve(struct hub *h)
              ch_strerror(rc));
     if (rc == 0 && influx_open(&h->cfg.influx, h->spool, &h->influx) == 0) {
         h->ingest = ingest_new(h->presence, to_influx, h->influx);
+        ingest_set_rollup_after(h->ingest, h->cfg.rollup_after_ms);
         /* the view: for the API, and for gateways_online when this process
          * sees only its share of the statuses */
         bool api_on = h->cfg.api.tokens_file != NULL;

@@ -378,6 +378,47 @@ def test_hub_api(w):
     log(f"summary: ack p50 {a['ack_p50_s']} s / p90 {a['ack_p90_s']} s as computed here; "
         f"room 101 CO2 60 % compliant; completeness 90 %")
 
+    # ---- kept day summaries ----------------------------------------------------
+    # a whole day three days ago at cq-yz-002: computed once, kept in
+    # carehub_rollup, read back from there; a backlog for that day makes it stale
+    day = (int(time.time() * 1000) // 86400000 - 3) * 86400000
+    old = [reading("air-201", "environment", "201", day + 3600000 + i * 60000,
+                   {"co2": 800 if i < 6 else 1500}) for i in range(10)]
+    mqtt.publish("carehub/v1/cq-yz-002/gw-1/telemetry",
+                 json.dumps(dict(telemetry("cq-yz-002", 1, old), historical=True)))
+    # ingest marks the day (a backlog for a day that may be kept), behind its points
+    mark = "SELECT \"mark\" FROM \"carehub_rollup_stale\" WHERE \"site\" = 'cq-yz-002'"
+    first_mark = wait_for("the old day's readings and the day's mark",
+                          lambda: influx.series(mark, DB), 30)[0]["mark"]
+    whole = {"from": str(day), "to": str(day + 86400000)}
+
+    def co2_201(token=reg):
+        st, sm = api.get("/api/v1/summary", token, site="cq-yz-002", **whole)
+        assert st == 200, sm
+        e = [x for x in sm["environment"] if x["room"] == "201" and x["metric"] == "co2"]
+        return (e[0]["samples"], e[0]["within"]) if e else None
+    assert co2_201() == (10, 6)
+    wait_for("the day's summary kept in carehub_rollup", lambda: influx.series(
+        "SELECT \"computed_ms\" FROM \"carehub_rollup\" WHERE \"site\" = 'cq-yz-002'", DB), 20)
+    # a reading written behind the hub's back: the kept figures do not see it
+    influx.write(f"environment,device=air-201,gateway=gw-1,quality=good,room=201,site=cq-yz-002 "
+                 f"co2=700,seq=11i {day + 7200000}", DB)
+    assert co2_201() == (10, 6), "the summary read the day again instead of its kept figures"
+    # a backlog through the hub marks the day stale: computed again, both new readings counted
+    late = [reading("air-201", "environment", "201", day + 7260000, {"co2": 650})]
+    mqtt.publish("carehub/v1/cq-yz-002/gw-1/telemetry",
+                 json.dumps(dict(telemetry("cq-yz-002", 12, late), historical=True)))
+    wait_for("the day marked stale again", lambda: influx.series(mark, DB)[0]["mark"] != first_mark,
+             20)
+    assert co2_201() == (12, 8), "the stale day was not computed again"
+    # a range of a partial day, the whole day and another partial day adds up
+    st, sm = api.get("/api/v1/summary", reg, site="cq-yz-002",
+                     **{"from": str(day - 3600000), "to": str(day + 86400000 + 3600000)})
+    assert [(x["samples"], x["within"]) for x in sm["environment"]
+            if x["room"] == "201" and x["metric"] == "co2"] == [(12, 8)], sm
+    assert sm["completeness"]["received"] == 12 and sm["completeness"]["expected"] == 12, sm
+    log("day summaries: computed once and kept; a backlog for the day has it computed again")
+
     # ---- series and privacy ----------------------------------------------------
     st, body = api.get("/api/v1/series", staff, site="cq-yz-001", metric="co2",
                        **{"from": frm, "to": to, "every": "10m"})
@@ -543,7 +584,8 @@ def test_hub_api(w):
         paths = {(x["path"], x["status"]) for x in e}
         return e if ("/api/v1/summary", 200) in paths and ("/api/v1/summary", 403) in paths else None
     aud = wait_for("the regulator's requests in the audit log", audit_has, 20)
-    summ = [e for e in aud if e["path"] == "/api/v1/summary" and e["status"] == 200][0]
+    summ = [e for e in aud if e["path"] == "/api/v1/summary" and e["status"] == 200
+            and "cq-yz-001" in e["query"]][0]
     assert summ["role"] == "regulator" and summ["sites"] == ["cq-yz-001"], summ
     assert summ["hub"] == "hub-api" and summ["rows"] == 1, summ
     exp = [e for e in aud if e["path"] == "/api/v1/export" and e["status"] == 200]

@@ -98,6 +98,37 @@ static void test_telemetry_accepted(void **state)
     assert_int_equal(presence_online(f->p), 0);
 }
 
+/* Readings for hours whose summaries may be kept (ended 6 h ago) mark their
+ * days stale, once per day, after the readings; readings of the last hours
+ * do not. */
+static void test_stale_days(void **state)
+{
+    struct fixture *f = *state;
+    ingest_set_rollup_after(f->in, 6 * 3600000LL);
+    const char *msg =
+        "{\"schema\":\"carehub/telemetry/1\",\"site\":\"cq\",\"gateway\":\"gw-01\",\"seq\":7,"
+        "\"ts\":1763850000123,\"historical\":true,\"readings\":["
+        "{\"device\":\"a\",\"measurement\":\"m\",\"ts\":1763596800500,\"quality\":\"good\","
+        "\"metrics\":{\"x\":1}},"
+        "{\"device\":\"a\",\"measurement\":\"m\",\"ts\":1763683199999,\"quality\":\"good\","
+        "\"metrics\":{\"x\":2}},"
+        "{\"device\":\"a\",\"measurement\":\"m\",\"ts\":1763510400000,\"quality\":\"good\","
+        "\"metrics\":{\"x\":3}},"
+        "{\"device\":\"a\",\"measurement\":\"m\",\"ts\":1763850000100,\"quality\":\"good\","
+        "\"metrics\":{\"x\":4}},"
+        "{\"device\":\"a\",\"measurement\":\"m\",\"ts\":1763807400000,\"quality\":\"good\","
+        "\"metrics\":{\"x\":5}}]}";
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/telemetry", msg, false), INGEST_ACCEPTED);
+    assert_int_equal(f->cap.lines, 5 + 3);
+    const char *first = strstr(f->cap.text, "carehub_rollup_stale,site=cq mark=\"");
+    assert_non_null(first);
+    assert_true(first > strstr(f->cap.text, "x=5,seq=11i")); /* behind the readings */
+    assert_non_null(strstr(first, "\",marked_ms=1763850099000i 1763596800000\n"));
+    assert_non_null(strstr(first, "\",marked_ms=1763850099000i 1763510400000\n"));
+    /* today: 10:30 is in an hour that may be kept, 22:20 (x=4) not */
+    assert_non_null(strstr(first, "\",marked_ms=1763850099000i 1763769600000\n"));
+}
+
 static void test_rejections_by_reason(void **state)
 {
     struct fixture *f = *state;
@@ -333,6 +364,7 @@ int main(void)
     log_set_level(LOGL_WARN); /* the rejections, not a thousand presence lines */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_telemetry_accepted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_days, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rejections_by_reason, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alert_accepted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alert_rejections, setup, teardown),
