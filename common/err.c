@@ -32,6 +32,8 @@ const char *ch_strerror(int err)
         return "not possible in the current state";
     case CH_ENODATA:
         return "nothing new";
+    case CH_EDENIED:
+        return "not allowed for this identity";
     default:
         break;
     }

@@ -16,11 +16,12 @@ enum ch_err {
     CH_EREJECTED = -1005,  /* peer refused the data; retrying will not help */
     CH_EEXCEPTION = -1006, /* Modbus exception reply */
     CH_ENOMEM = -1007,
-    CH_ETIMEOUT = -1008, /* no answer within the configured time */
-    CH_EFULL = -1009,    /* bounded buffer is full */
+    CH_ETIMEOUT = -1008,  /* no answer within the configured time */
+    CH_EFULL = -1009,     /* bounded buffer is full */
     CH_ENOTFOUND = -1010, /* no such object (alarm id, ...) */
     CH_ESTATE = -1011,    /* not possible in the object's current state */
     CH_ENODATA = -1012,   /* a device that pushes its data sent nothing new (not a failure) */
+    CH_EDENIED = -1013,   /* the authenticated identity may not do that */
 };
 
 /* Returns a static string naming the error; never NULL. */

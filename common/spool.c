@@ -531,12 +531,14 @@ static void lane_evict_oldest(struct spool *s, struct lane *l, const char *why)
     if (i == l->nsegs)
         i = first;
     struct seg *g = l->segs[i];
-    uint64_t recs = 0, bytes = 0, lo = 0, hi = 0;
+    uint64_t recs = 0, bytes = 0, lo = 0, hi = 0, sent = 0;
     for (size_t k = 0; k < g->n; k++) {
         struct rec_ix *r = &g->ix[k];
         if (r->lenf & ACKED)
             continue;
         recs++;
+        if (r->lenf & HANDED)
+            sent++;
         bytes += r->lenf & LEN_MASK;
         if (!lo)
             lo = r->id;
@@ -545,11 +547,13 @@ static void lane_evict_oldest(struct spool *s, struct lane *l, const char *why)
     }
     l->st.dropped_records += recs;
     l->st.dropped_bytes += bytes;
+    l->st.dropped_sent += sent;
     uint64_t last = seg_last_id(g);
     if (recs)
         LOGW(MOD, s->inst,
-             "dropped %" PRIu64 " %s records (ids %" PRIu64 "..%" PRIu64 ", %" PRIu64 " bytes): %s",
-             recs, l->name, lo, hi, bytes, why);
+             "dropped %" PRIu64 " %s records (ids %" PRIu64 "..%" PRIu64 ", %" PRIu64
+             " bytes; %" PRIu64 " of them sent but never acknowledged): %s",
+             recs, l->name, lo, hi, bytes, sent, why);
     lane_remove_seg(s, l, i);
     /* when no segment before it holds records, the cursor may jump
      * (invariant 5); otherwise it moves once those are acknowledged */
@@ -901,15 +905,20 @@ int spool_append(struct spool *s, enum spool_lane which, uint8_t type, const voi
     }
     int rc = make_room(s, which, need);
     if (rc != 0) {
+        /* refused, but numbered: its id is used up, so the loss shows as a
+         * gap in the ids like an eviction, not as nothing at all */
+        uint64_t lost = l->next_id++;
         l->st.dropped_records++;
         l->st.dropped_bytes += len;
         l->st.last_error = rc;
         unsigned long sup;
         if (rl_allow(&l->rl_drop, &sup))
             LOGW(MOD, s->inst,
-                 "dropped a %s record of %zu bytes: alerts fill max_bytes %" PRIu64
+                 "dropped %s record %" PRIu64 " of %zu bytes: alerts fill max_bytes %" PRIu64
                  " (%lu more not logged)",
-                 l->name, len, s->max_bytes, sup);
+                 l->name, lost, len, s->max_bytes, sup);
+        if (id_out)
+            *id_out = lost;
         unlock(s);
         return rc;
     }
@@ -1142,6 +1151,44 @@ int spool_ack(struct spool *s, enum spool_lane which, uint64_t id)
         }
     }
     unlock(s);
+    return 0;
+}
+
+int spool_ack_range(struct spool *s, enum spool_lane which, uint64_t lo, uint64_t hi,
+                    uint64_t *acked)
+{
+    if (acked)
+        *acked = 0;
+    if (!s || (unsigned)which >= SPOOL_LANES || lo == 0 || lo > hi)
+        return CH_EINVAL;
+    struct lane *l = &s->lane[which];
+    uint64_t n = 0;
+    lock(s);
+    size_t si, ri;
+    uint64_t from = lo - 1 > l->cursor ? lo - 1 : l->cursor;
+    if (from < hi && lane_find_after(l, from, &si, &ri)) {
+        do {
+            struct rec_ix *r = &l->segs[si]->ix[ri];
+            if (r->id > hi)
+                break;
+            if (!(r->lenf & ACKED)) {
+                rec_settle(l, r);
+                n++;
+            }
+        } while (lane_step(l, &si, &ri));
+    }
+    if (n) {
+        l->st.acked_records += n;
+        uint64_t before = l->cursor;
+        lane_advance_cursor(l);
+        if (which == SPOOL_ALERT && l->cursor != before) {
+            s->kick = true;
+            pthread_cond_signal(&s->bg_cv);
+        }
+    }
+    unlock(s);
+    if (acked)
+        *acked = n;
     return 0;
 }
 

@@ -77,6 +77,8 @@ struct spool_lane_stats {
     uint64_t acked_records;    /* since open */
     uint64_t dropped_records;  /* unacknowledged records evicted at the bound, or refused */
     uint64_t dropped_bytes;    /* their payload bytes */
+    uint64_t dropped_sent;     /* of dropped_records, those handed to the reader before: sent,
+                                  perhaps received, but never acknowledged */
     uint64_t corrupt_records;  /* skipped at recovery or when read (estimate per damaged run) */
     uint64_t truncated_bytes;  /* torn or garbage tail bytes cut at recovery */
     uint64_t fsyncs;           /* fdatasync/fsync calls for this lane (data, directory, cursor) */
@@ -120,7 +122,8 @@ void spool_close(struct spool *s);
  * commit). TELEMETRY: returns once written; durable within commit_interval.
  * Returns 0; CH_EINVAL (bad lane, len > SPOOL_MAX_RECORD or does not fit in
  * max_bytes at all); CH_EFULL when the bound leaves no room (a telemetry
- * record while alerts fill the bound), counted as dropped; -errno when the
+ * record while alerts fill the bound), counted as dropped, its id used up
+ * (stored in *id: the loss is a gap in the ids, as an eviction is); -errno when the
  * write or fsync failed (-ENOSPC, -EROFS, -EIO...), logged with the path,
  * repeated lines rate-limited. On ENOSPC the oldest telemetry segments are
  * evicted (dropped, counted) to make room before giving up, as at the bound.
@@ -154,6 +157,14 @@ int spool_next(struct spool *s, enum spool_lane lane, uint64_t after_id, struct 
  * already acknowledged, evicted or skipped is a no-op returning 0. Returns
  * CH_EINVAL for id 0, an id never handed out, or a bad lane. Thread-safe. */
 int spool_ack(struct spool *s, enum spool_lane lane, uint64_t id);
+
+/* Acknowledges every record of the lane with lo <= id <= hi at once (as
+ * spool_ack for each; ids not in the spool or already acknowledged are
+ * ignored, whether or not spool_next handed them out in this process). *acked (may be NULL) gets
+ * how many records this call acknowledged. Returns 0, or CH_EINVAL for lo 0, lo > hi or a bad lane.
+ * Thread-safe. */
+int spool_ack_range(struct spool *s, enum spool_lane lane, uint64_t lo, uint64_t hi,
+                    uint64_t *acked);
 
 /* Unacknowledged records and their payload bytes in a lane (either pointer
  * may be NULL). Thread-safe. */

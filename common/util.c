@@ -24,6 +24,23 @@ int64_t ch_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+struct ch_time ch_time_now(void)
+{
+    struct ch_time t;
+    t.mono_ms = ch_mono_ms();
+    t.wall_ms = ch_now_ms();
+    return t;
+}
+
+int64_t ch_clock_step(struct ch_clock_watch *w, struct ch_time now, int64_t limit_ms)
+{
+    int64_t offset = now.wall_ms - now.mono_ms;
+    int64_t step = w->started ? offset - w->offset_ms : 0;
+    w->offset_ms = offset;
+    w->started = true;
+    return step > limit_ms || step < -limit_ms ? step : 0;
+}
+
 void ch_sleep_ms(int64_t ms)
 {
     if (ms <= 0)

@@ -13,6 +13,34 @@
 int64_t ch_now_ms(void);
 /* Monotonic clock in milliseconds (for intervals and deadlines). */
 int64_t ch_mono_ms(void);
+/* A moment on both clocks, taken together (ch_time_now). wall_ms
+ * (CLOCK_REALTIME, Unix epoch ms) is a label for people and the wire: it can
+ * step either way at any time (NTP, an installer, a board without a battery
+ * clock booting in 1970). mono_ms (CLOCK_MONOTONIC) is what durations are
+ * measured on: it never steps, but it means nothing across a reboot. Modules
+ * that both label and time things take this pair, so that tests can drive
+ * the two clocks apart. */
+struct ch_time {
+    int64_t wall_ms;
+    int64_t mono_ms;
+};
+
+/* Both clocks now. */
+struct ch_time ch_time_now(void);
+
+/* Wall-clock step detection. Keep one watcher and look at it regularly
+ * (care-edge: once a second): ch_clock_step() returns by how much the wall
+ * clock moved beyond the monotonic clock since the last look (positive:
+ * forward, negative: back) when that is more than limit_ms either way,
+ * else 0. Every look re-bases, so one step is reported once, and slewing
+ * (adjtime, a few hundred ppm) never adds up to a step. The first look
+ * returns 0. Not thread-safe: one caller. */
+struct ch_clock_watch {
+    int64_t offset_ms; /* wall - mono at the last look */
+    bool started;
+};
+int64_t ch_clock_step(struct ch_clock_watch *w, struct ch_time now, int64_t limit_ms);
+
 /* Sleeps; returns early only on a signal. */
 void ch_sleep_ms(int64_t ms);
 

@@ -13,7 +13,7 @@ PACKAGES=(
   libpaho-mqtt-dev libmodbus-dev libjansson-dev libfyaml-dev libmicrohttpd-dev libcrypt-dev
   libcurl4-openssl-dev libssl-dev zlib1g-dev libcmocka-dev
   mosquitto mosquitto-clients influxdb influxdb-client socat
-  python3 python3-jsonschema python3-yaml curl
+  python3 python3-jsonschema python3-yaml curl openssl
 )
 
 if [ "${1:-}" = "--tests" ]; then

@@ -52,15 +52,15 @@ struct profile {
     char *id;
     int protocol; /* enum protocol; Modbus profiles have registers, others metrics */
     char *description;
-    char *measurement;     /* InfluxDB measurement, default "environment" */
-    char *kind;            /* what the device is, for rule selection: "environment"
-                              (default), "bed", "wearable", "call", "safety", ... */
-    int64_t max_gap;       /* unused registers bridged to merge two reads */
-    int64_t max_registers; /* per request (<= 125) */
-    struct cfg_list regs;  /* struct reg_def (Modbus) */
+    char *measurement;       /* InfluxDB measurement, default "environment" */
+    char *kind;              /* what the device is, for rule selection: "environment"
+                                (default), "bed", "wearable", "call", "safety", ... */
+    int64_t max_gap;         /* unused registers bridged to merge two reads */
+    int64_t max_registers;   /* per request (<= 125) */
+    struct cfg_list regs;    /* struct reg_def (Modbus) */
     struct cfg_list metrics; /* struct metric_def (other protocols) */
     struct ble_profile ble;  /* protocol ble: how to read its advertisements */
-    char *path;            /* file it came from */
+    char *path;              /* file it came from */
     struct fy_node *node;
 };
 
@@ -73,9 +73,17 @@ struct uplink_cfg {
     int64_t keepalive_ms;
     int64_t batch_max; /* readings per telemetry message */
     int64_t batch_interval_ms;
-    int64_t max_inflight; /* telemetry messages awaiting PUBACK */
-    int64_t reconnect_max_ms; /* cap of the doubling delay between connection attempts */
+    int64_t max_inflight;       /* telemetry messages awaiting PUBACK */
+    int64_t reconnect_max_ms;   /* cap of the doubling delay between connection attempts */
+    int delivery;               /* enum delivery: what frees a spooled record */
+    int64_t hub_ack_timeout_ms; /* a record the broker took but no hub acknowledged within
+                                   this (while hubs acknowledge) is offered again */
 };
+
+/* DELIVERY_HUB: a record leaves the spool when a hub says it stored it
+ * (topic .../ack); DELIVERY_BROKER: at the broker's PUBACK (a broker with no
+ * carehub hub behind it, e.g. a third-party platform). */
+enum delivery { DELIVERY_HUB = 0, DELIVERY_BROKER = 1 };
 
 /* The gateway's store and forward spool (common/spool.h). */
 struct spool_cfg {
@@ -100,8 +108,8 @@ struct bus_cfg {
     char *host;
     int64_t port;
     /* ble: BLE receivers forwarding advertisements to that broker */
-    int format;              /* enum ble_rx_format */
-    struct cfg_list topics;  /* char *: subscription filters of the receivers */
+    int format;             /* enum ble_rx_format */
+    struct cfg_list topics; /* char *: subscription filters of the receivers */
     struct ble_location_cfg location;
     int64_t out_of_range_ms; /* no receiver heard a wearable this long: in_range 0 */
     double battery_low;      /* % */
@@ -145,20 +153,20 @@ struct rule_select {
 struct rule_cfg {
     char *id;
     char *description;
-    char *when;            /* condition, e.g. "hr < $hr_low or hr > $hr_high"; may be
-                              absent for a pure stale-data rule */
-    char *clear;           /* explicit clear condition; absent: "not when" with deadband */
-    double deadband;       /* hysteresis: a comparison clears only this far past its limit */
-    int64_t on_delay_ms;   /* "for": the condition must hold this long */
-    int64_t off_delay_ms;  /* "clear_for": must be clear this long (chatter damping) */
-    int64_t stale_ms;      /* "no_data": no reading from the device for this long */
-    char *window;          /* "22:00-06:00" in the site's time zone; absent: always */
-    bool latch;            /* stays active until acknowledged (SOS, falls) */
-    int priority;          /* enum ch_priority (schemas/codec.h) */
-    int64_t escalate_ms;   /* unacknowledged this long: escalate (then again, each time) */
-    int64_t escalate_max;  /* highest escalation level */
-    char *message;         /* text for staff; {value} {metric} {device} {room} {bed}
-                              {resident} are filled in */
+    char *when;           /* condition, e.g. "hr < $hr_low or hr > $hr_high"; may be
+                             absent for a pure stale-data rule */
+    char *clear;          /* explicit clear condition; absent: "not when" with deadband */
+    double deadband;      /* hysteresis: a comparison clears only this far past its limit */
+    int64_t on_delay_ms;  /* "for": the condition must hold this long */
+    int64_t off_delay_ms; /* "clear_for": must be clear this long (chatter damping) */
+    int64_t stale_ms;     /* "no_data": no reading from the device for this long */
+    char *window;         /* "22:00-06:00" in the site's time zone; absent: always */
+    bool latch;           /* stays active until acknowledged (SOS, falls) */
+    int priority;         /* enum ch_priority (schemas/codec.h) */
+    int64_t escalate_ms;  /* unacknowledged this long: escalate (then again, each time) */
+    int64_t escalate_max; /* highest escalation level */
+    char *message;        /* text for staff; {value} {metric} {device} {room} {bed}
+                             {resident} are filled in */
     struct rule_select select;
     struct cfg_list params; /* struct cfg_param: values of $name, overridable per resident */
     const char *source;     /* file the rule came from (borrowed) */
@@ -177,12 +185,12 @@ struct resident_cfg {
 };
 
 struct alarms_cfg {
-    char *state_file;        /* durable alarm state; default <spool dir>/alarms.state */
-    int64_t flood_count;     /* more raises than this within flood_window: a flood */
+    char *state_file;    /* durable alarm state; default <spool dir>/alarms.state */
+    int64_t flood_count; /* more raises than this within flood_window: a flood */
     int64_t flood_window_ms;
-    int64_t history_max;     /* transitions kept for the console */
-    int64_t history_ms;      /* and for how long */
-    int64_t shelve_max_ms;   /* longest shelving a carer may ask for */
+    int64_t history_max;   /* transitions kept for the console */
+    int64_t history_ms;    /* and for how long */
+    int64_t shelve_max_ms; /* longest shelving a carer may ask for */
 };
 
 enum console_role { ROLE_STAFF = 0, ROLE_ADMIN = 1 };
@@ -210,7 +218,9 @@ struct local_mqtt_cfg {
     char *broker;
     char *client_id;
     char *username;
-    char *password;
+    char *password;      /* or read from password_file when the site file is loaded */
+    char *password_file; /* first line of the file is the password */
+    struct cfg_tls tls;  /* ssl:// brokers */
 };
 
 /* A Modbus coil driven by alarms: on while an alarm of one of the
@@ -219,12 +229,12 @@ struct annunciator_cfg {
     char *id;
     char *bus;
     int64_t slave;
-    int64_t coil;                /* 0-based coil address (FC05) */
-    struct cfg_list priorities;  /* char *: "high", "medium", "low" */
-    bool include_acknowledged;   /* stay on while alarms are acknowledged but active */
+    int64_t coil;               /* 0-based coil address (FC05) */
+    struct cfg_list priorities; /* char *: "high", "medium", "low" */
+    bool include_acknowledged;  /* stay on while alarms are acknowledged but active */
     struct fy_node *node;
-    const struct bus_cfg *busp;  /* resolved */
-    unsigned prio_mask;          /* resolved: 1 << enum ch_priority */
+    const struct bus_cfg *busp; /* resolved */
+    unsigned prio_mask;         /* resolved: 1 << enum ch_priority */
 };
 
 struct site_config {
@@ -255,11 +265,11 @@ struct site_config {
     char *path;
 };
 
-#define SITE_BUS(c, i)    (&((struct bus_cfg *)(c)->buses.items)[i])
-#define SITE_DEV(c, i)    (&((struct device_cfg *)(c)->devices.items)[i])
-#define PROFILE_REG(p, i) (&((struct reg_def *)(p)->regs.items)[i])
-#define PROFILE_METRIC(p, i) (&((struct metric_def *)(p)->metrics.items)[i])
-#define SITE_RESIDENT(c, i) (&((struct resident_cfg *)(c)->residents.items)[i])
+#define SITE_BUS(c, i)         (&((struct bus_cfg *)(c)->buses.items)[i])
+#define SITE_DEV(c, i)         (&((struct device_cfg *)(c)->devices.items)[i])
+#define PROFILE_REG(p, i)      (&((struct reg_def *)(p)->regs.items)[i])
+#define PROFILE_METRIC(p, i)   (&((struct metric_def *)(p)->metrics.items)[i])
+#define SITE_RESIDENT(c, i)    (&((struct resident_cfg *)(c)->residents.items)[i])
 #define SITE_ANNUNCIATOR(c, i) (&((struct annunciator_cfg *)(c)->annunciators.items)[i])
 
 /* Registers a 32-bit or 16-bit type occupies. */

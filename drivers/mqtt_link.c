@@ -3,9 +3,17 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <string.h>
 
 int mqtt_link_open(const char *uri, const char *client_id, const char *user, const char *password,
                    const struct mqtt_link_cbs *cbs, MQTTAsync *out)
+{
+    return mqtt_link_open_tls(uri, client_id, user, password, NULL, cbs, out);
+}
+
+int mqtt_link_open_tls(const char *uri, const char *client_id, const char *user,
+                       const char *password, const struct cfg_tls *tls,
+                       const struct mqtt_link_cbs *cbs, MQTTAsync *out)
 {
     *out = NULL;
     MQTTAsync c = NULL;
@@ -24,6 +32,15 @@ int mqtt_link_open(const char *uri, const char *client_id, const char *user, con
     o.connectTimeout = 5;
     o.username = user;
     o.password = password;
+    MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+    if (tls && (strncmp(uri, "ssl://", 6) == 0 || strncmp(uri, "mqtts://", 8) == 0)) {
+        ssl.trustStore = tls->ca_file;
+        ssl.keyStore = tls->cert_file;
+        ssl.privateKey = tls->key_file;
+        ssl.enableServerCertAuth = tls->verify;
+        ssl.verify = tls->verify; /* host name too */
+        o.ssl = &ssl;
+    }
     o.onFailure = cbs->on_connect_failed;
     o.context = cbs->ctx;
     if (MQTTAsync_connect(c, &o) != MQTTASYNC_SUCCESS) {

@@ -6,6 +6,8 @@
 #ifndef CAREHUB_MQTT_LINK_H
 #define CAREHUB_MQTT_LINK_H
 
+#include "cfg.h"
+
 #include <MQTTAsync.h>
 
 struct mqtt_link_cbs {
@@ -21,6 +23,16 @@ struct mqtt_link_cbs {
  * refuses to even try; *out is then NULL. */
 int mqtt_link_open(const char *uri, const char *client_id, const char *user, const char *password,
                    const struct mqtt_link_cbs *cbs, MQTTAsync *out);
+
+/* As mqtt_link_open(), and over TLS when uri is ssl:// or mqtts:// and tls
+ * is not NULL: the broker's certificate is checked against tls->ca_file
+ * (the system's CAs if unset) and its host name when tls->verify, and the
+ * client certificate tls->cert_file / tls->key_file is presented if set
+ * (what care-edge's uplink does). tls is borrowed: Paho copies what it keeps.
+ * Same returns as mqtt_link_open(). */
+int mqtt_link_open_tls(const char *uri, const char *client_id, const char *user,
+                       const char *password, const struct cfg_tls *tls,
+                       const struct mqtt_link_cbs *cbs, MQTTAsync *out);
 
 /* Disconnects (waiting at most half a second) and destroys the client: no
  * callback runs after it returns. */

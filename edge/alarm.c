@@ -26,9 +26,22 @@
  * transition is in the file's history and the alarm in its new state. At
  * open, alarms whose rule or device are gone from the configuration are
  * dropped with a warning; a file that does not parse or breaks the format is
- * logged, renamed to state_file.bad and the module starts empty. */
+ * logged, renamed to state_file.bad and the module starts empty.
+ *
+ * Clocks. Deadlines and moments that durations are measured from
+ * (next_escalate, shelve_end, the flood's raise times, when each history
+ * entry was made) are monotonic; the raised/acked/cleared/last times are
+ * wall-clock labels and nothing is timed from them. am->now is the newest
+ * (by the monotonic clock) pair any call passed in: the labels of
+ * deadlines in snapshots and in the state file are computed from it. The
+ * file has only wall-clock times (the monotonic clock restarts at boot):
+ * save_wall() turns a deadline into one, load_deadline() and load_past()
+ * turn it back, counting from the file's saved_ms (see alarm.h). Files
+ * written before these clocks (format /1 as well) have the same meaning:
+ * wall-clock deadlines and a saved_ms. */
 #include "alarm.h"
 #include "err.h"
+#include "fileio.h"
 #include "log.h"
 #include "util.h"
 
@@ -72,9 +85,11 @@ struct alarm {
     int state; /* enum ch_alarm_state */
     bool cond; /* condition active, as last reported */
     int escalation;
-    int64_t raised_ms, acked_ms, cleared_ms, shelved_until_ms, next_escalate_ms;
+    bool escalating;                         /* next_escalate is set */
+    int64_t raised_ms, acked_ms, cleared_ms; /* wall-clock labels */
+    int64_t shelve_end, next_escalate;       /* monotonic deadlines */
     int last_event;
-    int64_t last_ms;
+    int64_t last_ms; /* wall-clock label of the last transition */
     char by[CH_ID_MAX];
     char metric[CH_ID_MAX];
     bool has_value;
@@ -96,20 +111,31 @@ struct alarms {
     struct alarm flood;
     bool flooding;
     char flood_id[CH_ALARM_ID_MAX];
-    /* the last flood_count + 1 raise times, a ring */
+    /* the last flood_count + 1 raise times (monotonic), a ring */
     int64_t *raises;
     size_t raises_cap, raises_head, raises_n;
     /* history ring, grows up to history_max */
-    struct ch_alert *hist;
+    struct hist *hist;
     size_t hist_cap, hist_head, hist_n, hist_max;
     /* transitions made, not yet handed to the sink */
     struct ch_alert *pending;
     size_t pend_n, pend_cap;
     bool delivering;
     bool dirty;
-    int64_t now_ms;
+    struct ch_time now; /* the newest time a call passed in */
     struct alarms_stats st;
 };
+
+struct hist {
+    struct ch_alert t;
+    int64_t mono; /* when it was made */
+};
+
+/* The wall-clock label of the monotonic time mono, as of am->now. */
+static int64_t save_wall(const struct alarms *am, int64_t mono)
+{
+    return am->now.wall_ms + (mono - am->now.mono_ms);
+}
 
 /* Text for staff as the alert contract wants it: no control characters
  * (a YAML block scalar may bring newlines), never half a UTF-8 sequence. */
@@ -251,19 +277,21 @@ static void fill(const struct alarms *am, const struct alarm *a, struct ch_alert
     t->raised_ms = a->raised_ms;
     t->acked_ms = a->acked_ms;
     t->cleared_ms = a->cleared_ms;
-    t->shelved_until_ms = a->state == CH_AS_SHELVED ? a->shelved_until_ms : 0;
+    /* a label: the wall clock now plus what is left */
+    t->shelved_until_ms = a->state == CH_AS_SHELVED ? save_wall(am, a->shelve_end) : 0;
     ch_strlcpy(t->by, a->by, sizeof t->by);
 }
 
-static void history_push(struct alarms *am, const struct ch_alert *t)
+static void history_push(struct alarms *am, const struct ch_alert *t, int64_t mono)
 {
     if (am->hist_max == 0)
         return;
+    struct hist e = {.t = *t, .mono = mono};
     if (am->hist_n == am->hist_cap && am->hist_cap < am->hist_max) {
         size_t nc = am->hist_cap ? am->hist_cap * 2 : 64;
         if (nc > am->hist_max)
             nc = am->hist_max;
-        struct ch_alert *h = ch_xcalloc(nc, sizeof *h);
+        struct hist *h = ch_xcalloc(nc, sizeof *h);
         for (size_t i = 0; i < am->hist_n; i++)
             h[i] = am->hist[(am->hist_head + i) % am->hist_cap];
         free(am->hist);
@@ -272,31 +300,32 @@ static void history_push(struct alarms *am, const struct ch_alert *t)
         am->hist_head = 0;
     }
     if (am->hist_n == am->hist_cap) { /* full at history_max: the oldest goes */
-        am->hist[am->hist_head] = *t;
+        am->hist[am->hist_head] = e;
         am->hist_head = (am->hist_head + 1) % am->hist_cap;
         return;
     }
-    am->hist[(am->hist_head + am->hist_n) % am->hist_cap] = *t;
+    am->hist[(am->hist_head + am->hist_n) % am->hist_cap] = e;
     am->hist_n++;
 }
 
+/* Forgets transitions made more than history_ms before now (monotonic). */
 static void history_trim(struct alarms *am, int64_t now)
 {
     int64_t oldest = now - am->c->alarms.history_ms;
-    while (am->hist_n && am->hist[am->hist_head].ts_ms < oldest) {
+    while (am->hist_n && am->hist[am->hist_head].mono < oldest) {
         am->hist_head = (am->hist_head + 1) % am->hist_cap;
         am->hist_n--;
     }
 }
 
 /* Records one transition of a: history, pending delivery, state to save. */
-static void emit(struct alarms *am, struct alarm *a, int event, int64_t now)
+static void emit(struct alarms *am, struct alarm *a, int event, struct ch_time now)
 {
     a->last_event = event;
-    a->last_ms = now;
+    a->last_ms = now.wall_ms;
     struct ch_alert t;
     fill(am, a, &t);
-    history_push(am, &t);
+    history_push(am, &t, now.mono_ms);
     if (am->pend_n == am->pend_cap) {
         am->pend_cap = am->pend_cap ? am->pend_cap * 2 : 8;
         am->pending = ch_xrealloc(am->pending, am->pend_cap * sizeof *am->pending);
@@ -306,6 +335,7 @@ static void emit(struct alarms *am, struct alarm *a, int event, int64_t now)
     am->dirty = true;
 }
 
+/* now: monotonic. */
 static size_t raises_in_window(const struct alarms *am, int64_t now)
 {
     size_t n = 0;
@@ -319,23 +349,23 @@ static size_t raises_in_window(const struct alarms *am, int64_t now)
     return n;
 }
 
-static void flood_note_raise(struct alarms *am, int64_t now)
+static void flood_note_raise(struct alarms *am, struct ch_time now)
 {
     if (am->raises_n == am->raises_cap) {
-        am->raises[am->raises_head] = now;
+        am->raises[am->raises_head] = now.mono_ms;
         am->raises_head = (am->raises_head + 1) % am->raises_cap;
     } else {
-        am->raises[(am->raises_head + am->raises_n) % am->raises_cap] = now;
+        am->raises[(am->raises_head + am->raises_n) % am->raises_cap] = now.mono_ms;
         am->raises_n++;
     }
-    size_t n = raises_in_window(am, now);
+    size_t n = raises_in_window(am, now.mono_ms);
     if (am->flooding || n <= (size_t)am->c->alarms.flood_count)
         return;
     am->flooding = true;
     am->st.floods++;
     struct alarm *f = &am->flood;
     f->state = CH_AS_UNACK;
-    f->raised_ms = now;
+    f->raised_ms = now.wall_ms;
     f->acked_ms = f->cleared_ms = 0;
     f->by[0] = '\0';
     f->has_value = true;
@@ -348,17 +378,17 @@ static void flood_note_raise(struct alarms *am, int64_t now)
     emit(am, f, CH_AE_FLOOD, now);
 }
 
-static void flood_check_end(struct alarms *am, int64_t now)
+static void flood_check_end(struct alarms *am, struct ch_time now)
 {
     if (!am->flooding)
         return;
-    size_t n = raises_in_window(am, now);
+    size_t n = raises_in_window(am, now.mono_ms);
     if (2 * n >= (size_t)am->c->alarms.flood_count)
         return;
     am->flooding = false;
     struct alarm *f = &am->flood;
     f->state = CH_AS_NORMAL;
-    f->cleared_ms = now;
+    f->cleared_ms = now.wall_ms;
     f->value = (double)n;
     snprintf(f->message, sizeof f->message, "alarm flood over: %zu alarms in the last %lld min", n,
              (long long)(am->c->alarms.flood_window_ms / 60000));
@@ -366,18 +396,18 @@ static void flood_check_end(struct alarms *am, int64_t now)
     emit(am, f, CH_AE_FLOOD_END, now);
 }
 
-static void raise_alarm(struct alarms *am, struct alarm *a, int64_t now)
+static void raise_alarm(struct alarms *am, struct alarm *a, struct ch_time now)
 {
     if (a->state != CH_AS_RTN_UNACK) { /* a new occurrence */
-        a->raised_ms = now;
+        a->raised_ms = now.wall_ms;
         a->acked_ms = 0;
         a->escalation = 0;
         a->by[0] = '\0';
     }
     a->cleared_ms = 0;
-    a->shelved_until_ms = 0;
     a->state = CH_AS_UNACK;
-    a->next_escalate_ms = a->rule->escalate_ms > 0 ? now + a->rule->escalate_ms : 0;
+    a->escalating = a->rule->escalate_ms > 0;
+    a->next_escalate = now.mono_ms + a->rule->escalate_ms;
     am->st.raised++;
     emit(am, a, CH_AE_RAISE, now);
     flood_note_raise(am, now);
@@ -385,10 +415,10 @@ static void raise_alarm(struct alarms *am, struct alarm *a, int64_t now)
 
 /* Shelving or out of service ends: back to normal, raised again at once if
  * the condition is active. */
-static void back_in(struct alarms *am, struct alarm *a, int event, const char *by, int64_t now)
+static void back_in(struct alarms *am, struct alarm *a, int event, const char *by,
+                    struct ch_time now)
 {
     a->state = CH_AS_NORMAL;
-    a->shelved_until_ms = 0;
     copy_text(a->by, by ? by : "", sizeof a->by);
     emit(am, a, event, now);
     if (a->cond)
@@ -445,8 +475,16 @@ static bool rd_alert(const json_t *o, struct ch_alert *t)
     return ch_alert_from_json(o, t, err, sizeof err) == 0;
 }
 
-static json_t *alarm_json(const struct alarm *a)
+static json_t *alarm_json(const struct alarms *am, const struct alarm *a)
 {
+    /* deadlines as wall-clock times (alarm.h); 0 is "none", so a real one
+     * is at least 1 (a clock near 1970) */
+    int64_t until = a->state == CH_AS_SHELVED ? save_wall(am, a->shelve_end) : 0;
+    int64_t next = a->escalating ? save_wall(am, a->next_escalate) : 0;
+    if (a->state == CH_AS_SHELVED && until < 1)
+        until = 1;
+    if (a->escalating && next < 1)
+        next = 1;
     json_t *o = json_object();
     json_object_set_new(o, "id", json_string(a->id));
     json_object_set_new(o, "state", json_string(state_names[a->state]));
@@ -455,8 +493,8 @@ static json_t *alarm_json(const struct alarm *a)
     json_object_set_new(o, "raised_ms", json_integer(a->raised_ms));
     json_object_set_new(o, "acked_ms", json_integer(a->acked_ms));
     json_object_set_new(o, "cleared_ms", json_integer(a->cleared_ms));
-    json_object_set_new(o, "shelved_until_ms", json_integer(a->shelved_until_ms));
-    json_object_set_new(o, "next_escalate_ms", json_integer(a->next_escalate_ms));
+    json_object_set_new(o, "shelved_until_ms", json_integer(until));
+    json_object_set_new(o, "next_escalate_ms", json_integer(next));
     json_object_set_new(o, "last_event", json_string(event_names[a->last_event]));
     json_object_set_new(o, "last_ms", json_integer(a->last_ms));
     json_object_set_new(o, "by", json_string(a->by));
@@ -467,10 +505,38 @@ static json_t *alarm_json(const struct alarm *a)
     return o;
 }
 
-static bool rd_alarm(const json_t *o, struct alarm *a)
+/* The clocks at load, for the state file's wall-clock times. */
+struct loadclk {
+    struct ch_time now;
+    int64_t saved_ms; /* wall clock of the save */
+    int64_t down_ms;  /* from the save to now by the wall clock; never < 0 */
+};
+
+/* A deadline from the file (wall clock) on the monotonic clock: what was
+ * left at the save, less the downtime, never more than was left then. */
+static int64_t load_deadline(const struct loadclk *lc, int64_t wall)
+{
+    int64_t left = wall - lc->saved_ms;
+    if (left < 0)
+        left = 0;
+    left = left > lc->down_ms ? left - lc->down_ms : 0;
+    return lc->now.mono_ms + left;
+}
+
+/* A past moment from the file (wall clock) on the monotonic clock: its age
+ * at the save plus the downtime. */
+static int64_t load_past(const struct loadclk *lc, int64_t wall)
+{
+    int64_t age = lc->saved_ms - wall;
+    if (age < 0)
+        age = 0;
+    return lc->now.mono_ms - age - lc->down_ms;
+}
+
+static bool rd_alarm(const json_t *o, struct alarm *a, const struct loadclk *lc)
 {
     memset(a, 0, sizeof *a);
-    int64_t esc;
+    int64_t esc, until, next;
     const json_t *cond = json_object_get(o, "cond");
     const json_t *value = json_object_get(o, "value");
     if (!json_is_object(o) || !rd_str(o, "id", a->id, sizeof a->id) ||
@@ -479,8 +545,8 @@ static bool rd_alarm(const json_t *o, struct alarm *a)
         !rd_int(o, "raised_ms", 0, INT64_MAX, &a->raised_ms) ||
         !rd_int(o, "acked_ms", 0, INT64_MAX, &a->acked_ms) ||
         !rd_int(o, "cleared_ms", 0, INT64_MAX, &a->cleared_ms) ||
-        !rd_int(o, "shelved_until_ms", 0, INT64_MAX, &a->shelved_until_ms) ||
-        !rd_int(o, "next_escalate_ms", 0, INT64_MAX, &a->next_escalate_ms) ||
+        !rd_int(o, "shelved_until_ms", 0, INT64_MAX, &until) ||
+        !rd_int(o, "next_escalate_ms", 0, INT64_MAX, &next) ||
         !rd_name(o, "last_event", event_names, CH_ARRAY_LEN(event_names), &a->last_event) ||
         !rd_int(o, "last_ms", 0, INT64_MAX, &a->last_ms) || !rd_str(o, "by", a->by, sizeof a->by) ||
         !rd_str(o, "metric", a->metric, sizeof a->metric) ||
@@ -490,69 +556,12 @@ static bool rd_alarm(const json_t *o, struct alarm *a)
         return false;
     a->cond = json_is_true(cond);
     a->escalation = (int)esc;
+    a->shelve_end = load_deadline(lc, until);
+    a->escalating = next > 0;
+    a->next_escalate = a->escalating ? load_deadline(lc, next) : 0;
     a->has_value = value != NULL;
     a->value = value ? json_number_value(value) : 0;
     return isfinite(a->value);
-}
-
-static int fsync_dir_of(const char *path)
-{
-    char dir[PATH_MAX];
-    ch_strlcpy(dir, path, sizeof dir);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        slash[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    else
-        ch_strlcpy(dir, ".", sizeof dir);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) == 0 ? 0 : -errno;
-    close(fd);
-    return rc;
-}
-
-/* Writes data to path atomically and durably. Returns 0 or -errno. */
-static int write_atomic(const char *path, const char *data, size_t len)
-{
-    char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
-        return -ENAMETOOLONG;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -errno;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = w < 0 ? -errno : -EIO;
-            close(fd);
-            unlink(tmp);
-            return e;
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        int e = -errno;
-        close(fd);
-        unlink(tmp);
-        return e;
-    }
-    if (close(fd) != 0) {
-        int e = -errno;
-        unlink(tmp);
-        return e;
-    }
-    if (rename(tmp, path) != 0) {
-        int e = -errno;
-        unlink(tmp);
-        return e;
-    }
-    return fsync_dir_of(path);
 }
 
 static void save_state(struct alarms *am)
@@ -562,33 +571,33 @@ static void save_state(struct alarms *am)
         return;
     json_t *root = json_object();
     json_object_set_new(root, "format", json_string(STATE_FORMAT));
-    json_object_set_new(root, "saved_ms", json_integer(am->now_ms));
+    json_object_set_new(root, "saved_ms", json_integer(am->now.wall_ms));
     json_t *list = json_array();
     for (size_t i = 0; i < am->n; i++)
         if (am->all[i]->state != CH_AS_NORMAL)
-            json_array_append_new(list, alarm_json(am->all[i]));
+            json_array_append_new(list, alarm_json(am, am->all[i]));
     json_object_set_new(root, "alarms", list);
     json_t *raises = json_array();
     for (size_t i = 0; i < am->raises_n; i++)
-        json_array_append_new(raises,
-                              json_integer(am->raises[(am->raises_head + i) % am->raises_cap]));
+        json_array_append_new(raises, json_integer(save_wall(
+                                          am, am->raises[(am->raises_head + i) % am->raises_cap])));
     json_t *flood = json_object();
     json_object_set_new(flood, "active", json_boolean(am->flooding));
     json_object_set_new(flood, "raises", raises);
     if (am->flooding)
-        json_object_set_new(flood, "alarm", alarm_json(&am->flood));
+        json_object_set_new(flood, "alarm", alarm_json(am, &am->flood));
     json_object_set_new(root, "flood", flood);
     json_t *hist = json_array();
     size_t from = am->hist_n > STATE_HISTORY ? am->hist_n - STATE_HISTORY : 0;
     for (size_t i = from; i < am->hist_n; i++) {
-        json_t *e = alert_json(&am->hist[(am->hist_head + i) % am->hist_cap]);
+        json_t *e = alert_json(&am->hist[(am->hist_head + i) % am->hist_cap].t);
         if (e) /* the module only makes alerts the contract accepts; never lose the rest */
             json_array_append_new(hist, e);
     }
     json_object_set_new(root, "history", hist);
     char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
-    int rc = text ? write_atomic(path, text, strlen(text)) : CH_ENOMEM;
+    int rc = text ? ch_write_atomic(path, text, strlen(text)) : CH_ENOMEM;
     free(text);
     if (rc != 0) {
         am->st.state_errors++;
@@ -626,12 +635,23 @@ static const char *apply_state(struct alarms *am, const json_t *root)
     const json_t *hist = json_object_get(root, "history");
     if (!json_is_array(list) || !json_is_object(flood) || !json_is_array(hist))
         return "alarms, flood or history missing";
+    const json_t *saved = json_object_get(root, "saved_ms");
+    if (saved && !json_is_integer(saved))
+        return "saved_ms is not an integer";
+    struct loadclk lc = {.now = am->now,
+                         .saved_ms = saved ? (int64_t)json_integer_value(saved) : am->now.wall_ms};
+    lc.down_ms = am->now.wall_ms > lc.saved_ms ? am->now.wall_ms - lc.saved_ms : 0;
+    if (lc.saved_ms > am->now.wall_ms + 2000)
+        LOGW("alarm", NULL,
+             "the alarm state was saved %lld s ahead of the wall clock now (clock set back, or "
+             "not set yet): shelving and escalation resume with the time they had left",
+             (long long)((lc.saved_ms - am->now.wall_ms) / 1000));
     size_t i;
     const json_t *v;
     json_array_foreach(list, i, v)
     {
         struct alarm tmp;
-        if (!rd_alarm(v, &tmp))
+        if (!rd_alarm(v, &tmp, &lc))
             return "an alarm has a missing or bad field";
         char rule_id[CH_ALARM_ID_MAX];
         ch_strlcpy(rule_id, tmp.id, sizeof rule_id);
@@ -660,7 +680,7 @@ static const char *apply_state(struct alarms *am, const json_t *root)
     {
         if (!json_is_integer(v))
             return "flood raise times are not integers";
-        int64_t ts = (int64_t)json_integer_value(v);
+        int64_t ts = load_past(&lc, (int64_t)json_integer_value(v));
         if (am->raises_n == am->raises_cap) {
             am->raises[am->raises_head] = ts;
             am->raises_head = (am->raises_head + 1) % am->raises_cap;
@@ -670,7 +690,8 @@ static const char *apply_state(struct alarms *am, const json_t *root)
     }
     if (json_is_true(active)) {
         struct alarm tmp;
-        if (!rd_alarm(json_object_get(flood, "alarm"), &tmp) || strcmp(tmp.id, am->flood_id) != 0)
+        if (!rd_alarm(json_object_get(flood, "alarm"), &tmp, &lc) ||
+            strcmp(tmp.id, am->flood_id) != 0)
             return "the flood alarm has a missing or bad field";
         am->flood = tmp;
         am->flooding = true;
@@ -680,7 +701,7 @@ static const char *apply_state(struct alarms *am, const json_t *root)
         struct ch_alert t;
         if (!rd_alert(v, &t))
             return "a history entry has a missing or bad field";
-        history_push(am, &t);
+        history_push(am, &t, load_past(&lc, t.ts_ms));
     }
     return NULL;
 }
@@ -782,16 +803,17 @@ static void finish(struct alarms *am)
     pthread_mutex_unlock(&am->lock);
 }
 
-static void enter(struct alarms *am, int64_t now)
+static void enter(struct alarms *am, struct ch_time now)
 {
     pthread_mutex_lock(&am->lock);
-    if (now > am->now_ms)
-        am->now_ms = now;
+    if (now.mono_ms >= am->now.mono_ms)
+        am->now = now;
 }
 
 /* ---- the API ------------------------------------------------------------ */
 
-int alarms_open(const struct site_config *c, alarm_sink_fn sink, void *arg, struct alarms **out)
+int alarms_open(const struct site_config *c, alarm_sink_fn sink, void *arg, struct ch_time now,
+                struct alarms **out)
 {
     *out = NULL;
     if (c->alarms.flood_count < 1 || c->alarms.flood_window_ms <= 0) {
@@ -803,6 +825,7 @@ int alarms_open(const struct site_config *c, alarm_sink_fn sink, void *arg, stru
     am->c = c;
     am->sink = sink;
     am->arg = arg;
+    am->now = now;
     snprintf(am->flood_id, sizeof am->flood_id, "flood:%s", c->gateway);
     ch_strlcpy(am->flood.id, am->flood_id, sizeof am->flood.id);
     am->raises_cap = (size_t)c->alarms.flood_count + 1;
@@ -850,7 +873,7 @@ void alarms_reconfigure(struct alarms *am, const struct site_config *c)
     pthread_mutex_unlock(&am->lock);
 }
 
-void alarms_reconfigured(struct alarms *am, int64_t now_ms)
+void alarms_reconfigured(struct alarms *am, struct ch_time now)
 {
     /* nothing will report these conditions again: they are over, as if
      * they had cleared (a latched alarm still waits for its acknowledgement) */
@@ -869,8 +892,7 @@ void alarms_reconfigured(struct alarms *am, int64_t now_ms)
         LOGW("alarm", gone[i]->id, "its rule or device is no longer configured: condition over");
         /* records are never freed while the module is open, and the rule
          * and device they point to belong to a model kept alive */
-        alarms_condition(am, gone[i]->rule, gone[i]->dev, gone[i]->res, false, NULL, 0, NULL,
-                         now_ms);
+        alarms_condition(am, gone[i]->rule, gone[i]->dev, gone[i]->res, false, NULL, 0, NULL, now);
         gone[i]->live = false;
     }
     free(gone);
@@ -888,11 +910,11 @@ void alarms_register(struct alarms *am, const struct rule_cfg *rule, const struc
 
 void alarms_condition(struct alarms *am, const struct rule_cfg *rule, const struct device_cfg *dev,
                       const struct resident_cfg *resident, bool active, const char *metric,
-                      double value, const char *message, int64_t now_ms)
+                      double value, const char *message, struct ch_time now)
 {
     if (!am || !rule || !dev)
         return;
-    enter(am, now_ms);
+    enter(am, now);
     struct alarm *a = get(am, rule, dev, resident);
     bool was = a->cond;
     a->cond = active;
@@ -907,24 +929,24 @@ void alarms_condition(struct alarms *am, const struct rule_cfg *rule, const stru
     case CH_AS_NORMAL:
     case CH_AS_RTN_UNACK:
         if (active)
-            raise_alarm(am, a, now_ms);
+            raise_alarm(am, a, now);
         break;
     case CH_AS_UNACK:
         if (active && !was) {
             a->cleared_ms = 0; /* a latched alarm whose condition came back */
         } else if (!active && was) {
-            a->cleared_ms = now_ms;
+            a->cleared_ms = now.wall_ms;
             if (!rule->latch) {
                 a->state = CH_AS_RTN_UNACK;
-                emit(am, a, CH_AE_RTN, now_ms);
+                emit(am, a, CH_AE_RTN, now);
             }
         }
         break;
     case CH_AS_ACKED:
         if (!active) {
-            a->cleared_ms = now_ms;
+            a->cleared_ms = now.wall_ms;
             a->state = CH_AS_NORMAL;
-            emit(am, a, CH_AE_CLEAR, now_ms);
+            emit(am, a, CH_AE_CLEAR, now);
         }
         break;
     default: /* shelved, out of service: remembered for when they end */
@@ -933,35 +955,35 @@ void alarms_condition(struct alarms *am, const struct rule_cfg *rule, const stru
     finish(am);
 }
 
-void alarms_tick(struct alarms *am, int64_t now_ms)
+void alarms_tick(struct alarms *am, struct ch_time now)
 {
     if (!am)
         return;
-    enter(am, now_ms);
+    enter(am, now);
     for (size_t i = 0; i < am->n; i++) {
         struct alarm *a = am->all[i];
         if (a->state == CH_AS_UNACK && a->rule->escalate_ms > 0) {
-            while (a->escalation < a->rule->escalate_max && a->next_escalate_ms > 0 &&
-                   now_ms >= a->next_escalate_ms) {
+            while (a->escalation < a->rule->escalate_max && a->escalating &&
+                   now.mono_ms >= a->next_escalate) {
                 a->escalation++;
-                a->next_escalate_ms += a->rule->escalate_ms;
+                a->next_escalate += a->rule->escalate_ms;
                 LOGW("alarm", a->id, "not acknowledged: escalation %d", a->escalation);
-                emit(am, a, CH_AE_ESCALATE, now_ms);
+                emit(am, a, CH_AE_ESCALATE, now);
             }
-        } else if (a->state == CH_AS_SHELVED && now_ms >= a->shelved_until_ms) {
-            back_in(am, a, CH_AE_UNSHELVE, "", now_ms);
+        } else if (a->state == CH_AS_SHELVED && now.mono_ms >= a->shelve_end) {
+            back_in(am, a, CH_AE_UNSHELVE, "", now);
         }
     }
-    flood_check_end(am, now_ms);
-    history_trim(am, now_ms);
+    flood_check_end(am, now);
+    history_trim(am, now.mono_ms);
     finish(am);
 }
 
-int alarms_command(struct alarms *am, const struct ch_command *cmd, int64_t now_ms)
+int alarms_command(struct alarms *am, const struct ch_command *cmd, struct ch_time now)
 {
     if (!am || !cmd)
         return CH_EINVAL;
-    enter(am, now_ms);
+    enter(am, now);
     struct alarm *a = find(am, cmd->alarm_id);
     if (!a || (a == &am->flood && !am->flooding)) {
         pthread_mutex_unlock(&am->lock);
@@ -980,9 +1002,9 @@ int alarms_command(struct alarms *am, const struct ch_command *cmd, int64_t now_
             rc = CH_ESTATE;
             break;
         }
-        a->acked_ms = now_ms;
+        a->acked_ms = now.wall_ms;
         copy_text(a->by, cmd->by, sizeof a->by);
-        emit(am, a, CH_AE_ACK, now_ms);
+        emit(am, a, CH_AE_ACK, now);
         break;
     case CH_CMD_SHELVE:
         if (flood || a->state == CH_AS_OOS) {
@@ -994,16 +1016,16 @@ int alarms_command(struct alarms *am, const struct ch_command *cmd, int64_t now_
             break;
         }
         a->state = CH_AS_SHELVED;
-        a->shelved_until_ms = now_ms + cmd->duration_ms;
+        a->shelve_end = now.mono_ms + cmd->duration_ms;
         copy_text(a->by, cmd->by, sizeof a->by);
-        emit(am, a, CH_AE_SHELVE, now_ms);
+        emit(am, a, CH_AE_SHELVE, now);
         break;
     case CH_CMD_UNSHELVE:
         if (a->state != CH_AS_SHELVED) {
             rc = CH_ESTATE;
             break;
         }
-        back_in(am, a, CH_AE_UNSHELVE, cmd->by, now_ms);
+        back_in(am, a, CH_AE_UNSHELVE, cmd->by, now);
         break;
     case CH_CMD_OUT_OF_SERVICE:
         if (flood || a->state == CH_AS_OOS) {
@@ -1011,16 +1033,15 @@ int alarms_command(struct alarms *am, const struct ch_command *cmd, int64_t now_
             break;
         }
         a->state = CH_AS_OOS;
-        a->shelved_until_ms = 0;
         copy_text(a->by, cmd->by, sizeof a->by);
-        emit(am, a, CH_AE_OUT_OF_SERVICE, now_ms);
+        emit(am, a, CH_AE_OUT_OF_SERVICE, now);
         break;
     case CH_CMD_IN_SERVICE:
         if (a->state != CH_AS_OOS) {
             rc = CH_ESTATE;
             break;
         }
-        back_in(am, a, CH_AE_IN_SERVICE, cmd->by, now_ms);
+        back_in(am, a, CH_AE_IN_SERVICE, cmd->by, now);
         break;
     default:
         rc = CH_EINVAL;
@@ -1072,24 +1093,23 @@ size_t alarms_history(struct alarms *am, int64_t since_ms, struct ch_alert **out
     if (!am)
         return 0;
     pthread_mutex_lock(&am->lock);
-    int64_t oldest = am->now_ms - am->c->alarms.history_ms;
-    if (since_ms < oldest)
-        since_ms = oldest;
-    size_t first = am->hist_n;
-    for (size_t i = 0; i < am->hist_n; i++) {
-        if (am->hist[(am->hist_head + i) % am->hist_cap].ts_ms >= since_ms) {
-            first = i;
-            break;
-        }
-    }
-    size_t n = am->hist_n - first;
+    history_trim(am, am->now.mono_ms);
+    /* each entry on its own label: after the clock was set back, entries
+     * in the order made do not have rising labels */
+    size_t n = 0;
+    for (size_t i = 0; i < am->hist_n; i++)
+        n += am->hist[(am->hist_head + i) % am->hist_cap].t.ts_ms >= since_ms;
     if (n == 0) {
         pthread_mutex_unlock(&am->lock);
         return 0;
     }
     struct ch_alert *v = ch_xmalloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++)
-        v[i] = am->hist[(am->hist_head + first + i) % am->hist_cap];
+    size_t k = 0;
+    for (size_t i = 0; i < am->hist_n; i++) {
+        const struct ch_alert *t = &am->hist[(am->hist_head + i) % am->hist_cap].t;
+        if (t->ts_ms >= since_ms)
+            v[k++] = *t;
+    }
     pthread_mutex_unlock(&am->lock);
     *out = v;
     return n;

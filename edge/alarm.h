@@ -45,13 +45,27 @@
  * is reported, kept aside as state_file.bad, and the module starts empty
  * rather than refuse to start. An empty state_file: no durability (tests).
  *
- * All times are Unix epoch milliseconds passed in by the caller (tests use
- * a fake clock). Thread-safe: one mutex. */
+ * Clocks. Every call takes the time as a struct ch_time (util.h; care-edge
+ * passes ch_time_now(), tests a fake clock). Durations run on its mono_ms:
+ * escalation delays, shelve expiry, the flood window, how long history is
+ * kept; so a wall-clock step, either way, neither fires an escalation early
+ * nor holds a shelved alarm hidden an hour longer. wall_ms only labels: a
+ * transition's ts_ms, raised_ms, acked_ms, cleared_ms are the wall clock
+ * when they happened, and shelved_until_ms (transitions, snapshots) is the
+ * wall clock now plus what is left of the shelving. The monotonic clock
+ * means nothing after a reboot, so the state file keeps wall-clock times
+ * and its own saved_ms: at open, a deadline's time left at the save is
+ * carried over, less the downtime as the wall clock tells it, but never
+ * more than was left (a clock set back or an RTC-less board booting in 1970
+ * does not stretch a timer; a clock far ahead ends shelving and brings
+ * escalation due at once: the side that shows alarms rather than hides
+ * them). Thread-safe: one mutex. */
 #ifndef CAREHUB_ALARM_H
 #define CAREHUB_ALARM_H
 
 #include "codec.h"
 #include "model.h"
+#include "util.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -62,11 +76,13 @@ struct alarms;
 /* Receives each transition (borrowed for the call). */
 typedef void (*alarm_sink_fn)(void *arg, const struct ch_alert *transition);
 
-/* Opens the module for site c (borrowed for its lifetime) and loads
- * c->alarms.state_file. Transitions found pending at load are not replayed
- * to the sink (they were delivered before: the sink's own store, the
- * spool, has them). Returns 0 or a negative error after logging it. */
-int alarms_open(const struct site_config *c, alarm_sink_fn sink, void *arg, struct alarms **out);
+/* Opens the module for site c (borrowed for its lifetime) at now, and
+ * loads c->alarms.state_file (its times converted as above). Transitions
+ * found pending at load are not replayed to the sink (they were delivered
+ * before: the sink's own store, the spool, has them). Returns 0 or a
+ * negative error after logging it. */
+int alarms_open(const struct site_config *c, alarm_sink_fn sink, void *arg, struct ch_time now,
+                struct alarms **out);
 void alarms_close(struct alarms *am);
 
 /* Makes the alarm of (rule, dev) known, in normal, so people can shelve it
@@ -76,33 +92,34 @@ void alarms_register(struct alarms *am, const struct rule_cfg *rule, const struc
                      const struct resident_cfg *resident);
 
 /* From the rules engine: the condition of rule for device dev (resident may
- * be NULL) is active or not at now_ms. metric/value: what triggered it
+ * be NULL) is active or not at now. metric/value: what triggered it
  * (metric NULL for stale data); message: the rule's text, filled in.
  * Repeating the same state is cheap and does nothing (value updates while
  * active are kept for views, not sent). */
 void alarms_condition(struct alarms *am, const struct rule_cfg *rule, const struct device_cfg *dev,
                       const struct resident_cfg *resident, bool active, const char *metric,
-                      double value, const char *message, int64_t now_ms);
+                      double value, const char *message, struct ch_time now);
 
 /* A configuration reload (SIGHUP), in three steps: alarms_reconfigure(am,
  * c) with the new model (it must stay alive while the module uses it; so
  * must the old one, which alarms of rules that left still point to), then
  * rules_create() for c, whose alarms_register() calls re-point every alarm
  * that still exists, then alarms_reconfigured(): the alarms nobody
- * registered have their condition end at now_ms, as if it had cleared (the
+ * registered have their condition end at now, as if it had cleared (the
  * usual transitions: a latched one still waits for its acknowledgement). */
 void alarms_reconfigure(struct alarms *am, const struct site_config *c);
-void alarms_reconfigured(struct alarms *am, int64_t now_ms);
+void alarms_reconfigured(struct alarms *am, struct ch_time now);
 
 /* Escalations, shelving expiry, flood end. Call at least once a second. */
-void alarms_tick(struct alarms *am, int64_t now_ms);
+void alarms_tick(struct alarms *am, struct ch_time now);
 
 /* Commands from people (console, local MQTT, central hub). by names who
  * ("console:nurse1"). Return 0 on a transition; CH_ENOTFOUND for an unknown
  * alarm id; CH_ESTATE when the command does not apply in the alarm's state
  * (ack of a normal or already acknowledged alarm, ...); CH_EINVAL for a bad
- * duration. */
-int alarms_command(struct alarms *am, const struct ch_command *cmd, int64_t now_ms);
+ * duration. cmd->duration_ms (shelve) runs on the monotonic clock from now;
+ * cmd->ts_ms is not looked at. */
+int alarms_command(struct alarms *am, const struct ch_command *cmd, struct ch_time now);
 
 /* Snapshot of every alarm not in normal (and the flood alarm while it
  * lasts), highest priority first, then oldest raise first. Returns the count;
@@ -110,8 +127,10 @@ int alarms_command(struct alarms *am, const struct ch_command *cmd, int64_t now_
  * alarm as its last transition described it, with value/message current. */
 size_t alarms_active(struct alarms *am, struct ch_alert **out);
 
-/* Transitions since since_ms (inclusive), oldest first, at most
- * alarms.history_max and no older than alarms.history_ms. Same ownership as
+/* Transitions labelled since_ms or later (wall clock, inclusive), in the
+ * order they were made (after the clock was set back, a later transition
+ * can carry an earlier label), at most alarms.history_max and made no
+ * longer than alarms.history_ms ago (monotonic). Same ownership as
  * alarms_active. */
 size_t alarms_history(struct alarms *am, int64_t since_ms, struct ch_alert **out);
 

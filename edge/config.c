@@ -121,6 +121,9 @@ static const struct cfg_key device_keys[] = {
 };
 #undef D
 
+static const struct cfg_enum deliveries[] = {
+    {"hub", DELIVERY_HUB}, {"broker", DELIVERY_BROKER}, {NULL, 0}};
+
 #define U(k) offsetof(struct uplink_cfg, k)
 static const struct cfg_key uplink_keys[] = {
     {.key = "broker",         .type = CFG_STR,      .offset = U(broker), .required = true},
@@ -133,6 +136,8 @@ static const struct cfg_key uplink_keys[] = {
     {.key = "batch_interval", .type = CFG_DURATION, .offset = U(batch_interval_ms), .def = "1s", .min = 10, .max = 600000},
     {.key = "max_inflight",   .type = CFG_INT,      .offset = U(max_inflight), .def = "20", .min = 1, .max = 1000},
     {.key = "reconnect_max",  .type = CFG_DURATION, .offset = U(reconnect_max_ms), .def = "30s", .min = 1000, .max = 3600000},
+    {.key = "delivery",       .type = CFG_ENUM,     .offset = U(delivery), .def = "hub", .enums = deliveries},
+    {.key = "hub_ack_timeout", .type = CFG_DURATION, .offset = U(hub_ack_timeout_ms), .def = "20s", .min = 1000, .max = 3600000},
     CFG_END,
 };
 #undef U
@@ -242,10 +247,12 @@ static const struct cfg_key console_keys[] = {
 
 #define LM(k) offsetof(struct local_mqtt_cfg, k)
 static const struct cfg_key local_mqtt_keys[] = {
-    {.key = "broker",    .type = CFG_STR, .offset = LM(broker), .def = ""},
-    {.key = "client_id", .type = CFG_STR, .offset = LM(client_id)},
-    {.key = "username",  .type = CFG_STR, .offset = LM(username)},
-    {.key = "password",  .type = CFG_STR, .offset = LM(password)},
+    {.key = "broker",        .type = CFG_STR,  .offset = LM(broker), .def = ""},
+    {.key = "client_id",     .type = CFG_STR,  .offset = LM(client_id)},
+    {.key = "username",      .type = CFG_STR,  .offset = LM(username)},
+    {.key = "password",      .type = CFG_STR,  .offset = LM(password)},
+    {.key = "password_file", .type = CFG_PATH, .offset = LM(password_file)},
+    {.key = "tls",           .type = CFG_MAP,  .offset = LM(tls), .sub = cfg_tls_keys},
     CFG_END,
 };
 #undef LM
@@ -809,6 +816,83 @@ static int check_alarm_outputs(struct site_config *c)
     return errors;
 }
 
+static bool lm_set(const char *s)
+{
+    return s && *s;
+}
+
+static bool lm_is_tls(const char *uri)
+{
+    return strncmp(uri, "ssl://", 6) == 0 || strncmp(uri, "mqtts://", 8) == 0;
+}
+
+/* Reports key of map if file is set and cannot be read. Returns errors. */
+static int lm_check_file(struct fy_node *map, const char *key, const char *file)
+{
+    if (!lm_set(file))
+        return 0;
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        cfg_report(map, key, "key '%s': cannot read %s: %s", key, file, strerror(errno));
+        return 1;
+    }
+    fclose(f);
+    return 0;
+}
+
+/* The local broker's credentials and TLS: consistent, files readable; the
+ * password of password_file read into m->password. Returns errors. */
+static int check_local_mqtt(struct local_mqtt_cfg *m, struct fy_node *root)
+{
+    struct fy_node *node = fy_node_mapping_lookup_by_string(root, "local_mqtt", FY_NT);
+    struct fy_node *tls = node ? fy_node_mapping_lookup_by_string(node, "tls", FY_NT) : NULL;
+    int errors = 0;
+    if (!lm_set(m->broker))
+        return 0;
+    if (!lm_is_tls(m->broker) && tls) {
+        cfg_report(node, "tls", "key 'tls': the broker '%s' is not ssl:// or mqtts://", m->broker);
+        errors++;
+    }
+    if (lm_set(m->tls.cert_file) != lm_set(m->tls.key_file)) {
+        cfg_report(tls, lm_set(m->tls.cert_file) ? "cert_file" : "key_file",
+                   "keys 'cert_file' and 'key_file' go together");
+        errors++;
+    }
+    errors += lm_check_file(tls, "ca_file", m->tls.ca_file);
+    errors += lm_check_file(tls, "cert_file", m->tls.cert_file);
+    errors += lm_check_file(tls, "key_file", m->tls.key_file);
+    if (lm_set(m->password) && lm_set(m->password_file)) {
+        cfg_report(node, "password_file", "keys 'password' and 'password_file': one or the other");
+        errors++;
+    }
+    if ((lm_set(m->password) || lm_set(m->password_file)) && !lm_set(m->username)) {
+        cfg_report(node, lm_set(m->password) ? "password" : "password_file",
+                   "key '%s' needs 'username'", lm_set(m->password) ? "password" : "password_file");
+        errors++;
+    }
+    if (errors || !lm_set(m->password_file))
+        return errors;
+    FILE *f = fopen(m->password_file, "r");
+    char line[1024] = "";
+    if (!f || !fgets(line, sizeof line, f)) {
+        cfg_report(node, "password_file", "key 'password_file': cannot read a password from %s%s%s",
+                   m->password_file, f ? "" : ": ", f ? "" : strerror(errno));
+        if (f)
+            fclose(f);
+        return 1;
+    }
+    fclose(f);
+    line[strcspn(line, "\r\n")] = '\0';
+    if (!line[0]) {
+        cfg_report(node, "password_file", "key 'password_file': %s starts with an empty line",
+                   m->password_file);
+        return 1;
+    }
+    free(m->password);
+    m->password = ch_xstrdup(line);
+    return 0;
+}
+
 int site_load(const char *path, struct site *out)
 {
     memset(out, 0, sizeof *out);
@@ -825,6 +909,7 @@ int site_load(const char *path, struct site *out)
     errors += load_rules(out, root);
     errors += check_residents(&out->cfg);
     errors += check_alarm_outputs(&out->cfg);
+    errors += check_local_mqtt(&out->cfg.local_mqtt, root);
     if (errors == 0)
         errors += rules_check(&out->cfg);
     if (errors) {

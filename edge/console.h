@@ -40,9 +40,10 @@ struct console_ops {
     size_t (*active)(void *arg, struct ch_alert **out);
     /* Transitions since since_ms, oldest first; same ownership as active. */
     size_t (*history)(void *arg, int64_t since_ms, struct ch_alert **out);
-    /* Carries out a carer's command (borrowed for the call). Returns 0,
-     * CH_ENOTFOUND (no such alarm), CH_ESTATE (not in this state) or
-     * CH_EINVAL (bad duration). */
+    /* Carries out a carer's command (borrowed for the call; its by and role
+     * are the logged-in user's). Returns 0, CH_EDENIED (the role may not:
+     * edge/authz.h), CH_ENOTFOUND (no such alarm), CH_ESTATE (not in this
+     * state) or CH_EINVAL (bad duration). */
     int (*command)(void *arg, const struct ch_command *cmd);
     /* The gateway's status as a JSON object (uplink up?, devices online);
      * caller frees. May be NULL (the callback, or what it returns). */

@@ -131,11 +131,19 @@ static int on_message(void *ctx, char *topic, int tlen, MQTTAsync_message *msg)
 {
     (void)tlen;
     struct local *l = ctx;
-    char site[CH_ID_MAX], gw[CH_ID_MAX];
-    const char *kind = NULL;
-    if (ch_topic_parse(topic, site, gw, &kind) && strncmp(kind, "cmd/", 4) == 0) {
+    char site[CH_ID_MAX], gw[CH_ID_MAX], user[CH_ID_MAX];
+    const char *kind = NULL, *slash;
+    /* cmd/{user}/{action}: the user is the broker's, its ACL lets each user
+     * publish under its own name only (deploy/mosquitto/local.acl) */
+    if (ch_topic_parse(topic, site, gw, &kind) && strncmp(kind, "cmd/", 4) == 0 &&
+        (slash = strchr(kind + 4, '/')) != NULL && (size_t)(slash - kind - 4) < sizeof user) {
+        memcpy(user, kind + 4, (size_t)(slash - kind - 4));
+        user[slash - kind - 4] = '\0';
         atomic_fetch_add(&l->commands, 1);
-        l->on_cmd(l->arg, "local-mqtt", kind + 4, msg->payload, (size_t)msg->payloadlen);
+        if (ch_valid_id(user))
+            l->on_cmd(l->arg, "local-mqtt", user, slash + 1, msg->payload, (size_t)msg->payloadlen);
+        else
+            LOGW(MOD, NULL, "command from a user name that is not an id: ignored");
     }
     MQTTAsync_freeMessage(&msg);
     MQTTAsync_free(topic);
@@ -154,8 +162,8 @@ int local_create(const struct site_config *c, edge_cmd_fn on_cmd, edge_active_fn
     ch_topic(l->topic_alert, sizeof l->topic_alert, c->site, c->gateway, "alert");
     ch_topic(l->topic_alarms, sizeof l->topic_alarms, c->site, c->gateway, "alarms");
     /* a subscription filter: ch_topic() writes topics only, never wildcards */
-    ch_topic(l->topic_cmd, sizeof l->topic_cmd - 2, c->site, c->gateway, "cmd");
-    strcat(l->topic_cmd, "/+");
+    ch_topic(l->topic_cmd, sizeof l->topic_cmd - 4, c->site, c->gateway, "cmd");
+    strcat(l->topic_cmd, "/+/+");
     *out = l;
     return 0;
 }
@@ -173,7 +181,8 @@ int local_start(struct local *l)
                                 .on_lost = on_lost,
                                 .on_connected = on_connected,
                                 .on_connect_failed = on_connect_failed};
-    int rc = mqtt_link_open(m->broker, cid, m->username, m->password, &cbs, &l->client);
+    int rc =
+        mqtt_link_open_tls(m->broker, cid, m->username, m->password, &m->tls, &cbs, &l->client);
     if (rc != 0) {
         LOGE(MOD, NULL, "cannot start connecting to %s: %s", m->broker, ch_strerror(rc));
         return CH_EINVAL;

@@ -9,8 +9,14 @@
  *                                         refreshed on every transition and
  *                                         on every (re)connect, so an app that
  *                                         connects late sees the whole picture
- *   carehub/v1/{site}/{gateway}/cmd/+     subscribed: commands from apps
- *                                         (JSON carehub/command/1)
+ *   carehub/v1/{site}/{gateway}/cmd/{user}/{action}
+ *                                         subscribed: commands from apps
+ *                                         (JSON carehub/command/1); {user} is
+ *                                         the broker's authenticated user (its
+ *                                         ACL lets each user publish under its
+ *                                         own name only), the command's
+ *                                         identity: the payload's "by" and
+ *                                         "role" are not taken
  *
  * Nothing here is spooled: the local broker is on the gateway itself, and the
  * retained snapshot makes a reconnecting app whole again. Paho reconnects on

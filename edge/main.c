@@ -1,5 +1,6 @@
 /* care-edge: the site gateway daemon. */
 #include "alarm.h"
+#include "authz.h"
 #include "config.h"
 #include "console.h"
 #include "err.h"
@@ -67,9 +68,15 @@ struct app {
     size_t n_ids;
     size_t *up_index;  /* poller device i -> index in dev_ids */
     size_t *cfg_index; /* poller device i -> index in live->cfg.devices */
-    int64_t started_ms;
+    /* uptime is a duration: monotonic */
+    int64_t started_mono;
+    /* wall-clock steps (NTP, an installer): seen by the main loop's tick,
+     * logged once each, counted in self-metrics (clock_steps) */
+    struct ch_clock_watch clock;
+    uint64_t clock_steps;
     uint64_t alert_spool_errors;
     uint64_t commands_ok, commands_rejected;
+    uint64_t commands_denied; /* of the rejected, those the identity may not give */
 };
 
 static void emit(void *arg, size_t dev, struct ch_reading *r)
@@ -78,7 +85,7 @@ static void emit(void *arg, size_t dev, struct ch_reading *r)
     /* spooled first: the reading is safe before any rule acts on it */
     uplink_submit(a->uplink, r, (int)a->up_index[dev]);
     if (a->rules)
-        rules_feed(a->rules, a->cfg_index[dev], r, ch_now_ms());
+        rules_feed(a->rules, a->cfg_index[dev], r, ch_time_now());
     free(r->metrics);
 }
 
@@ -123,9 +130,33 @@ static void on_transition(void *arg, const struct ch_alert *t)
     update_annunciators(a);
 }
 
-/* A command from the hub (uplink) or an app on the local broker. */
-static void on_command(void *arg, const char *source, const char *action, const char *payload,
-                       size_t len)
+/* Every command, from any path, with the identity its receiver
+ * authenticated: checked against the table of edge/authz.h, then carried
+ * out. Refusals are logged with the source and reason, and counted. */
+static int run_command(struct app *a, const char *source, const struct ch_command *cmd)
+{
+    const char *why = NULL;
+    int rc = authz_check(cmd->action, cmd->role, &why);
+    if (rc == 0)
+        rc = alarms_command(a->alarms, cmd, ch_time_now());
+    if (rc == 0) {
+        __atomic_add_fetch(&a->commands_ok, 1, __ATOMIC_RELAXED);
+        LOGI("edge", source, "%s of %s by %s (%s)", ch_command_action_name(cmd->action),
+             cmd->alarm_id, cmd->by, ch_role_name(cmd->role));
+        return 0;
+    }
+    __atomic_add_fetch(&a->commands_rejected, 1, __ATOMIC_RELAXED);
+    if (rc == CH_EDENIED)
+        __atomic_add_fetch(&a->commands_denied, 1, __ATOMIC_RELAXED);
+    LOGW("edge", source, "%s of %s by %s (%s) refused: %s", ch_command_action_name(cmd->action),
+         cmd->alarm_id, cmd->by, ch_role_name(cmd->role), why ? why : ch_strerror(rc));
+    return rc;
+}
+
+/* A command from the hub (uplink) or an app on the local broker (user: the
+ * broker's authenticated user). */
+static void on_command(void *arg, const char *source, const char *user, const char *action,
+                       const char *payload, size_t len)
 {
     struct app *a = arg;
     struct ch_command cmd;
@@ -137,20 +168,23 @@ static void on_command(void *arg, const char *source, const char *action, const 
                  ch_command_action_name(cmd.action), action);
         rc = CH_EINVAL;
     }
-    if (rc == 0)
-        rc = alarms_command(a->alarms, &cmd, ch_now_ms());
-    else
-        LOGW("edge", source, "command on cmd/%.32s rejected: %s", action, err);
-    if (rc == 0) {
-        __atomic_add_fetch(&a->commands_ok, 1, __ATOMIC_RELAXED);
-        LOGI("edge", source, "%s of %s by %s", ch_command_action_name(cmd.action), cmd.alarm_id,
-             cmd.by);
-    } else {
-        __atomic_add_fetch(&a->commands_rejected, 1, __ATOMIC_RELAXED);
-        if (rc != CH_EINVAL)
-            LOGW("edge", source, "%s of %s by %s refused: %s", ch_command_action_name(cmd.action),
-                 cmd.alarm_id, cmd.by, ch_strerror(rc));
+    if (rc == 0 && !user && strncmp(cmd.by, "hub:", 4) != 0) {
+        snprintf(err, sizeof err, "a command from the hub names its asker \"hub:...\", not \"%s\"",
+                 cmd.by);
+        rc = CH_EINVAL;
     }
+    if (rc != 0) {
+        __atomic_add_fetch(&a->commands_rejected, 1, __ATOMIC_RELAXED);
+        LOGW("edge", source, "command on cmd/%.32s rejected: %s", action, err);
+        return;
+    }
+    if (user) { /* the sender's own "by" and "role" count for nothing */
+        snprintf(cmd.by, sizeof cmd.by, "local:%s", user);
+        /* the console's users, as started (the console keeps them too) */
+        const struct cfg_list *users = &a->site.cfg.console.users;
+        cmd.role = authz_local_role(users->items, users->n, user);
+    }
+    run_command(a, source, &cmd);
 }
 
 static size_t ops_active(void *arg, struct ch_alert **out)
@@ -167,8 +201,7 @@ static size_t ops_history(void *arg, int64_t since_ms, struct ch_alert **out)
 
 static int ops_command(void *arg, const struct ch_command *cmd)
 {
-    struct app *a = arg;
-    return alarms_command(a->alarms, cmd, ch_now_ms());
+    return run_command(arg, "console", cmd);
 }
 
 static char *ops_status(void *arg)
@@ -189,7 +222,7 @@ static char *ops_status(void *arg)
                           c->gateway, "version", CAREHUB_VERSION, "uplink_connected", us.connected,
                           "devices", (json_int_t)n, "devices_online", (json_int_t)online,
                           "spool_pending", (json_int_t)us.queued, "uptime_s",
-                          (json_int_t)((ch_now_ms() - a->started_ms) / 1000));
+                          (json_int_t)((ch_mono_ms() - a->started_mono) / 1000));
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
@@ -203,6 +236,9 @@ static void add_metric(struct ch_reading *r, size_t cap, const char *name, doubl
     ch_strlcpy(m->name, name, sizeof m->name);
     m->value = v;
 }
+
+/* Metrics of the gateway's own edge_gateway reading, at most. */
+#define GW_METRICS 40
 
 /* Publishes the gateway's own health as telemetry, and logs a summary. */
 static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readings)
@@ -243,35 +279,44 @@ static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readin
     ch_strlcpy(r.measurement, "edge_gateway", sizeof r.measurement);
     struct spool_stats ss;
     spool_stats(a->spool, &ss);
-    r.metrics = ch_xcalloc(24, sizeof *r.metrics);
-    add_metric(&r, 24, "uptime_s", (double)(now - a->started_ms) / 1000.0);
-    add_metric(&r, 24, "devices", (double)n);
-    add_metric(&r, 24, "devices_online", (double)online);
-    add_metric(&r, 24, "polls_ok", (double)ok);
-    add_metric(&r, 24, "polls_failed", (double)failed);
-    add_metric(&r, 24, "messages_published", (double)us.messages_published);
-    add_metric(&r, 24, "readings_published", (double)us.readings_published);
-    add_metric(&r, 24, "historical_published", (double)us.historical_published);
-    add_metric(&r, 24, "alerts_published", (double)us.alerts_published);
-    add_metric(&r, 24, "publish_failures", (double)us.publish_failures);
-    add_metric(&r, 24, "spool_pending", (double)us.queued);
-    add_metric(&r, 24, "spool_dropped", (double)us.dropped);
-    add_metric(&r, 24, "spool_errors", (double)us.spool_errors);
-    add_metric(&r, 24, "spool_disk_bytes", (double)ss.disk_bytes);
+    r.metrics = ch_xcalloc(GW_METRICS, sizeof *r.metrics);
+    add_metric(&r, GW_METRICS, "uptime_s", (double)(ch_mono_ms() - a->started_mono) / 1000.0);
+    add_metric(&r, GW_METRICS, "devices", (double)n);
+    add_metric(&r, GW_METRICS, "devices_online", (double)online);
+    add_metric(&r, GW_METRICS, "polls_ok", (double)ok);
+    add_metric(&r, GW_METRICS, "polls_failed", (double)failed);
+    add_metric(&r, GW_METRICS, "messages_published", (double)us.messages_published);
+    add_metric(&r, GW_METRICS, "readings_published", (double)us.readings_published);
+    add_metric(&r, GW_METRICS, "historical_published", (double)us.historical_published);
+    add_metric(&r, GW_METRICS, "alerts_published", (double)us.alerts_published);
+    add_metric(&r, GW_METRICS, "publish_failures", (double)us.publish_failures);
+    add_metric(&r, GW_METRICS, "spool_pending", (double)us.queued);
+    add_metric(&r, GW_METRICS, "spool_dropped", (double)us.dropped);
+    add_metric(&r, GW_METRICS, "spool_dropped_sent", (double)us.dropped_sent);
+    add_metric(&r, GW_METRICS, "alerts_dropped", (double)us.alerts_dropped);
+    add_metric(&r, GW_METRICS, "alerts_pending", (double)us.alerts_queued);
+    add_metric(&r, GW_METRICS, "hub_acks", (double)us.hub_acks);
+    add_metric(&r, GW_METRICS, "hub_redeliveries", (double)us.redeliveries);
+    add_metric(&r, GW_METRICS, "spool_errors", (double)us.spool_errors);
+    add_metric(&r, GW_METRICS, "spool_disk_bytes", (double)ss.disk_bytes);
     add_metric(
-        &r, 24, "spool_corrupt",
+        &r, GW_METRICS, "spool_corrupt",
         (double)(ss.lane[SPOOL_ALERT].corrupt_records + ss.lane[SPOOL_TELEMETRY].corrupt_records));
     struct alarms_stats as;
     alarms_get_stats(a->alarms, &as);
-    add_metric(&r, 24, "alarms_active", (double)as.active);
-    add_metric(&r, 24, "alarm_transitions", (double)as.transitions);
-    add_metric(&r, 24, "alarm_floods", (double)as.floods);
-    add_metric(&r, 24, "alarm_state_errors", (double)as.state_errors);
-    add_metric(&r, 24, "alert_spool_errors",
+    add_metric(&r, GW_METRICS, "alarms_active", (double)as.active);
+    add_metric(&r, GW_METRICS, "alarm_transitions", (double)as.transitions);
+    add_metric(&r, GW_METRICS, "alarm_floods", (double)as.floods);
+    add_metric(&r, GW_METRICS, "alarm_state_errors", (double)as.state_errors);
+    add_metric(&r, GW_METRICS, "alert_spool_errors",
                (double)__atomic_load_n(&a->alert_spool_errors, __ATOMIC_RELAXED));
-    add_metric(&r, 24, "commands_ok", (double)__atomic_load_n(&a->commands_ok, __ATOMIC_RELAXED));
-    add_metric(&r, 24, "commands_rejected",
+    add_metric(&r, GW_METRICS, "commands_ok",
+               (double)__atomic_load_n(&a->commands_ok, __ATOMIC_RELAXED));
+    add_metric(&r, GW_METRICS, "clock_steps", (double)a->clock_steps);
+    add_metric(&r, GW_METRICS, "commands_rejected",
                (double)__atomic_load_n(&a->commands_rejected, __ATOMIC_RELAXED));
+    add_metric(&r, GW_METRICS, "commands_denied",
+               (double)__atomic_load_n(&a->commands_denied, __ATOMIC_RELAXED));
     uplink_submit(a->uplink, &r, -1);
     free(r.metrics);
 
@@ -312,6 +357,12 @@ static int write_stats(struct app *a, const char *path)
     json_object_set_new(root, "readings_published",
                         json_integer((json_int_t)us.readings_published));
     json_object_set_new(root, "dropped", json_integer((json_int_t)us.dropped));
+    json_object_set_new(root, "dropped_sent", json_integer((json_int_t)us.dropped_sent));
+    json_object_set_new(root, "alerts_dropped", json_integer((json_int_t)us.alerts_dropped));
+    json_object_set_new(root, "last_alert_seq", json_integer((json_int_t)us.alert_seq));
+    json_object_set_new(root, "oldest_reading", json_integer((json_int_t)us.oldest_reading));
+    json_object_set_new(root, "hub_acks", json_integer((json_int_t)us.hub_acks));
+    json_object_set_new(root, "redeliveries", json_integer((json_int_t)us.redeliveries));
     json_object_set_new(root, "last_seq", json_integer((json_int_t)us.seq));
     int rc = json_dump_file(root, path, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
@@ -439,7 +490,7 @@ static void reload(struct app *a)
         LOGE("edge", NULL, "reload: cannot build the rules; the running configuration stays");
         alarms_reconfigure(a->alarms, &a->live->cfg);
         rules_create(&a->live->cfg, a->alarms, &a->rules);
-        alarms_reconfigured(a->alarms, ch_now_ms());
+        alarms_reconfigured(a->alarms, ch_time_now());
         poller_destroy(np);
         site_free(next);
         free(next);
@@ -458,7 +509,7 @@ static void reload(struct app *a)
     map_devices(a);
     pthread_rwlock_unlock(&a->swap_lock);
     poller_destroy(old);
-    alarms_reconfigured(a->alarms, ch_now_ms()); /* its transitions see the new outputs */
+    alarms_reconfigured(a->alarms, ch_time_now()); /* its transitions see the new outputs */
     struct ch_status birth;
     make_birth(a, &birth);
     uplink_set_birth(a->uplink, &birth);
@@ -470,6 +521,24 @@ static void reload(struct app *a)
          "reloaded: %zu devices on %zu buses, %zu residents, %zu rule instances",
          poller_device_count(a->poller), a->live->cfg.buses.n, a->live->cfg.residents.n,
          rules_instances(a->rules));
+}
+
+/* The one place a wall-clock step is noticed: logged once per step, with
+ * its size, and counted. Nothing needs fixing up: every timer runs on the
+ * monotonic clock; readings and transitions from now on carry the new
+ * time, in the order they happen (spool numbers, not timestamps, order
+ * them). */
+static void clock_watch(struct app *a, struct ch_time t)
+{
+    int64_t step = ch_clock_step(&a->clock, t, 2000);
+    if (!step)
+        return;
+    a->clock_steps++;
+    LOGW("edge", NULL,
+         "wall clock stepped %s by %.1f s: timers (on-delays, no-data, escalation, shelving) run "
+         "on the monotonic clock and are not affected; readings and alarm transitions are "
+         "labelled with the new time from here on",
+         step > 0 ? "forward" : "back", (double)(step > 0 ? step : -step) / 1000.0);
 }
 
 static int run(struct app *a, const char *stats_file)
@@ -491,7 +560,7 @@ static int run(struct app *a, const char *stats_file)
     if (rc != 0)
         return EXIT_RUNTIME;
     uplink_set_command_handler(a->uplink, on_command, a);
-    if (alarms_open(c, on_transition, a, &a->alarms) != 0)
+    if (alarms_open(c, on_transition, a, ch_time_now(), &a->alarms) != 0)
         return EXIT_RUNTIME;
     if (rules_create(c, a->alarms, &a->rules) != 0)
         return EXIT_RUNTIME;
@@ -507,7 +576,7 @@ static int run(struct app *a, const char *stats_file)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads created below inherit it */
 
-    a->started_ms = ch_now_ms();
+    a->started_mono = ch_mono_ms();
     if (c->console.enabled) {
         struct console_ops ops = {.arg = a,
                                   .active = ops_active,
@@ -538,6 +607,7 @@ static int run(struct app *a, const char *stats_file)
     int64_t last = ch_mono_ms();
     int64_t next = last + c->self_metrics_interval_ms;
     int64_t next_tick = last + 1000;
+    clock_watch(a, ch_time_now()); /* the first look: from here on */
     for (;;) {
         int64_t until = next < next_tick ? next : next_tick;
         int64_t wait = until - ch_mono_ms();
@@ -556,10 +626,12 @@ static int run(struct app *a, const char *stats_file)
         int64_t now = ch_mono_ms();
         if (now >= next_tick) {
             /* time-driven rules (on-delays, stale data, windows) and alarms
-             * (escalation, shelving expiry, flood end) */
-            int64_t wall = ch_now_ms();
-            rules_tick(a->rules, wall);
-            alarms_tick(a->alarms, wall);
+             * (escalation, shelving expiry, flood end): timed on the
+             * monotonic clock, labelled with the wall clock */
+            struct ch_time t = ch_time_now();
+            clock_watch(a, t);
+            rules_tick(a->rules, t);
+            alarms_tick(a->alarms, t);
             next_tick += 1000;
             if (next_tick <= now)
                 next_tick = now + 1000;

@@ -20,7 +20,15 @@
  * History. Only metrics that rise()/fall()/avg() name keep history, and only
  * on devices with such a rule: a ring of fixed-width buckets (sum, min, max,
  * count) sized for the longest window that device needs, at most ~1440
- * buckets, so avg(pm25, 24h) costs 1440 buckets of one minute.
+ * buckets, so avg(pm25, 24h) costs 1440 buckets of one minute. Buckets are
+ * numbered by the monotonic time a reading arrived: a wall-clock step would
+ * otherwise put new readings into buckets the ring reads as an hour old (or
+ * an hour ahead), and a window would go empty or stale until the clock
+ * caught up.
+ *
+ * Clocks. Every duration (on-delay, off-delay, stale data, history) runs on
+ * now.mono_ms; now.wall_ms only labels what the alarm module is told and
+ * decides time-of-day windows.
  *
  * Instances. (rule, device) pairs are laid out device by device, so a reading
  * touches one contiguous run. Each keeps the last evaluation of its
@@ -547,6 +555,7 @@ static struct series *series_new(int64_t win_ms)
     return s;
 }
 
+/* now: monotonic ms of the reading's arrival. */
 static void series_add(struct series *s, int64_t now, double v)
 {
     if (now < 0)
@@ -632,10 +641,10 @@ enum irep { REP_NONE, REP_CLEAR, REP_ACTIVE };
 struct inst {
     const struct crule *rule;
     struct dev *dev;
-    double *params; /* one per rule param slot */
-    int st;         /* enum ist */
-    int reported;   /* enum irep */
-    int64_t since_ms;
+    double *params;      /* one per rule param slot */
+    int st;              /* enum ist */
+    int reported;        /* enum irep */
+    int64_t since_ms;    /* monotonic: entered PENDING_ON / PENDING_OFF */
     int when_v, clear_v; /* last evaluation (enum tri) */
     int trig;            /* metric id of what made `when` true, -1 none */
     double trig_value;
@@ -661,9 +670,9 @@ struct dev {
     double *val;
     bool *has;
     struct series **series; /* per metric id, NULL if no window needs it */
-    int64_t last_data_ms;
-    size_t first, n;  /* its instances */
-    uint64_t version; /* of its history: bumped by every sample */
+    int64_t last_data_ms;   /* monotonic */
+    size_t first, n;        /* its instances */
+    uint64_t version;       /* of its history: bumped by every sample */
     struct memo memo[MEMO_SLOTS];
 };
 
@@ -680,8 +689,7 @@ struct rules {
     struct inst *inst;
     double *param_pool;
     bool started;
-    int64_t t0;
-    int64_t tod_minute_key; /* now / 60000 of the cached minute of day */
+    int64_t tod_minute_key; /* wall now / 60000 of the cached minute of day */
     int tod_minute;
     /* metric lookup: open addressing over metric ids */
     int *mhash;
@@ -1087,8 +1095,8 @@ int rules_check(const struct site_config *c)
 struct ctx {
     struct dev *d;
     const double *params;
-    int64_t now;
-    int trig; /* first metric operand of a true comparison (positive polarity) */
+    int64_t now; /* monotonic */
+    int trig;    /* first metric operand of a true comparison (positive polarity) */
     double trig_value;
 };
 
@@ -1183,6 +1191,7 @@ static int eval(const struct expr *e, int i, struct ctx *x, double slack, bool p
     }
 }
 
+/* now: monotonic (the history windows end there). */
 static void evaluate(struct inst *in, int64_t now)
 {
     const struct crule *cr = in->rule;
@@ -1205,6 +1214,7 @@ static void evaluate(struct inst *in, int64_t now)
     }
 }
 
+/* now: wall clock (a time of day is a label use of it). */
 static int minute_of_day(struct rules *r, int64_t now)
 {
     int64_t key = now / 60000;
@@ -1302,7 +1312,7 @@ static void format_message(const struct rules *r, const struct inst *in, const c
     out[len] = '\0';
 }
 
-static void report(struct rules *r, struct inst *in, bool active, bool stale, int64_t now)
+static void report(struct rules *r, struct inst *in, bool active, bool stale, struct ch_time now)
 {
     in->reported = active ? REP_ACTIVE : REP_CLEAR;
     if (!r->am)
@@ -1323,13 +1333,15 @@ static void report(struct rules *r, struct inst *in, bool active, bool stale, in
                      now);
 }
 
-/* Advances one instance at now. fed: a reading just arrived (value updates
- * of an active alarm go to the alarm module then). */
-static void step(struct rules *r, struct inst *in, int64_t now, bool fed)
+/* Advances one instance at now (durations on now.mono_ms, the window on
+ * now.wall_ms). fed: a reading just arrived (value updates of an active
+ * alarm go to the alarm module then). */
+static void step(struct rules *r, struct inst *in, struct ch_time t, bool fed)
 {
     const struct crule *cr = in->rule;
     const struct rule_cfg *rc = cr->cfg;
-    bool win = in_window(r, cr, now);
+    int64_t now = t.mono_ms;
+    bool win = in_window(r, cr, t.wall_ms);
     bool stale = rc->stale_ms > 0 && now - in->dev->last_data_ms >= rc->stale_ms;
     bool raise = win && (in->when_v == T || stale);
     bool clear;
@@ -1351,7 +1363,7 @@ static void step(struct rules *r, struct inst *in, int64_t now, bool fed)
             in->since_ms = now;
         } else {
             if (clear && in->reported != REP_CLEAR)
-                report(r, in, false, false, now);
+                report(r, in, false, false, t);
             return;
         }
         /* fall through */
@@ -1359,10 +1371,10 @@ static void step(struct rules *r, struct inst *in, int64_t now, bool fed)
         if (!raise) {
             in->st = I_IDLE; /* the on-delay starts over next time */
             if (clear && in->reported != REP_CLEAR)
-                report(r, in, false, false, now);
+                report(r, in, false, false, t);
         } else if (now - in->since_ms >= rc->on_delay_ms) {
             in->st = I_ACTIVE;
-            report(r, in, true, stale && in->when_v != T, now);
+            report(r, in, true, stale && in->when_v != T, t);
         }
         return;
     case I_PENDING_OFF:
@@ -1372,7 +1384,7 @@ static void step(struct rules *r, struct inst *in, int64_t now, bool fed)
         }
         if (now - in->since_ms >= rc->off_delay_ms) {
             in->st = I_IDLE;
-            report(r, in, false, false, now);
+            report(r, in, false, false, t);
         }
         return;
     default: /* I_ACTIVE */
@@ -1381,7 +1393,7 @@ static void step(struct rules *r, struct inst *in, int64_t now, bool fed)
             in->since_ms = now;
             if (rc->off_delay_ms <= 0) {
                 in->st = I_IDLE;
-                report(r, in, false, false, now);
+                report(r, in, false, false, t);
             }
             return;
         }
@@ -1390,21 +1402,21 @@ static void step(struct rules *r, struct inst *in, int64_t now, bool fed)
     /* active: keep the alarm's view of the value current */
     if (fed && raise && r->am && in->when_v == T && in->trig >= 0 &&
         (!in->sent_has || in->sent_value != in->trig_value))
-        report(r, in, true, false, now);
+        report(r, in, true, false, t);
 }
 
+/* now: monotonic. */
 static void start_clock(struct rules *r, int64_t now)
 {
     if (r->started)
         return;
     r->started = true;
-    r->t0 = now;
     /* stale data counts from the start of the engine */
     for (size_t i = 0; i < r->n_devs; i++)
         r->devs[i].last_data_ms = now;
 }
 
-void rules_feed(struct rules *r, size_t dev, const struct ch_reading *reading, int64_t now_ms)
+void rules_feed(struct rules *r, size_t dev, const struct ch_reading *reading, struct ch_time now)
 {
     if (!r || !reading)
         return;
@@ -1416,7 +1428,7 @@ void rules_feed(struct rules *r, size_t dev, const struct ch_reading *reading, i
     if (reading->quality == CH_Q_BAD)
         return; /* a meter that answers garbage is not data */
     pthread_mutex_lock(&r->lock);
-    start_clock(r, now_ms);
+    start_clock(r, now.mono_ms);
     struct dev *d = &r->devs[dev];
     for (size_t i = 0; i < reading->n_metrics; i++) {
         const struct ch_metric *m = &reading->metrics[i];
@@ -1428,26 +1440,27 @@ void rules_feed(struct rules *r, size_t dev, const struct ch_reading *reading, i
         d->val[id] = m->value;
         d->has[id] = true;
         if (d->series[id]) {
-            series_add(d->series[id], now_ms, m->value);
+            /* by arrival, whatever reading->ts_ms says (see History) */
+            series_add(d->series[id], now.mono_ms, m->value);
             d->version++;
         }
     }
-    d->last_data_ms = now_ms;
+    d->last_data_ms = now.mono_ms;
     for (size_t i = d->first; i < d->first + d->n; i++) {
-        evaluate(&r->inst[i], now_ms);
-        step(r, &r->inst[i], now_ms, true);
+        evaluate(&r->inst[i], now.mono_ms);
+        step(r, &r->inst[i], now, true);
     }
     pthread_mutex_unlock(&r->lock);
 }
 
-void rules_tick(struct rules *r, int64_t now_ms)
+void rules_tick(struct rules *r, struct ch_time now)
 {
     if (!r)
         return;
     pthread_mutex_lock(&r->lock);
-    start_clock(r, now_ms);
+    start_clock(r, now.mono_ms);
     for (size_t i = 0; i < r->n_inst; i++)
-        step(r, &r->inst[i], now_ms, false);
+        step(r, &r->inst[i], now, false);
     pthread_mutex_unlock(&r->lock);
 }
 

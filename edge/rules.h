@@ -26,7 +26,11 @@
  * $name takes the value from the resident of the device (resident params),
  * else from the rule's params; a $name defined in neither is a config error.
  *
- * Timing, per (rule, device), all on the caller's clock:
+ * Timing, per (rule, device). Every duration below (for, clear_for, no_data,
+ * the rise/fall/avg windows) is measured on the monotonic clock (the mono_ms
+ * of the struct ch_time the caller passes), so a wall-clock step, either
+ * way, neither fires nor holds back anything; only `window` reads the wall
+ * clock (wall_ms), since "22:00-06:00" is a time of day:
  * - for (on-delay): the condition must hold continuously this long; it
  *   restarts when the condition drops before the delay.
  * - clear / deadband: without `clear`, the alarm clears when the negated
@@ -38,6 +42,9 @@
  *   (counted from the engine's first feed or tick); clears at its next
  *   reading. A rule may have only no_data; with when as well, either raises.
  *   Readings of quality bad are not data (neither values nor freshness).
+ * - history for rise/fall/avg is bucketed by the monotonic time a reading
+ *   arrives, not by its wall-clock ts: after the clock is set back, a
+ *   reading whose ts is older than the last one's still counts, in order.
  * - window "HH:MM-HH:MM" in the site's time zone (c->timezone, else the
  *   system's), may cross midnight: outside it the condition is false and
  *   clear (an unlatched alarm returns to normal at the window's end).
@@ -54,6 +61,7 @@
 
 #include "codec.h"
 #include "model.h"
+#include "util.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -74,16 +82,17 @@ int rules_check(const struct site_config *c);
 int rules_create(const struct site_config *c, struct alarms *am, struct rules **out);
 void rules_destroy(struct rules *r);
 
-/* A reading of device dev (index into c->devices) at now_ms (the caller's
- * clock; the reading is borrowed). Thread-safe (bus threads call it
- * concurrently): one mutex, held while the alarm module is told, so the
- * alarm sink may run on this thread with the engine locked: a sink must not
- * call rules_*(). */
-void rules_feed(struct rules *r, size_t dev, const struct ch_reading *reading, int64_t now_ms);
+/* A reading of device dev (index into c->devices) arriving at now
+ * (ch_time_now(): now.mono_ms times it, now.wall_ms labels the transitions
+ * it causes and decides windows; reading->ts_ms is not looked at). The
+ * reading is borrowed. Thread-safe (bus threads call it concurrently): one
+ * mutex, held while the alarm module is told, so the alarm sink may run on
+ * this thread with the engine locked: a sink must not call rules_*(). */
+void rules_feed(struct rules *r, size_t dev, const struct ch_reading *reading, struct ch_time now);
 
 /* Time passing: on-delays, off-delays, stale data, windows. Call at least
- * once a second. */
-void rules_tick(struct rules *r, int64_t now_ms);
+ * once a second, with ch_time_now(). */
+void rules_tick(struct rules *r, struct ch_time now);
 
 /* (rule, device) pairs being watched. */
 size_t rules_instances(const struct rules *r);

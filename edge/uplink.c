@@ -23,8 +23,36 @@
  * backlog). Tickets of an earlier connection still acknowledge their records
  * if a late PUBACK comes; they no longer count against max_inflight.
  *
- * Invariant: a record leaves the spool only through spool_ack() after its
- * message's PUBACK, or through eviction at the spool's bound (counted). */
+ * Delivered means stored (delivery: hub, the default). A PUBACK only says
+ * the broker has the message; with no subscriber behind it (a hub that has
+ * not resubscribed yet, a broker restarted without its sessions) the broker
+ * drops it. So a PUBACK frees nothing: the ticket's range goes on the
+ * `confirm` queue (in PUBACK order, stamped with the monotonic time), and a
+ * record leaves the spool when a hub's ack (carehub/ack/v1/{site}/{gateway}, carehub/ack/1:
+ * ranges of numbers it made durable) covers it: spool_ack_range() for each
+ * range, from any hub, in any order; the spool's cursor is the highest
+ * contiguous number acknowledged. The queue's head is the oldest message the
+ * broker took that no ack has covered yet:
+ *   - while hubs are acknowledging (an ack within hub_ack_timeout), a head
+ *     older than hub_ack_timeout, counted from when the acks (re)started, was
+ *     lost behind the broker: `rewind`, so every unacknowledged record is
+ *     offered again, as historical. A hub that comes back to a broker that
+ *     kept its session first works through its queue: the wait counts from
+ *     its first ack, so it gets that long before anything is sent twice.
+ *   - with no hub acknowledging at all (hubs down, or an ack path that does
+ *     not work), every 10 x hub_ack_timeout: a 4G link is not spent resending
+ *     a backlog nobody reads, yet a broken ack path still cannot lose data.
+ * Redelivery is harmless: the hub's writes are idempotent.
+ *
+ * Numbers on the wire. A telemetry message says `oldest`, the oldest reading
+ * number still held (the telemetry lane's cursor + 1); an alert gets its
+ * record id as `seq` and the alert lane's `oldest`; the birth both. So a hub
+ * knows that a number below `oldest` it never received is lost for good.
+ *
+ * Invariant: a record leaves the spool only through spool_ack_range() when a
+ * hub acknowledged it (spool_ack() at the PUBACK with delivery: broker), or
+ * through eviction at the spool's bound (counted, and logged with how many of
+ * the records had been sent but never acknowledged). */
 #include "uplink.h"
 #include "err.h"
 #include "log.h"
@@ -40,6 +68,21 @@
 #define REC_READING 1
 #define REC_ALERT   2
 #define DEV_NONE    0xFFFFu
+
+/* With no hub acknowledging, what the broker took is offered again this many
+ * hub_ack_timeouts after its PUBACK. */
+#define SILENT_HUB_FACTOR 10
+/* Messages the broker took within this of each other share a confirm entry. */
+#define CONFIRM_MERGE_MS 1000
+/* At shutdown, how long to wait for hubs' acks once everything is sent. */
+#define STOP_ACK_WAIT_MS 2500
+
+/* A message the broker took (PUBACK) that no hub ack covered yet. */
+struct confirm {
+    enum spool_lane lane;
+    uint64_t first, last; /* spool ids */
+    int64_t at;           /* ch_mono_ms() of the PUBACK */
+};
 
 struct ticket {
     struct uplink *u;
@@ -63,6 +106,7 @@ struct uplink {
     char topic_status[256];
     char topic_alert[256];
     char topic_cmd[256];
+    char topic_ack[256];
     edge_cmd_fn on_cmd; /* commands from the hub, or NULL */
     void *cmd_arg;
 
@@ -79,6 +123,13 @@ struct uplink {
     uint64_t alert_after, live_after, backlog_after, live_from;
     double tokens; /* backlog readings that may go now */
     int64_t tokens_at;
+
+    /* delivered means stored: a FIFO of messages awaiting a hub's ack */
+    struct confirm *confirm;
+    size_t confirm_head, confirm_tail, confirm_cap;
+    int64_t last_ack;   /* ch_mono_ms() of the last hub ack, 0: none yet */
+    int64_t acks_since; /* ch_mono_ms() the hubs' acks (re)started */
+    int64_t idle_since; /* stopping: when the sender last found nothing to send, 0: busy */
 
     struct ticket *tickets; /* every ticket Paho may still call back */
     size_t n_inflight;      /* tickets of this connection */
@@ -137,6 +188,71 @@ static bool is_tls(const char *uri)
            strncmp(uri, "wss://", 6) == 0;
 }
 
+/* ---- the confirm queue (u->lock held) ------------------------------------ */
+
+static size_t confirm_len(const struct uplink *u)
+{
+    return u->confirm_tail - u->confirm_head;
+}
+
+/* Adds a message the broker took. Consecutive messages of a lane within a
+ * second share one entry (their PUBACK times differ by less than the
+ * timeouts' resolution matters): the queue holds at most a few entries a
+ * second per lane, and it is emptied by every rewind, which comes at the
+ * latest SILENT_HUB_FACTOR hub_ack_timeouts after its head. */
+static void confirm_push(struct uplink *u, enum spool_lane lane, uint64_t first, uint64_t last)
+{
+    int64_t now = ch_mono_ms();
+    if (confirm_len(u)) {
+        struct confirm *t = &u->confirm[u->confirm_tail - 1];
+        if (t->lane == lane && t->last + 1 == first && now - t->at < CONFIRM_MERGE_MS) {
+            t->last = last;
+            return;
+        }
+    }
+    if (u->confirm_tail == u->confirm_cap) {
+        size_t n = confirm_len(u);
+        if (u->confirm_head > 0 && n <= u->confirm_cap / 2) { /* slide down */
+            memmove(u->confirm, u->confirm + u->confirm_head, n * sizeof *u->confirm);
+        } else {
+            u->confirm_cap = u->confirm_cap ? 2 * u->confirm_cap : 64;
+            struct confirm *c = ch_xmalloc(u->confirm_cap * sizeof *c);
+            if (n)
+                memcpy(c, u->confirm + u->confirm_head, n * sizeof *c);
+            free(u->confirm);
+            u->confirm = c;
+        }
+        u->confirm_head = 0;
+        u->confirm_tail = n;
+    }
+    u->confirm[u->confirm_tail++] = (struct confirm){lane, first, last, now};
+}
+
+/* Pops the head entries a hub's ack (or eviction) has covered: the spool's
+ * cursor of their lane is at or past their last record. */
+static void confirm_prune(struct uplink *u)
+{
+    struct spool_stats ss;
+    spool_stats(u->spool, &ss);
+    while (u->confirm_head < u->confirm_tail) {
+        const struct confirm *c = &u->confirm[u->confirm_head];
+        if (c->last > ss.lane[c->lane].cursor)
+            break;
+        u->confirm_head++;
+    }
+    if (u->confirm_head == u->confirm_tail)
+        u->confirm_head = u->confirm_tail = 0;
+}
+
+/* The oldest reading and alert numbers still held: the lanes' cursors + 1. */
+static void oldest_held(struct uplink *u, uint64_t *readings, uint64_t *alerts)
+{
+    struct spool_stats ss;
+    spool_stats(u->spool, &ss);
+    *readings = ss.lane[SPOOL_TELEMETRY].cursor + 1;
+    *alerts = ss.lane[SPOOL_ALERT].cursor + 1;
+}
+
 /* ---- Paho callbacks (Paho's thread) ------------------------------------- */
 
 static void on_send_success(void *ctx, MQTTAsync_successData *resp)
@@ -145,9 +261,13 @@ static void on_send_success(void *ctx, MQTTAsync_successData *resp)
     struct ticket *t = ctx;
     struct uplink *u = t->u;
     /* the broker has it, whichever connection carried it */
-    for (uint64_t id = t->first; id <= t->last; id++)
-        spool_ack(u->spool, t->lane, id);
+    bool hub = u->cfg->uplink.delivery == DELIVERY_HUB;
+    if (!hub)
+        for (uint64_t id = t->first; id <= t->last; id++)
+            spool_ack(u->spool, t->lane, id);
     lock(u);
+    if (hub)
+        confirm_push(u, t->lane, t->first, t->last);
     ticket_unlink(u, t);
     if (t->generation == u->generation)
         u->n_inflight--;
@@ -207,8 +327,10 @@ static void on_connection_lost(void *ctx, char *cause)
 static void on_sub_failure(void *ctx, MQTTAsync_failureData *resp)
 {
     struct uplink *u = ctx;
-    LOGW("uplink", NULL, "cannot subscribe to %s (%d): commands from the hub will not arrive",
-         u->topic_cmd, resp ? resp->code : 0);
+    LOGW("uplink", NULL,
+         "cannot subscribe to %s and %s (%d): commands and storage acknowledgements from the hub "
+         "will not arrive",
+         u->topic_cmd, u->topic_ack, resp ? resp->code : 0);
 }
 
 static void on_connected(void *ctx, char *cause)
@@ -225,11 +347,17 @@ static void on_connected(void *ctx, char *cause)
     pthread_cond_broadcast(&u->cond);
     unlock(u);
     LOGI("uplink", NULL, "connected to %s", u->cfg->uplink.broker);
-    if (u->on_cmd) {
+    char *topics[2];
+    int qos[2] = {1, 1}, n = 0;
+    if (u->on_cmd)
+        topics[n++] = u->topic_cmd;
+    if (u->cfg->uplink.delivery == DELIVERY_HUB)
+        topics[n++] = u->topic_ack;
+    if (n) {
         MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
         ro.onFailure = on_sub_failure;
         ro.context = u;
-        MQTTAsync_subscribe(u->client, u->topic_cmd, 1, &ro);
+        MQTTAsync_subscribeMany(u->client, n, topics, qos, &ro);
     }
 }
 
@@ -279,14 +407,55 @@ static void on_flag_failure(void *ctx, MQTTAsync_failureData *resp)
     on_flag_success(ctx, NULL);
 }
 
+/* A hub's "stored up to": frees the records it covers. */
+static void on_ack(struct uplink *u, const char *payload, size_t len)
+{
+    struct ch_ack a;
+    char err[256];
+    if (ch_ack_decode(payload, len, &a, err, sizeof err) != 0 ||
+        strcmp(a.site, u->cfg->site) != 0 || strcmp(a.gateway, u->cfg->gateway) != 0) {
+        lock(u);
+        u->st.acks_rejected++;
+        unlock(u);
+        LOGW("uplink", NULL, "ack refused: %s", a.site[0] ? "for another gateway" : err);
+        return;
+    }
+    uint64_t readings = 0, alerts = 0, k;
+    for (size_t i = 0; i < a.n_readings; i++)
+        if (spool_ack_range(u->spool, SPOOL_TELEMETRY, a.readings[i].lo, a.readings[i].hi, &k) == 0)
+            readings += k;
+    for (size_t i = 0; i < a.n_alerts; i++)
+        if (spool_ack_range(u->spool, SPOOL_ALERT, a.alerts[i].lo, a.alerts[i].hi, &k) == 0)
+            alerts += k;
+    int64_t now = ch_mono_ms();
+    lock(u);
+    u->st.hub_acks++;
+    u->st.hub_acked_readings += readings;
+    u->st.hub_acked_alerts += alerts;
+    if (!u->last_ack || now - u->last_ack > u->cfg->uplink.hub_ack_timeout_ms) {
+        u->acks_since = now;
+        LOGI("uplink", NULL, "a hub acknowledges storage%s%s", a.hub[0] ? ": " : "", a.hub);
+    }
+    u->last_ack = now;
+    confirm_prune(u);
+    pthread_cond_broadcast(&u->cond);
+    unlock(u);
+    LOGD("uplink", NULL, "hub %s stored %llu reading(s) and %llu alert(s) more", a.hub,
+         (unsigned long long)readings, (unsigned long long)alerts);
+}
+
 static int on_message(void *ctx, char *topic, int len, MQTTAsync_message *msg)
 {
     (void)len;
     struct uplink *u = ctx;
     char site[CH_ID_MAX], gw[CH_ID_MAX];
     const char *kind = NULL;
-    if (u->on_cmd && ch_topic_parse(topic, site, gw, &kind) && strncmp(kind, "cmd/", 4) == 0)
-        u->on_cmd(u->cmd_arg, "uplink", kind + 4, msg->payload, (size_t)msg->payloadlen);
+    if (!ch_topic_parse(topic, site, gw, &kind))
+        kind = "";
+    if (strcmp(topic, u->topic_ack) == 0 && u->cfg->uplink.delivery == DELIVERY_HUB)
+        on_ack(u, msg->payload, (size_t)msg->payloadlen);
+    else if (u->on_cmd && strncmp(kind, "cmd/", 4) == 0)
+        u->on_cmd(u->cmd_arg, "uplink", NULL, kind + 4, msg->payload, (size_t)msg->payloadlen);
     MQTTAsync_freeMessage(&msg);
     MQTTAsync_free(topic);
     return 1;
@@ -315,6 +484,7 @@ int uplink_create(const struct site_config *cfg, const struct ch_status *birth,
     ch_topic(u->topic_telemetry, sizeof u->topic_telemetry, cfg->site, cfg->gateway, "telemetry");
     ch_topic(u->topic_status, sizeof u->topic_status, cfg->site, cfg->gateway, "status");
     ch_topic(u->topic_alert, sizeof u->topic_alert, cfg->site, cfg->gateway, "alert");
+    ch_ack_topic(u->topic_ack, sizeof u->topic_ack, cfg->site, cfg->gateway);
     /* a subscription filter: ch_topic() writes topics only, never wildcards */
     ch_topic(u->topic_cmd, sizeof u->topic_cmd - 2, cfg->site, cfg->gateway, "cmd");
     strcat(u->topic_cmd, "/+");
@@ -518,10 +688,18 @@ static bool send_alert(struct uplink *u)
     struct ticket *t = new_ticket(u, SPOOL_ALERT);
     t->first = t->last = rec.id;
     t->n = 1;
-    char *copy = ch_xmalloc(rec.len + 1);
-    memcpy(copy, rec.data, rec.len);
-    publish(u, t, u->topic_alert, copy, rec.len);
-    free(copy);
+    uint64_t oldest_r, oldest_a;
+    oldest_held(u, &oldest_r, &oldest_a);
+    char *msg = ch_alert_numbered(rec.data, rec.len, rec.id, oldest_a);
+    if (!msg) {
+        LOGE("uplink", NULL, "spool record %llu is not an alert: skipped",
+             (unsigned long long)rec.id);
+        spool_ack(u->spool, SPOOL_ALERT, rec.id);
+        ticket_free(t);
+        return true;
+    }
+    publish(u, t, u->topic_alert, msg, strlen(msg));
+    free(msg);
     return true;
 }
 
@@ -556,13 +734,15 @@ static bool send_telemetry(struct uplink *u, bool historical, bool stopping, int
     int64_t oldest = 0;
     uint64_t after = historical ? u->backlog_after : u->live_after;
     size_t n = gather(u, after, historical ? u->live_from : 0, max, &arr, t, &oldest);
+    /* the batch's age from its first record's append time, a wall-clock
+     * label: after a step back of the clock it looks negative, and the batch
+     * goes now rather than wait out the step */
+    int64_t age = ch_now_ms() - oldest, interval = u->cfg->uplink.batch_interval_ms;
     bool due = n > 0 && (historical || stopping || n >= (size_t)u->cfg->uplink.batch_max ||
-                         ch_now_ms() - oldest >= u->cfg->uplink.batch_interval_ms);
+                         age < 0 || age >= interval);
     if (!due) {
-        if (n > 0) {
-            int64_t left = oldest + u->cfg->uplink.batch_interval_ms - ch_now_ms();
-            *wake_ms = now + (left > 0 ? left : 1);
-        }
+        if (n > 0)
+            *wake_ms = now + (interval - age > 0 ? interval - age : 1);
         free(arr.p);
         ticket_free(t);
         return false;
@@ -574,8 +754,10 @@ static bool send_telemetry(struct uplink *u, bool historical, bool stopping, int
         u->live_after = t->last;
     }
     t->historical = historical;
+    uint64_t oldest_r, oldest_a;
+    oldest_held(u, &oldest_r, &oldest_a);
     char *msg = ch_telemetry_wrap(u->cfg->site, u->cfg->gateway, t->first, ch_now_ms(), historical,
-                                  arr.p, arr.len);
+                                  oldest_r, arr.p, arr.len);
     free(arr.p);
     if (!msg) {
         LOGE("uplink", NULL, "cannot wrap readings %llu..%llu: dropped",
@@ -613,14 +795,57 @@ static bool nothing_pending(struct uplink *u)
     return a == 0 && t == 0;
 }
 
+/* Delivered means stored: true if the oldest message the broker took has
+ * waited too long for a hub's ack (see the top of the file); logs it. Locked. */
+static bool hub_ack_overdue(struct uplink *u, int64_t now)
+{
+    if (u->cfg->uplink.delivery != DELIVERY_HUB || confirm_len(u) == 0)
+        return false;
+    int64_t timeout = u->cfg->uplink.hub_ack_timeout_ms;
+    bool acking = u->last_ack && now - u->last_ack <= timeout;
+    const struct confirm *c = &u->confirm[u->confirm_head];
+    int64_t from = acking && u->acks_since > c->at ? u->acks_since : c->at;
+    int64_t limit = acking ? timeout : SILENT_HUB_FACTOR * timeout;
+    if (now - from < limit)
+        return false;
+    confirm_prune(u); /* an ack or eviction may have covered it since */
+    if (confirm_len(u) == 0)
+        return false;
+    c = &u->confirm[u->confirm_head];
+    if (now - (acking && u->acks_since > c->at ? u->acks_since : c->at) < limit)
+        return false;
+    u->st.redeliveries++;
+    LOGW("uplink", NULL,
+         "%s %llu..%llu taken by the broker %llds ago %s: sending every unacknowledged record "
+         "again",
+         spool_lane_name(c->lane), (unsigned long long)c->first, (unsigned long long)c->last,
+         (long long)((now - c->at) / 1000),
+         acking ? "was not acknowledged by the hubs, which acknowledge others"
+                : "still has no hub acknowledgement (no hub acknowledges)");
+    return true;
+}
+
+/* Stopping: everything is sent (or may not be), nothing is in flight, and
+ * what hubs acknowledge has been waited for long enough. Locked. */
+static bool stop_done(struct uplink *u, int64_t now)
+{
+    if (now >= u->stop_deadline || !u->connected)
+        return true;
+    if (u->n_inflight != 0)
+        return false;
+    if (nothing_pending(u))
+        return true;
+    return u->cfg->uplink.delivery == DELIVERY_HUB && u->idle_since &&
+           now - u->idle_since >= STOP_ACK_WAIT_MS;
+}
+
 static void *sender(void *arg)
 {
     struct uplink *u = arg;
     lock(u);
     for (;;) {
         int64_t now = ch_mono_ms();
-        if (u->stopping && (now >= u->stop_deadline || !u->connected ||
-                            (u->n_inflight == 0 && nothing_pending(u))))
+        if (u->stopping && stop_done(u, now))
             break;
         if (!u->connected) {
             if (!u->connecting && now >= u->next_connect_ms) {
@@ -635,7 +860,15 @@ static void *sender(void *arg)
         }
         if (u->birth_pending) {
             u->birth_pending = false;
-            char *birth = ch_xstrdup(u->birth_payload); /* uplink_set_birth may replace it */
+            unlock(u);
+            /* with the oldest numbers still held, as they are now */
+            uint64_t oldest_r, oldest_a;
+            oldest_held(u, &oldest_r, &oldest_a);
+            lock(u); /* uplink_set_birth may replace the payload */
+            char *birth =
+                ch_status_numbered(u->birth_payload, strlen(u->birth_payload), oldest_r, oldest_a);
+            if (!birth)
+                birth = ch_xstrdup(u->birth_payload);
             unlock(u);
             int rc = send_raw(u, u->topic_status, birth, strlen(birth), true, NULL);
             if (rc != MQTTASYNC_SUCCESS)
@@ -644,10 +877,13 @@ static void *sender(void *arg)
             lock(u);
             continue;
         }
+        if (!u->rewind && hub_ack_overdue(u, now))
+            u->rewind = true;
         if (u->rewind) {
             /* offer every unacknowledged record again; what is not sent yet
              * is backlog from here on */
             u->rewind = false;
+            u->confirm_head = u->confirm_tail = 0; /* they are sent again */
             u->alert_after = 0;
             u->backlog_after = 0;
             u->live_from = spool_next_id(u);
@@ -664,6 +900,10 @@ static void *sender(void *arg)
         bool sent = send_alert(u) || send_telemetry(u, false, stopping, &wake) ||
                     send_telemetry(u, true, stopping, &wake);
         lock(u);
+        if (stopping && !sent && !u->idle_since)
+            u->idle_since = ch_mono_ms();
+        else if (sent)
+            u->idle_since = 0;
         if (!sent && !u->rewind)
             wait_until(u, wake);
     }
@@ -798,6 +1038,7 @@ void uplink_destroy(struct uplink *u)
         ticket_free(t);
     }
     free(u->dev_published);
+    free(u->confirm);
     free(u->birth_payload);
     free(u->will_payload);
     pthread_mutex_destroy(&u->lock);
@@ -816,6 +1057,11 @@ void uplink_get_stats(struct uplink *u, struct uplink_stats *out)
     const struct spool_lane_stats *t = &ss.lane[SPOOL_TELEMETRY];
     out->queued = t->pending_records;
     out->dropped = t->dropped_records;
+    out->dropped_sent = t->dropped_sent;
+    out->alerts_dropped = ss.lane[SPOOL_ALERT].dropped_records;
+    out->alerts_queued = ss.lane[SPOOL_ALERT].pending_records;
+    out->alert_seq = ss.lane[SPOOL_ALERT].next_id - 1;
+    out->oldest_reading = t->cursor + 1;
     out->seq = t->next_id - 1;
 }
 

@@ -5,9 +5,16 @@
  * A reading becomes one spool record at once, in the poller's thread, so a
  * crash of care-edge loses none (common/spool.h). The record's id is the
  * reading's number: the sender cuts runs of consecutive records into
- * telemetry messages whose seq is the first reading's number, and acks the
- * records when the broker's PUBACK arrives. An alert (uplink_alert) is
- * durable before the call returns and always goes out before telemetry.
+ * telemetry messages whose seq is the first reading's number. An alert
+ * (uplink_alert) is durable before the call returns, always goes out before
+ * telemetry, and is numbered too (its record id, "seq" on the wire).
+ *
+ * Delivered means stored: a record is freed when a hub acknowledges having
+ * stored it (topic carehub/ack/v1/{site}/{gateway}, ranges of numbers), not
+ * at the broker's PUBACK;
+ * what the broker took and no hub acknowledged within hub_ack_timeout (while
+ * hubs acknowledge; 10 times that while none does) is sent again. With
+ * delivery: broker, the PUBACK frees it (a broker with no carehub hub).
  *
  * Live data and backlog: records appended while connected are live and go
  * out in batches of at most batch_max readings or batch_interval of age.
@@ -32,21 +39,33 @@ struct spool;
 
 /* A command arrived for this gateway (topic .../cmd/<action>): action is the
  * topic's last level ("ack"), payload is borrowed for the call, source names
- * where it came from ("uplink", "local-mqtt"). */
-typedef void (*edge_cmd_fn)(void *arg, const char *source, const char *action, const char *payload,
-                            size_t len);
+ * where it came from ("uplink", "local-mqtt"), user is the identity the
+ * transport authenticated (the local broker's user), or NULL where the
+ * command names it itself (from a hub: only hubs may publish there). */
+typedef void (*edge_cmd_fn)(void *arg, const char *source, const char *user, const char *action,
+                            const char *payload, size_t len);
 
 struct uplink_stats {
     uint64_t messages_published;   /* acknowledged telemetry messages */
     uint64_t readings_published;   /* readings in them */
     uint64_t historical_published; /* of which from a backlog */
     uint64_t alerts_published;
-    uint64_t publish_failures; /* sends that failed and were retried */
-    uint64_t spool_errors;     /* readings the spool refused (disk full, ...) */
-    uint64_t dropped;          /* readings evicted from the full spool, unsent */
-    uint64_t queued;           /* readings waiting in the spool now */
-    uint64_t connects;         /* successful (re)connections */
-    uint64_t seq;              /* number of the last reading spooled */
+    uint64_t publish_failures;   /* sends that failed and were retried */
+    uint64_t spool_errors;       /* readings the spool refused (disk full, ...) */
+    uint64_t dropped;            /* readings evicted from the full spool, never stored by a hub */
+    uint64_t dropped_sent;       /* of them, sent but never acknowledged (may have been stored) */
+    uint64_t alerts_dropped;     /* alerts evicted, never stored by a hub */
+    uint64_t alerts_queued;      /* alerts waiting in the spool now */
+    uint64_t alert_seq;          /* number of the last alert spooled */
+    uint64_t oldest_reading;     /* oldest reading number still held */
+    uint64_t hub_acks;           /* ack messages from hubs */
+    uint64_t hub_acked_readings; /* readings they freed */
+    uint64_t hub_acked_alerts;   /* alerts they freed */
+    uint64_t acks_rejected;      /* ack messages refused (invalid, another gateway's) */
+    uint64_t redeliveries; /* times what the broker took was sent again for want of a hub ack */
+    uint64_t queued;       /* readings waiting in the spool now */
+    uint64_t connects;     /* successful (re)connections */
+    uint64_t seq;          /* number of the last reading spooled */
     bool connected;
 };
 
@@ -58,7 +77,8 @@ int uplink_create(const struct site_config *cfg, const struct ch_status *birth,
                   const char *const *device_ids, size_t n, struct spool *spool,
                   struct uplink **out);
 
-/* Subscribes to carehub/v1/{site}/{gateway}/cmd/+ on every connect and
+/* Subscribes to carehub/v1/{site}/{gateway}/cmd/+ (and, with delivery: hub,
+ * carehub/ack/v1/{site}/{gateway}) on every connect and
  * hands what arrives to fn (Paho's thread). Call before uplink_start. */
 void uplink_set_command_handler(struct uplink *u, edge_cmd_fn fn, void *arg);
 

@@ -1124,8 +1124,16 @@ static enum MHD_Result h_command(struct api *a, struct req *r, struct MHD_Connec
     if (!done && (!id || strlen(id) >= sizeof cmd.alarm_id))
         ret = fail(r, c, 400, "body: 'alarm_id' must be rule:device"), done = true;
     int act = action ? ch_command_action_parse(action) : -1;
-    if (!done && act != CH_CMD_ACK && act != CH_CMD_SHELVE && act != CH_CMD_UNSHELVE)
-        ret = fail(r, c, 400, "body: 'action' must be ack, shelve or unshelve"), done = true;
+    bool admin = r->who.role == ROLE_ADMIN;
+    if (!done && act < 0)
+        ret = fail(r, c, 400,
+                   "body: 'action' must be ack, shelve, unshelve, out_of_service or in_service"),
+        done = true;
+    /* the gateway checks this too (by the role written below: only a hub
+     * may publish commands to it), so a hub of an older build cannot widen it */
+    if (!done && (act == CH_CMD_OUT_OF_SERVICE || act == CH_CMD_IN_SERVICE) && !admin)
+        ret = fail(r, c, 403, "only an admin token may take alarms out of or back into service"),
+        done = true;
     if (!done && act == CH_CMD_SHELVE &&
         (!json_is_integer(dur) || json_integer_value(dur) < 1 ||
          json_integer_value(dur) > CH_SHELVE_MAX_MS / 1000))
@@ -1144,6 +1152,7 @@ static enum MHD_Result h_command(struct api *a, struct req *r, struct MHD_Connec
     cmd.action = act;
     ch_strlcpy(cmd.alarm_id, id, sizeof cmd.alarm_id);
     snprintf(cmd.by, sizeof cmd.by, "hub:%.60s", r->who.name);
+    cmd.role = admin ? CH_ROLE_ADMIN : CH_ROLE_STAFF;
     cmd.ts_ms = ch_now_ms();
     cmd.duration_ms = act == CH_CMD_SHELVE ? (int64_t)json_integer_value(dur) * 1000 : 0;
     char *payload = ch_command_encode(&cmd);

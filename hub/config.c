@@ -115,6 +115,8 @@ static const struct cfg_key hub_keys[] = {
      .min = 60000, .max = 30 * 86400000.0},
     {.key = "gap_grace", .type = CFG_DURATION, .offset = offsetof(struct hubcfg, gap_grace_ms), .def = "10m",
      .min = 1000, .max = 86400000},
+    {.key = "ack_interval", .type = CFG_DURATION, .offset = offsetof(struct hubcfg, ack_interval_ms), .def = "2s",
+     .min = 100, .max = 60000},
     {.key = "log_level", .type = CFG_ENUM, .offset = offsetof(struct hubcfg, log_level), .def = "info",
      .enums = cfg_log_levels},
     CFG_END,

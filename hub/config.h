@@ -85,9 +85,11 @@ struct hubcfg {
     struct hubcfg_influx influx;
     struct hubcfg_spool spool;
     int64_t self_metrics_interval_ms;
-    int64_t gap_grace_ms; /* a gap in a gateway's readings open this long is reported lost */
-    int64_t rollup_after_ms; /* an hour's or day's summary figures are kept once it ended this long ago */
-    int log_level;        /* enum log_level */
+    int64_t gap_grace_ms;    /* a gap in a gateway's readings open this long is reported lost */
+    int64_t ack_interval_ms; /* storage acknowledgements to each gateway at most this often */
+    int64_t rollup_after_ms; /* an hour's or day's summary figures are kept once it ended this long
+                                ago */
+    int log_level;           /* enum log_level */
 };
 
 /* Reads and checks the file at path into *out (zeroed here). Returns 0, or

@@ -192,8 +192,7 @@ int influxq_run(const struct influxq *q, const char *query, json_t **results, ch
                 json_t *se = json_object_get(st, "error");
                 /* the writer has not created the database yet (a new
                  * deployment): nothing stored, not an error */
-                if (json_is_string(se) &&
-                    !strncmp(json_string_value(se), "database not found", 18))
+                if (json_is_string(se) && !strncmp(json_string_value(se), "database not found", 18))
                     continue;
                 if (json_is_string(se)) {
                     snprintf(err, errn, "InfluxDB: %s", json_string_value(se));

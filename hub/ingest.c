@@ -1,4 +1,5 @@
 #include "ingest.h"
+#include "acks.h"
 #include "codec.h"
 #include "lineproto.h"
 #include "log.h"
@@ -29,6 +30,7 @@ struct ingest {
     int64_t rollup_after_ms;
     ingest_sink sink;
     void *sink_ctx;
+    struct acks *acks;
     atomic_uint_fast64_t messages_received, telemetry_ok, status_ok, alerts_ok, readings, ignored;
     atomic_uint_fast64_t rejected[INGEST_N_REASONS];
 };
@@ -45,6 +47,38 @@ struct ingest *ingest_new(struct presence *presence, ingest_sink sink, void *sin
 void ingest_free(struct ingest *in)
 {
     free(in);
+}
+
+void ingest_set_acks(struct ingest *in, struct acks *acks)
+{
+    in->acks = acks;
+}
+
+/* Numbers lo..hi of site/gw are settled: stored, or refused for good. */
+static void settle(struct ingest *in, const char *site, const char *gw, enum acks_lane lane,
+                   uint64_t lo, uint64_t hi)
+{
+    if (in->acks && lo)
+        acks_note(in->acks, site, gw, lane, lo, hi);
+}
+
+/* A message refused for its content: its numbers, if they can be read, are
+ * acknowledged all the same (see ingest_set_acks). */
+static void settle_refused(struct ingest *in, const json_t *root, const char *site, const char *gw,
+                           bool alert)
+{
+    const json_t *seq = json_object_get(root, "seq");
+    if (!in->acks || !json_is_integer(seq) || json_integer_value(seq) < 1 ||
+        (uint64_t)json_integer_value(seq) > CH_NUMBER_MAX)
+        return;
+    uint64_t lo = (uint64_t)json_integer_value(seq), n = 1;
+    if (!alert) {
+        size_t k = json_array_size(json_object_get(root, "readings"));
+        if (k == 0 || k > CH_MAX_READINGS || lo + k - 1 > CH_NUMBER_MAX)
+            return;
+        n = k;
+    }
+    settle(in, site, gw, alert ? ACKS_ALERTS : ACKS_READINGS, lo, lo + n - 1);
 }
 
 static void count(atomic_uint_fast64_t *c, uint64_t n)
@@ -86,12 +120,11 @@ static enum ingest_result reject(struct ingest *in, const char *topic, enum inge
     return INGEST_REJECTED;
 }
 
-static void emit(struct ingest *in, struct lp_buf *b, bool alert)
+static int emit(struct ingest *in, struct lp_buf *b, bool alert)
 {
     size_t len, lines;
     char *data = lp_take(b, &len, &lines);
-    if (data)
-        in->sink(in->sink_ctx, data, len, lines, alert);
+    return data ? in->sink(in->sink_ctx, data, len, lines, alert) : 0;
 }
 
 static bool same_origin(const char *site, const char *gw, const char *psite, const char *pgw)
@@ -151,22 +184,28 @@ static enum ingest_result on_telemetry(struct ingest *in, const char *topic, con
 {
     struct ch_telemetry t;
     char err[256];
-    if (ch_telemetry_from_json(root, &t, err, sizeof err) != 0)
+    if (ch_telemetry_from_json(root, &t, err, sizeof err) != 0) {
+        settle_refused(in, root, site, gw, false);
         return reject(in, topic, INGEST_INVALID_SCHEMA, "%s", err);
+    }
     if (!same_origin(site, gw, t.site, t.gateway)) {
         reject(in, topic, INGEST_SITE_MISMATCH, "payload is from %s/%s", t.site, t.gateway);
+        settle_refused(in, root, site, gw, false);
         ch_telemetry_free(&t);
         return INGEST_REJECTED;
     }
     struct lp_buf b;
     lp_init(&b);
     lp_telemetry(&b, &t);
-    emit(in, &b, false);
+    int kept = emit(in, &b, false);
     mark_stale_days(in, &t, now_ms);
+    if (kept == 0 && t.seq)
+        settle(in, site, gw, ACKS_READINGS, t.seq, t.seq + t.n_readings - 1);
     count(&in->telemetry_ok, 1);
     count(&in->readings, t.n_readings);
     if (in->presence)
-        presence_telemetry(in->presence, site, gw, t.seq, t.n_readings, t.historical, now_ms);
+        presence_telemetry(in->presence, site, gw, t.seq, t.n_readings, t.historical, t.oldest,
+                           now_ms);
     LOGD("ingest", show_topic(topic).s, "seq %" PRIu64 ": %zu readings%s", t.seq, t.n_readings,
          t.historical ? " (historical)" : "");
     ch_telemetry_free(&t);
@@ -205,18 +244,25 @@ static enum ingest_result on_status(struct ingest *in, const char *topic, const 
  * state (any hub instance may get any message), and a redelivery makes the
  * identical point, which overwrites itself. */
 static enum ingest_result on_alert(struct ingest *in, const char *topic, const json_t *root,
-                                   const char *site, const char *gw)
+                                   const char *site, const char *gw, int64_t now_ms)
 {
     struct ch_alert a;
     char err[256];
-    if (ch_alert_from_json(root, &a, err, sizeof err) != 0)
+    if (ch_alert_from_json(root, &a, err, sizeof err) != 0) {
+        settle_refused(in, root, site, gw, true);
         return reject(in, topic, INGEST_INVALID_SCHEMA, "%s", err);
-    if (!same_origin(site, gw, a.site, a.gateway))
+    }
+    if (!same_origin(site, gw, a.site, a.gateway)) {
+        settle_refused(in, root, site, gw, true);
         return reject(in, topic, INGEST_SITE_MISMATCH, "payload is from %s/%s", a.site, a.gateway);
+    }
     struct lp_buf b;
     lp_init(&b);
     lp_alert(&b, &a);
-    emit(in, &b, true);
+    if (emit(in, &b, true) == 0)
+        settle(in, site, gw, ACKS_ALERTS, a.seq, a.seq);
+    if (in->presence)
+        presence_alert(in->presence, site, gw, a.seq, a.oldest, now_ms);
     count(&in->alerts_ok, 1);
     LOGD("ingest", show_topic(topic).s, "alarm %s: %s -> %s", a.alarm_id,
          ch_alarm_event_name(a.event), ch_alarm_state_name(a.state));
@@ -262,7 +308,7 @@ enum ingest_result ingest_message(struct ingest *in, const char *topic, const vo
         r = on_status(in, topic, root, site, gw, retained, now_ms);
         break;
     default:
-        r = on_alert(in, topic, root, site, gw);
+        r = on_alert(in, topic, root, site, gw, now_ms);
         break;
     }
     json_decref(root);

@@ -48,8 +48,11 @@ struct ingest_stats {
 
 /* Receives the points of one message: data (len bytes, lines points of line
  * protocol). alert: the points are an alarm transition (they go ahead of
- * telemetry, and are dropped last). Takes ownership of data. */
-typedef void (*ingest_sink)(void *ctx, char *data, size_t len, size_t lines, bool alert);
+ * telemetry, and are dropped last). Takes ownership of data. Returns 0 once
+ * the points are kept (in the hub's spool), or a negative error: then the
+ * message's numbers are not acknowledged to the gateway, which sends them
+ * again. */
+typedef int (*ingest_sink)(void *ctx, char *data, size_t len, size_t lines, bool alert);
 
 struct presence;
 struct ingest;
@@ -60,6 +63,14 @@ struct ingest;
  * points. Caller frees with ingest_free. */
 struct ingest *ingest_new(struct presence *presence, ingest_sink sink, void *sink_ctx);
 void ingest_free(struct ingest *in);
+
+struct acks;
+/* Storage acknowledgements (borrowed; NULL: none): the reading numbers of an
+ * accepted telemetry message and the number of an accepted alert are noted
+ * once the sink kept their points. The numbers of a message refused for its
+ * content (schema, site) are noted too, when they can be read: sending it
+ * again would be refused again, forever; it is logged and counted instead. */
+void ingest_set_acks(struct ingest *in, struct acks *acks);
 
 enum ingest_result { INGEST_ACCEPTED, INGEST_IGNORED, INGEST_REJECTED };
 
@@ -75,8 +86,8 @@ void ingest_stats(struct ingest *in, struct ingest_stats *out);
 /* The summary figures kept in InfluxDB per UTC day and hour (measurement
  * carehub_rollup, see api.c) cover hours that ended rollup_after_ms ago. A
  * reading that arrives for such an hour (a gateway's backlog after an
- * outage) marks its day's kept figures, and its hours', stale: one carehub_rollup_stale point (tag site, fields mark (a
- * new random id) and marked_ms, at the day's start) per site and day in the
+ * outage) marks its day's kept figures, and its hours', stale: one carehub_rollup_stale point (tag
+ * site, fields mark (a new random id) and marked_ms, at the day's start) per site and day in the
  * message, through the sink, after the message's points.
  * 0 (the default): no marks. */
 void ingest_set_rollup_after(struct ingest *in, int64_t rollup_after_ms);

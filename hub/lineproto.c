@@ -233,5 +233,9 @@ int lp_alert(struct lp_buf *b, const struct ch_alert *a)
         lp_field_str(b, "by", a->by);
     if (a->group[0])
         lp_field_str(b, "group", a->group);
+    /* the gateway's alert number (not "seq": that is a reading's number, and
+     * completeness is counted over every measurement holding it) */
+    if (a->seq)
+        lp_field_int(b, "alert_seq", (int64_t)a->seq);
     return lp_end(b, a->ts_ms);
 }

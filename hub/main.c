@@ -15,6 +15,7 @@
  *
  * Exit status: 0 after a clean stop, 1 on a runtime failure, 2 for a bad
  * command line or configuration. */
+#include "acks.h"
 #include "api.h"
 #include "codec.h"
 #include "config.h"
@@ -53,6 +54,9 @@ struct hub {
     struct sub *sub;
     struct sub *view_sub;
     struct api *api;
+    struct acks *acks;        /* storage acknowledgements to send */
+    char presence_file[4096]; /* the numbers received, kept across restarts */
+    uint64_t acks_sent, acks_unsent;
 };
 
 /* ---- self-metrics --------------------------------------------------------- */
@@ -89,7 +93,11 @@ static size_t snapshot(struct hub *h, const struct influx_stats *w,
     if (h->presence)
         presence_check_gaps(h->presence, ch_now_ms(), h->cfg.gap_grace_ms, &ss);
     size_t n = 0;
+    out[n++] = (struct counter){"acks_sent", h->acks_sent};
+    out[n++] = (struct counter){"acks_unsent", h->acks_unsent};
+    out[n++] = (struct counter){"alerts_missing", ss.alerts_missing};
     out[n++] = (struct counter){"alerts_ok", is.alerts_ok};
+    out[n++] = (struct counter){"alerts_pending", ss.alerts_pending};
     out[n++] = (struct counter){"dead_letter_batches", ws.dead_letter_batches};
     out[n++] = (struct counter){"dead_letter_lines", ws.dead_letter_lines};
     out[n++] = (struct counter){"dropped", ws.dropped};
@@ -153,12 +161,49 @@ static void log_final_counters(struct hub *h, const struct influx_stats *ws)
 /* ---- running ---------------------------------------------------------------- */
 
 /* Ingest's sink: returns once the points are in the spool. */
-static void to_influx(void *ctx, char *data, size_t len, size_t lines, bool alert)
+static int to_influx(void *ctx, char *data, size_t len, size_t lines, bool alert)
 {
     if (alert)
-        influx_enqueue_alert(ctx, data, len, lines);
-    else
-        influx_enqueue(ctx, data, len, lines);
+        return influx_enqueue_alert(ctx, data, len, lines);
+    return influx_enqueue(ctx, data, len, lines);
+}
+
+/* Delivered means stored (acks.h): what ingest noted since the last round is
+ * made durable in the spool, then each gateway hears which of its numbers
+ * are. An ack that cannot be published (broker away) is noted again for the
+ * next round: nothing is acknowledged twice or lost, at worst later. */
+static void send_acks(struct hub *h)
+{
+    if (!acks_pending(h->acks))
+        return;
+    struct ch_ack *v;
+    size_t n = acks_take(h->acks, h->cfg.mqtt.client_id, ch_now_ms(), &v);
+    int rc = n ? spool_sync(h->spool) : 0;
+    if (rc != 0)
+        LOGW("hub", h->cfg.mqtt.client_id, "cannot make the spool durable (%s): acks wait",
+             ch_strerror(rc));
+    /* what the gateways will free must be known received after a restart */
+    if (rc == 0 && n && h->presence)
+        rc = presence_save(h->presence, h->presence_file);
+    for (size_t i = 0; i < n; i++) {
+        char topic[256];
+        char *msg = rc == 0 ? ch_ack_encode(&v[i]) : NULL;
+        bool sent = msg && ch_ack_topic(topic, sizeof topic, v[i].site, v[i].gateway) &&
+                    sub_publish(h->sub, topic, msg) == 0;
+        free(msg);
+        if (sent) {
+            h->acks_sent++;
+            continue;
+        }
+        h->acks_unsent++;
+        for (size_t k = 0; k < v[i].n_readings; k++)
+            acks_note(h->acks, v[i].site, v[i].gateway, ACKS_READINGS, v[i].readings[k].lo,
+                      v[i].readings[k].hi);
+        for (size_t k = 0; k < v[i].n_alerts; k++)
+            acks_note(h->acks, v[i].site, v[i].gateway, ACKS_ALERTS, v[i].alerts[k].lo,
+                      v[i].alerts[k].hi);
+    }
+    free(v);
 }
 
 /* The view subscription: statuses into the view, transitions to the API's
@@ -196,9 +241,12 @@ static void on_view(void *ctx, const char *topic, const void *payload, size_t le
 static int run(struct hub *h, const sigset_t *stop)
 {
     int64_t next_metrics = ch_mono_ms() + h->cfg.self_metrics_interval_ms;
+    int64_t next_acks = ch_mono_ms() + h->cfg.ack_interval_ms;
     for (;;) {
         int64_t now = ch_mono_ms();
         int64_t wait = next_metrics - now < TICK_MS ? next_metrics - now : TICK_MS;
+        if (next_acks - now < wait)
+            wait = next_acks - now;
         if (wait < 0)
             wait = 0;
         struct timespec ts = {.tv_sec = (time_t)(wait / 1000),
@@ -212,6 +260,10 @@ static int run(struct hub *h, const sigset_t *stop)
         if (sig > 0) {
             LOGI("hub", h->cfg.mqtt.client_id, "%s: stopping", strsignal(sig));
             return 0;
+        }
+        if (ch_mono_ms() >= next_acks) {
+            send_acks(h);
+            next_acks = ch_mono_ms() + h->cfg.ack_interval_ms;
         }
         if (sub_tick(h->sub) != 0 || (h->view_sub && sub_tick(h->view_sub) != 0)) {
             LOGE("hub", h->cfg.mqtt.client_id, "cannot subscribe: stopping");
@@ -249,8 +301,11 @@ static int serve(struct hub *h)
     /* In a shared subscription this process sees only part of each
      * gateway's reading numbers: gap tracking would report the rest as lost.
      * Completeness then comes from what is stored (the API's summary). */
-    if (!h->cfg.mqtt.shared_group)
+    if (!h->cfg.mqtt.shared_group) {
         h->presence = presence_new();
+        snprintf(h->presence_file, sizeof h->presence_file, "%s/presence.json", h->cfg.spool.dir);
+        presence_load(h->presence, h->presence_file);
+    }
     h->view = presence_new();
     const struct hubcfg_spool *sc = &h->cfg.spool;
     /* the cursor is written as often as the data is synced: on a server two
@@ -266,6 +321,8 @@ static int serve(struct hub *h)
              ch_strerror(rc));
     if (rc == 0 && influx_open(&h->cfg.influx, h->spool, &h->influx) == 0) {
         h->ingest = ingest_new(h->presence, to_influx, h->influx);
+        h->acks = acks_new();
+        ingest_set_acks(h->ingest, h->acks);
         ingest_set_rollup_after(h->ingest, h->cfg.rollup_after_ms);
         /* the view: for the API, and for gateways_online when this process
          * sees only its share of the statuses */
@@ -282,6 +339,9 @@ static int serve(struct hub *h)
             LOGI("hub", h->cfg.mqtt.client_id, "care-hub %s running", CAREHUB_VERSION);
             status = run(h, &stop);
             influx_begin_stop(h->influx);
+            send_acks(h); /* what is stored by now, before the client goes */
+            if (h->presence)
+                presence_save(h->presence, h->presence_file);
             sub_close(h->sub, MQTT_CLOSE_TIMEOUT_MS);
         }
         /* the API's streams end before the view client they were fed from */
@@ -297,6 +357,7 @@ static int serve(struct hub *h)
     spool_close(h->spool);
     if (h->ingest)
         ingest_free(h->ingest);
+    acks_free(h->acks);
     presence_free(h->presence);
     presence_free(h->view);
     curl_global_cleanup();

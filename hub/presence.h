@@ -8,12 +8,17 @@
  * replayed on resubscribe cannot undo newer news.
  *
  * It also follows each gateway's reading numbers (telemetry seq: the first
- * reading's number, readings numbered consecutively). A jump opens a gap;
- * readings that arrive later (a backlog replayed behind live data, a QoS 1
- * redelivery) fill it or count as duplicates. A gap still open after
- * gap_grace_ms without a historical message from that gateway is reported
- * once — a log line naming the missing range, and counters — and closed.
- * Thread-safe. */
+ * reading's number, readings numbered consecutively) and alert numbers (an
+ * alert's seq). A jump opens a gap; numbers that arrive later (a backlog
+ * replayed behind live data, a QoS 1 redelivery) fill it or count as
+ * duplicates. A gap is lost when the gateway says it no longer holds it (its
+ * `oldest` number, in births, telemetry and alerts: it keeps every record
+ * until a hub acknowledges storing it), reported at once and exactly, from
+ * the gateway's first number on. For a gateway that never says (older
+ * software), a gap still open after gap_grace_ms without a historical
+ * message is reported instead. Each report is a log line naming the range,
+ * and counters. presence_save/presence_load keep the numbers across hub
+ * restarts. Thread-safe. */
 #ifndef CAREHUB_PRESENCE_H
 #define CAREHUB_PRESENCE_H
 
@@ -31,18 +36,39 @@ void presence_free(struct presence *p);
 /* Applies a decoded status (borrowed) received at now_ms (wall clock). */
 void presence_status(struct presence *p, const struct ch_status *s, int64_t now_ms);
 
+enum { PRESENCE_READINGS = 0, PRESENCE_ALERTS = 1 };
+
 /* Notes telemetry from site/gateway at now_ms carrying readings seq ..
- * seq + n - 1; historical says it was replayed from the gateway's spool.
+ * seq + n - 1; historical says it was replayed from the gateway's spool;
+ * oldest (0: not said) is the oldest reading number the gateway still holds.
  * Does not change online state. */
 void presence_telemetry(struct presence *p, const char *site, const char *gateway, uint64_t seq,
-                        size_t n, bool historical, int64_t now_ms);
+                        size_t n, bool historical, uint64_t oldest, int64_t now_ms);
+
+/* Notes alert number seq (0: an unnumbered alert, ignored) with the oldest
+ * alert number the gateway still holds (0: not said). */
+void presence_alert(struct presence *p, const char *site, const char *gateway, uint64_t seq,
+                    uint64_t oldest, int64_t now_ms);
 
 struct presence_seq_stats {
-    uint64_t gaps_reported;      /* gaps declared lost */
-    uint64_t readings_missing;   /* readings in them */
+    uint64_t gaps_reported;      /* gaps declared lost (readings and alerts) */
+    uint64_t readings_missing;   /* readings lost: no one holds them */
     uint64_t readings_pending;   /* readings in gaps still open */
     uint64_t readings_duplicate; /* readings received again */
+    uint64_t alerts_missing;     /* alerts lost */
+    uint64_t alerts_pending;     /* alerts in gaps still open */
 };
+
+/* Writes every gateway's numbers (received, gaps, oldest declared) to path,
+ * atomically (a temporary file, fsync, rename), if they changed since the
+ * last save. The hub calls it before acknowledging storage: what a gateway
+ * frees is then known to have been received. Returns 0 or -errno (logged). */
+int presence_save(struct presence *p, const char *path);
+
+/* Reads what presence_save wrote (a missing file is an empty start; a
+ * damaged one is logged and ignored). Call before anything else. Returns 0,
+ * or CH_EINVAL for a damaged file. */
+int presence_load(struct presence *p, const char *path);
 
 /* Reports (and closes) the gaps open longer than grace_ms at now_ms, then
  * fills *out with the totals. */

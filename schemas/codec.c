@@ -239,6 +239,21 @@ static int get_ts(struct dec *d, const json_t *obj, const char *base, bool requi
     return 0;
 }
 
+/* Reads an optional reading or alert number (1..CH_NUMBER_MAX); *out stays 0
+ * when the key is absent. */
+static int get_number(struct dec *d, const json_t *obj, const char *base, const char *key,
+                      uint64_t *out)
+{
+    const json_t *v = json_object_get(obj, key);
+    int64_t x;
+    if (!v)
+        return 0;
+    if (!as_int(v, 1, (int64_t)CH_NUMBER_MAX, &x))
+        return fail(d, "%s: not an integer in 1..%" PRIu64, at(base, key).s, CH_NUMBER_MAX);
+    *out = (uint64_t)x;
+    return 0;
+}
+
 static int get_schema(struct dec *d, const json_t *root, const char *want)
 {
     const json_t *v;
@@ -372,7 +387,7 @@ static int decode_reading(struct dec *d, const json_t *o, size_t idx, struct ch_
 static int decode_telemetry(const json_t *root, struct ch_telemetry *out, char *err, size_t errn)
 {
     static const char *const keys[] = {"schema", "site",       "gateway", "seq",
-                                       "ts",     "historical", "readings"};
+                                       "ts",     "historical", "oldest",  "readings"};
     struct dec d = {err, errn};
     memset(out, 0, sizeof *out);
     if (!json_is_object(root))
@@ -400,6 +415,8 @@ static int decode_telemetry(const json_t *root, struct ch_telemetry *out, char *
     if (hist && !json_is_boolean(hist))
         return fail(&d, "historical: not a boolean");
     out->historical = json_is_true(hist);
+    if ((rc = get_number(&d, root, "", "oldest", &out->oldest)) != 0)
+        return rc;
 
     const json_t *readings;
     if ((rc = get_array(&d, root, "readings", true, 1, CH_MAX_READINGS, &readings)) != 0)
@@ -445,8 +462,9 @@ static int decode_device(struct dec *d, const json_t *o, size_t idx, struct ch_d
 
 static int decode_status(const json_t *root, struct ch_status *out, char *err, size_t errn)
 {
-    static const char *const keys[] = {"schema", "site",    "gateway", "online",
-                                       "ts",     "version", "boot_id", "devices"};
+    static const char *const keys[] = {
+        "schema",  "site",    "gateway", "online",         "ts",
+        "version", "boot_id", "devices", "oldest_reading", "oldest_alert"};
     struct dec d = {err, errn};
     memset(out, 0, sizeof *out);
     if (!json_is_object(root))
@@ -485,6 +503,9 @@ static int decode_status(const json_t *root, struct ch_status *out, char *err, s
                     show(json_string_value(v)).s);
     if (v)
         memcpy(out->boot_id, json_string_value(v), json_string_length(v) + 1);
+    if ((rc = get_number(&d, root, "", "oldest_reading", &out->oldest_reading)) != 0 ||
+        (rc = get_number(&d, root, "", "oldest_alert", &out->oldest_alert)) != 0)
+        return rc;
 
     const json_t *devices;
     if ((rc = get_array(&d, root, "devices", out->online, 0, CH_MAX_DEVICES, &devices)) != 0)
@@ -619,23 +640,27 @@ char *ch_readings_encode(const struct ch_reading *readings, size_t n)
 }
 
 char *ch_telemetry_wrap(const char *site, const char *gateway, uint64_t seq, int64_t ts_ms,
-                        bool historical, const char *readings_json, size_t len)
+                        bool historical, uint64_t oldest, const char *readings_json, size_t len)
 {
     if (!id_ok(site, CH_ID_MAX) || !id_ok(gateway, CH_ID_MAX) || seq > INT64_MAX || !ts_ok(ts_ms) ||
-        len < 2 || readings_json[0] != '[' || readings_json[len - 1] != ']')
+        oldest > CH_NUMBER_MAX || len < 2 || readings_json[0] != '[' ||
+        readings_json[len - 1] != ']')
         return NULL;
     /* ids are [A-Za-z0-9_.-]: nothing to escape, so the envelope is plain text
      * around the readings, which were encoded (and checked) when spooled */
+    char old[40] = "";
+    if (oldest)
+        snprintf(old, sizeof old, "\"oldest\":%llu,", (unsigned long long)oldest);
     static const char fmt[] = "{\"schema\":\"" CH_SCHEMA_TELEMETRY "\",\"site\":\"%s\","
                               "\"gateway\":\"%s\",\"seq\":%llu,\"ts\":%lld,"
-                              "\"historical\":%s,\"readings\":";
+                              "\"historical\":%s,%s\"readings\":";
     int head = snprintf(NULL, 0, fmt, site, gateway, (unsigned long long)seq, (long long)ts_ms,
-                        historical ? "true" : "false");
+                        historical ? "true" : "false", old);
     if (head < 0)
         return NULL;
     char *out = ch_xmalloc((size_t)head + len + 2);
     snprintf(out, (size_t)head + 1, fmt, site, gateway, (unsigned long long)seq, (long long)ts_ms,
-             historical ? "true" : "false");
+             historical ? "true" : "false", old);
     memcpy(out + head, readings_json, len);
     out[(size_t)head + len] = '}';
     out[(size_t)head + len + 1] = '\0';
@@ -647,8 +672,8 @@ char *ch_telemetry_encode(const struct ch_telemetry *t)
     char *readings = ch_readings_encode(t->readings, t->n_readings);
     if (!readings)
         return NULL;
-    char *out = ch_telemetry_wrap(t->site, t->gateway, t->seq, t->ts_ms, t->historical, readings,
-                                  strlen(readings));
+    char *out = ch_telemetry_wrap(t->site, t->gateway, t->seq, t->ts_ms, t->historical, t->oldest,
+                                  readings, strlen(readings));
     free(readings);
     return out;
 }
@@ -662,16 +687,20 @@ char *ch_status_encode(const struct ch_status *s)
         (s->ts_ms != 0 && !ts_ok(s->ts_ms)) || (vlen != 0 && !version_ok(s->version, vlen)) ||
         (blen != 0 && !boot_id_ok(s->boot_id, blen)) || s->n_devices > CH_MAX_DEVICES ||
         (s->n_devices > 0 && !s->devices) ||
-        (s->online && (s->ts_ms == 0 || vlen == 0 || blen == 0)))
+        (s->online && (s->ts_ms == 0 || vlen == 0 || blen == 0)) ||
+        s->oldest_reading > CH_NUMBER_MAX || s->oldest_alert > CH_NUMBER_MAX)
         return NULL;
     json_t *root = json_object();
-    bool ok = put(root, "schema", json_string(CH_SCHEMA_STATUS)) &&
-              put(root, "site", json_string(s->site)) &&
-              put(root, "gateway", json_string(s->gateway)) &&
-              put(root, "online", json_boolean(s->online)) &&
-              (s->ts_ms == 0 || put(root, "ts", json_integer(s->ts_ms))) &&
-              (vlen == 0 || put(root, "version", json_string(s->version))) &&
-              (blen == 0 || put(root, "boot_id", json_string(s->boot_id)));
+    bool ok =
+        put(root, "schema", json_string(CH_SCHEMA_STATUS)) &&
+        put(root, "site", json_string(s->site)) && put(root, "gateway", json_string(s->gateway)) &&
+        put(root, "online", json_boolean(s->online)) &&
+        (s->ts_ms == 0 || put(root, "ts", json_integer(s->ts_ms))) &&
+        (vlen == 0 || put(root, "version", json_string(s->version))) &&
+        (blen == 0 || put(root, "boot_id", json_string(s->boot_id))) &&
+        (!s->oldest_reading ||
+         put(root, "oldest_reading", json_integer((json_int_t)s->oldest_reading))) &&
+        (!s->oldest_alert || put(root, "oldest_alert", json_integer((json_int_t)s->oldest_alert)));
     if (ok && (s->online || s->n_devices > 0)) {
         json_t *devices = json_array();
         for (size_t i = 0; ok && i < s->n_devices; i++) {
@@ -708,6 +737,12 @@ static const char *const event_names[] = {"raise",      "ack",    "clear",    "r
                                           "in_service", "flood",  "flood_end"};
 static const char *const action_names[] = {"ack", "shelve", "unshelve", "out_of_service",
                                            "in_service"};
+static const char *const role_names[] = {"staff", "admin"};
+
+const char *ch_role_name(int r)
+{
+    return r >= 0 && (size_t)r < CH_ARRAY_LEN(role_names) ? role_names[r] : "?";
+}
 
 /* a name for every enumerator of codec.h, and no more */
 _Static_assert(CH_ARRAY_LEN(priority_names) == CH_PRIO_HIGH + 1, "priority names");
@@ -840,7 +875,8 @@ static bool alert_fields_ok(const struct ch_alert *a)
            ms_ok(a->raised_ms) && ms_ok(a->acked_ms) && ms_ok(a->cleared_ms) &&
            ms_ok(a->shelved_until_ms) && terminated(a->by, CH_ID_MAX) &&
            empty_or(by_ok(a->by, strlen(a->by)), a->by) && terminated(a->group, CH_ALARM_ID_MAX) &&
-           empty_or(alarm_id_ok(a->group, CH_ALARM_ID_MAX), a->group);
+           empty_or(alarm_id_ok(a->group, CH_ALARM_ID_MAX), a->group) && a->seq <= CH_NUMBER_MAX &&
+           a->oldest <= CH_NUMBER_MAX;
 }
 
 /* The rules across fields, on an alert whose fields are each valid. Returns
@@ -961,7 +997,8 @@ static int decode_alert(const json_t *root, struct ch_alert *out, char *err, siz
                                        "message",    "ts_ms",
                                        "raised_ms",  "acked_ms",
                                        "cleared_ms", "shelved_until_ms",
-                                       "by",         "group"};
+                                       "by",         "group",
+                                       "seq",        "oldest"};
     struct dec d = {err, errn};
     if (!json_is_object(root))
         return fail(&d, "payload: not a JSON object");
@@ -1034,6 +1071,9 @@ static int decode_alert(const json_t *root, struct ch_alert *out, char *err, siz
         return rc;
     if ((rc = get_alarm_id(&d, root, "group", false, out->group)) != 0)
         return rc;
+    if ((rc = get_number(&d, root, "", "seq", &out->seq)) != 0 ||
+        (rc = get_number(&d, root, "", "oldest", &out->oldest)) != 0)
+        return rc;
 
     char why[400];
     if (alert_story(out, why, sizeof why))
@@ -1091,7 +1131,9 @@ char *ch_alert_encode(const struct ch_alert *a)
         (!a->shelved_until_ms ||
          put(root, "shelved_until_ms", json_integer(a->shelved_until_ms))) &&
         (!a->by[0] || put(root, "by", json_string(a->by))) &&
-        (!a->group[0] || put(root, "group", json_string(a->group)));
+        (!a->group[0] || put(root, "group", json_string(a->group))) &&
+        (!a->seq || put(root, "seq", json_integer((json_int_t)a->seq))) &&
+        (!a->oldest || put(root, "oldest", json_integer((json_int_t)a->oldest)));
     if (!ok) {
         json_decref(root);
         return NULL;
@@ -1122,8 +1164,8 @@ static bool duration_ok(int action, int64_t ms)
 
 static int decode_command(const json_t *root, struct ch_command *out, char *err, size_t errn)
 {
-    static const char *const keys[] = {"schema", "action", "alarm_id",
-                                       "by",     "ts_ms",  "duration_ms"};
+    static const char *const keys[] = {"schema", "action",      "alarm_id", "by",
+                                       "ts_ms",  "duration_ms", "role"};
     struct dec d = {err, errn};
     if (!json_is_object(root))
         return fail(&d, "payload: not a JSON object");
@@ -1143,6 +1185,9 @@ static int decode_command(const json_t *root, struct ch_command *out, char *err,
     if (!out->by[0])
         return fail(&d, "by: must not be empty (who asks)");
     if ((rc = get_ms(&d, root, "ts_ms", true, &out->ts_ms)) != 0)
+        return rc;
+    if (json_object_get(root, "role") &&
+        (rc = get_enum(&d, root, "role", role_names, CH_ARRAY_LEN(role_names), &out->role)) != 0)
         return rc;
     const json_t *v = json_object_get(root, "duration_ms");
     if (out->action != CH_CMD_SHELVE) {
@@ -1180,9 +1225,10 @@ int ch_command_decode(const char *buf, size_t len, struct ch_command *out, char 
 
 char *ch_command_encode(const struct ch_command *c)
 {
-    if (c->action < 0 || (size_t)c->action >= CH_ARRAY_LEN(action_names) ||
-        !alarm_id_ok(c->alarm_id, CH_ALARM_ID_MAX) || !terminated(c->by, CH_ID_MAX) ||
-        !by_ok(c->by, strlen(c->by)) || !ts_ok(c->ts_ms) || !duration_ok(c->action, c->duration_ms))
+    if (c->action < 0 || (size_t)c->action >= CH_ARRAY_LEN(action_names) || c->role < 0 ||
+        (size_t)c->role >= CH_ARRAY_LEN(role_names) || !alarm_id_ok(c->alarm_id, CH_ALARM_ID_MAX) ||
+        !terminated(c->by, CH_ID_MAX) || !by_ok(c->by, strlen(c->by)) || !ts_ok(c->ts_ms) ||
+        !duration_ok(c->action, c->duration_ms))
         return NULL;
     json_t *root = json_object();
     bool ok =
@@ -1190,8 +1236,161 @@ char *ch_command_encode(const struct ch_command *c)
         put(root, "action", json_string(action_names[c->action])) &&
         put(root, "alarm_id", json_string(c->alarm_id)) && put(root, "by", json_string(c->by)) &&
         put(root, "ts_ms", json_integer(c->ts_ms)) &&
-        (c->action != CH_CMD_SHELVE || put(root, "duration_ms", json_integer(c->duration_ms)));
+        (c->action != CH_CMD_SHELVE || put(root, "duration_ms", json_integer(c->duration_ms))) &&
+        (c->role == CH_ROLE_STAFF || put(root, "role", json_string(role_names[c->role])));
     return dump(root, ok);
+}
+
+/* ---- numbers added to stored messages ------------------------------------ */
+
+/* json (an object, len bytes) with the text of `fields` ("\"k\":1,\"j\":2",
+ * may be empty) added as its first members. */
+static char *splice_front(const char *json, size_t len, const char *fields)
+{
+    size_t i = 0;
+    while (i < len && (json[i] == ' ' || json[i] == '\t' || json[i] == '\n' || json[i] == '\r'))
+        i++;
+    if (i >= len || json[i] != '{')
+        return NULL;
+    size_t j = i + 1; /* is the object empty? then no comma after the fields */
+    while (j < len && (json[j] == ' ' || json[j] == '\t' || json[j] == '\n' || json[j] == '\r'))
+        j++;
+    bool empty = j < len && json[j] == '}';
+    size_t f = strlen(fields);
+    char *out = ch_xmalloc(len + f + 3);
+    size_t n = 0;
+    out[n++] = '{';
+    memcpy(out + n, fields, f);
+    n += f;
+    if (f && !empty)
+        out[n++] = ',';
+    memcpy(out + n, json + i + 1, len - i - 1);
+    n += len - i - 1;
+    out[n] = '\0';
+    return out;
+}
+
+/* "\"ka\":a,\"kb\":b" with the zeros left out, into buf. */
+static void number_fields(char *buf, size_t n, const char *ka, uint64_t a, const char *kb,
+                          uint64_t b)
+{
+    int w = 0;
+    buf[0] = '\0';
+    if (a)
+        w = snprintf(buf, n, "\"%s\":%llu", ka, (unsigned long long)a);
+    if (b && w >= 0 && (size_t)w < n)
+        snprintf(buf + w, n - (size_t)w, "%s\"%s\":%llu", w ? "," : "", kb, (unsigned long long)b);
+}
+
+char *ch_alert_numbered(const char *json, size_t len, uint64_t seq, uint64_t oldest)
+{
+    if (seq > CH_NUMBER_MAX || oldest > CH_NUMBER_MAX)
+        return NULL;
+    char f[96];
+    number_fields(f, sizeof f, "seq", seq, "oldest", oldest);
+    return splice_front(json, len, f);
+}
+
+char *ch_status_numbered(const char *json, size_t len, uint64_t oldest_reading,
+                         uint64_t oldest_alert)
+{
+    if (oldest_reading > CH_NUMBER_MAX || oldest_alert > CH_NUMBER_MAX)
+        return NULL;
+    char f[96];
+    number_fields(f, sizeof f, "oldest_reading", oldest_reading, "oldest_alert", oldest_alert);
+    return splice_front(json, len, f);
+}
+
+/* ---- acknowledgements ----------------------------------------------------- */
+
+static bool ranges_ok(const struct ch_range *r, size_t n)
+{
+    if (n > CH_ACK_MAX_RANGES)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (r[i].lo < 1 || r[i].lo > r[i].hi || r[i].hi > CH_NUMBER_MAX)
+            return false;
+    return true;
+}
+
+static json_t *ranges_json(const struct ch_range *r, size_t n)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_pack("[II]", (json_int_t)r[i].lo, (json_int_t)r[i].hi));
+    return arr;
+}
+
+char *ch_ack_encode(const struct ch_ack *a)
+{
+    if (!id_ok(a->site, CH_ID_MAX) || !id_ok(a->gateway, CH_ID_MAX) ||
+        !terminated(a->hub, CH_ID_MAX) || (a->hub[0] && !id_ok(a->hub, CH_ID_MAX)) ||
+        !ts_ok(a->ts_ms) || !ranges_ok(a->readings, a->n_readings) ||
+        !ranges_ok(a->alerts, a->n_alerts))
+        return NULL;
+    json_t *root = json_object();
+    bool ok = put(root, "schema", json_string(CH_SCHEMA_ACK)) &&
+              put(root, "site", json_string(a->site)) &&
+              put(root, "gateway", json_string(a->gateway)) &&
+              (!a->hub[0] || put(root, "hub", json_string(a->hub))) &&
+              put(root, "ts", json_integer(a->ts_ms)) &&
+              put(root, "readings", ranges_json(a->readings, a->n_readings)) &&
+              put(root, "alerts", ranges_json(a->alerts, a->n_alerts));
+    return dump(root, ok);
+}
+
+static int decode_ranges(struct dec *d, const json_t *root, const char *key, struct ch_range *out,
+                         size_t *n)
+{
+    const json_t *arr;
+    int rc = get_array(d, root, key, true, 0, CH_ACK_MAX_RANGES, &arr);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        const json_t *r = json_array_get(arr, i);
+        int64_t lo, hi;
+        if (!json_is_array(r) || json_array_size(r) != 2 ||
+            !as_int(json_array_get(r, 0), 1, (int64_t)CH_NUMBER_MAX, &lo) ||
+            !as_int(json_array_get(r, 1), lo, (int64_t)CH_NUMBER_MAX, &hi))
+            return fail(d, "%s[%zu]: not [lo, hi] with 1 <= lo <= hi <= %" PRIu64, key, i,
+                        CH_NUMBER_MAX);
+        out[i].lo = (uint64_t)lo;
+        out[i].hi = (uint64_t)hi;
+        (*n)++;
+    }
+    return 0;
+}
+
+int ch_ack_decode(const char *buf, size_t len, struct ch_ack *out, char *err, size_t errn)
+{
+    static const char *const keys[] = {"schema", "site",     "gateway", "hub",
+                                       "ts",     "readings", "alerts"};
+    struct dec d = {err, errn};
+    memset(out, 0, sizeof *out);
+    json_t *root = ch_json_parse(buf, len, err, errn);
+    if (!root)
+        return CH_EINVAL;
+    int rc = json_is_object(root) ? 0 : fail(&d, "payload: not a JSON object");
+    if (!rc)
+        rc = check_keys(&d, root, "", keys, CH_ARRAY_LEN(keys));
+    if (!rc)
+        rc = get_schema(&d, root, CH_SCHEMA_ACK);
+    if (!rc)
+        rc = get_id(&d, root, "", "site", true, false, out->site);
+    if (!rc)
+        rc = get_id(&d, root, "", "gateway", true, false, out->gateway);
+    if (!rc)
+        rc = get_id(&d, root, "", "hub", false, false, out->hub);
+    if (!rc)
+        rc = get_ts(&d, root, "", true, &out->ts_ms);
+    if (!rc)
+        rc = decode_ranges(&d, root, "readings", out->readings, &out->n_readings);
+    if (!rc)
+        rc = decode_ranges(&d, root, "alerts", out->alerts, &out->n_alerts);
+    json_decref(root);
+    if (rc)
+        memset(out, 0, sizeof *out);
+    return rc;
 }
 
 /* ---- topics ----------------------------------------------------------- */
@@ -1203,6 +1402,14 @@ bool ch_topic(char *buf, size_t n, const char *site, const char *gateway, const 
     if (!ch_valid_id(site) || !ch_valid_id(gateway) || !kind[0] || strpbrk(kind, "+#"))
         return false;
     int w = snprintf(buf, n, TOPIC_PREFIX "%s/%s/%s", site, gateway, kind);
+    return w > 0 && (size_t)w < n;
+}
+
+bool ch_ack_topic(char *buf, size_t n, const char *site, const char *gateway)
+{
+    if (!ch_valid_id(site) || !ch_valid_id(gateway))
+        return false;
+    int w = snprintf(buf, n, "carehub/ack/v1/%s/%s", site, gateway);
     return w > 0 && (size_t)w < n;
 }
 

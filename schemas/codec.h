@@ -26,6 +26,13 @@
 #define CH_SCHEMA_STATUS    "carehub/status/1"
 #define CH_SCHEMA_ALERT     "carehub/alert/1"
 #define CH_SCHEMA_COMMAND   "carehub/command/1"
+#define CH_SCHEMA_ACK       "carehub/ack/1"
+
+/* Reading and alert numbers: each gateway numbers its readings and,
+ * separately, its alerts 1, 2, 3... (its spool's record ids), kept across
+ * restarts. On the wire a number is 1..CH_NUMBER_MAX; 0 in a struct means
+ * "not said" (a sender from before numbering, or a will). */
+#define CH_NUMBER_MAX ((UINT64_C(1) << 62) - 1)
 
 enum ch_quality { CH_Q_GOOD = 0, CH_Q_UNCERTAIN, CH_Q_BAD };
 
@@ -54,6 +61,8 @@ struct ch_telemetry {
     uint64_t seq;    /* per-gateway message sequence, < 2^63 */
     int64_t ts_ms;   /* when the batch was made */
     bool historical; /* replayed from the spool after an outage */
+    uint64_t oldest; /* the oldest reading number the gateway still holds: every
+                        number below was stored by a hub or is lost; 0: not said */
     size_t n_readings;
     struct ch_reading *readings; /* owned by the batch */
 };
@@ -72,6 +81,8 @@ struct ch_status {
     int64_t ts_ms;                /* 0 when absent (the MQTT will has no time) */
     char version[CH_VERSION_MAX]; /* may be empty (will) */
     char boot_id[33];             /* may be empty */
+    uint64_t oldest_reading;      /* as ch_telemetry.oldest; 0: not said */
+    uint64_t oldest_alert;        /* as ch_alert.oldest; 0: not said */
     size_t n_devices;
     struct ch_device_info *devices; /* owned */
 };
@@ -165,6 +176,8 @@ struct ch_alert {
     int64_t shelved_until_ms;    /* 0: not shelved */
     char by[CH_ID_MAX];          /* who acknowledged/shelved ("console:nurse1"); may be empty */
     char group[CH_ALARM_ID_MAX]; /* flood alarm it is grouped under; may be empty */
+    uint64_t seq;                /* the gateway's alert number; 0: not said */
+    uint64_t oldest;             /* the oldest alert number the gateway still holds; 0: not said */
 };
 
 /* Commands to a gateway (topic .../cmd/<action>, and the local console):
@@ -179,12 +192,21 @@ enum ch_command_action {
 /* "ack", "shelve", "unshelve", "out_of_service", "in_service" */
 const char *ch_command_action_name(int a);
 
+/* The role of whoever asks, as the receiving side authenticated it: a
+ * gateway allows taking alarms out of and back into service to admins only. */
+enum ch_role { CH_ROLE_STAFF = 0, CH_ROLE_ADMIN = 1 };
+/* "staff", "admin" */
+const char *ch_role_name(int r);
+
 struct ch_command {
     int action;                     /* enum ch_command_action */
     char alarm_id[CH_ALARM_ID_MAX]; /* "rule:device" */
     char by[CH_ID_MAX];             /* who asks ("hub:operator7"); required, text as in ch_alert */
     int64_t ts_ms;                  /* when asked */
     int64_t duration_ms;            /* shelve: how long, 1..CH_SHELVE_MAX_MS; other actions: 0 */
+    int role;                       /* enum ch_role; "role" on the wire, staff when absent. Only
+                                       a hub's word counts (the broker lets only hubs publish
+                                       commands upstream); elsewhere the receiver sets it */
 };
 
 /* Encoders return compact JSON, NUL-terminated; caller frees. NULL only if
@@ -214,7 +236,45 @@ char *ch_readings_encode(const struct ch_reading *readings, size_t n);
  * make a readings array. Caller frees; NULL if it violates the contract. */
 char *ch_reading_encode(const struct ch_reading *r);
 char *ch_telemetry_wrap(const char *site, const char *gateway, uint64_t seq, int64_t ts_ms,
-                        bool historical, const char *readings_json, size_t len);
+                        bool historical, uint64_t oldest, const char *readings_json, size_t len);
+
+/* The numbers added to a message the edge stored before it knew them: an
+ * alert (JSON object, len bytes, borrowed) gets "seq" and "oldest"; a status
+ * gets "oldest_reading" and "oldest_alert" (a 0 is left out). Return the new
+ * message (caller frees), or NULL when json is not an object or a number is
+ * above CH_NUMBER_MAX. */
+char *ch_alert_numbered(const char *json, size_t len, uint64_t seq, uint64_t oldest);
+char *ch_status_numbered(const char *json, size_t len, uint64_t oldest_reading,
+                         uint64_t oldest_alert);
+
+/* ---- acknowledgements: hub -> gateway (topic carehub/ack/v1/{site}/{gw}) -
+ * Outside carehub/v1/, so that hubs, subscribed to carehub/v1/+/+/#, do not
+ * get every gateway's acks back.
+ * "These numbers are stored": the readings and alerts of one gateway that a
+ * hub has made durable since its last ack, as ranges of numbers. A hub sends
+ * at most one per gateway every few seconds; several hubs (a shared
+ * subscription) each acknowledge what they stored, and the gateway frees a
+ * record once some ack covers it. */
+#define CH_ACK_MAX_RANGES 64 /* per lane and message */
+
+struct ch_range {
+    uint64_t lo, hi; /* 1 <= lo <= hi <= CH_NUMBER_MAX */
+};
+
+struct ch_ack {
+    char site[CH_ID_MAX];
+    char gateway[CH_ID_MAX];
+    char hub[CH_ID_MAX]; /* the acknowledging hub instance; may be empty */
+    int64_t ts_ms;
+    size_t n_readings, n_alerts;
+    struct ch_range readings[CH_ACK_MAX_RANGES];
+    struct ch_range alerts[CH_ACK_MAX_RANGES];
+};
+
+/* Encoder and decoder as the others (compact JSON, caller frees; 0 or
+ * CH_EINVAL naming the field). An ack with no range at all is valid. */
+char *ch_ack_encode(const struct ch_ack *a);
+int ch_ack_decode(const char *buf, size_t len, struct ch_ack *out, char *err, size_t errn);
 
 /* Decoders: parse and validate buf (len bytes, need not be NUL-terminated).
  * On success fill *out (caller frees with the matching _free) and return 0.
@@ -252,5 +312,8 @@ void ch_status_free(struct ch_status *s);
 bool ch_topic(char *buf, size_t n, const char *site, const char *gateway, const char *kind);
 bool ch_topic_parse(const char *topic, char site[CH_ID_MAX], char gateway[CH_ID_MAX],
                     const char **kind);
+/* "carehub/ack/v1/{site}/{gateway}", where a hub acknowledges storage to one
+ * gateway; false if it does not fit or an id is invalid. */
+bool ch_ack_topic(char *buf, size_t n, const char *site, const char *gateway);
 
 #endif

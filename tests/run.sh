@@ -24,6 +24,8 @@ run_suite() {
 }
 
 start=$(date +%s)
+echo "==> clang-format"
+git ls-files '*.c' '*.h' | xargs clang-format --dry-run -Werror
 run_suite build
 if [ $sanitize -eq 1 ]; then
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1

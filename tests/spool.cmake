@@ -3,3 +3,7 @@
 ch_unit_test(test_spool SOURCES unit/test_spool.c LIBS ch_common)
 # A few hundred simulated power cuts (about 20 s at most).
 ch_unit_test(test_spool_powercut SOURCES unit/test_spool_powercut.c LIBS ch_common)
+# Delivered means stored (issue 10, tests 3 and 4): a record leaves care-edge's
+# spool only when a hub acknowledges storing it; an empty broker, a late hub
+# and the spool's bound with no hub lose nothing unaccounted.
+ch_integration_test(delivery delivery.py TIMEOUT 240)

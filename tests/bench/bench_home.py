@@ -33,28 +33,21 @@ def rx_id(f, k):
     return f"gw-{name}-{k}" if name == "omg" else f"AC233FA0{f:02X}{k:02X}"
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--residents", type=int, default=120)
-    ap.add_argument("--meters", type=int, default=60)
-    ap.add_argument("--seconds", type=float, default=30)
-    a = ap.parse_args()
-    w = World("bench_home")
-    try:
-        local = Mosquitto(w, name="local")
-        central = Mosquitto(w, name="central")
-        modbus = free_port()
-        # one zone per receiver: a wing of rooms; zones of one format in a row
-        zones, receivers, buses = [], [], []
-        for f, (fmt, topics) in enumerate(FORMATS):
-            zl = []
-            for k in range(RX_PER_FORMAT):
-                z = f"wing-{f}-{k}"
-                adj = f", adjacent: [wing-{f}-{k + 1}]" if k + 1 < RX_PER_FORMAT else ""
-                zones.append(f"  - {{id: {z}{adj}}}")
-                receivers.append(f"  - {{id: {rx_id(f, k)}, format: {fmt}, zone: {z}}}")
-                zl.append(f"        - {{id: {z}, receivers: [{rx_id(f, k)}]}}")
-            buses.append(f"""  - id: ble-{fmt}
+def home(w, residents, meters, local, central, uplink_extra=""):
+    """The full home's care-sim and care-edge configurations: (sim.yaml,
+    site.yaml) paths in w. uplink_extra: more uplink keys ("k: v, ...")."""
+    modbus = free_port()
+    # one zone per receiver: a wing of rooms; zones of one format in a row
+    zones, receivers, buses = [], [], []
+    for f, (fmt, topics) in enumerate(FORMATS):
+        zl = []
+        for k in range(RX_PER_FORMAT):
+            z = f"wing-{f}-{k}"
+            adj = f", adjacent: [wing-{f}-{k + 1}]" if k + 1 < RX_PER_FORMAT else ""
+            zones.append(f"  - {{id: {z}{adj}}}")
+            receivers.append(f"  - {{id: {rx_id(f, k)}, format: {fmt}, zone: {z}}}")
+            zl.append(f"        - {{id: {z}, receivers: [{rx_id(f, k)}]}}")
+        buses.append(f"""  - id: ble-{fmt}
     type: ble
     host: 127.0.0.1
     port: {local.port}
@@ -63,28 +56,28 @@ def main():
     location:
       zones:
 """ + "\n".join(zl))
-        wear, beds, edge_devs, residents = [], [], [], []
-        n_zones = len(FORMATS) * RX_PER_FORMAT
-        for i in range(a.residents):
-            z = i % n_zones
-            f = z // RX_PER_FORMAT
-            mac = f"C3:00:00:00:{i // 256:02X}:{i % 256:02X}"
-            wear.append(f'  - {{mac: "{mac}", resident: r{i:03d}, home: wing-{f}-{z % RX_PER_FORMAT}}}')
-            beds.append(f"  - {{name: bed-{i:03d}, topic: sensors/bed/{i:03d}/state, resident: r{i:03d}}}")
-            edge_devs.append(f'  - {{id: band-{i:03d}, bus: ble-{FORMATS[f][0]}, mac: "{mac}", '
-                             f"profile: care-band, interval: 1s}}")
-            edge_devs.append(f"  - {{id: bed-{i:03d}, bus: wifi, topic: sensors/bed/{i:03d}/state, "
-                             f"profile: wifi-bed, interval: 5s, room: r{i:03d}}}")
-            residents.append(f"  - {{id: R-{i:03d}, room: r{i:03d}, devices: [band-{i:03d}, bed-{i:03d}]}}")
-        for m in range(a.meters):
-            edge_devs.append(f"  - {{id: air-{m + 1:03d}, bus: lan, slave: {m + 1}, profile: air-board, "
-                             f"interval: 10s, room: a{m + 1:03d}}}")
-        nl = "\n"
-        sim_cfg = w.write("sim.yaml", f"""
+    wear, beds, edge_devs, res = [], [], [], []
+    n_zones = len(FORMATS) * RX_PER_FORMAT
+    for i in range(residents):
+        z = i % n_zones
+        f = z // RX_PER_FORMAT
+        mac = f"C3:00:00:00:{i // 256:02X}:{i % 256:02X}"
+        wear.append(f'  - {{mac: "{mac}", resident: r{i:03d}, home: wing-{f}-{z % RX_PER_FORMAT}}}')
+        beds.append(f"  - {{name: bed-{i:03d}, topic: sensors/bed/{i:03d}/state, resident: r{i:03d}}}")
+        edge_devs.append(f'  - {{id: band-{i:03d}, bus: ble-{FORMATS[f][0]}, mac: "{mac}", '
+                         f"profile: care-band, interval: 1s}}")
+        edge_devs.append(f"  - {{id: bed-{i:03d}, bus: wifi, topic: sensors/bed/{i:03d}/state, "
+                         f"profile: wifi-bed, interval: 5s, room: r{i:03d}}}")
+        res.append(f"  - {{id: R-{i:03d}, room: r{i:03d}, devices: [band-{i:03d}, bed-{i:03d}]}}")
+    for m in range(meters):
+        edge_devs.append(f"  - {{id: air-{m + 1:03d}, bus: lan, slave: {m + 1}, profile: air-board, "
+                         f"interval: 10s, room: a{m + 1:03d}}}")
+    nl = "\n"
+    sim_cfg = w.write("sim.yaml", f"""
 seed: 1
 mqtt: {{broker: "{local.uri}"}}
 endpoints: [{{id: lan, tcp: "127.0.0.1:{modbus}"}}]
-slaves: [{{name: air, endpoint: lan, unit: 1, model: air-board, count: {a.meters}}}]
+slaves: [{{name: air, endpoint: lan, unit: 1, model: air-board, count: {meters}}}]
 zones:
 {nl.join(zones)}
 receivers:
@@ -94,10 +87,10 @@ wearables:
 wifi_beds:
 {nl.join(beds)}
 """)
-        site = w.write("site.yaml", f"""
+    site = w.write("site.yaml", f"""
 site: bench-home
 gateway: gw-h
-uplink: {{broker: "{central.uri}"}}
+uplink: {{broker: "{central.uri}"{", " + uplink_extra if uplink_extra else ""}}}
 spool: {{dir: "{w.path('spool')}"}}
 profiles: [{SRC}/deploy/profiles]
 rule_packs: [{SRC}/deploy/rules/elderly-care.yaml]
@@ -108,8 +101,23 @@ buses:
 devices:
 {nl.join(edge_devs)}
 residents:
-{nl.join(residents)}
+{nl.join(res)}
 """)
+    return sim_cfg, site, len(receivers)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--residents", type=int, default=120)
+    ap.add_argument("--meters", type=int, default=60)
+    ap.add_argument("--seconds", type=float, default=30)
+    a = ap.parse_args()
+    w = World("bench_home")
+    try:
+        local = Mosquitto(w, name="local")
+        central = Mosquitto(w, name="central")
+        # no hub here: the PUBACK frees what the edge sends
+        sim_cfg, site, n_rx = home(w, a.residents, a.meters, local, central, "delivery: broker")
         cap = central.subscribe("carehub/v1/bench-home/gw-h/telemetry", "capture")
         sim = w.spawn("care-sim", [w.bin("care-sim"), "-c", sim_cfg, "--stats-interval", "0"])
         sim.wait_log(r"\[sim:mqtt\] connected", 10)
@@ -138,7 +146,7 @@ residents:
         dt = time.monotonic() - t0
         n_dev = 2 * a.residents + a.meters
         log(f"full home: {a.residents} residents ({a.residents} BLE bracelets via "
-            f"{len(receivers)} receivers in 3 formats, {a.residents} Wi-Fi beds), "
+            f"{n_rx} receivers in 3 formats, {a.residents} Wi-Fi beds), "
             f"{a.meters} Modbus meters = {n_dev} devices, {dt:.0f} s")
         log(f"care-edge: VmRSS {rss:.1f} MiB (max sampled {rss_max:.1f}), VmHWM {hwm:.1f} MiB, "
             f"CPU {100 * (c1 - c0) / dt:.1f} % of one core")

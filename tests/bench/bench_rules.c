@@ -123,7 +123,8 @@ static void run(const char *name, const char *src, const char *pack, size_t n_mo
     unsigned long transitions = 0;
     struct alarms *am;
     struct rules *r;
-    if (alarms_open(&s.cfg, sink, &transitions, &am) != 0 || rules_create(&s.cfg, am, &r) != 0) {
+    if (alarms_open(&s.cfg, sink, &transitions, (struct ch_time){T0_MS, T0_MS}, &am) != 0 ||
+        rules_create(&s.cfg, am, &r) != 0) {
         fprintf(stderr, "%s: cannot start\n", name);
         exit(1);
     }
@@ -155,12 +156,12 @@ static void run(const char *name, const char *src, const char *pack, size_t n_mo
             m[d][k].value =
                 models[(size_t)d % n_models].values[k] * (1.0 + (rand_r(&seed) % 5) / 100.0);
         rd[d].ts_ms = now;
-        rules_feed(r, (size_t)d, &rd[d], now);
+        rules_feed(r, (size_t)d, &rd[d], (struct ch_time){now, now});
         now += 1000 / N_DEVICES; /* each device once a second */
         if (d == N_DEVICES - 1) {
             double a = now_s();
-            rules_tick(r, now);
-            alarms_tick(am, now);
+            rules_tick(r, (struct ch_time){now, now});
+            alarms_tick(am, (struct ch_time){now, now});
             tick_s += now_s() - a;
             ticks++;
         }

@@ -12,7 +12,8 @@ NaN and Infinity are errors. The rules JSON Schema cannot say are the
 schemas' x- keywords, implemented here: x-keysIn (every key of one property
 is a key of another), x-maxBytes (length in UTF-8 bytes), x-joined (one
 property is others joined by a separator: alarm_id = rule ":" device) and
-x-sameAs (two properties are equal: the flood alarm's device is the gateway).
+x-sameAs (two properties are equal: the flood alarm's device is the gateway)
+and x-ordered (an ack range [lo, hi] has lo <= hi).
 
 Uses only the standard library and python3-jsonschema (4.10 or later).
 """
@@ -94,12 +95,18 @@ def _same_as(validator, spec, instance, schema):
                 f"{prop}: {instance[prop]!r} is not {other} ({instance[other]!r})")
 
 
+def _ordered(validator, spec, instance, schema):
+    if spec and validator.is_type(instance, "array") and len(instance) == 2 and \
+            all(validator.is_type(x, "integer") for x in instance) and instance[0] > instance[1]:
+        yield jsonschema.ValidationError(f"{instance!r}: lo is above hi")
+
+
 X_KEYWORDS = {"x-keysIn": _keys_in, "x-maxBytes": _max_bytes, "x-joined": _joined,
-              "x-sameAs": _same_as}
+              "x-sameAs": _same_as, "x-ordered": _ordered}
 
 # The wire payloads: each needs good and bad examples. Other schemas in the
 # folder (config files) are checked for validity, and for examples if any.
-WIRE = ("telemetry", "status", "alert", "command")
+WIRE = ("telemetry", "status", "alert", "command", "ack")
 
 
 def validator(schema):
@@ -134,6 +141,9 @@ def limit_checks(schemas):
          c["CH_SHELVE_MAX_MS"]),
         ("telemetry schema const", tel["properties"]["schema"]["const"], c["CH_SCHEMA_TELEMETRY"]),
         ("status schema const", st["properties"]["schema"]["const"], c["CH_SCHEMA_STATUS"]),
+        ("ack schema const", schemas["ack"]["properties"]["schema"]["const"], c["CH_SCHEMA_ACK"]),
+        ("ack ranges maxItems", schemas["ack"]["$defs"]["ranges"]["maxItems"],
+         c["CH_ACK_MAX_RANGES"]),
         ("readings maxItems", tel["properties"]["readings"]["maxItems"], c["CH_MAX_READINGS"]),
         ("metrics maxProperties", reading["metrics"]["maxProperties"], c["CH_MAX_METRICS"]),
         ("devices maxItems", st["properties"]["devices"]["maxItems"], c["CH_MAX_DEVICES"]),
@@ -177,7 +187,7 @@ def main():
 
     for what, in_schema, in_codec in limit_checks(schemas):
         report(in_schema == in_codec, f"{what}: schema {in_schema!r}, codec.h {in_codec!r}")
-    for d, names in (("id", ("status", "alert")), ("ts", ("status", "alert", "command")),
+    for d, names in (("id", ("status", "alert", "ack")), ("ts", ("status", "alert", "command", "ack")),
                      ("alarm_id", ("command",))):
         first = "telemetry" if d != "alarm_id" else "alert"
         for other in names:

@@ -51,6 +51,8 @@ def expected_point(a):
     for k in INT_FIELDS[1:]:
         if a.get(k):
             fields[k] = a[k]
+    if a.get("seq"):  # the gateway's alert number ("oldest" is not stored)
+        fields["alert_seq"] = a["seq"]
     return a["ts_ms"], tags, fields
 
 
@@ -116,7 +118,7 @@ def test_hub_alerts(w):
     want_types = {"value": "float", "escalation": "integer", "latched": "boolean",
                   "metric": "string", "message": "string", "by": "string", "group": "string",
                   "raised_ms": "integer", "acked_ms": "integer", "cleared_ms": "integer",
-                  "shelved_until_ms": "integer"}
+                  "shelved_until_ms": "integer", "alert_seq": "integer"}
     assert types == want_types, types
     tag_keys = {r["tagKey"] for r in influx.series('SHOW TAG KEYS FROM "alarm"', DB)}
     assert tag_keys == set(TAGS), tag_keys

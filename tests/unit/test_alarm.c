@@ -26,6 +26,10 @@
 
 #define T0_S  1768482000LL
 #define AT(s) ((T0_S + (s)) * 1000LL)
+/* The monotonic clock at T0: time since boot, unrelated to the wall clock,
+ * so a module mixing the two up fails every timing case. */
+#define MONO0 86400000LL
+#define HOUR  3600000LL
 
 static const char *const event_names[] = {"raise",      "ack",    "clear",    "rtn",
                                           "escalate",   "shelve", "unshelve", "oos",
@@ -66,6 +70,10 @@ struct fx {
     struct alarms *am;
     struct ch_alert got[MAX_GOT];
     size_t n;
+    /* the fake clocks: calls take a true time t (AT(s)); the module gets
+     * wall = t + skew (a stepped wall clock) and mono = t - AT(0) + MONO0 +
+     * mono_off (mono_off: a reboot restarts the monotonic clock) */
+    int64_t skew, mono_off, last;
     bool call_back; /* the sink reads the module, as care-edge's does */
     int in_sink;
     bool overlapped;
@@ -89,6 +97,17 @@ static void sink(void *arg, const struct ch_alert *t)
     if (f->n < MAX_GOT)
         f->got[f->n++] = *t;
     __atomic_sub_fetch(&f->in_sink, 1, __ATOMIC_SEQ_CST);
+}
+
+static struct ch_time clk(struct fx *f, int64_t t)
+{
+    __atomic_store_n(&f->last, t, __ATOMIC_RELAXED); /* test_threads: two callers */
+    return (struct ch_time){.wall_ms = t + f->skew, .mono_ms = t - AT(0) + MONO0 + f->mono_off};
+}
+
+static void tick(struct fx *f, int64_t t)
+{
+    alarms_tick(f->am, clk(f, t));
 }
 
 static void write_file(const char *path, const char *text)
@@ -163,19 +182,25 @@ static void fx_open(struct fx *f)
     capture_end(&cap, out, sizeof out);
     if (rc != 0)
         fail_msg("site_load: %s", out);
-    assert_int_equal(alarms_open(&f->s.cfg, sink, f, &f->am), 0);
+    assert_int_equal(alarms_open(&f->s.cfg, sink, f, clk(f, AT(0)), &f->am), 0);
     register_all(f);
 }
 
-/* Closes and opens the module again on the same state file. */
-static void fx_reopen(struct fx *f)
+/* Closes and opens the module again on the same state file, at true time
+ * t (-1: the time of the last call). */
+static void fx_reopen_at(struct fx *f, int64_t t)
 {
     alarms_close(f->am);
     f->am = NULL;
     size_t before = f->n;
-    assert_int_equal(alarms_open(&f->s.cfg, sink, f, &f->am), 0);
+    assert_int_equal(alarms_open(&f->s.cfg, sink, f, clk(f, t < 0 ? f->last : t), &f->am), 0);
     register_all(f);
     assert_int_equal(f->n, before); /* nothing replayed to the sink */
+}
+
+static void fx_reopen(struct fx *f)
+{
+    fx_reopen_at(f, -1);
 }
 
 static void fx_close(struct fx *f)
@@ -192,7 +217,7 @@ static void cond(struct fx *f, const char *id, bool on, double v, int64_t now)
     char *colon = strchr(r, ':');
     *colon = '\0';
     alarms_condition(f->am, rule(f, r), device(f, colon + 1), resident(f, colon + 1), on,
-                     on ? "co2" : NULL, v, "test message", now);
+                     on ? "co2" : NULL, v, "test message", clk(f, now));
 }
 
 static int command(struct fx *f, int action, const char *id, int64_t dur, int64_t now)
@@ -200,7 +225,7 @@ static int command(struct fx *f, int action, const char *id, int64_t dur, int64_
     struct ch_command c = {.action = action, .ts_ms = now, .duration_ms = dur};
     ch_strlcpy(c.alarm_id, id, sizeof c.alarm_id);
     ch_strlcpy(c.by, "console:nurse1", sizeof c.by);
-    return alarms_command(f->am, &c, now);
+    return alarms_command(f->am, &c, clk(f, now));
 }
 
 /* "event>state event>state" of the transitions from index from. */
@@ -214,13 +239,13 @@ static void events_since(const struct fx *f, size_t from, char *buf, size_t n)
     }
 }
 
-enum op { ON, OFF, ACK, SHELVE, UNSHELVE, OOS, INS, TICK };
+enum op { ON, OFF, ACK, SHELVE, UNSHELVE, OOS, INS, TICK, STEP };
 
 struct aop {
     int64_t t;
     int op;
     const char *alarm;
-    int64_t dur_s; /* shelve */
+    int64_t dur_s; /* shelve; STEP: the wall clock moves by this many seconds */
     int rc;        /* of a command */
     const char *want;
 };
@@ -314,6 +339,30 @@ static const struct acase acases[] = {
       {60, TICK, NULL, 0, 0, ""},
       {300, TICK, NULL, 0, 0, ""},
       END}},
+    /* durations on the monotonic clock: the wall clock stepping (STEP) moves
+     * neither escalation nor shelve expiry, either way */
+    {"escalation on the monotonic clock: wall clock +1 h, then -1 h",
+     {{0, ON, "med:d1", 0, 0, "raise>unack"},
+      {1, STEP, NULL, 3600, 0, ""},
+      {2, TICK, NULL, 0, 0, ""}, /* on the wall clock: both escalations at once */
+      {59, TICK, NULL, 0, 0, ""},
+      {60, TICK, NULL, 0, 0, "escalate>unack"},
+      {61, STEP, NULL, -7200, 0, ""},
+      {119, TICK, NULL, 0, 0, ""},
+      {120, TICK, NULL, 0, 0, "escalate>unack"}, /* on the wall clock: in an hour */
+      END}},
+    {"shelve expiry on the monotonic clock: wall clock +1 h, then -1 h",
+     {{0, ON, "lo:d1", 0, 0, "raise>unack"},
+      {10, SHELVE, "lo:d1", 60, 0, "shelve>shelved"},
+      {11, STEP, NULL, 3600, 0, ""},
+      {12, TICK, NULL, 0, 0, ""}, /* on the wall clock: expired already */
+      {69, TICK, NULL, 0, 0, ""},
+      {70, TICK, NULL, 0, 0, "unshelve>normal raise>unack"},
+      {71, SHELVE, "lo:d1", 60, 0, "shelve>shelved"},
+      {72, STEP, NULL, -7200, 0, ""},
+      {130, TICK, NULL, 0, 0, ""},
+      {131, TICK, NULL, 0, 0, "unshelve>normal raise>unack"}, /* wall clock: in 2 h */
+      END}},
     {"return to normal stops escalation; a late tick catches up",
      {{0, ON, "med:d2", 0, 0, "raise>unack"},
       {10, OFF, "med:d2", 0, 0, "rtn>rtn_unack"},
@@ -340,7 +389,10 @@ static void test_life_cycle(void **state)
                 cond(f, o->alarm, o->op == ON, 1234, now);
                 break;
             case TICK:
-                alarms_tick(f->am, now);
+                tick(f, now);
+                break;
+            case STEP:
+                f->skew += o->dur_s * 1000;
                 break;
             case ACK:
                 rc = command(f, CH_CMD_ACK, o->alarm, 0, now);
@@ -377,8 +429,8 @@ static void test_occurrence_fields(void **state)
     struct fx *f = calloc(1, sizeof *f);
     fx_open(f);
     cond(f, "med:d1", true, 1600, AT(0));
-    alarms_tick(f->am, AT(60));
-    alarms_tick(f->am, AT(120));
+    tick(f, AT(60));
+    tick(f, AT(120));
     cond(f, "med:d1", false, 0, AT(130));
     cond(f, "med:d1", true, 1700, AT(140)); /* chatter: the same occurrence */
     assert_int_equal(command(f, CH_CMD_ACK, "med:d1", 0, AT(150)), 0);
@@ -464,9 +516,9 @@ static void test_flood(void **state)
     /* raises at 0 1 2 3 5 6: at 64 two remain in the window (not under half
      * of 3), at 65 one */
     size_t mark = f->n;
-    alarms_tick(f->am, AT(64));
+    tick(f, AT(64));
     assert_int_equal(f->n, mark);
-    alarms_tick(f->am, AT(65));
+    tick(f, AT(65));
     assert_int_equal(f->n, mark + 1);
     assert_int_equal(f->got[mark].event, CH_AE_FLOOD_END);
     assert_int_equal(f->got[mark].state, CH_AS_NORMAL);
@@ -528,7 +580,7 @@ static void test_state_survives_restart(void **state)
     cond(f, "sos:d-call", false, 0, AT(100));
     assert_int_equal(f->n, mark);
     /* escalation timing carried over: med escalates 60 s after its raise */
-    alarms_tick(f->am, AT(65));
+    tick(f, AT(65));
     char got[256];
     events_since(f, mark, got, sizeof got);
     assert_string_equal(got, "unshelve>normal raise>unack escalate>unack");
@@ -570,7 +622,7 @@ static void test_damaged_state_file(void **state)
         struct capture cap;
         char out[4096];
         assert_int_equal(capture_begin(&cap), 0);
-        int rc = alarms_open(&f->s.cfg, sink, f, &f->am);
+        int rc = alarms_open(&f->s.cfg, sink, f, clk(f, AT(0)), &f->am);
         capture_end(&cap, out, sizeof out);
         assert_int_equal(rc, 0);
         if (!strstr(out, "damaged") || !strstr(out, ".bad"))
@@ -608,7 +660,7 @@ static void test_state_unknown_rule(void **state)
     struct capture cap;
     char out[4096];
     assert_int_equal(capture_begin(&cap), 0);
-    assert_int_equal(alarms_open(&f->s.cfg, sink, f, &f->am), 0);
+    assert_int_equal(alarms_open(&f->s.cfg, sink, f, clk(f, AT(0)), &f->am), 0);
     capture_end(&cap, out, sizeof out);
     assert_non_null(strstr(out, "gone:d1"));
     assert_null(strstr(out, "damaged"));
@@ -640,13 +692,157 @@ static void test_history_bounds(void **state)
     free(h);
     /* a day later only what that tick did is left: the end of the flood the
      * fifteen raises within a minute made */
-    alarms_tick(f->am, AT(30) + 24LL * 3600 * 1000);
+    tick(f, AT(30) + 24LL * 3600 * 1000);
     n = alarms_history(f->am, 0, &h);
     assert_int_equal(n, 1);
     assert_int_equal(h[0].event, CH_AE_FLOOD_END);
     free(h);
     fx_close(f);
     free(f);
+}
+
+/* Wall-clock time only labels: a transition carries the wall clock of its
+ * moment; a shelving's end shows as the wall clock now plus what is left;
+ * history keeps the order made, is searched by label and kept by the
+ * monotonic clock. */
+static void test_clock_labels(void **state)
+{
+    (void)state;
+    struct fx *f = calloc(1, sizeof *f);
+    fx_open(f);
+    cond(f, "med:d1", true, 1600, AT(0));
+    f->skew = -HOUR;
+    assert_int_equal(command(f, CH_CMD_SHELVE, "med:d1", 600000, AT(10)), 0);
+    const struct ch_alert *sh = &f->got[f->n - 1];
+    assert_int_equal(sh->event, CH_AE_SHELVE);
+    assert_int_equal(sh->ts_ms, AT(10) - HOUR);
+    assert_int_equal(sh->raised_ms, AT(0)); /* as labelled when it happened */
+    assert_int_equal(sh->shelved_until_ms, AT(610) - HOUR);
+    f->skew = HOUR; /* and forward two hours */
+    tick(f, AT(20));
+    struct ch_alert *act;
+    assert_int_equal(alarms_active(f->am, &act), 1);
+    assert_int_equal(act[0].state, CH_AS_SHELVED);
+    assert_int_equal(act[0].shelved_until_ms, AT(610) + HOUR); /* wall now + 590 s */
+    free(act);
+    struct ch_alert *h;
+    assert_int_equal(alarms_history(f->am, 0, &h), 2);
+    assert_int_equal(h[0].event, CH_AE_RAISE);
+    assert_int_equal(h[1].event, CH_AE_SHELVE); /* made later, labelled earlier */
+    free(h);
+    assert_int_equal(alarms_history(f->am, AT(0), &h), 1);
+    assert_int_equal(h[0].event, CH_AE_RAISE);
+    free(h);
+    assert_int_equal(alarms_history(f->am, AT(1), &h), 0);
+    /* kept for history_ms (24 h) on the monotonic clock: a month's step of
+     * the wall clock throws nothing away */
+    f->skew = 30 * 24 * HOUR;
+    tick(f, AT(30));
+    assert_int_equal(alarms_history(f->am, 0, &h), 2);
+    free(h);
+    fx_close(f);
+    free(f);
+}
+
+/* The flood window runs on the monotonic clock. */
+static void test_flood_clock(void **state)
+{
+    (void)state;
+    struct fx *f = calloc(1, sizeof *f);
+    fx_open(f);
+    for (int i = 0; i < 4; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "lo:d%d", i + 1);
+        cond(f, id, true, 1, AT(i));
+    }
+    assert_int_equal(f->got[f->n - 1].event, CH_AE_FLOOD);
+    size_t mark = f->n;
+    f->skew = HOUR;
+    tick(f, AT(5)); /* on the wall clock every raise is an hour old: over */
+    assert_int_equal(f->n, mark);
+    f->skew = -HOUR;
+    tick(f, AT(61)); /* raises at 2 and 3 are within 60 s */
+    assert_int_equal(f->n, mark);
+    tick(f, AT(62));
+    assert_int_equal(f->n, mark + 1);
+    assert_int_equal(f->got[mark].event, CH_AE_FLOOD_END);
+    assert_int_equal(f->got[mark].cleared_ms, AT(62) - HOUR);
+    fx_close(f);
+    free(f);
+}
+
+static bool file_has(const char *path, const char *needle)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return false;
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+/* The state file across restarts and reboots: it holds wall-clock times
+ * (the monotonic clock restarts at boot); what a timer had left at the save
+ * is carried over less the downtime, never more than it had left. */
+static void test_state_clock(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        int64_t skew;    /* of the wall clock at reopen */
+        bool reboot;     /* the monotonic clock restarted */
+        int64_t esc_at;  /* the first escalation of med:d1 (s) */
+        int64_t shel_at; /* lo:d1's shelving ends (s) */
+        const char *log; /* alarms_open says this, or NULL */
+    } cases[] = {
+        {"restart after 100 s, clocks as before", 0, false, 100, 600, NULL},
+        {"reboot, the wall clock at its last saved time (RTC-less board)", -100000, true, 160, 700,
+         NULL},
+        {"reboot, the wall clock in 1970", -AT(0), true, 160, 700, "ahead of the wall clock"},
+        {"reboot, the wall clock a day ahead", 24 * HOUR, true, 100, 100, NULL},
+    };
+    for (size_t c = 0; c < CH_ARRAY_LEN(cases); c++) {
+        struct fx *f = calloc(1, sizeof *f);
+        fx_open(f);
+        cond(f, "med:d1", true, 1600, AT(0)); /* escalates every 60 s */
+        cond(f, "lo:d1", true, 1, AT(0));
+        assert_int_equal(command(f, CH_CMD_SHELVE, "lo:d1", 600000, AT(0)), 0);
+        char want[64];
+        snprintf(want, sizeof want, "\"shelved_until_ms\":%lld", (long long)AT(600));
+        if (!file_has(f->s.cfg.alarms.state_file, want))
+            fail_msg("%s: the state file has no %s", cases[c].name, want);
+        /* down from 0 to 100 s */
+        f->skew = cases[c].skew;
+        if (cases[c].reboot)
+            f->mono_off = -(MONO0 + 100000) + 5000; /* 5 s after boot at t=100 */
+        struct capture cap;
+        char out[4096];
+        assert_int_equal(capture_begin(&cap), 0);
+        fx_reopen_at(f, AT(100));
+        capture_end(&cap, out, sizeof out);
+        if (cases[c].log && !strstr(out, cases[c].log))
+            fail_msg("%s: alarms_open did not say '%s': %s", cases[c].name, cases[c].log, out);
+        size_t mark = f->n;
+        int64_t last = cases[c].esc_at > cases[c].shel_at ? cases[c].esc_at : cases[c].shel_at;
+        int64_t esc = -1, shel = -1;
+        for (int64_t t = 100; t <= last + 1 && (esc < 0 || shel < 0); t++) {
+            tick(f, AT(t));
+            for (; mark < f->n; mark++) {
+                if (f->got[mark].event == CH_AE_ESCALATE && esc < 0)
+                    esc = t;
+                if (f->got[mark].event == CH_AE_UNSHELVE && shel < 0)
+                    shel = t;
+            }
+        }
+        if (esc != cases[c].esc_at || shel != cases[c].shel_at)
+            fail_msg("%s: want escalation at %llds, unshelve at %llds; got %llds, %llds",
+                     cases[c].name, (long long)cases[c].esc_at, (long long)cases[c].shel_at,
+                     (long long)esc, (long long)shel);
+        fx_close(f);
+        free(f);
+    }
 }
 
 struct worker {
@@ -662,7 +858,7 @@ static void *hammer(void *arg)
         cond(w->f, w->id, true, 1, w->base + i * 10);
         command(w->f, CH_CMD_ACK, w->id, 0, w->base + i * 10 + 1);
         cond(w->f, w->id, false, 0, w->base + i * 10 + 2);
-        alarms_tick(w->f->am, w->base + i * 10 + 3);
+        tick(w->f, w->base + i * 10 + 3);
     }
     return NULL;
 }
@@ -702,6 +898,9 @@ int main(void)
         cmocka_unit_test(test_state_unknown_rule),
         cmocka_unit_test(test_history_bounds),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_clock_labels),
+        cmocka_unit_test(test_flood_clock),
+        cmocka_unit_test(test_state_clock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1329,7 +1329,7 @@ static void check_examples(const char *dir, bool want_ok)
         fail_msg("cannot open %s", dir);
     struct dirent *e;
     int seen = 0;
-    unsigned kinds = 0; /* telemetry, status, alert, command */
+    unsigned kinds = 0; /* telemetry, status, alert, command, ack */
     while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
         if (len < 6 || strcmp(e->d_name + len - 5, ".json") != 0)
@@ -1370,6 +1370,14 @@ static void check_examples(const char *dir, bool want_ok)
             if (rc == 0 && !again)
                 fail_msg("%s: decoded but does not encode", path);
             free(again);
+        } else if (strncmp(e->d_name, "ack", 3) == 0) {
+            struct ch_ack a;
+            rc = ch_ack_decode(buf, n, &a, err, sizeof err);
+            kinds |= 16;
+            char *again = rc == 0 ? ch_ack_encode(&a) : NULL;
+            if (rc == 0 && !again)
+                fail_msg("%s: decoded but does not encode", path);
+            free(again);
         } else {
             continue;
         }
@@ -1379,8 +1387,102 @@ static void check_examples(const char *dir, bool want_ok)
     }
     closedir(d);
     assert_true(seen > 0);
-    if (kinds != 0xf)
+    if (kinds != 0x1f)
         fail_msg("%s: examples of every payload kind wanted, got mask %#x", dir, kinds);
+}
+
+/* ---- numbers and acknowledgements ------------------------------------- */
+
+static void test_numbered(void **state)
+{
+    (void)state;
+    static const char alert[] =
+        "{\"schema\":\"carehub/alert/1\",\"site\":\"s1\",\"gateway\":\"g1\","
+        "\"alarm_id\":\"sos:b1\",\"rule\":\"sos\",\"device\":\"b1\","
+        "\"priority\":\"high\",\"state\":\"unack\",\"event\":\"raise\","
+        "\"escalation\":0,\"latched\":true,\"ts_ms\":1763850300000,"
+        "\"raised_ms\":1763850300000}";
+    char *n = ch_alert_numbered(alert, strlen(alert), 7, 3);
+    assert_non_null(n);
+    struct ch_alert a;
+    char err[256];
+    assert_int_equal(ch_alert_decode(n, strlen(n), &a, err, sizeof err), 0);
+    assert_true(a.seq == 7 && a.oldest == 3);
+    free(n);
+    /* an unnumbered alert stays as it was; zeros are left out */
+    n = ch_alert_numbered(alert, strlen(alert), 0, 0);
+    assert_string_equal(n, alert);
+    free(n);
+    /* both sides of the limit */
+    n = ch_alert_numbered(alert, strlen(alert), CH_NUMBER_MAX, 1);
+    assert_int_equal(ch_alert_decode(n, strlen(n), &a, err, sizeof err), 0);
+    assert_true(a.seq == CH_NUMBER_MAX);
+    free(n);
+    assert_null(ch_alert_numbered(alert, strlen(alert), CH_NUMBER_MAX + 1, 1));
+    assert_null(ch_alert_numbered("[1]", 3, 1, 1));
+    /* an empty object gets no stray comma */
+    n = ch_alert_numbered(" {}", 3, 1, 0);
+    assert_string_equal(n, "{\"seq\":1}");
+    free(n);
+
+    struct ch_status st = {.site = "s1",
+                           .gateway = "g1",
+                           .online = true,
+                           .ts_ms = 1763850300000,
+                           .version = "1.0",
+                           .boot_id = "3f2a9c0d4b5e6f708192a3b4c5d6e7f8"};
+    char *birth = ch_status_encode(&st);
+    n = ch_status_numbered(birth, strlen(birth), 1201, 17);
+    struct ch_status back;
+    assert_int_equal(ch_status_decode(n, strlen(n), &back, err, sizeof err), 0);
+    assert_true(back.oldest_reading == 1201 && back.oldest_alert == 17);
+    ch_status_free(&back);
+    free(n);
+    free(birth);
+
+    /* a telemetry envelope says its oldest number, or nothing */
+    static const char arr[] = "[{\"device\":\"d\",\"measurement\":\"m\",\"ts\":1763850300000,"
+                              "\"quality\":\"good\",\"metrics\":{\"x\":1}}]";
+    char *t = ch_telemetry_wrap("s1", "g1", 10, 1763850300000, false, 4, arr, strlen(arr));
+    struct ch_telemetry tm;
+    assert_int_equal(ch_telemetry_decode(t, strlen(t), &tm, err, sizeof err), 0);
+    assert_true(tm.oldest == 4 && tm.seq == 10);
+    ch_telemetry_free(&tm);
+    free(t);
+}
+
+static void test_ack(void **state)
+{
+    (void)state;
+    struct ch_ack a = {.site = "s1", .gateway = "g1", .hub = "hub-a", .ts_ms = 1763850300000};
+    a.n_readings = CH_ACK_MAX_RANGES;
+    for (size_t i = 0; i < a.n_readings; i++)
+        a.readings[i] = (struct ch_range){10 * i + 1, 10 * i + 5};
+    a.n_alerts = 1;
+    a.alerts[0] = (struct ch_range){CH_NUMBER_MAX, CH_NUMBER_MAX};
+    char *j = ch_ack_encode(&a);
+    assert_non_null(j);
+    struct ch_ack b;
+    char err[256];
+    assert_int_equal(ch_ack_decode(j, strlen(j), &b, err, sizeof err), 0);
+    assert_int_equal(b.n_readings, CH_ACK_MAX_RANGES);
+    assert_true(b.readings[63].lo == 631 && b.readings[63].hi == 635);
+    assert_true(b.alerts[0].lo == CH_NUMBER_MAX);
+    assert_string_equal(b.hub, "hub-a");
+    free(j);
+    /* what the encoder refuses: a reversed range, a zero, one range too many */
+    a.alerts[0] = (struct ch_range){5, 4};
+    assert_null(ch_ack_encode(&a));
+    a.alerts[0] = (struct ch_range){0, 4};
+    assert_null(ch_ack_encode(&a));
+    a.alerts[0] = (struct ch_range){1, 4};
+    a.n_readings = CH_ACK_MAX_RANGES + 1;
+    assert_null(ch_ack_encode(&a));
+    /* and the decoder names the field */
+    static const char bad[] = "{\"schema\":\"carehub/ack/1\",\"site\":\"s1\",\"gateway\":\"g1\","
+                              "\"ts\":1763850300000,\"readings\":[[3,2]],\"alerts\":[]}";
+    assert_int_equal(ch_ack_decode(bad, strlen(bad), &b, err, sizeof err), CH_EINVAL);
+    assert_non_null(strstr(err, "readings[0]"));
 }
 
 static void test_examples(void **state)
@@ -1588,6 +1690,8 @@ int main(void)
         cmocka_unit_test(test_command_rules),
         cmocka_unit_test(test_alarm_names),
         cmocka_unit_test(test_examples),
+        cmocka_unit_test(test_numbered),
+        cmocka_unit_test(test_ack),
         cmocka_unit_test(test_hostile_input),
         cmocka_unit_test(test_topics),
         cmocka_unit_test(test_quality_names),

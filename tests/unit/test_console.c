@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "authz.h"
 #include "console.h"
 #include "err.h"
 #include "log.h"
@@ -75,6 +76,8 @@ static size_t fake_history(void *arg, int64_t since_ms, struct ch_alert **out)
 static int fake_command(void *arg, const struct ch_command *cmd)
 {
     struct fake *f = arg;
+    if (authz_check(cmd->action, cmd->role, NULL) != 0) /* as care-edge does */
+        return CH_EDENIED;
     pthread_mutex_lock(&f->mu);
     f->cmd = *cmd;
     f->n_cmds++;
@@ -820,6 +823,7 @@ static void test_commands(void **state)
     assert_int_equal(r->status, 200);
     assert_int_equal(fk.cmd.action, CH_CMD_OUT_OF_SERVICE);
     assert_string_equal(fk.cmd.by, "console:admin");
+    assert_int_equal(fk.cmd.role, CH_ROLE_ADMIN);
     r = post("/api/alarms/co2-high:env-1/in_service", "{}", admin);
     assert_int_equal(r->status, 200);
     assert_int_equal(fk.cmd.action, CH_CMD_IN_SERVICE);

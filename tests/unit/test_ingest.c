@@ -10,6 +10,7 @@
 #include "codec.h"
 #include "ingest.h"
 #include "log.h"
+#include "acks.h"
 #include "presence.h"
 #include "util.h"
 
@@ -22,9 +23,10 @@ struct capture {
     size_t lines;
     int calls;
     int alert_calls; /* points handed over as alarm transitions */
+    int fail;        /* what the sink returns: 0 kept, else an error */
 };
 
-static void sink(void *ctx, char *data, size_t len, size_t lines, bool alert)
+static int sink(void *ctx, char *data, size_t len, size_t lines, bool alert)
 {
     struct capture *c = ctx;
     size_t have = strlen(c->text);
@@ -36,6 +38,7 @@ static void sink(void *ctx, char *data, size_t len, size_t lines, bool alert)
     c->calls++;
     c->alert_calls += alert;
     free(data);
+    return c->fail;
 }
 
 struct fixture {
@@ -359,6 +362,89 @@ static void test_many_gateways(void **state)
     assert_int_equal(presence_online(f->p), 750);
 }
 
+/* What is kept is acknowledged to its gateway, and only that: a failing sink
+ * acknowledges nothing; a message refused for its content is settled when its
+ * numbers can be read (else it would come back forever). */
+static void test_acks_noted(void **state)
+{
+    struct fixture *f = *state;
+    struct acks *a = acks_new();
+    ingest_set_acks(f->in, a);
+    static const char alert[] =
+        "{\"schema\":\"carehub/alert/1\",\"site\":\"cq\",\"gateway\":\"gw-01\",\"seq\":3,"
+        "\"oldest\":2,\"alarm_id\":\"sos:b1\",\"rule\":\"sos\",\"device\":\"b1\",\"priority\":"
+        "\"high\",\"state\":\"unack\",\"event\":\"raise\",\"escalation\":0,\"latched\":true,"
+        "\"ts_ms\":1763850300000,\"raised_ms\":1763850300000}";
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/telemetry", TEL("cq", "gw-01"), false),
+                     INGEST_ACCEPTED);
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/alert", alert, false), INGEST_ACCEPTED);
+    f->cap.fail = -5; /* the spool refuses */
+    static const char tel8[] =
+        "{\"schema\":\"carehub/telemetry/1\",\"site\":\"cq\",\"gateway\":\"gw-01\",\"seq\":8,"
+        "\"ts\":1763850000123,\"readings\":[{\"device\":\"e\",\"measurement\":\"m\","
+        "\"ts\":1763850000100,\"quality\":\"good\",\"metrics\":{\"x\":1}}]}";
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/telemetry", tel8, false), INGEST_ACCEPTED);
+    f->cap.fail = 0;
+    /* refused: a reading without quality; its numbers 20..21 are settled */
+    static const char bad[] =
+        "{\"schema\":\"carehub/telemetry/1\",\"site\":\"cq\",\"gateway\":\"gw-01\",\"seq\":20,"
+        "\"ts\":1763850000123,\"readings\":[{\"device\":\"e\"},{\"device\":\"f\"}]}";
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/telemetry", bad, false), INGEST_REJECTED);
+    struct ch_ack *v;
+    size_t n = acks_take(a, "hub-a", 1763850300000, &v);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].gateway, "gw-01");
+    assert_int_equal(v[0].n_readings, 2);
+    assert_true(v[0].readings[0].lo == 7 && v[0].readings[0].hi == 7); /* not 8 */
+    assert_true(v[0].readings[1].lo == 20 && v[0].readings[1].hi == 21);
+    assert_int_equal(v[0].n_alerts, 1);
+    assert_true(v[0].alerts[0].lo == 3 && v[0].alerts[0].hi == 3);
+    free(v);
+    assert_int_equal(acks_pending(a), 0);
+    struct presence_seq_stats ps;
+    presence_check_gaps(f->p, 0, 1000000, &ps);
+    assert_int_equal(ps.alerts_missing, 1); /* alert 1: below its oldest, never seen */
+    acks_free(a);
+}
+
+/* Ranges merge, stay per gateway, and at most CH_ACK_MAX_RANGES go per message. */
+static void test_acks_ranges(void **state)
+{
+    (void)state;
+    struct acks *a = acks_new();
+    acks_note(a, "s", "g", ACKS_READINGS, 10, 19);
+    acks_note(a, "s", "g", ACKS_READINGS, 30, 39);
+    acks_note(a, "s", "g", ACKS_READINGS, 20, 29); /* joins both */
+    acks_note(a, "s", "g", ACKS_READINGS, 5, 12);  /* overlaps */
+    acks_note(a, "s", "g", ACKS_READINGS, 0, 3);   /* invalid: ignored */
+    acks_note(a, "s", "h", ACKS_ALERTS, 1, 1);
+    struct ch_ack *v;
+    size_t n = acks_take(a, "hub", 1763850300000, &v);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(v[i].gateway, "g")) {
+            assert_int_equal(v[i].n_readings, 1);
+            assert_true(v[i].readings[0].lo == 5 && v[i].readings[0].hi == 39);
+        } else {
+            assert_int_equal(v[i].n_alerts, 1);
+        }
+    }
+    free(v);
+    for (uint64_t k = 0; k < CH_ACK_MAX_RANGES + 5; k++)
+        acks_note(a, "s", "g", ACKS_READINGS, 1 + 3 * k, 1 + 3 * k);
+    n = acks_take(a, "hub", 1763850300000, &v);
+    assert_int_equal(n, 1);
+    assert_int_equal(v[0].n_readings, CH_ACK_MAX_RANGES);
+    assert_true(v[0].readings[0].lo == 1);
+    free(v);
+    n = acks_take(a, "hub", 1763850300000, &v); /* the rest, next time */
+    assert_int_equal(n, 1);
+    assert_int_equal(v[0].n_readings, 5);
+    free(v);
+    assert_int_equal(acks_pending(a), 0);
+    acks_free(a);
+}
+
 int main(void)
 {
     log_set_level(LOGL_WARN); /* the rejections, not a thousand presence lines */
@@ -372,6 +458,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_presence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retained_will_not_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_gateways, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_acks_noted, setup, teardown),
+        cmocka_unit_test(test_acks_ranges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,6 +26,9 @@
 /* 2026-01-15 21:00:00 in Asia/Shanghai (UTC+8, no daylight saving). */
 #define T0_S  1768482000LL
 #define AT(s) ((T0_S + (s)) * 1000LL)
+/* The monotonic clock at T0 (time since boot: unrelated to the wall). */
+#define MONO0 86400000LL
+#define HOUR  3600000LL
 
 static const char *const event_names[] = {"raise",      "ack",    "clear",    "rtn",
                                           "escalate",   "shelve", "unshelve", "oos",
@@ -78,8 +81,16 @@ struct fx {
     struct rules *r;
     struct ch_alert got[MAX_GOT];
     size_t n;
+    int64_t skew;    /* of the wall clock from the true time (a step) */
     char out[16384]; /* what site_load said */
 };
+
+/* The clocks at true time t (AT(s)): the wall clock off by f->skew, the
+ * monotonic clock keeping pace. */
+static struct ch_time clk(const struct fx *f, int64_t t)
+{
+    return (struct ch_time){.wall_ms = t + f->skew, .mono_ms = t - AT(0) + MONO0};
+}
 
 static void sink(void *arg, const struct ch_alert *t)
 {
@@ -131,7 +142,7 @@ static int fx_open(struct fx *f, const char *rules, const char *whole)
     if (rc != 0)
         return rc;
     f->loaded = true;
-    assert_int_equal(alarms_open(&f->s.cfg, sink, f, &f->am), 0);
+    assert_int_equal(alarms_open(&f->s.cfg, sink, f, clk(f, AT(0)), &f->am), 0);
     assert_int_equal(rules_create(&f->s.cfg, f->am, &f->r), 0);
     return 0;
 }
@@ -154,11 +165,12 @@ static size_t dev_index(const struct fx *f, const char *id)
     return 0;
 }
 
-/* Feeds "name=value,name=value" from device dev at now. */
+/* Feeds "name=value,name=value" from device dev at true time now, stamped
+ * with the wall clock as a driver does. */
 static void feed(struct fx *f, const char *dev, int64_t now, const char *kv)
 {
     struct ch_metric m[8];
-    struct ch_reading r = {.ts_ms = now, .quality = CH_Q_GOOD, .metrics = m};
+    struct ch_reading r = {.ts_ms = clk(f, now).wall_ms, .quality = CH_Q_GOOD, .metrics = m};
     ch_strlcpy(r.device, dev, sizeof r.device);
     char buf[256];
     ch_strlcpy(buf, kv, sizeof buf);
@@ -173,13 +185,13 @@ static void feed(struct fx *f, const char *dev, int64_t now, const char *kv)
         m[r.n_metrics].value = strtod(eq + 1, NULL);
         r.n_metrics++;
     }
-    rules_feed(f->r, dev_index(f, dev), &r, now);
+    rules_feed(f->r, dev_index(f, dev), &r, clk(f, now));
 }
 
 static void tick(struct fx *f, int64_t now)
 {
-    rules_tick(f->r, now);
-    alarms_tick(f->am, now);
+    rules_tick(f->r, clk(f, now));
+    alarms_tick(f->am, clk(f, now));
 }
 
 /* "event:device event:device" of the transitions from index from. */
@@ -373,6 +385,114 @@ static void test_rule_features(void **state)
     }
 }
 
+/* Durations run on the monotonic clock, time-of-day windows on the wall
+ * clock: each step may first move the wall clock (step_s) right after the
+ * step before; the monotonic clock keeps pace with the true time. */
+struct cstep {
+    int64_t t;
+    int64_t step_s; /* the wall clock steps by this much first */
+    const char *dev, *kv, *want;
+};
+
+struct ccase {
+    const char *name;
+    const char *rules;
+    struct cstep steps[12];
+};
+
+#define CEND                                                                                       \
+    {                                                                                              \
+        -1, 0, NULL, NULL, NULL                                                                    \
+    }
+
+static const struct ccase clock_cases[] = {
+    {"on-delay on the monotonic clock: wall clock set back 1 h during it",
+     "  - {id: r, when: co2 > 1000, for: 30s, select: {device: [d-env]}}\n",
+     {{0, 0, "d-env", "co2=1100", ""},
+      {29, -3600, "d-env", "co2=1100", ""},
+      {30, 0, NULL, NULL, "raise:d-env"}, /* on the wall clock: in an hour */
+      CEND}},
+    {"on-delay on the monotonic clock: wall clock set forward 1 h during it",
+     "  - {id: r, when: co2 > 1000, for: 30s, select: {device: [d-env]}}\n",
+     {{0, 0, "d-env", "co2=1100", ""},
+      {1, 3600, "d-env", "co2=1100", ""}, /* on the wall clock: at once */
+      {29, 0, NULL, NULL, ""},
+      {30, 0, NULL, NULL, "raise:d-env"},
+      CEND}},
+    {"off-delay on the monotonic clock: wall clock +1 h, then -1 h",
+     "  - {id: r, when: co2 > 1000, clear_for: 30s, select: {device: [d-env]}}\n",
+     {{0, 0, "d-env", "co2=1100", "raise:d-env"},
+      {10, 0, "d-env", "co2=900", ""},
+      {11, 3600, NULL, NULL, ""},
+      {39, 0, NULL, NULL, ""},
+      {40, 0, NULL, NULL, "rtn:d-env"},
+      {50, 0, "d-env", "co2=1100", "raise:d-env"},
+      {60, 0, "d-env", "co2=900", ""},
+      {61, -3600, NULL, NULL, ""},
+      {89, 0, NULL, NULL, ""},
+      {90, 0, NULL, NULL, "rtn:d-env"},
+      CEND}},
+    {"no data on the monotonic clock: wall clock +1 h, then -1 h",
+     "  - {id: r, no_data: 60s, select: {device: [d-env]}}\n",
+     {{0, 0, "d-env", "co2=500", ""},
+      {1, 3600, NULL, NULL, ""}, /* on the wall clock: stale at once */
+      {59, 0, NULL, NULL, ""},
+      {60, 0, NULL, NULL, "raise:d-env"},
+      {70, 0, "d-env", "co2=500", "rtn:d-env"},
+      {71, -3600, NULL, NULL, ""}, /* on the wall clock: stale in an hour */
+      {129, 0, NULL, NULL, ""},
+      {130, 0, NULL, NULL, "raise:d-env"},
+      CEND}},
+    {"rise() over a backward step: readings stamped earlier still count, in order",
+     "  - {id: r, when: \"rise(temperature, 10m) >= 5\", select: {device: [d-env]}}\n",
+     {{0, 0, "d-env", "temperature=20", ""},
+      {120, -3600, "d-env", "temperature=22", ""},
+      {240, 0, "d-env", "temperature=24", ""},
+      {300, 0, "d-env", "temperature=25", "raise:d-env"},
+      CEND}},
+    {"avg() needs a whole window by the monotonic clock, whatever the wall clock did",
+     "  - {id: r, when: \"avg(pm25, 1h) > 50\", select: {device: [d-env]}}\n",
+     {{0, 0, "d-env", "pm25=100", ""},
+      {1800, 3600, "d-env", "pm25=100", ""}, /* on the wall clock: the reading at 0 is 1.5 h old */
+      {3590, 0, "d-env", "pm25=100", ""},    /* precision: one bucket (3 s) */
+      {3600, 0, "d-env", "pm25=100", "raise:d-env"},
+      {3700, -7200, "d-env", "pm25=100", ""},
+      CEND}},
+    {"a time window follows the wall clock (a time of day is a label)",
+     "  - {id: r, when: in_bed == 0, window: \"22:00-06:00\", select: {device: [d-bed1]}}\n",
+     {{0, 0, "d-bed1", "in_bed=0", ""},      /* 21:00 */
+      {1, 3600, NULL, NULL, "raise:d-bed1"}, /* set forward: 22:00:01 */
+      {2, -3600, NULL, NULL, "rtn:d-bed1"},  /* set back: 21:00:02 */
+      CEND}},
+};
+
+static void test_clock_steps(void **state)
+{
+    (void)state;
+    for (size_t c = 0; c < CH_ARRAY_LEN(clock_cases); c++) {
+        struct fx *f = calloc(1, sizeof *f);
+        if (fx_open(f, clock_cases[c].rules, NULL) != 0)
+            fail_msg("%s: site_load failed:\n%s", clock_cases[c].name, f->out);
+        int64_t prev = -1;
+        for (const struct cstep *s = clock_cases[c].steps; s->want; s++) {
+            size_t mark = f->n;
+            f->skew += s->step_s * 1000;
+            for (int64_t t = prev + 1; t <= s->t; t++)
+                tick(f, AT(t));
+            if (s->dev)
+                feed(f, s->dev, AT(s->t), s->kv);
+            prev = s->t;
+            char got[512];
+            events_since(f, mark, got, sizeof got);
+            if (strcmp(got, s->want) != 0)
+                fail_msg("%s: at t=%llds want '%s', got '%s'", clock_cases[c].name, (long long)s->t,
+                         s->want, got);
+        }
+        fx_close(f);
+        free(f);
+    }
+}
+
 /* A rule lands only on devices that report every metric it names. */
 static void test_instances(void **state)
 {
@@ -453,10 +573,10 @@ static void test_bad_input(void **state)
         fail_msg("%s", f->out);
     struct ch_metric m = {.name = "co2", .value = 5000};
     struct ch_reading r = {.device = "d-env", .quality = CH_Q_BAD, .n_metrics = 1, .metrics = &m};
-    rules_feed(f->r, 0, &r, AT(0));
+    rules_feed(f->r, 0, &r, clk(f, AT(0)));
     assert_int_equal(f->n, 0);
     r.quality = CH_Q_GOOD;
-    rules_feed(f->r, 99, &r, AT(1)); /* no such device: logged, ignored */
+    rules_feed(f->r, 99, &r, clk(f, AT(1))); /* no such device: logged, ignored */
     assert_int_equal(f->n, 0);
     feed(f, "d-env", AT(2), "nonsense=1,co2=1001");
     assert_int_equal(f->n, 1);
@@ -662,7 +782,7 @@ int main(void)
         cmocka_unit_test(test_rule_features), cmocka_unit_test(test_instances),
         cmocka_unit_test(test_alert_content), cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_config_errors), cmocka_unit_test(test_shipped_packs),
-        cmocka_unit_test(test_pack_sos),
+        cmocka_unit_test(test_pack_sos),      cmocka_unit_test(test_clock_steps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
