@@ -1128,42 +1128,12 @@ int spool_next(struct spool *s, enum spool_lane which, uint64_t after_id, struct
     }
 }
 
-int spool_ack(struct spool *s, enum spool_lane which, uint64_t id)
+/* Acknowledges the records lo..hi (those there and not acknowledged yet),
+ * moves the cursor over the acknowledged prefix and returns how many. Locked. */
+static uint64_t ack_range_locked(struct spool *s, enum spool_lane which, uint64_t lo, uint64_t hi)
 {
-    if (!s || (unsigned)which >= SPOOL_LANES || id == 0)
-        return CH_EINVAL;
-    struct lane *l = &s->lane[which];
-    lock(s);
-    if (id >= l->next_id) {
-        unlock(s);
-        return CH_EINVAL;
-    }
-    size_t si, ri;
-    if (id > l->cursor && lane_find_after(l, id - 1, &si, &ri) && l->segs[si]->ix[ri].id == id &&
-        !(l->segs[si]->ix[ri].lenf & ACKED)) {
-        rec_settle(l, &l->segs[si]->ix[ri]);
-        l->st.acked_records++;
-        uint64_t before = l->cursor;
-        lane_advance_cursor(l);
-        if (which == SPOOL_ALERT && l->cursor != before) {
-            s->kick = true;
-            pthread_cond_signal(&s->bg_cv);
-        }
-    }
-    unlock(s);
-    return 0;
-}
-
-int spool_ack_range(struct spool *s, enum spool_lane which, uint64_t lo, uint64_t hi,
-                    uint64_t *acked)
-{
-    if (acked)
-        *acked = 0;
-    if (!s || (unsigned)which >= SPOOL_LANES || lo == 0 || lo > hi)
-        return CH_EINVAL;
     struct lane *l = &s->lane[which];
     uint64_t n = 0;
-    lock(s);
     size_t si, ri;
     uint64_t from = lo - 1 > l->cursor ? lo - 1 : l->cursor;
     if (from < hi && lane_find_after(l, from, &si, &ri)) {
@@ -1186,6 +1156,30 @@ int spool_ack_range(struct spool *s, enum spool_lane which, uint64_t lo, uint64_
             pthread_cond_signal(&s->bg_cv);
         }
     }
+    return n;
+}
+
+int spool_ack(struct spool *s, enum spool_lane which, uint64_t id)
+{
+    if (!s || (unsigned)which >= SPOOL_LANES || id == 0)
+        return CH_EINVAL;
+    lock(s);
+    int rc = id < s->lane[which].next_id ? 0 : CH_EINVAL;
+    if (rc == 0)
+        ack_range_locked(s, which, id, id);
+    unlock(s);
+    return rc;
+}
+
+int spool_ack_range(struct spool *s, enum spool_lane which, uint64_t lo, uint64_t hi,
+                    uint64_t *acked)
+{
+    if (acked)
+        *acked = 0;
+    if (!s || (unsigned)which >= SPOOL_LANES || lo == 0 || lo > hi)
+        return CH_EINVAL;
+    lock(s);
+    uint64_t n = ack_range_locked(s, which, lo, hi);
     unlock(s);
     if (acked)
         *acked = n;

@@ -795,25 +795,30 @@ static bool nothing_pending(struct uplink *u)
     return a == 0 && t == 0;
 }
 
+/* How long the confirm queue's head has waited for a hub's ack, and for how
+ * long it may (see the top of the file). Locked; the queue is not empty. */
+static int64_t head_waited(const struct uplink *u, int64_t now, int64_t *limit, bool *acking)
+{
+    int64_t timeout = u->cfg->uplink.hub_ack_timeout_ms;
+    const struct confirm *c = &u->confirm[u->confirm_head];
+    *acking = u->last_ack && now - u->last_ack <= timeout;
+    *limit = *acking ? timeout : SILENT_HUB_FACTOR * timeout;
+    return now - (*acking && u->acks_since > c->at ? u->acks_since : c->at);
+}
+
 /* Delivered means stored: true if the oldest message the broker took has
- * waited too long for a hub's ack (see the top of the file); logs it. Locked. */
+ * waited too long for a hub's ack; logs it. Locked. */
 static bool hub_ack_overdue(struct uplink *u, int64_t now)
 {
-    if (u->cfg->uplink.delivery != DELIVERY_HUB || confirm_len(u) == 0)
+    int64_t limit;
+    bool acking;
+    if (u->cfg->uplink.delivery != DELIVERY_HUB || confirm_len(u) == 0 ||
+        head_waited(u, now, &limit, &acking) < limit)
         return false;
-    int64_t timeout = u->cfg->uplink.hub_ack_timeout_ms;
-    bool acking = u->last_ack && now - u->last_ack <= timeout;
+    confirm_prune(u); /* an ack or an eviction may have covered it since */
+    if (confirm_len(u) == 0 || head_waited(u, now, &limit, &acking) < limit)
+        return false;
     const struct confirm *c = &u->confirm[u->confirm_head];
-    int64_t from = acking && u->acks_since > c->at ? u->acks_since : c->at;
-    int64_t limit = acking ? timeout : SILENT_HUB_FACTOR * timeout;
-    if (now - from < limit)
-        return false;
-    confirm_prune(u); /* an ack or eviction may have covered it since */
-    if (confirm_len(u) == 0)
-        return false;
-    c = &u->confirm[u->confirm_head];
-    if (now - (acking && u->acks_since > c->at ? u->acks_since : c->at) < limit)
-        return false;
     u->st.redeliveries++;
     LOGW("uplink", NULL,
          "%s %llu..%llu taken by the broker %llds ago %s: sending every unacknowledged record "

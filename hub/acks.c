@@ -150,6 +150,8 @@ void acks_note(struct acks *a, const char *site, const char *gateway, enum acks_
 static size_t rset_take(struct rset *s, struct ch_range *out)
 {
     size_t n = s->n < CH_ACK_MAX_RANGES ? s->n : CH_ACK_MAX_RANGES;
+    if (n == 0)
+        return 0; /* s->r may be NULL */
     memcpy(out, s->r, n * sizeof *out);
     memmove(s->r, s->r + n, (s->n - n) * sizeof *s->r);
     s->n -= n;

@@ -307,6 +307,7 @@ static int serve(struct hub *h)
         presence_load(h->presence, h->presence_file);
     }
     h->view = presence_new();
+    presence_statuses_only(h->view);
     const struct hubcfg_spool *sc = &h->cfg.spool;
     /* the cursor is written as often as the data is synced: on a server two
      * fsyncs a second cost nothing, and a crash then resends at most that

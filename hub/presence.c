@@ -72,7 +72,8 @@ struct presence {
     struct entry **buckets;
     size_t n_buckets, n_entries, n_online;
     struct presence_seq_stats seq;
-    bool dirty; /* numbers changed since the last save */
+    bool dirty;         /* numbers changed since the last save */
+    bool statuses_only; /* presence_statuses_only */
 };
 
 struct presence *presence_new(void)
@@ -82,6 +83,11 @@ struct presence *presence_new(void)
     p->n_buckets = 64;
     p->buckets = ch_xcalloc(p->n_buckets, sizeof *p->buckets);
     return p;
+}
+
+void presence_statuses_only(struct presence *p)
+{
+    p->statuses_only = true;
 }
 
 void presence_free(struct presence *p)
@@ -172,9 +178,9 @@ void presence_status(struct presence *p, const struct ch_status *s, int64_t now_
         memcpy(e->version, s->version, sizeof e->version);
     if (s->online)
         e->n_devices = s->n_devices;
-    if (s->online && s->oldest_reading)
+    if (s->online && s->oldest_reading && !p->statuses_only)
         declare_oldest(p, e, PRESENCE_READINGS, s->oldest_reading);
-    if (s->online && s->oldest_alert)
+    if (s->online && s->oldest_alert && !p->statuses_only)
         declare_oldest(p, e, PRESENCE_ALERTS, s->oldest_alert);
     e->status_rx = now_ms;
     if (s->online && !was_online) {

@@ -33,6 +33,11 @@ struct presence;
 struct presence *presence_new(void);
 void presence_free(struct presence *p);
 
+/* A presence that follows statuses only (the hub's view of every gateway,
+ * whose telemetry another subscription ingests): the numbers a birth
+ * declares are not judged there. Call before use. */
+void presence_statuses_only(struct presence *p);
+
 /* Applies a decoded status (borrowed) received at now_ms (wall clock). */
 void presence_status(struct presence *p, const struct ch_status *s, int64_t now_ms);
 

@@ -26,8 +26,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (SRC, Influx, Mosquitto, free_port, log, run_test, seq_coverage,  # noqa: E402
-                     wait_for)
+from harness import (SRC, Influx, Mosquitto, free_port, log, ranges, run_test,  # noqa: E402
+                     seq_coverage, wait_for)
 
 DB = "carehub"
 N_DEV = 10
@@ -155,15 +155,7 @@ rules:
 
 def summary(nums):
     """[1, 2, 3, 3, 7] -> '1..3, 7..7 (5 points, 4 distinct)'."""
-    s = sorted(set(nums))
-    out, start = [], None
-    for i, v in enumerate(s):
-        if start is None:
-            start = v
-        if i + 1 == len(s) or s[i + 1] != v + 1:
-            out.append(f"{start}..{v}")
-            start = None
-    return f"{', '.join(out)} ({len(nums)} points, {len(s)} distinct)"
+    return f"{ranges(nums)} ({len(nums)} points, {len(set(nums))} distinct)"
 
 
 def test_broker_killed_empty(w):

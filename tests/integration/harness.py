@@ -172,6 +172,19 @@ def seq_coverage(influx, db, gateway):
     return count, distinct, lo, hi
 
 
+def ranges(ids):
+    """[1, 2, 3, 7] -> "1..3, 7..7": numbers (any order, repeats ignored) as runs."""
+    s = sorted(set(ids))
+    out, start = [], None
+    for i, v in enumerate(s):
+        if start is None:
+            start = v
+        if i + 1 == len(s) or s[i + 1] != v + 1:
+            out.append(f"{start}..{v}")
+            start = None
+    return ", ".join(out)
+
+
 class Mosquitto:
     """A broker on 127.0.0.1. tls=(ca, cert, key) makes the listener TLS-only;
     persistent=True keeps sessions and queued QoS 1 messages across restarts

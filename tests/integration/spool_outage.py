@@ -22,8 +22,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (SRC, Influx, Mosquitto, free_port, log, run_test, seq_coverage,  # noqa: E402
-                     wait_for)
+from harness import (SRC, Influx, Mosquitto, free_port, log, ranges, run_test,  # noqa: E402
+                     seq_coverage, wait_for)
 
 DB = "carehub"
 N_DEV = 10
@@ -73,18 +73,6 @@ def outage(mqtt, edge, seconds):
     time.sleep(seconds)
     mqtt.start()
     wait_for("care-edge to reconnect", lambda: edge.output().count("connected to") > before, 30)
-
-
-def ranges(ids):
-    """[1, 2, 3, 7] -> "1..3, 7..7" (sorted input)."""
-    out, start = [], None
-    for i, v in enumerate(ids):
-        if start is None:
-            start = v
-        if i + 1 == len(ids) or ids[i + 1] != v + 1:
-            out.append(f"{start}..{v}")
-            start = None
-    return ", ".join(out)
 
 
 def env_counts(influx):

@@ -214,6 +214,25 @@ static void test_alerts_numbered_apart(void **state)
     presence_free(p);
 }
 
+/* The hub's view follows statuses only: a birth's oldest numbers judge nothing there. */
+static void test_statuses_only(void **state)
+{
+    (void)state;
+    struct presence *p = presence_new();
+    presence_statuses_only(p);
+    struct ch_status st = {.site = "site",
+                           .gateway = "gw",
+                           .online = true,
+                           .ts_ms = 5,
+                           .oldest_reading = 700,
+                           .oldest_alert = 30};
+    presence_status(p, &st, 0);
+    struct presence_seq_stats s = check(p, 0);
+    assert_int_equal(s.readings_missing + s.alerts_missing + s.gaps_reported, 0);
+    assert_int_equal(presence_online(p), 1);
+    presence_free(p);
+}
+
 static void test_saved_across_restart(void **state)
 {
     (void)state;
@@ -264,6 +283,7 @@ int main(void)
         cmocka_unit_test(test_oldest_settles_gaps_exactly),
         cmocka_unit_test(test_first_number_counts_from_one),
         cmocka_unit_test(test_alerts_numbered_apart),
+        cmocka_unit_test(test_statuses_only),
         cmocka_unit_test(test_saved_across_restart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
