@@ -21,3 +21,5 @@ echo "== care rules: evaluation throughput"
 build/bin/bench_rules "$PWD"
 echo "== alarm latency: reading -> console, local broker, InfluxDB"
 python3 tests/bench/bench_alarm.py
+echo "== delivered means stored: ack traffic, delay, cost (CAREHUB_BEFORE=<bin/ of an older build> adds it)"
+python3 tests/bench/bench_delivery.py ${CAREHUB_BEFORE:+--before "$CAREHUB_BEFORE"}

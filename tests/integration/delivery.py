@@ -16,6 +16,8 @@ reading or an alert does.
     from the gateway's first number on (numbers before the first one the hub
     ever received included), readings and alerts alike; the edge's eviction
     counts say how many of them it had sent.
+5.  Two hubs on a shared subscription each acknowledge what they stored:
+    the gateway's spool ends empty, every number stored once.
 
 Real Mosquitto, InfluxDB, care-sim, care-edge and care-hub; every wait bounded.
 """
@@ -200,6 +202,39 @@ def test_new_broker_late_hub(w):
         f"1..{st['last_alert_seq']} stored once each ({n} and {m} before care-edge stopped)")
 
 
+def test_shared_hubs(w):
+    """Two hubs on a shared subscription each store part of the gateway's
+    messages and acknowledge what they stored: the gateway frees everything."""
+    s = Setup(w, "gw-shared", interval="200ms", hub_now=False)
+    hubs = []
+    for name in ("hub-a", "hub-b"):
+        cfg = w.write(f"{name}.yaml", f"""
+mqtt: {{broker: "{s.mqtt.uri}", client_id: {name}, shared_group: carehub}}
+influx: {{url: "{s.influx.url}", version: 1, database: {DB}, flush_interval: 200ms}}
+spool: {{dir: "{w.path(name + '-spool')}"}}
+ack_interval: 300ms
+""")
+        hubs.append(w.spawn(name, [w.bin("care-hub"), "-c", cfg]))
+        hubs[-1].wait_log("subscribed", 10)
+    acks = w.spawn("acks", ["mosquitto_sub"] + s.mqtt.client_args() +
+                   ["-q", "1", "-t", "carehub/ack/v1/#"], logpath=w.path("acks.log"))
+    edge = s.start_edge()
+    edge.wait_log("a hub acknowledges storage", 10)
+    time.sleep(6)
+    st = s.stop_edge()
+    s.settle(st)
+    assert "stay in the spool" not in edge.output(), edge.tail()
+    acks.stop()
+    by = {}
+    with open(acks.logpath) as f:
+        for line in f:
+            doc = json.loads(line)
+            by[doc["hub"]] = by.get(doc["hub"], 0) + 1
+    assert set(by) == {"hub-a", "hub-b"}, by
+    log(f"two hubs on a shared subscription: readings 1..{st['last_seq']} and alerts "
+        f"1..{st['last_alert_seq']} stored once each, the gateway's spool empty; acks {by}")
+
+
 def hub_lost(hub):
     """Numbers the hub logged as lost: (readings, alerts) as sets."""
     out = {"readings": set(), "alerts": set()}
@@ -272,7 +307,7 @@ def test_bound_while_hub_away(w):
 
 if __name__ == "__main__":
     tests = {t.__name__: t for t in (test_broker_killed_empty, test_new_broker_late_hub,
-                                     test_bound_while_hub_away)}
+                                     test_bound_while_hub_away, test_shared_hubs)}
     for name in sys.argv[1:] or tests:
         run_test(tests[name])
     print("delivery: passed")
