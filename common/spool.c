@@ -105,9 +105,74 @@
  *   held); a run reaching the end of the file is a torn tail and is
  *   truncated. The spool always opens.
  *
+ * DISK FULL (ENOSPC before max_bytes)
+ *
+ * The file system may fill before the bound does (logs, another program, an
+ * SD card smaller than max_bytes). An append that meets ENOSPC frees the
+ * oldest telemetry and tries again, a step at a time: step_bytes (a
+ * sixteenth of a segment, at least 16 KiB) of whole records at the start of
+ * the oldest segment holding any, by punching a hole over them
+ * (fallocate PUNCH_HOLE, KEEP_SIZE: the file keeps its length and offsets,
+ * its first blocks go back to the file system). Acknowledged records in the
+ * step cost nothing; the others are dropped, logged with their ids and
+ * counted, as at the bound. So a full disk never takes a whole segment (up to
+ * 8 MiB, minutes of readings) at once, and never the one being written
+ * (seg->punched says how far its start is gone). On a file system that cannot
+ * punch holes, a whole segment other than the one being written goes
+ * instead. Recovery finds a punched start with SEEK_DATA and begins reading
+ * at the first whole record after it, without counting anything as corrupt
+ * (it was counted when evicted). When no telemetry is left on disk to free,
+ * the append fails, or with memory_bytes the spool degrades (below).
+ * disk_full is raised at the first ENOSPC and lowered once fstatvfs shows
+ * room for two segments again.
+ *
+ * WHEN THE DISK FAILS (opts.memory_bytes > 0; care-edge)
+ *
+ * An SD card remounted read-only after errors, a full disk with nothing left
+ * to evict, an I/O error: the spool must not stop the gateway, whose local
+ * alarming comes after it. It degrades to memory behind the same API:
+ * - At open, a directory that cannot be created, opened or written is read
+ *   if it can be (segments opened read-only, cursors read, nothing cut or
+ *   deleted: a torn tail is skipped and cut later), so the backlog is still
+ *   delivered and the ids continue after it. (If it cannot even be read, ids
+ *   start at 1, logged; should it become readable holding records, the
+ *   spool stays in memory until the next open, which delivers them: ids
+ *   handed out twice would make the hub confuse two readings.)
+ * - At run time, a failed create, write or fsync moves the lanes to memory
+ *   (the failed record included, with its id: nothing is refused for the
+ *   failure itself). Memory segments (seg->mem: the record bytes exactly as
+ *   on disk, fd -1) follow the lane's disk segments in the same array, so
+ *   ids, the reader's order (disk, then memory), acks, the cursor and
+ *   eviction work unchanged; they are freed when acknowledged.
+ * - Memory is bounded by memory_bytes over both lanes, in segments of
+ *   mem_seg_bytes (a sixteenth of it, 4 KiB..256 KiB): beyond it the oldest
+ *   telemetry segment in memory is dropped (logged with its ids, counted),
+ *   alerts only for an alert when no telemetry is left; a telemetry record
+ *   that cannot fit is refused with its id used up. Every drop is a gap in
+ *   the numbers, as on disk.
+ * - spool_append() returns SPOOL_NOT_DURABLE for a record kept in memory,
+ *   and for an alert whose fsync failed (it is in a sealed segment, offered
+ *   by the reader, but a power cut may lose it): "kept, not durable", so a
+ *   caller whose contract is "durable before it counts" (care-edge's
+ *   alarms) can say so instead of pretending.
+ * - Cursor files are not written while degraded (they could not be); what is
+ *   acknowledged is freed (memory at once, delivered disk segments where the
+ *   file system lets them be deleted). After a crash the disk's records
+ *   after its cursor are offered again: duplicates, never a loss.
+ * - The background thread retries the disk after retry_interval_ms, doubling
+ *   up to 8 times that (a flapping disk does not reset the back-off): it
+ *   reopens what was not open, cuts torn tails left by a read-only recovery,
+ *   writes each lane's records held in memory to new segments of at most
+ *   segment_bytes (each named by its first id: they sort after every disk
+ *   segment, and the bound still evicts a segment at a time), then syncs and
+ *   writes both cursors. If all of it works the spool is back on disk; if not, those
+ *   records stay where they are (memory, or a sealed segment) and it waits.
+ * - Entering and leaving are logged once each; spool_stats() has the state.
+ *   spool_close() tries the disk one last time and logs what it loses.
+ *
  * MEMORY: 16 bytes per record held (an index of id, offset, length and an
  * acknowledged bit), about 0.6 % of the disk bytes for 2.5 KB telemetry
- * batches and 4 % for 400-byte alerts. */
+ * batches and 4 % for 400-byte alerts; degraded, up to memory_bytes more. */
 #include "spool.h"
 #include "err.h"
 #include "log.h"
@@ -125,6 +190,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -151,6 +217,12 @@
 #define DEF_SEG_HI        (UINT64_C(8) << 20)
 #define SEG_FILE_MAX      (UINT64_C(2) << 30) /* larger files are not ours: left alone */
 #define RL_INTERVAL_MS    10000
+#define MIN_MEMORY_BYTES  (UINT64_C(16) << 10)
+#define MEM_SEG_LO        (UINT64_C(4) << 10)
+#define MEM_SEG_HI        (UINT64_C(256) << 10)
+#define MIN_STEP_BYTES    (UINT64_C(16) << 10) /* ENOSPC eviction step, at least */
+#define DEF_RETRY_MS      30000
+#define RETRY_MAX_FACTOR  8 /* the disk retry backs off up to this many retry intervals */
 
 _Static_assert(HDR_LEN + TRL_LEN == SPOOL_RECORD_OVERHEAD, "record overhead");
 
@@ -198,15 +270,19 @@ struct rec_ix {
 };
 
 struct seg {
-    uint64_t name;   /* id in the file name */
-    int fd;          /* writer/sync fd, -1 when closed */
-    uint64_t size;   /* bytes of whole records (the file's length) */
-    uint64_t synced; /* bytes known durable */
-    bool dir_synced; /* the directory entry is durable */
-    bool dead;       /* no longer part of the lane (deleted or evicted) */
-    bool io_busy;    /* the syncer uses fd without the lock */
-    int sync_err;    /* sticky: an fsync failed (invariant 4) */
-    unsigned refs;   /* lane membership, waiting appenders, syncer */
+    uint64_t name;    /* id in the file name */
+    int fd;           /* writer/sync fd, -1 when closed (always for a memory segment) */
+    uint64_t size;    /* bytes of whole records (the file's length) */
+    uint64_t punched; /* bytes at the start given back by an ENOSPC eviction (a hole) */
+    uint8_t *mem;     /* a memory segment (degraded): its records' bytes; NULL on disk */
+    size_t mem_cap;   /* allocated bytes of mem */
+    bool torn;        /* recovered read-only: the file has a torn tail past size to cut */
+    uint64_t synced;  /* bytes known durable */
+    bool dir_synced;  /* the directory entry is durable */
+    bool dead;        /* no longer part of the lane (deleted or evicted) */
+    bool io_busy;     /* the syncer uses fd without the lock */
+    int sync_err;     /* sticky: an fsync failed (invariant 4) */
+    unsigned refs;    /* lane membership, waiting appenders, syncer */
     struct rec_ix *ix;
     size_t n, cap;
 };
@@ -228,7 +304,9 @@ struct lane {
     uint64_t cursor;       /* in memory: contiguous acknowledged prefix */
     uint64_t saved_cursor; /* in the cursor file */
     uint64_t saved_next;
-    uint64_t disk; /* sum of segment sizes */
+    uint64_t disk; /* bytes its disk segments hold (size - punched) */
+    uint64_t mem;  /* bytes its memory segments hold */
+    bool scanned;  /* its directory was read at open (else ids started at 1) */
     bool syncing;  /* a group-commit round is running */
     pthread_cond_t sync_cv;
     pthread_mutex_t cur_mu; /* serialises cursor file writes; taken before s->lock */
@@ -253,9 +331,28 @@ struct spool {
     pthread_t bg;
     bool bg_started, bg_stop, kick;
     pthread_cond_t bg_cv;
+    /* the disk full and the disk failing (see the top of the file) */
+    uint64_t step_bytes;            /* ENOSPC eviction step */
+    uint64_t memory_max;            /* 0: no degraded mode */
+    uint64_t mem_seg_bytes;         /* a memory segment's size */
+    uint64_t mem;                   /* both lanes' memory segments */
+    bool degraded;                  /* appends go to memory */
+    bool recovering;                /* back on disk, not yet confirmed: a failure is quiet */
+    bool foreign_said;              /* logged: the directory holds records from before */
+    bool disk_full;                 /* ENOSPC seen, no room for two segments since */
+    int fail_err;                   /* what degraded it */
+    int64_t since_ms;               /* wall clock: degraded or full since */
+    uint64_t degraded_count;        /* times degraded */
+    int64_t retry_ms, retry_delay;  /* first retry interval, the current one */
+    int64_t retry_at, recovered_at; /* monotonic */
+    int64_t full_check_at;          /* monotonic: next fstatvfs while disk_full */
 };
 
 static const char *const lane_names[SPOOL_LANES] = {"alert", "telemetry"};
+
+static void degrade(struct spool *s, int err, const char *what);
+static void try_disk(struct spool *s);
+static void check_room(struct spool *s);
 
 const char *spool_lane_name(enum spool_lane lane)
 {
@@ -342,7 +439,20 @@ static void seg_unref(struct seg *g)
     if (g->fd >= 0)
         close(g->fd);
     free(g->ix);
+    free(g->mem);
     free(g);
+}
+
+/* Bytes the segment holds: on disk what was not punched out, in memory all. */
+static uint64_t seg_held(const struct seg *g)
+{
+    return g->size - g->punched;
+}
+
+/* A record's bytes with its framing. */
+static uint64_t rec_bytes(const struct rec_ix *r)
+{
+    return (uint64_t)HDR_LEN + (r->lenf & LEN_MASK) + TRL_LEN;
 }
 
 static uint64_t seg_last_id(const struct seg *g)
@@ -391,20 +501,25 @@ static void lane_push_seg(struct lane *l, struct seg *g)
 static void lane_remove_seg(struct spool *s, struct lane *l, size_t i)
 {
     struct seg *g = l->segs[i];
-    char fn[32];
-    seg_fname(g->name, fn);
-    if (unlinkat(l->dfd, fn, 0) != 0 && errno != ENOENT)
-        io_error(s, l, -errno, "unlink", fn);
+    if (g->mem) {
+        l->mem -= g->size;
+        s->mem -= g->size;
+    } else {
+        char fn[32];
+        seg_fname(g->name, fn);
+        if (unlinkat(l->dfd, fn, 0) != 0 && errno != ENOENT)
+            io_error(s, l, -errno, "unlink", fn);
+        l->disk -= seg_held(g);
+        s->disk -= seg_held(g);
+        if (l->rd_fd >= 0 && l->rd_name == g->name) {
+            close(l->rd_fd);
+            l->rd_fd = -1;
+        }
+    }
     memmove(&l->segs[i], &l->segs[i + 1], (l->nsegs - i - 1) * sizeof *l->segs);
     l->nsegs--;
-    l->disk -= g->size;
-    s->disk -= g->size;
     if (l->active == g)
         l->active = NULL;
-    if (l->rd_fd >= 0 && l->rd_name == g->name) {
-        close(l->rd_fd);
-        l->rd_fd = -1;
-    }
     g->dead = true;
     if (g->fd >= 0 && !g->io_busy) {
         close(g->fd);
@@ -490,6 +605,19 @@ static void lane_delete_done(struct spool *s, struct lane *l, uint64_t upto)
     }
 }
 
+/* Degraded: frees the memory segments the cursor has passed (nothing on
+ * disk needs them to say where the cursor was). Locked. */
+static void lane_free_mem(struct spool *s, struct lane *l)
+{
+    for (size_t i = 0; i < l->nsegs;) {
+        struct seg *g = l->segs[i];
+        if (g->mem && g != l->active && seg_last_id(g) <= l->cursor)
+            lane_remove_seg(s, l, i);
+        else
+            i++;
+    }
+}
+
 /* True if some record of g was handed to the reader and not acknowledged:
  * it may have reached the receiver already (the acknowledgement was lost
  * with the connection). Locked. */
@@ -501,38 +629,19 @@ static bool seg_unconfirmed(const struct seg *g)
     return false;
 }
 
-/* Evicts one of the lane's segments holding bytes. Alerts: the oldest.
- * Telemetry: the oldest (not being written) whose records were never handed
- * out unacknowledged, else the oldest. Its unacknowledged
- * records are dropped, logged and counted. Preferring records that were
- * never sent keeps the count exact: a record sent once may have arrived (its
- * acknowledgement lost with the connection), and evicting it would count as
- * lost what the receiver has. Records handed out are few (the reader's
- * window), so at most a segment or two is passed over. Locked. */
-static void lane_evict_oldest(struct spool *s, struct lane *l, const char *why)
+/* Whether g holds bytes (disk: not all punched out; memory: any). */
+static bool seg_holds(const struct seg *g)
 {
-    size_t i = l->nsegs, first = l->nsegs;
-    for (size_t k = 0; k < l->nsegs; k++) {
-        if (l->segs[k]->size == 0)
-            continue;
-        if (first == l->nsegs)
-            first = k;
-        /* never the segment being written, unless it is the oldest: its ids
-         * are the lane's newest, and after a power cut they would be
-         * handed out again if nothing newer were left on disk */
-        if (l->which != SPOOL_TELEMETRY ||
-            (l->segs[k] != l->active && !seg_unconfirmed(l->segs[k]))) {
-            i = k;
-            break;
-        }
-    }
-    if (first == l->nsegs)
-        return;
-    if (i == l->nsegs)
-        i = first;
-    struct seg *g = l->segs[i];
+    return seg_held(g) > 0;
+}
+
+/* Settles records k0..k1-1 of g as dropped (those not acknowledged yet),
+ * counts them and logs their range (why: the reason). Locked. */
+static void drop_records(struct spool *s, struct lane *l, struct seg *g, size_t k0, size_t k1,
+                         const char *why)
+{
     uint64_t recs = 0, bytes = 0, lo = 0, hi = 0, sent = 0;
-    for (size_t k = 0; k < g->n; k++) {
+    for (size_t k = k0; k < k1; k++) {
         struct rec_ix *r = &g->ix[k];
         if (r->lenf & ACKED)
             continue;
@@ -548,22 +657,72 @@ static void lane_evict_oldest(struct spool *s, struct lane *l, const char *why)
     l->st.dropped_records += recs;
     l->st.dropped_bytes += bytes;
     l->st.dropped_sent += sent;
-    uint64_t last = seg_last_id(g);
     if (recs)
         LOGW(MOD, s->inst,
              "dropped %" PRIu64 " %s records (ids %" PRIu64 "..%" PRIu64 ", %" PRIu64
              " bytes; %" PRIu64 " of them sent but never acknowledged): %s",
              recs, l->name, lo, hi, bytes, sent, why);
-    lane_remove_seg(s, l, i);
-    /* when no segment before it holds records, the cursor may jump
-     * (invariant 5); otherwise it moves once those are acknowledged */
-    if (i == first && last > l->cursor)
-        l->cursor = last;
+}
+
+/* After records were dropped: the cursor moves over them, and over whatever
+ * acknowledged records follow; the alert cursor is persisted soon. Locked. */
+static void after_drop(struct spool *s, struct lane *l)
+{
     lane_advance_cursor(l);
     if (l->which == SPOOL_ALERT) {
         s->kick = true;
         pthread_cond_signal(&s->bg_cv);
     }
+}
+
+/* Evicts segment i of the lane: its unacknowledged records are dropped,
+ * logged and counted, the segment deleted. Locked. */
+static void lane_evict_seg(struct spool *s, struct lane *l, size_t i, const char *why)
+{
+    struct seg *g = l->segs[i];
+    bool oldest = true; /* no segment before it holds records */
+    for (size_t k = 0; k < i && oldest; k++)
+        oldest = !seg_holds(l->segs[k]);
+    drop_records(s, l, g, 0, g->n, why);
+    uint64_t last = seg_last_id(g);
+    lane_remove_seg(s, l, i);
+    /* when no segment before it holds records, the cursor may jump
+     * (invariant 5); otherwise it moves once those are acknowledged */
+    if (oldest && last > l->cursor)
+        l->cursor = last;
+    after_drop(s, l);
+}
+
+/* Evicts one of the lane's segments holding bytes, among those on disk
+ * (mem false) or in memory (true). Alerts: the oldest. Telemetry: the
+ * oldest (not being written) whose records were never handed out
+ * unacknowledged, else the oldest. Its unacknowledged records are dropped,
+ * logged and counted. Preferring records that were never sent keeps the
+ * count exact: a record sent once may have arrived (its acknowledgement lost
+ * with the connection), and evicting it would count as lost what the
+ * receiver has. Records handed out are few (the reader's window), so at most
+ * a segment or two is passed over. Returns false if there was none. Locked. */
+static bool lane_evict_oldest(struct spool *s, struct lane *l, const char *why, bool mem)
+{
+    size_t i = l->nsegs, first = l->nsegs;
+    for (size_t k = 0; k < l->nsegs; k++) {
+        const struct seg *g = l->segs[k];
+        if (!seg_holds(g) || (g->mem != NULL) != mem)
+            continue;
+        if (first == l->nsegs)
+            first = k;
+        /* never the segment being written, unless it is the oldest: its ids
+         * are the lane's newest, and after a power cut they would be
+         * handed out again if nothing newer were left on disk */
+        if (l->which != SPOOL_TELEMETRY || (g != l->active && !seg_unconfirmed(g))) {
+            i = k;
+            break;
+        }
+    }
+    if (first == l->nsegs)
+        return false;
+    lane_evict_seg(s, l, i == l->nsegs ? first : i, why);
+    return true;
 }
 
 /* Frees room for a record of need bytes within max_bytes: oldest telemetry
@@ -579,11 +738,27 @@ static int make_room(struct spool *s, enum spool_lane which, uint64_t need)
         return CH_EFULL;
     while (s->disk + need > s->max_bytes) {
         snprintf(why, sizeof why, "spool full (max_bytes %" PRIu64 ")", s->max_bytes);
-        if (t->disk > 0)
-            lane_evict_oldest(s, t, why);
-        else if (which == SPOOL_ALERT && a->disk > 0)
-            lane_evict_oldest(s, a, why);
-        else
+        if (!lane_evict_oldest(s, t, why, false) &&
+            !(which == SPOOL_ALERT && lane_evict_oldest(s, a, why, false)))
+            return CH_EFULL;
+    }
+    return 0;
+}
+
+/* The same for a record kept in memory, within memory_max. Locked. */
+static int make_room_mem(struct spool *s, enum spool_lane which, uint64_t need)
+{
+    struct lane *t = &s->lane[SPOOL_TELEMETRY], *a = &s->lane[SPOOL_ALERT];
+    char why[128];
+    if (need > s->memory_max ||
+        (which == SPOOL_TELEMETRY && s->mem - t->mem + need > s->memory_max))
+        return CH_EFULL;
+    while (s->mem + need > s->memory_max) {
+        snprintf(why, sizeof why,
+                 "memory buffer full (memory_bytes %" PRIu64 ", the disk cannot be written)",
+                 s->memory_max);
+        if (!lane_evict_oldest(s, t, why, true) &&
+            !(which == SPOOL_ALERT && lane_evict_oldest(s, a, why, true)))
             return CH_EFULL;
     }
     return 0;
@@ -665,13 +840,16 @@ static int cursor_write(struct lane *l, uint64_t acked, uint64_t next, const cha
 }
 
 /* Writes the cursor file if the cursor moved (or, with force, if next_id
- * moved), then deletes segments the cursor has passed. Unlocked. */
+ * moved), then deletes segments the cursor has passed. Degraded, nothing is
+ * written (it could not be) and what the cursor passed is deleted. Unlocked. */
 static int lane_persist(struct spool *s, struct lane *l, bool force)
 {
     pthread_mutex_lock(&l->cur_mu);
     lock(s);
     uint64_t c = l->cursor, n = l->next_id;
-    bool need = c != l->saved_cursor || (force && n != l->saved_next);
+    bool need =
+        !s->degraded && l->dfd >= 0 && (c != l->saved_cursor || (force && n != l->saved_next));
+    bool degraded = s->degraded;
     unlock(s);
     int rc = 0;
     const char *what = "";
@@ -691,7 +869,7 @@ static int lane_persist(struct spool *s, struct lane *l, bool force)
      * id covers what disappears; when the cursor cannot be written (disk
      * full), deleting what was delivered is the only way to free space */
     uint64_t upto = l->saved_cursor < l->cursor ? l->saved_cursor : l->cursor;
-    lane_delete_done(s, l, rc == 0 ? upto : l->cursor);
+    lane_delete_done(s, l, rc == 0 && !degraded ? upto : l->cursor);
     unlock(s);
     pthread_mutex_unlock(&l->cur_mu);
     return rc;
@@ -777,6 +955,8 @@ static int lane_sync_locked(struct spool *s, struct lane *l)
             io_error(s, l, rc, it[i].rc ? "fdatasync" : "fsync directory for", fn);
             if (!first)
                 first = rc;
+            if (s->memory_max)
+                degrade(s, rc, it[i].rc ? "fdatasync a segment in" : "fsync");
         }
         if (g->dead) {
             if (g->fd >= 0) {
@@ -792,8 +972,10 @@ static int lane_sync_locked(struct spool *s, struct lane *l)
     return first;
 }
 
-/* Runs a group-commit round for the lane, waiting for one already running. */
-static int lane_sync(struct spool *s, struct lane *l)
+/* Runs a group-commit round for the lane, waiting for one already running.
+ * Returns its error; with sticky, also that of an earlier round whose data
+ * is still held. */
+static int lane_sync(struct spool *s, struct lane *l, bool sticky)
 {
     lock(s);
     while (l->syncing)
@@ -803,7 +985,7 @@ static int lane_sync(struct spool *s, struct lane *l)
     l->syncing = false;
     pthread_cond_broadcast(&l->sync_cv);
     /* a segment whose earlier fsync failed holds data of unknown durability */
-    for (size_t i = 0; rc == 0 && i < l->nsegs; i++)
+    for (size_t i = 0; sticky && rc == 0 && i < l->nsegs; i++)
         if (l->segs[i]->sync_err && l->segs[i]->n)
             rc = l->segs[i]->sync_err;
     unlock(s);
@@ -869,20 +1051,244 @@ static int pwritev_full(int fd, struct iovec *iov, int cnt, off_t off)
     return 0;
 }
 
-/* Frees disk space after ENOSPC by evicting the oldest telemetry segment that
- * is not the one being written. True if something was evicted. Locked. */
-static bool evict_for_disk(struct spool *s, const struct seg *writing)
+/* Notes an ENOSPC: disk_full, logged when it begins. Locked. */
+static void note_enospc(struct spool *s)
+{
+    if (s->disk_full)
+        return;
+    s->disk_full = true;
+    if (!s->degraded)
+        s->since_ms = ch_now_ms();
+    s->full_check_at = ch_mono_ms() + s->retry_ms;
+    LOGE(MOD, s->inst,
+         "disk full (ENOSPC) under %s: the oldest telemetry is dropped in steps of %" PRIu64
+         " bytes to make room%s",
+         s->dir, s->step_bytes,
+         s->memory_max ? "; when none is left, new records go to memory" : "");
+    pthread_cond_signal(&s->bg_cv);
+}
+
+/* Gives back the first `upto` bytes of disk segment g (rounded down to the
+ * file system's block) with a hole. Returns the new punched offset, or
+ * -errno (-EOPNOTSUPP: the file system cannot). Locked. */
+static int64_t seg_punch(struct spool *s, struct lane *l, struct seg *g, uint64_t upto)
+{
+    char fn[32];
+    seg_fname(g->name, fn);
+    int fd = g->fd >= 0 ? g->fd : openat(l->dfd, fn, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    uint64_t blk = fstat(fd, &st) == 0 && st.st_blksize > 0 ? (uint64_t)st.st_blksize : 4096;
+    uint64_t to = upto / blk * blk;
+    int rc = 0;
+    if (to > g->punched &&
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)to) != 0)
+        rc = -errno;
+    if (fd != g->fd)
+        close(fd);
+    if (rc != 0) {
+        if (rc != -EOPNOTSUPP && rc != -ENOSYS)
+            io_error(s, l, rc, "punch a hole in", fn);
+        return rc;
+    }
+    return (int64_t)(to > g->punched ? to : g->punched);
+}
+
+/* Frees disk space after ENOSPC (see "DISK FULL" at the top): about
+ * step_bytes of whole records at the start of the oldest telemetry segment
+ * holding any. The segment being written keeps its newest record (its id
+ * stays on disk, invariant 2), unless all (an alert needs the room); a
+ * segment whose records all go is deleted instead. True if something was
+ * freed. Locked. */
+static bool evict_for_disk(struct spool *s, bool all)
 {
     struct lane *t = &s->lane[SPOOL_TELEMETRY];
+    const char *why = "disk full (ENOSPC)";
     for (size_t i = 0; i < t->nsegs; i++) {
-        if (t->segs[i]->size == 0)
+        struct seg *g = t->segs[i];
+        if (g->mem || !seg_holds(g) || g->n == 0)
             continue;
-        if (t->segs[i] == writing)
-            return false;
-        lane_evict_oldest(s, t, "disk full (ENOSPC)");
+        size_t k0 = 0; /* the first record not wholly punched out */
+        while (k0 < g->n && g->ix[k0].off + rec_bytes(&g->ix[k0]) <= g->punched)
+            k0++;
+        size_t last = g == t->active && !all ? g->n - 1 : g->n; /* records it may take */
+        if (k0 >= last)
+            continue;
+        size_t k = k0;
+        uint64_t end = g->punched;
+        while (k < last && (k == k0 || end - g->punched < s->step_bytes)) {
+            end = g->ix[k].off + rec_bytes(&g->ix[k]);
+            k++;
+        }
+        if (k == g->n && g != t->active) { /* all of a segment not being written: delete it */
+            lane_evict_seg(s, t, i, why);
+            return true;
+        }
+        int64_t to = seg_punch(s, t, g, end);
+        while (to >= 0 && (uint64_t)to <= g->punched && k < last) {
+            end = g->ix[k].off + rec_bytes(&g->ix[k]); /* less than a block: take more */
+            k++;
+            to = seg_punch(s, t, g, end);
+        }
+        if (to < 0 || (uint64_t)to <= g->punched) {
+            if (g == t->active)
+                continue;                 /* never the whole segment being written */
+            lane_evict_seg(s, t, i, why); /* cannot punch: the whole segment, the old way */
+            return true;
+        }
+        uint64_t freed = (uint64_t)to - g->punched;
+        g->punched = (uint64_t)to;
+        t->disk -= freed;
+        s->disk -= freed;
+        drop_records(s, t, g, k0, k, why);
+        after_drop(s, t);
         return true;
     }
     return false;
+}
+
+/* Fills the header and trailer of a record. */
+static void rec_frame(uint8_t h[HDR_LEN], uint8_t t[TRL_LEN], uint8_t type, const void *data,
+                      size_t len, uint64_t id)
+{
+    memset(h, 0, HDR_LEN);
+    put32(h, REC_MAGIC);
+    h[4] = type;
+    put16(h + 6, 0);
+    put32(h + 8, (uint32_t)len);
+    put64(h + 12, id);
+    put64(h + 20, (uint64_t)ch_now_ms());
+    put32(h + 28, crc(0, h, 28));
+    put32(t, crc(crc(0, h, HDR_LEN), data, len));
+}
+
+/* Counts a record appended to g as id (need bytes with its framing). Locked. */
+static void appended(struct spool *s, struct lane *l, struct seg *g, uint64_t id, size_t len)
+{
+    uint64_t need = (uint64_t)len + SPOOL_RECORD_OVERHEAD;
+    seg_push(g, id, g->size, (uint32_t)len, false);
+    g->size += need;
+    if (g->mem) {
+        l->mem += need;
+        s->mem += need;
+    } else {
+        l->disk += need;
+        s->disk += need;
+    }
+    l->next_id++;
+    l->st.appended_records++;
+    l->st.appended_bytes += len;
+    l->st.pending_records++;
+    l->st.pending_bytes += len;
+}
+
+/* A record that cannot be kept: its id is used up (a gap, like an
+ * eviction), it is counted as dropped and logged (rate-limited). Returns rc.
+ * Locked. */
+static int refuse(struct spool *s, struct lane *l, size_t len, int rc, const char *why,
+                  uint64_t *id_out)
+{
+    uint64_t lost = l->next_id++;
+    l->st.dropped_records++;
+    l->st.dropped_bytes += len;
+    l->st.last_error = rc;
+    unsigned long sup;
+    if (rl_allow(&l->rl_drop, &sup))
+        LOGW(MOD, s->inst, "dropped %s record %" PRIu64 " of %zu bytes: %s (%lu more not logged)",
+             l->name, lost, len, why, sup);
+    if (id_out)
+        *id_out = lost;
+    return rc;
+}
+
+/* Degraded: keeps the record in the lane's memory segment (a new one when
+ * there is none or it is full). Returns SPOOL_NOT_DURABLE, or CH_EFULL
+ * (refused, numbered) when memory holds alerts only. Locked. */
+static int append_mem(struct spool *s, struct lane *l, uint8_t type, const void *data, size_t len,
+                      uint64_t *id_out)
+{
+    uint64_t need = (uint64_t)len + SPOOL_RECORD_OVERHEAD;
+    char why[96];
+    if (make_room_mem(s, l->which, need) != 0) {
+        snprintf(why, sizeof why, "alerts fill the memory buffer (memory_bytes %" PRIu64 ")",
+                 s->memory_max);
+        return refuse(s, l, len, CH_EFULL, why, id_out);
+    }
+    struct seg *g = l->active;
+    if (g && (!g->mem || (g->size > 0 && g->size + need > s->mem_seg_bytes))) {
+        l->active = NULL;
+        seg_maybe_close(l, g);
+        g = NULL;
+    }
+    if (!g) {
+        g = seg_new(l->next_id, -1);
+        g->mem_cap = (size_t)(need > s->mem_seg_bytes ? need : s->mem_seg_bytes);
+        g->mem = ch_xmalloc(g->mem_cap);
+        lane_push_seg(l, g);
+        l->active = g;
+    }
+    uint64_t id = l->next_id;
+    uint8_t *p = g->mem + g->size;
+    rec_frame(p, p + HDR_LEN + len, type, data, len, id);
+    if (len)
+        memcpy(p + HDR_LEN, data, len);
+    appended(s, l, g, id, len);
+    if (id_out)
+        *id_out = id;
+    return SPOOL_NOT_DURABLE;
+}
+
+/* Writes a record at the end of the lane's disk segment (a new one when
+ * there is none or it is full). On ENOSPC the oldest telemetry is evicted
+ * a step at a time and the write tried again. Returns 0 with *gp and *idp,
+ * or the error (logged). Locked. */
+static int append_disk(struct spool *s, struct lane *l, uint8_t type, const void *data, size_t len,
+                       struct seg **gp, uint64_t *idp)
+{
+    uint64_t need = (uint64_t)len + SPOOL_RECORD_OVERHEAD;
+    int rc;
+    for (;;) {
+        struct seg *g = l->active;
+        if (g && (g->mem || (g->size > 0 && g->size + need > s->segment_bytes))) {
+            l->active = NULL; /* roll: the old one is synced by the next round */
+            seg_maybe_close(l, g);
+        }
+        if (!l->active && (rc = lane_new_segment(s, l)) != 0) {
+            if (rc == -ENOSPC) {
+                note_enospc(s);
+                if (evict_for_disk(s, l->which == SPOOL_ALERT))
+                    continue;
+            }
+            return rc;
+        }
+        g = l->active;
+        uint64_t id = l->next_id;
+        uint8_t h[HDR_LEN], t[TRL_LEN];
+        rec_frame(h, t, type, data, len, id);
+        struct iovec iov[3] = {{h, HDR_LEN}, {(void *)(uintptr_t)data, len}, {t, TRL_LEN}};
+        rc = pwritev_full(g->fd, iov, 3, (off_t)g->size);
+        if (rc == 0) {
+            appended(s, l, g, id, len);
+            *gp = g;
+            *idp = id;
+            return 0;
+        }
+        /* undo a partial write so the segment stays a clean run of records */
+        if (ftruncate(g->fd, (off_t)g->size) != 0) {
+            l->active = NULL; /* torn bytes stay: recovery skips them */
+            seg_maybe_close(l, g);
+        }
+        if (rc == -ENOSPC) {
+            note_enospc(s);
+            if (evict_for_disk(s, l->which == SPOOL_ALERT))
+                continue;
+        }
+        char fn[32];
+        seg_fname(g->name, fn);
+        io_error(s, l, rc, "write to", fn);
+        return rc;
+    }
 }
 
 int spool_append(struct spool *s, enum spool_lane which, uint8_t type, const void *data, size_t len,
@@ -903,77 +1309,35 @@ int spool_append(struct spool *s, enum spool_lane which, uint8_t type, const voi
         unlock(s);
         return CH_EINVAL;
     }
-    int rc = make_room(s, which, need);
+    int rc;
+    if (s->degraded) {
+        rc = append_mem(s, l, type, data, len, id_out);
+        unlock(s);
+        return rc;
+    }
+    char why[96];
+    rc = make_room(s, which, need);
     if (rc != 0) {
         /* refused, but numbered: its id is used up, so the loss shows as a
          * gap in the ids like an eviction, not as nothing at all */
-        uint64_t lost = l->next_id++;
-        l->st.dropped_records++;
-        l->st.dropped_bytes += len;
-        l->st.last_error = rc;
-        unsigned long sup;
-        if (rl_allow(&l->rl_drop, &sup))
-            LOGW(MOD, s->inst,
-                 "dropped %s record %" PRIu64 " of %zu bytes: alerts fill max_bytes %" PRIu64
-                 " (%lu more not logged)",
-                 l->name, lost, len, s->max_bytes, sup);
-        if (id_out)
-            *id_out = lost;
+        snprintf(why, sizeof why, "alerts fill max_bytes %" PRIu64, s->max_bytes);
+        rc = refuse(s, l, len, rc, why, id_out);
         unlock(s);
         return rc;
     }
-    struct seg *g;
-    uint64_t id;
-    for (;;) {
-        g = l->active;
-        if (g && g->size > 0 && g->size + need > s->segment_bytes) {
-            l->active = NULL; /* roll: the old one is synced by the next round */
-            seg_maybe_close(l, g);
+    struct seg *g = NULL;
+    uint64_t id = 0;
+    rc = append_disk(s, l, type, data, len, &g, &id);
+    if (rc != 0) {
+        if (s->memory_max) { /* the disk failed: memory, with this record */
+            degrade(s, rc, "write to");
+            rc = append_mem(s, l, type, data, len, id_out);
+        } else { /* the caller's to retry (the hub does): no id used, nothing dropped */
+            l->st.last_error = rc;
         }
-        if (!l->active && (rc = lane_new_segment(s, l)) != 0) {
-            if (rc == -ENOSPC && evict_for_disk(s, NULL))
-                continue;
-            unlock(s);
-            return rc;
-        }
-        g = l->active;
-        id = l->next_id;
-        uint8_t h[HDR_LEN], t[TRL_LEN];
-        memset(h, 0, sizeof h);
-        put32(h, REC_MAGIC);
-        h[4] = type;
-        put16(h + 6, 0);
-        put32(h + 8, (uint32_t)len);
-        put64(h + 12, id);
-        put64(h + 20, (uint64_t)ch_now_ms());
-        put32(h + 28, crc(0, h, 28));
-        put32(t, crc(crc(0, h, HDR_LEN), data, len));
-        struct iovec iov[3] = {{h, HDR_LEN}, {(void *)(uintptr_t)data, len}, {t, TRL_LEN}};
-        rc = pwritev_full(g->fd, iov, 3, (off_t)g->size);
-        if (rc == 0)
-            break;
-        /* undo a partial write so the segment stays a clean run of records */
-        if (ftruncate(g->fd, (off_t)g->size) != 0) {
-            l->active = NULL; /* torn bytes stay: recovery skips them */
-            seg_maybe_close(l, g);
-        }
-        if (rc == -ENOSPC && evict_for_disk(s, g))
-            continue;
-        char fn[32];
-        seg_fname(g->name, fn);
-        io_error(s, l, rc, "write to", fn);
         unlock(s);
         return rc;
     }
-    seg_push(g, id, g->size, (uint32_t)len, false);
-    g->size += need;
-    l->disk += need;
-    s->disk += need;
-    l->next_id++;
-    l->st.appended_records++;
-    l->st.appended_bytes += len;
-    l->st.pending_records++;
-    l->st.pending_bytes += len;
     if (id_out)
         *id_out = id;
     if (which == SPOOL_TELEMETRY) {
@@ -986,7 +1350,8 @@ int spool_append(struct spool *s, enum spool_lane which, uint8_t type, const voi
     rc = 0;
     for (;;) {
         if (g->sync_err) {
-            rc = g->sync_err;
+            /* kept (in a sealed segment, offered by the reader), not durable */
+            rc = s->memory_max ? SPOOL_NOT_DURABLE : g->sync_err;
             break;
         }
         if (g->dead || (g->synced >= end && g->dir_synced))
@@ -1011,7 +1376,7 @@ static int sync_all(struct spool *s, bool final)
 {
     int rc = 0;
     for (int i = 0; i < SPOOL_LANES; i++) {
-        int r = lane_sync(s, &s->lane[i]);
+        int r = lane_sync(s, &s->lane[i], true);
         if (!rc)
             rc = r;
         r = lane_persist(s, &s->lane[i], final);
@@ -1023,7 +1388,14 @@ static int sync_all(struct spool *s, bool final)
 
 int spool_sync(struct spool *s)
 {
-    return s ? sync_all(s, false) : CH_EINVAL;
+    if (!s)
+        return CH_EINVAL;
+    int rc = sync_all(s, false);
+    lock(s);
+    if (s->degraded)
+        rc = s->fail_err;
+    unlock(s);
+    return rc;
 }
 
 /* ---- reading and acknowledging -------------------------------------------- */
@@ -1036,6 +1408,16 @@ static int read_record(struct spool *s, struct lane *l, struct seg *g, const str
     int fd = g->fd;
     char fn[32];
     seg_fname(g->name, fn);
+    size_t len = r->lenf & LEN_MASK;
+    size_t total = HDR_LEN + len + TRL_LEN;
+    if (total > l->rd_cap) {
+        l->rd_cap = total < 4096 ? 4096 : total;
+        l->rd_buf = ch_xrealloc(l->rd_buf, l->rd_cap);
+    }
+    if (g->mem) { /* held in memory (degraded): a copy, borrowed like one read */
+        memcpy(l->rd_buf, g->mem + r->off, total);
+        return 0;
+    }
     if (fd < 0) {
         if (l->rd_fd >= 0 && l->rd_name != g->name) {
             close(l->rd_fd);
@@ -1053,12 +1435,6 @@ static int read_record(struct spool *s, struct lane *l, struct seg *g, const str
             l->rd_name = g->name;
         }
         fd = l->rd_fd;
-    }
-    size_t len = r->lenf & LEN_MASK;
-    size_t total = HDR_LEN + len + TRL_LEN;
-    if (total > l->rd_cap) {
-        l->rd_cap = total < 4096 ? 4096 : total;
-        l->rd_buf = ch_xrealloc(l->rd_buf, l->rd_cap);
     }
     size_t got = 0;
     while (got < total) {
@@ -1155,6 +1531,8 @@ static uint64_t ack_range_locked(struct spool *s, enum spool_lane which, uint64_
             s->kick = true;
             pthread_cond_signal(&s->bg_cv);
         }
+        if (l->mem && l->cursor != before)
+            lane_free_mem(s, l);
     }
     return n;
 }
@@ -1212,12 +1590,21 @@ void spool_stats(struct spool *s, struct spool_stats *out)
         out->lane[i] = l->st;
         out->lane[i].segments = l->nsegs;
         out->lane[i].disk_bytes = l->disk;
+        out->lane[i].memory_bytes = l->mem;
         out->lane[i].next_id = l->next_id;
         out->lane[i].cursor = l->cursor;
     }
     out->disk_bytes = s->disk;
     out->max_bytes = s->max_bytes;
     out->segment_bytes = s->segment_bytes;
+    bool degraded = s->degraded || s->recovering; /* back on disk once confirmed */
+    out->degraded = degraded;
+    out->disk_full = s->disk_full;
+    out->error = degraded ? s->fail_err : s->disk_full ? -ENOSPC : 0;
+    out->since_ms = degraded || s->disk_full ? s->since_ms : 0;
+    out->degraded_count = s->degraded_count;
+    out->memory_bytes = s->mem;
+    out->memory_max = s->memory_max;
     unlock(s);
 }
 
@@ -1227,8 +1614,9 @@ void spool_stats(struct spool *s, struct spool_stats *out)
  * Every cursor interval: persist the telemetry cursor if it moved (two
  * fsyncs and a new inode: in live operation, with an ack every second, doing
  * it every second would write twice as much as the data itself; measured by
- * bench_spool). At once when kicked: persist the alert cursor. Sleeps
- * otherwise: an idle spool does no I/O (SD cards). */
+ * bench_spool). At once when kicked: persist the alert cursor. Degraded:
+ * retry the disk when due; disk full: look for room every retry interval.
+ * Sleeps otherwise: an idle spool does no I/O (SD cards). */
 static void *bg_main(void *arg)
 {
     struct spool *s = arg;
@@ -1244,10 +1632,20 @@ static void *bg_main(void *arg)
             continue;
         }
         int64_t now = ch_mono_ms();
+        if (s->degraded && now >= s->retry_at) {
+            unlock(s);
+            try_disk(s);
+            lock(s);
+            continue;
+        }
+        if (s->disk_full && !s->degraded && now >= s->full_check_at) {
+            check_room(s);
+            continue;
+        }
         if (now >= due) {
             bool cursors = now >= cursor_due;
             unlock(s);
-            lane_sync(s, &s->lane[SPOOL_TELEMETRY]);
+            lane_sync(s, &s->lane[SPOOL_TELEMETRY], true);
             if (cursors) {
                 lane_persist(s, &s->lane[SPOOL_TELEMETRY], false);
                 lane_persist(s, &s->lane[SPOOL_ALERT], false); /* retries a failed write */
@@ -1258,9 +1656,14 @@ static void *bg_main(void *arg)
                 cursor_due = now + s->cursor_ms;
             continue;
         }
+        int64_t wake = due;
+        if (s->degraded && s->retry_at < wake)
+            wake = s->retry_at;
+        if (s->disk_full && !s->degraded && s->full_check_at < wake)
+            wake = s->full_check_at;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t wait = due - now;
+        int64_t wait = wake > now ? wake - now : 0;
         ts.tv_sec += (time_t)(wait / 1000);
         ts.tv_nsec += (long)(wait % 1000) * 1000000L;
         if (ts.tv_nsec >= 1000000000L) {
@@ -1331,21 +1734,30 @@ static uint64_t resync(const uint8_t *buf, uint64_t size, uint64_t off, uint64_t
 
 /* Scans segment g (its bytes in buf) into its index. *prev is the last valid
  * id of the lane so far; next_name the name of the following segment (0 if
- * last), used to count what a damaged tail held. Returns the length of the
- * valid prefix (the caller truncates the rest).
+ * last), used to count what a damaged tail held. *from: where the file's
+ * data begins (above 0 after an ENOSPC eviction punched its start out); the
+ * scan starts at the first whole valid record from there, and *from becomes
+ * its offset (size when there is none). Returns the length of the valid
+ * prefix (the caller truncates the rest).
  *
  * Damage is skipped up to the next whole valid record with a higher id; the
  * ids missing across it say how many records it held (a record whose header
  * is intact but whose payload fails the CRC is named in the log). Damage with
  * no valid record after it is a tail. */
 static uint64_t seg_scan(struct spool *s, struct lane *l, struct seg *g, const uint8_t *buf,
-                         uint64_t size, uint64_t *prev, uint64_t next_name)
+                         uint64_t size, uint64_t *prev, uint64_t next_name, uint64_t *from)
 {
     char fn[32];
     seg_fname(g->name, fn);
     uint64_t off = 0, end = 0, budget = 16 * size + (4u << 20);
     uint64_t expect = g->name > *prev ? g->name : *prev + 1; /* id the next record should have */
     struct hdr h;
+    if (*from > 0) { /* evicted records: not damage, counted when they went */
+        *from = *from >= size ? size : resync(buf, size, *from - 1, *prev, &h, &budget);
+        if (*from == size)
+            return size;
+        off = end = *from;
+    }
     while (off < size) {
         bool framed = framed_at(buf, size, off, *prev, &h);
         if (framed && (payload_ok(buf + off, h.len) || budget == 0)) {
@@ -1446,18 +1858,93 @@ static size_t list_segments(struct spool *s, struct lane *l, uint64_t **out)
     return n;
 }
 
+/* Recovers one segment file (name; next_name: the following segment's, 0
+ * if last) into the lane: see "WHAT A CRASH DOES" and, for a punched start,
+ * "DISK FULL". ro: read only (a torn tail is cut later). *prev: the last
+ * valid id of the lane so far. Returns true if the file was cut. A file that
+ * cannot be read is logged and left alone. */
+static bool seg_recover(struct spool *s, struct lane *l, uint64_t name, uint64_t next_name, bool ro,
+                        uint64_t *prev)
+{
+    char fn[32];
+    seg_fname(name, fn);
+    bool cut = false;
+    int fd = openat(l->dfd, fn, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    bool fd_ro = ro;
+    if (fd < 0 && (errno == EROFS || errno == EACCES)) { /* read what can be read */
+        fd = openat(l->dfd, fn, O_RDONLY | O_CLOEXEC);
+        fd_ro = true;
+    }
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        LOGE(MOD, s->inst, "cannot open %s/%s/%s: %s; left alone", s->dir, l->name, fn,
+             ch_strerror(-errno));
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > SEG_FILE_MAX) {
+        LOGE(MOD, s->inst, "%s/%s/%s is not a segment (%s); left alone", s->dir, l->name, fn,
+             S_ISREG(st.st_mode) ? "too large" : "not a file");
+        close(fd);
+        return false;
+    }
+    struct seg *g = seg_new(name, -1);
+    uint64_t size = (uint64_t)st.st_size, end = 0, from = 0;
+    off_t data = size > 0 ? lseek(fd, 0, SEEK_DATA) : 0;
+    if (data > 0 || (data < 0 && errno == ENXIO)) /* its start was punched out */
+        from = data > 0 ? (uint64_t)data : size;
+    if (size > 0) {
+        void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) {
+            LOGE(MOD, s->inst, "cannot map %s/%s/%s: %s; left alone", s->dir, l->name, fn,
+                 ch_strerror(-errno));
+            close(fd);
+            seg_unref(g);
+            return false;
+        }
+        end = seg_scan(s, l, g, map, size, prev, next_name, &from);
+        munmap(map, (size_t)size);
+    }
+    if (from > 0)
+        LOGI(MOD, s->inst,
+             "%s/%s/%s: its first %" PRIu64 " bytes were given back when the disk was full "
+             "(records evicted then); reading from there",
+             s->dir, l->name, fn, from);
+    if (end < size && fd_ro) {
+        g->torn = true; /* cut when the disk can be written */
+    } else if (end < size) {
+        if (ftruncate(fd, (off_t)end) != 0 || fsync_retry(fd, true) != 0)
+            LOGE(MOD, s->inst, "cannot truncate %s/%s/%s: %s", s->dir, l->name, fn,
+                 ch_strerror(-errno));
+        cut = true;
+    }
+    close(fd);
+    g->size = g->synced = end;
+    g->punched = from < end ? from : end;
+    g->dir_synced = true;
+    lane_push_seg(l, g);
+    l->disk += seg_held(g);
+    s->disk += seg_held(g);
+    return cut;
+}
+
 /* Recovers one lane (see "WHAT A CRASH DOES"). Returns 0 or -errno when the
- * lane directory itself is unusable. *created tells whether it was new. */
-static int lane_recover(struct spool *s, struct lane *l, bool *created)
+ * lane directory itself is unusable. *created tells whether it was new. ro
+ * (the directory cannot be written, "WHEN THE DISK FAILS"): what is there is
+ * read and nothing is written, cut or deleted; a lane directory that does
+ * not exist is an empty lane. */
+static int lane_recover(struct spool *s, struct lane *l, bool *created, bool ro)
 {
     *created = false;
-    if (mkdirat(s->dfd, l->name, 0750) == 0)
+    int mk = mkdirat(s->dfd, l->name, 0750) == 0 ? 0 : -errno;
+    if (mk == 0)
         *created = true;
-    else if (errno != EEXIST)
-        return -errno;
+    else if (mk != -EEXIST && !ro)
+        return mk;
     l->dfd = openat(s->dfd, l->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (l->dfd < 0)
-        return -errno;
+        return ro && errno == ENOENT ? 0 : -errno;
 
     uint64_t c_acked = 0, c_next = 0;
     int cst = cursor_read(l, &c_acked, &c_next);
@@ -1475,47 +1962,7 @@ static int lane_recover(struct spool *s, struct lane *l, bool *created)
         }
         if (names[i] > next)
             next = names[i];
-        int fd = openat(l->dfd, fn, O_RDWR | O_CLOEXEC);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) != 0) {
-            LOGE(MOD, s->inst, "cannot open %s/%s/%s: %s; left alone", s->dir, l->name, fn,
-                 ch_strerror(-errno));
-            if (fd >= 0)
-                close(fd);
-            continue;
-        }
-        if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > SEG_FILE_MAX) {
-            LOGE(MOD, s->inst, "%s/%s/%s is not a segment (%s); left alone", s->dir, l->name, fn,
-                 S_ISREG(st.st_mode) ? "too large" : "not a file");
-            close(fd);
-            continue;
-        }
-        struct seg *g = seg_new(names[i], -1);
-        uint64_t size = (uint64_t)st.st_size, end = 0;
-        if (size > 0) {
-            void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
-            if (map == MAP_FAILED) {
-                LOGE(MOD, s->inst, "cannot map %s/%s/%s: %s; left alone", s->dir, l->name, fn,
-                     ch_strerror(-errno));
-                close(fd);
-                seg_unref(g);
-                continue;
-            }
-            end = seg_scan(s, l, g, map, size, &prev, i + 1 < nn ? names[i + 1] : 0);
-            munmap(map, (size_t)size);
-        }
-        if (end < size) {
-            if (ftruncate(fd, (off_t)end) != 0 || fsync_retry(fd, true) != 0)
-                LOGE(MOD, s->inst, "cannot truncate %s/%s/%s: %s", s->dir, l->name, fn,
-                     ch_strerror(-errno));
-            changed = true;
-        }
-        close(fd);
-        g->size = g->synced = end;
-        g->dir_synced = true;
-        lane_push_seg(l, g);
-        l->disk += end;
-        s->disk += end;
+        changed |= seg_recover(s, l, names[i], i + 1 < nn ? names[i + 1] : 0, ro, &prev);
     }
     if (prev + 1 > next)
         next = prev + 1;
@@ -1550,7 +1997,8 @@ static int lane_recover(struct spool *s, struct lane *l, bool *created)
              "); duplicates possible",
              s->dir, l->name, cst == CUR_MISSING ? "missing" : "corrupt", lo);
     size_t before = l->nsegs;
-    lane_delete_done(s, l, l->cursor);
+    if (!ro)
+        lane_delete_done(s, l, l->cursor);
     changed |= l->nsegs != before;
     if (changed && fsync_retry(l->dfd, false) == 0)
         l->st.fsyncs++;
@@ -1558,7 +2006,9 @@ static int lane_recover(struct spool *s, struct lane *l, bool *created)
      * abnormal. Failing (disk full) is not fatal: it is retried later. */
     l->saved_cursor = c_acked;
     l->saved_next = c_next;
-    if (cst != CUR_OK) {
+    if (ro && cst != CUR_OK) {
+        l->saved_cursor = UINT64_MAX; /* written once the disk can be */
+    } else if (cst != CUR_OK) {
         const char *what = "";
         int rc = cursor_write(l, l->cursor, l->next_id, &what);
         if (rc == 0) {
@@ -1578,6 +2028,304 @@ static int lane_recover(struct spool *s, struct lane *l, bool *created)
              l->next_id);
     free(names);
     return 0;
+}
+
+/* ---- when the disk fails ------------------------------------------------- */
+
+/* Enters the degraded mode after err on `what` (see "WHEN THE DISK FAILS"):
+ * the lanes' disk segments being written are sealed, appends go to memory.
+ * Logged once per entry. Only with memory_max. Locked. */
+static void degrade(struct spool *s, int err, const char *what)
+{
+    for (int i = 0; i < SPOOL_LANES; i++) {
+        struct lane *l = &s->lane[i];
+        struct seg *g = l->active;
+        if (g && !g->mem) {
+            l->active = NULL;
+            seg_maybe_close(l, g);
+        }
+    }
+    if (s->degraded)
+        return;
+    s->degraded = true;
+    int64_t now = ch_mono_ms();
+    if (s->recovering) { /* back on disk was not confirmed: still the same failure */
+        s->retry_at = now + s->retry_delay;
+        return;
+    }
+    s->fail_err = err;
+    s->degraded_count++;
+    if (!s->disk_full)
+        s->since_ms = ch_now_ms();
+    /* a disk that fails again soon after coming back keeps the back-off */
+    if (!s->retry_delay || now - s->recovered_at > RETRY_MAX_FACTOR * s->retry_ms)
+        s->retry_delay = s->retry_ms;
+    s->retry_at = now + s->retry_delay;
+    LOGE(MOD, s->inst,
+         "cannot %s %s: %s: new records are kept in memory only (at most %" PRIu64
+         " bytes, lost if the process stops) until the disk can be written again; retrying in "
+         "%.1f s",
+         what, s->dir, ch_strerror(err), s->memory_max, (double)s->retry_delay / 1000.0);
+    pthread_cond_signal(&s->bg_cv);
+}
+
+/* Disk full and not degraded: lowers disk_full once the file system has
+ * room for two segments again. Locked. */
+static void check_room(struct spool *s)
+{
+    struct statvfs v;
+    uint64_t room = 0;
+    if (s->dfd >= 0 && fstatvfs(s->dfd, &v) == 0)
+        room = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+    if (room >= 2 * s->segment_bytes) {
+        s->disk_full = false;
+        LOGW(MOD, s->inst, "disk under %s has room again (%" PRIu64 " bytes free)", s->dir, room);
+        return;
+    }
+    s->full_check_at = ch_mono_ms() + s->retry_ms;
+}
+
+/* Reopens what the degraded spool could not open: the directory, its lock,
+ * the lane directories; cuts the torn tails a read-only recovery left. A
+ * directory read for the first time must hold no segments (their ids could
+ * be ours). Returns 0 or an error; *what names the step. Locked. */
+static int disk_reopen(struct spool *s, const char **what)
+{
+    *what = "open";
+    if (s->dfd < 0) {
+        if (mkdir(s->dir, 0750) != 0 && errno != EEXIST)
+            return -errno;
+        s->dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (s->dfd < 0)
+            return -errno;
+    }
+    if (s->lock_fd < 0) {
+        *what = "write to";
+        s->lock_fd = openat(s->dfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+        if (s->lock_fd < 0)
+            return -errno;
+        if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+            int rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+            close(s->lock_fd);
+            s->lock_fd = -1;
+            *what = "lock";
+            return rc;
+        }
+    }
+    for (int i = 0; i < SPOOL_LANES; i++) {
+        struct lane *l = &s->lane[i];
+        *what = "create a lane directory in";
+        if (l->dfd < 0) {
+            if (mkdirat(s->dfd, l->name, 0750) != 0 && errno != EEXIST)
+                return -errno;
+            l->dfd = openat(s->dfd, l->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (l->dfd < 0)
+                return -errno;
+            uint64_t *names = NULL;
+            size_t nn = l->scanned ? 0 : list_segments(s, l, &names);
+            free(names);
+            if (nn) {
+                *what = "use (it holds records from before this start: care-edge must be "
+                        "restarted to deliver them)";
+                return CH_ESTATE;
+            }
+        }
+        for (size_t k = 0; k < l->nsegs; k++) {
+            struct seg *g = l->segs[k];
+            if (!g->torn)
+                continue;
+            char fn[32];
+            seg_fname(g->name, fn);
+            *what = "cut the torn tail of a segment in";
+            int fd = openat(l->dfd, fn, O_RDWR | O_CLOEXEC);
+            if (fd < 0)
+                return -errno;
+            int rc = ftruncate(fd, (off_t)g->size) == 0 ? 0 : -errno;
+            close(fd);
+            if (rc != 0)
+                return rc;
+            g->torn = false;
+        }
+    }
+    return 0;
+}
+
+/* Writes a segment made of memory records to its file. Locked. */
+static int flush_seg(struct lane *l, struct seg *g, const uint8_t *buf)
+{
+    char fn[32];
+    seg_fname(g->name, fn);
+    g->fd = openat(l->dfd, fn, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (g->fd < 0)
+        return -errno;
+    return write_full(g->fd, buf, (size_t)g->size);
+}
+
+/* Writes the lane's records held in memory (those not acknowledged) to new
+ * disk segments of at most segment_bytes (so the bound still evicts them a
+ * segment at a time), each named by its first id; they replace the memory
+ * segments, the last one is written next. *moved counts the records.
+ * Returns 0 or -errno (nothing changed, the files removed). Locked. */
+static int lane_flush_mem(struct spool *s, struct lane *l, uint64_t *moved)
+{
+    size_t first = l->nsegs; /* memory segments are the lane's newest */
+    for (size_t k = 0; k < l->nsegs && first == l->nsegs; k++)
+        if (l->segs[k]->mem)
+            first = k;
+    if (first == l->nsegs)
+        return 0;
+    struct seg **out = NULL, *cur = NULL;
+    size_t nout = 0;
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    uint64_t prev = first > 0 ? l->segs[first - 1]->name : 0, total = 0, recs = 0;
+    int rc = 0;
+    for (size_t k = first; k < l->nsegs && rc == 0; k++) {
+        const struct seg *m = l->segs[k];
+        for (size_t j = 0; j < m->n && rc == 0; j++) {
+            const struct rec_ix *r = &m->ix[j];
+            uint64_t rb = rec_bytes(r);
+            if (r->lenf & ACKED)
+                continue;
+            if (cur && cur->size + rb > s->segment_bytes) { /* full: to its file */
+                rc = flush_seg(l, cur, buf);
+                out = ch_xrealloc(out, (nout + 1) * sizeof *out);
+                out[nout++] = cur;
+                cur = NULL;
+                if (rc != 0)
+                    break;
+            }
+            if (!cur) { /* named by its first id, after every segment before it */
+                prev = r->id > prev ? r->id : prev + 1;
+                cur = seg_new(prev, -1);
+            }
+            if (cur->size + rb > cap) {
+                cap = (size_t)(cur->size + rb) * 2;
+                buf = ch_xrealloc(buf, cap);
+            }
+            memcpy(buf + cur->size, m->mem + r->off, (size_t)rb);
+            seg_push(cur, r->id, cur->size, r->lenf & LEN_MASK, false);
+            cur->ix[cur->n - 1].lenf = r->lenf; /* HANDED stays */
+            cur->size += rb;
+            total += rb;
+            recs++;
+        }
+    }
+    if (cur) {
+        if (rc == 0)
+            rc = flush_seg(l, cur, buf);
+        out = ch_xrealloc(out, (nout + 1) * sizeof *out);
+        out[nout++] = cur;
+    }
+    free(buf);
+    if (rc != 0) {
+        for (size_t i = 0; i < nout; i++) {
+            char fn[32];
+            seg_fname(out[i]->name, fn);
+            if (out[i]->fd >= 0)
+                unlinkat(l->dfd, fn, 0);
+            seg_unref(out[i]);
+        }
+        free(out);
+        return rc;
+    }
+    while (l->nsegs > first)
+        lane_remove_seg(s, l, l->nsegs - 1);
+    for (size_t i = 0; i < nout; i++)
+        lane_push_seg(l, out[i]);
+    l->active = nout ? out[nout - 1] : NULL;
+    l->disk += total;
+    s->disk += total;
+    *moved += recs;
+    free(out);
+    return 0;
+}
+
+/* The retry of a degraded spool (background thread, when due; spool_close):
+ * reopen, move memory to disk, then prove the disk with a sync and both
+ * cursor files. Back on disk if all of it works; else the next retry waits
+ * twice as long, up to RETRY_MAX_FACTOR retry intervals. Unlocked. */
+static void try_disk(struct spool *s)
+{
+    lock(s);
+    if (!s->degraded) {
+        unlock(s);
+        return;
+    }
+    const char *what = "open";
+    uint64_t moved = 0;
+    int rc = disk_reopen(s, &what);
+    for (int i = 0; i < SPOOL_LANES && rc == 0; i++) {
+        what = "write to";
+        rc = lane_flush_mem(s, &s->lane[i], &moved);
+    }
+    if (rc == 0) { /* appends go to disk again; a failure below degrades quietly */
+        s->degraded = false;
+        s->recovering = true;
+        s->lane[SPOOL_TELEMETRY].saved_cursor = UINT64_MAX; /* both cursors are written */
+        s->lane[SPOOL_ALERT].saved_cursor = UINT64_MAX;
+    }
+    unlock(s);
+    for (int i = 0; i < SPOOL_LANES && rc == 0; i++) {
+        what = "fsync";
+        rc = lane_sync(s, &s->lane[i], false);
+        if (rc == 0) {
+            what = "write the cursor in";
+            rc = lane_persist(s, &s->lane[i], true);
+        }
+    }
+    lock(s);
+    bool back = rc == 0 && !s->degraded;
+    if (!back) {
+        if (!s->degraded)
+            degrade(s, rc, what); /* quiet while recovering */
+        if (rc == CH_ESTATE && !s->foreign_said)
+            LOGE(MOD, s->inst, "%s can be read again but cannot %s", s->dir, what);
+        s->foreign_said |= rc == CH_ESTATE;
+        int64_t cap = RETRY_MAX_FACTOR * s->retry_ms;
+        s->retry_delay = s->retry_delay * 2 < cap ? s->retry_delay * 2 : cap;
+        s->retry_at = ch_mono_ms() + s->retry_delay;
+        LOGD(MOD, s->inst, "disk still failing (cannot %s %s: %s); next try in %.1f s", what,
+             s->dir, ch_strerror(rc ? rc : s->fail_err), (double)s->retry_delay / 1000.0);
+    } else {
+        int64_t secs = (ch_now_ms() - s->since_ms) / 1000;
+        s->fail_err = 0;
+        s->recovered_at = ch_mono_ms();
+        if (!s->disk_full)
+            s->since_ms = 0;
+        else
+            s->full_check_at = ch_mono_ms();
+        LOGW(MOD, s->inst,
+             "%s can be written again after %lld s: %" PRIu64
+             " records moved from memory to disk; back on disk",
+             s->dir, (long long)secs, moved);
+    }
+    s->recovering = false;
+    unlock(s);
+}
+
+/* Degraded at close: what memory still holds is lost; logged. Locked. */
+static void log_lost(struct spool *s)
+{
+    for (int i = 0; i < SPOOL_LANES; i++) {
+        struct lane *l = &s->lane[i];
+        uint64_t n = 0, lo = 0, hi = 0;
+        for (size_t k = 0; k < l->nsegs; k++) {
+            const struct seg *g = l->segs[k];
+            for (size_t j = 0; g->mem && j < g->n; j++) {
+                if (g->ix[j].lenf & ACKED)
+                    continue;
+                n++;
+                lo = lo ? lo : g->ix[j].id;
+                hi = g->ix[j].id;
+            }
+        }
+        if (n)
+            LOGE(MOD, s->inst,
+                 "%" PRIu64 " %s records held in memory are lost (ids %" PRIu64 "..%" PRIu64
+                 "): %s cannot be written",
+                 n, l->name, lo, hi, s->dir);
+    }
 }
 
 /* ---- open and close -------------------------------------------------------- */
@@ -1610,6 +2358,76 @@ static void spool_free(struct spool *s)
     free(s);
 }
 
+/* spool_open() with memory_max, after rc on `*what` (creating, opening or
+ * writing the directory): opens what can be read, takes the lock if the lock
+ * file exists, and degrades. Returns 0, or -EBUSY when another process holds
+ * the lock. */
+static int open_degraded(struct spool *s, int rc, const char **what)
+{
+    if (s->dfd < 0)
+        s->dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->dfd >= 0 && s->lock_fd < 0)
+        s->lock_fd = openat(s->dfd, "lock", O_RDONLY | O_CLOEXEC); /* flock needs no write */
+    if (s->lock_fd >= 0 && flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            *what = "lock";
+            return -EBUSY;
+        }
+        close(s->lock_fd);
+        s->lock_fd = -1;
+    }
+    degrade(s, rc, *what);
+    return 0;
+}
+
+/* Fills in the defaults of opts (o) and checks them. Returns 0 or CH_EINVAL
+ * after logging what is wrong. */
+static int opts_resolve(struct spool_opts *o, const char *inst)
+{
+    if (o->max_bytes == 0)
+        o->max_bytes = DEF_MAX_BYTES;
+    if (o->segment_bytes == 0) {
+        o->segment_bytes = o->max_bytes / 16;
+        if (o->segment_bytes < DEF_SEG_LO)
+            o->segment_bytes = DEF_SEG_LO;
+        if (o->segment_bytes > DEF_SEG_HI)
+            o->segment_bytes = DEF_SEG_HI;
+        /* a small bound still gets several segments to evict one by one */
+        if (o->segment_bytes > o->max_bytes / 4)
+            o->segment_bytes =
+                o->max_bytes / 4 < MIN_SEGMENT_BYTES ? MIN_SEGMENT_BYTES : o->max_bytes / 4;
+    }
+    if (o->commit_interval_ms == 0)
+        o->commit_interval_ms = 1000;
+    if (o->cursor_interval_ms == 0)
+        o->cursor_interval_ms = 10000;
+    if (o->cursor_interval_ms < o->commit_interval_ms)
+        o->cursor_interval_ms = o->commit_interval_ms;
+    if (o->retry_interval_ms == 0)
+        o->retry_interval_ms = DEF_RETRY_MS;
+    if ((o->memory_bytes && o->memory_bytes < MIN_MEMORY_BYTES) || o->retry_interval_ms < 1 ||
+        o->retry_interval_ms > 24 * 3600 * 1000) {
+        LOGE(MOD, inst,
+             "bad options: memory_bytes %" PRIu64 " (0 or at least %" PRIu64
+             "), retry_interval %" PRId64 " ms (1..86400000)",
+             o->memory_bytes, MIN_MEMORY_BYTES, o->retry_interval_ms);
+        return CH_EINVAL;
+    }
+    if (o->max_bytes < MIN_MAX_BYTES || o->segment_bytes < MIN_SEGMENT_BYTES ||
+        o->segment_bytes > MAX_SEGMENT_BYTES || o->segment_bytes > o->max_bytes ||
+        o->commit_interval_ms < 1 || o->commit_interval_ms > 3600 * 1000 ||
+        o->cursor_interval_ms > 24 * 3600 * 1000) {
+        LOGE(MOD, inst,
+             "bad options: max_bytes %" PRIu64 " (>= %" PRIu64 "), segment_bytes %" PRIu64
+             " (%" PRIu64 "..min(max_bytes, %" PRIu64 ")), commit_interval %" PRId64
+             " ms (1..3600000), cursor_interval %" PRId64 " ms (up to 86400000)",
+             o->max_bytes, MIN_MAX_BYTES, o->segment_bytes, MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES,
+             o->commit_interval_ms, o->cursor_interval_ms);
+        return CH_EINVAL;
+    }
+    return 0;
+}
+
 int spool_open(const char *dir, const struct spool_opts *opts, struct spool **out)
 {
     if (!dir || !*dir || !out)
@@ -1619,37 +2437,8 @@ int spool_open(const char *dir, const struct spool_opts *opts, struct spool **ou
     if (opts)
         o = *opts;
     const char *inst = o.name ? o.name : dir;
-    if (o.max_bytes == 0)
-        o.max_bytes = DEF_MAX_BYTES;
-    if (o.segment_bytes == 0) {
-        o.segment_bytes = o.max_bytes / 16;
-        if (o.segment_bytes < DEF_SEG_LO)
-            o.segment_bytes = DEF_SEG_LO;
-        if (o.segment_bytes > DEF_SEG_HI)
-            o.segment_bytes = DEF_SEG_HI;
-        /* a small bound still gets several segments to evict one by one */
-        if (o.segment_bytes > o.max_bytes / 4)
-            o.segment_bytes =
-                o.max_bytes / 4 < MIN_SEGMENT_BYTES ? MIN_SEGMENT_BYTES : o.max_bytes / 4;
-    }
-    if (o.commit_interval_ms == 0)
-        o.commit_interval_ms = 1000;
-    if (o.cursor_interval_ms == 0)
-        o.cursor_interval_ms = 10000;
-    if (o.cursor_interval_ms < o.commit_interval_ms)
-        o.cursor_interval_ms = o.commit_interval_ms;
-    if (o.max_bytes < MIN_MAX_BYTES || o.segment_bytes < MIN_SEGMENT_BYTES ||
-        o.segment_bytes > MAX_SEGMENT_BYTES || o.segment_bytes > o.max_bytes ||
-        o.commit_interval_ms < 1 || o.commit_interval_ms > 3600 * 1000 ||
-        o.cursor_interval_ms > 24 * 3600 * 1000) {
-        LOGE(MOD, inst,
-             "bad options: max_bytes %" PRIu64 " (>= %" PRIu64 "), segment_bytes %" PRIu64
-             " (%" PRIu64 "..min(max_bytes, %" PRIu64 ")), commit_interval %" PRId64
-             " ms (1..3600000), cursor_interval %" PRId64 " ms (up to 86400000)",
-             o.max_bytes, MIN_MAX_BYTES, o.segment_bytes, MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES,
-             o.commit_interval_ms, o.cursor_interval_ms);
+    if (opts_resolve(&o, inst) != 0)
         return CH_EINVAL;
-    }
 
     struct spool *s = ch_xcalloc(1, sizeof *s);
     s->dir = ch_xstrdup(dir);
@@ -1659,6 +2448,14 @@ int spool_open(const char *dir, const struct spool_opts *opts, struct spool **ou
     s->segment_bytes = o.segment_bytes;
     s->commit_ms = o.commit_interval_ms;
     s->cursor_ms = o.cursor_interval_ms;
+    s->step_bytes = o.segment_bytes / 16 > MIN_STEP_BYTES ? o.segment_bytes / 16 : MIN_STEP_BYTES;
+    s->memory_max = o.memory_bytes;
+    s->mem_seg_bytes = o.memory_bytes / 16;
+    if (s->mem_seg_bytes < MEM_SEG_LO)
+        s->mem_seg_bytes = MEM_SEG_LO;
+    if (s->mem_seg_bytes > MEM_SEG_HI)
+        s->mem_seg_bytes = MEM_SEG_HI;
+    s->retry_ms = o.retry_interval_ms;
     pthread_mutex_init(&s->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -1699,6 +2496,8 @@ int spool_open(const char *dir, const struct spool_opts *opts, struct spool **ou
         rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
         what = "lock";
     }
+    if (rc != 0 && rc != -EBUSY && s->memory_max)
+        rc = open_degraded(s, rc, &what);
     if (rc != 0) {
         LOGE(MOD, inst, "cannot %s spool directory %s: %s%s", what, dir, ch_strerror(rc),
              rc == -EBUSY ? " (in use by another process or spool)" : "");
@@ -1707,16 +2506,36 @@ int spool_open(const char *dir, const struct spool_opts *opts, struct spool **ou
     }
     int64_t t0 = ch_mono_ms();
     bool created_any = made_root;
-    for (int i = 0; i < SPOOL_LANES && rc == 0; i++) {
+    for (int i = 0; i < SPOOL_LANES && rc == 0 && s->dfd >= 0; i++) {
         bool created;
-        rc = lane_recover(s, &s->lane[i], &created);
+        struct lane *l = &s->lane[i];
+        rc = lane_recover(s, l, &created, s->degraded);
         created_any |= created;
         if (rc != 0)
             LOGE(MOD, inst, "cannot open spool lane %s/%s: %s", dir, lane_names[i],
                  ch_strerror(rc));
+        l->scanned = rc == 0;
+        if (rc != 0 && s->memory_max) {
+            if (l->dfd >= 0)
+                close(l->dfd);
+            l->dfd = -1;
+            degrade(s, rc, "open a lane directory in");
+            rc = 0;
+        }
     }
-    if (rc == 0 && created_any && fsync_retry(s->dfd, false) != 0)
+    for (int i = 0; i < SPOOL_LANES; i++)
+        if (!s->lane[i].scanned)
+            LOGE(MOD, inst,
+                 "%s/%s cannot be read: %s ids start at 1; whatever it holds is delivered after "
+                 "a restart once it can be read",
+                 dir, lane_names[i], lane_names[i]);
+    if (rc == 0 && !s->degraded && created_any && fsync_retry(s->dfd, false) != 0) {
         rc = -errno;
+        if (s->memory_max) {
+            degrade(s, rc, "fsync");
+            rc = 0;
+        }
+    }
     if (rc == 0) {
         rc = -pthread_create(&s->bg, NULL, bg_main, s);
         s->bg_started = rc == 0;
@@ -1742,6 +2561,11 @@ void spool_close(struct spool *s)
         unlock(s);
         pthread_join(s->bg, NULL);
     }
+    try_disk(s); /* degraded: one last chance for what memory holds */
+    lock(s);
+    if (s->degraded)
+        log_lost(s);
+    unlock(s);
     sync_all(s, true);
     spool_free(s);
 }

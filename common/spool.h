@@ -23,8 +23,24 @@
  *
  * Bounded by max_bytes over both lanes. When an append would exceed it, whole
  * segments are dropped: the oldest telemetry first, alerts only when no
- * telemetry is left and the record to store is an alert. Every drop is logged
- * and counted in spool_stats().
+ * telemetry is left and the record to store is an alert. When the disk is
+ * full (ENOSPC) before the bound, the oldest telemetry is freed in small
+ * steps (a hole punched over a few records, never a whole segment being
+ * written). Every drop is logged and counted in spool_stats(); a record
+ * dropped or refused for want of room has used up its id, so the loss shows
+ * as a gap in the ids.
+ *
+ * When the disk fails (opts.memory_bytes > 0): a directory that cannot be
+ * opened or written (read-only, full with nothing left to evict, I/O errors)
+ * does not stop the spool. What can be read is still read; new records are
+ * kept in memory, bounded by memory_bytes (the oldest telemetry dropped first,
+ * numbered and counted), served by spool_next() in id order after what is on
+ * disk; spool_append() then returns SPOOL_NOT_DURABLE. The disk is retried
+ * every retry_interval_ms (doubling up to 8 times that); when it works again
+ * the records held in memory are written to it and the spool is back on disk.
+ * spool_stats() says which (degraded, disk_full), and the spool logs one line
+ * per change. Without memory_bytes, the errors are returned as before (the
+ * hub, whose caller retries).
  *
  * Recovery at open never refuses a damaged spool: a torn tail is cut, corrupt
  * records are skipped and counted, a lost cursor means "resend from the
@@ -37,6 +53,7 @@
 #ifndef CAREHUB_SPOOL_H
 #define CAREHUB_SPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,6 +67,13 @@ enum spool_lane { SPOOL_ALERT = 0, SPOOL_TELEMETRY = 1 };
 /* Bytes a record occupies on disk besides its payload. */
 #define SPOOL_RECORD_OVERHEAD 36u
 
+/* spool_append() kept the record, but not durably: in memory (the disk
+ * cannot be written), or in a segment whose fsync failed. It is offered by
+ * spool_next() like any other and has its id; a crash before it is delivered
+ * or written to disk loses it. A positive value: callers that only test
+ * rc < 0 for failure treat it as stored. */
+#define SPOOL_NOT_DURABLE 1
+
 /* Options; zero (or a NULL pointer) means the default. */
 struct spool_opts {
     uint64_t max_bytes;         /* bound on both lanes' segments; default 256 MiB, min 16 KiB */
@@ -59,6 +83,9 @@ struct spool_opts {
     int64_t cursor_interval_ms; /* telemetry cursor write interval; default 10000, at least
                                    commit_interval_ms (each write costs 2 fsyncs: SD cards) */
     const char *name;           /* instance in log lines; default the directory */
+    uint64_t memory_bytes;      /* > 0: degrade to memory, bounded by this (min 16 KiB), when
+                                   the disk fails (see above); 0: return the errors */
+    int64_t retry_interval_ms;  /* degraded: first retry of the disk; default 30000 */
 };
 
 struct spool_record {
@@ -84,7 +111,8 @@ struct spool_lane_stats {
     uint64_t fsyncs;           /* fdatasync/fsync calls for this lane (data, directory, cursor) */
     uint64_t write_errors;     /* failed writes and syncs */
     uint64_t segments;         /* segment files now */
-    uint64_t disk_bytes;       /* their size */
+    uint64_t disk_bytes;       /* their size (less what an ENOSPC eviction punched out) */
+    uint64_t memory_bytes;     /* held in memory (degraded), record framing included */
     uint64_t next_id;          /* id the next append will get */
     uint64_t cursor;           /* every record with id <= cursor is acknowledged or gone */
     int last_error;            /* latest error (negative: -errno or CH_*), 0 if none */
@@ -95,6 +123,14 @@ struct spool_stats {
     uint64_t disk_bytes; /* both lanes */
     uint64_t max_bytes;
     uint64_t segment_bytes;
+    bool degraded;           /* new records are kept in memory: the disk cannot be written */
+    bool disk_full;          /* an append met ENOSPC, and the file system has not had room
+                                for two segments since (checked every retry interval) */
+    int error;               /* why (degraded: what failed; else -ENOSPC when disk_full), or 0 */
+    int64_t since_ms;        /* wall clock when it began (a label), 0 when neither */
+    uint64_t degraded_count; /* times the spool went to memory since open */
+    uint64_t memory_bytes;   /* both lanes, held in memory now */
+    uint64_t memory_max;     /* opts.memory_bytes */
 };
 
 /* "alert" or "telemetry" (the lane's directory name); "?" otherwise. */
@@ -109,34 +145,44 @@ const char *spool_lane_name(enum spool_lane lane);
  * Returns 0 and *out (free with spool_close), or: -errno when dir cannot be
  * created, opened or written (-EACCES, -EROFS, -ENOTDIR, -ENOSPC...), -EBUSY
  * when another spool holds it, CH_EINVAL for bad options. Damage to the data
- * is never an error. */
+ * is never an error. With opts->memory_bytes, a directory that cannot be
+ * created, opened or written is not an error either: the spool opens
+ * degraded (spool_stats), reading what the directory holds if it can be read
+ * (ids continue after it; if it cannot even be read they start at 1, and a
+ * directory that becomes readable later holding records is not written to
+ * until the next open, which delivers them). Only -EBUSY and CH_EINVAL remain. */
 int spool_open(const char *dir, const struct spool_opts *opts, struct spool **out);
 
 /* Syncs both lanes, persists both cursors, stops the background thread and
  * frees everything. No other call may run concurrently or follow. NULL is a
- * no-op. Failures are logged (the data already written stays recoverable). */
+ * no-op. Failures are logged (the data already written stays recoverable).
+ * Degraded: tries the disk once more for the records held in memory; what
+ * still cannot be written is lost, and logged with its ids. */
 void spool_close(struct spool *s);
 
 /* Appends a record of len bytes (copied) to a lane; on success stores its id
  * in *id (may be NULL). ALERT: returns once the record is durable (group
  * commit). TELEMETRY: returns once written; durable within commit_interval.
- * Returns 0; CH_EINVAL (bad lane, len > SPOOL_MAX_RECORD or does not fit in
- * max_bytes at all); CH_EFULL when the bound leaves no room (a telemetry
- * record while alerts fill the bound), counted as dropped, its id used up
- * (stored in *id: the loss is a gap in the ids, as an eviction is); -errno when the
- * write or fsync failed (-ENOSPC, -EROFS, -EIO...), logged with the path,
- * repeated lines rate-limited. On ENOSPC the oldest telemetry segments are
- * evicted (dropped, counted) to make room before giving up, as at the bound.
- * After an error the spool stays usable: later appends may succeed. An alert
- * whose append failed may still be offered by spool_next() (a duplicate when
- * appended again, never a loss). Thread-safe. */
+ * Returns 0; SPOOL_NOT_DURABLE (degraded mode, above: kept in memory, or an
+ * alert whose fsync failed); CH_EINVAL (bad lane, len > SPOOL_MAX_RECORD or
+ * does not fit in max_bytes at all); CH_EFULL when the bound leaves no room
+ * (a telemetry record while alerts fill the bound, or fill memory_bytes when
+ * degraded): counted as dropped, its id used up and stored in *id (the loss
+ * is a gap in the ids, as an eviction is); -errno when the write or fsync
+ * failed (-ENOSPC, -EROFS, -EIO...) and there is no memory_bytes to fall
+ * back on, logged with the path, repeated lines rate-limited, no id used
+ * (the caller may retry). With memory_bytes every record gets its id. On
+ * ENOSPC the oldest telemetry is evicted in steps (dropped, counted) to make
+ * room before giving up. After an error the spool stays usable: later
+ * appends may succeed. An alert whose fsync failed is still offered by
+ * spool_next(). Thread-safe. */
 int spool_append(struct spool *s, enum spool_lane lane, uint8_t type, const void *data, size_t len,
                  uint64_t *id);
 
 /* Makes every record appended so far durable and writes the cursors that
  * moved (for shutdown, or a caller that needs telemetry on disk now).
  * Returns 0 or the first -errno (also when an earlier fsync of data still
- * held failed). Thread-safe. */
+ * held failed; degraded: the error that degraded it). Thread-safe. */
 int spool_sync(struct spool *s);
 
 /* The reader: stores in *rec the first record of the lane with id > after_id

@@ -91,6 +91,8 @@ struct spool_cfg {
     int64_t max_bytes;
     int64_t commit_interval_ms; /* telemetry fsync window: a power cut loses at most this */
     int64_t replay_rate;        /* readings/s sent from a backlog, beside live data */
+    int64_t memory_bytes;       /* the disk failing: new records kept in memory, at most this */
+    int64_t retry_interval_ms;  /* the disk failing: retried after this, doubling up to 8x */
 };
 
 enum bus_type { BUS_MODBUS_RTU, BUS_MODBUS_TCP, BUS_RADAR_UART, BUS_MQTT, BUS_BLE };

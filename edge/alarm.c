@@ -38,7 +38,16 @@
  * save_wall() turns a deadline into one, load_deadline() and load_past()
  * turn it back, counting from the file's saved_ms (see alarm.h). Files
  * written before these clocks (format /1 as well) have the same meaning:
- * wall-clock deadlines and a saved_ms. */
+ * wall-clock deadlines and a saved_ms.
+ *
+ * The gateway's own alarms (spool-failed, state-save-failed) are ordinary
+ * records whose rule and device are this module's own (self_rule[],
+ * self_dev: the gateway), registered at open and kept across reloads, so
+ * acknowledging, shelving, the state file and the annunciators treat them
+ * like any other. The state file's fallback (alarm.h) is chosen at open
+ * (no directory is created until a save needs it); state_where remembers
+ * where the last save went, so each change is logged once and raises or
+ * clears state-save-failed, rather than one error line per save. */
 #include "alarm.h"
 #include "err.h"
 #include "fileio.h"
@@ -60,6 +69,18 @@
 #define STATE_FORMAT    "carehub-alarm-state/1"
 #define STATE_HISTORY   256        /* transitions kept in the state file */
 #define STATE_MAX_BYTES (64 << 20) /* a bigger state file is damaged */
+
+/* Where the last save of the state went. */
+enum { STATE_UNKNOWN = 0, STATE_PRIMARY, STATE_FALLBACK, STATE_NOWHERE };
+
+/* The gateway's own alarms, by enum alarm_self. */
+static const struct {
+    const char *id;
+    int priority;
+} self_alarms[ALARM_SELF_N] = {
+    [ALARM_SELF_SPOOL] = {"spool-failed", CH_PRIO_HIGH},
+    [ALARM_SELF_STATE] = {"state-save-failed", CH_PRIO_MEDIUM},
+};
 
 /* Names as on the wire (codec.h), for the alarm records of the state file
  * (history entries go through the codec itself). */
@@ -124,6 +145,15 @@ struct alarms {
     bool dirty;
     struct ch_time now; /* the newest time a call passed in */
     struct alarms_stats st;
+    /* the gateway's own alarms: rules and a device of this module's own */
+    struct rule_cfg self_rule[ALARM_SELF_N];
+    char self_id[ALARM_SELF_N][CH_ID_MAX];
+    struct device_cfg self_dev;
+    char self_gw[CH_ID_MAX];
+    /* the state file's fallback, and where the last save went */
+    char *state_fallback;
+    char state_fallback_dir[PATH_MAX];
+    int state_where;
 };
 
 struct hist {
@@ -564,6 +594,66 @@ static bool rd_alarm(const json_t *o, struct alarm *a, const struct loadclk *lc)
     return isfinite(a->value);
 }
 
+static void condition_locked(struct alarms *am, struct alarm *a, bool active, const char *metric,
+                             double value, const char *message, struct ch_time now);
+static struct alarm *self_alarm(struct alarms *am, enum alarm_self which);
+
+/* Writes text to the fallback (alarm.h), making its directory if needed.
+ * Returns 0 or -errno. */
+static int write_fallback(struct alarms *am, const char *text)
+{
+    if (!am->state_fallback)
+        return CH_EINVAL;
+    if (mkdir(am->state_fallback_dir, 0700) != 0 && errno != EEXIST)
+        return -errno;
+    return ch_write_atomic(am->state_fallback, text, strlen(text));
+}
+
+/* After a save: logs where it went when that changed, removes a fallback no
+ * longer needed, raises or clears state-save-failed. rc, rc2: the errors of
+ * the state file and of the fallback. Locked. */
+static void state_saved(struct alarms *am, int where, int rc, int rc2)
+{
+    const char *path = am->c->alarms.state_file;
+    int was = am->state_where;
+    am->state_where = where;
+    am->st.state_fallback = where == STATE_FALLBACK;
+    am->st.state_unsaved = where == STATE_NOWHERE;
+    if (where == was)
+        return;
+    char msg[CH_TEXT_MAX];
+    const char *e1 = rc == CH_ENOMEM ? "out of memory" : strerror(-rc);
+    switch (where) {
+    case STATE_PRIMARY:
+        if (am->state_fallback && unlink(am->state_fallback) == 0 && was != STATE_UNKNOWN)
+            LOGI("alarm", NULL, "alarm state saved to %s again (%s removed)", path,
+                 am->state_fallback);
+        else if (was != STATE_UNKNOWN)
+            LOGI("alarm", NULL, "alarm state saved to %s again", path);
+        break;
+    case STATE_FALLBACK:
+        LOGW("alarm", NULL,
+             "cannot write the alarm state to %s (%s): saving it to %s until it can be (that "
+             "survives a restart of care-edge, not a reboot)",
+             path, e1, am->state_fallback);
+        break;
+    default:
+        LOGE("alarm", NULL,
+             "cannot write the alarm state to %s (%s) nor to %s (%s): a restart of care-edge "
+             "would forget which alarms are active",
+             path, e1, am->state_fallback ? am->state_fallback : "(none)",
+             rc2 == CH_EINVAL ? "no fallback" : strerror(-rc2));
+        break;
+    }
+    if (where == STATE_NOWHERE)
+        snprintf(msg, sizeof msg,
+                 "告警状态无法保存 / Alarm state cannot be saved (%s: %s): a restart would forget "
+                 "active alarms",
+                 path, e1);
+    condition_locked(am, self_alarm(am, ALARM_SELF_STATE), where == STATE_NOWHERE, NULL, 0,
+                     where == STATE_NOWHERE ? msg : NULL, am->now);
+}
+
 static void save_state(struct alarms *am)
 {
     const char *path = am->c->alarms.state_file;
@@ -597,13 +687,15 @@ static void save_state(struct alarms *am)
     json_object_set_new(root, "history", hist);
     char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
-    int rc = text ? ch_write_atomic(path, text, strlen(text)) : CH_ENOMEM;
-    free(text);
+    int rc = text ? ch_write_atomic(path, text, strlen(text)) : CH_ENOMEM, rc2 = 0;
+    int where = STATE_PRIMARY;
     if (rc != 0) {
         am->st.state_errors++;
-        LOGE("alarm", NULL, "cannot write the alarm state to %s: %s", path,
-             rc == CH_ENOMEM ? "out of memory" : strerror(-rc));
+        rc2 = text ? write_fallback(am, text) : CH_ENOMEM;
+        where = rc2 == 0 ? STATE_FALLBACK : STATE_NOWHERE;
     }
+    free(text);
+    state_saved(am, where, rc, rc2);
 }
 
 static const struct rule_cfg *find_rule(const struct site_config *c, const char *id)
@@ -661,6 +753,11 @@ static const char *apply_state(struct alarms *am, const json_t *root)
         *colon = '\0';
         const struct rule_cfg *rule = find_rule(am->c, rule_id);
         const struct device_cfg *dev = find_device(am->c, colon + 1);
+        for (int k = 0; k < ALARM_SELF_N; k++) /* the gateway's own */
+            if (!strcmp(rule_id, am->self_rule[k].id) && !strcmp(colon + 1, am->self_gw)) {
+                rule = &am->self_rule[k];
+                dev = &am->self_dev;
+            }
         if (!rule || !dev) {
             LOGW("alarm", tmp.id, "dropped from the saved state: its %s is no longer configured",
                  rule ? "device" : "rule");
@@ -721,54 +818,94 @@ static void reset(struct alarms *am)
     ch_strlcpy(am->flood.id, am->flood_id, sizeof am->flood.id);
 }
 
+/* Reads a state file. Returns its JSON, or NULL: missing (*why NULL),
+ * unreadable (logged, *why NULL) or damaged (*why says how; jerr holds it). */
+static json_t *read_state(const char *path, const char **why, char *jerr, size_t n)
+{
+    *why = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT)
+            LOGE("alarm", NULL, "cannot read the alarm state %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    json_t *root = NULL;
+    if (fstat(fd, &st) != 0 || st.st_size > STATE_MAX_BYTES) {
+        *why = "too big";
+    } else {
+        json_error_t je;
+        root = json_loadfd(fd, JSON_REJECT_DUPLICATES, &je);
+        if (!root) {
+            snprintf(jerr, n, "line %d: %s", je.line, je.text);
+            *why = jerr;
+        }
+    }
+    close(fd);
+    return root;
+}
+
+static int64_t saved_of(const json_t *root)
+{
+    const json_t *v = json_object_get(root, "saved_ms");
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
+}
+
+/* Loads the newer of state_file and its fallback (alarm.h). A damaged
+ * state_file is kept aside as .bad; a damaged fallback is ignored. */
 static void load_state(struct alarms *am)
 {
     const char *path = am->c->alarms.state_file;
     if (!path || !*path)
         return;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno != ENOENT)
-            LOGE("alarm", NULL, "cannot read the alarm state %s: %s; starting empty", path,
-                 strerror(errno));
-        return;
-    }
-    const char *why = NULL;
-    char jerr[200];
-    struct stat st;
-    json_t *root = NULL;
-    if (fstat(fd, &st) != 0 || st.st_size > STATE_MAX_BYTES) {
-        why = "too big";
-    } else {
-        json_error_t je;
-        root = json_loadfd(fd, JSON_REJECT_DUPLICATES, &je);
-        if (!root) {
-            snprintf(jerr, sizeof jerr, "line %d: %s", je.line, je.text);
-            why = jerr;
+    char jerr[200], ferr[200];
+    const char *why = NULL, *fwhy = NULL;
+    json_t *root = read_state(path, &why, jerr, sizeof jerr);
+    json_t *fb =
+        am->state_fallback ? read_state(am->state_fallback, &fwhy, ferr, sizeof ferr) : NULL;
+    if (fwhy)
+        LOGW("alarm", NULL, "alarm state fallback %s is damaged (%s): ignored", am->state_fallback,
+             fwhy);
+    const char *from = path, *bad_fb = NULL;
+    if (fb && (!root || saved_of(fb) > saved_of(root))) {
+        bad_fb = apply_state(am, fb);
+        if (!bad_fb) {
+            from = am->state_fallback;
+            am->state_where = STATE_FALLBACK; /* the first save to state_file says so */
+            LOGW("alarm", NULL,
+                 "alarm state read from the fallback %s, saved after %s (which could not be "
+                 "written then)",
+                 from, path);
+        } else {
+            LOGW("alarm", NULL, "alarm state fallback %s: %s; ignored", am->state_fallback, bad_fb);
+            reset(am);
         }
     }
-    close(fd);
-    if (!why)
+    bool loaded = from != path;
+    if (!loaded && root && !why)
         why = apply_state(am, root);
     json_decref(root);
-    if (!why) {
+    json_decref(fb);
+    if (!loaded && !root && !why)
+        return; /* no state yet */
+    if (!why || loaded) {
         size_t kept = 0;
         for (size_t i = 0; i < am->n; i++)
             kept += am->all[i]->state != CH_AS_NORMAL;
-        LOGI("alarm", NULL, "restored %zu alarm(s) not in normal from %s", kept, path);
-        return;
+        LOGI("alarm", NULL, "restored %zu alarm(s) not in normal from %s", kept, from);
+        if (!why)
+            return;
+    } else {
+        reset(am);
     }
-    reset(am);
     char bad[PATH_MAX];
     snprintf(bad, sizeof bad, "%s.bad", path);
     if (rename(path, bad) == 0)
-        LOGE("alarm", NULL, "alarm state %s is damaged (%s): kept as %s, starting empty", path, why,
-             bad);
+        LOGE("alarm", NULL, "alarm state %s is damaged (%s): kept as %s%s", path, why, bad,
+             loaded ? "" : ", starting empty");
     else
-        LOGE("alarm", NULL,
-             "alarm state %s is damaged (%s) and cannot be moved aside (%s); "
-             "starting empty",
-             path, why, strerror(errno));
+        LOGE("alarm", NULL, "alarm state %s is damaged (%s) and cannot be moved aside (%s)%s", path,
+             why, strerror(errno), loaded ? "" : "; starting empty");
 }
 
 /* ---- delivery ----------------------------------------------------------- */
@@ -812,6 +949,53 @@ static void enter(struct alarms *am, struct ch_time now)
 
 /* ---- the API ------------------------------------------------------------ */
 
+/* Where the state file goes when it cannot be written (alarm.h). */
+static void fallback_init(struct alarms *am, const char *path)
+{
+    const char *rd = getenv("RUNTIME_DIRECTORY"), *tmp = getenv("TMPDIR");
+    if (rd && *rd) /* systemd may list several, colon-separated */
+        snprintf(am->state_fallback_dir, sizeof am->state_fallback_dir, "%.*s",
+                 (int)strcspn(rd, ":"), rd);
+    else if (access("/run/carehub", W_OK) == 0 || access("/run", W_OK) == 0)
+        ch_strlcpy(am->state_fallback_dir, "/run/carehub", sizeof am->state_fallback_dir);
+    else
+        ch_strlcpy(am->state_fallback_dir, tmp && *tmp ? tmp : "/tmp",
+                   sizeof am->state_fallback_dir);
+    uint64_t h = 14695981039346656037ull; /* FNV-1a of the path: one per state file */
+    for (const char *p = path; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    size_t n = strlen(am->state_fallback_dir) + 40;
+    am->state_fallback = ch_xmalloc(n);
+    snprintf(am->state_fallback, n, "%s/alarms-%016llx.state", am->state_fallback_dir,
+             (unsigned long long)h);
+}
+
+/* The gateway's own alarms: rules and a device of the module's own. */
+static void self_init(struct alarms *am, const struct site_config *c)
+{
+    ch_strlcpy(am->self_gw, c->gateway, sizeof am->self_gw);
+    am->self_dev.id = am->self_gw;
+    am->self_dev.slave = -1;
+    am->self_dev.enabled = true;
+    for (int i = 0; i < ALARM_SELF_N; i++) {
+        struct rule_cfg *r = &am->self_rule[i];
+        ch_strlcpy(am->self_id[i], self_alarms[i].id, sizeof am->self_id[i]);
+        r->id = am->self_id[i];
+        r->priority = self_alarms[i].priority;
+        get(am, r, &am->self_dev, NULL);
+    }
+    if (c->alarms.state_file && *c->alarms.state_file)
+        fallback_init(am, c->alarms.state_file);
+}
+
+static bool is_self(const struct alarms *am, const struct alarm *a)
+{
+    for (int i = 0; i < ALARM_SELF_N; i++)
+        if (a->rule == &am->self_rule[i])
+            return true;
+    return false;
+}
+
 int alarms_open(const struct site_config *c, alarm_sink_fn sink, void *arg, struct ch_time now,
                 struct alarms **out)
 {
@@ -831,6 +1015,7 @@ int alarms_open(const struct site_config *c, alarm_sink_fn sink, void *arg, stru
     am->raises_cap = (size_t)c->alarms.flood_count + 1;
     am->raises = ch_xcalloc(am->raises_cap, sizeof *am->raises);
     am->hist_max = c->alarms.history_max > 0 ? (size_t)c->alarms.history_max : 0;
+    self_init(am, c);
     load_state(am);
     *out = am;
     return 0;
@@ -847,6 +1032,7 @@ void alarms_close(struct alarms *am)
     free(am->raises);
     free(am->hist);
     free(am->pending);
+    free(am->state_fallback);
     pthread_mutex_destroy(&am->lock);
     free(am);
 }
@@ -869,7 +1055,7 @@ void alarms_reconfigure(struct alarms *am, const struct site_config *c)
     }
     am->hist_max = c->alarms.history_max > 0 ? (size_t)c->alarms.history_max : 0;
     for (size_t i = 0; i < am->n; i++)
-        am->all[i]->live = false;
+        am->all[i]->live = is_self(am, am->all[i]); /* no rules engine reports these */
     pthread_mutex_unlock(&am->lock);
 }
 
@@ -908,14 +1094,12 @@ void alarms_register(struct alarms *am, const struct rule_cfg *rule, const struc
     pthread_mutex_unlock(&am->lock);
 }
 
-void alarms_condition(struct alarms *am, const struct rule_cfg *rule, const struct device_cfg *dev,
-                      const struct resident_cfg *resident, bool active, const char *metric,
-                      double value, const char *message, struct ch_time now)
+/* The condition of alarm a is active or not at now (alarms_condition).
+ * Locked. */
+static void condition_locked(struct alarms *am, struct alarm *a, bool active, const char *metric,
+                             double value, const char *message, struct ch_time now)
 {
-    if (!am || !rule || !dev)
-        return;
-    enter(am, now);
-    struct alarm *a = get(am, rule, dev, resident);
+    const struct rule_cfg *rule = a->rule;
     bool was = a->cond;
     a->cond = active;
     if (active) {
@@ -952,6 +1136,32 @@ void alarms_condition(struct alarms *am, const struct rule_cfg *rule, const stru
     default: /* shelved, out of service: remembered for when they end */
         break;
     }
+}
+
+void alarms_condition(struct alarms *am, const struct rule_cfg *rule, const struct device_cfg *dev,
+                      const struct resident_cfg *resident, bool active, const char *metric,
+                      double value, const char *message, struct ch_time now)
+{
+    if (!am || !rule || !dev)
+        return;
+    enter(am, now);
+    condition_locked(am, get(am, rule, dev, resident), active, metric, value, message, now);
+    finish(am);
+}
+
+/* The record of one of the gateway's own alarms. Locked. */
+static struct alarm *self_alarm(struct alarms *am, enum alarm_self which)
+{
+    return get(am, &am->self_rule[which], &am->self_dev, NULL);
+}
+
+void alarms_self(struct alarms *am, enum alarm_self which, bool active, const char *message,
+                 struct ch_time now)
+{
+    if (!am || (unsigned)which >= ALARM_SELF_N)
+        return;
+    enter(am, now);
+    condition_locked(am, self_alarm(am, which), active, NULL, 0, message, now);
     finish(am);
 }
 

@@ -36,6 +36,13 @@
  * with the module's lock released (the sink may call alarms_active(),
  * alarms_history(), even alarms_command()); one thread delivers at a time,
  * so a call may return before another thread has delivered its transition.
+ * - the gateway's own alarms (alarms_self): "<rule>:<gateway>", device the
+ *   gateway, like the flood alarm; the usual life cycle (not latched, no
+ *   escalation): spool-failed (high: the spool cannot write its disk and
+ *   keeps data in memory only, or the disk is full; care-edge reports it)
+ *   and state-save-failed (medium: the state file below cannot be written
+ *   anywhere, so a restart would forget the alarms; raised and cleared here).
+ *
  * Durability: the state (every alarm not normal, the flood state, the last
  * 256 transitions) is written to alarms.state_file (write to a temporary
  * file, fsync, rename, fsync the directory) once per call that made
@@ -44,6 +51,14 @@
  * left the configuration are dropped with a warning). A damaged state file
  * is reported, kept aside as state_file.bad, and the module starts empty
  * rather than refuse to start. An empty state_file: no durability (tests).
+ * When state_file cannot be written (the spool's disk read-only or full, as
+ * it usually shares it), the state goes to a fallback in a runtime
+ * directory, alarms-<hash of state_file's path>.state in $RUNTIME_DIRECTORY
+ * (systemd's RuntimeDirectory=), else /run/carehub, else $TMPDIR or /tmp:
+ * it survives a restart of care-edge, not a reboot. Logged once when that
+ * begins and once when state_file works again (the fallback is then
+ * removed); if neither can be written, state-save-failed is raised. At open
+ * the newer of the two (by saved_ms) is loaded.
  *
  * Clocks. Every call takes the time as a struct ch_time (util.h; care-edge
  * passes ch_time_now(), tests a fake clock). Durations run on its mono_ms:
@@ -113,6 +128,19 @@ void alarms_reconfigured(struct alarms *am, struct ch_time now);
 /* Escalations, shelving expiry, flood end. Call at least once a second. */
 void alarms_tick(struct alarms *am, struct ch_time now);
 
+/* The gateway's own alarms (see the top): id "<name>:<gateway>". */
+enum alarm_self {
+    ALARM_SELF_SPOOL = 0, /* "spool-failed", high: reported by care-edge */
+    ALARM_SELF_STATE,     /* "state-save-failed", medium: raised by this module */
+    ALARM_SELF_N
+};
+
+/* The condition of one of the gateway's own alarms is active or not at now,
+ * with message (borrowed; NULL keeps the last one) for staff. Transitions
+ * as alarms_condition(). */
+void alarms_self(struct alarms *am, enum alarm_self which, bool active, const char *message,
+                 struct ch_time now);
+
 /* Commands from people (console, local MQTT, central hub). by names who
  * ("console:nurse1"). Return 0 on a transition; CH_ENOTFOUND for an unknown
  * alarm id; CH_ESTATE when the command does not apply in the alarm's state
@@ -145,6 +173,8 @@ struct alarms_stats {
     uint64_t floods;
     uint64_t state_errors; /* failed writes of the state file */
     size_t active;         /* not normal now */
+    bool state_fallback;   /* the last save went to the fallback, not state_file */
+    bool state_unsaved;    /* the last save could not be written anywhere */
 };
 void alarms_get_stats(struct alarms *am, struct alarms_stats *out);
 

@@ -148,6 +148,8 @@ static const struct cfg_key spool_keys[] = {
     {.key = "max_bytes",       .type = CFG_INT,      .offset = Q(max_bytes), .def = "268435456", .min = 65536, .max = 1099511627776.0},
     {.key = "commit_interval", .type = CFG_DURATION, .offset = Q(commit_interval_ms), .def = "1s", .min = 10, .max = 60000},
     {.key = "replay_rate",     .type = CFG_INT,      .offset = Q(replay_rate), .def = "2000", .min = 1, .max = 1000000},
+    {.key = "memory_bytes",    .type = CFG_INT,      .offset = Q(memory_bytes), .def = "4194304", .min = 16384, .max = 1073741824},
+    {.key = "retry_interval",  .type = CFG_DURATION, .offset = Q(retry_interval_ms), .def = "30s", .min = 1000, .max = 3600000},
     CFG_END,
 };
 #undef Q

@@ -75,6 +75,8 @@ struct app {
     struct ch_clock_watch clock;
     uint64_t clock_steps;
     uint64_t alert_spool_errors;
+    uint64_t alerts_not_durable; /* kept in memory only: the spool's disk failed */
+    int spool_state;             /* 0 ok, 1 disk full, 2 degraded (memory); -1 not looked yet */
     uint64_t commands_ok, commands_rejected;
     uint64_t commands_denied; /* of the rejected, those the identity may not give */
 };
@@ -111,14 +113,14 @@ static void on_transition(void *arg, const struct ch_alert *t)
 {
     struct app *a = arg;
     char *json = ch_alert_encode(t);
-    if (!json) {
+    int rc = json ? uplink_alert(a->uplink, json, strlen(json)) : CH_EINVAL;
+    if (!json)
         LOGE("alarm", t->alarm_id, "cannot encode the %s transition",
              ch_alarm_event_name(t->event));
-    } else if (uplink_alert(a->uplink, json, strlen(json)) != 0) {
-        __atomic_add_fetch(
-            &a->alert_spool_errors, 1,
-            __ATOMIC_RELAXED); /* logged by the uplink; local annunciation still goes on */
-    }
+    else if (rc < 0) /* logged by the uplink; local annunciation still goes on */
+        __atomic_add_fetch(&a->alert_spool_errors, 1, __ATOMIC_RELAXED);
+    else if (rc == SPOOL_NOT_DURABLE) /* sent, but lost if care-edge stops before */
+        __atomic_add_fetch(&a->alerts_not_durable, 1, __ATOMIC_RELAXED);
     free(json);
     LOGI("alarm", t->alarm_id, "%s -> %s (%s%s%s)", ch_alarm_event_name(t->event),
          ch_alarm_state_name(t->state), ch_priority_name(t->priority), t->by[0] ? ", by " : "",
@@ -204,6 +206,16 @@ static int ops_command(void *arg, const struct ch_command *cmd)
     return run_command(arg, "console", cmd);
 }
 
+/* The spool's health for the console's status (a banner while it fails). */
+static json_t *spool_json(const struct spool_stats *ss)
+{
+    return json_pack("{s:b, s:b, s:s?, s:I, s:I, s:I, s:I}", "degraded", ss->degraded, "disk_full",
+                     ss->disk_full, "error", ss->error ? ch_strerror(ss->error) : NULL, "since_ms",
+                     (json_int_t)ss->since_ms, "memory_bytes", (json_int_t)ss->memory_bytes,
+                     "memory_max", (json_int_t)ss->memory_max, "dropped",
+                     (json_int_t)ss->lane[SPOOL_TELEMETRY].dropped_records);
+}
+
 static char *ops_status(void *arg)
 {
     struct app *a = arg;
@@ -218,11 +230,13 @@ static char *ops_status(void *arg)
         online += ds.online;
     }
     pthread_rwlock_unlock(&a->swap_lock);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:I}", "site", c->site, "gateway",
-                          c->gateway, "version", CAREHUB_VERSION, "uplink_connected", us.connected,
-                          "devices", (json_int_t)n, "devices_online", (json_int_t)online,
-                          "spool_pending", (json_int_t)us.queued, "uptime_s",
-                          (json_int_t)((ch_mono_ms() - a->started_mono) / 1000));
+    struct spool_stats ss;
+    spool_stats(a->spool, &ss);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:o}", "site", c->site, "gateway", c->gateway,
+        "version", CAREHUB_VERSION, "uplink_connected", us.connected, "devices", (json_int_t)n,
+        "devices_online", (json_int_t)online, "spool_pending", (json_int_t)us.queued, "uptime_s",
+        (json_int_t)((ch_mono_ms() - a->started_mono) / 1000), "spool", spool_json(&ss));
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
@@ -299,6 +313,11 @@ static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readin
     add_metric(&r, GW_METRICS, "hub_redeliveries", (double)us.redeliveries);
     add_metric(&r, GW_METRICS, "spool_errors", (double)us.spool_errors);
     add_metric(&r, GW_METRICS, "spool_disk_bytes", (double)ss.disk_bytes);
+    add_metric(&r, GW_METRICS, "spool_degraded", ss.degraded ? 1 : 0);
+    add_metric(&r, GW_METRICS, "spool_disk_full", ss.disk_full ? 1 : 0);
+    add_metric(&r, GW_METRICS, "spool_memory_bytes", (double)ss.memory_bytes);
+    add_metric(&r, GW_METRICS, "alerts_not_durable",
+               (double)__atomic_load_n(&a->alerts_not_durable, __ATOMIC_RELAXED));
     add_metric(
         &r, GW_METRICS, "spool_corrupt",
         (double)(ss.lane[SPOOL_ALERT].corrupt_records + ss.lane[SPOOL_TELEMETRY].corrupt_records));
@@ -308,6 +327,7 @@ static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readin
     add_metric(&r, GW_METRICS, "alarm_transitions", (double)as.transitions);
     add_metric(&r, GW_METRICS, "alarm_floods", (double)as.floods);
     add_metric(&r, GW_METRICS, "alarm_state_errors", (double)as.state_errors);
+    add_metric(&r, GW_METRICS, "alarm_state_fallback", as.state_fallback ? 1 : 0);
     add_metric(&r, GW_METRICS, "alert_spool_errors",
                (double)__atomic_load_n(&a->alert_spool_errors, __ATOMIC_RELAXED));
     add_metric(&r, GW_METRICS, "commands_ok",
@@ -541,16 +561,56 @@ static void clock_watch(struct app *a, struct ch_time t)
          step > 0 ? "forward" : "back", (double)(step > 0 ? step : -step) / 1000.0);
 }
 
+/* The spool's health, each second: the gateway's own alarm spool-failed is
+ * raised while the disk is full or cannot be written (the spool logs the
+ * change itself, once), and cleared when it works again. */
+static void spool_watch(struct app *a)
+{
+    struct spool_stats ss;
+    spool_stats(a->spool, &ss);
+    int state = ss.degraded ? 2 : ss.disk_full ? 1 : 0;
+    if (state == a->spool_state)
+        return;
+    a->spool_state = state;
+    char msg[CH_TEXT_MAX];
+    const char *dir = a->site.cfg.spool.dir, *err = ch_strerror(ss.error);
+    if (state == 2)
+        snprintf(msg, sizeof msg,
+                 "本机存储故障：数据仅保存在内存中 / Storage failure: data kept in memory only "
+                 "(%s: %s)",
+                 dir, err);
+    else
+        snprintf(msg, sizeof msg,
+                 "本机存储已满：最早的数据被删除 / Disk full: the oldest readings are dropped to "
+                 "make room (%s)",
+                 dir);
+    alarms_self(a->alarms, ALARM_SELF_SPOOL, state != 0, state ? msg : NULL, ch_time_now());
+}
+
 static int run(struct app *a, const char *stats_file)
 {
     const struct site_config *c = &a->site.cfg;
+    /* before any thread starts (the spool's is the first): a thread that
+     * does not block them would take SIGTERM while the main loop is busy in
+     * a tick, and its default action would end care-edge without a clean
+     * stop */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads created below inherit it */
     map_devices(a);
     struct ch_status birth;
     make_birth(a, &birth);
+    /* a disk that cannot be written does not stop the gateway: the spool
+     * keeps new records in memory (spool.h), spool-failed says so */
     struct spool_opts so = {.max_bytes = (uint64_t)c->spool.max_bytes,
-                            .commit_interval_ms = c->spool.commit_interval_ms};
+                            .commit_interval_ms = c->spool.commit_interval_ms,
+                            .memory_bytes = (uint64_t)c->spool.memory_bytes,
+                            .retry_interval_ms = c->spool.retry_interval_ms};
     int rc = spool_open(c->spool.dir, &so, &a->spool);
-    if (rc != 0) {
+    if (rc != 0) { /* only another process on it, or bad options */
         LOGE("edge", NULL, "cannot open the spool in %s: %s", c->spool.dir, ch_strerror(rc));
         ch_status_free(&birth);
         return EXIT_RUNTIME;
@@ -568,13 +628,6 @@ static int run(struct app *a, const char *stats_file)
     if (c->local_mqtt.broker && *c->local_mqtt.broker &&
         local_create(c, on_command, ops_active, a, &a->local) != 0)
         return EXIT_RUNTIME;
-
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads created below inherit it */
 
     a->started_mono = ch_mono_ms();
     if (c->console.enabled) {
@@ -608,6 +661,8 @@ static int run(struct app *a, const char *stats_file)
     int64_t next = last + c->self_metrics_interval_ms;
     int64_t next_tick = last + 1000;
     clock_watch(a, ch_time_now()); /* the first look: from here on */
+    a->spool_state = -1;
+    spool_watch(a); /* a disk that failed before the start, or one fixed since */
     for (;;) {
         int64_t until = next < next_tick ? next : next_tick;
         int64_t wait = until - ch_mono_ms();
@@ -630,6 +685,7 @@ static int run(struct app *a, const char *stats_file)
              * monotonic clock, labelled with the wall clock */
             struct ch_time t = ch_time_now();
             clock_watch(a, t);
+            spool_watch(a);
             rules_tick(a->rules, t);
             alarms_tick(a->alarms, t);
             next_tick += 1000;

@@ -958,7 +958,7 @@ int uplink_submit(struct uplink *u, const struct ch_reading *r, int dev)
     free(json);
     int rc = spool_append(u->spool, SPOOL_TELEMETRY, REC_READING, rec, len + 2, NULL);
     free(rec);
-    if (rc != 0)
+    if (rc < 0) /* numbered all the same: a gap the hub sees */
         spool_error(u, rc, "a reading");
     return rc;
 }
@@ -966,7 +966,7 @@ int uplink_submit(struct uplink *u, const struct ch_reading *r, int dev)
 int uplink_alert(struct uplink *u, const char *json, size_t len)
 {
     int rc = spool_append(u->spool, SPOOL_ALERT, REC_ALERT, json, len, NULL);
-    if (rc != 0)
+    if (rc < 0)
         spool_error(u, rc, "an alert");
     lock(u);
     pthread_cond_broadcast(&u->cond);

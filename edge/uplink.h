@@ -9,6 +9,13 @@
  * (uplink_alert) is durable before the call returns, always goes out before
  * telemetry, and is numbered too (its record id, "seq" on the wire).
  *
+ * When the spool's disk fails (spool.h, "degraded"), the uplink does not
+ * change: the spool keeps new records in memory, bounded, and the sender
+ * reads them as it reads the disk, so live readings and alerts still go
+ * out while the broker is up. A reading the spool could not keep still has
+ * its number (the loss is a gap); uplink_alert() then says "kept, not
+ * durable" (SPOOL_NOT_DURABLE).
+ *
  * Delivered means stored: a record is freed when a hub acknowledges having
  * stored it (topic carehub/ack/v1/{site}/{gateway}, ranges of numbers), not
  * at the broker's PUBACK;
@@ -86,12 +93,15 @@ void uplink_set_command_handler(struct uplink *u, edge_cmd_fn fn, void *arg);
 int uplink_start(struct uplink *u);
 
 /* Spools a reading of device dev (index in device_ids, or -1 for the
- * gateway's own metrics). Borrows r. Returns 0, or the spool's error after
- * logging it (the reading is then lost and counted). Thread-safe. */
+ * gateway's own metrics). Borrows r. Returns 0, SPOOL_NOT_DURABLE (kept in
+ * memory: the spool is degraded), or the spool's error after logging it
+ * (the reading is then lost, counted, and its number a gap). Thread-safe. */
 int uplink_submit(struct uplink *u, const struct ch_reading *r, int dev);
 
 /* Spools an alert message (JSON, len bytes, borrowed) for the alert topic;
- * returns once it is on disk. Returns 0 or the spool's error. Thread-safe. */
+ * returns once it is on disk. Returns 0 (durable), SPOOL_NOT_DURABLE (kept
+ * and sent, but in memory: a crash before it is delivered loses it), or the
+ * spool's error (lost, counted). Thread-safe. */
 int uplink_alert(struct uplink *u, const char *json, size_t len);
 
 /* Sends what is spooled while the broker takes it, for up to drain_ms, then

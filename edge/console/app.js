@@ -8,10 +8,16 @@
 // phone was away. Commands are POSTs with a JSON body (the server refuses
 // anything else, which is its CSRF defence).
 //
+// The gateway's own health comes from /api/status, polled every 10 s (and
+// when a spool-failed transition arrives): while its storage fails the page
+// shows a banner above the alarms (status.spool.degraded: data kept in
+// memory only; disk_full: the oldest readings are dropped).
+//
 // Hooks for tests (keep them stable): #active holds one [data-alarm-id]
 // element per alarm with data-state and data-priority, its buttons .ack,
 // .shelve[data-minutes], .unshelve, .oos, .ins; #live has data-state
-// "live" while the stream is connected, "reconnecting" otherwise.
+// "live" while the stream is connected, "reconnecting" otherwise;
+// #storage-banner is shown with data-kind "memory" or "full".
 'use strict';
 
 (function () {
@@ -54,6 +60,7 @@
     audio: null,
     reminder: null,
     tab: 'active',
+    statusTimer: null,
   };
 
   const now = () => Date.now() + st.offsetMs;
@@ -332,11 +339,43 @@
     maybeCue();
   }
 
+  // ---- the gateway's own health ------------------------------------------------
+
+  function showStorage(spool) {
+    const b = $('storage-banner');
+    const kind = !spool ? '' : spool.degraded ? 'memory' : spool.disk_full ? 'full' : '';
+    b.hidden = !kind;
+    if (!kind) return;
+    b.dataset.kind = kind;
+    $('storage-title').textContent = kind === 'memory'
+      ? '本机存储故障：数据仅保存在内存中 / Storage failure: data kept in memory only'
+      : '本机存储已满：最早的数据被删除 / Disk full: the oldest readings are dropped';
+    const bits = [];
+    if (spool.error) bits.push(spool.error);
+    if (kind === 'memory' && spool.memory_max) {
+      bits.push(Math.round(spool.memory_bytes / 1024) + ' / ' + Math.round(spool.memory_max / 1024) + ' KiB in memory');
+    }
+    if (spool.since_ms) bits.push('since ' + clock(spool.since_ms));
+    bits.push('alarms still sound here; call the technician');
+    $('storage-detail').textContent = bits.join(' \u00b7 ');
+  }
+
+  async function loadStatus() {
+    clearTimeout(st.statusTimer);
+    try {
+      const d = await api('GET', '/api/status');
+      if (typeof d.server_ms === 'number') st.offsetMs = d.server_ms - Date.now();
+      showStorage(d.status && d.status.spool);
+    } catch (err) { /* keep the last view; a 401 shows the login */ }
+    if (st.me) st.statusTimer = setTimeout(loadStatus, 10000);
+  }
+
   function applyTransition(a) {
     const old = st.alarms.get(a.alarm_id);
     if (old && old.ts_ms > a.ts_ms) return; // an older copy (snapshot overlap)
     if (a.state === 'normal') st.alarms.delete(a.alarm_id);
     else st.alarms.set(a.alarm_id, a);
+    if (a.rule === 'spool-failed') loadStatus();
     render();
     maybeCue();
     if (st.tab === 'history') prependHistory(a);
@@ -485,8 +524,10 @@
   function showLogin() {
     disconnect();
     clearInterval(st.reminder);
+    clearTimeout(st.statusTimer);
     st.me = null;
     st.alarms = new Map();
+    $('storage-banner').hidden = true;
     $('app-view').hidden = true;
     $('login-view').hidden = false;
     $('site-name').textContent = 'carehub';
@@ -504,6 +545,7 @@
       o.disabled = me.history_max_hours ? Number(o.value) > me.history_max_hours : false;
     }
     loadAlarms();
+    loadStatus();
     connect();
     clearInterval(st.reminder);
     st.reminder = setInterval(remind, 30000);

@@ -863,6 +863,148 @@ static void *hammer(void *arg)
     return NULL;
 }
 
+/* The gateway's own alarm spool-failed: the usual life cycle, the gateway
+ * as its device, high priority (the sounder), kept across a reload (no rules
+ * engine reports it) and a restart. */
+static void test_self_alarm(void **state)
+{
+    (void)state;
+    struct fx *f = calloc(1, sizeof *f);
+    fx_open(f);
+    size_t mark = f->n;
+    alarms_self(f->am, ALARM_SELF_SPOOL, true, "storage failure", clk(f, AT(0)));
+    assert_int_equal(f->n, mark + 1);
+    const struct ch_alert *t = &f->got[mark];
+    assert_string_equal(t->alarm_id, "spool-failed:gw-1");
+    assert_string_equal(t->rule, "spool-failed");
+    assert_string_equal(t->device, "gw-1");
+    assert_string_equal(t->message, "storage failure");
+    assert_int_equal(t->priority, CH_PRIO_HIGH);
+    assert_int_equal(t->event, CH_AE_RAISE);
+    assert_false(t->latched);
+    assert_int_equal(alarms_annunciate_mask(f->am, false), 1u << CH_PRIO_HIGH);
+    alarms_self(f->am, ALARM_SELF_SPOOL, true, "disk full", clk(f, AT(1))); /* no transition */
+    assert_int_equal(f->n, mark + 1);
+    struct ch_alert *act;
+    assert_int_equal(alarms_active(f->am, &act), 1);
+    assert_string_equal(act[0].message, "disk full"); /* the view follows */
+    free(act);
+    /* a reload keeps it: its condition does not end */
+    alarms_reconfigure(f->am, &f->s.cfg);
+    register_all(f);
+    alarms_reconfigured(f->am, clk(f, AT(2)));
+    assert_int_equal(f->n, mark + 1);
+    /* a restart keeps it */
+    fx_reopen(f);
+    assert_int_equal(alarms_active(f->am, &act), 1);
+    assert_string_equal(act[0].alarm_id, "spool-failed:gw-1");
+    assert_int_equal(act[0].state, CH_AS_UNACK);
+    free(act);
+    assert_int_equal(command(f, CH_CMD_ACK, "spool-failed:gw-1", 0, AT(10)), 0);
+    alarms_self(f->am, ALARM_SELF_SPOOL, false, NULL, clk(f, AT(20)));
+    alarms_self(f->am, ALARM_SELF_SPOOL, true, "again", clk(f, AT(100)));
+    alarms_self(f->am, ALARM_SELF_SPOOL, false, NULL, clk(f, AT(110)));
+    char got[256];
+    events_since(f, mark + 1, got, sizeof got);
+    assert_string_equal(got, "ack>acked clear>normal raise>unack rtn>rtn_unack");
+    fx_close(f);
+    free(f);
+}
+
+/* Reopens the module with the state file at path (relative to the test's
+ * directory) and the runtime directory at rundir (NULL: none). */
+static void fx_reopen_state(struct fx *f, const char *path, const char *rundir)
+{
+    char p[512];
+    alarms_close(f->am);
+    f->am = NULL;
+    snprintf(p, sizeof p, "%s/%s", f->dir, path);
+    free(f->s.cfg.alarms.state_file);
+    f->s.cfg.alarms.state_file = ch_xstrdup(p);
+    if (rundir) {
+        snprintf(p, sizeof p, "%s/%s", f->dir, rundir);
+        setenv("RUNTIME_DIRECTORY", p, 1);
+    } else {
+        unsetenv("RUNTIME_DIRECTORY");
+    }
+    assert_int_equal(alarms_open(&f->s.cfg, sink, f, clk(f, f->last), &f->am), 0);
+    register_all(f);
+}
+
+/* The state file cannot be written (its disk failed): the state goes to the
+ * fallback in the runtime directory, said once, read back at a restart, and
+ * removed once the state file works again; if neither can be written, the
+ * gateway's own alarm state-save-failed says so. */
+static void test_state_fallback(void **state)
+{
+    (void)state;
+    struct fx *f = calloc(1, sizeof *f);
+    fx_open(f);
+    char p[512];
+    snprintf(p, sizeof p, "%s/broken", f->dir);
+    write_file(p, "a file where the state file's directory should be\n");
+    fx_reopen_state(f, "broken/alarms.state", "run");
+    struct capture cap;
+    char out[8192];
+    assert_int_equal(capture_begin(&cap), 0);
+    cond(f, "sos:d-call", true, 1, AT(0));
+    cond(f, "lo:d1", true, 1, AT(100));
+    capture_end(&cap, out, sizeof out);
+    assert_non_null(strstr(out, "cannot write the alarm state to"));
+    assert_non_null(strstr(out, "/run/alarms-"));
+    assert_null(strstr(out + (strstr(out, "/run/alarms-") - out) + 1, "cannot write")); /* once */
+    struct alarms_stats st;
+    alarms_get_stats(f->am, &st);
+    assert_true(st.state_fallback);
+    assert_false(st.state_unsaved);
+    assert_int_equal(st.state_errors, 2);
+    /* a restart, the disk still failing: the fallback is read */
+    assert_int_equal(capture_begin(&cap), 0);
+    fx_reopen_state(f, "broken/alarms.state", "run");
+    capture_end(&cap, out, sizeof out);
+    assert_non_null(strstr(out, "read from the fallback"));
+    struct ch_alert *act;
+    assert_int_equal(alarms_active(f->am, &act), 2);
+    free(act);
+    /* the disk is back: the state file is written, the fallback goes */
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(mkdir(p, 0700), 0);
+    assert_int_equal(capture_begin(&cap), 0);
+    assert_int_equal(command(f, CH_CMD_ACK, "lo:d1", 0, AT(200)), 0);
+    capture_end(&cap, out, sizeof out);
+    assert_non_null(strstr(out, "saved to"));
+    assert_non_null(strstr(out, "removed"));
+    alarms_get_stats(f->am, &st);
+    assert_false(st.state_fallback);
+    /* neither the state file nor the fallback: state-save-failed */
+    char st_path[600];
+    snprintf(st_path, sizeof st_path, "%s/alarms.state", p);
+    assert_int_equal(unlink(st_path), 0);
+    assert_int_equal(rmdir(p), 0);
+    write_file(p, "broken again\n");
+    snprintf(p, sizeof p, "%s/runfile", f->dir);
+    write_file(p, "not a directory\n");
+    fx_reopen_state(f, "broken/alarms.state", "runfile");
+    size_t mark = f->n;
+    assert_int_equal(capture_begin(&cap), 0);
+    cond(f, "lo:d2", true, 1, AT(300));
+    cond(f, "lo:d3", true, 1, AT(400));
+    capture_end(&cap, out, sizeof out);
+    assert_int_equal(f->n, mark + 3);
+    assert_string_equal(f->got[mark + 1].alarm_id, "state-save-failed:gw-1");
+    assert_int_equal(f->got[mark + 1].event, CH_AE_RAISE);
+    assert_int_equal(f->got[mark + 1].priority, CH_PRIO_MEDIUM);
+    assert_non_null(strstr(f->got[mark + 1].message, "cannot be saved"));
+    assert_non_null(strstr(out, "nor to"));
+    assert_null(strstr(strstr(out, "nor to") + 1, "nor to")); /* said once */
+    alarms_get_stats(f->am, &st);
+    assert_true(st.state_unsaved);
+    fx_reopen_state(f, "alarms.state", NULL);
+    unsetenv("RUNTIME_DIRECTORY");
+    fx_close(f);
+    free(f);
+}
+
 /* Threads: the sink is never entered twice at once and sees every
  * transition once. */
 static void test_threads(void **state)
@@ -901,6 +1043,8 @@ int main(void)
         cmocka_unit_test(test_clock_labels),
         cmocka_unit_test(test_flood_clock),
         cmocka_unit_test(test_state_clock),
+        cmocka_unit_test(test_self_alarm),
+        cmocka_unit_test(test_state_fallback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

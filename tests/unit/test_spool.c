@@ -187,6 +187,35 @@ static struct spool *open_ok(const char *dir, uint64_t max, uint64_t seg, int64_
     return s;
 }
 
+/* A spool that degrades to memory (memory bytes) when the disk fails,
+ * retrying the disk every 50 ms (doubling up to 400 ms). */
+static struct spool *open_mem(const char *dir, uint64_t max, uint64_t seg, uint64_t memory)
+{
+    struct spool_opts o = {.max_bytes = max,
+                           .segment_bytes = seg,
+                           .commit_interval_ms = 1000,
+                           .name = "test",
+                           .memory_bytes = memory,
+                           .retry_interval_ms = 50};
+    struct spool *s = NULL;
+    assert_int_equal(spool_open(dir, &o, &s), 0);
+    assert_non_null(s);
+    return s;
+}
+
+/* Waits up to 5 s for the spool to be (or not be) degraded and disk_full. */
+static void wait_state(struct spool *s, bool degraded, bool full)
+{
+    struct spool_stats st;
+    for (int i = 0; i < 500; i++) {
+        spool_stats(s, &st);
+        if (st.degraded == degraded && st.disk_full == full)
+            return;
+        ch_sleep_ms(10);
+    }
+    fail_msg("spool still degraded=%d disk_full=%d", st.degraded, st.disk_full);
+}
+
 /* The fixture payload of record id (as make_fixtures.py writes it). */
 static size_t fixture_payload(const char *lane, uint64_t id, char *out, size_t cap)
 {
@@ -1075,12 +1104,21 @@ static void test_write_errors(void **state)
     spool_stats(s, &st);
     assert_int_equal(st.lane[SPOOL_TELEMETRY].write_errors, 5);
     assert_int_equal(st.lane[SPOOL_TELEMETRY].last_error, -EROFS);
-    /* a write cut short then failing (disk full): undone, nothing torn left */
+    /* no memory_bytes: the errors are the caller's to retry (no id used) */
+    assert_false(st.degraded);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].dropped_records, 0);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].next_id, 2);
+    /* a write cut short then failing (disk full): undone, nothing torn left;
+     * the one record on disk is the newest, which ENOSPC eviction keeps */
     atomic_store(&fi_write_err, ENOSPC);
     atomic_store(&fi_write_times, 1);
     atomic_store(&fi_write_half, true);
     assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 1, "partial write", 13, NULL), -ENOSPC);
     assert_int_equal(file_size(dir, "telemetry", "0000000000000001.seg"), size);
+    spool_stats(s, &st);
+    assert_true(st.disk_full);
+    assert_int_equal(st.error, -ENOSPC);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].pending_records, 1);
     fi_reset();
     /* usable again once the file system is */
     assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 1, "ok", 2, &id), 0);
@@ -1096,6 +1134,10 @@ static void test_write_errors(void **state)
     rm_rf(dir);
     free(dir);
 }
+
+/* The tmpfs mounted now: teardown unmounts it when a failed assertion
+ * left the test before unmount_tmpfs. */
+static char *mounted;
 
 /* A small tmpfs for real ENOSPC and EROFS. Needs root (CI runs as root). */
 static char *mount_tmpfs(const char *size)
@@ -1113,6 +1155,7 @@ static char *mount_tmpfs(const char *size)
         free(dir);
         return NULL;
     }
+    mounted = dir;
     return dir;
 }
 
@@ -1121,6 +1164,7 @@ static void unmount_tmpfs(char *dir)
     umount2(dir, MNT_DETACH);
     rmdir(dir);
     free(dir);
+    mounted = NULL;
 }
 
 static void test_enospc_tmpfs(void **state)
@@ -1142,7 +1186,8 @@ static void test_enospc_tmpfs(void **state)
     struct spool_stats st;
     spool_stats(s, &st);
     assert_true(st.lane[SPOOL_TELEMETRY].dropped_records > 0);
-    /* alerts push telemetry out, then fail with ENOSPC when only alerts are left */
+    /* alerts push telemetry out, then fail with ENOSPC when only alerts are
+     * left (without memory_bytes: the caller's to retry) */
     int rc = 0, n_alerts = 0;
     for (int i = 0; i < 200 && rc == 0; i++) {
         rc = spool_append(s, SPOOL_ALERT, 1, buf, 2000, NULL);
@@ -1158,6 +1203,8 @@ static void test_enospc_tmpfs(void **state)
     assert_int_equal(st.lane[SPOOL_TELEMETRY].pending_records, 0);
     assert_int_equal(st.lane[SPOOL_ALERT].dropped_records, 0);
     assert_int_equal(st.lane[SPOOL_ALERT].last_error, -ENOSPC);
+    assert_true(st.disk_full);
+    assert_false(st.degraded);
     assert_int_equal(st.lane[SPOOL_ALERT].pending_records, (uint64_t)n_alerts);
     print_message("tmpfs 256k: %d alerts of 2000 B fit, then ENOSPC\n", n_alerts);
     /* delivering the oldest alerts frees whole segments; appends work again */
@@ -1174,6 +1221,161 @@ static void test_enospc_tmpfs(void **state)
     spool_stats(s, &st);
     assert_int_equal(st.lane[SPOOL_ALERT].corrupt_records, 0);
     assert_int_equal(st.lane[SPOOL_ALERT].pending_records, (uint64_t)n_alerts - 24 + 1);
+    spool_close(s);
+    free(dir);
+    unmount_tmpfs(mnt);
+}
+
+/* A full disk under one segment bigger than the disk (the old eviction took
+ * the whole segment being written at once, and refused the newest readings
+ * without a number): every append succeeds, the oldest go a step at a time
+ * (a hole punched at the start of the segment, which stays), the rest reads
+ * on in order, and reopening skips the hole without calling it damage. */
+static void test_enospc_steps(void **state)
+{
+    (void)state;
+    char *mnt = mount_tmpfs("256k");
+    if (!mnt) {
+        skip();
+        return;
+    }
+    char *dir = path2(mnt, "spool");
+    struct spool *s = open_ok(dir, 64u << 20, 1u << 20, 1000); /* step: 64 KiB */
+    uint8_t buf[4000];
+    fill(buf, sizeof buf, 5);
+    struct spool_stats st;
+    uint64_t before = 0, max_step = 0, steps = 0;
+    capture_start();
+    for (uint64_t i = 1; i <= 150; i++) {
+        uint64_t id = 0;
+        assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 1, buf, sizeof buf, &id), 0);
+        assert_int_equal(id, i);
+        spool_stats(s, &st);
+        uint64_t d = st.lane[SPOOL_TELEMETRY].dropped_records - before;
+        before = st.lane[SPOOL_TELEMETRY].dropped_records;
+        steps += d > 0;
+        if (d > max_step)
+            max_step = d;
+        assert_int_equal(st.lane[SPOOL_TELEMETRY].segments, 1); /* never deleted */
+    }
+    char *log = capture_stop();
+    assert_int_equal(count_str(log, "disk full (ENOSPC) under"), 1); /* once, not per step */
+    free(log);
+    /* 64 KiB of 4036-byte records is 17 of them; the disk holds about 60 */
+    assert_true(steps >= 4);
+    assert_true(max_step <= 17);
+    assert_true(st.disk_full);
+    uint64_t dropped = st.lane[SPOOL_TELEMETRY].dropped_records;
+    assert_true(dropped > 60 && dropped < 130);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].pending_records, 150 - dropped);
+    uint64_t ids[160];
+    size_t n = read_ids(s, SPOOL_TELEMETRY, ids, 160);
+    assert_int_equal(n, 150 - dropped);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(ids[i], dropped + 1 + i); /* the oldest went, the rest in order */
+    assert_true(file_size(dir, "telemetry", "0000000000000001.seg") > 150 * 4036 - 4096);
+    spool_close(s);
+    capture_start();
+    s = open_ok(dir, 64u << 20, 1u << 20, 1000);
+    log = capture_stop();
+    assert_true(strstr(log, "were given back when the disk was full") != NULL);
+    free(log);
+    spool_stats(s, &st);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].corrupt_records, 0);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].truncated_bytes, 0);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].pending_records, 150 - dropped);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].next_id, 151);
+    assert_int_equal(read_ids(s, SPOOL_TELEMETRY, ids, 160), n);
+    assert_int_equal(ids[0], dropped + 1);
+    spool_close(s);
+    free(dir);
+    unmount_tmpfs(mnt);
+}
+
+/* With memory_bytes, a full disk with nothing left to evict degrades to
+ * memory: alerts are kept (SPOOL_NOT_DURABLE) and read after those on disk;
+ * memory is bounded (the oldest telemetry in it dropped, numbered); once
+ * delivered segments free the disk, the retry writes memory to disk. */
+static void test_enospc_memory(void **state)
+{
+    (void)state;
+    char *mnt = mount_tmpfs("256k");
+    if (!mnt) {
+        skip();
+        return;
+    }
+    char *dir = path2(mnt, "spool");
+    struct spool *s = open_mem(dir, 64u << 20, 16 << 10, 64 << 10);
+    uint8_t buf[4000];
+    fill(buf, sizeof buf, 9);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 1, buf, sizeof buf, NULL), 0);
+    capture_start();
+    int rc = 0;
+    uint64_t id = 0, first_mem = 0;
+    for (int i = 0; i < 200 && rc == 0; i++)
+        rc = spool_append(s, SPOOL_ALERT, 1, buf, 2000, &id);
+    assert_int_equal(rc, SPOOL_NOT_DURABLE);
+    first_mem = id;
+    struct spool_stats st;
+    spool_stats(s, &st);
+    assert_true(st.degraded && st.disk_full);
+    assert_int_equal(st.error, -ENOSPC);
+    assert_int_equal(st.degraded_count, 1);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].pending_records, 0); /* pushed out first */
+    assert_int_equal(st.lane[SPOOL_ALERT].dropped_records, 0);
+    assert_int_equal(st.lane[SPOOL_ALERT].memory_bytes, 2000 + SPOOL_RECORD_OVERHEAD);
+    /* the reader serves disk, then memory, in id order */
+    uint64_t ids[300];
+    size_t n = read_ids(s, SPOOL_ALERT, ids, 300);
+    assert_int_equal(n, first_mem);
+    assert_int_equal(ids[n - 1], first_mem);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(ids[i], i + 1);
+    /* telemetry in memory, bounded: 64 KiB holds about 15 more readings
+     * besides that alert; the oldest go, numbered, the newest stay */
+    uint64_t t_first = 0, t_last = 0, evicted = st.lane[SPOOL_TELEMETRY].dropped_records;
+    for (int i = 0; i < 40; i++) {
+        assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 1, buf, sizeof buf, &id),
+                         SPOOL_NOT_DURABLE);
+        t_first = t_first ? t_first : id;
+        assert_true(id == t_first + (uint64_t)i);
+        t_last = id;
+    }
+    char *log = capture_stop();
+    assert_int_equal(count_str(log, "kept in memory only"), 1); /* logged once */
+    assert_true(strstr(log, "memory buffer full (memory_bytes 65536") != NULL);
+    free(log);
+    spool_stats(s, &st);
+    assert_true(st.memory_bytes <= 64 << 10);
+    assert_int_equal(evicted, 20); /* by ENOSPC, before */
+    uint64_t dropped = st.lane[SPOOL_TELEMETRY].dropped_records - evicted;
+    assert_true(dropped >= 20 && dropped < 40);
+    n = read_ids(s, SPOOL_TELEMETRY, ids, 300);
+    assert_int_equal(n, t_last - t_first + 1 - dropped);
+    assert_int_equal(ids[0], t_first + dropped); /* the gap is the oldest, exactly */
+    assert_int_equal(ids[n - 1], t_last);
+    /* the alerts on disk are delivered: their segments go, the disk has
+     * room, and the retry moves memory to disk */
+    assert_int_equal(spool_ack_range(s, SPOOL_ALERT, 1, first_mem - 1, NULL), 0);
+    wait_state(s, false, false);
+    spool_stats(s, &st);
+    assert_int_equal(st.memory_bytes, 0);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].pending_records, n);
+    /* written as segments of segment_bytes (16 KiB: 4 readings each), so the
+     * bound would still evict them a segment at a time */
+    assert_true(st.lane[SPOOL_TELEMETRY].segments >= (n + 3) / 4);
+    assert_int_equal(spool_append(s, SPOOL_ALERT, 1, "after", 5, &id), 0); /* durable again */
+    assert_int_equal(id, first_mem + 1);
+    spool_close(s);
+    s = open_ok(dir, 64u << 20, 16 << 10, 1000);
+    spool_stats(s, &st);
+    assert_int_equal(st.lane[SPOOL_ALERT].pending_records, 2);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].pending_records, n);
+    assert_int_equal(read_ids(s, SPOOL_ALERT, ids, 300), 2);
+    assert_int_equal(ids[0], first_mem);
+    assert_int_equal(read_ids(s, SPOOL_TELEMETRY, ids, 300), n);
+    assert_int_equal(ids[0], t_first + dropped);
     spool_close(s);
     free(dir);
     unmount_tmpfs(mnt);
@@ -1203,6 +1405,185 @@ static void test_erofs_tmpfs(void **state)
     free(other);
     free(dir);
     unmount_tmpfs(mnt);
+}
+
+/* With memory_bytes, a spool directory on a file system remounted
+ * read-only opens degraded: the backlog on disk is read (ids continue after
+ * it, a torn tail is skipped and cut later), new records are kept in memory;
+ * when the file system is writable again they are moved to disk. */
+static void test_erofs_memory(void **state)
+{
+    (void)state;
+    char *mnt = mount_tmpfs("1m");
+    if (!mnt) {
+        skip();
+        return;
+    }
+    char *dir = path2(mnt, "spool");
+    struct spool *s = open_ok(dir, 0, 0, 1000);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 1, "reading", 7, NULL), 0);
+    assert_int_equal(spool_append(s, SPOOL_ALERT, 1, "alert", 5, NULL), 0);
+    assert_int_equal(spool_ack_range(s, SPOOL_TELEMETRY, 1, 3, NULL), 0);
+    spool_close(s);
+    long seg_size = file_size(dir, "telemetry", "0000000000000001.seg");
+    char *seg = path2(dir, "telemetry/0000000000000001.seg");
+    FILE *f = fopen(seg, "ab");
+    assert_non_null(f);
+    fputs("a torn tail, as a power cut leaves one", f);
+    fclose(f);
+    assert_int_equal(mount(NULL, mnt, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0);
+
+    capture_start();
+    s = open_mem(dir, 0, 0, 1 << 20);
+    struct spool_stats st;
+    spool_stats(s, &st);
+    assert_true(st.degraded);
+    assert_false(st.disk_full);
+    assert_int_equal(st.error, -EROFS);
+    assert_true(st.since_ms > 0);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].pending_records, 7);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].next_id, 11);
+    uint64_t id = 0;
+    assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 1, "in memory", 9, &id), SPOOL_NOT_DURABLE);
+    assert_int_equal(id, 11);
+    assert_int_equal(spool_append(s, SPOOL_ALERT, 1, "in memory", 9, &id), SPOOL_NOT_DURABLE);
+    assert_int_equal(id, 2);
+    assert_int_equal(spool_sync(s), -EROFS);
+    uint64_t ids[16];
+    assert_int_equal(read_ids(s, SPOOL_TELEMETRY, ids, 16), 8);
+    assert_int_equal(ids[0], 4);
+    assert_int_equal(ids[7], 11);
+    struct spool_record r;
+    assert_int_equal(spool_next(s, SPOOL_TELEMETRY, 10, &r), 1);
+    assert_int_equal(r.id, 11);
+    assert_memory_equal(r.data, "in memory", 9);
+    /* the retry fails while read-only, quietly */
+    ch_sleep_ms(200);
+    spool_stats(s, &st);
+    assert_true(st.degraded);
+    assert_int_equal(mount(NULL, mnt, NULL, MS_REMOUNT, NULL), 0);
+    wait_state(s, false, false);
+    char *log = capture_stop();
+    assert_int_equal(count_str(log, "kept in memory only"), 1);
+    assert_int_equal(count_str(log, "back on disk"), 1);
+    assert_true(strstr(log, "2 records moved from memory to disk") != NULL);
+    free(log);
+    spool_stats(s, &st);
+    assert_int_equal(st.memory_bytes, 0);
+    assert_int_equal(st.degraded_count, 1);
+    assert_int_equal(file_size(dir, "telemetry", "0000000000000001.seg"), seg_size); /* cut */
+    assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 1, "on disk", 7, &id), 0);
+    assert_int_equal(id, 12);
+    spool_close(s);
+    s = open_ok(dir, 0, 0, 1000);
+    spool_stats(s, &st);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].corrupt_records, 0);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].truncated_bytes, 0);
+    assert_int_equal(read_ids(s, SPOOL_TELEMETRY, ids, 16), 9);
+    assert_int_equal(ids[0], 4);
+    assert_int_equal(ids[7], 11);
+    assert_int_equal(ids[8], 12);
+    assert_int_equal(read_ids(s, SPOOL_ALERT, ids, 16), 2);
+    assert_int_equal(ids[1], 2);
+    spool_close(s);
+    free(seg);
+    free(dir);
+    unmount_tmpfs(mnt);
+}
+
+/* A spool directory that cannot even be created (a read-only file system
+ * without it): ids start at 1; memory is bounded, alerts last (a reading
+ * that cannot fit beside them is refused, numbered); the directory is made
+ * when the file system is writable. */
+static void test_missing_memory(void **state)
+{
+    (void)state;
+    char *mnt = mount_tmpfs("1m");
+    if (!mnt) {
+        skip();
+        return;
+    }
+    assert_int_equal(mount(NULL, mnt, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0);
+    char *dir = path2(mnt, "spool");
+    capture_start();
+    struct spool *s = open_mem(dir, 0, 0, 16 << 10); /* memory segments of 4 KiB */
+    struct spool_stats st;
+    spool_stats(s, &st);
+    assert_true(st.degraded);
+    uint8_t buf[1000];
+    fill(buf, sizeof buf, 2);
+    uint64_t id = 0;
+    for (uint64_t i = 1; i <= 20; i++) {
+        assert_int_equal(spool_append(s, SPOOL_ALERT, 1, buf, sizeof buf, &id), SPOOL_NOT_DURABLE);
+        assert_int_equal(id, i);
+    }
+    uint8_t big[3000];
+    fill(big, sizeof big, 3);
+    assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 1, big, sizeof big, &id), CH_EFULL);
+    assert_int_equal(id, 1);
+    char *log = capture_stop();
+    assert_true(strstr(log, "start at 1") != NULL);
+    assert_true(strstr(log, "dropped telemetry record 1 of 3000 bytes: alerts fill the memory") !=
+                NULL);
+    free(log);
+    spool_stats(s, &st);
+    assert_true(st.memory_bytes <= 16 << 10);
+    assert_int_equal(st.lane[SPOOL_TELEMETRY].dropped_records, 1);
+    uint64_t a_dropped = st.lane[SPOOL_ALERT].dropped_records;
+    assert_true(a_dropped >= 4 && a_dropped <= 8); /* the oldest alerts, whole segments */
+    uint64_t ids[32];
+    size_t n = read_ids(s, SPOOL_ALERT, ids, 32);
+    assert_int_equal(n, 20 - a_dropped);
+    assert_int_equal(ids[0], a_dropped + 1);
+    assert_int_equal(mount(NULL, mnt, NULL, MS_REMOUNT, NULL), 0);
+    wait_state(s, false, false);
+    assert_int_equal(spool_append(s, SPOOL_TELEMETRY, 1, buf, sizeof buf, &id), 0);
+    assert_int_equal(id, 2);
+    spool_close(s);
+    s = open_ok(dir, 0, 0, 1000);
+    assert_int_equal(read_ids(s, SPOOL_ALERT, ids, 32), n);
+    assert_int_equal(read_ids(s, SPOOL_TELEMETRY, ids, 32), 1);
+    spool_close(s);
+    free(dir);
+    unmount_tmpfs(mnt);
+}
+
+/* With memory_bytes, an alert whose fsync fails is kept but not durable
+ * (SPOOL_NOT_DURABLE: it is in a sealed segment, offered by the reader);
+ * later records go to memory until a retry proves the disk again. */
+static void test_fsync_memory(void **state)
+{
+    (void)state;
+    char *dir = temp_dir();
+    struct spool *s = open_mem(dir, 0, 0, 1 << 20);
+    uint64_t id;
+    assert_int_equal(spool_append(s, SPOOL_ALERT, 1, "one", 3, &id), 0);
+    atomic_store(&fi_sync_err, EIO);
+    capture_start();
+    assert_int_equal(spool_append(s, SPOOL_ALERT, 1, "two", 3, &id), SPOOL_NOT_DURABLE);
+    assert_int_equal(id, 2);
+    struct spool_stats st;
+    spool_stats(s, &st);
+    assert_true(st.degraded);
+    assert_int_equal(st.error, -EIO);
+    assert_int_equal(spool_append(s, SPOOL_ALERT, 1, "three", 5, &id), SPOOL_NOT_DURABLE);
+    assert_int_equal(id, 3);
+    wait_state(s, false, false);
+    char *log = capture_stop();
+    assert_true(strstr(log, "cannot fdatasync a segment in") != NULL);
+    assert_int_equal(count_str(log, "back on disk"), 1);
+    free(log);
+    assert_int_equal(spool_append(s, SPOOL_ALERT, 1, "four", 4, &id), 0);
+    uint64_t ids[8];
+    assert_int_equal(read_ids(s, SPOOL_ALERT, ids, 8), 4);
+    spool_close(s);
+    s = open_ok(dir, 0, 0, 1000);
+    assert_int_equal(read_ids(s, SPOOL_ALERT, ids, 8), 4);
+    assert_int_equal(ids[3], 4);
+    spool_close(s);
+    rm_rf(dir);
+    free(dir);
 }
 
 static void test_open_errors(void **state)
@@ -1387,6 +1768,8 @@ static int teardown(void **state)
 {
     (void)state;
     fi_reset();
+    if (mounted)
+        unmount_tmpfs(mounted);
     return 0;
 }
 
@@ -1407,6 +1790,11 @@ int main(void)
         cmocka_unit_test_teardown(test_write_errors, teardown),
         cmocka_unit_test_teardown(test_enospc_tmpfs, teardown),
         cmocka_unit_test_teardown(test_erofs_tmpfs, teardown),
+        cmocka_unit_test_teardown(test_enospc_steps, teardown),
+        cmocka_unit_test_teardown(test_enospc_memory, teardown),
+        cmocka_unit_test_teardown(test_erofs_memory, teardown),
+        cmocka_unit_test_teardown(test_missing_memory, teardown),
+        cmocka_unit_test_teardown(test_fsync_memory, teardown),
         cmocka_unit_test_teardown(test_open_errors, teardown),
         cmocka_unit_test_teardown(test_read_damage, teardown),
         cmocka_unit_test_teardown(test_live_reader, teardown),
