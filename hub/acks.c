@@ -175,8 +175,8 @@ size_t acks_take(struct acks *a, const char *hub, int64_t ts_ms, struct ch_ack *
             k->ts_ms = ts_ms;
             k->n_readings = rset_take(&g->lane[ACKS_READINGS], k->readings);
             k->n_alerts = rset_take(&g->lane[ACKS_ALERTS], k->alerts);
-            if (k->n_readings + k->n_alerts == 0)
-                n--; /* nothing noted (cannot happen: empty entries go below) */
+            /* never empty: an entry exists only with something noted, and
+             * goes below once all of it is taken */
             if (g->lane[0].n == 0 && g->lane[1].n == 0) {
                 *link = g->next; /* a gateway that stops sending costs nothing */
                 gw_free(g);
