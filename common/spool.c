@@ -343,6 +343,7 @@ struct spool {
     int fail_err;                   /* what degraded it */
     int64_t since_ms;               /* wall clock: degraded or full since */
     uint64_t degraded_count;        /* times degraded */
+    uint64_t disk_full_count;       /* times disk_full was raised */
     int64_t retry_ms, retry_delay;  /* first retry interval, the current one */
     int64_t retry_at, recovered_at; /* monotonic */
     int64_t full_check_at;          /* monotonic: next fstatvfs while disk_full */
@@ -1057,6 +1058,7 @@ static void note_enospc(struct spool *s)
     if (s->disk_full)
         return;
     s->disk_full = true;
+    s->disk_full_count++;
     if (!s->degraded)
         s->since_ms = ch_now_ms();
     s->full_check_at = ch_mono_ms() + s->retry_ms;
@@ -1603,6 +1605,7 @@ void spool_stats(struct spool *s, struct spool_stats *out)
     out->error = degraded ? s->fail_err : s->disk_full ? -ENOSPC : 0;
     out->since_ms = degraded || s->disk_full ? s->since_ms : 0;
     out->degraded_count = s->degraded_count;
+    out->disk_full_count = s->disk_full_count;
     out->memory_bytes = s->mem;
     out->memory_max = s->memory_max;
     unlock(s);

@@ -123,14 +123,15 @@ struct spool_stats {
     uint64_t disk_bytes; /* both lanes */
     uint64_t max_bytes;
     uint64_t segment_bytes;
-    bool degraded;           /* new records are kept in memory: the disk cannot be written */
-    bool disk_full;          /* an append met ENOSPC, and the file system has not had room
-                                for two segments since (checked every retry interval) */
-    int error;               /* why (degraded: what failed; else -ENOSPC when disk_full), or 0 */
-    int64_t since_ms;        /* wall clock when it began (a label), 0 when neither */
-    uint64_t degraded_count; /* times the spool went to memory since open */
-    uint64_t memory_bytes;   /* both lanes, held in memory now */
-    uint64_t memory_max;     /* opts.memory_bytes */
+    bool degraded;            /* new records are kept in memory: the disk cannot be written */
+    bool disk_full;           /* an append met ENOSPC, and the file system has not had room
+                                 for two segments since (checked every retry interval) */
+    int error;                /* why (degraded: what failed; else -ENOSPC when disk_full), or 0 */
+    int64_t since_ms;         /* wall clock when it began (a label), 0 when neither */
+    uint64_t degraded_count;  /* times the spool went to memory since open */
+    uint64_t disk_full_count; /* times an append met a full disk since open */
+    uint64_t memory_bytes;    /* both lanes, held in memory now */
+    uint64_t memory_max;      /* opts.memory_bytes */
 };
 
 /* "alert" or "telemetry" (the lane's directory name); "?" otherwise. */

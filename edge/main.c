@@ -244,15 +244,17 @@ static char *ops_status(void *arg)
 
 static void add_metric(struct ch_reading *r, size_t cap, const char *name, double v)
 {
-    if (r->n_metrics >= cap)
+    if (r->n_metrics >= cap) { /* a programming error: raise the cap */
+        LOGE("edge", NULL, "self-metric %s dropped: more than %zu", name, cap);
         return;
+    }
     struct ch_metric *m = &r->metrics[r->n_metrics++];
     ch_strlcpy(m->name, name, sizeof m->name);
     m->value = v;
 }
 
 /* Metrics of the gateway's own edge_gateway reading, at most. */
-#define GW_METRICS 40
+#define GW_METRICS 48
 
 /* Publishes the gateway's own health as telemetry, and logs a summary. */
 static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readings)
@@ -315,6 +317,10 @@ static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readin
     add_metric(&r, GW_METRICS, "spool_disk_bytes", (double)ss.disk_bytes);
     add_metric(&r, GW_METRICS, "spool_degraded", ss.degraded ? 1 : 0);
     add_metric(&r, GW_METRICS, "spool_disk_full", ss.disk_full ? 1 : 0);
+    /* counts since start: a state that came and went between two samples, or
+       whose samples were themselves dropped from a full disk, still shows */
+    add_metric(&r, GW_METRICS, "spool_degraded_count", (double)ss.degraded_count);
+    add_metric(&r, GW_METRICS, "spool_disk_full_count", (double)ss.disk_full_count);
     add_metric(&r, GW_METRICS, "spool_memory_bytes", (double)ss.memory_bytes);
     add_metric(&r, GW_METRICS, "alerts_not_durable",
                (double)__atomic_load_n(&a->alerts_not_durable, __ATOMIC_RELAXED));
