@@ -4,6 +4,7 @@
 #include "lineproto.h"
 #include "log.h"
 #include "presence.h"
+#include "rollup.h"
 #include "util.h"
 
 #include <inttypes.h>
@@ -132,51 +133,18 @@ static bool same_origin(const char *site, const char *gw, const char *psite, con
     return strcmp(site, psite) == 0 && strcmp(gw, pgw) == 0;
 }
 
-#define DAY_MS  86400000LL
-#define HOUR_MS 3600000LL
-
 void ingest_set_rollup_after(struct ingest *in, int64_t rollup_after_ms)
 {
     in->rollup_after_ms = rollup_after_ms;
 }
 
-/* Marks the kept days the readings of t fall in. */
+/* Marks the kept days the readings of t fall in (rollup.h). */
 static void mark_stale_days(struct ingest *in, const struct ch_telemetry *t, int64_t now_ms)
 {
-    if (!in->rollup_after_ms)
-        return;
-    int64_t kept_before = now_ms - in->rollup_after_ms; /* hours ending before may be kept */
-    int64_t days[16];
-    size_t n = 0;
-    for (size_t i = 0; i < t->n_readings && n < CH_ARRAY_LEN(days); i++) {
-        int64_t ts = t->readings[i].ts_ms;
-        int64_t hour = ts - ((ts % HOUR_MS) + HOUR_MS) % HOUR_MS;
-        if (hour + HOUR_MS > kept_before)
-            continue; /* its hour is not kept yet */
-        int64_t day = ts - ((ts % DAY_MS) + DAY_MS) % DAY_MS;
-        bool seen = false;
-        for (size_t k = 0; k < n && !seen; k++)
-            seen = days[k] == day;
-        if (!seen)
-            days[n++] = day;
-    }
-    if (!n)
-        return;
     struct lp_buf b;
     lp_init(&b);
-    for (size_t k = 0; k < n; k++) {
-        lp_begin(&b, "carehub_rollup_stale");
-        lp_tag(&b, "site", t->site);
-        /* a new id each time: a day summary names the mark it was computed
-         * after, and any later mark (written behind the backlog's points)
-         * differs from it */
-        char id[33];
-        ch_random_hex(id);
-        lp_field_str(&b, "mark", id);
-        lp_field_int(&b, "marked_ms", now_ms);
-        lp_end(&b, days[k]);
-    }
-    emit(in, &b, false);
+    if (rollup_mark_stale(&b, t, in->rollup_after_ms, now_ms))
+        emit(in, &b, false);
 }
 
 static enum ingest_result on_telemetry(struct ingest *in, const char *topic, const json_t *root,

@@ -84,7 +84,7 @@ enum ingest_result ingest_message(struct ingest *in, const char *topic, const vo
 void ingest_stats(struct ingest *in, struct ingest_stats *out);
 
 /* The summary figures kept in InfluxDB per UTC day and hour (measurement
- * carehub_rollup, see api.c) cover hours that ended rollup_after_ms ago. A
+ * carehub_rollup, see rollup.h) cover hours that ended rollup_after_ms ago. A
  * reading that arrives for such an hour (a gateway's backlog after an
  * outage) marks its day's kept figures, and its hours', stale: one carehub_rollup_stale point (tag
  * site, fields mark (a new random id) and marked_ms, at the day's start) per site and day in the

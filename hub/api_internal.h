@@ -1,0 +1,246 @@
+/* What the files of care-hub's API share; private to hub/ (the public API is
+ * api.h, the reference hub/API.md).
+ *
+ *   api.c           start and stop, authentication, the route table (who may
+ *                   call which endpoint), request life cycle
+ *   api_req.c       responses, parameters, InfluxQL conditions, answer rows
+ *   api_privacy.c   regulators: pseudonyms, grants
+ *   api_sites.c     /sites, /sites/{site}, /me
+ *   api_alarms.c    /alarms, /alarms/active, alarm rows and objects
+ *   api_commands.c  /commands
+ *   api_summary.c   /summary (its figures: rollup.h)
+ *   api_series.c    /series, /export
+ *   api_audit.c     /audit and the audit entry of every request
+ *   api_events.c    /events, api_alert, api_site_changed
+ *   api_static.c    the web console's files
+ *
+ * Every handler runs on the connection's thread, after authentication and
+ * the route's role check; it answers through reply_json or fail and returns
+ * what they return. */
+#ifndef CAREHUB_API_INTERNAL_H
+#define CAREHUB_API_INTERNAL_H
+
+#include "codec.h"
+#include "httpd.h"
+#include "influxq.h"
+#include "tokens.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define MOD              "api" /* every file of the API logs as [api:...] */
+#define ALARMS_LIMIT_MAX 10000 /* most rows of /alarms and /audit */
+#define PATH_MAX_LEN     200
+
+struct hubcfg;
+struct presence;
+struct influx;
+struct sub;
+
+/* Series a regulator reads only with a grant (config api.sensitive). */
+struct sensitive_def {
+    const char *measurement;
+    const char *const *metrics; /* none: every metric of it */
+    size_t n_metrics;
+    unsigned grant;
+};
+
+/* An environment limit of the summary (config api.compliance). */
+struct limit_def {
+    const char *measurement, *metric;
+    double min, max;
+};
+
+struct api {
+    const struct hubcfg *cfg;
+    const struct sensitive_def *sens; /* the configuration's, or the defaults */
+    size_t n_sens;
+    const struct limit_def *lims;
+    size_t n_lims;
+    struct presence *view;
+    struct influx *writer;
+    struct sub *mqtt;
+    struct MHD_Daemon *d;
+    uint16_t port;
+    struct influxq q;
+    struct ch_sse sse;
+    unsigned char pkey[32]; /* regulators' pseudonym key */
+
+    pthread_rwlock_t tokens_lock;
+    struct tokens *tokens;
+
+    pthread_mutex_t audit_mu;
+    FILE *audit;
+    int64_t audit_last_ms; /* audit points get distinct times per hub */
+};
+
+/* Who asks: a copy of the token's name, role and scope (the tokens may be
+ * reloaded while a stream runs). */
+struct who {
+    char name[CH_ID_MAX];
+    int role;
+    bool all;
+    char district[CH_ID_MAX];
+    size_t n_sites;
+    char (*sites)[CH_ID_MAX];
+    unsigned grants;
+};
+
+/* Per request. */
+struct req {
+    struct ch_http_body body;
+    int64_t start_mono;
+    /* for the audit entry */
+    bool authed;
+    struct who who;
+    char method[8];
+    char path[PATH_MAX_LEN + 1];
+    char query[256];
+    char sites[256]; /* sites the answer concerned, comma separated */
+    char addr[64];
+    unsigned status;
+    uint64_t rows;
+};
+
+/* ---- who asks (api.c) ---------------------------------------------------------------------- */
+
+static inline bool is_regulator(const struct who *w)
+{
+    return w->role == ROLE_REGULATOR;
+}
+
+/* Whether site is in w's scope (all sites, a district prefix, or a list). */
+bool in_scope(const struct who *w, const char *site);
+
+/* ---- requests (api_req.c) ------------------------------------------------------------------ */
+
+/* Adds site to the sites the answer concerned (for the audit entry). */
+void note_site(struct req *r, const char *site);
+
+/* Answers status with o (takes ownership), as compact JSON. */
+enum MHD_Result reply_json(struct req *r, struct MHD_Connection *c, unsigned status, json_t *o);
+
+/* Answers status with {"error": <code of status>, "message": fmt...}, and
+ * the header hdr: val when hdr is not NULL. */
+enum MHD_Result fail_hdr(struct req *r, struct MHD_Connection *c, unsigned status, const char *hdr,
+                         const char *val, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+#define fail(r, c, status, ...) fail_hdr(r, c, status, NULL, NULL, __VA_ARGS__)
+
+/* An InfluxDB failure (rc, err) as the client sees it: 503 when retryable,
+ * else 500; logged. */
+enum MHD_Result fail_query(struct req *r, struct MHD_Connection *c, int rc, const char *err);
+
+/* NULL if every query parameter is one of allowed (NULL-terminated), else
+ * the first that is not. */
+const char *unknown_param(struct MHD_Connection *c, const char *const *allowed);
+
+/* The query parameter key, or NULL when absent or empty. */
+const char *arg(struct MHD_Connection *c, const char *key);
+
+/* from/to of the request: defaults to the last day; checked. Returns true,
+ * or false after answering 400 (*ret). */
+bool time_range(struct req *r, struct MHD_Connection *c, int64_t *from, int64_t *to,
+                enum MHD_Result *ret);
+
+/* The site parameter: absent (NULL, when optional), or a valid id in scope
+ * (noted). Returns true, or false after answering (*ret). */
+bool site_param(struct req *r, struct MHD_Connection *c, bool required, const char **site,
+                enum MHD_Result *ret);
+
+/* WHERE condition on sites: the one asked for, or w's scope. */
+void where_sites(struct qb *q, const struct who *w, const char *site);
+
+/* " AND time >= from AND time < to". */
+void where_time(struct qb *q, int64_t from, int64_t to);
+
+/* Column i of an answer row as text ("" when not text) or as a whole number
+ * (0 when not a number); i < 0 is a missing column. */
+const char *str_at(json_t *row, int i);
+int64_t int_at(json_t *row, int i);
+
+/* Element i of a JSON array as a whole number (0 when not one). */
+json_int_t int_of(json_t *arr, size_t i);
+
+/* The gateways' own metrics (edge_device, edge_gateway) and the hub's
+ * (carehub_*): their readings are not a device's. */
+bool self_metrics_series(json_t *series);
+
+/* ---- privacy (api_privacy.c) --------------------------------------------------------------- */
+
+/* What of a transition's people a reader sees: the site's pseudonym and
+ * staff names, or for a regulator the re-keyed pseudonym (in the message
+ * too) and "staff". The pointers are into t or into out. */
+struct shown {
+    const char *resident, *message, *by; /* by: NULL when nobody acted */
+    char pseud[16];
+    char msg[CH_TEXT_MAX];
+};
+
+void privacy(const struct api *a, const struct ch_alert *t, bool regulator, struct shown *out);
+
+/* The grant a regulator needs for metric of measurement (metric NULL: any
+ * metric of it: every grant that applies); 0 if none. */
+unsigned needed_grant(const struct api *a, const char *measurement, const char *metric);
+
+/* Whether w may read metric of measurement (a regulator needs its grants). */
+bool may_read(const struct api *a, const struct who *w, const char *measurement,
+              const char *metric);
+
+/* ---- alarms (api_alarms.c) ----------------------------------------------------------------- */
+
+/* The API's alarm object for one transition, with the regulator's privacy
+ * applied. Caller decrefs. */
+json_t *alarm_object(const struct api *a, const struct ch_alert *t, bool regulator);
+
+/* A row of the alarm measurement (columns of series s) back into t. */
+void row_to_alert(json_t *s, json_t *row, struct ch_alert *t);
+
+/* The occurrences raised in [from, to) at site (NULL: w's scope), each as its
+ * latest transition: *out (caller frees), count in *n. Returns 0 or the
+ * query's error (err). */
+int read_occurrences(struct api *a, const struct who *w, const char *site, int64_t from, int64_t to,
+                     struct ch_alert **out, size_t *n, char *err, size_t errn);
+
+/* The alarms whose last transition is not normal, newest first; as above. */
+int read_active(struct api *a, const struct who *w, const char *site, struct ch_alert **out,
+                size_t *n, char *err, size_t errn);
+
+/* ---- sites (api_sites.c) ------------------------------------------------------------------- */
+
+/* Site objects (see API.md) for the sites in w's scope (or just site),
+ * sorted; caller decrefs. Without with_influx (on the MQTT thread, which
+ * must not wait for a database), the figures from InfluxDB are left out. */
+json_t *sites_json(struct api *a, const struct who *w, const char *site, bool with_influx);
+
+/* ---- audit (api_audit.c) ------------------------------------------------------------------- */
+
+/* The audit entry of a finished request: a line in api.audit_log and a
+ * carehub_audit point. */
+void audit_write(struct api *a, struct req *r);
+
+/* ---- static files (api_static.c) ----------------------------------------------------------- */
+
+/* A file of the web console ("/" is index.html), or 404. */
+enum MHD_Result serve_file(struct api *a, struct req *r, struct MHD_Connection *c, const char *url);
+
+/* ---- the endpoints --------------------------------------------------------------------------- */
+
+enum MHD_Result h_me(struct api *a, struct req *r, struct MHD_Connection *c);
+/* one: the site of /sites/{site}, or NULL for every site in scope. */
+enum MHD_Result h_sites(struct api *a, struct req *r, struct MHD_Connection *c, const char *one);
+enum MHD_Result h_alarms(struct api *a, struct req *r, struct MHD_Connection *c);
+enum MHD_Result h_active(struct api *a, struct req *r, struct MHD_Connection *c);
+enum MHD_Result h_command(struct api *a, struct req *r, struct MHD_Connection *c);
+enum MHD_Result h_events(struct api *a, struct req *r, struct MHD_Connection *c);
+enum MHD_Result h_summary(struct api *a, struct req *r, struct MHD_Connection *c);
+enum MHD_Result h_series(struct api *a, struct req *r, struct MHD_Connection *c);
+enum MHD_Result h_export(struct api *a, struct req *r, struct MHD_Connection *c);
+enum MHD_Result h_audit(struct api *a, struct req *r, struct MHD_Connection *c);
+
+#endif

@@ -1,0 +1,465 @@
+/* GET /api/v1/series (a chart's means per interval) and /api/v1/export
+ * (telemetry or alarm transitions of a site as CSV or JSON, streamed). A
+ * regulator reads only the series its grants allow (may_read); exported
+ * alarms carry the regulator's pseudonyms (privacy). */
+#include "api_internal.h"
+#include "lineproto.h"
+#include "log.h"
+#include "util.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <time.h>
+
+#define SERIES_POINTS    2000
+#define EXPORT_WINDOW_MS 3600000LL /* an export reads InfluxDB an hour at a time */
+
+/* ---- series (charts) ---------------------------------------------------------------- */
+
+enum MHD_Result h_series(struct api *a, struct req *r, struct MHD_Connection *c)
+{
+    static const char *const allowed[] = {"site", "measurement", "metric", "from",
+                                          "to",   "every",       NULL};
+    const char *bad = unknown_param(c, allowed);
+    if (bad)
+        return fail(r, c, 400, "unknown parameter '%.64s'", bad);
+    enum MHD_Result ret = MHD_NO;
+    const char *site;
+    int64_t from, to;
+    if (!site_param(r, c, true, &site, &ret) || !time_range(r, c, &from, &to, &ret))
+        return ret;
+    const char *meas = arg(c, "measurement") ? arg(c, "measurement") : "environment";
+    const char *metric = arg(c, "metric");
+    if (!ch_valid_id(meas))
+        return fail(r, c, 400, "parameter 'measurement': not an identifier");
+    if (!metric || !ch_valid_id(metric))
+        return fail(r, c, 400, "parameter 'metric' is required: an identifier");
+    int64_t every = 0;
+    const char *es = arg(c, "every");
+    long long secs;
+    if (es && !ch_parse_int(es, &secs) && secs > 0 && secs < 400LL * 86400)
+        every = secs * 1000; /* bare seconds */
+    else if (es && (ch_parse_duration_ms(es, &every) || every < 1000))
+        return fail(r, c, 400, "parameter 'every': seconds, or a duration of at least 1s (\"5m\")");
+    int64_t min_every = (to - from + SERIES_POINTS - 1) / SERIES_POINTS;
+    if (every < min_every)
+        every = min_every < 1000 ? 1000 : min_every;
+    if (!may_read(a, &r->who, meas, metric))
+        return fail(r, c, 403, "%s of %s: this token has no grant for that series", metric, meas);
+    struct qb q;
+    qb_init(&q);
+    qb_add(&q, "SELECT mean(");
+    qb_ident(&q, metric);
+    qb_add(&q, ") FROM ");
+    qb_ident(&q, meas);
+    qb_add(&q, " WHERE \"site\" = ");
+    qb_str(&q, site);
+    where_time(&q, from, to);
+    qb_add(&q, " GROUP BY time(%" PRId64 "ms), \"room\", \"device\" fill(none)", every);
+    json_t *res;
+    char err[512];
+    int rc = influxq_run_qb(&a->q, &q, &res, err, sizeof err);
+    if (rc)
+        return fail_query(r, c, rc, err);
+    json_t *out = json_array();
+    size_t i;
+    json_t *s;
+    json_array_foreach(influxq_series(res, 0), i, s)
+    {
+        json_t *tags = json_object_get(s, "tags");
+        json_t *pts = json_array();
+        size_t j;
+        json_t *row;
+        json_array_foreach(json_object_get(s, "values"), j, row)
+        {
+            json_t *v = json_array_get(row, 1);
+            if (!json_is_number(v))
+                continue;
+            json_array_append_new(pts, json_pack("[I,f]", int_at(row, 0),
+                                                 round(json_number_value(v) * 1000.0) / 1000.0));
+            r->rows++;
+        }
+        json_array_append_new(
+            out,
+            json_pack("{s:s,s:s,s:o}", "room",
+                      json_string_value(json_object_get(tags, "room")) ?: "", "device",
+                      json_string_value(json_object_get(tags, "device")) ?: "", "points", pts));
+    }
+    json_decref(res);
+    return reply_json(r, c, 200,
+                      json_pack("{s:s,s:s,s:I,s:o}", "measurement", meas, "metric", metric,
+                                "every_s", (json_int_t)(every / 1000), "series", out));
+}
+
+/* ---- export (streamed) ----------------------------------------------------------------- */
+
+/* An export reads InfluxDB one window at a time and hands libmicrohttpd the
+ * rows of that window; memory stays at one window of one site whatever the
+ * range. */
+struct export
+{
+    struct api *a;
+    struct req *r; /* for the row count (the request outlives the response) */
+    struct who who;
+    char site[CH_ID_MAX];
+    bool alarms, csv;
+    int64_t from, to, cursor;
+    char *meas; /* telemetry: the measurements to read, as a FROM list */
+    char *buf;
+    size_t len, off, cap;
+    bool started, done;
+};
+
+static void ex_put(struct export *e, const char *s, size_t n)
+{
+    if (e->len + n + 1 > e->cap) {
+        size_t cap = e->cap ? e->cap : 65536;
+        while (cap < e->len + n + 1)
+            cap *= 2;
+        e->buf = ch_xrealloc(e->buf, cap);
+        e->cap = cap;
+    }
+    memcpy(e->buf + e->len, s, n);
+    e->len += n;
+}
+
+static void ex_puts(struct export *e, const char *s)
+{
+    ex_put(e, s, strlen(s));
+}
+
+/* A CSV field: quoted when it holds a comma, quote or newline; a leading
+ * = + - @ is prefixed with ' so that a spreadsheet does not run it. */
+static void ex_csv(struct export *e, const char *s, bool last)
+{
+    bool quote = strpbrk(s, ",\"\r\n") != NULL;
+    bool formula = s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@';
+    bool number = s[0] == '-' && s[1] >= '0' && s[1] <= '9'; /* a negative number is fine */
+    if (quote)
+        ex_puts(e, "\"");
+    if (formula && !number)
+        ex_puts(e, "'");
+    for (const char *p = s; *p; p++) {
+        if (*p == '"')
+            ex_puts(e, "\"");
+        ex_put(e, p, 1);
+    }
+    if (quote)
+        ex_puts(e, "\"");
+    ex_puts(e, last ? "\r\n" : ",");
+}
+
+static void iso_time(int64_t ms, char out[32])
+{
+    time_t sec = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03dZ", (int)(ms % 1000));
+}
+
+static const char *const telemetry_cols[] = {"time", "measurement", "gateway", "device",
+                                             "room", "quality",     "metric",  "value"};
+static const char *const alarm_cols[] = {
+    "time",    "site",      "gateway",  "alarm_id",   "event",    "state",  "priority",
+    "rule",    "device",    "room",     "bed",        "resident", "metric", "value",
+    "message", "raised_ms", "acked_ms", "cleared_ms", "acked_by"};
+
+static void ex_row_begin(struct export *e)
+{
+    if (!e->csv)
+        ex_puts(e, e->r->rows ? ",\n" : "\n");
+    e->r->rows++;
+}
+
+/* One row given as parallel names and text values (NULL: null). */
+static void ex_row(struct export *e, const char *const *cols, const char **vals, const bool *num,
+                   size_t n)
+{
+    ex_row_begin(e);
+    if (e->csv) {
+        for (size_t i = 0; i < n; i++)
+            ex_csv(e, vals[i] ? vals[i] : "", i + 1 == n);
+        return;
+    }
+    json_t *o = json_object();
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = !vals[i]        ? json_null()
+                    : num && num[i] ? json_real(strtod(vals[i], NULL))
+                                    : json_string(vals[i]);
+        json_object_set_new(o, cols[i], v);
+    }
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    ex_puts(e, s);
+    free(s);
+}
+
+static void ex_telemetry_window(struct export *e, json_t *res)
+{
+    size_t i;
+    json_t *s;
+    json_array_foreach(influxq_series(res, 0), i, s)
+    {
+        const char *meas = json_string_value(json_object_get(s, "name"));
+        json_t *cols = json_object_get(s, "columns");
+        int ct = influxq_col(s, "time"), cg = influxq_col(s, "gateway"),
+            cd = influxq_col(s, "device"), cr = influxq_col(s, "room"),
+            cq = influxq_col(s, "quality");
+        size_t j;
+        json_t *row;
+        json_array_foreach(json_object_get(s, "values"), j, row)
+        {
+            char ts[32];
+            iso_time(int_at(row, ct), ts);
+            size_t k;
+            json_t *col;
+            json_array_foreach(cols, k, col)
+            {
+                const char *name = json_string_value(col);
+                json_t *v = json_array_get(row, k);
+                if ((int)k == ct || (int)k == cg || (int)k == cd || (int)k == cr || (int)k == cq ||
+                    !json_is_number(v) || !strcmp(name, "seq") || !strcmp(name, "site"))
+                    continue;
+                if (!may_read(e->a, &e->who, meas, name))
+                    continue;
+                char val[LP_FLOAT_MAX];
+                lp_format_float(val, json_number_value(v));
+                const char *vals[] = {
+                    ts,   meas, str_at(row, cg), str_at(row, cd), str_at(row, cr), str_at(row, cq),
+                    name, val};
+                static const bool num[] = {0, 0, 0, 0, 0, 0, 0, 1};
+                ex_row(e, telemetry_cols, vals, num, CH_ARRAY_LEN(vals));
+            }
+        }
+    }
+}
+
+static void ex_alarm_window(struct export *e, json_t *res)
+{
+    bool reg = is_regulator(&e->who);
+    size_t i;
+    json_t *s;
+    json_array_foreach(influxq_series(res, 0), i, s)
+    {
+        size_t j;
+        json_t *row;
+        json_array_foreach(json_object_get(s, "values"), j, row)
+        {
+            struct ch_alert t;
+            row_to_alert(s, row, &t);
+            char ts[32], val[LP_FLOAT_MAX] = "", rms[24] = "", ams[24] = "", cms[24] = "";
+            iso_time(t.ts_ms, ts);
+            if (t.has_value)
+                lp_format_float(val, t.value);
+            if (t.raised_ms)
+                snprintf(rms, sizeof rms, "%" PRId64, t.raised_ms);
+            if (t.acked_ms)
+                snprintf(ams, sizeof ams, "%" PRId64, t.acked_ms);
+            if (t.cleared_ms)
+                snprintf(cms, sizeof cms, "%" PRId64, t.cleared_ms);
+            struct shown sh;
+            privacy(e->a, &t, reg, &sh);
+            const char *resident = sh.resident, *message = sh.message, *by = sh.by;
+            const char *vals[] = {ts,
+                                  t.site,
+                                  t.gateway,
+                                  t.alarm_id,
+                                  ch_alarm_event_name(t.event),
+                                  ch_alarm_state_name(t.state),
+                                  ch_priority_name(t.priority),
+                                  t.rule,
+                                  t.device,
+                                  t.room,
+                                  t.bed,
+                                  resident,
+                                  t.metric,
+                                  t.has_value ? val : NULL,
+                                  message,
+                                  rms[0] ? rms : NULL,
+                                  ams[0] ? ams : NULL,
+                                  cms[0] ? cms : NULL,
+                                  by};
+            static const bool num[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 1, 0};
+            ex_row(e, alarm_cols, vals, num, CH_ARRAY_LEN(vals));
+        }
+    }
+}
+
+/* Reads the next window into the buffer. Returns false when the export
+ * cannot go on (the stream then ends with an error: the client sees a
+ * truncated download, not a complete-looking one). */
+static bool ex_next_window(struct export *e)
+{
+    int64_t end = e->cursor + EXPORT_WINDOW_MS < e->to ? e->cursor + EXPORT_WINDOW_MS : e->to;
+    struct qb q;
+    qb_init(&q);
+    if (e->alarms)
+        qb_add(&q, "SELECT * FROM \"alarm\" WHERE \"site\" = ");
+    else
+        qb_add(&q, "SELECT * FROM %s WHERE \"site\" = ", e->meas);
+    qb_str(&q, e->site);
+    where_time(&q, e->cursor, end);
+    json_t *res;
+    char err[512];
+    int rc = influxq_run_qb(&e->a->q, &q, &res, err, sizeof err);
+    if (rc) {
+        LOGW(MOD, e->site, "export stopped at %" PRId64 ": %s", e->cursor, err);
+        return false;
+    }
+    if (e->alarms)
+        ex_alarm_window(e, res);
+    else
+        ex_telemetry_window(e, res);
+    json_decref(res);
+    e->cursor = end;
+    return true;
+}
+
+static ssize_t ex_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct export *e = cls;
+    (void)pos;
+    while (e->off == e->len) {
+        e->off = e->len = 0;
+        if (e->done)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (!e->started) {
+            e->started = true;
+            if (e->csv) {
+                const char *const *cols = e->alarms ? alarm_cols : telemetry_cols;
+                size_t n = e->alarms ? CH_ARRAY_LEN(alarm_cols) : CH_ARRAY_LEN(telemetry_cols);
+                for (size_t i = 0; i < n; i++)
+                    ex_csv(e, cols[i], i + 1 == n);
+            } else {
+                ex_puts(e, "[");
+            }
+            continue;
+        }
+        if (e->cursor >= e->to || !e->meas) {
+            if (!e->csv)
+                ex_puts(e, "\n]\n");
+            e->done = true;
+            continue;
+        }
+        if (!ex_next_window(e)) {
+            e->r->status = 500;
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+    }
+    size_t n = e->len - e->off < max ? e->len - e->off : max;
+    memcpy(out, e->buf + e->off, n);
+    e->off += n;
+    return (ssize_t)n;
+}
+
+static void ex_free(void *cls)
+{
+    struct export *e = cls;
+    free(e->buf);
+    free(e->meas);
+    free(e->who.sites);
+    free(e);
+}
+
+/* The measurements a telemetry export reads: those of the site but the
+ * hub's own and the alarms, and for a regulator without the grant, not the
+ * wholly sensitive ones. NULL: none. */
+static char *export_measurements(struct api *a, const struct who *w, int *rc, char *err,
+                                 size_t errn)
+{
+    json_t *res;
+    *rc = influxq_run(&a->q, "SHOW MEASUREMENTS", &res, err, errn);
+    if (*rc)
+        return NULL;
+    struct qb q;
+    qb_init(&q);
+    size_t i;
+    json_t *s;
+    json_array_foreach(influxq_series(res, 0), i, s)
+    {
+        size_t j;
+        json_t *row;
+        json_array_foreach(json_object_get(s, "values"), j, row)
+        {
+            const char *m = str_at(row, 0);
+            if (!m[0] || !strcmp(m, "alarm") || !strncmp(m, "carehub_", 8))
+                continue;
+            /* a regulator with none of the grants a measurement's series
+             * need skips it; the others are filtered per metric */
+            unsigned need = needed_grant(a, m, NULL);
+            if (is_regulator(w) && need && (need & w->grants) == 0)
+                continue;
+            if (q.len)
+                qb_add(&q, ", ");
+            qb_ident(&q, m);
+        }
+    }
+    json_decref(res);
+    return q.s;
+}
+
+enum MHD_Result h_export(struct api *a, struct req *r, struct MHD_Connection *c)
+{
+    static const char *const allowed[] = {"site", "from", "to", "data", "format", NULL};
+    const char *bad = unknown_param(c, allowed);
+    if (bad)
+        return fail(r, c, 400, "unknown parameter '%.64s'", bad);
+    enum MHD_Result ret = MHD_NO;
+    const char *site;
+    int64_t from, to;
+    if (!site_param(r, c, true, &site, &ret) || !time_range(r, c, &from, &to, &ret))
+        return ret;
+    const char *data = arg(c, "data") ? arg(c, "data") : "telemetry";
+    const char *format = arg(c, "format") ? arg(c, "format") : "csv";
+    if (strcmp(data, "telemetry") && strcmp(data, "alarms"))
+        return fail(r, c, 400, "parameter 'data': telemetry or alarms");
+    if (strcmp(format, "csv") && strcmp(format, "json"))
+        return fail(r, c, 400, "parameter 'format': csv or json");
+    struct export *e = ch_xcalloc(1, sizeof *e);
+    e->a = a;
+    e->r = r;
+    e->who = r->who;
+    e->who.sites = NULL; /* the site is checked already */
+    e->who.n_sites = 0;
+    ch_strlcpy(e->site, site, sizeof e->site);
+    e->alarms = !strcmp(data, "alarms");
+    e->csv = !strcmp(format, "csv");
+    e->from = e->cursor = from;
+    e->to = to;
+    if (!e->alarms) {
+        int rc;
+        char err[512];
+        e->meas = export_measurements(a, &r->who, &rc, err, sizeof err);
+        if (rc) {
+            ex_free(e);
+            return fail_query(r, c, rc, err);
+        }
+    } else {
+        e->meas = ch_xstrdup("\"alarm\"");
+    }
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536, ex_read, e, ex_free);
+    if (!resp) {
+        ex_free(e);
+        return MHD_NO;
+    }
+    char fname[256], disp[300], f1[32], f2[32];
+    iso_time(from, f1);
+    iso_time(to, f2);
+    f1[10] = f2[10] = '\0';
+    snprintf(fname, sizeof fname, "%s-%s-%s-%s.%s", site, data, f1, f2, format);
+    snprintf(disp, sizeof disp, "attachment; filename=\"%s\"", fname);
+    MHD_add_response_header(resp, "Content-Type",
+                            e->csv ? "text/csv; charset=utf-8" : "application/json; charset=utf-8");
+    MHD_add_response_header(resp, "Content-Disposition", disp);
+    ch_http_security_headers(resp, true);
+    r->status = 200;
+    ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}

@@ -1,0 +1,193 @@
+/* GET /api/v1/summary: a site's alarms over a range (raised, acknowledged,
+ * response percentiles) and, from the figures rollup.c keeps per day and
+ * hour, its environment within the compliance limits, its devices online and
+ * the completeness of its readings. */
+#include "api.h"
+#include "api_internal.h"
+#include "config.h"
+#include "presence.h"
+#include "rollup.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int dbl_cmp(const void *pa, const void *pb)
+{
+    double a = *(const double *)pa, b = *(const double *)pb;
+    return a < b ? -1 : a > b;
+}
+
+double api_percentile(const double *v, size_t n, double p)
+{
+    double pos = p * (double)(n - 1);
+    size_t lo = (size_t)floor(pos);
+    size_t hi = lo + 1 < n ? lo + 1 : lo;
+    return v[lo] + (v[hi] - v[lo]) * (pos - (double)lo);
+}
+
+static json_t *pct_or_null(double *v, size_t n, double p)
+{
+    if (n == 0)
+        return json_null();
+    return json_real(round(api_percentile(v, n, p) * 1000.0) / 1000.0);
+}
+
+static json_t *summary_alarms(struct ch_alert *v, size_t n)
+{
+    double *ack = ch_xcalloc(n + 1, sizeof *ack), *clr = ch_xcalloc(n + 1, sizeof *clr);
+    size_t na = 0, nc = 0;
+    json_int_t by[3] = {0};
+    for (size_t i = 0; i < n; i++) {
+        const struct ch_alert *t = &v[i];
+        by[t->priority >= 0 && t->priority < 3 ? t->priority : 0]++;
+        if (t->acked_ms && t->acked_ms >= t->raised_ms)
+            ack[na++] = (double)(t->acked_ms - t->raised_ms) / 1000.0;
+        if (t->cleared_ms && t->cleared_ms >= t->raised_ms)
+            clr[nc++] = (double)(t->cleared_ms - t->raised_ms) / 1000.0;
+    }
+    qsort(ack, na, sizeof *ack, dbl_cmp);
+    qsort(clr, nc, sizeof *clr, dbl_cmp);
+    json_t *o = json_pack("{s:I,s:{s:I,s:I,s:I},s:I,s:I,s:o,s:o,s:o}", "raised", (json_int_t)n,
+                          "by_priority", "high", by[CH_PRIO_HIGH], "medium", by[CH_PRIO_MEDIUM],
+                          "low", by[CH_PRIO_LOW], "acked", (json_int_t)na, "never_acked",
+                          (json_int_t)(n - na), "ack_p50_s", pct_or_null(ack, na, 0.5), "ack_p90_s",
+                          pct_or_null(ack, na, 0.9), "clear_p50_s", pct_or_null(clr, nc, 0.5));
+    free(ack);
+    free(clr);
+    return o;
+}
+
+static double round2(double v)
+{
+    return round(v * 100.0) / 100.0;
+}
+
+static json_t *bound_or_null(double v)
+{
+    return fabs(v) >= 1e300 ? json_null() : json_real(v);
+}
+
+static int str_cmp(const void *pa, const void *pb)
+{
+    return strcmp(*(const char *const *)pa, *(const char *const *)pb);
+}
+
+/* The keys of object o, sorted (caller frees the array, not the keys). */
+static const char **sorted_keys(json_t *o, size_t *n)
+{
+    const char **k = ch_xcalloc(json_object_size(o) + 1, sizeof *k);
+    size_t i = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v) k[i++] = key;
+    qsort(k, i, sizeof *k, str_cmp);
+    *n = i;
+    return k;
+}
+
+static json_t *pct(json_int_t part, json_int_t whole)
+{
+    return whole > 0 ? json_real(round2(100.0 * (double)part / (double)whole)) : json_null();
+}
+
+/* The summary's environment, devices and completeness from the figures of
+ * [from, to) of site. */
+static void stats_render(struct api *a, const char *site, json_t *st, int64_t from, int64_t to,
+                         json_t **env_out, json_t **dev_out, json_t **comp_out)
+{
+    /* environment: per limit, its rooms in order */
+    json_t *env = json_object_get(st, "env"), *out = json_array();
+    size_t nk;
+    const char **keys = sorted_keys(env, &nk);
+    for (size_t i = 0; i < a->n_lims; i++) {
+        const struct limit_def *l = &a->lims[i];
+        size_t ml = strlen(l->metric);
+        for (size_t k = 0; k < nk; k++) {
+            if (strncmp(keys[k], l->metric, ml) || keys[k][ml] != '|')
+                continue;
+            json_t *p = json_object_get(env, keys[k]);
+            json_int_t total = int_of(p, 0), ok = int_of(p, 1);
+            if (total <= 0)
+                continue;
+            json_array_append_new(
+                out, json_pack("{s:s,s:s,s:o,s:o,s:I,s:I,s:f}", "room", keys[k] + ml + 1, "metric",
+                               l->metric, "min", bound_or_null(l->min), "max",
+                               bound_or_null(l->max), "samples", total, "within", ok, "within_pct",
+                               round2(100.0 * (double)ok / (double)total)));
+        }
+    }
+    free(keys);
+    *env_out = out;
+
+    /* devices: the inventory of the gateways' births, or those seen */
+    int64_t bucket = a->cfg->api.device_timeout_ms;
+    /* intervals of the range, as InfluxDB's GROUP BY time cuts them */
+    int64_t nb = (to - 1) / bucket - from / bucket + 1;
+    json_t *dev = json_object_get(st, "dev");
+    json_int_t intervals = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(dev, key, v) intervals += json_integer_value(v);
+    struct presence_gw *g;
+    size_t ng = presence_list(a->view, &g);
+    size_t inventory = 0;
+    for (size_t k = 0; k < ng; k++)
+        if (!strcmp(g[k].site, site))
+            inventory += g[k].n_devices;
+    free(g);
+    size_t total = inventory > json_object_size(dev) ? inventory : json_object_size(dev);
+    *dev_out = json_pack("{s:I,s:o}", "total", (json_int_t)total, "online_pct",
+                         pct(intervals, (json_int_t)total * nb));
+
+    /* completeness: per gateway, over every measurement */
+    json_t *gws = json_object_get(st, "gw"), *list = json_array();
+    json_int_t rec = 0, exp = 0;
+    keys = sorted_keys(gws, &nk);
+    for (size_t k = 0; k < nk; k++) {
+        json_t *gv = json_object_get(gws, keys[k]);
+        json_int_t r = int_of(gv, 0), e = int_of(gv, 2) - int_of(gv, 1) + 1;
+        rec += r;
+        exp += e;
+        json_array_append_new(list, json_pack("{s:s,s:I,s:I,s:o}", "gateway", keys[k], "received",
+                                              r, "expected", e, "pct", pct(r, e)));
+    }
+    free(keys);
+    *comp_out = json_pack("{s:I,s:I,s:o,s:o}", "received", rec, "expected", exp, "pct",
+                          pct(rec, exp), "gateways", list);
+}
+
+enum MHD_Result h_summary(struct api *a, struct req *r, struct MHD_Connection *c)
+{
+    static const char *const allowed[] = {"site", "from", "to", NULL};
+    const char *bad = unknown_param(c, allowed);
+    if (bad)
+        return fail(r, c, 400, "unknown parameter '%.64s'", bad);
+    enum MHD_Result ret = MHD_NO;
+    const char *site;
+    int64_t from, to;
+    if (!site_param(r, c, true, &site, &ret) || !time_range(r, c, &from, &to, &ret))
+        return ret;
+    struct ch_alert *v;
+    size_t n;
+    char err[512];
+    int rc = read_occurrences(a, &r->who, site, from, to, &v, &n, err, sizeof err);
+    if (rc)
+        return fail_query(r, c, rc, err);
+    json_t *alarms = summary_alarms(v, n);
+    free(v);
+    json_t *st, *env, *dev, *comp;
+    rc = rollup_range(a, site, from, to, &st, err, sizeof err);
+    if (rc) {
+        json_decref(alarms);
+        return fail_query(r, c, rc, err);
+    }
+    stats_render(a, site, st, from, to, &env, &dev, &comp);
+    json_decref(st);
+    r->rows = 1;
+    return reply_json(r, c, 200,
+                      json_pack("{s:s,s:I,s:I,s:o,s:o,s:o,s:o}", "site", site, "from_ms",
+                                (json_int_t)from, "to_ms", (json_int_t)to, "alarms", alarms,
+                                "environment", env, "devices", dev, "completeness", comp));
+}
