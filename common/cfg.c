@@ -72,6 +72,24 @@ const struct cfg_key cfg_tls_keys[] = {
     {.key = "verify",    .type = CFG_BOOL, .offset = offsetof(struct cfg_tls, verify), .def = "true"},
     CFG_END,
 };
+
+const struct cfg_key cfg_https_keys[] = {
+    {.key = "cert_file", .type = CFG_PATH, .offset = offsetof(struct cfg_https, cert_file), .required = true},
+    {.key = "key_file",  .type = CFG_PATH, .offset = offsetof(struct cfg_https, key_file), .required = true},
+    CFG_END,
+};
+
+#define HL(k) offsetof(struct cfg_http_limits, k)
+const struct cfg_key cfg_http_limit_keys[] = {
+    {.key = "max",                 .type = CFG_INT,      .offset = HL(max), .min = 8, .max = 20000},
+    {.key = "per_address",         .type = CFG_INT,      .offset = HL(per_address), .min = 1, .max = 20000},
+    {.key = "pending",             .type = CFG_INT,      .offset = HL(pending), .min = 1, .max = 20000},
+    {.key = "pending_per_address", .type = CFG_INT,      .offset = HL(pending_per_address), .min = 1, .max = 20000},
+    {.key = "header_timeout",      .type = CFG_DURATION, .offset = HL(header_timeout_ms), .min = 500, .max = 600000},
+    {.key = "body_timeout",        .type = CFG_DURATION, .offset = HL(body_timeout_ms), .min = 500, .max = 3600000},
+    CFG_END,
+};
+#undef HL
 /* clang-format on */
 
 const char *cfg_enum_name(const struct cfg_enum *e, int value)

@@ -129,6 +129,26 @@ struct cfg_tls {
 };
 extern const struct cfg_key cfg_tls_keys[];
 
+/* An HTTP server's HTTPS (care-edge's console, care-hub's API): both files,
+ * PEM; the certificate file may hold the chain after the server's own. */
+struct cfg_https {
+    char *cert_file;
+    char *key_file;
+};
+extern const struct cfg_key cfg_https_keys[];
+
+/* An HTTP server's connection limits (httpd.h says what each does); 0 means
+ * the server's default. */
+struct cfg_http_limits {
+    int64_t max;                 /* connections at once */
+    int64_t per_address;         /* connections at once from one address */
+    int64_t pending;             /* of them without a complete request, all addresses */
+    int64_t pending_per_address; /* the same, from one address */
+    int64_t header_timeout_ms;   /* from connecting (or the previous answer) to the headers */
+    int64_t body_timeout_ms;     /* from the headers to the whole body */
+};
+extern const struct cfg_key cfg_http_limit_keys[];
+
 /* The log levels of log.h as a CFG_ENUM ("error", "warn", "info", "debug"). */
 extern const struct cfg_enum cfg_log_levels[];
 

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -61,4 +62,42 @@ int ch_write_atomic(const char *path, const char *data, size_t len)
     if (rename(tmp, path) != 0)
         return undo(-1, tmp, -errno);
     return ch_fsync_dir_of(path);
+}
+
+int ch_read_file(const char *path, size_t max, char **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    char *buf = ch_xmalloc(max + 1);
+    size_t n = 0;
+    int rc = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, max + 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = -errno;
+            break;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+        if (n > max) {
+            rc = -EFBIG;
+            break;
+        }
+    }
+    close(fd);
+    if (rc) {
+        explicit_bzero(buf, n > max ? max + 1 : n);
+        free(buf);
+        return rc;
+    }
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return 0;
 }

@@ -14,4 +14,9 @@ int ch_write_atomic(const char *path, const char *data, size_t len);
  * durable). Returns 0 or -errno. */
 int ch_fsync_dir_of(const char *path);
 
+/* Reads the whole file at path (at most max bytes) into a NUL-terminated
+ * malloc'ed buffer. Returns 0 with *data and *len, -EFBIG when it is larger
+ * than max, or -errno. */
+int ch_read_file(const char *path, size_t max, char **data, size_t *len);
+
 #endif

@@ -1,10 +1,14 @@
 #include "httpd.h"
+#include "cfg.h"
 #include "err.h"
+#include "fileio.h"
 #include "log.h"
 #include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +50,7 @@ int ch_http_listen(const char *mod, const char *bind_addr, int64_t port, int *fd
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&ss, len) || listen(fd, 64)) {
+    if (bind(fd, (struct sockaddr *)&ss, len) || listen(fd, 511)) {
         int e = errno;
         LOGE(mod, NULL, "cannot listen on %s port %lld: %s", a, (long long)port, strerror(e));
         close(fd);
@@ -88,18 +92,56 @@ size_t ch_http_unescape(void *cls, struct MHD_Connection *c, char *s)
     return (size_t)(w - s);
 }
 
+/* libmicrohttpd writes a line per failed connection: under attack, a flood.
+ * At most LOG_BURST lines a minute (all servers of the process together),
+ * then one line saying how many were left out. */
+#define LOG_BURST     20
+#define LOG_WINDOW_MS 60000
+
 void ch_http_log(void *cls, const char *fmt, va_list ap)
 {
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static int64_t window_end;
+    static unsigned lines, dropped;
+    const char *mod = cls ? (const char *)cls : "http";
+    int64_t now = ch_mono_ms();
+    pthread_mutex_lock(&mu);
+    unsigned skipped = 0;
+    if (now >= window_end) {
+        skipped = dropped;
+        window_end = now + LOG_WINDOW_MS;
+        lines = dropped = 0;
+    }
+    bool show = lines < LOG_BURST;
+    if (show)
+        lines++;
+    else
+        dropped++;
+    pthread_mutex_unlock(&mu);
+    if (skipped)
+        LOGW(mod, "mhd", "%u more libmicrohttpd messages in the last minute not logged", skipped);
+    if (!show)
+        return;
     char line[512];
     vsnprintf(line, sizeof line, fmt, ap);
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
-    LOGW(cls ? (const char *)cls : "http", "mhd", "%s", line);
+    LOGW(mod, "mhd", "%s", line);
 }
+
+/* Whether the request being handled on this thread came over HTTPS: set by
+ * the guard before each call of a server's handler (one thread per
+ * connection, and a response is made on its connection's thread), read when
+ * the response's headers are added. */
+static __thread bool thread_https;
 
 void ch_http_security_headers(struct MHD_Response *r, bool api)
 {
+    /* HTTPS only from now on, for a year (RFC 6797); not on plain HTTP,
+       where a browser ignores it anyway */
+    if (thread_https)
+        MHD_add_response_header(r, "Strict-Transport-Security", "max-age=31536000");
     MHD_add_response_header(r, "Content-Security-Policy",
                             "default-src 'self'; base-uri 'none'; form-action 'self'; "
                             "frame-ancestors 'none'; object-src 'none'");
@@ -392,4 +434,539 @@ size_t ch_sse_clients(struct ch_sse *s)
     size_t n = s->n_clients;
     pthread_mutex_unlock(&s->mu);
     return n;
+}
+
+/* ---- the server and its connection guard (see httpd.h) ------------------------ */
+
+#define REPORT_MS      60000 /* what the guard did: logged at most this often */
+#define TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+#define PEM_MAX        (256 * 1024)
+
+enum gstate {
+    G_PENDING, /* no complete request: connecting, TLS, headers, or idle between requests */
+    G_BODY,    /* headers in, body arriving */
+    G_ACTIVE,  /* a whole request, being answered */
+    G_CLOSING  /* shut down by the guard; waiting for libmicrohttpd to close it */
+};
+
+struct gaddr { /* an address with connections */
+    struct gaddr *next;
+    unsigned char key[16]; /* IPv4 mapped into IPv6, or an IPv6 /64 */
+    size_t total, pending;
+};
+
+struct gconn {
+    struct gconn *prev, *next;
+    int fd;
+    struct gaddr *a;
+    enum gstate state;
+    int64_t since; /* monotonic: when the current deadline started */
+};
+
+struct ch_httpd {
+    struct MHD_Daemon *d;
+    const char *mod;
+    struct cfg_http_limits lim;
+    MHD_AccessHandlerCallback handler;
+    MHD_RequestCompletedCallback completed;
+    void *cls;
+    bool https, v6;
+    uint16_t port;
+    char bind[64];
+    char *cert, *key; /* PEM, held while the daemon runs */
+    size_t key_len;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t reaper;
+    bool reaper_started, stopping;
+    struct gconn *conns; /* newest first */
+    struct gaddr *addrs;
+    struct ch_httpd_stats st;
+    struct ch_httpd_stats reported; /* counters at the last report */
+    int64_t next_report;
+};
+
+static void addr_key(const struct sockaddr *sa, unsigned char out[16])
+{
+    memset(out, 0, 16);
+    if (sa && sa->sa_family == AF_INET) {
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+    } else if (sa && sa->sa_family == AF_INET6) {
+        memcpy(out, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 8);
+    }
+}
+
+static void key_text(const unsigned char k[16], char *out, size_t n)
+{
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (!memcmp(k, mapped, 12)) {
+        inet_ntop(AF_INET, k + 12, out, (socklen_t)n);
+    } else {
+        char a[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, k, a, sizeof a);
+        snprintf(out, n, "%s/64", a);
+    }
+}
+
+static bool is_pending(const struct gconn *g)
+{
+    return g->state == G_PENDING || g->state == G_BODY;
+}
+
+static struct gaddr *find_addr(struct ch_httpd *h, const unsigned char key[16])
+{
+    for (struct gaddr *a = h->addrs; a; a = a->next)
+        if (!memcmp(a->key, key, 16))
+            return a;
+    return NULL;
+}
+
+/* Moves g to state, keeping the pending counts. Locked. */
+static void set_state(struct ch_httpd *h, struct gconn *g, enum gstate state)
+{
+    int d = (int)(state == G_PENDING || state == G_BODY) - (int)is_pending(g);
+    h->st.pending += (uint64_t)(int64_t)d;
+    g->a->pending += (size_t)(ssize_t)d;
+    g->state = state;
+}
+
+/* Closes g: the connection thread sees the end of its socket and ends.
+ * Locked. */
+static void evict(struct ch_httpd *h, struct gconn *g)
+{
+    set_state(h, g, G_CLOSING);
+    if (g->fd >= 0)
+        shutdown(g->fd, SHUT_RDWR);
+}
+
+/* The oldest pending connection of an address with `pending` (0: any)
+ * pending connections. Locked. */
+static struct gconn *oldest_pending(struct ch_httpd *h, size_t pending)
+{
+    struct gconn *best = NULL;
+    for (struct gconn *g = h->conns; g; g = g->next)
+        if (is_pending(g) && (!pending || g->a->pending == pending) &&
+            (!best || g->since <= best->since))
+            best = g;
+    return best;
+}
+
+/* Over `pending` for all addresses: the oldest of the addresses with the
+ * most pending connections. Locked. */
+static struct gconn *heaviest_pending(struct ch_httpd *h)
+{
+    size_t most = 0;
+    for (struct gaddr *a = h->addrs; a; a = a->next)
+        if (a->pending > most)
+            most = a->pending;
+    return most ? oldest_pending(h, most) : NULL;
+}
+
+/* The oldest pending connection of address a. Locked. */
+static struct gconn *oldest_of(struct ch_httpd *h, const struct gaddr *a)
+{
+    struct gconn *best = NULL;
+    for (struct gconn *g = h->conns; g; g = g->next)
+        if (g->a == a && is_pending(g) && (!best || g->since <= best->since))
+            best = g;
+    return best;
+}
+
+/* MHD_OPTION_ACCEPT_POLICY_CALLBACK: per_address, before a thread exists. */
+static enum MHD_Result guard_accept(void *cls, const struct sockaddr *sa, socklen_t len)
+{
+    struct ch_httpd *h = cls;
+    (void)len;
+    unsigned char k[16];
+    addr_key(sa, k);
+    pthread_mutex_lock(&h->mu);
+    const struct gaddr *a = find_addr(h, k);
+    bool ok = !a || a->total < (size_t)h->lim.per_address;
+    if (!ok) {
+        h->st.refused_address++;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return ok ? MHD_YES : MHD_NO;
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: the table, and the pending limits. */
+static void guard_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                         enum MHD_ConnectionNotificationCode code)
+{
+    struct ch_httpd *h = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        struct gconn *g = ch_xcalloc(1, sizeof *g);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        g->fd = ci ? ci->connect_fd : -1;
+        ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        unsigned char k[16];
+        addr_key(ci ? ci->client_addr : NULL, k);
+        g->state = G_ACTIVE; /* made pending below */
+        g->since = ch_mono_ms();
+        *socket_context = g;
+        pthread_mutex_lock(&h->mu);
+        g->a = find_addr(h, k);
+        if (!g->a) {
+            g->a = ch_xcalloc(1, sizeof *g->a);
+            memcpy(g->a->key, k, 16);
+            g->a->next = h->addrs;
+            h->addrs = g->a;
+        }
+        g->a->total++;
+        set_state(h, g, G_PENDING);
+        g->next = h->conns;
+        if (h->conns)
+            h->conns->prev = g;
+        h->conns = g;
+        h->st.connections++;
+        h->st.accepted++;
+        struct gconn *victim = NULL;
+        if (g->a->pending > (size_t)h->lim.pending_per_address)
+            victim = oldest_of(h, g->a);
+        else if (h->st.pending > (uint64_t)h->lim.pending)
+            victim = heaviest_pending(h);
+        if (victim) {
+            evict(h, victim);
+            h->st.evicted++;
+        }
+        pthread_mutex_unlock(&h->mu);
+        return;
+    }
+    struct gconn *g = *socket_context;
+    if (!g)
+        return;
+    pthread_mutex_lock(&h->mu);
+    if (g->prev)
+        g->prev->next = g->next;
+    else
+        h->conns = g->next;
+    if (g->next)
+        g->next->prev = g->prev;
+    h->st.connections--;
+    set_state(h, g, G_CLOSING);
+    if (--g->a->total == 0) {
+        struct gaddr **pp = &h->addrs;
+        while (*pp != g->a)
+            pp = &(*pp)->next;
+        *pp = g->a->next;
+        free(g->a);
+    }
+    pthread_mutex_unlock(&h->mu);
+    free(g);
+    *socket_context = NULL;
+}
+
+static struct gconn *gconn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static bool expects_body(struct MHD_Connection *c)
+{
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    long long n;
+    if (cl && !ch_parse_int(cl, &n))
+        return n > 0;
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding") != NULL;
+}
+
+/* Every call of the server's handler passes here: the headers are in (the
+ * first call of a request), the body is in (a later call with nothing
+ * uploaded). */
+static enum MHD_Result guard_access(void *cls, struct MHD_Connection *c, const char *url,
+                                    const char *method, const char *version, const char *upload,
+                                    size_t *upload_size, void **con_cls)
+{
+    struct ch_httpd *h = cls;
+    thread_https = h->https;
+    struct gconn *g = gconn_of(c);
+    if (g) {
+        bool body = g->state == G_PENDING && expects_body(c);
+        pthread_mutex_lock(&h->mu);
+        if (g->state == G_PENDING && body) {
+            set_state(h, g, G_BODY);
+            g->since = ch_mono_ms();
+        } else if (g->state == G_PENDING || (g->state == G_BODY && *upload_size == 0)) {
+            set_state(h, g, G_ACTIVE);
+        }
+        pthread_mutex_unlock(&h->mu);
+    }
+    return h->handler(h->cls, c, url, method, version, upload, upload_size, con_cls);
+}
+
+/* A request is over: the connection waits for the next one (pending). */
+static void guard_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                            enum MHD_RequestTerminationCode why)
+{
+    struct ch_httpd *h = cls;
+    struct gconn *g = gconn_of(c);
+    if (g) {
+        pthread_mutex_lock(&h->mu);
+        if (g->state == G_ACTIVE || g->state == G_BODY) {
+            set_state(h, g, G_PENDING);
+            g->since = ch_mono_ms();
+        }
+        pthread_mutex_unlock(&h->mu);
+    }
+    if (h->completed)
+        h->completed(h->cls, c, con_cls, why);
+}
+
+/* Logs what the guard did since the last report, if anything. Locked. */
+static void guard_report(struct ch_httpd *h, int64_t now)
+{
+    if (now < h->next_report)
+        return;
+    h->next_report = now + REPORT_MS;
+    struct ch_httpd_stats *s = &h->st, *r = &h->reported;
+    uint64_t refused = s->refused_address - r->refused_address, evicted = s->evicted - r->evicted,
+             hdr = s->header_timeouts - r->header_timeouts,
+             body = s->body_timeouts - r->body_timeouts;
+    if (refused || evicted || hdr || body) {
+        /* the address holding the most connections now, as a hint */
+        char top[INET6_ADDRSTRLEN + 4] = "-";
+        size_t most = 0;
+        for (const struct gaddr *a = h->addrs; a; a = a->next) {
+            if (a->total > most) {
+                most = a->total;
+                key_text(a->key, top, sizeof top);
+            }
+        }
+        LOGW(h->mod, NULL,
+             "slow or excess clients in the last minute: %" PRIu64 " refused (per_address %lld), "
+             "%" PRIu64 " closed without a complete request (pending limits), %" PRIu64
+             " past header_timeout, %" PRIu64 " past body_timeout; now %" PRIu64
+             " connections, %" PRIu64 " pending, most from %s (%zu)",
+             refused, (long long)h->lim.per_address, evicted, hdr, body, s->connections, s->pending,
+             top, most);
+    }
+    *r = *s;
+}
+
+/* Closes the connections past their deadline, every half second. */
+static void *guard_reaper(void *arg)
+{
+    struct ch_httpd *h = arg;
+    pthread_mutex_lock(&h->mu);
+    while (!h->stopping) {
+        int64_t now = ch_mono_ms();
+        for (struct gconn *g = h->conns; g; g = g->next) {
+            if (g->state == G_PENDING && now - g->since > h->lim.header_timeout_ms) {
+                evict(h, g);
+                h->st.header_timeouts++;
+            } else if (g->state == G_BODY && now - g->since > h->lim.body_timeout_ms) {
+                evict(h, g);
+                h->st.body_timeouts++;
+            }
+        }
+        guard_report(h, now);
+        ch_cond_wait_until(&h->cv, &h->mu, now + 500);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+static int64_t pick(int64_t set, int64_t def)
+{
+    return set > 0 ? set : def;
+}
+
+static int load_pem(const char *mod, const char *path, const char *what, char **out, size_t *len)
+{
+    int rc = ch_read_file(path, PEM_MAX, out, len);
+    if (rc) {
+        LOGE(mod, path, "cannot read the HTTPS %s: %s", what,
+             rc == -EFBIG ? "larger than 256 KiB" : strerror(-rc));
+        return CH_ECONFIG;
+    }
+    return 0;
+}
+
+static void httpd_free(struct ch_httpd *h)
+{
+    if (h->key)
+        explicit_bzero(h->key, h->key_len);
+    free(h->key);
+    free(h->cert);
+    while (h->conns) {
+        struct gconn *g = h->conns;
+        h->conns = g->next;
+        free(g);
+    }
+    while (h->addrs) {
+        struct gaddr *a = h->addrs;
+        h->addrs = a->next;
+        free(a);
+    }
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}
+
+int ch_httpd_start(const struct ch_httpd_opts *o, struct ch_httpd **out)
+{
+    *out = NULL;
+    struct ch_httpd *h = ch_xcalloc(1, sizeof *h);
+    h->mod = o->mod;
+    h->handler = o->handler;
+    h->completed = o->completed;
+    h->cls = o->cls;
+    const struct cfg_http_limits *l = o->limits, *d = &o->defaults;
+    struct cfg_http_limits none = {0};
+    if (!l)
+        l = &none;
+    h->lim = (struct cfg_http_limits){
+        .max = pick(l->max, d->max),
+        .per_address = pick(l->per_address, d->per_address),
+        .pending = pick(l->pending, d->pending),
+        .pending_per_address = pick(l->pending_per_address, d->pending_per_address),
+        .header_timeout_ms = pick(l->header_timeout_ms, d->header_timeout_ms),
+        .body_timeout_ms = pick(l->body_timeout_ms, d->body_timeout_ms),
+    };
+    pthread_mutex_init(&h->mu, NULL);
+    ch_cond_init_monotonic(&h->cv);
+    ch_strlcpy(h->bind, o->bind && *o->bind ? o->bind : "0.0.0.0", sizeof h->bind);
+    if (h->lim.pending >= h->lim.max) {
+        LOGE(h->mod, NULL,
+             "connections: pending (%lld) must be below max (%lld): the rest is the reserve "
+             "for whole requests",
+             (long long)h->lim.pending, (long long)h->lim.max);
+        httpd_free(h);
+        return CH_ECONFIG;
+    }
+    h->https = o->https && o->https->cert_file;
+    int rc = 0;
+    if (h->https) {
+        if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
+            LOGE(h->mod, NULL, "this libmicrohttpd has no TLS: HTTPS is not available");
+            rc = CH_ECONFIG;
+        }
+        size_t n;
+        if (!rc)
+            rc = load_pem(h->mod, o->https->cert_file, "certificate", &h->cert, &n);
+        if (!rc)
+            rc = load_pem(h->mod, o->https->key_file, "key", &h->key, &h->key_len);
+    }
+    int fd = -1;
+    if (!rc)
+        rc = ch_http_listen(h->mod, o->bind, o->port, &fd, &h->port, &h->v6);
+    if (rc) {
+        httpd_free(h);
+        return rc;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
+    if (h->v6)
+        flags |= MHD_USE_IPv6;
+    if (h->https)
+        flags |= MHD_USE_TLS;
+    struct MHD_OptionItem tls[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, h->cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, h->key},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)TLS_PRIORITIES},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    /* the logger first, so that MHD reports nothing through its own */
+    h->d = MHD_start_daemon(
+        flags, 0, guard_accept, h, guard_access, h, MHD_OPTION_EXTERNAL_LOGGER, ch_http_log,
+        (void *)h->mod, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)h->lim.max, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->idle_timeout_s,
+        MHD_OPTION_NOTIFY_CONNECTION, guard_notify, h, MHD_OPTION_NOTIFY_COMPLETED, guard_completed,
+        h, MHD_OPTION_UNESCAPE_CALLBACK, ch_http_unescape, h, MHD_OPTION_ARRAY,
+        h->https ? tls : tls + 3, MHD_OPTION_END);
+    if (!h->d) {
+        int e = errno ? errno : EIO;
+        bool https = h->https;
+        LOGE(h->mod, NULL, "cannot start the HTTP%s server on %s port %u: %s%s", https ? "S" : "",
+             h->bind, h->port, strerror(e),
+             https ? " (is the key the certificate's, and both PEM?)" : "");
+        close(fd);
+        httpd_free(h);
+        return https ? CH_ECONFIG : -e;
+    }
+    h->next_report = ch_mono_ms() + REPORT_MS;
+    if (pthread_create(&h->reaper, NULL, guard_reaper, h) == 0)
+        h->reaper_started = true;
+    else
+        LOGE(h->mod, NULL, "cannot start the connection guard: deadlines are not enforced");
+    *out = h;
+    return 0;
+}
+
+uint16_t ch_httpd_port(const struct ch_httpd *h)
+{
+    return h ? h->port : 0;
+}
+
+bool ch_httpd_is_https(const struct ch_httpd *h)
+{
+    return h && h->https;
+}
+
+void ch_httpd_url(const struct ch_httpd *h, char *out, size_t n)
+{
+    snprintf(out, n, "http%s://%s%s%s:%u/", h->https ? "s" : "", h->v6 ? "[" : "", h->bind,
+             h->v6 ? "]" : "", h->port);
+}
+
+void ch_httpd_get_stats(struct ch_httpd *h, struct ch_httpd_stats *out)
+{
+    pthread_mutex_lock(&h->mu);
+    *out = h->st;
+    pthread_mutex_unlock(&h->mu);
+}
+
+json_t *ch_httpd_stats_json(struct ch_httpd *h)
+{
+    struct ch_httpd_stats s;
+    ch_httpd_get_stats(h, &s);
+    return json_pack(
+        "{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I,s:I}}", "https", h->https,
+        "connections", (json_int_t)s.connections, "pending", (json_int_t)s.pending, "accepted",
+        (json_int_t)s.accepted, "refused_address", (json_int_t)s.refused_address, "evicted",
+        (json_int_t)s.evicted, "header_timeouts", (json_int_t)s.header_timeouts, "body_timeouts",
+        (json_int_t)s.body_timeouts, "limits", "max", (json_int_t)h->lim.max, "per_address",
+        (json_int_t)h->lim.per_address, "pending", (json_int_t)h->lim.pending,
+        "pending_per_address", (json_int_t)h->lim.pending_per_address, "header_timeout_ms",
+        (json_int_t)h->lim.header_timeout_ms, "body_timeout_ms",
+        (json_int_t)h->lim.body_timeout_ms);
+}
+
+void ch_httpd_stop(struct ch_httpd *h)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->mu);
+    h->stopping = true;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    if (h->reaper_started)
+        pthread_join(h->reaper, NULL);
+    MHD_stop_daemon(h->d);
+    httpd_free(h);
+}
+
+bool ch_http_is_https(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_DAEMON);
+    if (!ci || !ci->daemon)
+        return false;
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(ci->daemon, MHD_DAEMON_INFO_FLAGS);
+    return di && (di->flags & MHD_USE_TLS);
+}
+
+bool ch_http_is_loopback(const char *addr)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (addr && inet_pton(AF_INET, addr, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (addr && inet_pton(AF_INET6, addr, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return false;
 }

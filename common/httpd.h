@@ -17,8 +17,40 @@
  *   the socket: the descriptor cannot have been reused. A stream's reader
  *   blocks on the set's condition variable, with a timeout that produces the
  *   keepalive comment. */
+/* ---- the server and its connection guard -----------------------------------
+ *
+ * ch_httpd_start runs libmicrohttpd, one thread per connection (a handler
+ * may block: on InfluxDB, on an event stream), behind a guard that keeps one
+ * client from taking the server (nginx's and Apache mod_reqtimeout's
+ * defences, for a server that has only a global connection limit):
+ *
+ * - per address: at most per_address connections at once (refused at
+ *   accept, before a thread exists), and at most pending_per_address of them
+ *   without a complete request; over that, the address's oldest such
+ *   connection is closed (IPv6 addresses count by /64);
+ * - all addresses: at most `pending` connections without a complete request;
+ *   over that, the oldest of the address with the most is closed, so a
+ *   client with one connection is never the one to go. What remains of
+ *   `max` is the reserve for requests that arrived whole: /healthz, a login,
+ *   an acknowledgement get through while slow clients hold the rest;
+ * - deadlines that trickling does not extend: the headers within
+ *   header_timeout of connecting (a kept-alive connection: of its previous
+ *   answer; a TLS handshake counts), the body within body_timeout of the
+ *   headers. The answer itself (an event stream, an export) has none; a
+ *   stalled send ends at libmicrohttpd's idle timeout.
+ *
+ * A connection is closed with shutdown(2) under the guard's lock; it is in
+ * the guard's table until libmicrohttpd's "closed" notification, which comes
+ * before it closes the descriptor (see also the event streams below). What
+ * was closed or refused is counted and logged once a minute, not once per
+ * connection; libmicrohttpd's own messages are limited the same way.
+ *
+ * With https (cert_file and key_file), the server speaks only HTTPS (TLS 1.2
+ * and 1.3, GnuTLS through libmicrohttpd). */
 #ifndef CAREHUB_HTTPD_H
 #define CAREHUB_HTTPD_H
+
+#include "cfg.h"
 
 #include <microhttpd.h>
 #include <pthread.h>
@@ -26,6 +58,50 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+struct ch_httpd_opts {
+    const char *mod;                      /* logger module */
+    const char *bind;                     /* NULL or "": 0.0.0.0 */
+    int64_t port;                         /* 0: any */
+    const struct cfg_https *https;        /* NULL or no cert_file: plain HTTP */
+    const struct cfg_http_limits *limits; /* 0 fields: from defaults */
+    struct cfg_http_limits defaults;      /* every field set */
+    int64_t idle_timeout_s;               /* libmicrohttpd's inactivity timeout */
+    MHD_AccessHandlerCallback handler;
+    MHD_RequestCompletedCallback completed;
+    void *cls; /* for both */
+};
+
+struct ch_httpd_stats {
+    uint64_t connections;     /* now */
+    uint64_t pending;         /* now, without a complete request */
+    uint64_t accepted;        /* since start */
+    uint64_t refused_address; /* per_address reached */
+    uint64_t evicted;         /* pending limits reached: oldest closed */
+    uint64_t header_timeouts;
+    uint64_t body_timeouts;
+};
+
+struct ch_httpd;
+
+/* Listens (ch_http_listen), loads the certificate and key when https is set,
+ * and starts the server. Returns 0, or CH_ECONFIG / -errno, logged. */
+int ch_httpd_start(const struct ch_httpd_opts *o, struct ch_httpd **out);
+uint16_t ch_httpd_port(const struct ch_httpd *h);
+bool ch_httpd_is_https(const struct ch_httpd *h);
+/* "http://127.0.0.1:8080/" or "https://[::1]:8443/". */
+void ch_httpd_url(const struct ch_httpd *h, char *out, size_t n);
+void ch_httpd_get_stats(struct ch_httpd *h, struct ch_httpd_stats *out);
+/* The same as a JSON object (new reference), for a status page. */
+struct json_t *ch_httpd_stats_json(struct ch_httpd *h);
+/* Stops the server (end event streams first: ch_sse_stop) and frees it. */
+void ch_httpd_stop(struct ch_httpd *h);
+
+/* True when addr (an IPv4 or IPv6 literal) is a loopback address. */
+bool ch_http_is_loopback(const char *addr);
+
+/* True when c came over HTTPS. */
+bool ch_http_is_https(struct MHD_Connection *c);
 
 /* Listens on bind_addr (IPv4 or IPv6 literal; NULL or "" = 0.0.0.0) port
  * (0 = any). mod names the logger. Returns 0 with the socket, the port and
@@ -40,7 +116,8 @@ size_t ch_http_unescape(void *cls, struct MHD_Connection *c, char *s);
 void ch_http_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* Content-Security-Policy (everything from this origin, nothing inline),
- * nosniff, no framing, no referrer; with api, Cache-Control: no-store. */
+ * nosniff, no framing, no referrer; with api, Cache-Control: no-store; on an
+ * HTTPS server's connection thread, Strict-Transport-Security. */
 void ch_http_security_headers(struct MHD_Response *r, bool api);
 
 /* Queues body (malloc'ed, taken; NULL = out of memory) as application/json

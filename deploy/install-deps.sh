@@ -17,7 +17,7 @@ PACKAGES=(
 )
 
 if [ "${1:-}" = "--tests" ]; then
-  PACKAGES+=(chromium clang victoria-metrics)
+  PACKAGES+=(chromium libnss3-tools clang victoria-metrics)
 fi
 
 missing=()

@@ -212,6 +212,8 @@ struct console_cfg {
     struct cfg_list users; /* struct console_user */
     int64_t session_ms;    /* how long a login lasts */
     int64_t max_clients;   /* concurrent event streams */
+    struct cfg_https tls;  /* cert_file set: HTTPS only */
+    struct cfg_http_limits connections;
     struct fy_node *node;
 };
 

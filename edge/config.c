@@ -243,6 +243,8 @@ static const struct cfg_key console_keys[] = {
      .elem_size = sizeof(struct console_user), .node_offset = offsetof(struct console_user, node)},
     {.key = "session",     .type = CFG_DURATION, .offset = CO(session_ms), .def = "12h", .min = 60000, .max = 2592000000.0},
     {.key = "max_clients", .type = CFG_INT,      .offset = CO(max_clients), .def = "32", .min = 1, .max = 1000},
+    {.key = "tls",         .type = CFG_MAP,      .offset = CO(tls), .sub = cfg_https_keys},
+    {.key = "connections", .type = CFG_MAP,      .offset = CO(connections), .sub = cfg_http_limit_keys},
     CFG_END,
 };
 #undef CO

@@ -25,17 +25,20 @@
  * grants. The cookie is SameSite=Strict as well, and an Origin header, when
  * the browser sends one, must name this host.
  *
- * Password guessing. Failed logins are counted per (address, user) and per
- * address: 5 failures for one user within a minute, or 20 for any users,
- * block that pair or address for a minute (429). Counting per address rather
- * than per user alone means that someone on the LAN cannot lock the night
- * nurse out of her account during an emergency. */
+ * Password guessing. Every login (form or Basic) takes its place in the
+ * throttle (edge/throttle.h) before its password is hashed: per (address,
+ * user), per address and per user, checked and reserved under one lock, so
+ * concurrent guesses get no more checks than sequential ones. A refusal is
+ * 429 with Retry-After and costs no hash. The per-user limit spares
+ * addresses where that user has logged in, so that someone on the LAN cannot
+ * lock the night nurse out of her account during an emergency. */
 #include "console.h"
 
 #include "console/assets.h"
 #include "err.h"
 #include "httpd.h"
 #include "log.h"
+#include "throttle.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -58,13 +61,7 @@
 
 #define BODY_MAX           4096  /* request bodies beyond this: 413 */
 #define SESSIONS_MAX       512   /* logins kept; the oldest goes when full */
-#define THROTTLE_SLOTS     256   /* (address, user) and address counters */
-#define THROTTLE_WINDOW_MS 60000 /* failures counted within this window */
-#define THROTTLE_USER_MAX  5     /* failures for one user from one address */
-#define THROTTLE_ADDR_MAX  20    /* failures from one address, any users */
-#define THROTTLE_BLOCK_MS  60000 /* how long a throttled login waits */
 #define SSE_KEEPALIVE_MS   15000 /* comment line on an idle stream */
-#define CONN_HEADROOM      16    /* connections beyond max_clients streams */
 #define CONN_TIMEOUT_S     45    /* idle connection closed (> keepalive) */
 #define SHELVE_MINUTES_MAX (CH_SHELVE_MAX_MS / 60000)
 #define COOKIE_NAME        "carehub_session"
@@ -77,25 +74,17 @@ struct session {
     int64_t expires_mono;
 };
 
-struct throttle {
-    char key[160]; /* "address\nuser" or "address"; "" = free */
-    int64_t window_start;
-    int fails;
-    int64_t blocked_until;
-    int64_t last;
-};
-
 struct console {
     const struct site_config *cfg;
     struct console_ops ops;
-    struct MHD_Daemon *d;
+    struct ch_httpd *http;
     uint16_t port;
     const char *dummy_hash; /* checked for unknown users: same time as a real one */
 
     struct ch_sse sse;  /* the event streams */
     pthread_mutex_t mu; /* everything below */
     struct session sessions[SESSIONS_MAX];
-    struct throttle throttle[THROTTLE_SLOTS];
+    struct throttle *throttle; /* failed logins; has its own lock */
 };
 
 /* Per request: the body as it arrives. */
@@ -344,78 +333,50 @@ static bool credentials_ok(struct console *k, const char *name, const char *pass
     return false;
 }
 
-static struct throttle *throttle_slot(struct console *k, const char *key, bool create, int64_t now)
+/* Takes a login attempt's place in the throttle (throttle.h) before its
+ * password is hashed. Returns 0 with *tk, to be ended by login_end, or how
+ * many milliseconds to wait (429). Behind checks in flight for the same
+ * counters it queues for THROTTLE_QUEUE_MS at most. */
+static int64_t login_begin(struct console *k, const char *addr, const char *user,
+                           struct throttle_ticket *tk)
 {
-    struct throttle *victim = NULL;
-    for (size_t i = 0; i < THROTTLE_SLOTS; i++) {
-        struct throttle *t = &k->throttle[i];
-        if (t->key[0] && !strcmp(t->key, key))
-            return t;
-        /* A free slot, else the least recently touched one. */
-        if (!victim || (victim->key[0] && (!t->key[0] || t->last < victim->last)))
-            victim = t;
-    }
-    if (!create)
-        return NULL;
-    /* Evicting the least recently touched counter: a flood of made-up user
-     * names from one address keeps that address's own counter, since every
-     * failure touches it. */
-    memset(victim, 0, sizeof *victim);
-    ch_strlcpy(victim->key, key, sizeof victim->key);
-    victim->window_start = now;
-    victim->last = now;
-    return victim;
+    int64_t wait = 0;
+    int why =
+        throttle_begin_wait(k->throttle, addr, user, ch_mono_ms() + THROTTLE_QUEUE_MS, tk, &wait);
+    if (why == THROTTLE_GO)
+        return 0;
+    if (why == THROTTLE_FULL)
+        LOGW(MOD, addr, "login refused: all %d throttle entries are blocked or in use",
+             THROTTLE_SLOTS);
+    return wait > 0 ? wait : 1;
 }
 
-static void throttle_keys(const char *addr, const char *user, char *pair, size_t n)
+/* Ends an attempt login_begin let through: ok if the password was right.
+ * Logs the blocks a failure starts. */
+static void login_end(struct console *k, const char *addr, const char *user,
+                      const struct throttle_ticket *tk, bool ok)
 {
-    snprintf(pair, n, "%s\n%.64s", addr, user);
+    unsigned hit = throttle_end(k->throttle, tk, ok, ch_mono_ms());
+    if (hit & THROTTLE_HIT_PAIR)
+        LOGW(MOD, addr, "%d failed logins for user '%.64s': blocked from this address for %d s",
+             THROTTLE_PAIR_MAX, user, THROTTLE_BLOCK_MS / 1000);
+    if (hit & THROTTLE_HIT_ADDR)
+        LOGW(MOD, addr, "%d failed logins from this address: blocked for %d s", THROTTLE_ADDR_MAX,
+             THROTTLE_BLOCK_MS / 1000);
+    if (hit & THROTTLE_HIT_USER)
+        LOGW(MOD, addr,
+             "%d failed logins for user '%.64s' from any address: blocked for %d s but where "
+             "that user has logged in",
+             THROTTLE_USER_MAX, user, THROTTLE_BLOCK_MS / 1000);
 }
 
-/* Milliseconds until a login from addr for user may be tried; 0: now. */
-static int64_t throttle_wait(struct console *k, const char *addr, const char *user)
+/* 429 with Retry-After: wait_ms rounded up to whole seconds. */
+static enum MHD_Result send_throttled(struct MHD_Connection *c, int64_t wait_ms)
 {
-    char pair[160];
-    throttle_keys(addr, user, pair, sizeof pair);
-    int64_t now = ch_mono_ms(), wait = 0;
-    pthread_mutex_lock(&k->mu);
-    const char *keys[2] = {pair, addr};
-    for (size_t i = 0; i < 2; i++) {
-        struct throttle *t = throttle_slot(k, keys[i], false, now);
-        if (t && t->blocked_until > now && t->blocked_until - now > wait)
-            wait = t->blocked_until - now;
-    }
-    pthread_mutex_unlock(&k->mu);
-    return wait;
-}
-
-static void throttle_record(struct console *k, const char *addr, const char *user, bool ok)
-{
-    char pair[160];
-    throttle_keys(addr, user, pair, sizeof pair);
-    int64_t now = ch_mono_ms();
-    pthread_mutex_lock(&k->mu);
-    if (ok) {
-        /* A success forgives this user's failures, not the address's: a
-         * guesser cannot reset its budget by logging in as itself. */
-        struct throttle *t = throttle_slot(k, pair, false, now);
-        if (t)
-            memset(t, 0, sizeof *t);
-    } else {
-        const char *keys[2] = {pair, addr};
-        const int limits[2] = {THROTTLE_USER_MAX, THROTTLE_ADDR_MAX};
-        for (size_t i = 0; i < 2; i++) {
-            struct throttle *t = throttle_slot(k, keys[i], true, now);
-            if (now - t->window_start > THROTTLE_WINDOW_MS) {
-                t->window_start = now;
-                t->fails = 0;
-            }
-            t->last = now;
-            if (++t->fails >= limits[i])
-                t->blocked_until = now + THROTTLE_BLOCK_MS;
-        }
-    }
-    pthread_mutex_unlock(&k->mu);
+    char secs[24];
+    snprintf(secs, sizeof secs, "%lld", (long long)((wait_ms + 999) / 1000));
+    return send_error_hdr(c, MHD_HTTP_TOO_MANY_REQUESTS, "too many failed logins; try again later",
+                          "Retry-After", secs);
 }
 
 /* A new session for user; writes its id. Returns false if no randomness. */
@@ -486,9 +447,10 @@ static size_t session_count(struct console *k)
 }
 
 /* Who is asking: a session cookie, or HTTP Basic credentials. Returns 0, or
- * the HTTP status to answer with after queueing the answer's text in msg. */
+ * the HTTP status to answer with after queueing the answer's text in msg
+ * (429: Basic credentials throttled, *wait_ms until they may be tried). */
 static unsigned authenticate(struct console *k, struct MHD_Connection *c, const char *addr,
-                             struct who *w, const char **msg)
+                             struct who *w, const char **msg, int64_t *wait_ms)
 {
     if (session_find(k, c, w, false))
         return 0;
@@ -497,22 +459,30 @@ static unsigned authenticate(struct console *k, struct MHD_Connection *c, const 
         *msg = "login required";
         return MHD_HTTP_UNAUTHORIZED;
     }
+    if (!ch_http_is_https(c)) {
+        /* Basic sends the password with every request: only inside TLS.
+           Not even checked, so a wrong one costs no throttle step either. */
+        LOGW(MOD, addr, "HTTP Basic refused over plain HTTP");
+        *msg = "HTTP Basic authentication only over HTTPS; log in instead";
+        return MHD_HTTP_FORBIDDEN;
+    }
     char *pass = NULL;
     char *name = MHD_basic_auth_get_username_password(c, &pass);
     unsigned status = 0;
+    struct throttle_ticket tk;
     if (!name || !pass) {
         *msg = "bad Basic credentials";
         status = MHD_HTTP_UNAUTHORIZED;
-    } else if (throttle_wait(k, addr, name) > 0) {
-        *msg = "too many failed logins; try again in a minute";
+    } else if ((*wait_ms = login_begin(k, addr, name, &tk)) > 0) {
+        *msg = "too many failed logins; try again later";
         status = MHD_HTTP_TOO_MANY_REQUESTS;
     } else if (!credentials_ok(k, name, pass, &w->user)) {
-        throttle_record(k, addr, name, false);
+        login_end(k, addr, name, &tk, false);
         LOGW(MOD, addr, "Basic authentication failed for user '%.64s'", name);
         *msg = "wrong user or password";
         status = MHD_HTTP_UNAUTHORIZED;
     } else {
-        throttle_record(k, addr, name, true);
+        login_end(k, addr, name, &tk, true);
         w->basic = true;
         w->expires_mono = 0;
     }
@@ -594,34 +564,32 @@ static enum MHD_Result h_login(struct console *k, struct MHD_Connection *c, cons
         json_decref(o);
         return send_error(c, MHD_HTTP_BAD_REQUEST, "expected {\"user\": ..., \"password\": ...}");
     }
-    int64_t wait = throttle_wait(k, addr, name);
+    struct throttle_ticket tk;
+    int64_t wait = login_begin(k, addr, name, &tk);
     if (wait > 0) {
-        char secs[24];
-        snprintf(secs, sizeof secs, "%lld", (long long)((wait + 999) / 1000));
         json_decref(o);
-        return send_error_hdr(c, MHD_HTTP_TOO_MANY_REQUESTS,
-                              "too many failed logins; try again in a minute", "Retry-After", secs);
+        return send_throttled(c, wait);
     }
     size_t user = 0;
-    if (!credentials_ok(k, name, pass, &user)) {
-        throttle_record(k, addr, name, false);
+    bool ok = credentials_ok(k, name, pass, &user);
+    login_end(k, addr, name, &tk, ok);
+    if (!ok) {
         LOGW(MOD, addr, "login failed for user '%.64s'", name);
         json_decref(o);
         return send_error(c, MHD_HTTP_UNAUTHORIZED, "wrong user or password");
     }
     json_decref(o);
-    throttle_record(k, addr, user_at(k, user)->name, true);
     char id[SESSION_ID_LEN + 1];
     if (!session_new(k, user, id)) {
         LOGE(MOD, addr, "no random bytes for a session id: %s", strerror(errno));
         return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot create a session");
     }
-    /* No Secure flag: the console is plain HTTP on the site LAN. HttpOnly
-     * keeps the id from scripts, SameSite=Strict from other sites. */
+    /* HttpOnly keeps the id from scripts, SameSite=Strict from other sites,
+     * Secure (over HTTPS) off any plain-HTTP request to this host. */
     char cookie[256];
     snprintf(cookie, sizeof cookie,
-             COOKIE_NAME "=%s; HttpOnly; SameSite=Strict; Path=/; Max-Age=%lld", id,
-             (long long)(k->cfg->console.session_ms / 1000));
+             COOKIE_NAME "=%s; HttpOnly; SameSite=Strict; Path=/; Max-Age=%lld%s", id,
+             (long long)(k->cfg->console.session_ms / 1000), ch_http_is_https(c) ? "; Secure" : "");
     explicit_bzero(id, sizeof id);
     const struct console_user *u = user_at(k, user);
     LOGI(MOD, addr, "user '%s' logged in (%s)", u->name, role_name(u->role));
@@ -701,11 +669,11 @@ static enum MHD_Result h_status(struct console *k, struct MHD_Connection *c)
     size_t clients = ch_sse_clients(&k->sse);
     pthread_mutex_unlock(&k->mu);
     json_t *o = json_pack(
-        "{s:s,s:s,s:s,s:I,s:o,s:{s:I,s:I,s:I}}", "site", k->cfg->site ? k->cfg->site : "",
+        "{s:s,s:s,s:s,s:I,s:o,s:{s:I,s:I,s:I},s:o}", "site", k->cfg->site ? k->cfg->site : "",
         "gateway", k->cfg->gateway ? k->cfg->gateway : "", "version", CAREHUB_VERSION, "server_ms",
         (json_int_t)ch_now_ms(), "status", gw ? gw : json_null(), "console", "clients",
         (json_int_t)clients, "max_clients", (json_int_t)k->cfg->console.max_clients, "sessions",
-        (json_int_t)session_count(k));
+        (json_int_t)session_count(k), "http", ch_httpd_stats_json(k->http));
     return send_json(c, MHD_HTTP_OK, o, NULL, NULL);
 }
 
@@ -821,6 +789,8 @@ size_t console_clients(struct console *k)
 static enum MHD_Result route(struct console *k, struct MHD_Connection *c, const char *url,
                              const char *method, struct req *r)
 {
+    if (!strcmp(url, "/healthz")) /* for a monitor: answers while the console serves */
+        return ch_http_send_body(c, MHD_HTTP_OK, ch_xstrdup("{\"ok\":true}"), NULL, NULL);
     if (strncmp(url, "/api/", 5))
         return serve_asset(c, url, method);
 
@@ -883,7 +853,10 @@ static enum MHD_Result route(struct console *k, struct MHD_Connection *c, const 
 
     struct who w = {0};
     const char *msg = NULL;
-    unsigned st = authenticate(k, c, addr, &w, &msg);
+    int64_t wait_ms = 0;
+    unsigned st = authenticate(k, c, addr, &w, &msg, &wait_ms);
+    if (st == MHD_HTTP_TOO_MANY_REQUESTS)
+        return send_throttled(c, wait_ms);
     if (st) {
         /* The Basic challenge only for clients that tried Basic: a browser
          * whose session ran out must see the login form, not a pop-up. */
@@ -976,40 +949,46 @@ int console_start(const struct site_config *c, const struct console_ops *ops, st
     if (cc->users.n > 0)
         k->dummy_hash = ((const struct console_user *)cc->users.items)[0].password_hash;
     pthread_mutex_init(&k->mu, NULL);
+    k->throttle = throttle_new(THROTTLE_SLOTS);
     ch_sse_init(&k->sse, MOD, (size_t)cc->max_clients, SSE_KEEPALIVE_MS);
 
-    int fd = -1;
-    bool v6 = false;
-    int rc = ch_http_listen(MOD, cc->bind, cc->port, &fd, &k->port, &v6);
+    /* Every phone's event stream and a few requests each; slow clients may
+       hold `pending`, the rest is kept for whole requests (httpd.h). */
+    int64_t max = 2 * cc->max_clients + 64;
+    struct ch_httpd_opts ho = {
+        .mod = MOD,
+        .bind = cc->bind,
+        .port = cc->port,
+        .https = &cc->tls,
+        .limits = &cc->connections,
+        .defaults = {.max = max,
+                     .per_address = cc->max_clients + 8,
+                     .pending = max / 2,
+                     .pending_per_address = 8,
+                     .header_timeout_ms = 10000,
+                     .body_timeout_ms = 20000},
+        .idle_timeout_s = CONN_TIMEOUT_S,
+        .handler = on_request,
+        .completed = on_completed,
+        .cls = k,
+    };
+    int rc = ch_httpd_start(&ho, &k->http);
     if (rc) {
         ch_sse_destroy(&k->sse);
+        throttle_free(k->throttle);
         pthread_mutex_destroy(&k->mu);
         free(k);
         return rc;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
-    if (v6)
-        flags |= MHD_USE_IPv6;
-    k->d = MHD_start_daemon(
-        /* the logger first, so that MHD reports nothing through its own */
-        flags, 0, NULL, NULL, on_request, k, MHD_OPTION_EXTERNAL_LOGGER, ch_http_log, (void *)MOD,
-        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(2 * cc->max_clients + CONN_HEADROOM), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_completed, k,
-        MHD_OPTION_UNESCAPE_CALLBACK, ch_http_unescape, k, MHD_OPTION_END);
-    if (!k->d) {
-        int e = errno ? errno : EIO;
-        LOGE(MOD, NULL, "cannot start the HTTP server on %s port %u: %s", cc->bind, k->port,
-             strerror(e));
-        close(fd);
-        ch_sse_destroy(&k->sse);
-        pthread_mutex_destroy(&k->mu);
-        free(k);
-        return -e;
-    }
-    LOGI(MOD, NULL, "serving the alarm console on http://%s%s%s:%u/ (%zu users)", v6 ? "[" : "",
-         cc->bind && *cc->bind ? cc->bind : "0.0.0.0", v6 ? "]" : "", k->port, cc->users.n);
+    k->port = ch_httpd_port(k->http);
+    char url[128];
+    ch_httpd_url(k->http, url, sizeof url);
+    LOGI(MOD, NULL, "serving the alarm console on %s (%zu users)", url, cc->users.n);
+    if (!ch_httpd_is_https(k->http) && !ch_http_is_loopback(cc->bind))
+        LOGW(MOD, NULL,
+             "the console is plain HTTP on %s: passwords and sessions cross the network in "
+             "clear; set console.tls (deploy/pki/carehub-pki server)",
+             cc->bind && *cc->bind ? cc->bind : "0.0.0.0");
     *out = k;
     return 0;
 }
@@ -1027,9 +1006,10 @@ void console_stop(struct console *k)
      * once, and libmicrohttpd's stop (which shuts the sockets down and
      * joins the connection threads) does not wait out a keepalive. */
     ch_sse_stop(&k->sse);
-    MHD_stop_daemon(k->d);
+    ch_httpd_stop(k->http);
     explicit_bzero(k->sessions, sizeof k->sessions);
     ch_sse_destroy(&k->sse);
+    throttle_free(k->throttle);
     pthread_mutex_destroy(&k->mu);
     LOGI(MOD, NULL, "stopped");
     free(k);

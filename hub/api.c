@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #define BODY_MAX       4096 /* request bodies beyond this: 413 */
-#define CONN_HEADROOM  64   /* connections beyond the event streams */
 #define CONN_TIMEOUT_S 60
 #define KEEPALIVE_MS   15000
 
@@ -352,10 +351,6 @@ int api_start(const struct hubcfg *cfg, struct presence *view, struct influx *wr
             LOGE(MOD, ac->audit_log, "cannot open the audit log: %s", strerror(-rc));
         }
     }
-    int fd = -1;
-    bool v6 = false;
-    if (!rc)
-        rc = ch_http_listen(MOD, ac->bind, ac->port, &fd, &a->port, &v6);
     if (rc) {
         tokens_free(a->tokens);
         if (a->audit)
@@ -367,25 +362,40 @@ int api_start(const struct hubcfg *cfg, struct presence *view, struct influx *wr
     pthread_rwlock_init(&a->tokens_lock, NULL);
     pthread_mutex_init(&a->audit_mu, NULL);
     ch_sse_init(&a->sse, MOD, (size_t)ac->max_clients, KEEPALIVE_MS);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
-    if (v6)
-        flags |= MHD_USE_IPv6;
-    a->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, a, MHD_OPTION_EXTERNAL_LOGGER, ch_http_log, (void *)MOD,
-        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(ac->max_clients + CONN_HEADROOM), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-        MHD_OPTION_UNESCAPE_CALLBACK, ch_http_unescape, a, MHD_OPTION_END);
-    if (!a->d) {
-        int e = errno ? errno : EIO;
-        LOGE(MOD, NULL, "cannot start the HTTP server: %s", strerror(e));
-        close(fd);
+    /* a thread per connection: max is bounded by memory, not CPU (an idle
+       thread holds a few pages of its stack) */
+    int64_t max = ac->max_clients + 768;
+    struct ch_httpd_opts ho = {
+        .mod = MOD,
+        .bind = ac->bind,
+        .port = ac->port,
+        .https = &ac->tls,
+        .limits = &ac->connections,
+        .defaults = {.max = max,
+                     .per_address = 64,
+                     .pending = max / 2,
+                     .pending_per_address = 16,
+                     .header_timeout_ms = 10000,
+                     .body_timeout_ms = 30000},
+        .idle_timeout_s = CONN_TIMEOUT_S,
+        .handler = on_request,
+        .completed = on_completed,
+        .cls = a,
+    };
+    rc = ch_httpd_start(&ho, &a->http);
+    if (rc) {
         api_stop(a);
-        return -e;
+        return rc;
     }
-    LOGI(MOD, NULL, "serving the API and console on http://%s%s%s:%u/ (%zu tokens)", v6 ? "[" : "",
-         ac->bind, v6 ? "]" : "", a->port, a->tokens->list.n);
+    a->port = ch_httpd_port(a->http);
+    char url[128];
+    ch_httpd_url(a->http, url, sizeof url);
+    LOGI(MOD, NULL, "serving the API and console on %s (%zu tokens)", url, a->tokens->list.n);
+    if (!ch_httpd_is_https(a->http) && !ch_http_is_loopback(ac->bind))
+        LOGW(MOD, NULL,
+             "the API is plain HTTP on %s: tokens cross the network in clear; set api.tls "
+             "(deploy/pki/carehub-pki web)",
+             ac->bind);
     *out = a;
     return 0;
 }
@@ -419,8 +429,7 @@ void api_stop(struct api *a)
     if (!a)
         return;
     ch_sse_stop(&a->sse);
-    if (a->d)
-        MHD_stop_daemon(a->d);
+    ch_httpd_stop(a->http);
     ch_sse_destroy(&a->sse);
     tokens_free(a->tokens);
     if (a->audit)

@@ -64,7 +64,7 @@ struct api {
     struct presence *view;
     struct influx *writer;
     struct sub *mqtt;
-    struct MHD_Daemon *d;
+    struct ch_httpd *http;
     uint16_t port;
     struct influxq q;
     struct ch_sse sse;

@@ -94,6 +94,8 @@ static const struct cfg_key api_keys[] = {
     {.key = "pseudonym_key_file", .type = CFG_PATH,     .offset = A(pseudonym_key_file)},
     {.key = "rate_limit",         .type = CFG_INT,      .offset = A(rate_limit), .def = "20", .min = 1, .max = 100000},
     {.key = "max_clients",        .type = CFG_INT,      .offset = A(max_clients), .def = "256", .min = 1, .max = 10000},
+    {.key = "tls",                .type = CFG_MAP,      .offset = A(tls), .sub = cfg_https_keys},
+    {.key = "connections",        .type = CFG_MAP,      .offset = A(connections), .sub = cfg_http_limit_keys},
     {.key = "device_timeout",     .type = CFG_DURATION, .offset = A(device_timeout_ms), .def = "5m", .min = 10000, .max = 86400000},
     {.key = "query_timeout",      .type = CFG_DURATION, .offset = A(query_timeout_ms), .def = "30s", .min = 100, .max = 600000},
     {.key = "compliance",         .type = CFG_LIST,     .offset = A(compliance), .sub = limit_keys,

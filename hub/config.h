@@ -74,6 +74,8 @@ struct hubcfg_api {
     int64_t rate_limit;       /* requests per second per token (burst twice that) */
     int64_t max_clients;      /* event streams */
     int64_t device_timeout_ms;
+    struct cfg_https tls;     /* cert_file set: HTTPS only */
+    struct cfg_http_limits connections;
     int64_t query_timeout_ms;
     struct cfg_list compliance; /* struct hubcfg_limit; empty: GB/T 18883-2022 defaults */
     struct cfg_list sensitive;  /* struct hubcfg_sensitive; empty: the defaults in api.c */

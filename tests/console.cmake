@@ -15,3 +15,7 @@ ch_integration_test(console_browser_unit console_browser_unit.py TIMEOUT 300)
 # care-edge (central Mosquitto), a carer signs in, sees and acknowledges them;
 # screenshots kept in <build>/test-artifacts/ (or $CAREHUB_ARTIFACTS).
 ch_integration_test(console_browser console_browser.py TIMEOUT 120)
+
+# The login throttle alone, on a fake clock and from racing threads: limits,
+# check-and-reserve, blocks that other addresses cannot evict, a full table.
+ch_unit_test(test_throttle SOURCES unit/test_throttle.c LIBS ch_edge)

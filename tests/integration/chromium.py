@@ -185,7 +185,12 @@ class Browser:
     """One headless Chromium with one page. Use as a context manager, or call
     start() and close()."""
 
-    def __init__(self, width=412, height=915, mobile=True, timeout=30, log_path=None):
+    def __init__(self, width=412, height=915, mobile=True, timeout=30, log_path=None,
+                 trust_ca=None):
+        """trust_ca: a CA certificate (PEM path) the browser trusts for HTTPS,
+        as an installer trusts the site's CA (an NSS database in the
+        profile's home, certutil from libnss3-tools)."""
+        self.trust_ca = trust_ca
         self.width, self.height, self.mobile = width, height, mobile
         self.timeout = timeout
         self.log_path = log_path
@@ -210,8 +215,19 @@ class Browser:
         log = open(self.log_path or os.path.join(self.profile, "chromium.log"), "ab")
         argv = [exe] + FLAGS + [f"--user-data-dir={self.profile}",
                                 f"--window-size={self.width},{self.height}", "about:blank"]
+        env = None
+        if self.trust_ca:
+            # Chromium on Linux reads the user's NSS database: $HOME/.pki/nssdb
+            home = os.path.join(self.profile, "home")
+            db = os.path.join(home, ".pki", "nssdb")
+            os.makedirs(db)
+            run = lambda *a: subprocess.run(a, check=True, capture_output=True, timeout=30)
+            run("certutil", "-N", "-d", f"sql:{db}", "--empty-password")
+            run("certutil", "-A", "-d", f"sql:{db}", "-t", "C,,", "-n", "carehub test CA",
+                "-i", self.trust_ca)
+            env = dict(os.environ, HOME=home)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                     start_new_session=True)
+                                     start_new_session=True, env=env)
         log.close()
         try:
             self._attach()

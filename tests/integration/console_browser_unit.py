@@ -5,7 +5,6 @@ button and see its state change, see a flood group collapsed into one card,
 and keep screenshots as artifacts in the test's temporary directory (their
 paths are printed). Also checks tests/integration/chromium.py itself.
 """
-import base64
 import json
 import os
 import select
@@ -28,9 +27,9 @@ def log(msg):
 
 
 class Fixture:
-    def __init__(self, workdir):
+    def __init__(self, workdir, args=()):
         self.errlog = open(os.path.join(workdir, "console_fixture.log"), "wb")
-        self.p = subprocess.Popen([os.path.join(BIN, "console_fixture"), "0"],
+        self.p = subprocess.Popen([os.path.join(BIN, "console_fixture"), "0", *args],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=self.errlog, start_new_session=True)
         self.buf = b""
@@ -61,9 +60,15 @@ class Fixture:
         return got
 
     def api(self, path, user="admin", password="s3cret-admin"):
-        req = urllib.request.Request(self.base + path)
-        cred = base64.b64encode(f"{user}:{password}".encode()).decode()
-        req.add_header("Authorization", "Basic " + cred)
+        """GET path with a session of user (HTTP Basic is for HTTPS only)."""
+        if getattr(self, "session", None) is None:
+            req = urllib.request.Request(
+                self.base + "/api/login", method="POST",
+                data=json.dumps({"user": user, "password": password}).encode(),
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                self.session = r.headers["Set-Cookie"].split(";", 1)[0]
+        req = urllib.request.Request(self.base + path, headers={"Cookie": self.session})
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.load(r)
 

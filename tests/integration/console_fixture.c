@@ -1,8 +1,10 @@
 /* A console with a fake alarm module, for browser tests of the page.
  *
- *   console_fixture [PORT]
+ *   console_fixture [PORT] [--tls CERT KEY] [--limit NAME=VALUE]...
  *
- * Serves the console on 127.0.0.1:PORT (0 or absent: a free port) with two
+ * Serves the console on 127.0.0.1:PORT (0 or absent: a free port; HTTPS with
+ * --tls; --limit sets a console.connections key: max, per_address, pending,
+ * pending_per_address, header_timeout_ms, body_timeout_ms) with two
  * users, nurse1 / night-shift-2 (staff) and admin / s3cret-admin (admin),
  * and prints "PORT <n>" once listening. Then reads commands on stdin, one a
  * line, answering "OK <what>" or "ERR <why>" on stdout:
@@ -249,6 +251,36 @@ static void clear_alarm(const char *id)
     printf("OK %s\n", t.alarm_id);
 }
 
+/* --tls and --limit into the console's configuration; false on a bad one */
+static bool options(int argc, char **argv, struct console_cfg *cc)
+{
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--tls") && i + 2 < argc) {
+            cc->tls.cert_file = argv[++i];
+            cc->tls.key_file = argv[++i];
+            continue;
+        }
+        if (strcmp(argv[i], "--limit") || i + 1 >= argc)
+            return false;
+        char name[32];
+        long long v;
+        if (sscanf(argv[++i], "%31[a-z_]=%lld", name, &v) != 2)
+            return false;
+        struct cfg_http_limits *l = &cc->connections;
+        int64_t *f = !strcmp(name, "max")                   ? &l->max
+                     : !strcmp(name, "per_address")         ? &l->per_address
+                     : !strcmp(name, "pending")             ? &l->pending
+                     : !strcmp(name, "pending_per_address") ? &l->pending_per_address
+                     : !strcmp(name, "header_timeout_ms")   ? &l->header_timeout_ms
+                     : !strcmp(name, "body_timeout_ms")     ? &l->body_timeout_ms
+                                                            : NULL;
+        if (!f)
+            return false;
+        *f = v;
+    }
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -273,6 +305,10 @@ int main(int argc, char **argv)
                     .session_ms = 3600000,
                     .max_clients = 16},
     };
+    if (!options(argc, argv, &site.console)) {
+        fprintf(stderr, "usage: console_fixture [PORT] [--tls CERT KEY] [--limit NAME=VALUE]...\n");
+        return 2;
+    }
     const struct console_ops ops = {.active = op_active,
                                     .history = op_history,
                                     .command = op_command,
