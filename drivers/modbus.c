@@ -8,7 +8,17 @@
  * A poll sends the device's coalesced requests (regmap.h) in order and stops
  * at the first failure: a silent slave costs one response timeout per poll,
  * not one per request. After a timeout or a garbled frame the line is
- * flushed, so the next slave does not read the tail of a late answer. */
+ * flushed, so the next slave does not read the tail of a late answer.
+ *
+ * Modbus TCP: libmodbus opens and closes the connection, but the driver runs
+ * each transaction itself on that socket (tcp_transact), because libmodbus
+ * 3.1.6 accepts replies with a wrong unit id, a protocol id like 7 and any
+ * MBAP length (drv_modbus.h). A reply is framed by its MBAP header, which is
+ * checked (transaction id, protocol id, length, unit id) before the rest is
+ * read, then the PDU must fill exactly the announced length and answer the
+ * request. A refused frame leaves the byte stream out of step (the rest of
+ * it, or a late reply, may still be on its way), so the driver reconnects:
+ * a flush only drops what has already arrived. */
 #include "driver.h"
 #include "err.h"
 #include "log.h"
@@ -19,14 +29,21 @@
 
 #include <errno.h>
 #include <modbus.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+
+/* Longest silence between two bytes of one frame: generous for USB-RS485
+ * adapters (RTU) and for a TCP reply split over segments. */
+#define MB_BYTE_TIMEOUT_MS 100
 
 struct mb_bus {
     modbus_t *ctx;
     const struct bus_cfg *cfg;
     bool serial;
+    uint16_t tid;        /* TCP: transaction id of the latest request */
     int64_t last_end_ms; /* when the previous transaction finished (turnaround) */
 };
 
@@ -94,8 +111,7 @@ static int mb_open(const struct bus_cfg *bus, void **bus_ctx)
         return -e;
     }
     set_timeout(ctx, bus->timeout_ms);
-    /* between two bytes of one frame: generous for USB-RS485 adapters */
-    modbus_set_byte_timeout(ctx, 0, 100000);
+    modbus_set_byte_timeout(ctx, 0, MB_BYTE_TIMEOUT_MS * 1000);
     if (modbus_connect(ctx) != 0) {
         int e = errno ? errno : EIO;
         LOGW("modbus", bus->id, "cannot open %s: %s",
@@ -164,35 +180,330 @@ static int raw_read(struct mb_bus *b, int slave, const struct regmap_req *rq, ui
                                        words);
 }
 
+/* Fills words[0..rq->count) from the data bytes d of a checked read reply. */
+static void decode_words(const uint8_t *d, const struct regmap_req *rq, uint16_t *words)
+{
+    bool bits = rq->fc == 1 || rq->fc == 2;
+    for (size_t i = 0; i < rq->count; i++)
+        words[i] = (uint16_t)(bits ? (d[i / 8] >> (i % 8)) & 1 : (d[2 * i] << 8) | d[2 * i + 1]);
+}
+
+/* The PDU of a read request (function code, start, quantity). */
+static void read_pdu(const struct regmap_req *rq, uint8_t pdu[5])
+{
+    pdu[0] = (uint8_t)rq->fc;
+    pdu[1] = (uint8_t)(rq->start >> 8);
+    pdu[2] = (uint8_t)(rq->start & 0xFF);
+    pdu[3] = (uint8_t)(rq->count >> 8);
+    pdu[4] = (uint8_t)(rq->count & 0xFF);
+}
+
 int drv_modbus_parse_read_reply(const uint8_t *adu, size_t n, bool rtu, int slave,
                                 const struct regmap_req *rq, uint16_t *words)
 {
-    size_t hl = rtu ? 1 : 7;
-    if (n < hl + 2 || adu[hl - 1] != slave)
+    if (!rtu) {
+        uint8_t req[5];
+        read_pdu(rq, req);
+        uint16_t tid = (uint16_t)(n >= 2 ? adu[0] << 8 | adu[1] : 0);
+        int rc = drv_modbus_check_tcp_adu(adu, n, tid, slave, req, sizeof req, NULL);
+        if (rc == 0)
+            decode_words(adu + MB_MBAP_LEN + 2, rq, words);
+        return rc;
+    }
+    if (n < 3 || adu[0] != slave)
         return CH_EPROTO;
-    bool exc = (adu[hl] & 0x80) != 0;
-    size_t bytes = exc ? 0 : adu[hl + 1];
-    size_t len = hl + 2 + bytes + (rtu ? 2 : 0); /* exception: code instead of count */
-    if (len > n || (rtu && !mb_crc_ok(adu, len)))
+    bool exc = (adu[1] & 0x80) != 0;
+    size_t bytes = exc ? 0 : adu[2];
+    size_t len = 3 + bytes + 2; /* exception: code instead of count */
+    if (len > n || !mb_crc_ok(adu, len))
         return CH_EPROTO;
     if (exc)
-        return (adu[hl] & 0x7F) == rq->fc ? CH_EEXCEPTION : CH_EPROTO;
-    if (adu[hl] != rq->fc)
+        return (adu[1] & 0x7F) == rq->fc ? CH_EEXCEPTION : CH_EPROTO;
+    if (adu[1] != rq->fc)
         return CH_EPROTO;
     bool bits = rq->fc == 1 || rq->fc == 2;
     size_t want = bits ? (rq->count + 7u) / 8u : rq->count * 2u;
     if (bytes != want)
         return CH_EPROTO;
-    const uint8_t *d = adu + hl + 2;
-    for (size_t i = 0; i < rq->count; i++)
-        words[i] = (uint16_t)(bits ? (d[i / 8] >> (i % 8)) & 1 : (d[2 * i] << 8) | d[2 * i + 1]);
+    decode_words(adu + 3, rq, words);
     return 0;
 }
 
-static int do_request(struct mb_bus *b, int slave, const struct regmap_req *rq, uint16_t *words)
+static void fault(struct mb_fault_info *why, enum mb_fault f, unsigned got, unsigned lo,
+                  unsigned hi)
 {
+    if (why)
+        *why = (struct mb_fault_info){.fault = f, .got = got, .want_lo = lo, .want_hi = hi};
+}
+
+const char *drv_modbus_fault_name(enum mb_fault f)
+{
+    switch (f) {
+    case MB_FAULT_NONE:
+        return "none";
+    case MB_FAULT_SHORT:
+        return "frame size";
+    case MB_FAULT_TID:
+        return "MBAP transaction id";
+    case MB_FAULT_PROTOCOL:
+        return "MBAP protocol id";
+    case MB_FAULT_LENGTH:
+        return "MBAP length";
+    case MB_FAULT_UNIT:
+        return "unit id";
+    case MB_FAULT_FUNCTION:
+        return "function code";
+    case MB_FAULT_COUNT:
+        return "byte count";
+    case MB_FAULT_ECHO:
+        return "write echo";
+    case MB_FAULT_EXCEPTION:
+        return "exception code";
+    }
+    return "?";
+}
+
+char *drv_modbus_fault_format(const struct mb_fault_info *why, char *buf, size_t size)
+{
+    const char *name = drv_modbus_fault_name(why->fault);
+    if (why->fault == MB_FAULT_EXCEPTION)
+        snprintf(buf, size, "%s %u", name, why->got);
+    else if (why->fault == MB_FAULT_FUNCTION)
+        snprintf(buf, size, "%s 0x%02X, expected 0x%02X", name, why->got, why->want_lo);
+    else if (why->fault == MB_FAULT_ECHO)
+        snprintf(buf, size, "%s address %u value 0x%04X, expected address %u value 0x%04X", name,
+                 why->got >> 16, why->got & 0xFFFF, why->want_lo >> 16, why->want_lo & 0xFFFF);
+    else if (why->want_lo != why->want_hi)
+        snprintf(buf, size, "%s %u, expected %u..%u", name, why->got, why->want_lo, why->want_hi);
+    else
+        snprintf(buf, size, "%s %u, expected %u", name, why->got, why->want_lo);
+    return buf;
+}
+
+int drv_modbus_check_mbap(const uint8_t *hdr, uint16_t tid, int unit, struct mb_fault_info *why)
+{
+    unsigned t = (unsigned)(hdr[0] << 8 | hdr[1]);
+    unsigned proto = (unsigned)(hdr[2] << 8 | hdr[3]);
+    unsigned len = (unsigned)(hdr[4] << 8 | hdr[5]);
+    if (t != tid)
+        fault(why, MB_FAULT_TID, t, tid, tid);
+    else if (proto != 0)
+        fault(why, MB_FAULT_PROTOCOL, proto, 0, 0);
+    else if (len < MB_MBAP_LENGTH_MIN || len > MB_MBAP_LENGTH_MAX)
+        fault(why, MB_FAULT_LENGTH, len, MB_MBAP_LENGTH_MIN, MB_MBAP_LENGTH_MAX);
+    else if (hdr[6] != unit)
+        fault(why, MB_FAULT_UNIT, hdr[6], (unsigned)unit, (unsigned)unit);
+    else
+        return 0;
+    return CH_EPROTO;
+}
+
+int drv_modbus_check_tcp_adu(const uint8_t *adu, size_t n, uint16_t tid, int unit,
+                             const uint8_t *req, size_t req_len, struct mb_fault_info *why)
+{
+    if (req_len != 5 || req[0] < 1 || req[0] > 6)
+        return CH_EINVAL; /* only reads and single writes are sent */
+    if (n < MB_MBAP_LEN) {
+        fault(why, MB_FAULT_SHORT, (unsigned)n, MB_MBAP_LEN, MB_MBAP_LEN);
+        return CH_EPROTO;
+    }
+    int rc = drv_modbus_check_mbap(adu, tid, unit, why);
+    if (rc != 0)
+        return rc;
+    unsigned len = (unsigned)(adu[4] << 8 | adu[5]);
+    if (n < 6 + (size_t)len) {
+        fault(why, MB_FAULT_SHORT, (unsigned)n, 6 + len, 6 + len);
+        return CH_EPROTO;
+    }
+    if (n > 6 + (size_t)len) { /* bytes beyond the announced frame */
+        fault(why, MB_FAULT_LENGTH, len, (unsigned)(n - 6), (unsigned)(n - 6));
+        return CH_EPROTO;
+    }
+    const uint8_t *pdu = adu + MB_MBAP_LEN;
+    size_t pdu_len = len - 1; /* 2..253 */
+    unsigned fc = pdu[0];
+    if (fc & 0x80) {
+        if ((fc & 0x7F) != req[0])
+            fault(why, MB_FAULT_FUNCTION, fc, req[0] | 0x80u, req[0] | 0x80u);
+        else if (pdu_len != 2)
+            fault(why, MB_FAULT_LENGTH, len, 3, 3);
+        else {
+            fault(why, MB_FAULT_EXCEPTION, pdu[1], 0, 0);
+            return CH_EEXCEPTION;
+        }
+        return CH_EPROTO;
+    }
+    if (fc != req[0]) {
+        fault(why, MB_FAULT_FUNCTION, fc, req[0], req[0]);
+        return CH_EPROTO;
+    }
+    if (fc == 5 || fc == 6) {
+        if (pdu_len != 5) {
+            fault(why, MB_FAULT_LENGTH, len, 6, 6);
+            return CH_EPROTO;
+        }
+        if (memcmp(pdu, req, 5) != 0) {
+            unsigned got =
+                (unsigned)(pdu[1] << 8 | pdu[2]) << 16 | (unsigned)(pdu[3] << 8 | pdu[4]);
+            unsigned want =
+                (unsigned)(req[1] << 8 | req[2]) << 16 | (unsigned)(req[3] << 8 | req[4]);
+            fault(why, MB_FAULT_ECHO, got, want, want);
+            return CH_EPROTO;
+        }
+        return 0;
+    }
+    unsigned qty = (unsigned)(req[3] << 8 | req[4]);
+    unsigned want = fc <= 2 ? (qty + 7u) / 8u : qty * 2u;
+    if (pdu[1] != want) {
+        fault(why, MB_FAULT_COUNT, pdu[1], want, want);
+        return CH_EPROTO;
+    }
+    if (pdu_len != 2 + (size_t)want) {
+        fault(why, MB_FAULT_LENGTH, len, 3 + want, 3 + want);
+        return CH_EPROTO;
+    }
+    return 0;
+}
+
+/* Waits until fd is ready for events or the monotonic deadline passes.
+ * Returns 1 (ready), 0 (deadline) or -errno. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        int64_t left = deadline - ch_mono_ms();
+        struct pollfd pfd = {.fd = fd, .events = events};
+        int rc = poll(&pfd, 1, left > 0 ? (int)left : 0);
+        if (rc >= 0)
+            return rc > 0;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+static int send_all(int fd, const uint8_t *p, size_t n, int64_t wait_ms)
+{
+    int64_t deadline = ch_mono_ms() + wait_ms;
+    for (size_t off = 0; off < n;) {
+        ssize_t r = send(fd, p + off, n - off, MSG_NOSIGNAL);
+        if (r >= 0) {
+            off += (size_t)r;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        int rc = wait_fd(fd, POLLOUT, deadline);
+        if (rc <= 0)
+            return rc < 0 ? rc : CH_ETIMEOUT;
+    }
+    return 0;
+}
+
+/* Reads n bytes into p: the first within wait_ms, each further one within
+ * the byte timeout of the one before (as libmodbus does). *got counts what
+ * arrived. Returns 0, CH_ETIMEOUT or -errno (ECONNRESET: the peer closed). */
+static int recv_all(int fd, uint8_t *p, size_t n, int64_t wait_ms, size_t *got)
+{
+    int64_t deadline = ch_mono_ms() + wait_ms;
+    for (*got = 0; *got < n;) {
+        int rc = wait_fd(fd, POLLIN, deadline);
+        if (rc <= 0)
+            return rc < 0 ? rc : CH_ETIMEOUT;
+        ssize_t r = recv(fd, p + *got, n - *got, 0);
+        if (r == 0)
+            return -ECONNRESET;
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+                continue;
+            return -errno;
+        }
+        *got += (size_t)r;
+        deadline = ch_mono_ms() + MB_BYTE_TIMEOUT_MS;
+    }
+    return 0;
+}
+
+/* One Modbus TCP transaction on the socket libmodbus connected: sends pdu
+ * (pdu_len <= 5 bytes) to unit under the next transaction id and reads the
+ * reply framed by its MBAP header into adu (MB_TCP_ADU_MAX bytes), checking
+ * the header before trusting its length. Returns 0 with *n, CH_ETIMEOUT
+ * (nothing arrived), CH_EPROTO with *why (a refused header or a frame
+ * shorter than announced: the stream is out of step), or -errno for a
+ * broken connection. The PDU is the caller's to check. */
+static int tcp_transact(struct mb_bus *b, int unit, const uint8_t *pdu, size_t pdu_len,
+                        uint8_t *adu, size_t *n, struct mb_fault_info *why)
+{
+    int fd = modbus_get_socket(b->ctx);
+    if (pdu_len > 5)
+        return CH_EINVAL;
+    if (fd < 0)
+        return -ENOTCONN;
+    uint16_t tid = ++b->tid;
+    uint8_t req[MB_MBAP_LEN + 5] = {(uint8_t)(tid >> 8),    (uint8_t)(tid & 0xFF), 0, 0, 0,
+                                    (uint8_t)(pdu_len + 1), (uint8_t)unit};
+    memcpy(req + MB_MBAP_LEN, pdu, pdu_len);
+    int rc = send_all(fd, req, MB_MBAP_LEN + pdu_len, b->cfg->timeout_ms);
+    if (rc != 0)
+        return rc;
+    size_t got;
+    rc = recv_all(fd, adu, MB_MBAP_LEN, b->cfg->timeout_ms, &got);
+    if (rc == 0)
+        rc = drv_modbus_check_mbap(adu, tid, unit, why);
+    else if (rc == CH_ETIMEOUT && got > 0) {
+        fault(why, MB_FAULT_SHORT, (unsigned)got, MB_MBAP_LEN, MB_MBAP_LEN);
+        rc = CH_EPROTO;
+    }
+    if (rc != 0)
+        return rc;
+    size_t rest = (size_t)(adu[4] << 8 | adu[5]) - 1; /* after the unit id */
+    rc = recv_all(fd, adu + MB_MBAP_LEN, rest, MB_BYTE_TIMEOUT_MS, &got);
+    if (rc == CH_ETIMEOUT) {
+        fault(why, MB_FAULT_SHORT, (unsigned)(MB_MBAP_LEN + got), (unsigned)(MB_MBAP_LEN + rest),
+              (unsigned)(MB_MBAP_LEN + rest));
+        return CH_EPROTO;
+    }
+    if (rc != 0)
+        return rc;
+    *n = MB_MBAP_LEN + rest;
+    return 0;
+}
+
+static int tcp_read(struct mb_bus *b, int unit, const struct regmap_req *rq, uint16_t *words,
+                    struct mb_fault_info *why)
+{
+    uint8_t req[5], adu[MB_TCP_ADU_MAX];
+    size_t n = 0;
+    read_pdu(rq, req);
+    int rc = tcp_transact(b, unit, req, sizeof req, adu, &n, why);
+    if (rc == 0)
+        rc = drv_modbus_check_tcp_adu(adu, n, b->tid, unit, req, sizeof req, why);
+    if (rc == 0)
+        decode_words(adu + MB_MBAP_LEN + 2, rq, words);
+    return rc;
+}
+
+/* After a refused TCP frame: a new connection, so that the rest of that
+ * frame (or a late one) cannot be taken for the next reply. Returns 0, or
+ * -ENOTCONN if the peer cannot be reached again (the scheduler then reopens
+ * the bus with its back-off). */
+static int tcp_resync(struct mb_bus *b)
+{
+    modbus_close(b->ctx);
+    if (modbus_connect(b->ctx) == 0)
+        return 0;
+    int e = errno ? errno : EIO;
+    LOGW("modbus", b->cfg->id, "cannot reconnect to %s: %s", b->cfg->host, modbus_strerror(e));
+    return -ENOTCONN;
+}
+
+static int do_request(struct mb_bus *b, int slave, const struct regmap_req *rq, uint16_t *words,
+                      struct mb_fault_info *why)
+{
+    if (!b->serial)
+        return tcp_read(b, slave, rq, words, why);
     /* RS-485 turnaround: some meters need a quiet line between transactions */
-    if (b->serial && b->cfg->turnaround_ms > 0) {
+    if (b->cfg->turnaround_ms > 0) {
         int64_t wait = b->last_end_ms + b->cfg->turnaround_ms - ch_mono_ms();
         ch_sleep_ms(wait);
     }
@@ -237,7 +548,7 @@ static int mb_poll(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx,
     struct mb_bus *b = bus_ctx;
     struct mb_dev *d = dev_ctx;
     const struct profile *p = dev->prof;
-    if (dev->slave <= 247 && modbus_set_slave(b->ctx, (int)dev->slave) != 0)
+    if (b->serial && dev->slave <= 247 && modbus_set_slave(b->ctx, (int)dev->slave) != 0)
         return CH_EINVAL;
 
     /* one buffer per request; at most 125 words (or 2000 bits) each */
@@ -253,9 +564,21 @@ static int mb_poll(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx,
     for (size_t i = 0; i < d->plan.n_reqs; i++) {
         base[i] = off;
         stats->requests++;
-        rc = do_request(b, (int)dev->slave, &d->plan.reqs[i], buf + off);
+        struct mb_fault_info why = {MB_FAULT_NONE, 0, 0, 0};
+        rc = do_request(b, (int)dev->slave, &d->plan.reqs[i], buf + off, &why);
         if (rc != 0) {
             const struct regmap_req *rq = &d->plan.reqs[i];
+            if (rc == CH_EPROTO && why.fault != MB_FAULT_NONE) {
+                char what[96];
+                LOGW("modbus", dev->id,
+                     "rejected reply to read fc%d %u+%u from unit %lld on %s: %s", rq->fc,
+                     rq->start, rq->count, (long long)dev->slave, b->cfg->id,
+                     drv_modbus_fault_format(&why, what, sizeof what));
+                int lrc = tcp_resync(b);
+                if (lrc != 0)
+                    rc = lrc;
+                goto done;
+            }
             LOGD("modbus", dev->id, "read fc%d %u+%u from slave %lld failed: %s", rq->fc, rq->start,
                  rq->count, (long long)dev->slave, ch_strerror(rc));
             if (rc == CH_ETIMEOUT || rc == CH_EPROTO)
@@ -295,13 +618,38 @@ done:
     return rc;
 }
 
+/* Writes one coil over TCP; the reply must be the request's echo. */
+static int tcp_write_coil(struct mb_bus *b, int slave, int coil, bool on)
+{
+    uint8_t req[5] = {5, (uint8_t)(coil >> 8), (uint8_t)(coil & 0xFF), on ? 0xFF : 0, 0};
+    uint8_t adu[MB_TCP_ADU_MAX];
+    size_t n = 0;
+    struct mb_fault_info why = {MB_FAULT_NONE, 0, 0, 0};
+    int rc = tcp_transact(b, slave, req, sizeof req, adu, &n, &why);
+    if (rc == 0)
+        rc = drv_modbus_check_tcp_adu(adu, n, b->tid, slave, req, sizeof req, &why);
+    if (rc == CH_EPROTO && why.fault != MB_FAULT_NONE) {
+        char what[96];
+        LOGW("modbus", b->cfg->id, "rejected reply to write coil %d of unit %d: %s", coil, slave,
+             drv_modbus_fault_format(&why, what, sizeof what));
+        int lrc = tcp_resync(b);
+        return lrc != 0 ? lrc : rc;
+    }
+    if (rc == CH_ETIMEOUT)
+        modbus_flush(b->ctx);
+    return rc;
+}
+
 static int mb_write_coil(void *bus_ctx, int64_t slave, int64_t coil, bool on)
 {
     struct mb_bus *b = bus_ctx;
-    if (slave < 0 || slave > 247 || coil < 0 || coil > 65535 ||
-        modbus_set_slave(b->ctx, (int)slave) != 0)
+    if (slave < 0 || slave > 247 || coil < 0 || coil > 65535)
         return CH_EINVAL;
-    if (b->serial && b->cfg->turnaround_ms > 0)
+    if (!b->serial)
+        return tcp_write_coil(b, (int)slave, (int)coil, on);
+    if (modbus_set_slave(b->ctx, (int)slave) != 0)
+        return CH_EINVAL;
+    if (b->cfg->turnaround_ms > 0)
         ch_sleep_ms(b->last_end_ms + b->cfg->turnaround_ms - ch_mono_ms());
     int rc = modbus_write_bit(b->ctx, (int)coil, on ? 1 : 0);
     int e = errno;
