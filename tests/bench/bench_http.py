@@ -85,7 +85,6 @@ def legit(port, seconds, cookie, ctx=None):
 
 
 def slow_part(label, bin_dir, args, seconds, w):
-    os.environ["CAREHUB_BIN"] = bin_dir
     import console_browser_unit
     console_browser_unit.BIN = bin_dir
     fx = Fixture(w.root, args)
@@ -113,6 +112,8 @@ def slow_part(label, bin_dir, args, seconds, w):
 
 
 def tls_part(bin_dir, seconds, w):
+    import console_browser_unit
+    console_browser_unit.BIN = bin_dir
     ca = w.path("ca")
     pki = os.path.join(SRC, "deploy/pki/carehub-pki")
     subprocess.run([pki, "init", ca], check=True, capture_output=True)
