@@ -21,6 +21,7 @@
 #include "driver.h"
 #include "err.h"
 #include "log.h"
+#include "mqtt_json.h"
 #include "push_registry.h"
 #include "mqtt_link.h"
 #include "util.h"
@@ -112,8 +113,8 @@ static json_t *field_at(json_t *root, const char *path)
     return v;
 }
 
-/* Applies one payload to d. Locked. Returns NULL or why it was rejected. */
-static const char *apply(struct mj_dev *d, const char *payload, size_t len, char *why, size_t n)
+const char *mqtt_json_decode(const struct profile *p, const char *payload, size_t len,
+                             double *values, bool *have, char *why, size_t n)
 {
     if (len > PAYLOAD_MAX) {
         snprintf(why, n, "payload of %zu bytes is over %d", len, PAYLOAD_MAX);
@@ -125,7 +126,6 @@ static const char *apply(struct mj_dev *d, const char *payload, size_t len, char
         snprintf(why, n, "not JSON: %.100s", je.text);
         return why;
     }
-    const struct profile *p = d->reg.cfg->prof;
     size_t found = 0;
     for (size_t i = 0; i < p->metrics.n; i++) {
         const struct metric_def *m = PROFILE_METRIC(p, i);
@@ -140,8 +140,8 @@ static const char *apply(struct mj_dev *d, const char *payload, size_t len, char
         x = x * m->scale + m->offset;
         if (!isfinite(x))
             continue;
-        d->values[i] = x;
-        d->have[i] = true;
+        values[i] = x;
+        have[i] = true;
         found++;
     }
     json_decref(root);
@@ -167,7 +167,8 @@ static int on_message(void *ctx, char *topic, int tlen, MQTTAsync_message *msg)
         bool *had = ch_xcalloc(p->metrics.n + 1, sizeof *had);
         memcpy(had, d->have, p->metrics.n * sizeof *had);
         memset(d->have, 0, p->metrics.n * sizeof *d->have);
-        const char *bad = apply(d, msg->payload, (size_t)msg->payloadlen, why, sizeof why);
+        const char *bad = mqtt_json_decode(p, msg->payload, (size_t)msg->payloadlen, d->values,
+                                           d->have, why, sizeof why);
         if (bad) {
             memcpy(d->have, had, p->metrics.n * sizeof *had); /* the last good values stay */
             d->rejected++;

@@ -39,3 +39,15 @@ foreach(f omg minew ingics)
     LIBS ch_ble CORPUS ${FZ}/ble_${f})
 endforeach()
 ch_fuzz_target(fuzz_ble_decode LIBS ch_ble CORPUS ${FZ}/ble_decode)
+# Parsers issue 11 found without a target: care-hub's tokens file and
+# configuration, care-sim's configuration and scenario files, device profiles
+# and rule packs (fuzz_config mutates only the site file), the Wi-Fi bed JSON
+# decoder. The shipped files replay too, so a change to them is fuzz-checked.
+set(DEPLOY ${PROJECT_SOURCE_DIR}/deploy)
+ch_fuzz_target(fuzz_tokens LIBS ch_hub CORPUS ${FZ}/tokens)
+ch_fuzz_target(fuzz_hub_config LIBS ch_hub CORPUS ${FZ}/hub_config ${DEPLOY}/hub)
+ch_fuzz_target(fuzz_sim_config LIBS ch_sim CORPUS ${FZ}/sim_config ${DEPLOY}/sim)
+ch_fuzz_target(fuzz_profile LIBS ch_edge CORPUS ${FZ}/profile ${DEPLOY}/profiles)
+ch_fuzz_target(fuzz_rulepack LIBS ch_edge DEFINES CAREHUB_PROFILES_DIR="${DEPLOY}/profiles"
+  CORPUS ${FZ}/rulepack ${DEPLOY}/rules ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/config/rules)
+ch_fuzz_target(fuzz_mqtt_json LIBS ch_drivers CORPUS ${FZ}/mqtt_json)
