@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 
 #define SSE_RETRY_MS 3000  /* EventSource reconnect delay */
 #define SSE_BLOCK    16384 /* buffer libmicrohttpd gives the reader */
+#define SSE_PEER_MS  1000  /* a waiting stream looks this often whether its client left */
 
 int ch_http_listen(const char *mod, const char *bind_addr, int64_t port, int *fd_out,
                    uint16_t *port_out, bool *v6)
@@ -239,6 +241,8 @@ struct ch_sse_client {
     void *ctx;
     char who[64];
     char addr[64];
+    char keys[CH_SSE_KEYS][CH_SSE_KEY_LEN]; /* of the quotas it counts against */
+    size_t n_keys;
 };
 
 void ch_sse_init(struct ch_sse *s, const char *mod, size_t max_clients, int64_t keepalive_ms)
@@ -265,6 +269,14 @@ void ch_sse_destroy(struct ch_sse *s)
     pthread_mutex_destroy(&s->mu);
 }
 
+bool ch_sse_stopping(struct ch_sse *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool stopping = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    return stopping;
+}
+
 char *ch_sse_format(const char *event, const char *data)
 {
     size_t n = strlen(event) + strlen(data) + 32;
@@ -280,20 +292,36 @@ static void drop_queue(struct ch_sse_client *cl)
     cl->n = 0;
 }
 
+/* Whether the client closed its end of the connection (a stream's client
+ * sends nothing after its request; over TLS, unread records before the
+ * close do not hide it). */
+static bool peer_gone(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 /* On the stream's own connection thread whenever libmicrohttpd can send
  * more: blocks until there is something to send (an event, the keepalive
- * comment, or the end of the stream). */
+ * comment, or the end of the stream). While it waits it looks every
+ * SSE_PEER_MS whether the client left, so that a closed stream gives its
+ * place (and its quotas') back at once, not at the next keepalive. */
 static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
 {
     struct ch_sse_client *cl = cls;
     struct ch_sse *s = cl->s;
     (void)pos;
     if (!cl->cur) {
-        int64_t deadline = ch_mono_ms() + s->keepalive_ms;
+        int64_t deadline = ch_mono_ms() + s->keepalive_ms, now;
+        bool gone = false;
         pthread_mutex_lock(&s->mu);
-        while (!s->stopping && !cl->behind && cl->n == 0 && ch_mono_ms() < deadline)
-            ch_cond_wait_until(&s->cond, &s->mu, deadline);
-        bool stop = s->stopping, behind = cl->behind;
+        while (!s->stopping && !cl->behind && cl->n == 0 && !gone &&
+               (now = ch_mono_ms()) < deadline) {
+            ch_cond_wait_until(&s->cond, &s->mu,
+                               deadline - now > SSE_PEER_MS ? now + SSE_PEER_MS : deadline);
+            gone = cl->n == 0 && peer_gone(cl->fd);
+        }
+        bool stop = s->stopping, behind = cl->behind || gone;
         if (!stop && !behind && cl->n > 0) {
             cl->cur = cl->queue[cl->head];
             cl->head = (cl->head + 1) % CH_SSE_QUEUE;
@@ -347,41 +375,109 @@ static void sse_free(void *cls)
     free(cl);
 }
 
-enum MHD_Result ch_sse_open(struct ch_sse *s, struct MHD_Connection *c, char *(*first)(void *arg),
-                            void *arg, void *ctx, const char *who, const char *addr,
-                            enum MHD_Result (*busy)(struct MHD_Connection *c))
+/* The streams in s that carry key. Under s->mu. */
+static size_t count_key(const struct ch_sse *s, const char *key)
 {
+    size_t n = 0;
+    for (const struct ch_sse_client *cl = s->clients; cl; cl = cl->next)
+        for (size_t i = 0; i < cl->n_keys; i++)
+            if (!strcmp(cl->keys[i], key))
+                n++;
+    return n;
+}
+
+/* Registers cl unless a limit of st is reached: which (enum ch_sse_refusal),
+ * and in *quota the quota reached. Under s->mu. */
+static int admit(struct ch_sse *s, struct ch_sse_client *cl, const struct ch_sse_stream *st,
+                 size_t *quota)
+{
+    if (s->stopping)
+        return CH_SSE_STOPPING;
+    if (s->n_clients >= s->max_clients)
+        return CH_SSE_FULL;
+    for (size_t i = 0; i < st->n_quotas; i++) {
+        if (count_key(s, st->quotas[i].key) >= st->quotas[i].max) {
+            *quota = i;
+            return CH_SSE_QUOTA;
+        }
+    }
+    for (size_t i = 0; i < st->n_quotas; i++)
+        ch_strlcpy(cl->keys[i], st->quotas[i].key, CH_SSE_KEY_LEN);
+    cl->n_keys = st->n_quotas;
+    cl->next = s->clients;
+    if (s->clients)
+        s->clients->prev = cl;
+    s->clients = cl;
+    s->n_clients++;
+    return CH_SSE_OPENED;
+}
+
+/* A refusal in the log: the first at once, the others counted and told with
+ * the next one a minute later (a client retrying in a loop must not flood
+ * the log). */
+static void log_refusal(struct ch_sse *s, const struct ch_sse_stream *st, int why, size_t quota)
+{
+    pthread_mutex_lock(&s->mu);
+    int64_t now = ch_mono_ms();
+    uint64_t before = s->refused;
+    bool say = !s->refused_logged_ms || now - s->refused_logged_ms >= 60000;
+    if (say) {
+        s->refused = 0;
+        s->refused_logged_ms = now;
+    } else {
+        s->refused++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!say)
+        return;
+    char reason[CH_SSE_KEY_LEN + 48];
+    if (why == CH_SSE_QUOTA)
+        snprintf(reason, sizeof reason, "%zu streams of %s open", st->quotas[quota].max,
+                 st->quotas[quota].key);
+    else
+        ch_strlcpy(reason, why == CH_SSE_FULL ? "max_clients reached" : "stopping", sizeof reason);
+    if (before)
+        LOGW(s->mod, st->addr,
+             "event stream of '%s' refused: %s (and %" PRIu64 " more since the "
+             "last report)",
+             st->who, reason, before);
+    else
+        LOGW(s->mod, st->addr, "event stream of '%s' refused: %s", st->who, reason);
+}
+
+int ch_sse_start(struct ch_sse *s, struct MHD_Connection *c, struct ch_sse_stream *st,
+                 size_t *quota, enum MHD_Result *ret)
+{
+    *ret = MHD_NO;
     struct ch_sse_client *cl = ch_xcalloc(1, sizeof *cl);
     cl->s = s;
     cl->fd = -1;
-    cl->ctx = ctx;
+    cl->ctx = st->ctx;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (ci)
         cl->fd = ci->connect_fd;
-    ch_strlcpy(cl->who, who, sizeof cl->who);
-    ch_strlcpy(cl->addr, addr, sizeof cl->addr);
+    ch_strlcpy(cl->who, st->who, sizeof cl->who);
+    ch_strlcpy(cl->addr, st->addr, sizeof cl->addr);
+    if (st->n_quotas > CH_SSE_KEYS)
+        st->n_quotas = CH_SSE_KEYS;
 
+    size_t which = 0;
     pthread_mutex_lock(&s->mu);
-    bool full = s->n_clients >= s->max_clients, stopping = s->stopping;
-    if (!full && !stopping) {
-        cl->next = s->clients;
-        if (s->clients)
-            s->clients->prev = cl;
-        s->clients = cl;
-        s->n_clients++;
-    }
+    int why = admit(s, cl, st, &which);
     pthread_mutex_unlock(&s->mu);
-    if (full || stopping) {
-        LOGW(s->mod, addr, "event stream refused: %s", full ? "max_clients reached" : "stopping");
+    if (why) {
+        log_refusal(s, st, why, which);
         free(cl->ctx);
         free(cl);
-        return busy(c);
+        if (quota)
+            *quota = which;
+        return why;
     }
 
     char head[32];
     snprintf(head, sizeof head, "retry: %d\n\n", SSE_RETRY_MS);
-    char *snap = first ? first(arg) : NULL;
+    char *snap = st->first ? st->first(st->arg) : NULL;
     size_t n = strlen(head) + (snap ? strlen(snap) : 0) + 1;
     cl->cur = ch_xmalloc(n);
     snprintf(cl->cur, n, "%s%s", head, snap ? snap : "");
@@ -392,15 +488,24 @@ enum MHD_Result ch_sse_open(struct ch_sse *s, struct MHD_Connection *c, char *(*
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK, sse_read, cl, sse_free);
     if (!r) {
         sse_free(cl);
-        return MHD_NO;
+        return CH_SSE_OPENED;
     }
     MHD_add_response_header(r, "Content-Type", "text/event-stream; charset=utf-8");
     ch_http_security_headers(r, true);
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
-    LOGD(s->mod, addr, "event stream of '%s' opened", who);
-    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+    LOGD(s->mod, st->addr, "event stream of '%s' opened", st->who);
+    *ret = MHD_queue_response(c, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
-    return ret;
+    return CH_SSE_OPENED;
+}
+
+enum MHD_Result ch_sse_open(struct ch_sse *s, struct MHD_Connection *c, char *(*first)(void *arg),
+                            void *arg, void *ctx, const char *who, const char *addr,
+                            enum MHD_Result (*busy)(struct MHD_Connection *c))
+{
+    struct ch_sse_stream st = {.first = first, .arg = arg, .ctx = ctx, .who = who, .addr = addr};
+    enum MHD_Result ret;
+    return ch_sse_start(s, c, &st, NULL, &ret) ? busy(c) : ret;
 }
 
 void ch_sse_publish(struct ch_sse *s, const char *event, bool (*want)(const void *ctx, void *arg),

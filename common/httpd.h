@@ -8,15 +8,17 @@
  *   it would cut a C string short: "/index.html%00.js" is not "/index.html");
  * - ch_http_log: libmicrohttpd's messages into our log;
  * - responses: security headers, a JSON body;
- * - Server-Sent Events (struct ch_sse): a set of streams, each with a bounded
- *   queue. Publishing never waits for a client: a client whose queue is full
- *   is marked behind, its queue dropped and its socket shut down; its stream
- *   ends with an error and the browser reconnects (and fetches a fresh
- *   snapshot). shutdown(2) is safe because a client is in the set exactly
- *   until libmicrohttpd destroys its response, which it does before closing
- *   the socket: the descriptor cannot have been reused. A stream's reader
- *   blocks on the set's condition variable, with a timeout that produces the
- *   keepalive comment. */
+ * - Server-Sent Events (struct ch_sse): a set of at most max_clients
+ *   streams, with quotas on the streams that share a key (a token, a site),
+ *   each with a bounded queue. Publishing never waits for a client: a
+ *   client whose queue is full is marked behind, its queue dropped and its
+ *   socket shut down; its stream ends with an error and the browser
+ *   reconnects (and fetches a fresh snapshot). shutdown(2) is safe because
+ *   a client is in the set exactly until libmicrohttpd destroys its
+ *   response, which it does before closing the socket: the descriptor
+ *   cannot have been reused. A stream's reader blocks on the set's
+ *   condition variable, with a timeout that produces the keepalive comment,
+ *   and looks every second whether its client left. */
 /* ---- the server and its connection guard -----------------------------------
  *
  * ch_httpd_start runs libmicrohttpd, one thread per connection (a handler
@@ -154,7 +156,9 @@ void ch_http_client_addr(struct MHD_Connection *c, char *out, size_t n);
 
 /* ---- Server-Sent Events ---------------------------------------------------- */
 
-#define CH_SSE_QUEUE 256 /* events a stream may lag behind */
+#define CH_SSE_QUEUE   256 /* events a stream may lag behind */
+#define CH_SSE_KEYS    4   /* quotas one stream may count against */
+#define CH_SSE_KEY_LEN 80
 
 struct ch_sse_client;
 
@@ -167,6 +171,8 @@ struct ch_sse {
     bool stopping;
     struct ch_sse_client *clients;
     size_t n_clients;
+    uint64_t refused;          /* refusals not logged yet */
+    int64_t refused_logged_ms; /* refusals are logged once a minute */
 };
 
 void ch_sse_init(struct ch_sse *s, const char *mod, size_t max_clients, int64_t keepalive_ms);
@@ -174,18 +180,52 @@ void ch_sse_init(struct ch_sse *s, const char *mod, size_t max_clients, int64_t 
  * MHD_stop_daemon; ch_sse_destroy after it. */
 void ch_sse_stop(struct ch_sse *s);
 void ch_sse_destroy(struct ch_sse *s);
+/* Whether ch_sse_stop was called (the server is stopping). */
+bool ch_sse_stopping(struct ch_sse *s);
 
 /* "event: <event>\ndata: <data>\n\n" (data on one line: JSON). Caller frees. */
 char *ch_sse_format(const char *event, const char *data);
 
-/* Opens a stream on c. The client is registered first; then first(arg) is
- * called (when set) and what it returns (malloc'ed text, taken) is sent
- * before any event, so no event can fall between a snapshot and the stream
- * (one in both is harmless: an event carries the whole state). Then whatever
- * ch_sse_publish gives this client. ctx (taken; freed with free() when the
- * stream ends) is what the filter of ch_sse_publish sees; who and addr name
- * the client in logs. Returns the queued response's result; sends 503 (via
- * busy(c)) when max_clients are streaming or the set is stopping. */
+/* At most max streams at once among those that carry key (a token's name,
+ * a site: whatever the caller groups its clients by), so that no one group
+ * takes all of max_clients. */
+struct ch_sse_quota {
+    char key[CH_SSE_KEY_LEN];
+    size_t max;
+};
+
+/* A stream to open. */
+struct ch_sse_stream {
+    char *(*first)(void *arg); /* NULL, or what is sent before any event */
+    void *arg;
+    void *ctx;              /* taken: freed with free() when the stream ends or is refused */
+    const char *who, *addr; /* borrowed: name the client in logs */
+    struct ch_sse_quota quotas[CH_SSE_KEYS];
+    size_t n_quotas;
+};
+
+/* Why ch_sse_start opened no stream. */
+enum ch_sse_refusal {
+    CH_SSE_OPENED = 0,
+    CH_SSE_FULL,     /* max_clients are streaming */
+    CH_SSE_QUOTA,    /* st->quotas[*quota] is reached */
+    CH_SSE_STOPPING, /* ch_sse_stop was called */
+};
+
+/* Opens st on c, unless max_clients or one of its quotas is reached (both
+ * checked, and the client registered, under one lock: racing opens cannot
+ * overshoot). The client is registered first; then first(arg) is called
+ * (when set) and what it returns (malloc'ed text, taken) is sent before any
+ * event, so no event can fall between a snapshot and the stream (one in both
+ * is harmless: an event carries the whole state). Then whatever
+ * ch_sse_publish gives this client; ctx is what the filter of
+ * ch_sse_publish sees. Returns CH_SSE_OPENED with *ret, the queued
+ * response's result; or an enum ch_sse_refusal, having sent nothing (the
+ * caller answers, 503) and freed ctx. Refusals are logged once a minute. */
+int ch_sse_start(struct ch_sse *s, struct MHD_Connection *c, struct ch_sse_stream *st,
+                 size_t *quota, enum MHD_Result *ret);
+
+/* ch_sse_start without quotas; a refusal is answered with busy(c). */
 enum MHD_Result ch_sse_open(struct ch_sse *s, struct MHD_Connection *c, char *(*first)(void *arg),
                             void *arg, void *ctx, const char *who, const char *addr,
                             enum MHD_Result (*busy)(struct MHD_Connection *c));

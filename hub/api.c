@@ -24,15 +24,6 @@
 #define CONN_TIMEOUT_S 60
 #define KEEPALIVE_MS   15000
 
-static const char *const location_metrics[] = {"zone", "zone_exit", "rssi", "in_range"};
-
-/* When the configuration names none. */
-static const struct sensitive_def default_sensitive[] = {
-    {"wearable", location_metrics, CH_ARRAY_LEN(location_metrics), GRANT_LOCATION},
-    {"wearable", NULL, 0, GRANT_HEALTH},
-    {"bed", NULL, 0, GRANT_HEALTH},
-};
-
 /* GB/T 18883-2022 (indoor air quality): CO2 <= 0.10 % (1000 ppm), PM2.5 <= 50
  * ug/m3 (24 h); temperature and humidity span its summer and winter bands. */
 static const struct limit_def default_limits[] = {
@@ -42,6 +33,79 @@ static const struct limit_def default_limits[] = {
     {"environment", "humidity", 30, 80},
 };
 
+/* ---- what a request costs ------------------------------------------------------------------ */
+
+/* An export reads InfluxDB an hour at a time, a summary a day at a time: one
+ * request can cost thousands of queries. They pay for those from the token's
+ * rate (pay) and run at most api.max_exports_per_token at once per token
+ * (heavy_enter): the table counts the running ones by token name, so that a
+ * tokens reload does not reset it; an entry goes when its count does. */
+struct heavy {
+    char token[CH_ID_MAX];
+    unsigned n;
+};
+
+#define PAY_SLICE_MS 200 /* a waiting request looks at the API's stop this often */
+
+bool heavy_enter(struct api *a, struct req *r, struct MHD_Connection *c, enum MHD_Result *ret)
+{
+    unsigned max = (unsigned)a->cfg->api.max_exports_per_token;
+    pthread_mutex_lock(&a->heavy_mu);
+    struct heavy *h = NULL;
+    for (size_t i = 0; i < a->n_heavy && !h; i++)
+        if (!strcmp(a->heavy[i].token, r->who.name))
+            h = &a->heavy[i];
+    bool ok = !h || h->n < max;
+    if (ok && !h) {
+        a->heavy = ch_xrealloc(a->heavy, (a->n_heavy + 1) * sizeof *a->heavy);
+        h = &a->heavy[a->n_heavy++];
+        ch_strlcpy(h->token, r->who.name, sizeof h->token);
+        h->n = 0;
+    }
+    if (ok)
+        h->n++;
+    pthread_mutex_unlock(&a->heavy_mu);
+    r->heavy = ok;
+    if (!ok)
+        *ret = fail_hdr(r, c, 429, "Retry-After", "5",
+                        "this token runs %u exports and summaries at once already "
+                        "(api.max_exports_per_token): wait for one to finish",
+                        max);
+    return ok;
+}
+
+static void heavy_leave(struct api *a, const char *token)
+{
+    pthread_mutex_lock(&a->heavy_mu);
+    for (size_t i = 0; i < a->n_heavy; i++) {
+        if (strcmp(a->heavy[i].token, token))
+            continue;
+        if (--a->heavy[i].n == 0)
+            a->heavy[i] = a->heavy[--a->n_heavy];
+        break;
+    }
+    pthread_mutex_unlock(&a->heavy_mu);
+}
+
+int pay(struct api *a, const char *token, double cost, int64_t max_wait_ms, int64_t *wait_ms)
+{
+    double owed = cost;
+    int64_t wait = 0;
+    for (;;) {
+        pthread_rwlock_rdlock(&a->tokens_lock);
+        int rc = tokens_pay(a->tokens, token, &owed, max_wait_ms, ch_mono_ms(), &wait);
+        pthread_rwlock_unlock(&a->tokens_lock);
+        if (wait_ms)
+            *wait_ms = wait;
+        if (rc || owed <= 0.0)
+            return rc;
+        max_wait_ms = INT64_MAX; /* the first estimate decided: wait for the rest */
+        if (ch_sse_stopping(&a->sse))
+            return CH_ESTATE;
+        ch_sleep_ms(wait < PAY_SLICE_MS ? wait : PAY_SLICE_MS);
+    }
+}
+
 /* ---- authentication and routing ----------------------------------------------------------- */
 
 bool in_scope(const struct who *w, const char *site)
@@ -49,20 +113,41 @@ bool in_scope(const struct who *w, const char *site)
     if (w->all)
         return true;
     if (w->district[0])
-        return strncmp(site, w->district, strlen(w->district)) == 0;
+        return tokens_district_covers(w->district, site);
     for (size_t i = 0; i < w->n_sites; i++)
         if (!strcmp(w->sites[i], site))
             return true;
     return false;
 }
 
+/* Requests without a valid token, per address (tokens.h): true, after
+ * answering 429, while r's address is over api.address_rate_limit; else r
+ * takes its place from the address's bucket, given back when it ends
+ * without being refused (on_completed). */
+static bool address_limited(struct api *a, struct req *r, struct MHD_Connection *c,
+                            enum MHD_Result *ret)
+{
+    int retry = 1;
+    if (!tokens_addrs_take(a->addrs, r->addr, ch_mono_ms(), &retry)) {
+        r->addr_taken = true;
+        return false;
+    }
+    char ra[16];
+    snprintf(ra, sizeof ra, "%d", retry);
+    r->addr_limited = true;
+    *ret = fail_hdr(r, c, 429, "Retry-After", ra, "too many refused requests from this address");
+    return true;
+}
+
 /* The bearer token's holder into r->who. Returns 0, or the status after
- * answering. */
+ * answering (401, or 429 for the token's rate or the address's). */
 static unsigned authenticate(struct api *a, struct req *r, struct MHD_Connection *c,
                              enum MHD_Result *ret)
 {
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7) || !h[7] || strlen(h) > 256) {
+        if (address_limited(a, r, c, ret))
+            return 429;
         *ret = fail_hdr(r, c, 401, "WWW-Authenticate", "Bearer realm=\"carehub\"",
                         "a bearer token is required (Authorization: Bearer ...)");
         return 401;
@@ -89,6 +174,8 @@ static unsigned authenticate(struct api *a, struct req *r, struct MHD_Connection
     }
     pthread_rwlock_unlock(&a->tokens_lock);
     if (!k) {
+        if (address_limited(a, r, c, ret))
+            return 429;
         *ret = fail_hdr(r, c, 401, "WWW-Authenticate",
                         "Bearer realm=\"carehub\", error=\"invalid_token\"",
                         "unknown or revoked token");
@@ -152,7 +239,10 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char
             return fail_hdr(r, c, 405, "Allow", "GET, HEAD", "method not allowed");
         return reply_json(r, c, 200, json_pack("{s:s}", "status", "ok"));
     }
-    if (strncmp(url, "/api/", 5)) {
+    enum MHD_Result ret = MHD_NO;
+    if (strncmp(url, "/api/", 5)) { /* no token: a limited address gets nothing */
+        if (address_limited(a, r, c, &ret))
+            return ret;
         if (!get)
             return fail_hdr(r, c, 405, "Allow", "GET, HEAD", "method not allowed");
         return serve_file(a, r, c, url);
@@ -170,13 +260,13 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char
             rt = &routes[i];
         }
     }
+    bool bad_method = rt && (rt->post ? !post : !get);
+    if ((!rt || bad_method) && address_limited(a, r, c, &ret))
+        return ret;
     if (!rt)
         return fail(r, c, 404, "no such endpoint");
-    if (rt->post && !post)
-        return fail_hdr(r, c, 405, "Allow", "POST", "method not allowed");
-    if (!rt->post && !get)
-        return fail_hdr(r, c, 405, "Allow", "GET, HEAD", "method not allowed");
-    enum MHD_Result ret = MHD_NO;
+    if (bad_method)
+        return fail_hdr(r, c, 405, "Allow", rt->post ? "POST" : "GET, HEAD", "method not allowed");
     if (authenticate(a, r, c, &ret))
         return ret;
     if (r->body.too_big)
@@ -233,35 +323,48 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         return;
     if (why != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status == 200)
         r->status = 499; /* the client went away mid-answer (nginx's code) */
+    /* a refusal without a valid token counts against its address: it took
+       its place as it came (or, refused before routing, takes it now); a
+       request that was not refused gives it back. The 429 of the limit
+       itself counts nothing: a client that waits Retry-After gets in. */
+    bool refused = r->status >= 400 && r->status < 500 && r->status != 499;
+    if (r->addr_taken && !refused)
+        tokens_addrs_refund(a->addrs, r->addr, ch_mono_ms());
+    else if (!r->authed && refused && !r->addr_taken && !r->addr_limited)
+        tokens_addrs_take(a->addrs, r->addr, ch_mono_ms(), NULL);
     /* static files are not worth an audit entry each; refusals of them are */
     bool api = !strncmp(r->path, "/api/", 5) || r->status >= 400;
     if (api && r->status)
         audit_write(a, r);
+    if (r->heavy)
+        heavy_leave(a, r->who.name);
     ch_http_body_free(&r->body);
     free(r->who.sites);
     free(r);
     *con_cls = NULL;
 }
 
+static void costs_init(struct api *a)
+{
+    a->addrs = tokens_addrs_new(a->cfg->api.address_rate_limit);
+    pthread_mutex_init(&a->heavy_mu, NULL);
+}
+
+static void costs_free(struct api *a)
+{
+    tokens_addrs_free(a->addrs);
+    pthread_mutex_destroy(&a->heavy_mu);
+    free(a->heavy);
+}
+
 /* ---- start and stop -------------------------------------------------------------------------- */
 
-/* The privacy rules and compliance limits, from the configuration (whose
- * strings they borrow) or the defaults. */
+/* What regulators read (api_privacy.c) and the compliance limits, from the
+ * configuration (whose strings they borrow) or the defaults. */
 static void set_policies(struct api *a)
 {
     const struct hubcfg_api *ac = &a->cfg->api;
-    a->sens = default_sensitive;
-    a->n_sens = CH_ARRAY_LEN(default_sensitive);
-    if (ac->sensitive.n) {
-        struct sensitive_def *v = ch_xcalloc(ac->sensitive.n, sizeof *v);
-        for (size_t i = 0; i < ac->sensitive.n; i++) {
-            const struct hubcfg_sensitive *h = &((struct hubcfg_sensitive *)ac->sensitive.items)[i];
-            v[i] = (struct sensitive_def){h->measurement, (const char *const *)h->metrics.items,
-                                          h->metrics.n, (unsigned)h->grant};
-        }
-        a->sens = v;
-        a->n_sens = ac->sensitive.n;
-    }
+    privacy_setup(a);
     a->lims = default_limits;
     a->n_lims = CH_ARRAY_LEN(default_limits);
     if (ac->compliance.n) {
@@ -277,8 +380,7 @@ static void set_policies(struct api *a)
 
 static void free_policies(struct api *a)
 {
-    if (a->sens != default_sensitive)
-        free((void *)a->sens);
+    privacy_free(a);
     if (a->lims != default_limits)
         free((void *)a->lims);
 }
@@ -344,23 +446,16 @@ int api_start(const struct hubcfg *cfg, struct presence *view, struct influx *wr
         LOGE(MOD, ac->www_dir, "www_dir: not a directory (the web console's files)");
         rc = CH_ECONFIG;
     }
-    if (!rc) {
-        a->audit = fopen(ac->audit_log, "ae");
-        if (!a->audit) {
-            rc = -errno;
-            LOGE(MOD, ac->audit_log, "cannot open the audit log: %s", strerror(-rc));
-        }
-    }
+    if (!rc)
+        rc = audit_open(a);
     if (rc) {
         tokens_free(a->tokens);
-        if (a->audit)
-            fclose(a->audit);
         free_policies(a);
         free(a);
         return rc;
     }
     pthread_rwlock_init(&a->tokens_lock, NULL);
-    pthread_mutex_init(&a->audit_mu, NULL);
+    costs_init(a);
     ch_sse_init(&a->sse, MOD, (size_t)ac->max_clients, KEEPALIVE_MS);
     /* a thread per connection: max is bounded by memory, not CPU (an idle
        thread holds a few pages of its stack) */
@@ -432,10 +527,9 @@ void api_stop(struct api *a)
     ch_httpd_stop(a->http);
     ch_sse_destroy(&a->sse);
     tokens_free(a->tokens);
-    if (a->audit)
-        fclose(a->audit);
+    audit_close(a);
     pthread_rwlock_destroy(&a->tokens_lock);
-    pthread_mutex_destroy(&a->audit_mu);
+    costs_free(a);
     explicit_bzero(a->pkey, sizeof a->pkey);
     free_policies(a);
     LOGI(MOD, NULL, "stopped");

@@ -33,11 +33,12 @@ static json_t *secs_or_null(int64_t a, int64_t b)
 }
 
 /* The API's alarm object for one transition (the latest of an occurrence),
- * with the regulator's privacy applied. */
-json_t *alarm_object(const struct api *a, const struct ch_alert *t, bool regulator)
+ * as w sees it: for a regulator, metric, value and message only of the
+ * kinds its allow-list opens (privacy). */
+json_t *alarm_object(const struct api *a, const struct ch_alert *t, const struct who *w)
 {
     struct shown sh;
-    privacy(a, t, regulator, &sh);
+    privacy(a, t, w, &sh);
     const char *resident = sh.resident, *message = sh.message, *by = sh.by;
     json_t *o = json_object();
     json_object_set_new(o, "site", json_string(t->site));
@@ -52,8 +53,8 @@ json_t *alarm_object(const struct api *a, const struct ch_alert *t, bool regulat
     json_object_set_new(o, "state", json_string(ch_alarm_state_name(t->state)));
     json_object_set_new(o, "event", json_string(ch_alarm_event_name(t->event)));
     json_object_set_new(o, "message", json_string(message));
-    json_object_set_new(o, "metric", json_string(t->metric));
-    json_object_set_new(o, "value", t->has_value ? json_real(t->value) : json_null());
+    json_object_set_new(o, "metric", json_string(sh.metric));
+    json_object_set_new(o, "value", sh.has_value ? json_real(sh.value) : json_null());
     json_object_set_new(o, "escalation", json_integer(t->escalation));
     json_object_set_new(o, "latched", json_boolean(t->latched));
     json_object_set_new(o, "raised_ms", ms_or_null(t->raised_ms));
@@ -252,7 +253,7 @@ enum MHD_Result h_alarms(struct api *a, struct req *r, struct MHD_Connection *c)
         if (!state_matches(state, t->state))
             continue;
         note_site(r, t->site);
-        json_array_append_new(arr, alarm_object(a, t, is_regulator(&r->who)));
+        json_array_append_new(arr, alarm_object(a, t, &r->who));
     }
     free(v);
     r->rows = json_array_size(arr);
@@ -318,7 +319,7 @@ enum MHD_Result h_active(struct api *a, struct req *r, struct MHD_Connection *c)
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
         note_site(r, v[i].site);
-        json_array_append_new(arr, alarm_object(a, &v[i], is_regulator(&r->who)));
+        json_array_append_new(arr, alarm_object(a, &v[i], &r->who));
     }
     free(v);
     r->rows = json_array_size(arr);

@@ -2,15 +2,17 @@
  * api.h, the reference hub/API.md).
  *
  *   api.c           start and stop, authentication, the route table (who may
- *                   call which endpoint), request life cycle
+ *                   call which endpoint), request life cycle, what a
+ *                   request costs (exports and summaries at once, queries)
  *   api_req.c       responses, parameters, InfluxQL conditions, answer rows
- *   api_privacy.c   regulators: pseudonyms, grants
+ *   api_privacy.c   regulators: pseudonyms, what they may read (an allow-list)
  *   api_sites.c     /sites, /sites/{site}, /me
  *   api_alarms.c    /alarms, /alarms/active, alarm rows and objects
  *   api_commands.c  /commands
  *   api_summary.c   /summary (its figures: rollup.h)
  *   api_series.c    /series, /export
- *   api_audit.c     /audit and the audit entry of every request
+ *   api_audit.c     /audit and the audit entry of every request (refusals
+ *                   counted, the log rotated)
  *   api_events.c    /events, api_alert, api_site_changed
  *   api_static.c    the web console's files
  *
@@ -36,17 +38,20 @@
 #define ALARMS_LIMIT_MAX 10000 /* most rows of /alarms and /audit */
 #define PATH_MAX_LEN     200
 
+struct audit;
+struct heavy;
 struct hubcfg;
 struct presence;
 struct influx;
 struct sub;
 
-/* Series a regulator reads only with a grant (config api.sensitive). */
-struct sensitive_def {
+/* An entry of what a regulator reads (config api.regulator_view): fields of
+ * measurement ("room" is its room label), with grant. */
+struct allow_def {
     const char *measurement;
-    const char *const *metrics; /* none: every metric of it */
-    size_t n_metrics;
-    unsigned grant;
+    const char *const *fields; /* none: every field of it */
+    size_t n_fields;
+    unsigned grant; /* 0: every regulator; else the GRANT_ bit it needs */
 };
 
 /* An environment limit of the summary (config api.compliance). */
@@ -57,8 +62,8 @@ struct limit_def {
 
 struct api {
     const struct hubcfg *cfg;
-    const struct sensitive_def *sens; /* the configuration's, or the defaults */
-    size_t n_sens;
+    const struct allow_def *allow; /* the configuration's, or the defaults */
+    size_t n_allow;
     const struct limit_def *lims;
     size_t n_lims;
     struct presence *view;
@@ -73,9 +78,12 @@ struct api {
     pthread_rwlock_t tokens_lock;
     struct tokens *tokens;
 
-    pthread_mutex_t audit_mu;
-    FILE *audit;
-    int64_t audit_last_ms; /* audit points get distinct times per hub */
+    struct audit *audit;        /* api_audit.c */
+    struct tokens_addrs *addrs; /* requests without a valid token, per address */
+
+    pthread_mutex_t heavy_mu; /* exports and summaries running, per token */
+    struct heavy *heavy;
+    size_t n_heavy;
 };
 
 /* Who asks: a copy of the token's name, role and scope (the tokens may be
@@ -104,6 +112,9 @@ struct req {
     char addr[64];
     unsigned status;
     uint64_t rows;
+    bool addr_taken;   /* took its place from its address's bucket (tokens.h) */
+    bool addr_limited; /* answered 429 by the per-address limit */
+    bool heavy;        /* an export or summary (heavy_enter) */
 };
 
 /* ---- who asks (api.c) ---------------------------------------------------------------------- */
@@ -113,8 +124,22 @@ static inline bool is_regulator(const struct who *w)
     return w->role == ROLE_REGULATOR;
 }
 
-/* Whether site is in w's scope (all sites, a district prefix, or a list). */
+/* Whether site is in w's scope (all sites, a district's, or a list). */
 bool in_scope(const struct who *w, const char *site);
+
+/* ---- what a request costs (api.c) ---------------------------------------------------------- */
+
+/* An export or a summary begins: false, after answering 429, when r's token
+ * runs api.max_exports_per_token of them already. It counts until the
+ * request is over (its stream too). */
+bool heavy_enter(struct api *a, struct req *r, struct MHD_Connection *c, enum MHD_Result *ret);
+
+/* Pays cost (InfluxDB queries) from the rate of the token called token
+ * (tokens_pay), waiting for its bucket as needed. Returns 0 once paid;
+ * CH_EFULL, nothing paid, when the wait would be longer than max_wait_ms
+ * (*wait_ms: how long); CH_ENOTFOUND when the token was revoked; CH_ESTATE
+ * when the API is stopping. */
+int pay(struct api *a, const char *token, double cost, int64_t max_wait_ms, int64_t *wait_ms);
 
 /* ---- requests (api_req.c) ------------------------------------------------------------------ */
 
@@ -173,30 +198,38 @@ bool self_metrics_series(json_t *series);
 
 /* ---- privacy (api_privacy.c) --------------------------------------------------------------- */
 
-/* What of a transition's people a reader sees: the site's pseudonym and
- * staff names, or for a regulator the re-keyed pseudonym (in the message
- * too) and "staff". The pointers are into t or into out. */
+/* What of a transition a reader sees: all of it, or for a regulator the
+ * re-keyed pseudonym (in the message too) and "staff" for who acted, and
+ * metric, value and message only when its allow-list lets it read the
+ * alarm's metric (else "", none, ""). The pointers are into t or into out. */
 struct shown {
     const char *resident, *message, *by; /* by: NULL when nobody acted */
+    const char *metric;
+    bool has_value;
+    double value;
     char pseud[16];
     char msg[CH_TEXT_MAX];
 };
 
-void privacy(const struct api *a, const struct ch_alert *t, bool regulator, struct shown *out);
+void privacy(const struct api *a, const struct ch_alert *t, const struct who *w, struct shown *out);
 
-/* The grant a regulator needs for metric of measurement (metric NULL: any
- * metric of it: every grant that applies); 0 if none. */
-unsigned needed_grant(const struct api *a, const char *measurement, const char *metric);
+/* Whether w may read field of measurement: anyone but a regulator may; a
+ * regulator only what its allow-list grants ("room": the room label). */
+bool may_read(const struct api *a, const struct who *w, const char *measurement, const char *field);
 
-/* Whether w may read metric of measurement (a regulator needs its grants). */
-bool may_read(const struct api *a, const struct who *w, const char *measurement,
-              const char *metric);
+/* Whether w may read some field of measurement. */
+bool may_read_some(const struct api *a, const struct who *w, const char *measurement);
+
+/* The allow-list from the configuration (whose strings it borrows) or the
+ * defaults, into a; privacy_free undoes it. */
+void privacy_setup(struct api *a);
+void privacy_free(struct api *a);
 
 /* ---- alarms (api_alarms.c) ----------------------------------------------------------------- */
 
-/* The API's alarm object for one transition, with the regulator's privacy
- * applied. Caller decrefs. */
-json_t *alarm_object(const struct api *a, const struct ch_alert *t, bool regulator);
+/* The API's alarm object for one transition as w sees it (privacy). Caller
+ * decrefs. */
+json_t *alarm_object(const struct api *a, const struct ch_alert *t, const struct who *w);
 
 /* A row of the alarm measurement (columns of series s) back into t. */
 void row_to_alert(json_t *s, json_t *row, struct ch_alert *t);
@@ -220,8 +253,19 @@ json_t *sites_json(struct api *a, const struct who *w, const char *site, bool wi
 
 /* ---- audit (api_audit.c) ------------------------------------------------------------------- */
 
-/* The audit entry of a finished request: a line in api.audit_log and a
- * carehub_audit point. */
+/* Opens api.audit_log (created 0640; an existing file's mode is narrowed to
+ * that) and starts the thread that writes the counts of refusals. Returns 0
+ * or -errno, logged. */
+int audit_open(struct api *a);
+
+/* Writes the refusals counted so far, stops the thread, closes the log. */
+void audit_close(struct api *a);
+
+/* The audit entry of a finished request: a line in api.audit_log (rotated at
+ * api.audit_max_bytes) and a carehub_audit point. A refusal without a valid
+ * token, or a token's 429, is written as it comes only when it is its
+ * address's (and token's) first in api.audit_refusal_interval; the others
+ * are counted and written as one entry when the interval ends. */
 void audit_write(struct api *a, struct req *r);
 
 /* ---- static files (api_static.c) ----------------------------------------------------------- */

@@ -277,8 +277,17 @@ void where_sites(struct qb *q, const struct who *w, const char *site)
     } else if (w->all) {
         qb_add(q, "\"site\" =~ /./");
     } else if (w->district[0]) {
-        qb_add(q, "\"site\" =~ ");
-        qb_regex_prefix(q, w->district);
+        /* whole segments, as tokens_district_covers: the district itself, or
+         * it and a separator */
+        qb_add(q, "(\"site\" = ");
+        qb_str(q, w->district);
+        for (const char *sep = TOKENS_SEGMENT_SEPARATORS; *sep; sep++) {
+            char start[CH_ID_MAX + 2];
+            snprintf(start, sizeof start, "%s%c", w->district, *sep);
+            qb_add(q, " OR \"site\" =~ ");
+            qb_regex_prefix(q, start);
+        }
+        qb_add(q, ")");
     } else {
         qb_add(q, "(");
         for (size_t i = 0; i < w->n_sites; i++) {

@@ -1,8 +1,10 @@
 /* GET /api/v1/series (a chart's means per interval) and /api/v1/export
  * (telemetry or alarm transitions of a site as CSV or JSON, streamed). A
- * regulator reads only the series its grants allow (may_read); exported
- * alarms carry the regulator's pseudonyms (privacy). */
+ * regulator reads only the fields its allow-list grants (may_read; a
+ * room label too); exported alarms are shown as privacy() shows them; CSV
+ * cells that a spreadsheet would evaluate are neutralised (ex_csv). */
 #include "api_internal.h"
+#include "err.h"
 #include "lineproto.h"
 #include "log.h"
 #include "util.h"
@@ -50,6 +52,7 @@ enum MHD_Result h_series(struct api *a, struct req *r, struct MHD_Connection *c)
         every = min_every < 1000 ? 1000 : min_every;
     if (!may_read(a, &r->who, meas, metric))
         return fail(r, c, 403, "%s of %s: this token has no grant for that series", metric, meas);
+    bool room = may_read(a, &r->who, meas, "room"); /* a wearable's is where it was */
     struct qb q;
     qb_init(&q);
     qb_add(&q, "SELECT mean(");
@@ -59,7 +62,8 @@ enum MHD_Result h_series(struct api *a, struct req *r, struct MHD_Connection *c)
     qb_add(&q, " WHERE \"site\" = ");
     qb_str(&q, site);
     where_time(&q, from, to);
-    qb_add(&q, " GROUP BY time(%" PRId64 "ms), \"room\", \"device\" fill(none)", every);
+    qb_add(&q, " GROUP BY time(%" PRId64 "ms), %s\"device\" fill(none)", every,
+           room ? "\"room\", " : "");
     json_t *res;
     char err[512];
     int rc = influxq_run_qb(&a->q, &q, &res, err, sizeof err);
@@ -99,7 +103,10 @@ enum MHD_Result h_series(struct api *a, struct req *r, struct MHD_Connection *c)
 
 /* An export reads InfluxDB one window at a time and hands libmicrohttpd the
  * rows of that window; memory stays at one window of one site whatever the
- * range. */
+ * range. Each window is a query, paid for from the token's rate as the
+ * export goes (pay: a 400-day export is 9,600 of them, not one request),
+ * and a token runs at most api.max_exports_per_token exports and summaries
+ * at once (heavy_enter). */
 struct export
 {
     struct api *a;
@@ -132,16 +139,50 @@ static void ex_puts(struct export *e, const char *s)
     ex_put(e, s, strlen(s));
 }
 
-/* A CSV field: quoted when it holds a comma, quote or newline; a leading
- * = + - @ is prefixed with ' so that a spreadsheet does not run it. */
-static void ex_csv(struct export *e, const char *s, bool last)
+/* Whether a spreadsheet could take text s for a formula (OWASP, "CSV
+ * injection"): it starts with = + - @ (or their full-width forms, which
+ * some spreadsheets read as these), tab or carriage return, after any
+ * spaces. "-2+3+cmd|..." is one: a text that looks like a negative number
+ * is still text. */
+static bool csv_formula(const char *s)
 {
-    bool quote = strpbrk(s, ",\"\r\n") != NULL;
-    bool formula = s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@';
-    bool number = s[0] == '-' && s[1] >= '0' && s[1] <= '9'; /* a negative number is fine */
+    const unsigned char *u = (const unsigned char *)s;
+    for (;;) { /* spaces: ASCII, no-break (C2 A0), ideographic (E3 80 80) */
+        if (u[0] == ' ')
+            u++;
+        else if (u[0] == 0xC2 && u[1] == 0xA0)
+            u += 2;
+        else if (u[0] == 0xE3 && u[1] == 0x80 && u[2] == 0x80)
+            u += 3;
+        else
+            break;
+    }
+    if (u[0] && strchr("=+-@\t\r\n", u[0]))
+        return true;
+    /* U+FF1D = EF BC 9D, U+FF0B + EF BC 8B, U+FF0D - EF BC 8D, U+FF20 @ EF BC A0 */
+    return u[0] == 0xEF && u[1] == 0xBC &&
+           (u[2] == 0x9D || u[2] == 0x8B || u[2] == 0x8D || u[2] == 0xA0);
+}
+
+/* Whether s is a number as the export writes them (lp_format_float, or
+ * whole milliseconds). */
+static bool csv_number(const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    return s[0] && s[0] != ' ' && !*end && isfinite(v);
+}
+
+/* A CSV cell: in a numeric column a number as it is; any other text quoted
+ * when it holds a comma, quote or line break, and when a spreadsheet would
+ * evaluate it, quoted and prefixed with ' (shown as text, not run). */
+static void ex_csv(struct export *e, const char *s, bool numeric, bool last)
+{
+    bool formula = !(numeric && csv_number(s)) && csv_formula(s);
+    bool quote = formula || strpbrk(s, ",\"\r\n") != NULL;
     if (quote)
         ex_puts(e, "\"");
-    if (formula && !number)
+    if (formula)
         ex_puts(e, "'");
     for (const char *p = s; *p; p++) {
         if (*p == '"')
@@ -183,7 +224,7 @@ static void ex_row(struct export *e, const char *const *cols, const char **vals,
     ex_row_begin(e);
     if (e->csv) {
         for (size_t i = 0; i < n; i++)
-            ex_csv(e, vals[i] ? vals[i] : "", i + 1 == n);
+            ex_csv(e, vals[i] ? vals[i] : "", num && num[i], i + 1 == n);
         return;
     }
     json_t *o = json_object();
@@ -227,11 +268,11 @@ static void ex_telemetry_window(struct export *e, json_t *res)
                     continue;
                 if (!may_read(e->a, &e->who, meas, name))
                     continue;
+                const char *room = may_read(e->a, &e->who, meas, "room") ? str_at(row, cr) : "";
                 char val[LP_FLOAT_MAX];
                 lp_format_float(val, json_number_value(v));
                 const char *vals[] = {
-                    ts,   meas, str_at(row, cg), str_at(row, cd), str_at(row, cr), str_at(row, cq),
-                    name, val};
+                    ts, meas, str_at(row, cg), str_at(row, cd), room, str_at(row, cq), name, val};
                 static const bool num[] = {0, 0, 0, 0, 0, 0, 0, 1};
                 ex_row(e, telemetry_cols, vals, num, CH_ARRAY_LEN(vals));
             }
@@ -241,7 +282,6 @@ static void ex_telemetry_window(struct export *e, json_t *res)
 
 static void ex_alarm_window(struct export *e, json_t *res)
 {
-    bool reg = is_regulator(&e->who);
     size_t i;
     json_t *s;
     json_array_foreach(influxq_series(res, 0), i, s)
@@ -254,16 +294,16 @@ static void ex_alarm_window(struct export *e, json_t *res)
             row_to_alert(s, row, &t);
             char ts[32], val[LP_FLOAT_MAX] = "", rms[24] = "", ams[24] = "", cms[24] = "";
             iso_time(t.ts_ms, ts);
-            if (t.has_value)
-                lp_format_float(val, t.value);
+            struct shown sh;
+            privacy(e->a, &t, &e->who, &sh);
+            if (sh.has_value)
+                lp_format_float(val, sh.value);
             if (t.raised_ms)
                 snprintf(rms, sizeof rms, "%" PRId64, t.raised_ms);
             if (t.acked_ms)
                 snprintf(ams, sizeof ams, "%" PRId64, t.acked_ms);
             if (t.cleared_ms)
                 snprintf(cms, sizeof cms, "%" PRId64, t.cleared_ms);
-            struct shown sh;
-            privacy(e->a, &t, reg, &sh);
             const char *resident = sh.resident, *message = sh.message, *by = sh.by;
             const char *vals[] = {ts,
                                   t.site,
@@ -277,8 +317,8 @@ static void ex_alarm_window(struct export *e, json_t *res)
                                   t.room,
                                   t.bed,
                                   resident,
-                                  t.metric,
-                                  t.has_value ? val : NULL,
+                                  sh.metric,
+                                  sh.has_value ? val : NULL,
                                   message,
                                   rms[0] ? rms : NULL,
                                   ams[0] ? ams : NULL,
@@ -296,6 +336,12 @@ static void ex_alarm_window(struct export *e, json_t *res)
 static bool ex_next_window(struct export *e)
 {
     int64_t end = e->cursor + EXPORT_WINDOW_MS < e->to ? e->cursor + EXPORT_WINDOW_MS : e->to;
+    int paid = pay(e->a, e->who.name, 1.0, INT64_MAX, NULL);
+    if (paid) {
+        LOGW(MOD, e->site, "export of '%s' stopped at %" PRId64 ": %s", e->who.name, e->cursor,
+             paid == CH_ENOTFOUND ? "its token was revoked" : "the API is stopping");
+        return false;
+    }
     struct qb q;
     qb_init(&q);
     if (e->alarms)
@@ -334,7 +380,7 @@ static ssize_t ex_read(void *cls, uint64_t pos, char *out, size_t max)
                 const char *const *cols = e->alarms ? alarm_cols : telemetry_cols;
                 size_t n = e->alarms ? CH_ARRAY_LEN(alarm_cols) : CH_ARRAY_LEN(telemetry_cols);
                 for (size_t i = 0; i < n; i++)
-                    ex_csv(e, cols[i], i + 1 == n);
+                    ex_csv(e, cols[i], false, i + 1 == n);
             } else {
                 ex_puts(e, "[");
             }
@@ -367,8 +413,8 @@ static void ex_free(void *cls)
 }
 
 /* The measurements a telemetry export reads: those of the site but the
- * hub's own and the alarms, and for a regulator without the grant, not the
- * wholly sensitive ones. NULL: none. */
+ * hub's own and the alarms, and for a regulator only those with a field it
+ * may read (the fields are filtered per row). NULL: none. */
 static char *export_measurements(struct api *a, const struct who *w, int *rc, char *err,
                                  size_t errn)
 {
@@ -389,10 +435,7 @@ static char *export_measurements(struct api *a, const struct who *w, int *rc, ch
             const char *m = str_at(row, 0);
             if (!m[0] || !strcmp(m, "alarm") || !strncmp(m, "carehub_", 8))
                 continue;
-            /* a regulator with none of the grants a measurement's series
-             * need skips it; the others are filtered per metric */
-            unsigned need = needed_grant(a, m, NULL);
-            if (is_regulator(w) && need && (need & w->grants) == 0)
+            if (!may_read_some(a, w, m))
                 continue;
             if (q.len)
                 qb_add(&q, ", ");
@@ -420,6 +463,8 @@ enum MHD_Result h_export(struct api *a, struct req *r, struct MHD_Connection *c)
         return fail(r, c, 400, "parameter 'data': telemetry or alarms");
     if (strcmp(format, "csv") && strcmp(format, "json"))
         return fail(r, c, 400, "parameter 'format': csv or json");
+    if (!heavy_enter(a, r, c, &ret))
+        return ret;
     struct export *e = ch_xcalloc(1, sizeof *e);
     e->a = a;
     e->r = r;

@@ -1,17 +1,24 @@
 /* GET /api/v1/summary: a site's alarms over a range (raised, acknowledged,
  * response percentiles) and, from the figures rollup.c keeps per day and
  * hour, its environment within the compliance limits, its devices online and
- * the completeness of its readings. */
+ * the completeness of its readings. A summary pays for the InfluxDB queries
+ * it will make from its token's rate before it runs (summary_paid). */
 #include "api.h"
 #include "api_internal.h"
 #include "config.h"
+#include "err.h"
 #include "presence.h"
 #include "rollup.h"
 #include "util.h"
 
+#include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define DAY_MS          86400000LL
+#define SUMMARY_WAIT_MS 30000 /* longest a summary waits for its token's rate */
 
 static int dbl_cmp(const void *pa, const void *pb)
 {
@@ -92,10 +99,11 @@ static json_t *pct(json_int_t part, json_int_t whole)
     return whole > 0 ? json_real(round2(100.0 * (double)part / (double)whole)) : json_null();
 }
 
-/* The summary's environment, devices and completeness from the figures of
- * [from, to) of site. */
-static void stats_render(struct api *a, const char *site, json_t *st, int64_t from, int64_t to,
-                         json_t **env_out, json_t **dev_out, json_t **comp_out)
+/* The summary's environment (the limits whose readings w may read, per
+ * room), devices and completeness from the figures of [from, to) of site. */
+static void stats_render(struct api *a, const struct who *w, const char *site, json_t *st,
+                         int64_t from, int64_t to, json_t **env_out, json_t **dev_out,
+                         json_t **comp_out)
 {
     /* environment: per limit, its rooms in order */
     json_t *env = json_object_get(st, "env"), *out = json_array();
@@ -103,6 +111,8 @@ static void stats_render(struct api *a, const char *site, json_t *st, int64_t fr
     const char **keys = sorted_keys(env, &nk);
     for (size_t i = 0; i < a->n_lims; i++) {
         const struct limit_def *l = &a->lims[i];
+        if (!may_read(a, w, l->measurement, l->metric) || !may_read(a, w, l->measurement, "room"))
+            continue;
         size_t ml = strlen(l->metric);
         for (size_t k = 0; k < nk; k++) {
             if (strncmp(keys[k], l->metric, ml) || keys[k][ml] != '|')
@@ -158,6 +168,68 @@ static void stats_render(struct api *a, const char *site, json_t *st, int64_t fr
                           pct(rec, exp), "gateways", list);
 }
 
+/* What a summary costs: about one InfluxDB query for its alarms, one for the
+ * kept figures, one for each whole UTC day of its range not kept yet (read
+ * whole, then kept: rollup.h) and one for each part of a day at its ends.
+ * Which days are kept is one more (small) query. Figures kept with other
+ * limits count as kept: an estimate, low only after a change of limits. */
+static int summary_cost(struct api *a, const char *site, int64_t from, int64_t to, double *cost,
+                        char *err, size_t errn)
+{
+    int64_t d0 = (from + DAY_MS - 1) / DAY_MS * DAY_MS, d1 = to / DAY_MS * DAY_MS;
+    *cost = 2.0 + (d0 >= d1 ? 1.0 : (from < d0) + (d1 < to));
+    if (d0 >= d1)
+        return 0;
+    struct qb q;
+    qb_init(&q);
+    qb_add(&q, "SELECT count(\"computed_ms\") FROM \"carehub_rollup\" WHERE \"site\" = ");
+    qb_str(&q, site);
+    qb_add(&q, " AND \"span\" = 'day'");
+    where_time(&q, d0, d1);
+    json_t *res;
+    int rc = influxq_run_qb(&a->q, &q, &res, err, errn);
+    if (rc)
+        return rc;
+    json_t *s = json_array_get(influxq_series(res, 0), 0);
+    int64_t days = (d1 - d0) / DAY_MS;
+    int64_t kept = int_at(json_array_get(json_object_get(s, "values"), 0), 1);
+    json_decref(res);
+    *cost += (double)(days - (kept < days ? kept : days));
+    return 0;
+}
+
+/* The summary pays its cost from the token's rate before it runs, waiting
+ * up to SUMMARY_WAIT_MS for it. Returns true, or false after answering
+ * (429 when it would wait longer: a shorter range costs less). */
+static bool summary_paid(struct api *a, struct req *r, struct MHD_Connection *c, const char *site,
+                         int64_t from, int64_t to, enum MHD_Result *ret)
+{
+    double cost;
+    char err[512];
+    int rc = summary_cost(a, site, from, to, &cost, err, sizeof err);
+    if (rc) {
+        *ret = fail_query(r, c, rc, err);
+        return false;
+    }
+    int64_t wait = 0;
+    rc = pay(a, r->who.name, cost, SUMMARY_WAIT_MS, &wait);
+    if (rc == CH_EFULL) {
+        char ra[24];
+        snprintf(ra, sizeof ra, "%" PRId64, wait / 1000 + 1);
+        *ret = fail_hdr(r, c, 429, "Retry-After", ra,
+                        "this summary costs about %.0f queries (a day not summarised yet is "
+                        "one): more than this token's rate allows within %d s; ask for a "
+                        "shorter range (a day once read is kept, and costs nothing after)",
+                        cost, SUMMARY_WAIT_MS / 1000);
+        return false;
+    }
+    if (rc == CH_ENOTFOUND)
+        *ret = fail(r, c, 401, "the token was revoked");
+    else if (rc)
+        *ret = fail_hdr(r, c, 503, "Retry-After", "5", "the hub is stopping");
+    return rc == 0;
+}
+
 enum MHD_Result h_summary(struct api *a, struct req *r, struct MHD_Connection *c)
 {
     static const char *const allowed[] = {"site", "from", "to", NULL};
@@ -168,6 +240,8 @@ enum MHD_Result h_summary(struct api *a, struct req *r, struct MHD_Connection *c
     const char *site;
     int64_t from, to;
     if (!site_param(r, c, true, &site, &ret) || !time_range(r, c, &from, &to, &ret))
+        return ret;
+    if (!heavy_enter(a, r, c, &ret) || !summary_paid(a, r, c, site, from, to, &ret))
         return ret;
     struct ch_alert *v;
     size_t n;
@@ -183,7 +257,7 @@ enum MHD_Result h_summary(struct api *a, struct req *r, struct MHD_Connection *c
         json_decref(alarms);
         return fail_query(r, c, rc, err);
     }
-    stats_render(a, site, st, from, to, &env, &dev, &comp);
+    stats_render(a, &r->who, site, st, from, to, &env, &dev, &comp);
     json_decref(st);
     r->rows = 1;
     return reply_json(r, c, 200,

@@ -73,16 +73,16 @@ static const struct cfg_key limit_keys[] = {
 };
 #undef L
 
-static const struct cfg_enum grants[] = {{"health", GRANT_HEALTH}, {"location", GRANT_LOCATION}, {NULL, 0}};
+static const struct cfg_enum grants[] = {{"none", 0}, {"health", GRANT_HEALTH}, {"location", GRANT_LOCATION}, {NULL, 0}};
 
-#define S(k) offsetof(struct hubcfg_sensitive, k)
-static const struct cfg_key sensitive_keys[] = {
-    {.key = "measurement", .type = CFG_ID,      .offset = S(measurement), .required = true},
-    {.key = "metrics",     .type = CFG_STRLIST, .offset = S(metrics)},
-    {.key = "grant",       .type = CFG_ENUM,    .offset = S(grant), .required = true, .enums = grants},
+#define V(k) offsetof(struct hubcfg_view, k)
+static const struct cfg_key view_keys[] = {
+    {.key = "measurement", .type = CFG_ID,      .offset = V(measurement), .required = true},
+    {.key = "fields",      .type = CFG_STRLIST, .offset = V(fields)},
+    {.key = "grant",       .type = CFG_ENUM,    .offset = V(grant), .def = "none", .enums = grants},
     CFG_END,
 };
-#undef S
+#undef V
 
 #define A(k) offsetof(struct hubcfg_api, k)
 static const struct cfg_key api_keys[] = {
@@ -94,17 +94,25 @@ static const struct cfg_key api_keys[] = {
     {.key = "pseudonym_key_file", .type = CFG_PATH,     .offset = A(pseudonym_key_file)},
     {.key = "rate_limit",         .type = CFG_INT,      .offset = A(rate_limit), .def = "20", .min = 1, .max = 100000},
     {.key = "max_clients",        .type = CFG_INT,      .offset = A(max_clients), .def = "256", .min = 1, .max = 10000},
+    {.key = "max_streams_per_token", .type = CFG_INT,   .offset = A(max_streams_per_token), .def = "0", .min = 0, .max = 10000},
+    {.key = "max_streams_per_site", .type = CFG_INT,    .offset = A(max_streams_per_site), .def = "0", .min = 0, .max = 10000},
+    {.key = "max_exports_per_token", .type = CFG_INT,   .offset = A(max_exports_per_token), .def = "4", .min = 1, .max = 1000},
+    {.key = "address_rate_limit", .type = CFG_INT,      .offset = A(address_rate_limit), .def = "10", .min = 1, .max = 100000},
+    {.key = "audit_max_bytes",    .type = CFG_INT,      .offset = A(audit_max_bytes), .def = "67108864", .min = 4096, .max = 1048576 * MIB},
+    {.key = "audit_keep",         .type = CFG_INT,      .offset = A(audit_keep), .def = "5", .min = 0, .max = 99},
+    {.key = "audit_refusal_interval", .type = CFG_DURATION, .offset = A(audit_refusal_interval_ms), .def = "1m", .min = 1000, .max = 3600000},
     {.key = "tls",                .type = CFG_MAP,      .offset = A(tls), .sub = cfg_https_keys},
     {.key = "connections",        .type = CFG_MAP,      .offset = A(connections), .sub = cfg_http_limit_keys},
     {.key = "device_timeout",     .type = CFG_DURATION, .offset = A(device_timeout_ms), .def = "5m", .min = 10000, .max = 86400000},
     {.key = "query_timeout",      .type = CFG_DURATION, .offset = A(query_timeout_ms), .def = "30s", .min = 100, .max = 600000},
     {.key = "compliance",         .type = CFG_LIST,     .offset = A(compliance), .sub = limit_keys,
      .elem_size = sizeof(struct hubcfg_limit), .node_offset = offsetof(struct hubcfg_limit, node)},
-    {.key = "sensitive",          .type = CFG_LIST,     .offset = A(sensitive), .sub = sensitive_keys,
-     .elem_size = sizeof(struct hubcfg_sensitive), .node_offset = offsetof(struct hubcfg_sensitive, node)},
+    {.key = "regulator_view",     .type = CFG_LIST,     .offset = A(regulator_view), .sub = view_keys,
+     .elem_size = sizeof(struct hubcfg_view), .node_offset = offsetof(struct hubcfg_view, node)},
     CFG_END,
 };
 #undef A
+
 
 static const struct cfg_key hub_keys[] = {
     {.key = "mqtt",   .type = CFG_MAP, .offset = offsetof(struct hubcfg, mqtt), .required = true, .sub = mqtt_keys},
@@ -212,6 +220,55 @@ static void check_influx(struct check *c, const struct hubcfg_influx *i)
         problem(c, "/influx", "password", "key 'password' needs 'username'");
 }
 
+/* api.regulator_view: telemetry only (the alarm measurement follows the
+ * fields its alarms name; carehub_* are the hub's own), field names, each
+ * field of a measurement (or the whole of it) in one entry only, so that
+ * which grant it needs is never a matter of order. */
+static void check_view(struct check *c, const struct cfg_list *view)
+{
+    const struct hubcfg_view *v = view->items;
+    for (size_t i = 0; i < view->n; i++) {
+        const struct hubcfg_view *e = &v[i];
+        if (!strcmp(e->measurement, "alarm") || has_prefix(e->measurement, "carehub_")) {
+            cfg_report(e->node, "measurement",
+                       "key 'measurement': '%s' is not telemetry (an alarm record shows what the "
+                       "entries of its metric allow)",
+                       e->measurement);
+            c->errors++;
+        }
+        const char *const *f = e->fields.items;
+        for (size_t j = 0; j < e->fields.n; j++) {
+            if (!ch_valid_id(f[j]) || !strcmp(f[j], "time")) {
+                cfg_report(e->node, "fields",
+                           "key 'fields': '%s' is not a field name (leave 'fields' out for every "
+                           "field)",
+                           f[j]);
+                c->errors++;
+            }
+        }
+        for (size_t k = 0; k < i; k++) {
+            const struct hubcfg_view *o = &v[k];
+            if (strcmp(o->measurement, e->measurement))
+                continue;
+            if (!e->fields.n && !o->fields.n) {
+                cfg_report(e->node, "measurement",
+                           "key 'measurement': every field of '%s' is in an earlier entry already",
+                           e->measurement);
+                c->errors++;
+            }
+            const char *const *of = o->fields.items;
+            for (size_t j = 0; j < e->fields.n; j++)
+                for (size_t m = 0; m < o->fields.n; m++)
+                    if (!strcmp(f[j], of[m])) {
+                        cfg_report(e->node, "fields",
+                                   "key 'fields': '%s' of '%s' is in an earlier entry already",
+                                   f[j], e->measurement);
+                        c->errors++;
+                    }
+        }
+    }
+}
+
 /* A default file beside the spool: name in the directory that holds the
  * spool directory (spool.dir is absolute by now). */
 static char *beside_spool(const char *spool_dir, const char *name)
@@ -249,6 +306,7 @@ int hubcfg_load(const char *path, struct hubcfg *out)
         return rc;
     check_mqtt(&c, &out->mqtt);
     check_influx(&c, &out->influx);
+    check_view(&c, &out->api.regulator_view);
     default_beside_spool(&out->influx.dead_letter, out->spool.dir, "dead-letter.lp");
     if (set(out->api.tokens_file)) {
         default_beside_spool(&out->api.audit_log, out->spool.dir, "audit.jsonl");

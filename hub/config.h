@@ -54,12 +54,13 @@ struct hubcfg_limit {
     struct fy_node *node;
 };
 
-/* Series a regulator reads only with a grant: measurement (and, when
- * metrics is not empty, only those metrics of it). First match wins. */
-struct hubcfg_sensitive {
+/* What a regulator reads (an allow-list; hub/API.md, "Regulators"): the
+ * fields of measurement ("room": its room label), every field when fields
+ * is empty, to every regulator or only to those with grant. */
+struct hubcfg_view {
     char *measurement;
-    struct cfg_list metrics; /* char * */
-    int grant;               /* GRANT_HEALTH or GRANT_LOCATION (tokens.h) */
+    struct cfg_list fields; /* char * */
+    int grant;              /* 0 (none), GRANT_HEALTH or GRANT_LOCATION (tokens.h) */
     struct fy_node *node;
 };
 
@@ -73,12 +74,23 @@ struct hubcfg_api {
     char *pseudonym_key_file; /* regulators' pseudonyms; default pseudonym.key beside spool.dir */
     int64_t rate_limit;       /* requests per second per token (burst twice that) */
     int64_t max_clients;      /* event streams */
-    int64_t device_timeout_ms;
     struct cfg_https tls;     /* cert_file set: HTTPS only */
     struct cfg_http_limits connections;
+    int64_t device_timeout_ms;
     int64_t query_timeout_ms;
     struct cfg_list compliance; /* struct hubcfg_limit; empty: GB/T 18883-2022 defaults */
-    struct cfg_list sensitive;  /* struct hubcfg_sensitive; empty: the defaults in api.c */
+    /* struct hubcfg_view; empty: the defaults in api_privacy.c */
+    struct cfg_list regulator_view;
+
+    /* what one token, site or address may take (API.md, "Limits") */
+    int64_t max_streams_per_token; /* event streams of one token; 0: max(4, max_clients / 16) */
+    int64_t max_streams_per_site;  /* of one site's tokens; 0: max(per token, max_clients / 4) */
+    int64_t max_exports_per_token; /* exports and summaries of one token at once */
+    int64_t address_rate_limit;    /* refused requests without a valid token per address and
+                                      second (burst four times that); beyond: 429 */
+    int64_t audit_max_bytes;       /* audit_log is rotated at this size ... */
+    int64_t audit_keep;            /* ... keeping this many old files (audit_log.1 ..) */
+    int64_t audit_refusal_interval_ms; /* refusals of one address counted over this */
 };
 
 struct hubcfg {

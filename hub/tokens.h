@@ -8,7 +8,29 @@
  * table lookup keyed by the secret).
  *
  * Rate limit: a token bucket per token (rate per second, burst twice that),
- * kept in the loaded table; a reload starts the buckets full again. */
+ * kept in the loaded table; a reload starts the buckets full again. A
+ * request takes one; an export or a summary also pays for its InfluxDB
+ * queries from the same bucket (tokens_pay), leaving a reserve for the
+ * token's other requests.
+ *
+ * Requests without a valid token are limited per address (tokens_addrs):
+ * each refused one (401, 404, ...) takes from the address's bucket (rate per
+ * second, burst TOKENS_ADDR_BURST times that); while it is empty, the
+ * address's requests without a valid token are answered 429 before any other
+ * work. A request takes its place before it is answered and gets it back
+ * when it was not refused (tokens_addrs_refund). A valid token is never
+ * limited by its address (it has its own bucket), so one scanner behind a
+ * NAT does not lock out the staff behind it.
+ *
+ * Bounded memory, and no eviction of a blocked address: the table has
+ * TOKENS_ADDR_SLOTS entries (some 40 bytes each) in sets of
+ * TOKENS_ADDR_WAYS; an address takes a free entry of its set, else the one
+ * with the fullest bucket among those not blocked (a full bucket forgets
+ * nothing). An entry whose bucket is empty is never taken: refusals from
+ * other addresses cannot unblock one. When every entry of an address's set
+ * is blocked, the new address counts as blocked too (fails closed) until the
+ * first of them may refuse again: that costs requests without a valid
+ * token, which are refused anyway, and nothing to those with one. */
 #ifndef CAREHUB_TOKENS_H
 #define CAREHUB_TOKENS_H
 
@@ -30,7 +52,8 @@ struct token {
     char *sha256;           /* 64 lower-case hex */
     int role;               /* enum token_role */
     struct cfg_list sites;  /* char *: site ids, or "*" (every site) */
-    char *district;         /* prefix of site ids, instead of sites */
+    char *district;         /* whole leading segments of site ids, instead of sites; kept
+                               without a trailing separator ("cq-yz-" is "cq-yz") */
     struct cfg_list grants; /* char *: "health", "location" */
     int64_t rate;           /* requests per second; 0: the hub's default */
     struct fy_node *node;
@@ -61,8 +84,53 @@ const struct token *tokens_find(struct tokens *t, const char *secret);
  * taken), else false with *retry_s, the seconds until one is available. */
 bool tokens_take(struct tokens *t, const struct token *k, int64_t mono_ms, int *retry_s);
 
+/* A long request (an export, a summary) paying for its InfluxDB queries
+ * from the bucket of the token called name, at the token's rate: takes what
+ * the bucket holds above a reserve of one second's requests (left for the
+ * token's other requests), at most *owed, and lowers *owed by it. Returns 0
+ * with *wait_ms 0 when *owed is paid (then 0), or with *wait_ms the time
+ * until the rest can be (call again then); CH_EFULL, nothing taken, when
+ * that would be longer than max_wait_ms; CH_ENOTFOUND when no token has that
+ * name (a reload revoked it). */
+int tokens_pay(struct tokens *t, const char *name, double *owed, int64_t max_wait_ms,
+               int64_t mono_ms, int64_t *wait_ms);
+
+/* The per-address limit of requests without a valid token (see above). */
+#define TOKENS_ADDR_SLOTS 4096
+#define TOKENS_ADDR_WAYS  8
+#define TOKENS_ADDR_BURST 4 /* burst: this many seconds of the rate */
+
+struct tokens_addrs;
+
+/* A table that allows each address rate refusals a second. Caller frees with
+ * tokens_addrs_free. Aborts on out of memory, like ch_xmalloc. */
+struct tokens_addrs *tokens_addrs_new(int64_t rate);
+void tokens_addrs_free(struct tokens_addrs *t);
+
+/* A request without a valid token from addr (as inet_ntop prints it;
+ * borrowed) at mono_ms, to be refused or not: takes one from the address's
+ * bucket and returns false; or returns true, taking nothing, when addr is
+ * over its rate (or its set is full of blocks), with *retry_s the seconds
+ * until it is not. Check and take are one step: concurrent requests cannot
+ * all pass on one token. */
+bool tokens_addrs_take(struct tokens_addrs *t, const char *addr, int64_t mono_ms, int *retry_s);
+
+/* Gives back what tokens_addrs_take took for a request that was not refused
+ * after all (a file of the console). */
+void tokens_addrs_refund(struct tokens_addrs *t, const char *addr, int64_t mono_ms);
+
 /* Whether site is in the token's scope. */
 bool token_in_scope(const struct token *k, const char *site);
+
+/* What separates the segments of a site id ("cq-yz-001": cq, yz, 001). */
+#define TOKENS_SEGMENT_SEPARATORS "-._"
+
+/* Whether district covers site: site is district, or starts with it and
+ * then a separator, so a district is whole segments ("cq-yz" covers
+ * "cq-yz-001" and "cq-yz-0010"; "cq-yz-00" covers neither). Separators at
+ * the end of district are ignored ("cq-yz-" is "cq-yz"); an empty district
+ * covers nothing. */
+bool tokens_district_covers(const char *district, const char *site);
 
 /* A new random token ("chk_" and 43 base64url characters: 256 bits) in
  * out, and its SHA-256 hex in hash. */

@@ -1,5 +1,6 @@
 /* The pieces of care-hub's API that need no server: dates, percentiles,
- * InfluxQL quoting, the tokens file (hashes, scopes, rate limit). */
+ * InfluxQL quoting, the tokens file (hashes, scopes, rate limit), district
+ * scopes. */
 #include "api.h"
 #include "err.h"
 #include "influxq.h"
@@ -123,6 +124,9 @@ static void test_tokens(void **state)
     assert_int_equal(r->grant_mask, GRANT_HEALTH);
     assert_true(token_in_scope(r, "cq-yz-777"));
     assert_false(token_in_scope(r, "cq-jb-001"));
+    assert_string_equal(r->district, "cq-yz"); /* written "cq-yz-" */
+    assert_true(token_in_scope(r, "cq-yz-0010"));
+    assert_false(token_in_scope(r, "cq-yzb-001")); /* whole segments */
     assert_null(tokens_find(t, "chk_wrong"));
     assert_null(tokens_find(t, ""));
     /* rate 2/s, burst 4: four at once, then one every 500 ms */
@@ -147,6 +151,9 @@ static void test_tokens(void **state)
         "[x]\n",
         "tokens:\n  - name: a\n    sha256: %s\n    role: staff\n    sites: [s]\n"
         "  - name: a\n    sha256: %s\n    role: staff\n    sites: [s]\n",
+        "tokens:\n  - name: a\n    sha256: %s\n    role: regulator\n    district: \"-\"\n",
+        "tokens:\n  - name: a\n    sha256: %s\n    role: regulator\n    district: cq-yz-*\n",
+        "tokens:\n  - name: a\n    sha256: %s\n    role: regulator\n    district: -cq\n",
     };
     for (size_t i = 0; i < sizeof broken / sizeof *broken; i++) {
 #pragma GCC diagnostic push
@@ -160,13 +167,48 @@ static void test_tokens(void **state)
     }
 }
 
+/* District scopes are whole segments of site ids, separated by - . _ */
+static void test_districts(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *district, *site;
+        bool covers;
+    } cases[] = {
+        {"cq-yz", "cq-yz-001", true},
+        {"cq-yz", "cq-yz-0010", true},
+        {"cq-yz", "cq-yz", true},
+        {"cq-yz", "cq-yz.b", true},
+        {"cq-yz", "cq-yz_b", true},
+        {"cq-yz", "cq-yzb-001", false},
+        {"cq-yz", "cq-y", false},
+        {"cq-yz", "cq", false},
+        {"cq-yz", "cq-jb-001", false},
+        {"cq-yz-00", "cq-yz-0010", false},
+        {"cq-yz-00", "cq-yz-001", false},
+        {"cq-yz-00", "cq-yz-00", true},
+        {"cq-yz-00", "cq-yz-00-1", true},
+        {"cq-yz-001", "cq-yz-0010", false},
+        {"cq-yz-", "cq-yz-001", true},
+        {"cq-yz-", "cq-yzb-001", false},
+        {"cq-yz-.", "cq-yz-001", true},
+        {"", "cq-yz-001", false},
+        {"-", "-x", false},
+        {"cq-yz", "", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        if (tokens_district_covers(cases[i].district, cases[i].site) != cases[i].covers)
+            fail_msg("district '%s', site '%s': %s expected", cases[i].district, cases[i].site,
+                     cases[i].covers ? "covered" : "not covered");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dates),
-        cmocka_unit_test(test_percentiles),
-        cmocka_unit_test(test_quoting),
-        cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_dates),     cmocka_unit_test(test_percentiles),
+        cmocka_unit_test(test_quoting),   cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_districts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
