@@ -75,4 +75,11 @@ bool ch_valid_id(const char *s);
 /* A random 128-bit id as 32 hex chars (from getrandom). */
 void ch_random_hex(char out[33]);
 
+/* Makes s valid UTF-8 in place: every byte that does not start or continue a
+ * well-formed sequence (overlong forms, surrogates and code points above
+ * U+10FFFF included) becomes '?', and so does a sequence cut short at the
+ * end (a "%.64s" may cut a character in half). JSON needs valid UTF-8; text
+ * from the network may not be. Returns s. */
+char *ch_utf8_fix(char *s);
+
 #endif

@@ -27,7 +27,8 @@ struct ch_status;
 struct api;
 
 /* cfg, view (every gateway's status), writer (audit points) and mqtt (the
- * view client, for commands) are borrowed until api_stop. Returns 0, or
+ * view client, for commands; NULL: commands answer 503) are borrowed until
+ * api_stop. Returns 0, or
  * CH_ECONFIG (tokens file, www_dir, pseudonym key) / -errno, logged. */
 int api_start(const struct hubcfg *cfg, struct presence *view, struct influx *writer,
               struct sub *mqtt, struct api **out);

@@ -405,6 +405,11 @@ void audit_close(struct api *a)
 void audit_write(struct api *a, struct req *r)
 {
     int64_t now = ch_now_ms();
+    /* as the client sent them, cut to size: perhaps not UTF-8, which a JSON
+       line cannot hold (json_pack would fail and the line be lost) */
+    ch_utf8_fix(r->method);
+    ch_utf8_fix(r->path);
+    ch_utf8_fix(r->query);
     const char *token = r->authed ? r->who.name : "-";
     const char *role = r->authed ? token_role_name(r->who.role) : "-";
     bool refusal = r->status >= 400 && (!r->authed || r->status == 429);

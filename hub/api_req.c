@@ -76,6 +76,9 @@ enum MHD_Result fail_hdr(struct req *r, struct MHD_Connection *c, unsigned statu
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* a message may quote the request ("unknown parameter '%.64s'"): not
+       necessarily UTF-8, or cut inside a character */
+    ch_utf8_fix(msg);
     json_t *o = json_pack("{s:s,s:s}", "error", error_code(status), "message", msg);
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);

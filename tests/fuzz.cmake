@@ -51,3 +51,11 @@ ch_fuzz_target(fuzz_profile LIBS ch_edge CORPUS ${FZ}/profile ${DEPLOY}/profiles
 ch_fuzz_target(fuzz_rulepack LIBS ch_edge DEFINES CAREHUB_PROFILES_DIR="${DEPLOY}/profiles"
   CORPUS ${FZ}/rulepack ${DEPLOY}/rules ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/config/rules)
 ch_fuzz_target(fuzz_mqtt_json LIBS ch_drivers CORPUS ${FZ}/mqtt_json)
+# The HTTP servers (issue 11): care-edge's console and care-hub's API, each
+# started once in the target's process (LLVMFuzzerInitialize, which the
+# replay calls too) and fed each input over a loopback connection; and their
+# query parameters' parsers alone.
+ch_fuzz_target(fuzz_http_console LIBS ch_edge CORPUS ${FZ}/http_console)
+ch_fuzz_target(fuzz_http_hub LIBS ch_hub DEFINES FUZZ_WWW_DIR="${PROJECT_SOURCE_DIR}/hub/www"
+  CORPUS ${FZ}/http_hub)
+ch_fuzz_target(fuzz_api_params LIBS ch_hub CORPUS ${FZ}/api_params)

@@ -38,7 +38,8 @@ if [ $sanitize -eq 1 ]; then
   # 20 s, whichever comes first: a file loader's run costs a millisecond or
   # more (fuzz_rulepack loads a site, its profiles and the pack; fuzz_spool
   # recovers a spool), so the cap keeps 17 targets near the time 11 took
-  # with runs alone (~1.5 min)
+  # with runs alone (~1.5 min); the two HTTP servers' (a connection per
+  # run, a few hundred a second) stop at 20 s each
   echo "==> fuzz targets, 20000 runs or 20 s each"
   targets=$(sed -n 's/^targets=\${\*:-\(.*\)}$/\1/p' tests/fuzz/run.sh)
   CC=clang cmake -S . -B build-fuzz -DCAREHUB_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

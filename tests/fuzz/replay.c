@@ -1,6 +1,8 @@
 /* Runs a fuzz target's LLVMFuzzerTestOneInput over every file named on the
  * command line (directories: every file in them), so the corpora replay as
- * ordinary tests in builds without libFuzzer. */
+ * ordinary tests in builds without libFuzzer. A target that defines
+ * LLVMFuzzerInitialize (one that starts a server once) has it called first,
+ * as libFuzzer does; for the others the weak reference is NULL. */
 #include <dirent.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -10,6 +12,7 @@
 #include <sys/stat.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
 
 static int run_file(const char *path)
 {
@@ -41,6 +44,8 @@ static int run_file(const char *path)
 int main(int argc, char **argv)
 {
     int files = 0, errors = 0;
+    if (LLVMFuzzerInitialize)
+        LLVMFuzzerInitialize(&argc, &argv);
     for (int i = 1; i < argc; i++) {
         struct stat st;
         if (stat(argv[i], &st) != 0) {

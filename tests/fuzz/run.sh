@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-60}; shift || true
-targets=${*:-fuzz_payload fuzz_alert fuzz_modbus_reply fuzz_rtu_framer fuzz_config fuzz_spool fuzz_radar_frame fuzz_ble_omg fuzz_ble_minew fuzz_ble_ingics fuzz_ble_decode fuzz_tokens fuzz_hub_config fuzz_sim_config fuzz_profile fuzz_rulepack fuzz_mqtt_json}
+targets=${*:-fuzz_payload fuzz_alert fuzz_modbus_reply fuzz_rtu_framer fuzz_config fuzz_spool fuzz_radar_frame fuzz_ble_omg fuzz_ble_minew fuzz_ble_ingics fuzz_ble_decode fuzz_tokens fuzz_hub_config fuzz_sim_config fuzz_profile fuzz_rulepack fuzz_mqtt_json fuzz_http_console fuzz_http_hub fuzz_api_params}
 CC=clang cmake -S . -B build-fuzz -DCAREHUB_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j"$(nproc)" --target $targets >/dev/null
 for t in $targets; do

@@ -203,12 +203,40 @@ static void test_districts(void **state)
     }
 }
 
+/* Text from the network into JSON: invalid UTF-8 becomes '?', valid text
+ * (Chinese, emoji) stays as it was. */
+static void test_utf8_fix(void **state)
+{
+    (void)state;
+    const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"plain ascii", "plain ascii"},
+        {"3\xe6\xa5\xbc \xe4\xb8\x9c\xe5\x8c\xba",
+         "3\xe6\xa5\xbc \xe4\xb8\x9c\xe5\x8c\xba"}, /* 3楼 东区 */
+        {"\xf0\x9f\x9a\xa8", "\xf0\x9f\x9a\xa8"},   /* U+1F6A8 */
+        {"si\xc3te", "si?te"},                      /* a lead byte without its continuation */
+        {"x=\xe9", "x=?"},                          /* Latin-1, from %E9 */
+        {"cut \xe6\xa5", "cut ??"},                 /* a character cut at the end */
+        {"\xc0\xaf", "??"},                         /* overlong '/' */
+        {"\xed\xa0\x80", "???"},                    /* a surrogate */
+        {"\xf4\x90\x80\x80", "????"},               /* above U+10FFFF */
+        {"\x80\xbf", "??"},                         /* continuation bytes alone */
+        {"\xff\xfe", "??"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char buf[64];
+        ch_strlcpy(buf, cases[i].in, sizeof buf);
+        assert_string_equal(ch_utf8_fix(buf), cases[i].out);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dates),     cmocka_unit_test(test_percentiles),
         cmocka_unit_test(test_quoting),   cmocka_unit_test(test_tokens),
-        cmocka_unit_test(test_districts),
+        cmocka_unit_test(test_districts), cmocka_unit_test(test_utf8_fix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
