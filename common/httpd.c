@@ -565,6 +565,7 @@ struct gconn {
     int fd;
     struct gaddr *a;
     enum gstate state;
+    bool served;   /* answered a request before: pending now means kept alive */
     int64_t since; /* monotonic: when the current deadline started */
 };
 
@@ -646,20 +647,29 @@ static void evict(struct ch_httpd *h, struct gconn *g)
         shutdown(g->fd, SHUT_RDWR);
 }
 
-/* The oldest pending connection of an address with `pending` (0: any)
- * pending connections. Locked. */
+/* Whether pending g should go before pending best: a kept-alive connection
+ * (answered already; its client opens another when it needs one) before one
+ * still waiting for its first request, then the oldest. */
+static bool goes_first(const struct gconn *g, const struct gconn *best)
+{
+    if (!best || g->served != best->served)
+        return !best || g->served;
+    return g->since <= best->since;
+}
+
+/* The first to go of the pending connections of the addresses with
+ * `pending` pending connections. Locked. */
 static struct gconn *oldest_pending(struct ch_httpd *h, size_t pending)
 {
     struct gconn *best = NULL;
     for (struct gconn *g = h->conns; g; g = g->next)
-        if (is_pending(g) && (!pending || g->a->pending == pending) &&
-            (!best || g->since <= best->since))
+        if (is_pending(g) && g->a->pending == pending && goes_first(g, best))
             best = g;
     return best;
 }
 
-/* Over `pending` for all addresses: the oldest of the addresses with the
- * most pending connections. Locked. */
+/* Over `pending` for all addresses: the first to go of the addresses with
+ * the most pending connections. Locked. */
 static struct gconn *heaviest_pending(struct ch_httpd *h)
 {
     size_t most = 0;
@@ -669,12 +679,12 @@ static struct gconn *heaviest_pending(struct ch_httpd *h)
     return most ? oldest_pending(h, most) : NULL;
 }
 
-/* The oldest pending connection of address a. Locked. */
+/* The first to go of the pending connections of address a. Locked. */
 static struct gconn *oldest_of(struct ch_httpd *h, const struct gaddr *a)
 {
     struct gconn *best = NULL;
     for (struct gconn *g = h->conns; g; g = g->next)
-        if (g->a == a && is_pending(g) && (!best || g->since <= best->since))
+        if (g->a == a && is_pending(g) && goes_first(g, best))
             best = g;
     return best;
 }
@@ -814,6 +824,7 @@ static void guard_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         pthread_mutex_lock(&h->mu);
         if (g->state == G_ACTIVE || g->state == G_BODY) {
             set_state(h, g, G_PENDING);
+            g->served = true;
             g->since = ch_mono_ms();
         }
         pthread_mutex_unlock(&h->mu);
