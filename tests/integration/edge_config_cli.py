@@ -39,7 +39,8 @@ def main():
         log(f"{name}: exit 2, {out.strip().splitlines()[0]}")
         passed += 1
     # the shipped examples, with the install paths pointing into the tree
-    for ex in ("deploy/examples/site.yaml", "deploy/sim/care-day-site.yaml"):
+    for ex in ("deploy/examples/site.yaml", "deploy/examples/site-minimal.yaml",
+               "deploy/sim/care-day-site.yaml"):
         with open(os.path.join(SRC, ex)) as f:
             text = f.read()
         text = text.replace("/usr/share/carehub/profiles", os.path.join(SRC, "deploy/profiles"))
