@@ -174,7 +174,9 @@ def test_latched_sos_survives_restart(w):
     assert coil_changes(sim)[-1:] == ["on"], coil_changes(sim)
     # a nurse-station app acknowledges it through the local broker
     # as user station-2 (the topic level the local broker's ACL pins to
-    # the user): its own "by" counts for nothing
+    # the user): its own "by" counts for nothing. (Once care-edge listens:
+    # the broker keeps no message for a subscription not made yet.)
+    edge2.wait_log(r"\[local-mqtt\] listening for commands on ", 10)
     local.publish(f"carehub/v1/{SITE}/{GW}/cmd/station-2/ack", command("ack", aid, "console:boss"))
     wait_for("the acknowledgement from the local broker",
              lambda: sos_states(con.request("GET", "/api/alarms")[1]) == [], 10)

@@ -122,6 +122,7 @@ self_metrics_interval: 1s
     base = f"carehub/v1/{SITE}/{GW}"
 
     # ---- forged identities --------------------------------------------------------
+    edge.wait_log(r"\[local-mqtt\] listening for commands on ", 10)  # else a publish is lost
     local.publish(f"{base}/cmd/{USER}/ack", command("ack", f"console:{ADMIN}", "admin"))
     wait_for("the acknowledgement", lambda: state(nurse) == "acked", 10)
     acks = history(nurse, "ack")
