@@ -8,8 +8,8 @@ every 0.2 s, what a nurse and a monitor ask: /healthz, a login (console), the
 active alarms, an acknowledgement. Every one of those must succeed, within
 3 s (under the sanitizers a login's password hash alone takes a good part
 of a second). The guard must be seen at work: on the console by its counters
-(/api/status: connections refused at the per-address limit, slow ones closed
-at the pending limits and at the header deadline), on the hub by what the
+(/api/status: slow connections closed at the pending limits and at the
+header deadline) and at most per_address held from one address, on the hub by what the
 slow clients saw (at most per_address held, the rest closed).
 """
 import http.client
@@ -135,11 +135,14 @@ def test_console(w):
         ids = []
         for i in range(200):
             ids.append(fx.do(f"raise sos panel-{i} high 10{i % 10}")[0].split()[1])
-        attack_both("console", fx.port, console_steps(fx, ids))
+        out = attack_both("console", fx.port, console_steps(fx, ids))
         st = fx.api("/api/status")["http"]
         log(f"console guard: {st}")
-        assert st["refused_address"] > 0, st   # one address: per_address reached
-        assert st["evicted"] > 0, st           # 50 addresses: pending limits reached
+        # one address: never more than per_address (24) held; whether the
+        # limit refuses at accept or pending_per_address closes them first
+        # depends on how fast closed ones end
+        assert out["one address"][0].held_end <= 24, out["one address"][0].held_end
+        assert st["evicted"] > 0, st           # pending limits reached
         assert st["header_timeouts"] > 0, st   # held past header_timeout
         wait_for("the slow connections gone", lambda: fx.api("/api/status")["http"]
                  ["connections"] <= 2, 10)
