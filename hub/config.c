@@ -113,10 +113,25 @@ static const struct cfg_key api_keys[] = {
 };
 #undef A
 
+#define G(k) offsetof(struct hubcfg_ingest, k)
+static const struct cfg_key ingest_keys[] = {
+    {.key = "rate",                 .type = CFG_INT,      .offset = G(rate), .def = "5000", .min = 1, .max = 10000000},
+    {.key = "burst",                .type = CFG_INT,      .offset = G(burst), .def = "10000", .min = 1, .max = 100000000},
+    {.key = "max_devices",          .type = CFG_INT,      .offset = G(max_devices), .def = "2000", .min = 1, .max = 10000},
+    {.key = "devices_before_birth", .type = CFG_INT,      .offset = G(devices_before_birth), .def = "32", .min = 0, .max = 10000},
+    {.key = "inventory_grace",      .type = CFG_DURATION, .offset = G(inventory_grace_ms), .def = "24h", .min = 0, .max = 30 * 86400000.0},
+    {.key = "registry",             .type = CFG_PATH,     .offset = G(registry)},
+    {.key = "queue_bytes",          .type = CFG_INT,      .offset = G(queue_bytes), .def = "4194304", .min = 1 * MIB, .max = 1024 * MIB},
+    {.key = "queue_max_bytes",      .type = CFG_INT,      .offset = G(queue_max_bytes), .def = "33554432", .min = 1 * MIB, .max = 16384 * MIB},
+    {.key = "workers",              .type = CFG_INT,      .offset = G(workers), .def = "1", .min = 1, .max = 16},
+    CFG_END,
+};
+#undef G
 
 static const struct cfg_key hub_keys[] = {
     {.key = "mqtt",   .type = CFG_MAP, .offset = offsetof(struct hubcfg, mqtt), .required = true, .sub = mqtt_keys},
     {.key = "api",    .type = CFG_MAP, .offset = offsetof(struct hubcfg, api), .sub = api_keys},
+    {.key = "ingest", .type = CFG_MAP, .offset = offsetof(struct hubcfg, ingest), .sub = ingest_keys},
     {.key = "influx", .type = CFG_MAP, .offset = offsetof(struct hubcfg, influx), .required = true, .sub = influx_keys},
     {.key = "spool",  .type = CFG_MAP, .offset = offsetof(struct hubcfg, spool), .sub = spool_keys},
     {.key = "self_metrics_interval", .type = CFG_DURATION, .offset = offsetof(struct hubcfg, self_metrics_interval_ms),

@@ -93,9 +93,23 @@ struct hubcfg_api {
     int64_t audit_refusal_interval_ms; /* refusals of one address counted over this */
 };
 
+/* Ingest isolation (registry.h): per-gateway quotas and inventories. */
+struct hubcfg_ingest {
+    int64_t rate;                 /* readings/s a gateway may send, sustained */
+    int64_t burst;                /* readings it may send at once */
+    int64_t max_devices;          /* devices a gateway's inventory may declare */
+    int64_t devices_before_birth; /* distinct devices let through before its birth is known */
+    int64_t inventory_grace_ms;   /* a device a birth leaves out stays declared this long */
+    char *registry;               /* the operator's file of gateways (and devices), optional */
+    int64_t queue_bytes;          /* telemetry a gateway may have waiting for the workers */
+    int64_t queue_max_bytes;      /* ... all gateways together */
+    int64_t workers;              /* threads parsing and storing telemetry */
+};
+
 struct hubcfg {
     struct hubcfg_mqtt mqtt;
     struct hubcfg_api api;
+    struct hubcfg_ingest ingest;
     struct hubcfg_influx influx;
     struct hubcfg_spool spool;
     int64_t self_metrics_interval_ms;

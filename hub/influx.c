@@ -1,5 +1,5 @@
-/* The writer: ingest appends to the spool, one thread drains it to InfluxDB.
- * See influx.h for the behaviour.
+/* The writers: ingest appends to the spool, one thread per lane drains it
+ * to InfluxDB. See influx.h for the behaviour.
  *
  * WHY A SPOOL IN FRONT OF INFLUXDB
  *
@@ -13,30 +13,34 @@
  *
  * INVARIANTS
  *
- * - Only the writer thread reads (spool_next) and acknowledges (spool_ack).
- *   It reads each lane's records in id order and never skips one: rd_after
- *   is the last record wholly copied into a batch; part_id/part_off name a
- *   record whose first part_off bytes are in a batch (a batch ended inside
- *   it).
+ * - Each lane has its own writer thread, with its own HTTP connection and
+ *   batch: only it reads that lane (spool_next) and acknowledges its records
+ *   (spool_ack). It reads the records in id order and never skips one:
+ *   rd_after is the last record wholly copied into a batch; part_id/part_off
+ *   name a record whose first part_off bytes are in a batch (a batch ended
+ *   inside it).
  * - Alarm transitions travel in the ALERT lane, everything else in
- *   TELEMETRY. A batch holds one lane's points; whenever the alert lane has
- *   something, it is the next batch (a telemetry batch being filled is sent
- *   as it is first), so after an InfluxDB outage the alarms are written
- *   before the telemetry backlog, and a full spool evicts them last.
+ *   TELEMETRY. The alert writer sends what its lane holds at once, whatever
+ *   the telemetry writer is doing: an alarm never waits behind a batch of
+ *   5,000 readings in flight, a telemetry backlog after an outage, or a
+ *   telemetry batch being retried (each writer has its own back-off), and a
+ *   full spool evicts alarms last.
  * - A record is acknowledged only when the batch holding its last line was
  *   answered 2xx or set aside in the dead letter (fdatasync'ed first), so the
  *   spool's cursor only passes points that InfluxDB or the dead letter has.
  *   Batches are resolved one at a time, in order: nothing overtakes a batch
  *   that is being retried.
- * - Ingest never waits for the writer: it appends to the spool (which has its
- *   own lock) and then adds to new_lines under w->lock, which the writer holds
- *   only to look at the counters or to wait. HTTP requests and spool reads run
- *   without w->lock.
- * - No lost wake-up: the writer clears new_lines before reading the spool dry
+ * - Ingest never waits for the writers: it appends to the spool (which has
+ *   its own lock) and then adds to its lane writer's new_lines under
+ *   in->lock, which a writer holds only to look at the counters or to wait.
+ *   HTTP requests and spool reads run without it.
+ * - No lost wake-up: a writer clears new_lines before reading its lane dry
  *   and waits only if new_lines is still 0 under the lock; an appender that
  *   comes later finds want_lines set and signals once enough lines arrived to
  *   fill the batch (one line when the batch is empty; a partial batch is
- *   otherwise sent at its due time).
+ *   otherwise sent at its due time; the alert writer never waits with one).
+ * - The dead-letter file takes one entry at a time (dead_lock): each entry
+ *   is whole, and a failed one is cut off without touching another's.
  *
  * WHAT A CRASH DOES
  *
@@ -92,28 +96,25 @@ enum outcome { SENT, REFUSED, TOO_LARGE, RETRY };
 enum resolved { DONE, ABANDONED }; /* written or set aside / given up at the shutdown deadline */
 enum gathered { G_NONE, G_FULL, G_SEND, G_ERROR, G_ABANDONED };
 
-struct influx {
-    const struct hubcfg_influx *cfg;
+struct influx;
+
+/* One lane's writer: its own thread, HTTP connection and batch. */
+struct writer {
+    struct influx *in;
+    const struct hubcfg_influx *cfg; /* in's, for short */
     struct spool *spool;
-    const char *name; /* log instance: the URL */
-    char *write_url;
-    char *query_url; /* v1 /query, for CREATE DATABASE */
-    CURL *curl;
-    struct curl_slist *headers;
-    struct curl_slist *headers_gz;
+    const char *name;
+    enum spool_lane lane;
     pthread_t thread;
-    size_t record_max;
+    bool started;
 
-    pthread_mutex_t lock;
-    pthread_cond_t cond; /* enough new lines for the writer, or stop */
-    size_t new_lines;    /* appended since the writer last read the spool dry */
+    /* under in->lock */
+    pthread_cond_t cond; /* enough new lines for this writer, or stop */
+    size_t new_lines;    /* appended to the lane since the writer last read it dry */
     size_t want_lines;   /* > 0 while the writer waits: wake it at this many */
-    bool append_failing; /* the spool refuses appends (logged once) */
-    int64_t deadline_ms; /* monotonic; set before stopping */
-    atomic_bool stopping;
-    atomic_bool intake_closed; /* influx_begin_stop: appends do not wait */
 
-    /* writer thread only */
+    /* the writer's thread only */
+    CURL *curl;
     bool need_db;
     bool read_failing;
     int64_t backoff_ms;
@@ -122,18 +123,37 @@ struct influx {
     int64_t due_ms; /* monotonic: the batch goes even if not full */
     uint64_t *acks; /* records whose last line is in the batch */
     size_t n_acks, cap_acks;
-    enum spool_lane batch_lane; /* a batch holds the points of one lane */
     struct {
         uint64_t rd_after;
         uint64_t part_id;
         size_t part_off;
-    } rd[SPOOL_LANES];
+    } rd;
     struct buf gz;
     char resp[RESP_MAX + 1]; /* start of the response body */
     size_t resp_len;
     char err[RESP_MAX + 1];        /* InfluxDB's error message, one line */
     long status;                   /* HTTP status of the last request; 0: no answer */
     char why[ERROR_BODY_MAX + 64]; /* what went wrong with the last request */
+};
+
+struct influx {
+    const struct hubcfg_influx *cfg;
+    struct spool *spool;
+    const char *name; /* log instance: the URL */
+    char *write_url;
+    char *query_url; /* v1 /query, for CREATE DATABASE */
+    struct curl_slist *headers;
+    struct curl_slist *headers_gz;
+    size_t record_max;
+    struct writer lane[SPOOL_LANES];
+
+    pthread_mutex_t lock;
+    bool append_failing; /* the spool refuses appends (logged once) */
+    int64_t deadline_ms; /* monotonic; set before stopping */
+    atomic_bool stopping;
+    atomic_bool intake_closed; /* influx_begin_stop: appends do not wait */
+    atomic_bool db_created;    /* a writer created the v1 database: the other need not */
+    pthread_mutex_t dead_lock; /* the dead-letter file */
 
     atomic_uint_fast64_t points_written, write_errors, write_retries, write_rejected,
         dead_letter_batches, dead_letter_lines, dropped;
@@ -213,12 +233,13 @@ static size_t next_cut(const struct influx *w, const char *p, const char *end)
     return nl ? (size_t)(nl + 1 - p) : left;
 }
 
-static void notify(struct influx *w, size_t lines)
+static void notify(struct influx *w, enum spool_lane lane, size_t lines)
 {
+    struct writer *l = &w->lane[lane];
     pthread_mutex_lock(&w->lock);
-    w->new_lines += lines;
-    if (w->want_lines && w->new_lines >= w->want_lines)
-        pthread_cond_signal(&w->cond);
+    l->new_lines += lines;
+    if (l->want_lines && l->new_lines >= l->want_lines)
+        pthread_cond_signal(&l->cond);
     pthread_mutex_unlock(&w->lock);
 }
 
@@ -270,7 +291,7 @@ static int enqueue(struct influx *w, enum spool_lane lane, char *data, size_t le
         size_t lines = count_lines(p, n);
         int r = append(w, lane, p, n, retry && !atomic_load(&w->intake_closed));
         if (r == 0) {
-            notify(w, lines);
+            notify(w, lane, lines);
         } else {
             count(&w->dropped, lines);
             LOGE("influx", w->name, "%zu point%s lost: the spool did not take them (%s)", lines,
@@ -311,7 +332,7 @@ void influx_begin_stop(struct influx *w)
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx)
 {
-    struct influx *w = ctx;
+    struct writer *w = ctx;
     size_t n = size * nmemb, room = RESP_MAX - w->resp_len;
     size_t take = n < room ? n : room;
     memcpy(w->resp + w->resp_len, data, take);
@@ -330,12 +351,13 @@ static int on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off
                        curl_off_t ulnow)
 {
     (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
-    return past_deadline(ctx);
+    const struct writer *w = ctx;
+    return past_deadline(w->in);
 }
 
 /* InfluxDB's error message into w->err, on one line: the "error" (1.x) or
  * "message" (2.x) string of a JSON body, else the body itself. */
-static void error_text(struct influx *w)
+static void error_text(struct writer *w)
 {
     json_t *j = json_loadb(w->resp, w->resp_len, 0, NULL);
     const char *s = NULL;
@@ -353,7 +375,7 @@ static void error_text(struct influx *w)
 
 /* POSTs body to url and classifies the result; on failure w->why says what
  * happened and w->err holds InfluxDB's message. */
-static enum outcome post(struct influx *w, const char *url, const char *body, size_t len,
+static enum outcome post(struct writer *w, const char *url, const char *body, size_t len,
                          struct curl_slist *headers)
 {
     CURL *c = w->curl;
@@ -381,8 +403,10 @@ static enum outcome post(struct influx *w, const char *url, const char *body, si
         return REFUSED;
     if (status == 413)
         return TOO_LARGE;
-    if (status == 404 && w->cfg->version == 1 && w->cfg->create_database)
+    if (status == 404 && w->cfg->version == 1 && w->cfg->create_database) {
         w->need_db = true;
+        atomic_store(&w->in->db_created, false);
+    }
     return RETRY;
 }
 
@@ -396,7 +420,7 @@ static bool transient(long status)
 /* Creates the v1 database. A refusal (403 for a user without admin rights on
  * a database that exists, say) is logged and the writes go ahead; only an
  * unreachable or failing InfluxDB is retried. */
-static enum outcome create_database(struct influx *w)
+static enum outcome create_database(struct writer *w)
 {
     char *name = curl_easy_escape(w->curl, w->cfg->database, 0);
     if (!name)
@@ -404,7 +428,7 @@ static enum outcome create_database(struct influx *w)
     /* the name is an identifier ([A-Za-z0-9_.-]), safe inside double quotes */
     char *body = str_printf("q=CREATE%%20DATABASE%%20%%22%s%%22", name);
     curl_free(name);
-    enum outcome o = post(w, w->query_url, body, strlen(body), NULL);
+    enum outcome o = post(w, w->in->query_url, body, strlen(body), NULL);
     free(body);
     if (o == SENT)
         LOGI("influx", w->name, "database %s ready", w->cfg->database);
@@ -414,11 +438,12 @@ static enum outcome create_database(struct influx *w)
     else
         return RETRY;
     w->need_db = false;
+    atomic_store(&w->in->db_created, true);
     return SENT;
 }
 
 /* gzip of body into w->gz; false if zlib fails (then sent plain). */
-static bool compress_body(struct influx *w, const char *body, size_t len)
+static bool compress_body(struct writer *w, const char *body, size_t len)
 {
     z_stream z = {0};
     if (deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
@@ -438,30 +463,32 @@ static bool compress_body(struct influx *w, const char *body, size_t len)
     return rc == Z_STREAM_END;
 }
 
-static enum outcome write_body(struct influx *w, const char *body, size_t len)
+static enum outcome write_body(struct writer *w, const char *body, size_t len)
 {
+    const struct influx *in = w->in;
     if (w->cfg->gzip && compress_body(w, body, len))
-        return post(w, w->write_url, w->gz.data, w->gz.len, w->headers_gz);
-    return post(w, w->write_url, body, len, w->headers);
+        return post(w, in->write_url, w->gz.data, w->gz.len, in->headers_gz);
+    return post(w, in->write_url, body, len, in->headers);
 }
 
 /* ---- waiting ---------------------------------------------------------------- */
 
-/* The back-off pause (lock held): waits until mono time until, ignoring
- * hand-overs; returns early when a stop begins, and never waits past the
- * shutdown deadline. */
-static void wait_until(struct influx *w, int64_t until)
+/* The back-off pause (in->lock held): waits until mono time until,
+ * ignoring hand-overs; returns early when a stop begins, and never waits
+ * past the shutdown deadline. */
+static void wait_until(struct writer *w, int64_t until)
 {
-    bool stopping = atomic_load(&w->stopping);
+    struct influx *in = w->in;
+    bool stopping = atomic_load(&in->stopping);
     for (;;) {
-        if (!stopping && atomic_load(&w->stopping))
+        if (!stopping && atomic_load(&in->stopping))
             return;
         int64_t end = until;
-        if (atomic_load(&w->stopping) && w->deadline_ms < end)
-            end = w->deadline_ms;
+        if (atomic_load(&in->stopping) && in->deadline_ms < end)
+            end = in->deadline_ms;
         if (ch_mono_ms() >= end)
             return;
-        ch_cond_wait_until(&w->cond, &w->lock, end);
+        ch_cond_wait_until(&w->cond, &in->lock, end);
     }
 }
 
@@ -472,21 +499,21 @@ static int64_t first_backoff(const struct hubcfg_influx *cfg)
 
 /* The pause before the next attempt: the back-off, or at most
  * SHUTDOWN_RETRY_MS once a stop began (InfluxDB may be back any moment). */
-static int64_t next_pause(struct influx *w)
+static int64_t next_pause(struct writer *w)
 {
-    return atomic_load(&w->stopping) && w->backoff_ms > SHUTDOWN_RETRY_MS ? SHUTDOWN_RETRY_MS
-                                                                          : w->backoff_ms;
+    return atomic_load(&w->in->stopping) && w->backoff_ms > SHUTDOWN_RETRY_MS ? SHUTDOWN_RETRY_MS
+                                                                              : w->backoff_ms;
 }
 
 /* Waits pause ms and doubles the back-off. Returns false when the shutdown
  * deadline has passed: give up. */
-static bool pause_then_retry(struct influx *w, int64_t pause)
+static bool pause_then_retry(struct writer *w, int64_t pause)
 {
-    pthread_mutex_lock(&w->lock);
-    if (!past_deadline(w))
+    pthread_mutex_lock(&w->in->lock);
+    if (!past_deadline(w->in))
         wait_until(w, ch_mono_ms() + pause);
-    bool give_up = past_deadline(w);
-    pthread_mutex_unlock(&w->lock);
+    bool give_up = past_deadline(w->in);
+    pthread_mutex_unlock(&w->in->lock);
     w->backoff_ms =
         w->backoff_ms * 2 > w->cfg->max_backoff_ms ? w->cfg->max_backoff_ms : w->backoff_ms * 2;
     return !give_up;
@@ -544,7 +571,7 @@ static int sync_parent(const char *path)
 
 /* Appends "# <time> <reason>" and the lines to the dead-letter file and makes
  * them durable. A failed write is cut off again, so the file holds only whole
- * entries. Returns 0 or -errno. */
+ * entries. Returns 0 or -errno. dead_lock held. */
 static int dead_letter_write(struct influx *w, const char *reason, const char *body, size_t len)
 {
     const char *path = w->cfg->dead_letter;
@@ -584,14 +611,16 @@ static int dead_letter_write(struct influx *w, const char *reason, const char *b
 
 /* Sets lines aside in the dead letter with the reason, retrying (the lines
  * must not be lost) until it works or the shutdown deadline passes. */
-static enum resolved dead_letter(struct influx *w, const char *reason, const char *body, size_t len,
+static enum resolved dead_letter(struct writer *w, const char *reason, const char *body, size_t len,
                                  size_t lines)
 {
     for (;;) {
-        int rc = dead_letter_write(w, reason, body, len);
+        pthread_mutex_lock(&w->in->dead_lock);
+        int rc = dead_letter_write(w->in, reason, body, len);
+        pthread_mutex_unlock(&w->in->dead_lock);
         if (rc == 0) {
-            count(&w->dead_letter_batches, 1);
-            count(&w->dead_letter_lines, lines);
+            count(&w->in->dead_letter_batches, 1);
+            count(&w->in->dead_letter_lines, lines);
             LOGE("influx", w->name, "%zu line%s set aside in %s: %s", lines, lines == 1 ? "" : "s",
                  w->cfg->dead_letter, reason);
             return DONE;
@@ -609,7 +638,7 @@ static enum resolved dead_letter(struct influx *w, const char *reason, const cha
 
 /* InfluxDB 1.x writes the good points of a batch and answers 400 "partial
  * write: ... dropped=N". Returns N, or the whole batch when it does not say. */
-static size_t refused_points(const struct influx *w, size_t lines)
+static size_t refused_points(const struct writer *w, size_t lines)
 {
     const char *p = strstr(w->resp, "partial write");
     const char *d = p ? strstr(p, "dropped=") : NULL;
@@ -623,12 +652,15 @@ static size_t refused_points(const struct influx *w, size_t lines)
 
 /* Sends lines points (body, len bytes) until they are written or set aside,
  * or shutdown gives up on them. A 413 splits them in halves, sent in order. */
-static enum resolved deliver(struct influx *w, const char *body, size_t len, size_t lines)
+static enum resolved deliver(struct writer *w, const char *body, size_t len, size_t lines)
 {
+    struct influx *in = w->in;
     for (int failures = 0;; failures++) {
-        if (past_deadline(w))
+        if (past_deadline(in))
             return ABANDONED;
         char what[64] = "CREATE DATABASE";
+        if (w->need_db && atomic_load(&in->db_created))
+            w->need_db = false; /* the other writer did */
         enum outcome o = w->need_db ? create_database(w) : SENT;
         if (o == SENT) {
             snprintf(what, sizeof what, "write of %zu point%s", lines, lines == 1 ? "" : "s");
@@ -637,11 +669,11 @@ static enum resolved deliver(struct influx *w, const char *body, size_t len, siz
         if (o == SENT) {
             if (failures)
                 LOGI("influx", w->name, "%s succeeded after %d failed attempts", what, failures);
-            count(&w->points_written, lines);
+            count(&in->points_written, lines);
             w->backoff_ms = first_backoff(w->cfg);
             return DONE;
         }
-        count(&w->write_errors, 1);
+        count(&in->write_errors, 1);
         if (o == TOO_LARGE && lines > 1) {
             size_t half = lines / 2, cut = skip_lines(body, len, half);
             LOGW("influx", w->name, "%s: %s; sending it in two halves", what, w->why);
@@ -651,8 +683,8 @@ static enum resolved deliver(struct influx *w, const char *body, size_t len, siz
         }
         if (o == REFUSED || o == TOO_LARGE) {
             size_t refused = refused_points(w, lines);
-            count(&w->write_rejected, refused);
-            count(&w->points_written, lines - refused);
+            count(&in->write_rejected, refused);
+            count(&in->points_written, lines - refused);
             char *reason = str_printf("HTTP %ld: %s", w->status, w->err);
             enum resolved r = dead_letter(w, reason, body, len, lines);
             free(reason);
@@ -668,17 +700,17 @@ static enum resolved deliver(struct influx *w, const char *body, size_t len, siz
                  what, w->why, pause);
         if (!pause_then_retry(w, pause))
             return ABANDONED;
-        count(&w->write_retries, 1);
+        count(&in->write_retries, 1);
     }
 }
 
 /* Writes the batch, then acknowledges the records it completes. */
-static enum resolved send_batch(struct influx *w)
+static enum resolved send_batch(struct writer *w)
 {
     if (deliver(w, w->batch.data, w->batch.len, w->batch_lines) == ABANDONED)
         return ABANDONED;
     for (size_t i = 0; i < w->n_acks; i++) {
-        int rc = spool_ack(w->spool, w->batch_lane, w->acks[i]);
+        int rc = spool_ack(w->spool, w->lane, w->acks[i]);
         if (rc)
             LOGE("influx", w->name, "spool ack of record %" PRIu64 ": %s", w->acks[i],
                  ch_strerror(rc));
@@ -691,7 +723,7 @@ static enum resolved send_batch(struct influx *w)
 
 /* ---- reading the spool ---------------------------------------------------------- */
 
-static void ack_later(struct influx *w, uint64_t id)
+static void ack_later(struct writer *w, uint64_t id)
 {
     if (w->n_acks == w->cap_acks) {
         w->cap_acks = w->cap_acks ? w->cap_acks * 2 : 64;
@@ -701,7 +733,7 @@ static void ack_later(struct influx *w, uint64_t id)
 }
 
 /* When a batch whose oldest point was appended at wall time t must go. */
-static int64_t due_time(const struct influx *w, int64_t t)
+static int64_t due_time(const struct writer *w, int64_t t)
 {
     int64_t flush = w->cfg->flush_interval_ms, waited = ch_now_ms() - t;
     if (waited < 0)
@@ -711,42 +743,30 @@ static int64_t due_time(const struct influx *w, int64_t t)
 
 /* A record that is not line protocol (written by another version?) cannot
  * be sent; it goes to the dead letter as it is. */
-static enum resolved set_aside_record(struct influx *w, const struct spool_record *rec)
+static enum resolved set_aside_record(struct writer *w, const struct spool_record *rec)
 {
     char *reason = str_printf("spool record %" PRIu64 " has type %u, not line protocol (%u)",
                               rec->id, rec->type, INFLUX_RECORD_LP);
     enum resolved r = dead_letter(w, reason, rec->data, rec->len, count_lines(rec->data, rec->len));
     free(reason);
     if (r == DONE) {
-        spool_ack(w->spool, w->batch_lane, rec->id);
-        w->rd[w->batch_lane].rd_after = rec->id;
+        spool_ack(w->spool, w->lane, rec->id);
+        w->rd.rd_after = rec->id;
     }
     return r;
 }
 
-static bool alerts_waiting(struct influx *w)
-{
-    uint64_t recs = 0;
-    spool_pending(w->spool, SPOOL_ALERT, &recs, NULL);
-    return recs > 0;
-}
-
-/* Fills the batch from the spool, up to batch_size points: G_FULL, G_NONE
- * (the spool has nothing more now), G_SEND (the batch must go before the next
- * record), G_ERROR (the spool cannot be read now) or G_ABANDONED. */
-static enum gathered gather(struct influx *w)
+/* Fills the batch from the writer's lane, up to batch_size points: G_FULL,
+ * G_NONE (the lane has nothing more now), G_SEND (the batch must go before
+ * the next record, or now: alarms), G_ERROR (the spool cannot be read now)
+ * or G_ABANDONED. */
+static enum gathered gather(struct writer *w)
 {
     size_t max = (size_t)w->cfg->batch_size;
-    /* unacknowledged alert records are not in the batch being filled (a
-     * batch is one lane's, and alert batches are sent at once): they wait */
-    if (w->batch_lines == 0)
-        w->batch_lane = alerts_waiting(w) ? SPOOL_ALERT : SPOOL_TELEMETRY;
-    else if (w->batch_lane == SPOOL_TELEMETRY && alerts_waiting(w))
-        return G_SEND;
-    enum spool_lane lane = w->batch_lane;
+    enum spool_lane lane = w->lane;
     while (w->batch_lines < max) {
         struct spool_record rec;
-        int r = spool_next(w->spool, lane, w->rd[lane].rd_after, &rec);
+        int r = spool_next(w->spool, lane, w->rd.rd_after, &rec);
         if (r < 0) {
             if (!w->read_failing)
                 LOGE("influx", w->name, "cannot read the spool: %s; retrying", ch_strerror(r));
@@ -766,9 +786,7 @@ static enum gathered gather(struct influx *w)
             continue;
         }
         const char *data = rec.data, *end = data + rec.len;
-        size_t off = rec.id == w->rd[lane].part_id && w->rd[lane].part_off < rec.len
-                         ? w->rd[lane].part_off
-                         : 0;
+        size_t off = rec.id == w->rd.part_id && w->rd.part_off < rec.len ? w->rd.part_off : 0;
         const char *p = data + off;
         size_t n = 0;
         while (n < max - w->batch_lines && p < end) {
@@ -784,12 +802,12 @@ static enum gathered gather(struct influx *w)
         w->batch_lines += n;
         if (p == end) {
             ack_later(w, rec.id);
-            w->rd[lane].rd_after = rec.id;
-            w->rd[lane].part_id = 0;
-            w->rd[lane].part_off = 0;
+            w->rd.rd_after = rec.id;
+            w->rd.part_id = 0;
+            w->rd.part_off = 0;
         } else {
-            w->rd[lane].part_id = rec.id;
-            w->rd[lane].part_off = (size_t)(p - data);
+            w->rd.part_id = rec.id;
+            w->rd.part_off = (size_t)(p - data);
         }
     }
     return G_FULL;
@@ -799,59 +817,57 @@ static enum gathered gather(struct influx *w)
 
 static void *run(void *arg)
 {
-    struct influx *w = arg;
+    struct writer *w = arg;
+    struct influx *in = w->in;
     size_t max = (size_t)w->cfg->batch_size;
     for (;;) {
-        pthread_mutex_lock(&w->lock);
+        pthread_mutex_lock(&in->lock);
         w->new_lines = 0;
-        pthread_mutex_unlock(&w->lock);
+        pthread_mutex_unlock(&in->lock);
         enum gathered g = gather(w);
         if (g == G_ABANDONED)
             break;
-        bool stopping = atomic_load(&w->stopping);
+        bool stopping = atomic_load(&in->stopping);
         if (w->batch_lines && (g != G_NONE || stopping || ch_mono_ms() >= w->due_ms)) {
             if (send_batch(w) == ABANDONED)
                 break;
             continue;
         }
         if (g == G_ERROR) {
-            pthread_mutex_lock(&w->lock);
+            pthread_mutex_lock(&in->lock);
             wait_until(w, ch_mono_ms() + READ_RETRY_MS);
-            pthread_mutex_unlock(&w->lock);
-            if (past_deadline(w))
+            pthread_mutex_unlock(&in->lock);
+            if (past_deadline(in))
                 break;
             continue;
         }
         if (stopping)
             break; /* everything is written */
-        pthread_mutex_lock(&w->lock);
-        if (w->new_lines == 0 && !atomic_load(&w->stopping)) {
+        pthread_mutex_lock(&in->lock);
+        if (w->new_lines == 0 && !atomic_load(&in->stopping)) {
             /* woken by enough lines to fill the batch, a stop, or its due time */
             w->want_lines = w->batch_lines ? max - w->batch_lines : 1;
             if (w->batch_lines)
-                ch_cond_wait_until(&w->cond, &w->lock, w->due_ms);
+                ch_cond_wait_until(&w->cond, &in->lock, w->due_ms);
             else
-                pthread_cond_wait(&w->cond, &w->lock);
+                pthread_cond_wait(&w->cond, &in->lock);
             w->want_lines = 0;
         }
-        pthread_mutex_unlock(&w->lock);
+        pthread_mutex_unlock(&in->lock);
     }
-    uint64_t recs, bytes, arecs, abytes;
-    spool_pending(w->spool, SPOOL_TELEMETRY, &recs, &bytes);
-    spool_pending(w->spool, SPOOL_ALERT, &arecs, &abytes);
-    recs += arecs;
-    bytes += abytes;
+    uint64_t recs, bytes;
+    spool_pending(w->spool, w->lane, &recs, &bytes);
     if (recs)
         LOGW("influx", w->name,
-             "shutdown timeout: %" PRIu64 " record%s (%" PRIu64
+             "shutdown timeout: %" PRIu64 " %s record%s (%" PRIu64
              " bytes) not written yet stay in the spool for the next start",
-             recs, recs == 1 ? "" : "s", bytes);
+             recs, spool_lane_name(w->lane), recs == 1 ? "" : "s", bytes);
     return NULL;
 }
 
 /* ---- set-up --------------------------------------------------------------- */
 
-static int build_urls(struct influx *w)
+static int build_urls(struct influx *w, CURL *curl)
 {
     const struct hubcfg_influx *c = w->cfg;
     size_t n = strlen(c->url);
@@ -859,7 +875,7 @@ static int build_urls(struct influx *w)
         n--;
     int base_len = (int)n;
     if (c->version == 1) {
-        char *db = curl_easy_escape(w->curl, c->database, 0);
+        char *db = curl_easy_escape(curl, c->database, 0);
         if (!db)
             return CH_ENOMEM;
         w->write_url = str_printf("%.*s/write?db=%s&precision=ms", base_len, c->url, db);
@@ -867,8 +883,8 @@ static int build_urls(struct influx *w)
         curl_free(db);
         return 0;
     }
-    char *org = curl_easy_escape(w->curl, c->org, 0);
-    char *bucket = curl_easy_escape(w->curl, c->bucket, 0);
+    char *org = curl_easy_escape(curl, c->org, 0);
+    char *bucket = curl_easy_escape(curl, c->bucket, 0);
     if (org && bucket)
         w->write_url = str_printf("%.*s/api/v2/write?org=%s&bucket=%s&precision=ms", base_len,
                                   c->url, org, bucket);
@@ -899,15 +915,13 @@ static struct curl_slist *make_headers(const struct hubcfg_influx *c, bool gzip)
     return h;
 }
 
-static int setup_curl(struct influx *w)
+/* The writer's connection. */
+static int setup_curl(struct writer *w)
 {
     const struct hubcfg_influx *c = w->cfg;
     w->curl = curl_easy_init();
     if (!w->curl)
         return CH_ENOMEM;
-    int rc = build_urls(w);
-    if (rc)
-        return rc;
     CURL *h = w->curl;
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms);
@@ -921,8 +935,21 @@ static int setup_curl(struct influx *w)
         curl_easy_setopt(h, CURLOPT_USERNAME, c->username);
         curl_easy_setopt(h, CURLOPT_PASSWORD, c->password ? c->password : "");
     }
-    w->headers = make_headers(c, false);
-    w->headers_gz = make_headers(c, true);
+    return 0;
+}
+
+/* What the writers share: URLs and headers. */
+static int setup_shared(struct influx *w)
+{
+    CURL *curl = curl_easy_init();
+    if (!curl)
+        return CH_ENOMEM;
+    int rc = build_urls(w, curl);
+    curl_easy_cleanup(curl);
+    if (rc)
+        return rc;
+    w->headers = make_headers(w->cfg, false);
+    w->headers_gz = make_headers(w->cfg, true);
     return w->headers && w->headers_gz ? 0 : CH_ENOMEM;
 }
 
@@ -948,20 +975,39 @@ static void check_dead_letter(const struct influx *w)
     free(dir);
 }
 
+/* Stops the writers that run (a stop must have begun) and frees everything. */
 static void destroy(struct influx *w)
 {
+    for (int i = 0; i < SPOOL_LANES; i++) {
+        struct writer *l = &w->lane[i];
+        if (l->started)
+            pthread_join(l->thread, NULL);
+        if (l->curl)
+            curl_easy_cleanup(l->curl);
+        free(l->batch.data);
+        free(l->gz.data);
+        free(l->acks);
+        pthread_cond_destroy(&l->cond);
+    }
     curl_slist_free_all(w->headers);
     curl_slist_free_all(w->headers_gz);
-    if (w->curl)
-        curl_easy_cleanup(w->curl);
     free(w->write_url);
     free(w->query_url);
-    free(w->batch.data);
-    free(w->gz.data);
-    free(w->acks);
-    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->dead_lock);
     pthread_mutex_destroy(&w->lock);
     free(w);
+}
+
+/* Begins the stop: the writers write what is left until the deadline. */
+static void stop_writers(struct influx *w, int64_t deadline_ms)
+{
+    influx_begin_stop(w);
+    pthread_mutex_lock(&w->lock);
+    w->deadline_ms = deadline_ms;
+    atomic_store(&w->stopping, true);
+    for (int i = 0; i < SPOOL_LANES; i++)
+        pthread_cond_broadcast(&w->lane[i].cond);
+    pthread_mutex_unlock(&w->lock);
 }
 
 int influx_open(const struct hubcfg_influx *cfg, struct spool *spool, struct influx **out)
@@ -970,8 +1016,6 @@ int influx_open(const struct hubcfg_influx *cfg, struct spool *spool, struct inf
     w->cfg = cfg;
     w->spool = spool;
     w->name = cfg->url;
-    w->backoff_ms = first_backoff(cfg);
-    w->need_db = cfg->version == 1 && cfg->create_database;
     /* a record must fit the spool's bound several times over */
     struct spool_stats ss;
     spool_stats(spool, &ss);
@@ -979,13 +1023,30 @@ int influx_open(const struct hubcfg_influx *cfg, struct spool *spool, struct inf
         ss.max_bytes / 4 > SPOOL_RECORD_OVERHEAD ? ss.max_bytes / 4 - SPOOL_RECORD_OVERHEAD : 1;
     w->record_max = cap < RECORD_MAX ? (size_t)cap : RECORD_MAX;
     pthread_mutex_init(&w->lock, NULL);
-    ch_cond_init_monotonic(&w->cond);
+    pthread_mutex_init(&w->dead_lock, NULL);
+    for (int i = 0; i < SPOOL_LANES; i++) {
+        struct writer *l = &w->lane[i];
+        l->in = w;
+        l->cfg = cfg;
+        l->spool = spool;
+        l->name = w->name;
+        l->lane = (enum spool_lane)i;
+        l->backoff_ms = first_backoff(cfg);
+        l->need_db = cfg->version == 1 && cfg->create_database;
+        ch_cond_init_monotonic(&l->cond);
+    }
     check_dead_letter(w);
-    int rc = setup_curl(w);
-    if (rc == 0)
-        rc = -pthread_create(&w->thread, NULL, run, w);
+    int rc = setup_shared(w);
+    for (int i = 0; rc == 0 && i < SPOOL_LANES; i++) {
+        struct writer *l = &w->lane[i];
+        rc = setup_curl(l);
+        if (rc == 0)
+            rc = -pthread_create(&l->thread, NULL, run, l);
+        l->started = rc == 0;
+    }
     if (rc) {
-        LOGE("influx", w->name, "cannot start the writer: %s", ch_strerror(rc));
+        LOGE("influx", w->name, "cannot start the writers: %s", ch_strerror(rc));
+        stop_writers(w, ch_mono_ms());
         destroy(w);
         return rc;
     }
@@ -1012,13 +1073,13 @@ void influx_stats(struct influx *w, struct influx_stats *out)
 
 void influx_close(struct influx *w, struct influx_stats *final)
 {
-    influx_begin_stop(w);
-    pthread_mutex_lock(&w->lock);
-    w->deadline_ms = ch_mono_ms() + w->cfg->shutdown_timeout_ms;
-    atomic_store(&w->stopping, true);
-    pthread_cond_broadcast(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-    pthread_join(w->thread, NULL);
+    stop_writers(w, ch_mono_ms() + w->cfg->shutdown_timeout_ms);
+    for (int i = 0; i < SPOOL_LANES; i++) {
+        struct writer *l = &w->lane[i];
+        if (l->started)
+            pthread_join(l->thread, NULL);
+        l->started = false;
+    }
     if (final)
         influx_stats(w, final);
     destroy(w);

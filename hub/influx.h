@@ -1,5 +1,8 @@
 /* The InfluxDB writer: every batch of line protocol goes through the hub's
- * spool on disk, and one thread writes the spool to InfluxDB in order.
+ * spool on disk, and two threads write the spool to InfluxDB in order, one
+ * per lane: the alert lane's writer has its own HTTP connection and sends an
+ * alarm transition at once, never behind a telemetry batch in flight, a
+ * telemetry backlog or a telemetry batch being retried.
  *
  * Ingest (Paho's callback thread) appends each hand-over to the telemetry
  * lane of the spool (influx_enqueue) and returns once it is written there:
@@ -8,11 +11,12 @@
  * blocks ingest nor loses data (up to the spool's max_bytes; beyond it the
  * oldest records are evicted, logged and counted by the spool).
  *
- * The writer thread reads the records in order (spool_next), cuts them into
- * requests of batch_size points, or less once the oldest point has waited
- * flush_interval (a record may be split between two requests at a line
- * boundary), and acknowledges a record (spool_ack) only once all its points
- * were answered 2xx or set aside in the dead-letter file. Requests: v1 POST
+ * Each writer thread reads its lane's records in order (spool_next), cuts
+ * them into requests of batch_size points, or less once the oldest point has
+ * waited flush_interval (the alert writer sends what it has at once; a
+ * record may be split between two requests at a line boundary), and
+ * acknowledges a record (spool_ack) only once all its points were answered
+ * 2xx or set aside in the dead-letter file. Requests: v1 POST
  * {url}/write?db=..&precision=ms (basic auth when a username is set), v2 POST
  * {url}/api/v2/write?org=..&bucket=..&precision=ms with "Authorization: Token
  * ..". Bodies are gzip'ed when configured.
@@ -69,10 +73,10 @@ struct influx_stats {
     uint64_t dropped;             /* points the spool would not take (see influx_enqueue) */
 };
 
-/* Starts the writer thread on spool (borrowed until influx_close; the writer
- * is the only reader of its telemetry lane). cfg is borrowed until
+/* Starts the writer threads on spool (borrowed until influx_close; each
+ * writer is the only reader of its lane). cfg is borrowed until
  * influx_close; cfg->dead_letter names the dead-letter file (created when
- * first needed). The v1 database is created (if configured) by the thread
+ * first needed). The v1 database is created (if configured) by each writer
  * before its first write, so a hub starts while InfluxDB is still down.
  * Records left in the spool by an earlier run are written first. Returns 0,
  * or CH_ENOMEM / -errno if curl or the thread cannot be set up.
@@ -92,7 +96,8 @@ int influx_open(const struct hubcfg_influx *cfg, struct spool *spool, struct inf
 int influx_enqueue(struct influx *w, char *data, size_t len, size_t lines);
 
 /* As influx_enqueue, for the points of alarm transitions: they go to the
- * spool's alert lane, are written ahead of any telemetry backlog, and are
+ * spool's alert lane (fsync'ed before it returns), are written by the alert
+ * writer at once, whatever telemetry is in flight or waiting, and are
  * evicted last when the spool is full. */
 int influx_enqueue_alert(struct influx *w, char *data, size_t len, size_t lines);
 

@@ -12,6 +12,19 @@
  *   [ingest:<topic>] rejected: <reason>: <what, naming the field>
  * and one count under its reason; ingest always goes on.
  *
+ * With a registry (ingest_set_registry, registry.h), a telemetry message is
+ * first admitted against its gateway's quota (else shed, unparsed and not
+ * acknowledged), and each of its readings is accepted, refused (a device
+ * outside the gateway's declared inventory: not stored, acknowledged) or
+ * deferred (no birth known yet: not stored, not acknowledged).
+ *
+ * Alarm transitions reach ingest twice in care-hub: on the ingest
+ * subscription, behind any telemetry backlog, and on the priority path (the
+ * view client, which gets nothing but statuses and alerts), which does not
+ * wait behind it. The first copy of an alert to arrive is handled, the other
+ * is recognised (a hash of topic and payload, the last INGEST_ALERTS_SEEN
+ * kept) and only acknowledged again: never stored or counted twice.
+ *
  * Points go to a sink (the InfluxDB writer in care-hub, a capture in tests). */
 #ifndef CAREHUB_INGEST_H
 #define CAREHUB_INGEST_H
@@ -20,8 +33,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Payloads above this many bytes are rejected unread. */
+/* Payloads above this many bytes are rejected unread. The broker should
+ * refuse them before anyone holds them (deploy/mosquitto: message_size_limit
+ * the same, max_packet_size a little above): Paho hands over whole messages
+ * only. */
 #define INGEST_MAX_PAYLOAD (1024 * 1024)
+
+/* Alerts remembered to recognise the second copy of each. */
+#define INGEST_ALERTS_SEEN 4096
 
 enum ingest_reason {
     INGEST_INVALID_TOPIC,  /* not carehub/v1/{site}/{gateway}/{kind} with valid ids */
@@ -38,11 +57,12 @@ const char *ingest_reason_name(enum ingest_reason r);
 
 struct ingest_stats {
     uint64_t messages_received;
-    uint64_t telemetry_ok; /* telemetry messages accepted */
-    uint64_t status_ok;    /* status messages accepted */
-    uint64_t alerts_ok;    /* alert messages (alarm transitions) accepted */
-    uint64_t ignored;      /* messages not for the hub (commands to gateways) */
-    uint64_t readings;     /* readings in accepted telemetry */
+    uint64_t telemetry_ok;     /* telemetry messages accepted */
+    uint64_t status_ok;        /* status messages accepted */
+    uint64_t alerts_ok;        /* alert messages (alarm transitions) accepted */
+    uint64_t ignored;          /* messages not for the hub (commands to gateways) */
+    uint64_t readings;         /* readings stored (of accepted telemetry) */
+    uint64_t alerts_duplicate; /* second copies of alerts (the other path's), not handled again */
     uint64_t rejected[INGEST_N_REASONS];
 };
 
@@ -72,14 +92,32 @@ struct acks;
  * again would be refused again, forever; it is logged and counted instead. */
 void ingest_set_acks(struct ingest *in, struct acks *acks);
 
-enum ingest_result { INGEST_ACCEPTED, INGEST_IGNORED, INGEST_REJECTED };
+struct registry;
+/* The site registry (borrowed; NULL: none, every reading is accepted):
+ * quotas and inventories, told about statuses. */
+void ingest_set_registry(struct ingest *in, struct registry *registry);
+
+enum ingest_result { INGEST_ACCEPTED, INGEST_IGNORED, INGEST_REJECTED, INGEST_SHED };
 
 /* Handles one message. topic is NUL-terminated and payload len bytes (both
  * borrowed). retained: the broker replayed it because of a new subscription.
- * now_ms: wall-clock receive time. Counters are safe to read from another
- * thread; messages are handled one at a time (Paho's callback thread). */
+ * now_ms: wall-clock receive time. INGEST_SHED: a telemetry message not
+ * admitted (quota, registry file), not acknowledged. INGEST_IGNORED also
+ * for the second copy of an alert. Thread-safe: care-hub calls it from its
+ * ingest workers and MQTT's thread (ingestq.h). */
 enum ingest_result ingest_message(struct ingest *in, const char *topic, const void *payload,
                                   size_t len, bool retained, int64_t now_ms);
+
+/* The two halves of ingest_message for telemetry that waits in a queue
+ * (ingestq.h). ingest_admit: counts a telemetry message of site/gateway as
+ * received and asks the registry whether it is admitted (false: shed,
+ * counted there, not acknowledged). ingest_queued: handles it later, as
+ * ingest_message does (its gateway's quota is checked again then: what
+ * waited is shed if the gateway went over it meanwhile), without counting it
+ * received again. */
+bool ingest_admit(struct ingest *in, const char *site, const char *gateway);
+enum ingest_result ingest_queued(struct ingest *in, const char *topic, const void *payload,
+                                 size_t len, bool retained, int64_t now_ms);
 
 void ingest_stats(struct ingest *in, struct ingest_stats *out);
 

@@ -2,14 +2,21 @@
  * writes it to InfluxDB, tracks which gateways are online, and reports its
  * own counters as carehub_hub points.
  *
- * Threads: Paho's (messages -> ingest -> spool; a message is acknowledged to
- * the broker once its points are in the spool), the InfluxDB writer (spool ->
- * InfluxDB), the spool's commit thread, and this one, which waits for
- * SIGTERM/SIGINT (blocked everywhere, taken with sigtimedwait), retries a
- * failed first MQTT connection and writes the self-metrics.
+ * Threads: Paho's one thread for both MQTT clients (ingest and view: it only
+ * handles statuses, copies alerts into the alert queue, and admits telemetry
+ * against its gateway's quota into that gateway's queue, ingestq.h), the
+ * alert worker (alerts -> the spool's alert lane, fsync'ed), the ingest
+ * workers (queued telemetry -> ingest -> spool, one gateway's message at a
+ * time in turn), the InfluxDB writers (spool -> InfluxDB, one per lane:
+ * alarms never wait behind telemetry), the spool's commit thread, and this
+ * one, which waits for SIGTERM/SIGINT (blocked everywhere, taken with
+ * sigtimedwait), retries a failed first MQTT connection, sends the storage
+ * acknowledgements and writes the self-metrics.
  *
  * Shutdown: stop consuming (MQTT DISCONNECT: a persistent session keeps the
- * rest at the broker), spool a last self-metrics point, let the writer flush
+ * rest at the broker), hand what is queued to the spool (its gateways hear
+ * of it from the next hub: this one sends no more acks), spool a last
+ * self-metrics point, let the writers flush
  * for up to influx.shutdown_timeout (what is left stays in the spool for the
  * next start), close the spool, then log the final counters.
  *
@@ -22,9 +29,11 @@
 #include "err.h"
 #include "influx.h"
 #include "ingest.h"
+#include "ingestq.h"
 #include "lineproto.h"
 #include "log.h"
 #include "presence.h"
+#include "registry.h"
 #include "spool.h"
 #include "subscriber.h"
 #include "tokens.h"
@@ -51,6 +60,8 @@ struct hub {
     struct spool *spool;
     struct influx *influx;
     struct ingest *ingest;
+    struct ingestq *queue;     /* telemetry waiting for the workers */
+    struct registry *registry; /* gateways, inventories, quotas */
     struct sub *sub;
     struct sub *view_sub;
     struct api *api;
@@ -66,7 +77,7 @@ struct counter {
     uint64_t value;
 };
 
-#define MAX_COUNTERS (32 + INGEST_N_REASONS)
+#define MAX_COUNTERS (48 + INGEST_N_REASONS)
 
 static char rejected_names[INGEST_N_REASONS][48];
 
@@ -89,12 +100,18 @@ static size_t snapshot(struct hub *h, const struct influx_stats *w,
     lanes.pending_records += al->pending_records;
     lanes.pending_bytes += al->pending_bytes;
     const struct spool_lane_stats *sl = &lanes;
+    struct registry_stats rs;
+    registry_stats(h->registry, &rs);
+    struct ingestq_stats qs = {0};
+    if (h->queue)
+        ingestq_stats(h->queue, &qs);
     struct presence_seq_stats ss = {0};
     if (h->presence)
         presence_check_gaps(h->presence, ch_now_ms(), h->cfg.gap_grace_ms, &ss);
     size_t n = 0;
     out[n++] = (struct counter){"acks_sent", h->acks_sent};
     out[n++] = (struct counter){"acks_unsent", h->acks_unsent};
+    out[n++] = (struct counter){"alerts_duplicate", is.alerts_duplicate};
     out[n++] = (struct counter){"alerts_missing", ss.alerts_missing};
     out[n++] = (struct counter){"alerts_ok", is.alerts_ok};
     out[n++] = (struct counter){"alerts_pending", ss.alerts_pending};
@@ -103,13 +120,21 @@ static size_t snapshot(struct hub *h, const struct influx_stats *w,
     out[n++] = (struct counter){"dropped", ws.dropped};
     out[n++] =
         (struct counter){"gateways_online", presence_online(h->presence ? h->presence : h->view)};
+    out[n++] = (struct counter){"gateways_shedding", rs.gateways_shedding};
     out[n++] = (struct counter){"messages_ignored", is.ignored};
     out[n++] = (struct counter){"messages_received", is.messages_received};
+    out[n++] = (struct counter){"messages_shed", rs.messages_shed};
+    out[n++] = (struct counter){"messages_unregistered", rs.messages_unregistered};
     out[n++] = (struct counter){"points_written", ws.points_written};
+    out[n++] = (struct counter){"queue_bytes", qs.bytes};
+    out[n++] = (struct counter){"queue_peak_bytes", qs.peak_bytes};
+    out[n++] = (struct counter){"queue_shed", qs.shed_full};
     out[n++] = (struct counter){"readings", is.readings};
+    out[n++] = (struct counter){"readings_deferred", rs.readings_deferred};
     out[n++] = (struct counter){"readings_duplicate", ss.readings_duplicate};
     out[n++] = (struct counter){"readings_missing", ss.readings_missing};
     out[n++] = (struct counter){"readings_pending", ss.readings_pending};
+    out[n++] = (struct counter){"readings_refused", rs.readings_refused};
     out[n++] = (struct counter){"seq_gaps", ss.gaps_reported};
     out[n++] = (struct counter){"spool_corrupt", sl->corrupt_records};
     out[n++] = (struct counter){"spool_disk_bytes", sp.disk_bytes};
@@ -127,7 +152,8 @@ static size_t snapshot(struct hub *h, const struct influx_stats *w,
     return n;
 }
 
-/* Spools one carehub_hub point with every counter as an integer field. */
+/* Spools one carehub_hub point with every counter as an integer field, and
+ * the carehub_ingest points of the gateways whose counts changed. */
 static void write_self_metrics(struct hub *h)
 {
     struct influx_stats ws;
@@ -140,7 +166,9 @@ static void write_self_metrics(struct hub *h)
     lp_tag(&b, "hub", h->cfg.mqtt.client_id);
     for (size_t i = 0; i < n; i++)
         lp_field_int(&b, c[i].name, c[i].value > INT64_MAX ? INT64_MAX : (int64_t)c[i].value);
-    lp_end(&b, ch_now_ms());
+    int64_t now = ch_now_ms();
+    lp_end(&b, now);
+    registry_report(h->registry, &b, h->cfg.mqtt.client_id, now);
     size_t len, lines;
     char *data = lp_take(&b, &len, &lines);
     influx_enqueue_once(h->influx, data, len, lines);
@@ -150,7 +178,7 @@ static void log_final_counters(struct hub *h, const struct influx_stats *ws)
 {
     struct counter c[MAX_COUNTERS];
     size_t n = snapshot(h, ws, c);
-    char line[1500];
+    char line[2500];
     size_t off = 0;
     for (size_t i = 0; i < n && off < sizeof line; i++)
         off +=
@@ -206,13 +234,23 @@ static void send_acks(struct hub *h)
     free(v);
 }
 
-/* The view subscription: statuses into the view, transitions to the API's
- * live streams. Anything malformed is ingest's to count (the ingest
- * subscription gets it too); here it is skipped. */
+/* The ingest subscription: into the queue. */
+static void on_ingest(void *ctx, const char *topic, const void *payload, size_t len, bool retained)
+{
+    struct hub *h = ctx;
+    ingestq_push(h->queue, topic, payload, len, retained, ch_now_ms());
+}
+
+/* The view subscription: statuses into the view and the registry,
+ * transitions to the API's live streams and, through the alert queue, to the
+ * spool's alert lane and the gateway's ack: the priority path, on its own
+ * broker queue, so an alarm never waits behind another site's telemetry
+ * (the ingest subscription's copy, which may, is then recognised and not
+ * stored again). Anything malformed is ingest's to count; here it is
+ * skipped. */
 static void on_view(void *ctx, const char *topic, const void *payload, size_t len, bool retained)
 {
     struct hub *h = ctx;
-    (void)retained;
     char site[CH_ID_MAX], gw[CH_ID_MAX];
     const char *kind;
     if (!ch_topic_parse(topic, site, gw, &kind) || len > INGEST_MAX_PAYLOAD)
@@ -223,6 +261,7 @@ static void on_view(void *ctx, const char *topic, const void *payload, size_t le
         if (ch_status_decode(payload, len, &s, err, sizeof err))
             return;
         if (!strcmp(s.site, site) && !strcmp(s.gateway, gw)) {
+            registry_status(h->registry, &s);
             presence_status(h->view, &s, ch_now_ms());
             api_site_changed(h->api, site);
         }
@@ -232,6 +271,7 @@ static void on_view(void *ctx, const char *topic, const void *payload, size_t le
         if (ch_alert_decode(payload, len, &a, err, sizeof err) == 0 && !strcmp(a.site, site) &&
             !strcmp(a.gateway, gw))
             api_alert(h->api, &a);
+        ingestq_push(h->queue, topic, payload, len, retained, ch_now_ms());
     }
 }
 
@@ -255,6 +295,8 @@ static int run(struct hub *h, const sigset_t *stop)
         if (sig == SIGHUP) {
             if (h->api)
                 api_reload_tokens(h->api);
+            if (h->cfg.ingest.registry)
+                registry_load_file(h->registry, h->cfg.ingest.registry);
             continue;
         }
         if (sig > 0) {
@@ -320,29 +362,33 @@ static int serve(struct hub *h)
     if (rc != 0)
         LOGE("hub", h->cfg.mqtt.client_id, "cannot open the spool in %s: %s", sc->dir,
              ch_strerror(rc));
+    if (rc == 0 && !(h->registry = registry_new(&h->cfg.ingest))) {
+        rc = CH_ECONFIG;
+        status = EXIT_CONFIG;
+    }
     if (rc == 0 && influx_open(&h->cfg.influx, h->spool, &h->influx) == 0) {
         h->ingest = ingest_new(h->presence, to_influx, h->influx);
         h->acks = acks_new();
         ingest_set_acks(h->ingest, h->acks);
+        ingest_set_registry(h->ingest, h->registry);
         ingest_set_rollup_after(h->ingest, h->cfg.rollup_after_ms);
-        /* the view: for the API, and for gateways_online when this process
-         * sees only its share of the statuses */
+        h->queue = ingestq_new(h->ingest, h->registry, &h->cfg.ingest);
+        /* the view: the priority path of alarm transitions, every gateway's
+         * birth for the registry, the API's live state, and gateways_online
+         * when this process sees only its share of the statuses */
         bool api_on = h->cfg.api.tokens_file != NULL;
-        bool view_on = api_on || h->cfg.mqtt.shared_group;
-        bool view_ok = !view_on || sub_open_view(&h->cfg.mqtt, on_view, h, &h->view_sub) == 0;
+        bool view_ok = h->queue && sub_open_view(&h->cfg.mqtt, on_view, h, &h->view_sub) == 0;
         if (view_ok && api_on &&
             api_start(&h->cfg, h->view, h->influx, h->view_sub, &h->api) != 0) {
             sub_close(h->view_sub, MQTT_CLOSE_TIMEOUT_MS);
             h->view_sub = NULL;
             view_ok = false;
         }
-        if (view_ok && sub_open(&h->cfg.mqtt, h->ingest, &h->sub) == 0) {
+        if (view_ok && sub_open(&h->cfg.mqtt, on_ingest, h, &h->sub) == 0) {
             LOGI("hub", h->cfg.mqtt.client_id, "care-hub %s running", CAREHUB_VERSION);
             status = run(h, &stop);
             influx_begin_stop(h->influx);
             send_acks(h); /* what is stored by now, before the client goes */
-            if (h->presence)
-                presence_save(h->presence, h->presence_file);
             sub_close(h->sub, MQTT_CLOSE_TIMEOUT_MS);
         }
         /* the API's streams end before the view client they were fed from */
@@ -350,6 +396,12 @@ static int serve(struct hub *h)
         h->api = NULL;
         if (h->view_sub)
             sub_close(h->view_sub, MQTT_CLOSE_TIMEOUT_MS);
+        /* what the broker handed over and waits in the queues: to the spool
+         * (not acknowledged: the gateways send it again, a duplicate) */
+        ingestq_close(h->queue);
+        h->queue = NULL;
+        if (h->presence)
+            presence_save(h->presence, h->presence_file);
         write_self_metrics(h);
         struct influx_stats final;
         influx_close(h->influx, &final);
@@ -358,6 +410,7 @@ static int serve(struct hub *h)
     spool_close(h->spool);
     if (h->ingest)
         ingest_free(h->ingest);
+    registry_free(h->registry);
     acks_free(h->acks);
     presence_free(h->presence);
     presence_free(h->view);
@@ -438,6 +491,14 @@ int main(int argc, char **argv)
     struct hub h = {0};
     if (hubcfg_load(path, &h.cfg) != 0)
         return EXIT_CONFIG;
+    if (check && h.cfg.ingest.registry) {
+        struct registry *r = registry_new(&h.cfg.ingest);
+        if (!r) {
+            hubcfg_free(&h.cfg);
+            return EXIT_CONFIG;
+        }
+        registry_free(r);
+    }
     if (check && h.cfg.api.tokens_file) {
         struct tokens *t;
         if (tokens_load(h.cfg.api.tokens_file, h.cfg.api.rate_limit, &t) != 0) {

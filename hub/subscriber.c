@@ -1,7 +1,6 @@
 #include "subscriber.h"
 #include "config.h"
 #include "err.h"
-#include "ingest.h"
 #include "log.h"
 #include "util.h"
 
@@ -197,16 +196,11 @@ static int open_client(const struct hubcfg_mqtt *cfg, struct sub *s, bool clean,
     return 0;
 }
 
-static void to_ingest(void *ctx, const char *topic, const void *payload, size_t len, bool retained)
-{
-    ingest_message(ctx, topic, payload, len, retained, ch_now_ms());
-}
-
-int sub_open(const struct hubcfg_mqtt *cfg, struct ingest *in, struct sub **out)
+int sub_open(const struct hubcfg_mqtt *cfg, sub_handler handler, void *ctx, struct sub **out)
 {
     struct sub *s = ch_xcalloc(1, sizeof *s);
-    s->handler = to_ingest;
-    s->ctx = in;
+    s->handler = handler;
+    s->ctx = ctx;
     s->client_id = ch_xstrdup(cfg->client_id);
     if (cfg->shared_group) {
         size_t n = strlen(cfg->shared_group) + strlen(cfg->topic) + 9;

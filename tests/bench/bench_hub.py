@@ -58,6 +58,9 @@ def main():
 mqtt: {{broker: "{mqtt.uri}", client_id: hub-bench}}
 influx: {{url: "{influx.url}", version: 1, database: hubdb, batch_size: 5000, flush_interval: 200ms}}
 spool: {{dir: hub-spool}}
+# one gateway as fast as it goes: no quota, no inventory, a queue for all of it (issue 11)
+ingest: {{rate: 10000000, burst: 100000000, devices_before_birth: 10000,
+          queue_bytes: 1073741824, queue_max_bytes: 1073741824}}
 self_metrics_interval: 60s
 """)
         hub = w.spawn("care-hub", [w.bin("care-hub"), "-c", hub_cfg])

@@ -41,6 +41,9 @@ def through_hubs(w, influx, mqtt, n_hubs, msgs, total, db):
 mqtt: {{broker: "{mqtt.uri}", client_id: {db}-{i}, shared_group: {db}, clean_session: true}}
 influx: {{url: "{influx.url}", version: 1, database: {db}, batch_size: 5000, flush_interval: 200ms}}
 spool: {{dir: spool-{db}-{i}}}
+# one gateway as fast as it goes: no quota, no inventory, a queue for all of it (issue 11)
+ingest: {{rate: 10000000, burst: 100000000, devices_before_birth: 10000,
+          queue_bytes: 1073741824, queue_max_bytes: 1073741824}}
 self_metrics_interval: 60s
 """)
         hubs.append(w.spawn(f"care-hub-{db}-{i}", [w.bin("care-hub"), "-c", cfg]))

@@ -23,3 +23,5 @@ echo "== alarm latency: reading -> console, local broker, InfluxDB"
 python3 tests/bench/bench_alarm.py
 echo "== delivered means stored: ack traffic, delay, cost (CAREHUB_BEFORE=<bin/ of an older build> adds it)"
 python3 tests/bench/bench_delivery.py ${CAREHUB_BEFORE:+--before "$CAREHUB_BEFORE"}
+echo "== ingest isolation: another site's alarms while one gateway floods (CAREHUB_BEFORE adds the older build)"
+python3 tests/bench/bench_isolation.py ${CAREHUB_BEFORE:+--before "$CAREHUB_BEFORE"}

@@ -126,12 +126,19 @@ def reading(dev, meas, room, ts, metrics):
             "metrics": metrics}
 
 
+# Each site's birth declares the devices its telemetry below uses: the hub
+# refuses readings of devices a gateway did not declare (issue 11).
+DEVICES = {"cq-yz-001": ["air-101", "air-102", "band-1", "ghost-1"], "cq-yz-002": ["air-201"],
+           "cq-jb-001": ["air-9"]}
+
+
 def status(site, online, devices=3, gw="gw-1"):
     s = {"schema": "carehub/status/1", "site": site, "gateway": gw, "online": online,
          "ts": int(time.time() * 1000), "version": "0.9.1",
          "boot_id": "3f2a9c0d4b5e6f708192a3b4c5d6e7f8"}
     if online:
-        s["devices"] = [{"id": f"dev-{i}", "profile": "air", "bus": "rs485-1"} for i in range(devices)]
+        ids = DEVICES.get(site, [f"dev-{i}" for i in range(devices)])
+        s["devices"] = [{"id": d, "profile": "air", "bus": "rs485-1"} for d in ids]
     return s
 
 
@@ -302,7 +309,7 @@ def test_hub_api(w):
     st, body = api.get("/api/v1/sites", staff)
     assert st == 200 and [s["site"] for s in body["sites"]] == ["cq-yz-001"], body
     s = body["sites"][0]
-    assert s["online"] is True and s["version"] == "0.9.1" and s["devices_total"] == 3, s
+    assert s["online"] is True and s["version"] == "0.9.1" and s["devices_total"] == 4, s
     # A2, A3, A5 acknowledged but not cleared, A4 unacknowledged; A1 cleared
     assert s["active_alarms"] == {"high": 1, "medium": 2, "low": 1}, s
     # air-101 reported just now; air-102 hours ago; the gateway's own row of
@@ -370,7 +377,7 @@ def test_hub_api(w):
     assert env[("101", "temperature")]["within_pct"] == 100.0, env
     comp = sm["completeness"]
     assert comp["received"] == 90 and comp["expected"] == 100 and comp["pct"] == 90.0, comp
-    assert sm["devices"]["total"] == 3, sm["devices"]
+    assert sm["devices"]["total"] == 4, sm["devices"]
     st, body = api.get("/api/v1/summary", reg, site="cq-jb-001")
     assert st == 403, body
     st, body = api.get("/api/v1/summary", reg)

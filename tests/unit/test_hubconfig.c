@@ -1,5 +1,6 @@
 /* care-hub's configuration: the spool section and the dead letter, their
- * defaults and paths (relative to the file), and the keys that are gone. */
+ * defaults and paths (relative to the file), the keys that are gone, and the
+ * ingest section (quotas, inventories, queues) on both sides of its limits. */
 #include "config.h"
 #include "err.h"
 
@@ -112,9 +113,54 @@ static void test_bad(void **state)
     assert_non_null(strstr(f->err, "size"));
 }
 
+/* ingest: defaults (every gateway may send 5,000 readings/s; a birth
+ * declares up to 2,000 devices), the registry file relative to the file,
+ * and each range on both sides. */
+static void test_ingest(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(load(f, HEAD), 0);
+    const struct hubcfg_ingest *g = &f->c.ingest;
+    assert_int_equal(g->rate, 5000);
+    assert_int_equal(g->burst, 10000);
+    assert_int_equal(g->max_devices, 2000);
+    assert_int_equal(g->devices_before_birth, 32);
+    assert_int_equal(g->inventory_grace_ms, 86400000);
+    assert_null(g->registry);
+    assert_int_equal(g->queue_bytes, 4194304);
+    assert_int_equal(g->queue_max_bytes, 33554432);
+    assert_int_equal(g->workers, 1);
+    hubcfg_free(&f->c);
+    char want[160];
+    assert_int_equal(load(f, HEAD "ingest: {registry: reg.yaml, max_devices: 10000, "
+                                  "devices_before_birth: 0, inventory_grace: 0s, "
+                                  "queue_bytes: 1048576, workers: 16}\n"),
+                     0);
+    snprintf(want, sizeof want, "%s/reg.yaml", f->dir);
+    assert_string_equal(f->c.ingest.registry, want);
+    assert_int_equal(f->c.ingest.devices_before_birth, 0);
+    hubcfg_free(&f->c);
+    static const char *const bad[] = {
+        "ingest: {rate: 0}\n",
+        "ingest: {max_devices: 10001}\n",
+        "ingest: {queue_bytes: 1048575}\n",
+        "ingest: {workers: 17}\n",
+        "ingest: {burst: 0}\n",
+        "ingest: {devices_before_birth: -1}\n",
+        "ingest: {quota: 5}\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char text[512];
+        snprintf(text, sizeof text, "%s%s", HEAD, bad[i]);
+        assert_int_equal(load(f, text), CH_ECONFIG);
+        assert_non_null(strstr(f->err, "hub.yaml:7:"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_ingest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relative_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad, setup, teardown),

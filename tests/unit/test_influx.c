@@ -3,7 +3,8 @@
  * records acknowledged in the spool only after a 2xx, what is retried and
  * what goes to the dead letter (400, 413 after splitting), the spool's bound,
  * the shutdown deadline and a restart that writes what the spool kept, gzip,
- * and the v1 CREATE DATABASE and v2 token. */
+ * the v1 CREATE DATABASE and v2 token, and alarm transitions written by
+ * their own writer while telemetry is being retried. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -47,16 +48,22 @@ struct request {
     int status; /* answered */
 };
 
+#define MAX_CONN 16
+
 struct server {
     int fd;
     int port;
     pthread_t thread;
+    pthread_t conn[MAX_CONN]; /* a thread per connection: the writers have one each */
+    int conn_fd[MAX_CONN];
+    int n_conn;
     atomic_bool stop;
     pthread_mutex_t lock;
     struct request req[MAX_REQ];
     int n_req;
-    int script[MAX_REQ]; /* status for request i; 0: status */
-    atomic_int status;   /* otherwise; 0: 204 */
+    int script[MAX_REQ];     /* status for request i; 0: status */
+    atomic_int status;       /* otherwise; 0: 204 */
+    atomic_int alert_status; /* for bodies of "alarm" points when set */
     const char *error_body;
 };
 
@@ -140,6 +147,8 @@ static void serve_conn(struct server *s, int fd)
         pthread_mutex_lock(&s->lock);
         int i = s->n_req;
         int status = i < MAX_REQ && s->script[i] ? s->script[i] : atomic_load(&s->status);
+        if (atomic_load(&s->alert_status) && strncmp(rq.body, "alarm", 5) == 0)
+            status = atomic_load(&s->alert_status);
         if (status == 0)
             status = 204;
         rq.status = status;
@@ -165,6 +174,19 @@ static void serve_conn(struct server *s, int fd)
     close(fd);
 }
 
+struct conn_arg {
+    struct server *s;
+    int fd;
+};
+
+static void *conn_run(void *arg)
+{
+    struct conn_arg a = *(struct conn_arg *)arg;
+    free(arg);
+    serve_conn(a.s, a.fd);
+    return NULL;
+}
+
 static void *server_run(void *arg)
 {
     struct server *s = arg;
@@ -173,9 +195,18 @@ static void *server_run(void *arg)
         if (poll(&p, 1, 50) <= 0)
             continue;
         int c = accept(s->fd, NULL, NULL);
-        if (c >= 0)
-            serve_conn(s, c);
+        if (c < 0)
+            continue;
+        if (s->n_conn == MAX_CONN) {
+            close(c);
+            continue;
+        }
+        struct conn_arg *a = ch_xmalloc(sizeof *a);
+        *a = (struct conn_arg){s, c};
+        pthread_create(&s->conn[s->n_conn++], NULL, conn_run, a);
     }
+    for (int i = 0; i < s->n_conn; i++)
+        pthread_join(s->conn[i], NULL);
     return NULL;
 }
 
@@ -453,13 +484,16 @@ static void test_ack_only_after_2xx(void **state)
     f->sp = NULL;
 }
 
-/* Alarm transitions go in the spool's alert lane and are written ahead of a
- * telemetry backlog: after an outage, right after the batch that was being
- * retried (nothing overtakes that one), before the rest of the backlog. */
+/* Alarm transitions go in the spool's alert lane and have their own writer:
+ * while a telemetry batch is refused and retried (InfluxDB busy, or one
+ * batch of a backlog), an alarm is written at once, and the telemetry goes
+ * on in its order afterwards. An alarm refused in turn is retried by its
+ * writer without holding up telemetry. */
 static void test_alerts_ahead_of_backlog(void **state)
 {
     struct fx *f = *state;
     atomic_store(&f->srv->status, 503);
+    atomic_store(&f->srv->alert_status, 204);
     open_writer(f);
     put(f, "t v=1 1\nt v=2 2\nt v=3 3\n");
     put(f, "t v=4 4\nt v=5 5\nt v=6 6\n");
@@ -467,18 +501,45 @@ static void test_alerts_ahead_of_backlog(void **state)
     wait_requests(f->srv, 2); /* the first batch, refused and retried */
     const char *alarm = "alarm,alarm_id=sos:p1,event=raise escalation=0i 8\n";
     assert_int_equal(influx_enqueue_alert(f->w, ch_xstrdup(alarm), strlen(alarm), 1), 0);
+    struct influx_stats st;
+    int64_t end = ch_mono_ms() + 5000;
+    do { /* written while the telemetry is still refused */
+        ch_sleep_ms(5);
+        influx_stats(f->w, &st);
+    } while (st.points_written < 1 && ch_mono_ms() < end);
+    assert_int_equal(st.points_written, 1);
     uint64_t n;
     spool_pending(f->sp, SPOOL_ALERT, &n, NULL);
-    assert_int_equal(n, 1);
+    assert_int_equal(n, 0);
+    assert_true(pending(f) > 0);
+    /* an alarm refused (503) is retried by its own writer; telemetry goes */
+    atomic_store(&f->srv->alert_status, 503);
+    const char *alarm2 = "alarm,alarm_id=sos:p2,event=raise escalation=0i 9\n";
+    assert_int_equal(influx_enqueue_alert(f->w, ch_xstrdup(alarm2), strlen(alarm2), 1), 0);
     atomic_store(&f->srv->status, 204);
-    struct influx_stats st = close_writer(f);
+    end = ch_mono_ms() + 5000;
+    do { /* the two full batches (the last, partial, waits for its flush) */
+        ch_sleep_ms(5);
+        influx_stats(f->w, &st);
+    } while (st.points_written < 7 && ch_mono_ms() < end);
+    assert_int_equal(st.points_written, 7);
+    spool_pending(f->sp, SPOOL_ALERT, &n, NULL);
+    assert_int_equal(n, 1);
+    atomic_store(&f->srv->alert_status, 204);
+    st = close_writer(f);
+    /* the telemetry in its order, each batch once written */
     int r = requests(f->srv);
-    assert_true(r >= 5);
-    assert_string_equal(body(f, r - 4), "t v=1 1\nt v=2 2\nt v=3 3\n");
-    assert_string_equal(body(f, r - 3), alarm);
-    assert_string_equal(body(f, r - 2), "t v=4 4\nt v=5 5\nt v=6 6\n");
-    assert_string_equal(body(f, r - 1), "t v=7 7\n");
-    assert_int_equal(st.points_written, 8);
+    const char *want[] = {"t v=1 1\nt v=2 2\nt v=3 3\n", "t v=4 4\nt v=5 5\nt v=6 6\n",
+                          "t v=7 7\n"};
+    int k = 0, alarms = 0;
+    for (int i = 0; i < r; i++) {
+        if (f->srv->req[i].status == 204 && strncmp(body(f, i), "t ", 2) == 0)
+            assert_string_equal(body(f, i), want[k++]);
+        alarms += f->srv->req[i].status == 204 && strcmp(body(f, i), alarm2) == 0;
+    }
+    assert_int_equal(k, 3);
+    assert_int_equal(alarms, 1); /* written once its writer's retry came */
+    assert_int_equal(st.points_written, 9);
     /* both lanes acknowledged: nothing would be written again */
     open_spool(f);
     spool_pending(f->sp, SPOOL_ALERT, &n, NULL);

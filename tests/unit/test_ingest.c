@@ -11,7 +11,10 @@
 #include "ingest.h"
 #include "log.h"
 #include "acks.h"
+#include "config.h"
+#include "lineproto.h"
 #include "presence.h"
+#include "registry.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -203,15 +206,18 @@ static void test_alert_accepted(void **state)
                      INGEST_ACCEPTED);
     assert_string_equal(f->cap.text, ALERT_LINE);
     assert_int_equal(f->cap.lines, 1);
-    /* QoS 1 delivers it again: the same point, which InfluxDB overwrites */
+    assert_int_equal(f->cap.alert_calls, 1); /* to the spool's alert lane */
+    /* the other path's copy (or a QoS 1 redelivery): recognised, not stored
+     * or counted again */
     assert_int_equal(post(f, "carehub/v1/cq/gw-01/alert", ALERT("cq", "gw-01", ""), false),
-                     INGEST_ACCEPTED);
-    assert_string_equal(f->cap.text, ALERT_LINE ALERT_LINE);
-    assert_int_equal(f->cap.calls, 2);
-    assert_int_equal(f->cap.alert_calls, 2); /* to the spool's alert lane */
+                     INGEST_IGNORED);
+    assert_string_equal(f->cap.text, ALERT_LINE);
+    assert_int_equal(f->cap.calls, 1);
     struct ingest_stats s;
     ingest_stats(f->in, &s);
-    assert_int_equal(s.alerts_ok, 2);
+    assert_int_equal(s.alerts_ok, 1);
+    assert_int_equal(s.alerts_duplicate, 1);
+    assert_int_equal(s.messages_received, 1);
     assert_int_equal(s.telemetry_ok + s.status_ok + s.readings, 0);
     for (int r = 0; r < INGEST_N_REASONS; r++)
         assert_int_equal(s.rejected[r], 0);
@@ -445,6 +451,133 @@ static void test_acks_ranges(void **state)
     acks_free(a);
 }
 
+/* The second copy of an alert (the priority path's and the ingest
+ * subscription's) is acknowledged again once the first is done, never
+ * stored twice; a first copy the spool refused is forgotten, so the second
+ * is handled; an alert that differs in one byte is not a copy. */
+static void test_alert_copies(void **state)
+{
+    struct fixture *f = *state;
+    struct acks *a = acks_new();
+    ingest_set_acks(f->in, a);
+    const char *topic = "carehub/v1/cq/gw-01/alert";
+    assert_int_equal(post(f, topic, ALERT("cq", "gw-01", ",\"seq\":4"), false), INGEST_ACCEPTED);
+    struct ch_ack *v;
+    assert_int_equal(acks_take(a, "hub", 1, &v), 1);
+    free(v);
+    assert_int_equal(post(f, topic, ALERT("cq", "gw-01", ",\"seq\":4"), false), INGEST_IGNORED);
+    assert_int_equal(acks_take(a, "hub", 1, &v), 1); /* acknowledged again */
+    assert_true(v[0].n_alerts == 1 && v[0].alerts[0].lo == 4 && v[0].alerts[0].hi == 4);
+    free(v);
+    assert_int_equal(f->cap.alert_calls, 1);
+    /* the spool refuses the first copy: not acknowledged, the second is handled */
+    f->cap.fail = -5;
+    assert_int_equal(post(f, topic, ALERT("cq", "gw-01", ",\"seq\":5"), false), INGEST_ACCEPTED);
+    assert_int_equal(acks_pending(a), 0);
+    f->cap.fail = 0;
+    assert_int_equal(post(f, topic, ALERT("cq", "gw-01", ",\"seq\":5"), false), INGEST_ACCEPTED);
+    assert_int_equal(f->cap.alert_calls, 3);
+    assert_int_equal(acks_take(a, "hub", 1, &v), 1);
+    assert_true(v[0].n_alerts == 1 && v[0].alerts[0].lo == 5);
+    free(v);
+    /* one byte apart, or on another gateway's topic: not a copy */
+    assert_int_equal(post(f, topic, ALERT("cq", "gw-01", ",\"seq\":6"), false), INGEST_ACCEPTED);
+    assert_int_equal(
+        post(f, "carehub/v1/cq/gw-02/alert", ALERT("cq", "gw-01", ",\"seq\":6"), false),
+        INGEST_REJECTED); /* site_mismatch, not a duplicate */
+    struct ingest_stats st;
+    ingest_stats(f->in, &st);
+    assert_int_equal(st.alerts_duplicate, 1);
+    assert_int_equal(st.alerts_ok, 4);
+    acks_free(a);
+}
+
+/* With a registry: a birth declares the inventory; a message's readings of
+ * undeclared devices are refused (not stored, acknowledged), the others
+ * stored with their own numbers; before a birth, the devices beyond the
+ * allowance are deferred (neither stored nor acknowledged, nor counted as
+ * received); a gateway over its quota is shed unparsed, unacknowledged. */
+static void test_registry_verdicts(void **state)
+{
+    struct fixture *f = *state;
+    struct hubcfg_ingest cfg = {.rate = 10,
+                                .burst = 3,
+                                .max_devices = 100,
+                                .devices_before_birth = 1,
+                                .inventory_grace_ms = 0};
+    struct registry *reg = registry_new(&cfg);
+    struct acks *a = acks_new();
+    ingest_set_registry(f->in, reg);
+    ingest_set_acks(f->in, a);
+    const char birth[] =
+        "{\"schema\":\"carehub/status/1\",\"site\":\"cq\",\"gateway\":\"gw-01\",\"online\":true,"
+        "\"ts\":1763850000000,\"version\":\"1\",\"boot_id\":\"3f2a9c0d4b5e6f708192a3b4c5d6e7f8\","
+        "\"devices\":[{\"id\":\"a\",\"profile\":\"p\",\"bus\":\"b\"}]}";
+#define R3(d1, d2, d3)                                                                             \
+    "{\"schema\":\"carehub/telemetry/1\",\"site\":\"cq\",\"gateway\":\"gw-01\",\"seq\":10,"        \
+    "\"ts\":1763850000123,\"readings\":[{\"device\":\"" d1 "\",\"measurement\":\"m\","             \
+    "\"ts\":1,\"quality\":\"good\",\"metrics\":{\"x\":1}},{\"device\":\"" d2 "\","                 \
+    "\"measurement\":\"m\",\"ts\":2,\"quality\":\"good\",\"metrics\":{\"x\":2}},"                  \
+    "{\"device\":\"" d3 "\",\"measurement\":\"m\",\"ts\":3,\"quality\":\"good\","                  \
+    "\"metrics\":{\"x\":3}}]}"
+    const char *topic = "carehub/v1/cq/gw-01/telemetry";
+    /* no birth yet: "z" is let through (the one allowed), "y" waits; the
+     * gateway's own id always passes */
+    assert_int_equal(post(f, topic, R3("z", "y", "gw-01"), false), INGEST_ACCEPTED);
+    assert_string_equal(f->cap.text,
+                        "m,device=z,gateway=gw-01,quality=good,site=cq x=1,seq=10i 1\n"
+                        "m,device=gw-01,gateway=gw-01,quality=good,site=cq x=3,seq=12i 3\n");
+    struct ch_ack *v;
+    assert_int_equal(acks_take(a, "hub", 1, &v), 1);
+    assert_int_equal(v[0].n_readings, 2); /* 10 and 12: 11 waits */
+    assert_true(v[0].readings[0].lo == 10 && v[0].readings[0].hi == 10);
+    assert_true(v[0].readings[1].lo == 12 && v[0].readings[1].hi == 12);
+    free(v);
+    struct presence_seq_stats ps;
+    presence_check_gaps(f->p, 0, 1000000, &ps);
+    assert_int_equal(ps.readings_pending, 1); /* 11: not received, the gateway resends it */
+    /* the birth: "a" declared; "z" and "y" are now refused, and acknowledged */
+    assert_int_equal(post(f, "carehub/v1/cq/gw-01/status", birth, true), INGEST_ACCEPTED);
+    f->cap.text[0] = '\0';
+    ch_sleep_ms(350); /* the bucket (10 readings/s, 3 at most) refills */
+    assert_int_equal(post(f, topic, R3("y", "a", "z"), false), INGEST_ACCEPTED);
+    assert_string_equal(f->cap.text,
+                        "m,device=a,gateway=gw-01,quality=good,site=cq x=2,seq=11i 2\n");
+    assert_int_equal(acks_take(a, "hub", 1, &v), 1);
+    assert_true(v[0].n_readings == 1 && v[0].readings[0].lo == 10 && v[0].readings[0].hi == 12);
+    free(v);
+    struct registry_stats rs;
+    registry_stats(reg, &rs);
+    assert_int_equal(rs.readings_refused, 2);
+    assert_int_equal(rs.readings_deferred, 1);
+    /* the bucket is empty now (3 charged): the next message is shed unparsed */
+    f->cap.text[0] = '\0';
+    assert_int_equal(post(f, topic, "not even JSON", false), INGEST_SHED);
+    assert_int_equal(f->cap.text[0], '\0');
+    assert_int_equal(acks_pending(a), 0);
+    registry_stats(reg, &rs);
+    assert_int_equal(rs.messages_shed, 1);
+    assert_int_equal(rs.gateways_shedding, 1);
+    struct ingest_stats st;
+    ingest_stats(f->in, &st);
+    assert_int_equal(st.readings, 3);
+    assert_int_equal(st.rejected[INGEST_INVALID_JSON], 0);
+    /* per gateway */
+    struct lp_buf b;
+    lp_init(&b);
+    assert_int_equal(registry_report(reg, &b, "hub-a", 5), 1);
+    assert_string_equal(b.data, "carehub_ingest,gateway=gw-01,hub=hub-a,site=cq readings=3i,"
+                                "readings_refused=2i,readings_deferred=1i,messages_shed=1i,"
+                                "devices=1i,born=true,shedding=true 5\n");
+    lp_free(&b);
+    lp_init(&b);
+    assert_int_equal(registry_report(reg, &b, "hub-a", 6), 0); /* nothing changed */
+    lp_free(&b);
+#undef R3
+    acks_free(a);
+    registry_free(reg);
+}
+
 int main(void)
 {
     log_set_level(LOGL_WARN); /* the rejections, not a thousand presence lines */
@@ -460,6 +593,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_many_gateways, setup, teardown),
         cmocka_unit_test_setup_teardown(test_acks_noted, setup, teardown),
         cmocka_unit_test(test_acks_ranges),
+        cmocka_unit_test_setup_teardown(test_alert_copies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_verdicts, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
