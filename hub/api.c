@@ -495,6 +495,13 @@ int api_start(const struct hubcfg *cfg, struct presence *view, struct influx *wr
     return 0;
 }
 
+void api_http_stats(struct api *a, struct ch_httpd_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (a && a->http)
+        ch_httpd_get_stats(a->http, out);
+}
+
 uint16_t api_port(const struct api *a)
 {
     return a ? a->port : 0;

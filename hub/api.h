@@ -33,6 +33,10 @@ struct api;
 int api_start(const struct hubcfg *cfg, struct presence *view, struct influx *writer,
               struct sub *mqtt, struct api **out);
 
+struct ch_httpd_stats;
+/* The HTTP server's connection counters (httpd.h); zeros without a. */
+void api_http_stats(struct api *a, struct ch_httpd_stats *out);
+
 /* The port it listens on (the one chosen when api.port is 0). */
 uint16_t api_port(const struct api *a);
 

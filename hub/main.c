@@ -27,6 +27,7 @@
 #include "codec.h"
 #include "config.h"
 #include "err.h"
+#include "httpd.h"
 #include "influx.h"
 #include "ingest.h"
 #include "ingestq.h"
@@ -105,6 +106,8 @@ static size_t snapshot(struct hub *h, const struct influx_stats *w,
     struct ingestq_stats qs = {0};
     if (h->queue)
         ingestq_stats(h->queue, &qs);
+    struct ch_httpd_stats hs;
+    api_http_stats(h->api, &hs);
     struct presence_seq_stats ss = {0};
     if (h->presence)
         presence_check_gaps(h->presence, ch_now_ms(), h->cfg.gap_grace_ms, &ss);
@@ -121,6 +124,12 @@ static size_t snapshot(struct hub *h, const struct influx_stats *w,
     out[n++] =
         (struct counter){"gateways_online", presence_online(h->presence ? h->presence : h->view)};
     out[n++] = (struct counter){"gateways_shedding", rs.gateways_shedding};
+    /* the API's connection guard (httpd.h): slow or greedy clients */
+    out[n++] = (struct counter){"http_connections", hs.connections};
+    out[n++] = (struct counter){"http_refused_address", hs.refused_address};
+    out[n++] = (struct counter){"http_evicted", hs.evicted};
+    out[n++] = (struct counter){"http_header_timeouts", hs.header_timeouts};
+    out[n++] = (struct counter){"http_body_timeouts", hs.body_timeouts};
     out[n++] = (struct counter){"messages_ignored", is.ignored};
     out[n++] = (struct counter){"messages_received", is.messages_received};
     out[n++] = (struct counter){"messages_shed", rs.messages_shed};

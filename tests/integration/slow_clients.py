@@ -208,6 +208,15 @@ self_metrics_interval: 1s
     # one address: at most per_address (64) held, the rest closed as they come
     assert one.held_end <= 64 and one.closed_by_server > 0, (one.held_end, one.closed_by_server)
     assert many.closed_by_server > 0, many.closed_by_server
+    # and the hub counts it (carehub_hub, every self_metrics_interval)
+    q = ('SELECT max("http_evicted") AS e, max("http_header_timeouts") AS t, '
+         'max("http_connections") AS c FROM "carehub_hub"')
+
+    def counted():
+        r = influx.series(q, "carehub_slow")
+        return r[0] if r and r[0]["e"] and r[0]["t"] else None
+    row = wait_for("the guard's counters in carehub_hub", counted, 10, 0.5)
+    log(f"hub guard (carehub_hub): {row}")
 
 
 def test_slow_clients(w):
