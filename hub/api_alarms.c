@@ -215,13 +215,10 @@ static bool state_matches(const char *want, int state)
 enum MHD_Result h_alarms(struct api *a, struct req *r, struct MHD_Connection *c)
 {
     static const char *const allowed[] = {"site", "from", "to", "priority", "state", "limit", NULL};
-    const char *bad = unknown_param(c, allowed);
-    if (bad)
-        return fail(r, c, 400, "unknown parameter '%.64s'", bad);
     enum MHD_Result ret = MHD_NO;
     const char *site;
     int64_t from, to;
-    if (!site_param(r, c, false, &site, &ret) || !time_range(r, c, &from, &to, &ret))
+    if (!site_range_params(r, c, allowed, false, &site, &from, &to, &ret))
         return ret;
     const char *prio = arg(c, "priority"), *state = arg(c, "state");
     if (prio && strcmp(prio, "low") && strcmp(prio, "medium") && strcmp(prio, "high"))

@@ -178,6 +178,14 @@ bool time_range(struct req *r, struct MHD_Connection *c, int64_t *from, int64_t 
 bool site_param(struct req *r, struct MHD_Connection *c, bool required, const char **site,
                 enum MHD_Result *ret);
 
+/* The opening of a handler over a site and a time range: no parameter but
+ * the allowed ones (400 naming the first other), the site (required or
+ * not) in the asker's scope, from and to. Returns true, or false with the
+ * answer queued and its result in *ret. */
+bool site_range_params(struct req *r, struct MHD_Connection *c, const char *const *allowed,
+                       bool site_required, const char **site, int64_t *from, int64_t *to,
+                       enum MHD_Result *ret);
+
 /* WHERE condition on sites: the one asked for, or w's scope. */
 void where_sites(struct qb *q, const struct who *w, const char *site);
 

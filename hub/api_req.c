@@ -338,3 +338,15 @@ bool self_metrics_series(json_t *series)
     const char *m = json_string_value(json_object_get(series, "name"));
     return m && (!strncmp(m, "edge_", 5) || !strncmp(m, "carehub_", 8));
 }
+
+bool site_range_params(struct req *r, struct MHD_Connection *c, const char *const *allowed,
+                       bool site_required, const char **site, int64_t *from, int64_t *to,
+                       enum MHD_Result *ret)
+{
+    const char *bad = unknown_param(c, allowed);
+    if (bad) {
+        *ret = fail(r, c, 400, "unknown parameter '%.64s'", bad);
+        return false;
+    }
+    return site_param(r, c, site_required, site, ret) && time_range(r, c, from, to, ret);
+}

@@ -26,13 +26,10 @@ enum MHD_Result h_series(struct api *a, struct req *r, struct MHD_Connection *c)
 {
     static const char *const allowed[] = {"site", "measurement", "metric", "from",
                                           "to",   "every",       NULL};
-    const char *bad = unknown_param(c, allowed);
-    if (bad)
-        return fail(r, c, 400, "unknown parameter '%.64s'", bad);
     enum MHD_Result ret = MHD_NO;
     const char *site;
     int64_t from, to;
-    if (!site_param(r, c, true, &site, &ret) || !time_range(r, c, &from, &to, &ret))
+    if (!site_range_params(r, c, allowed, true, &site, &from, &to, &ret))
         return ret;
     const char *meas = arg(c, "measurement") ? arg(c, "measurement") : "environment";
     const char *metric = arg(c, "metric");
@@ -449,13 +446,10 @@ static char *export_measurements(struct api *a, const struct who *w, int *rc, ch
 enum MHD_Result h_export(struct api *a, struct req *r, struct MHD_Connection *c)
 {
     static const char *const allowed[] = {"site", "from", "to", "data", "format", NULL};
-    const char *bad = unknown_param(c, allowed);
-    if (bad)
-        return fail(r, c, 400, "unknown parameter '%.64s'", bad);
     enum MHD_Result ret = MHD_NO;
     const char *site;
     int64_t from, to;
-    if (!site_param(r, c, true, &site, &ret) || !time_range(r, c, &from, &to, &ret))
+    if (!site_range_params(r, c, allowed, true, &site, &from, &to, &ret))
         return ret;
     const char *data = arg(c, "data") ? arg(c, "data") : "telemetry";
     const char *format = arg(c, "format") ? arg(c, "format") : "csv";

@@ -233,13 +233,10 @@ static bool summary_paid(struct api *a, struct req *r, struct MHD_Connection *c,
 enum MHD_Result h_summary(struct api *a, struct req *r, struct MHD_Connection *c)
 {
     static const char *const allowed[] = {"site", "from", "to", NULL};
-    const char *bad = unknown_param(c, allowed);
-    if (bad)
-        return fail(r, c, 400, "unknown parameter '%.64s'", bad);
     enum MHD_Result ret = MHD_NO;
     const char *site;
     int64_t from, to;
-    if (!site_param(r, c, true, &site, &ret) || !time_range(r, c, &from, &to, &ret))
+    if (!site_range_params(r, c, allowed, true, &site, &from, &to, &ret))
         return ret;
     if (!heavy_enter(a, r, c, &ret) || !summary_paid(a, r, c, site, from, to, &ret))
         return ret;
