@@ -600,7 +600,11 @@ static void addr_key(const struct sockaddr *sa, unsigned char out[16])
         out[10] = out[11] = 0xff;
         memcpy(out + 12, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
     } else if (sa && sa->sa_family == AF_INET6) {
-        memcpy(out, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 8);
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a6)) /* an IPv4 client of a socket on "::" */
+            memcpy(out, a6, 16);
+        else
+            memcpy(out, a6, 8);
     }
 }
 
@@ -801,7 +805,7 @@ static enum MHD_Result guard_access(void *cls, struct MHD_Connection *c, const c
     thread_https = h->https;
     struct gconn *g = gconn_of(c);
     if (g) {
-        bool body = g->state == G_PENDING && expects_body(c);
+        bool body = expects_body(c);
         pthread_mutex_lock(&h->mu);
         if (g->state == G_PENDING && body) {
             set_state(h, g, G_BODY);
@@ -944,6 +948,8 @@ int ch_httpd_start(const struct ch_httpd_opts *o, struct ch_httpd **out)
         .header_timeout_ms = pick(l->header_timeout_ms, d->header_timeout_ms),
         .body_timeout_ms = pick(l->body_timeout_ms, d->body_timeout_ms),
     };
+    if (l->max && !l->pending) /* the default is half of max: of the max in use */
+        h->lim.pending = h->lim.max / 2;
     pthread_mutex_init(&h->mu, NULL);
     ch_cond_init_monotonic(&h->cv);
     ch_strlcpy(h->bind, o->bind && *o->bind ? o->bind : "0.0.0.0", sizeof h->bind);

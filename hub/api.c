@@ -526,12 +526,20 @@ int api_reload_tokens(struct api *a)
     return 0;
 }
 
+void api_quiesce(struct api *a)
+{
+    if (!a || !a->http)
+        return;
+    ch_sse_stop(&a->sse);
+    ch_httpd_stop(a->http);
+    a->http = NULL;
+}
+
 void api_stop(struct api *a)
 {
     if (!a)
         return;
-    ch_sse_stop(&a->sse);
-    ch_httpd_stop(a->http);
+    api_quiesce(a);
     ch_sse_destroy(&a->sse);
     tokens_free(a->tokens);
     audit_close(a);

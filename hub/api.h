@@ -51,6 +51,12 @@ void api_site_changed(struct api *a, const char *site);
  * load error. */
 int api_reload_tokens(struct api *a);
 
+/* Ends the event streams and stops the HTTP server: from then on no request
+ * runs (none publishes through mqtt), while api_alert and api_site_changed
+ * still may be called. Then close mqtt, then api_stop. */
+void api_quiesce(struct api *a);
+
+/* Quiesces if not done, and frees a. */
 void api_stop(struct api *a);
 
 /* Exposed for the unit tests. */

@@ -54,6 +54,7 @@ struct ingestq {
     pthread_cond_t alert;                   /* an alert is waiting, or closing */
     struct item *alerts_head, *alerts_tail; /* alarm transitions, in arrival order */
     size_t n_alerts;
+    size_t alert_bytes; /* their payloads */
     pthread_t alert_worker;
     bool alert_worker_started;
     struct gq *buckets[N_BUCKETS];
@@ -159,6 +160,7 @@ static void *work_alerts(void *arg)
         if (!q->alerts_head)
             q->alerts_tail = NULL;
         q->n_alerts--;
+        q->alert_bytes -= it->len;
         pthread_mutex_unlock(&q->lock);
         ingest_message(q->in, it->topic, it->payload, it->len, it->retained, it->now_ms);
         free(it);
@@ -251,7 +253,8 @@ static bool push_alert(struct ingestq *q, const char *topic, const void *payload
                        bool retained, int64_t now_ms)
 {
     pthread_mutex_lock(&q->lock);
-    bool room = q->n_alerts < INGESTQ_ALERTS_MAX && !q->closing;
+    bool room = q->n_alerts < INGESTQ_ALERTS_MAX && len <= INGESTQ_ALERT_SIZE_MAX &&
+                q->alert_bytes + len <= INGESTQ_ALERT_BYTES_MAX && !q->closing;
     if (room) {
         struct item *it = item_new(topic, payload, len, retained, now_ms);
         if (q->alerts_tail)
@@ -260,6 +263,7 @@ static bool push_alert(struct ingestq *q, const char *topic, const void *payload
             q->alerts_head = it;
         q->alerts_tail = it;
         q->n_alerts++;
+        q->alert_bytes += len;
         pthread_cond_signal(&q->alert);
     }
     pthread_mutex_unlock(&q->lock);

@@ -33,9 +33,10 @@
  * it again. (A gateway that frees at the broker's PUBACK,
  * uplink.delivery: broker or a version from before the acknowledgements, has
  * no such second chance: at most queue_max_bytes of telemetry and the alerts
- * of the last moments.) More than INGESTQ_ALERTS_MAX alerts waiting (an alarm storm
- * the disk cannot follow) are handled on MQTT's thread instead: an alarm is
- * never shed.
+ * of the last moments.) More than INGESTQ_ALERTS_MAX alerts or
+ * INGESTQ_ALERT_BYTES_MAX bytes of them waiting (an alarm storm the disk
+ * cannot follow), and an alert over INGESTQ_ALERT_SIZE_MAX, are handled on
+ * MQTT's thread instead: an alarm is never shed.
  *
  * Order: a gateway's messages are handled in the order they arrived, one at
  * a time (a gateway is taken by one worker at a time). Thread-safe. */
@@ -46,9 +47,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Alerts waiting for the alert worker, at most; beyond, handled on MQTT's
- * thread. */
-#define INGESTQ_ALERTS_MAX 10000
+/* Alerts waiting for the alert worker, at most, by count and by bytes, and
+ * the largest one queued (an alert is about a kilobyte); beyond any of them,
+ * handled on MQTT's thread: memory stays bounded whatever gateways send. */
+#define INGESTQ_ALERTS_MAX      10000
+#define INGESTQ_ALERT_BYTES_MAX (16 * 1024 * 1024)
+#define INGESTQ_ALERT_SIZE_MAX  (64 * 1024)
 
 /* Telemetry of at most this many bytes is handled on MQTT's thread when its
  * gateway has nothing queued (a few hundred readings: a millisecond or two);

@@ -400,11 +400,14 @@ static int serve(struct hub *h)
             send_acks(h); /* what is stored by now, before the client goes */
             sub_close(h->sub, MQTT_CLOSE_TIMEOUT_MS);
         }
-        /* the API's streams end before the view client they were fed from */
-        api_stop(h->api);
-        h->api = NULL;
+        /* the API's requests and streams end before the view client that
+           carries its commands and feeds its streams goes; the view client
+           before the API is freed (its callbacks call api_alert) */
+        api_quiesce(h->api);
         if (h->view_sub)
             sub_close(h->view_sub, MQTT_CLOSE_TIMEOUT_MS);
+        api_stop(h->api);
+        h->api = NULL;
         /* what the broker handed over and waits in the queues: to the spool
          * (not acknowledged: the gateways send it again, a duplicate) */
         ingestq_close(h->queue);
