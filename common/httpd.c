@@ -558,6 +558,9 @@ struct gaddr { /* an address with connections */
     struct gaddr *next;
     unsigned char key[16]; /* IPv4 mapped into IPv6, or an IPv6 /64 */
     size_t total, pending;
+    uint64_t opened; /* connections it opened while it had any open: a client
+                        that churns or holds many counts high, one asking
+                        now and then starts again from 1 each time */
 };
 
 struct gconn {
@@ -661,26 +664,21 @@ static bool goes_first(const struct gconn *g, const struct gconn *best)
     return g->since <= best->since;
 }
 
-/* The first to go of the pending connections of the addresses with
- * `pending` pending connections. Locked. */
-static struct gconn *oldest_pending(struct ch_httpd *h, size_t pending)
-{
-    struct gconn *best = NULL;
-    for (struct gconn *g = h->conns; g; g = g->next)
-        if (is_pending(g) && g->a->pending == pending && goes_first(g, best))
-            best = g;
-    return best;
-}
+/* The first to go of address a's pending connections. Locked. */
+static struct gconn *oldest_of(struct ch_httpd *h, const struct gaddr *a);
 
-/* Over `pending` for all addresses: the first to go of the addresses with
- * the most pending connections. Locked. */
+/* Over `pending` for all addresses: a connection of the address with the
+ * most pending ones; of those tied (many addresses with one each: slow
+ * clients from many addresses), the one that opened the most. A client that
+ * asks now and then never is that one. Locked. */
 static struct gconn *heaviest_pending(struct ch_httpd *h)
 {
-    size_t most = 0;
-    for (struct gaddr *a = h->addrs; a; a = a->next)
-        if (a->pending > most)
-            most = a->pending;
-    return most ? oldest_pending(h, most) : NULL;
+    const struct gaddr *heavy = NULL;
+    for (const struct gaddr *a = h->addrs; a; a = a->next)
+        if (a->pending && (!heavy || a->pending > heavy->pending ||
+                           (a->pending == heavy->pending && a->opened > heavy->opened)))
+            heavy = a;
+    return heavy ? oldest_of(h, heavy) : NULL;
 }
 
 /* The first to go of the pending connections of address a. Locked. */
@@ -735,6 +733,7 @@ static void guard_notify(void *cls, struct MHD_Connection *c, void **socket_cont
             h->addrs = g->a;
         }
         g->a->total++;
+        g->a->opened++;
         set_state(h, g, G_PENDING);
         g->next = h->conns;
         if (h->conns)

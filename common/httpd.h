@@ -31,8 +31,9 @@
  *   without a complete request; over that, the address's oldest such
  *   connection is closed (IPv6 addresses count by /64);
  * - all addresses: at most `pending` connections without a complete request;
- *   over that, the oldest of the address with the most is closed, so a
- *   client with one connection is never the one to go. Either way a
+ *   over that, one of the address with the most is closed (of addresses
+ *   tied, the one that opened the most connections), so a client with one
+ *   connection is never the one to go. Either way a
  *   connection kept alive after an answer goes before one still waiting for
  *   its first request (its client opens another when it needs one). What remains of
  *   `max` is the reserve for requests that arrived whole: /healthz, a login,
