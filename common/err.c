@@ -34,6 +34,8 @@ const char *ch_strerror(int err)
         return "nothing new";
     case CH_EDENIED:
         return "not allowed for this identity";
+    case CH_EFORMAT:
+        return "stored in a newer or unknown format";
     default:
         break;
     }

@@ -22,6 +22,7 @@ enum ch_err {
     CH_ESTATE = -1011,    /* not possible in the object's current state */
     CH_ENODATA = -1012,   /* a device that pushes its data sent nothing new (not a failure) */
     CH_EDENIED = -1013,   /* the authenticated identity may not do that */
+    CH_EFORMAT = -1014,   /* stored data of a newer or unknown format: left untouched (fatal) */
 };
 
 /* Returns a static string naming the error; never NULL. */

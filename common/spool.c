@@ -13,6 +13,9 @@
  * ON DISK
  *
  *   DIR/lock                    flock'ed while open (one opener per spool)
+ *   DIR/format                  the format marker, "carehub-spool-format 1\n"
+ *                               (FORMAT, below)
+ *   DIR/format.tmp              the marker while being written
  *   DIR/alert/, DIR/telemetry/  one directory per lane, holding:
  *     <16 hex digits>.seg       segments; the name is the next id when it
  *                               was created, normally its first record's (a
@@ -24,7 +27,7 @@
  *
  * A segment is a plain concatenation of records, little-endian:
  *
- *    0  u32 magic   A7 'S' 'P' '1'   (version 1 of the format)
+ *    0  u32 magic   A7 'S' 'P' '1'   (the last byte: format 1, FORMAT below)
  *    4  u8  type    caller-defined
  *    5  u8  flags   0 (reserved; readers ignore it)
  *    6  u16 0       reserved
@@ -45,6 +48,41 @@
  * the time of writing), u32 0, u32 crc32 of bytes 0..27. It is replaced by
  * write cursor.tmp, fsync, rename over cursor, fsync the directory: a crash
  * leaves either the old or the new version, never a mix.
+ *
+ * FORMAT
+ *
+ * A later carehub may write records or cursors differently. To this build
+ * its spool would look like damage, which recovery cuts and skips: a package
+ * downgrade would lose the backlog. So a spool says its format: DIR/format
+ * holds one line, "carehub-spool-format N\n" (N decimal, no leading zero;
+ * bytes after the newline are reserved and ignored), written when the spool
+ * is created as the cursor file is (format.tmp, fsync, rename -- one that
+ * does not replace a marker that appeared meanwhile -- fsync the directory).
+ * The magics' last byte is the same number ('1'). This build reads and
+ * writes format SPOOL_FORMAT (1). spool_open() decides before it writes
+ * anything in the directory, the lock file included:
+ * - the marker says 1: the spool is opened as usual.
+ * - no marker: the releases before markers wrote format 1 without one, so
+ *   the spool is format 1 and gets its marker once locked (failing to write
+ *   it is logged and tried again at the next open) -- unless a lane's cursor
+ *   or a segment's first record begins with a later format's magic
+ *   (A7 'S' 'C' or 'P', then '2'..'9'): a later release's spool that lost
+ *   its marker, refused as below.
+ * - a marker of another number, or a "format" that is not a marker (not a
+ *   regular file, unreadable, no such line): spool_open() returns
+ *   CH_EFORMAT, changes nothing, and logs the directory, what it found, the
+ *   format this build reads and what to do (upgrade carehub, or move the
+ *   directory away for an empty spool). A garbage marker is refused, not
+ *   ignored: this spool never leaves a torn one (the rename), so garbage was
+ *   put there by something else -- a later release that changed the marker,
+ *   a person, a failing card -- and the directory can no longer be trusted
+ *   to be format 1. Recovering it as format 1 would cut what it does not
+ *   understand, which cannot be undone; refusing loses nothing, and the
+ *   operator, told why, decides.
+ * A later format bumps N and the magics' digit together (one this build can
+ * still read safely keeps N). A degraded spool whose directory could not be
+ * opened at open reads the marker when it retries the disk: another format
+ * keeps it in memory (logged once, as for records from before).
  *
  * INVARIANTS (s->lock protects all of the in-memory state)
  *
@@ -103,7 +141,8 @@
  *   the header CRC, then the record CRC). A run with a valid record after it
  *   is skipped and counted as corrupt (the id gap says how many records it
  *   held); a run reaching the end of the file is a torn tail and is
- *   truncated. The spool always opens.
+ *   truncated. The spool always opens (a later format is not damage:
+ *   FORMAT).
  *
  * DISK FULL (ENOSPC before max_bytes)
  *
@@ -339,6 +378,8 @@ struct spool {
     bool degraded;                  /* appends go to memory */
     bool recovering;                /* back on disk, not yet confirmed: a failure is quiet */
     bool foreign_said;              /* logged: the directory holds records from before */
+    bool marked;                    /* DIR/format is there and says SPOOL_FORMAT */
+    bool legacy;                    /* a spool of an earlier release, without a marker */
     bool disk_full;                 /* ENOSPC seen, no room for two segments since */
     int fail_err;                   /* what degraded it */
     int64_t since_ms;               /* wall clock: degraded or full since */
@@ -2033,6 +2074,236 @@ static int lane_recover(struct spool *s, struct lane *l, bool *created, bool ro)
     return 0;
 }
 
+/* ---- the format marker (see "FORMAT" at the top) ---------------------------- */
+
+#define FMT_FILE     "format"
+#define FMT_TMP      "format.tmp"
+#define FMT_PREFIX   "carehub-spool-format "
+#define FMT_READ_MAX 256u /* the marker's first line must end within this */
+
+/* The format a magic claims (A7 'S' kind digit) when it is a later one than
+ * this build's, else 0 (this format, or not a magic at all: damage). */
+static long magic_later(const uint8_t b[4], char kind)
+{
+    if (b[0] != MAGIC_BYTE0 || b[1] != 'S' || b[2] != (uint8_t)kind)
+        return 0;
+    return b[3] > '0' + SPOOL_FORMAT && b[3] <= '9' ? b[3] - '0' : 0;
+}
+
+/* Copies up to 32 bytes of b to out for a log line, non-printables as '?'. */
+static void printable(const uint8_t *b, size_t n, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && i < 32 && k + 1 < cap; i++)
+        out[k++] = b[i] >= 0x20 && b[i] < 0x7f ? (char)b[i] : '?';
+    out[k] = '\0';
+}
+
+/* Parses a marker: FMT_PREFIX, a format number (1 to 9 digits, no leading
+ * zero), '\n'; what follows the newline is ignored (reserved). Returns the
+ * number, or 0 when b is not a marker. */
+static long fmt_parse(const uint8_t *b, size_t n)
+{
+    size_t pl = sizeof FMT_PREFIX - 1, i = pl;
+    if (n < pl || memcmp(b, FMT_PREFIX, pl) != 0)
+        return 0;
+    long v = 0;
+    for (; i < n && i < pl + 9 && b[i] >= '0' && b[i] <= '9'; i++) {
+        if (i == pl && b[i] == '0')
+            return 0;
+        v = v * 10 + (b[i] - '0');
+    }
+    return i > pl && i < n && b[i] == '\n' ? v : 0;
+}
+
+/* Reads DIR/format without changing anything. Returns 0 when it says
+ * SPOOL_FORMAT, 1 when there is none, or CH_EFORMAT with *found (the format
+ * it says, 0 when it cannot be read or is not a marker) and why. */
+static int fmt_read(int dfd, long *found, char *why, size_t cap)
+{
+    *found = 0;
+    /* O_NONBLOCK: a FIFO put there must not hang the open */
+    int fd = openat(dfd, FMT_FILE, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        return 1;
+    uint8_t b[FMT_READ_MAX];
+    ssize_t n = -1;
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0) {
+        if (S_ISREG(st.st_mode)) {
+            do
+                n = pread(fd, b, sizeof b, 0);
+            while (n < 0 && errno == EINTR);
+        } else {
+            errno = EINVAL; /* a directory, a FIFO...: not a marker */
+        }
+    }
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    if (n < 0) {
+        snprintf(why, cap, "its " FMT_FILE " file cannot be read: %s",
+                 err == EINVAL ? "not a regular file" : ch_strerror(-err));
+        return CH_EFORMAT;
+    }
+    *found = fmt_parse(b, (size_t)n);
+    if (*found == SPOOL_FORMAT)
+        return 0;
+    char text[40];
+    if (*found) { /* its line, without the newline */
+        const uint8_t *nl = memchr(b, '\n', (size_t)n);
+        printable(b, (size_t)(nl - b), text, sizeof text);
+        snprintf(why, cap, "its " FMT_FILE " file says \"%s\"", text);
+    } else {
+        printable(b, (size_t)n, text, sizeof text);
+        snprintf(why, cap, "its " FMT_FILE " file is not a marker (%zd bytes: \"%s\")", n, text);
+    }
+    return CH_EFORMAT;
+}
+
+/* The first four bytes of the data of file fn in directory dfd (after a hole
+ * an ENOSPC eviction punched); false when there are none or it cannot be
+ * read (recovery says so later). */
+static bool first_bytes(int dfd, const char *fn, uint8_t b[4])
+{
+    int fd = openat(dfd, fn, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat st;
+    bool ok = false;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        off_t at = lseek(fd, 0, SEEK_DATA);
+        if (at < 0 && errno != ENXIO)
+            at = 0; /* a file system without SEEK_DATA */
+        ok = at >= 0 && pread(fd, b, 4, at) == 4;
+    }
+    close(fd);
+    return ok;
+}
+
+/* A spool without a marker: one written by a release before markers
+ * (format 1), or a new one. Looks, without changing anything, for a later
+ * format's magic at the start of each lane's cursor and segments. Returns 0,
+ * or CH_EFORMAT with *found and why. *lanes: a lane directory exists. */
+static int fmt_probe(struct spool *s, long *found, char *why, size_t cap, bool *lanes)
+{
+    *lanes = false;
+    for (int i = 0; i < SPOOL_LANES; i++) {
+        int ldfd = openat(s->dfd, lane_names[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (ldfd < 0)
+            continue; /* missing: a new lane; unusable: lane_recover says so */
+        *lanes = true;
+        uint8_t b[4];
+        if (first_bytes(ldfd, "cursor", b) && (*found = magic_later(b, 'C')) != 0)
+            snprintf(why, cap,
+                     "%s/cursor begins with a format-%ld magic, and there is no " FMT_FILE " file",
+                     lane_names[i], *found);
+        int dd = *found ? -1 : dup(ldfd);
+        DIR *d = dd >= 0 ? fdopendir(dd) : NULL;
+        if (!d && dd >= 0)
+            close(dd);
+        struct dirent *de;
+        uint64_t v;
+        while (d && !*found && (de = readdir(d)) != NULL)
+            if (seg_parse_name(de->d_name, &v) && first_bytes(ldfd, de->d_name, b) &&
+                (*found = magic_later(b, 'P')) != 0)
+                snprintf(why, cap,
+                         "%s/%.64s begins with a format-%ld record, and there is no " FMT_FILE
+                         " file",
+                         lane_names[i], de->d_name, *found);
+        if (d)
+            closedir(d);
+        close(ldfd);
+        if (*found)
+            return CH_EFORMAT;
+    }
+    return 0;
+}
+
+/* Decides, before anything in the directory is written (the lock file
+ * included), whether this build may use the spool: see "FORMAT". Sets
+ * s->marked when the marker is there, s->legacy for a spool of an earlier
+ * release without one. Returns 0, or CH_EFORMAT after logging why, what was
+ * found and what to do. */
+static int fmt_check(struct spool *s, bool probe)
+{
+    long found = 0;
+    char why[160] = "";
+    bool lanes = false;
+    int rc = fmt_read(s->dfd, &found, why, sizeof why);
+    s->marked = rc == 0;
+    if (rc == 1)
+        rc = probe ? fmt_probe(s, &found, why, sizeof why, &lanes) : 0;
+    s->legacy = rc == 0 && !s->marked && lanes;
+    if (rc == 0)
+        return 0;
+    char fmt[32];
+    if (found)
+        snprintf(fmt, sizeof fmt, "format %ld", found);
+    else
+        snprintf(fmt, sizeof fmt, "an unknown format");
+    LOGE(MOD, s->inst,
+         "spool %s is in %s (%s); this build reads spool format %d: refused, nothing in it was "
+         "changed. Upgrade carehub to a release that reads it, or move the directory away to start "
+         "an empty spool (what it holds is then not delivered)",
+         s->dir, fmt, why, SPOOL_FORMAT);
+    return CH_EFORMAT;
+}
+
+/* Writes the marker of a spool that has none (tmp, fsync, rename without
+ * replacing, fsync the directory: a crash leaves no marker or a whole one).
+ * Returns 0, 1 when a marker appeared meanwhile (the caller reads it again),
+ * or -errno with *what naming the failed step. Holds the directory's lock. */
+static int fmt_write(struct spool *s, const char **what)
+{
+    char b[64];
+    int n = snprintf(b, sizeof b, FMT_PREFIX "%d\n", SPOOL_FORMAT);
+    *what = "create";
+    int fd = openat(s->dfd, FMT_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -errno;
+    *what = "write";
+    int rc = write_full(fd, (const uint8_t *)b, (size_t)n);
+    if (rc == 0) {
+        *what = "fsync";
+        rc = fsync(fd) == 0 ? 0 : -errno;
+    }
+    close(fd);
+    if (rc == 0) {
+        *what = "rename";
+        rc = renameat2(s->dfd, FMT_TMP, s->dfd, FMT_FILE, RENAME_NOREPLACE) == 0 ? 0 : -errno;
+        if (rc == -EINVAL || rc == -ENOSYS) /* a file system without RENAME_NOREPLACE */
+            rc = renameat(s->dfd, FMT_TMP, s->dfd, FMT_FILE) == 0 ? 0 : -errno;
+    }
+    if (rc == 0) {
+        *what = "fsync the directory of";
+        rc = fsync(s->dfd) == 0 ? 0 : -errno;
+        s->marked = rc == 0;
+        return rc;
+    }
+    unlinkat(s->dfd, FMT_TMP, 0);
+    return rc == -EEXIST ? 1 : rc;
+}
+
+/* After the lock: gives a spool without a marker its marker. Returns 0,
+ * CH_EFORMAT when a marker of another format appeared since fmt_check (a
+ * later release opened it in between: logged), or -errno when it cannot be
+ * written. A stale FMT_TMP of a crash is removed. */
+static int fmt_mark(struct spool *s, const char **what)
+{
+    if (s->marked) {
+        unlinkat(s->dfd, FMT_TMP, 0);
+        return 0;
+    }
+    int rc = fmt_write(s, what);
+    if (rc == 1)
+        rc = fmt_check(s, false);
+    if (rc == 0 && s->legacy)
+        LOGI(MOD, s->inst, "%s: a spool of an earlier release (format %d, no marker): marked",
+             s->dir, SPOOL_FORMAT);
+    return rc;
+}
+
 /* ---- when the disk fails ------------------------------------------------- */
 
 /* Enters the degraded mode after err on `what` (see "WHEN THE DISK FAILS"):
@@ -2102,6 +2373,15 @@ static int disk_reopen(struct spool *s, const char **what)
         if (s->dfd < 0)
             return -errno;
     }
+    if (!s->marked) { /* before anything is written (FORMAT) */
+        long found;
+        char why[160];
+        *what = "use (it holds a spool of another format)";
+        int rc = fmt_read(s->dfd, &found, why, sizeof why);
+        if (rc == CH_EFORMAT)
+            return rc;
+        s->marked = rc == 0;
+    }
     if (s->lock_fd < 0) {
         *what = "write to";
         s->lock_fd = openat(s->dfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0640);
@@ -2150,7 +2430,8 @@ static int disk_reopen(struct spool *s, const char **what)
             g->torn = false;
         }
     }
-    return 0;
+    *what = "write the format marker in";
+    return fmt_mark(s, what);
 }
 
 /* Writes a segment made of memory records to its file. Locked. */
@@ -2282,9 +2563,10 @@ static void try_disk(struct spool *s)
     if (!back) {
         if (!s->degraded)
             degrade(s, rc, what); /* quiet while recovering */
-        if (rc == CH_ESTATE && !s->foreign_said)
+        bool foreign = rc == CH_ESTATE || rc == CH_EFORMAT;
+        if (foreign && !s->foreign_said)
             LOGE(MOD, s->inst, "%s can be read again but cannot %s", s->dir, what);
-        s->foreign_said |= rc == CH_ESTATE;
+        s->foreign_said |= foreign;
         int64_t cap = RETRY_MAX_FACTOR * s->retry_ms;
         s->retry_delay = s->retry_delay * 2 < cap ? s->retry_delay * 2 : cap;
         s->retry_at = ch_mono_ms() + s->retry_delay;
@@ -2363,12 +2645,15 @@ static void spool_free(struct spool *s)
 
 /* spool_open() with memory_max, after rc on `*what` (creating, opening or
  * writing the directory): opens what can be read, takes the lock if the lock
- * file exists, and degrades. Returns 0, or -EBUSY when another process holds
- * the lock. */
+ * file exists, and degrades. Returns 0, -EBUSY when another process holds
+ * the lock, or CH_EFORMAT (logged) for a spool of another format. */
 static int open_degraded(struct spool *s, int rc, const char **what)
 {
-    if (s->dfd < 0)
+    if (s->dfd < 0) {
         s->dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (s->dfd >= 0 && fmt_check(s, true) != 0) /* as spool_open does */
+            return CH_EFORMAT;
+    }
     if (s->dfd >= 0 && s->lock_fd < 0)
         s->lock_fd = openat(s->dfd, "lock", O_RDONLY | O_CLOEXEC); /* flock needs no write */
     if (s->lock_fd >= 0 && flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
@@ -2488,6 +2773,11 @@ int spool_open(const char *dir, const struct spool_opts *opts, struct spool **ou
         if (s->dfd < 0)
             rc = -errno;
     }
+    /* before anything is written to it, the lock file included */
+    if (rc == 0 && !made_root && fmt_check(s, true) != 0) {
+        spool_free(s);
+        return CH_EFORMAT;
+    }
     if (rc == 0) {
         /* also the writability check: a read-only or foreign directory fails here */
         what = "write to";
@@ -2499,8 +2789,25 @@ int spool_open(const char *dir, const struct spool_opts *opts, struct spool **ou
         rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
         what = "lock";
     }
+    if (rc == 0) {
+        /* a spool without a marker is a format-1 spool whatever happens:
+         * failing to mark it is logged and tried again at the next open */
+        const char *fwhat = "";
+        int frc = fmt_mark(s, &fwhat);
+        if (frc == CH_EFORMAT) {
+            spool_free(s);
+            return frc;
+        }
+        if (frc != 0)
+            LOGW(MOD, inst, "cannot %s %s/" FMT_FILE ": %s; marked at the next open", fwhat, dir,
+                 ch_strerror(frc));
+    }
     if (rc != 0 && rc != -EBUSY && s->memory_max)
         rc = open_degraded(s, rc, &what);
+    if (rc == CH_EFORMAT) {
+        spool_free(s);
+        return rc;
+    }
     if (rc != 0) {
         LOGE(MOD, inst, "cannot %s spool directory %s: %s%s", what, dir, ch_strerror(rc),
              rc == -EBUSY ? " (in use by another process or spool)" : "");

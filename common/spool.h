@@ -44,8 +44,11 @@
  *
  * Recovery at open never refuses a damaged spool: a torn tail is cut, corrupt
  * records are skipped and counted, a lost cursor means "resend from the
- * oldest record". The file format and the invariants are described at the top
- * of spool.c.
+ * oldest record". It refuses a spool of another format (a later carehub's,
+ * after a downgrade), untouched: the directory's format marker, DIR/format
+ * ("carehub-spool-format 1"), says which; a spool of the releases before the
+ * marker (format 1) gets it at its first open. The file format, the marker
+ * and the invariants are described at the top of spool.c.
  *
  * Threads: any number of threads may append at once; one reader per lane
  * calls spool_next(); spool_ack(), spool_pending() and spool_stats() may be
@@ -61,6 +64,11 @@ struct spool;
 
 enum spool_lane { SPOOL_ALERT = 0, SPOOL_TELEMETRY = 1 };
 #define SPOOL_LANES 2
+
+/* The on-disk format this build reads and writes: DIR/format says it, and
+ * the record and cursor magics end in its digit. A later format that this
+ * build could not read bumps it (spool.c, FORMAT). */
+#define SPOOL_FORMAT 1
 
 /* Largest payload of one record. A length field above it is corruption. */
 #define SPOOL_MAX_RECORD (16u * 1024u * 1024u)
@@ -145,13 +153,21 @@ const char *spool_lane_name(enum spool_lane lane);
  * (flock) against a second opener.
  * Returns 0 and *out (free with spool_close), or: -errno when dir cannot be
  * created, opened or written (-EACCES, -EROFS, -ENOTDIR, -ENOSPC...), -EBUSY
- * when another spool holds it, CH_EINVAL for bad options. Damage to the data
- * is never an error. With opts->memory_bytes, a directory that cannot be
+ * when another spool holds it, CH_EINVAL for bad options, CH_EFORMAT when
+ * the directory holds a spool of another format (its DIR/format marker says
+ * a format other than SPOOL_FORMAT or is not a marker; without a marker, a
+ * lane's cursor or first record has a later format's magic): logged with
+ * the directory, the format found and what to do, and nothing in the
+ * directory is changed; retrying will not help (care-edge exits 2). A spool
+ * without a marker is otherwise format 1 (the releases before the marker)
+ * and gets one. Damage to the data is never an error. With
+ * opts->memory_bytes, a directory that cannot be
  * created, opened or written is not an error either: the spool opens
  * degraded (spool_stats), reading what the directory holds if it can be read
  * (ids continue after it; if it cannot even be read they start at 1, and a
  * directory that becomes readable later holding records is not written to
- * until the next open, which delivers them). Only -EBUSY and CH_EINVAL remain. */
+ * until the next open, which delivers them). Only -EBUSY, CH_EINVAL and
+ * CH_EFORMAT remain. */
 int spool_open(const char *dir, const struct spool_opts *opts, struct spool **out);
 
 /* Syncs both lanes, persists both cursors, stops the background thread and

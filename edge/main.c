@@ -616,10 +616,11 @@ static int run(struct app *a, const char *stats_file)
                             .memory_bytes = (uint64_t)c->spool.memory_bytes,
                             .retry_interval_ms = c->spool.retry_interval_ms};
     int rc = spool_open(c->spool.dir, &so, &a->spool);
-    if (rc != 0) { /* only another process on it, or bad options */
-        LOGE("edge", NULL, "cannot open the spool in %s: %s", c->spool.dir, ch_strerror(rc));
+    if (rc != 0) { /* another process on it, bad options, or a spool of another format */
+        LOGE("edge", NULL, "cannot open the spool in %s: %s%s", c->spool.dir, ch_strerror(rc),
+             rc == CH_EFORMAT ? "; exiting with status 2: restarting will not change it" : "");
         ch_status_free(&birth);
-        return EXIT_RUNTIME;
+        return rc == CH_EFORMAT ? EXIT_CONFIG : EXIT_RUNTIME;
     }
     rc = uplink_create(c, &birth, a->dev_ids, a->n_ids, a->spool, &a->uplink);
     ch_status_free(&birth);

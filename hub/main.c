@@ -371,6 +371,8 @@ static int serve(struct hub *h)
     if (rc != 0)
         LOGE("hub", h->cfg.mqtt.client_id, "cannot open the spool in %s: %s", sc->dir,
              ch_strerror(rc));
+    if (rc == CH_EFORMAT) /* a later release's spool: restarting will not change it */
+        status = EXIT_CONFIG;
     if (rc == 0 && !(h->registry = registry_new(&h->cfg.ingest))) {
         rc = CH_ECONFIG;
         status = EXIT_CONFIG;

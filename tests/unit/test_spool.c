@@ -1744,6 +1744,362 @@ static void test_live_reader(void **state)
     free(dir);
 }
 
+/* ---- the format marker (spool.c, FORMAT) ---------------------------------- */
+
+static const char marker1[] = "carehub-spool-format 1\n";
+
+static void put_file(const char *dir, const char *name, const void *p, size_t n)
+{
+    char *fn = path2(dir, name);
+    FILE *f = fopen(fn, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(p, 1, n, f), n);
+    fclose(f);
+    free(fn);
+}
+
+/* The bytes of dir/name (NUL-terminated, *n its length), or NULL. */
+static char *get_file(const char *dir, const char *name, size_t *n)
+{
+    char *fn = path2(dir, name);
+    FILE *f = fopen(fn, "rb");
+    free(fn);
+    if (!f)
+        return NULL;
+    char *buf = ch_xcalloc(1, 4097);
+    *n = fread(buf, 1, 4096, f);
+    fclose(f);
+    return buf;
+}
+
+static bool marker_is_1(const char *dir)
+{
+    size_t n = 0;
+    char *b = get_file(dir, "format", &n);
+    bool ok = b && n == sizeof marker1 - 1 && !memcmp(b, marker1, n);
+    free(b);
+    return ok;
+}
+
+/* A hash of everything under a directory: each entry's path, type, mode,
+ * size and bytes, independent of the order readdir lists them in. */
+static uint64_t tree_hash_acc;
+static size_t tree_hash_n;
+
+static int tree_hash_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)flag;
+    (void)ftw;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+#define MIX(b)                                                                                     \
+    do {                                                                                           \
+        h ^= (uint8_t)(b);                                                                         \
+        h *= 1099511628211ull;                                                                     \
+    } while (0)
+    for (const char *c = p; *c; c++)
+        MIX(*c);
+    for (size_t i = 0; i < sizeof st->st_mode; i++)
+        MIX(((const uint8_t *)&st->st_mode)[i]);
+    for (int i = 0; i < 8; i++)
+        MIX((uint64_t)st->st_size >> (8 * i));
+    if (S_ISREG(st->st_mode)) {
+        FILE *f = fopen(p, "rb");
+        assert_non_null(f);
+        int c;
+        while ((c = fgetc(f)) != EOF)
+            MIX(c);
+        fclose(f);
+    }
+#undef MIX
+    tree_hash_acc += h * 0x9E3779B97F4A7C15ull + (h >> 29); /* order-independent */
+    tree_hash_n++;
+    return 0;
+}
+
+static uint64_t tree_hash(const char *dir)
+{
+    tree_hash_acc = 0;
+    tree_hash_n = 0;
+    assert_int_equal(nftw(dir, tree_hash_one, 16, FTW_PHYS), 0);
+    return tree_hash_acc ^ tree_hash_n;
+}
+
+/* A new spool gets the marker: in a directory spool_open creates, and in an
+ * empty one that exists (systemd's StateDirectory=); no format.tmp is left;
+ * the record and cursor magics end in the same digit. */
+static void test_format_new(void **state)
+{
+    (void)state;
+    assert_int_equal(SPOOL_FORMAT, 1);
+    char *tmp = temp_dir();
+    char *fresh = path2(tmp, "spool");
+    struct spool *s = open_ok(fresh, 0, 0, 1000);
+    assert_true(marker_is_1(fresh));
+    assert_int_equal(spool_append(s, SPOOL_ALERT, 1, "a", 1, NULL), 0);
+    spool_close(s);
+    size_t n = 0;
+    char *seg = get_file(fresh, "alert/0000000000000001.seg", &n);
+    assert_non_null(seg);
+    assert_memory_equal(seg, "\xa7SP1", 4);
+    free(seg);
+    char *cur = get_file(fresh, "alert/cursor", &n);
+    assert_memory_equal(cur, "\xa7SC1", 4);
+    free(cur);
+    assert_null(get_file(fresh, "format.tmp", &n));
+    /* an existing empty directory */
+    capture_start();
+    s = open_ok(tmp, 0, 0, 1000);
+    spool_close(s);
+    char *log = capture_stop();
+    assert_true(marker_is_1(tmp));
+    assert_null(strstr(log, "earlier release")); /* not a legacy spool: nothing to say */
+    free(log);
+    /* a stale format.tmp (a crash while marking) goes at the next open */
+    put_file(tmp, "format.tmp", "carehub-spool-for", 17);
+    s = open_ok(tmp, 0, 0, 1000);
+    spool_close(s);
+    assert_null(get_file(tmp, "format.tmp", &n));
+    assert_true(marker_is_1(tmp));
+    free(fresh);
+    rm_rf(tmp);
+    free(tmp);
+}
+
+/* A spool of the releases before the marker (the checked-in fixtures have
+ * none): opened, its records kept, marked once (and said so once). A
+ * marker's reserved bytes after the first line are ignored. */
+static void test_format_legacy(void **state)
+{
+    (void)state;
+    const char *root = getenv("CAREHUB_FIXTURES");
+    char src[4096];
+    snprintf(src, sizeof src, "%s/spool/good", root ? root : "tests/fixtures");
+    const struct fixture_case *good = &fixtures[0];
+    assert_string_equal(good->name, "good");
+    char *tmp = temp_dir();
+    char *dir = path2(tmp, "spool");
+    copy_tree(src, dir);
+    size_t n;
+    assert_null(get_file(dir, "format", &n));
+    for (int pass = 0; pass < 2; pass++) {
+        capture_start();
+        struct spool *s = open_ok(dir, 0, 0, 1000);
+        char *log = capture_stop();
+        assert_int_equal(
+            count_str(log, "a spool of an earlier release (format 1, no marker): marked"),
+            pass == 0 ? 1 : 0);
+        free(log);
+        assert_true(marker_is_1(dir));
+        check_lane(s, SPOOL_ALERT, good->alert, "good");
+        check_lane(s, SPOOL_TELEMETRY, good->tel, "good");
+        struct spool_stats st;
+        spool_stats(s, &st);
+        for (int l = 0; l < SPOOL_LANES; l++) {
+            assert_int_equal(st.lane[l].corrupt_records, 0);
+            assert_int_equal(st.lane[l].next_id, good->next[l]);
+        }
+        spool_close(s);
+    }
+    /* a record magic whose last byte is not a digit is damage, not a format */
+    rm_rf(dir);
+    copy_tree(src, dir);
+    char *seg = path2(dir, "alert/0000000000000001.seg");
+    int fd = open(seg, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, ":", 1, 3), 1);
+    close(fd);
+    struct spool *s = open_ok(dir, 0, 0, 1000);
+    struct spool_stats st;
+    spool_stats(s, &st);
+    assert_int_equal(st.lane[SPOOL_ALERT].next_id, good->next[SPOOL_ALERT]);
+    assert_true(marker_is_1(dir));
+    spool_close(s);
+    free(seg);
+    /* a marker that cannot be written does not stop the spool (a spool
+     * without one is format 1 anyway): said, and written at a later open */
+    rm_rf(dir);
+    copy_tree(src, dir);
+    char *ftmp = path2(dir, "format.tmp");
+    assert_int_equal(mkdir(ftmp, 0750), 0); /* format.tmp cannot be created */
+    capture_start();
+    s = open_ok(dir, 0, 0, 1000);
+    char *log = capture_stop();
+    assert_non_null(strstr(log, "/format: Is a directory; marked at the next open"));
+    free(log);
+    assert_null(get_file(dir, "format", &n));
+    check_lane(s, SPOOL_TELEMETRY, good->tel, "good");
+    spool_close(s);
+    assert_int_equal(rmdir(ftmp), 0);
+    free(ftmp);
+    s = open_ok(dir, 0, 0, 1000);
+    check_lane(s, SPOOL_TELEMETRY, good->tel, "good");
+    spool_close(s);
+    assert_true(marker_is_1(dir));
+    /* bytes after the marker's line: reserved, ignored */
+    put_file(dir, "format", "carehub-spool-format 1\nfeatures: none\n", 38);
+    s = open_ok(dir, 0, 0, 1000);
+    spool_close(s);
+    char *b = get_file(dir, "format", &n);
+    assert_int_equal(n, 38); /* and left as it was */
+    free(b);
+    free(dir);
+    rm_rf(tmp);
+    free(tmp);
+}
+
+/* What makes a spool another format's. file: written into a copy of the
+ * "good" fixture (a spool with records); NULL name: only the bytes at the
+ * start of the other path are overwritten (a magic). */
+struct format_case {
+    const char *what;
+    const char *file; /* "format", or a lane file whose first bytes are replaced */
+    const char *bytes;
+    size_t len;
+    const char *found; /* in the log line */
+};
+
+static const struct format_case format_cases[] = {
+    {"later marker", "format", "carehub-spool-format 2\n", 23,
+     "is in format 2 (its format file says \"carehub-spool-format 2\")"},
+    {"two-digit marker", "format", "carehub-spool-format 10\n", 24, "is in format 10"},
+    {"marker of a format far ahead", "format", "carehub-spool-format 999999999\n", 31,
+     "is in format 999999999"},
+    {"marker 0", "format", "carehub-spool-format 0\n", 23, "unknown format"},
+    {"leading zero", "format", "carehub-spool-format 01\n", 24, "unknown format"},
+    {"no newline", "format", "carehub-spool-format 1", 22, "unknown format"},
+    {"trailing space", "format", "carehub-spool-format 1 \n", 24, "unknown format"},
+    {"ten digits", "format", "carehub-spool-format 1000000000\n", 32, "unknown format"},
+    {"empty marker", "format", "", 0, "its format file is not a marker (0 bytes"},
+    {"garbage marker", "format",
+     "\x7f"
+     "ELF\x02\x01\x01\x00garbage",
+     15, "its format file is not a marker (15 bytes: \"?ELF????garbage\")"},
+    {"other prefix", "format", "carehub-spool-formats 1\n", 24, "unknown format"},
+    {"later record magic, no marker", "telemetry/0000000000000005.seg", "\xa7SP2", 4,
+     "telemetry/0000000000000005.seg begins with a format-2 record, and there is no format file"},
+    {"later cursor magic, no marker", "alert/cursor", "\xa7SC9", 4,
+     "alert/cursor begins with a format-9 magic"},
+};
+
+static void overwrite_start(const char *dir, const char *name, const char *b, size_t n)
+{
+    char *fn = path2(dir, name);
+    int fd = open(fn, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, b, n, 0), (ssize_t)n);
+    close(fd);
+    free(fn);
+}
+
+/* A spool of another format is refused with CH_EFORMAT, whatever the
+ * options (memory_bytes too: another format is not a failing disk), with
+ * one line naming the directory, what was found, the format this build reads
+ * and what to do; and nothing under the directory changes (no lock file
+ * either). */
+static void test_format_refused(void **state)
+{
+    (void)state;
+    const char *root = getenv("CAREHUB_FIXTURES");
+    char src[4096];
+    snprintf(src, sizeof src, "%s/spool/good", root ? root : "tests/fixtures");
+    for (size_t i = 0; i < CH_ARRAY_LEN(format_cases) * 2; i++) {
+        const struct format_case *c = &format_cases[i / 2];
+        bool mem = i % 2; /* care-edge's options */
+        char *tmp = temp_dir();
+        char *dir = path2(tmp, "spool");
+        copy_tree(src, dir);
+        if (!strcmp(c->file, "format"))
+            put_file(dir, "format", c->bytes, c->len);
+        else
+            overwrite_start(dir, c->file, c->bytes, c->len);
+        uint64_t before = tree_hash(dir);
+        struct spool_opts o = {.memory_bytes = mem ? 1 << 20 : 0};
+        struct spool *s = NULL;
+        capture_start();
+        int rc = spool_open(dir, &o, &s);
+        char *log = capture_stop();
+        if (rc != CH_EFORMAT)
+            fail_msg("%s: spool_open returned %d (%s), want CH_EFORMAT", c->what, rc,
+                     ch_strerror(rc));
+        assert_null(s);
+        char want[4200];
+        snprintf(want, sizeof want, "spool %s is in ", dir);
+        if (!strstr(log, want) || !strstr(log, c->found) ||
+            !strstr(log, "this build reads spool format 1: refused, nothing in it was changed") ||
+            !strstr(log, "Upgrade carehub") || !strstr(log, "move the directory away"))
+            fail_msg("%s: the log says:\n%s", c->what, log);
+        assert_int_equal(count_str(log, "nothing in it was changed"), 1); /* said once */
+        free(log);
+        if (tree_hash(dir) != before)
+            fail_msg("%s: the directory changed", c->what);
+        size_t n;
+        char *lock = get_file(dir, "lock", &n);
+        assert_null(lock);
+        free(dir);
+        rm_rf(tmp);
+        free(tmp);
+    }
+    /* a "format" that cannot be read as a file */
+    char *tmp = temp_dir();
+    char *fmt = path2(tmp, "format");
+    assert_int_equal(mkdir(fmt, 0750), 0);
+    uint64_t before = tree_hash(tmp);
+    struct spool *s = NULL;
+    capture_start();
+    assert_int_equal(spool_open(tmp, NULL, &s), CH_EFORMAT);
+    char *log = capture_stop();
+    assert_non_null(strstr(log, "its format file cannot be read: not a regular file"));
+    free(log);
+    assert_int_equal(tree_hash(tmp), before);
+    assert_int_equal(strcmp(ch_strerror(CH_EFORMAT), "stored in a newer or unknown format"), 0);
+    assert_false(ch_err_retryable(CH_EFORMAT));
+    free(fmt);
+    rm_rf(tmp);
+    free(tmp);
+}
+
+/* A spool that degraded because its directory could not be opened reads the
+ * marker before it writes anything when it retries the disk: a later format
+ * keeps it in memory (said once, the directory untouched); the right one
+ * lets it back on disk. */
+static void test_format_degraded(void **state)
+{
+    (void)state;
+    char *tmp = temp_dir();
+    char *parent = path2(tmp, "missing");
+    char *dir = path2(parent, "spool");
+    capture_start();
+    struct spool *s = open_mem(dir, 0, 0, 1 << 20);
+    wait_state(s, true, false);
+    assert_int_equal(spool_append(s, SPOOL_ALERT, 1, "x", 1, NULL), SPOOL_NOT_DURABLE);
+    assert_int_equal(mkdir(parent, 0750), 0);
+    assert_int_equal(mkdir(dir, 0750), 0);
+    put_file(dir, "format", "carehub-spool-format 2\n", 23);
+    uint64_t before = tree_hash(dir);
+    ch_sleep_ms(600); /* several retries (50, 100, 200 ms...) */
+    struct spool_stats st;
+    spool_stats(s, &st);
+    assert_true(st.degraded);
+    assert_int_equal(tree_hash(dir), before);
+    put_file(dir, "format", marker1, sizeof marker1 - 1);
+    wait_state(s, false, false);
+    spool_close(s);
+    char *log = capture_stop();
+    assert_int_equal(count_str(log, "can be read again but cannot use (it holds a spool of another "
+                                    "format)"),
+                     1);
+    free(log);
+    assert_true(marker_is_1(dir));
+    s = open_ok(dir, 0, 0, 1000);
+    uint64_t ids[4];
+    assert_int_equal(read_ids(s, SPOOL_ALERT, ids, 4), 1);
+    spool_close(s);
+    free(dir);
+    free(parent);
+    rm_rf(tmp);
+    free(tmp);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -1778,6 +2134,10 @@ int main(void)
         cmocka_unit_test_teardown(test_open_errors, teardown),
         cmocka_unit_test_teardown(test_read_damage, teardown),
         cmocka_unit_test_teardown(test_live_reader, teardown),
+        cmocka_unit_test_teardown(test_format_new, teardown),
+        cmocka_unit_test_teardown(test_format_legacy, teardown),
+        cmocka_unit_test_teardown(test_format_refused, teardown),
+        cmocka_unit_test_teardown(test_format_degraded, teardown),
         cmocka_unit_test(test_ack_range),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
