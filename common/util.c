@@ -84,6 +84,8 @@ int ch_parse_duration_ms(const char *s, int64_t *out_ms)
         mult = 60000;
     else if (strcmp(end, "h") == 0)
         mult = 3600000;
+    else if (strcmp(end, "d") == 0)
+        mult = 86400000;
     else
         return CH_EINVAL;
     double ms = v * mult;

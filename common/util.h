@@ -51,7 +51,7 @@ void ch_cond_init_monotonic(pthread_cond_t *c);
  * signal or a spurious wake-up. */
 void ch_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t until_ms);
 
-/* Parses a duration: a number with a unit of ms, s, m or h ("500ms", "10s",
+/* Parses a duration: a number with a unit of ms, s, m, h or d ("500ms", "10s",
  * "1.5m"); a bare number is seconds. Returns 0 or CH_EINVAL. */
 int ch_parse_duration_ms(const char *s, int64_t *out_ms);
 

@@ -15,6 +15,7 @@
 #ifndef CAREHUB_API_H
 #define CAREHUB_API_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,6 +46,18 @@ void api_alert(struct api *a, const struct ch_alert *t);
 
 /* A gateway's status changed: its site to the event streams in scope. */
 void api_site_changed(struct api *a, const char *site);
+
+struct retention;
+/* The keeper of the hourly history (retention.h; NULL: none): charts of
+ * ranges older than the raw readings read its history up to where it got. */
+void api_set_retention(struct api *a, struct retention *r);
+
+/* Keeps the summary figures of every site's whole UTC days in [from, to)
+ * (rollup.h), computing the ones not kept yet: called by the keeper while
+ * the days' readings are still in raw. Stops between sites once *stop is
+ * set. Returns 0 or the first query's error (err). */
+int api_keep_figures(struct api *a, int64_t from, int64_t to, const atomic_bool *stop, char *err,
+                     size_t errn);
 
 /* Reads the tokens file again (SIGHUP): on success the new tokens apply to
  * the next request; on error the old ones stay (reported). Returns 0 or the

@@ -273,7 +273,7 @@ static void enqueue(struct api *a, struct lp_buf *b)
     size_t len, lines;
     char *data = lp_take(b, &len, &lines);
     if (data)
-        influx_enqueue_once(a->writer, data, len, lines);
+        influx_enqueue_once(a->writer, INFLUX_RP_DEFAULT, data, len, lines);
 }
 
 /* Counts r, a refusal, when its address (and token) has an interval open;

@@ -29,6 +29,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -68,6 +69,7 @@ struct api {
     size_t n_lims;
     struct presence *view;
     struct influx *writer;
+    struct retention *_Atomic retention; /* api_set_retention */
     struct sub *mqtt;
     struct ch_httpd *http;
     uint16_t port;

@@ -4,9 +4,11 @@
  * room label too); exported alarms are shown as privacy() shows them; CSV
  * cells that a spreadsheet would evaluate are neutralised (ex_csv). */
 #include "api_internal.h"
+#include "config.h"
 #include "err.h"
 #include "lineproto.h"
 #include "log.h"
+#include "retention.h"
 #include "util.h"
 
 #include <inttypes.h>
@@ -18,9 +20,62 @@
 #include <time.h>
 
 #define SERIES_POINTS    2000
+#define HOUR_MS          3600000LL
 #define EXPORT_WINDOW_MS 3600000LL /* an export reads InfluxDB an hour at a time */
 
 /* ---- series (charts) ---------------------------------------------------------------- */
+
+static int64_t ceil_to(int64_t t, int64_t unit)
+{
+    return (t + unit - 1) / unit * unit;
+}
+
+/* Where a chart of [from, to) in steps of *every reads the hourly history
+ * (retention.h) instead of the readings: before the returned time (from:
+ * nowhere). When the readings' policy has lost part of the range, or the
+ * steps are whole hours anyway, the history serves what it holds (up to
+ * where the keeper got; without a keeper here, up to the policy's
+ * horizon), in steps made whole hours; each step is read from one source. */
+static int64_t hourly_cut(struct api *a, int64_t from, int64_t to, int64_t *every)
+{
+    int64_t raw_ms = a->cfg->influx.retention.raw_ms;
+    if (!raw_ms)
+        return from;
+    int64_t horizon = ch_now_ms() - raw_ms;
+    if (from >= horizon && (*every < HOUR_MS || *every % HOUR_MS))
+        return from;
+    *every = ceil_to(*every, HOUR_MS);
+    int64_t done = retention_through(atomic_load(&a->retention));
+    int64_t cut = done > horizon ? done : ceil_to(horizon, HOUR_MS);
+    cut = cut / *every * *every;
+    return cut < from ? from : cut > to ? to : cut;
+}
+
+/* One statement of a chart: the means of metric over [from, to) from the
+ * readings, or (hourly) from the hourly history's means. */
+static void series_statement(struct api *a, struct qb *q, const char *site, const char *meas,
+                             const char *metric, bool hourly, bool room, int64_t from, int64_t to,
+                             int64_t every)
+{
+    char field[CH_ID_MAX + 8];
+    snprintf(field, sizeof field, "%s%s", hourly ? "mean_" : "", metric);
+    if (q->len)
+        qb_add(q, "; ");
+    qb_add(q, "SELECT mean(");
+    qb_ident(q, field);
+    qb_add(q, ") FROM ");
+    if (hourly) {
+        qb_add(q, "\"%s\".", INFLUX_RP_HOURLY);
+        qb_ident(q, meas);
+    } else {
+        qb_readings(q, &a->cfg->influx, meas);
+    }
+    qb_add(q, " WHERE \"site\" = ");
+    qb_str(q, site);
+    where_time(q, from, to);
+    qb_add(q, " GROUP BY time(%" PRId64 "ms), %s\"device\" fill(none)", every,
+           room ? "\"room\", " : "");
+}
 
 enum MHD_Result h_series(struct api *a, struct req *r, struct MHD_Connection *c)
 {
@@ -50,50 +105,58 @@ enum MHD_Result h_series(struct api *a, struct req *r, struct MHD_Connection *c)
     if (!may_read(a, &r->who, meas, metric))
         return fail(r, c, 403, "%s of %s: this token has no grant for that series", metric, meas);
     bool room = may_read(a, &r->who, meas, "room"); /* a wearable's is where it was */
+    int64_t cut = hourly_cut(a, from, to, &every);
     struct qb q;
     qb_init(&q);
-    qb_add(&q, "SELECT mean(");
-    qb_ident(&q, metric);
-    qb_add(&q, ") FROM ");
-    qb_ident(&q, meas);
-    qb_add(&q, " WHERE \"site\" = ");
-    qb_str(&q, site);
-    where_time(&q, from, to);
-    qb_add(&q, " GROUP BY time(%" PRId64 "ms), %s\"device\" fill(none)", every,
-           room ? "\"room\", " : "");
+    if (cut > from) /* statement 0: the history's hours */
+        series_statement(a, &q, site, meas, metric, true, room, from, cut, every);
+    if (cut < to) /* then the readings */
+        series_statement(a, &q, site, meas, metric, false, room, cut, to, every);
     json_t *res;
     char err[512];
     int rc = influxq_run_qb(&a->q, &q, &res, err, sizeof err);
     if (rc)
         return fail_query(r, c, rc, err);
-    json_t *out = json_array();
-    size_t i;
-    json_t *s;
-    json_array_foreach(influxq_series(res, 0), i, s)
-    {
-        json_t *tags = json_object_get(s, "tags");
-        json_t *pts = json_array();
-        size_t j;
-        json_t *row;
-        json_array_foreach(json_object_get(s, "values"), j, row)
+    /* one series per room and device, the history's points before the readings' */
+    json_t *out = json_array(), *by_key = json_object();
+    for (size_t st = 0; st < json_array_size(res); st++) {
+        size_t i;
+        json_t *s;
+        json_array_foreach(influxq_series(res, st), i, s)
         {
-            json_t *v = json_array_get(row, 1);
-            if (!json_is_number(v))
-                continue;
-            json_array_append_new(pts, json_pack("[I,f]", int_at(row, 0),
-                                                 round(json_number_value(v) * 1000.0) / 1000.0));
-            r->rows++;
+            json_t *tags = json_object_get(s, "tags");
+            const char *rm = json_string_value(json_object_get(tags, "room")) ?: "";
+            const char *dev = json_string_value(json_object_get(tags, "device")) ?: "";
+            char key[2 * CH_ID_MAX + 2];
+            snprintf(key, sizeof key, "%s|%s", rm, dev);
+            json_t *pts = json_object_get(by_key, key);
+            if (!pts) {
+                pts = json_array();
+                json_object_set(by_key, key, pts);
+                json_array_append_new(
+                    out, json_pack("{s:s,s:s,s:o}", "room", rm, "device", dev, "points", pts));
+            }
+            size_t j;
+            json_t *row;
+            json_array_foreach(json_object_get(s, "values"), j, row)
+            {
+                json_t *v = json_array_get(row, 1);
+                if (!json_is_number(v))
+                    continue;
+                json_array_append_new(pts,
+                                      json_pack("[I,f]", int_at(row, 0),
+                                                round(json_number_value(v) * 1000.0) / 1000.0));
+                r->rows++;
+            }
         }
-        json_array_append_new(
-            out,
-            json_pack("{s:s,s:s,s:o}", "room",
-                      json_string_value(json_object_get(tags, "room")) ?: "", "device",
-                      json_string_value(json_object_get(tags, "device")) ?: "", "points", pts));
     }
+    json_decref(by_key);
     json_decref(res);
-    return reply_json(r, c, 200,
-                      json_pack("{s:s,s:s,s:I,s:o}", "measurement", meas, "metric", metric,
-                                "every_s", (json_int_t)(every / 1000), "series", out));
+    json_t *reply = json_pack("{s:s,s:s,s:I,s:o}", "measurement", meas, "metric", metric, "every_s",
+                              (json_int_t)(every / 1000), "series", out);
+    if (cut > from) /* the hourly means before this */
+        json_object_set_new(reply, "hourly_before", json_integer(cut));
+    return reply_json(r, c, 200, reply);
 }
 
 /* ---- export (streamed) ----------------------------------------------------------------- */
@@ -436,7 +499,7 @@ static char *export_measurements(struct api *a, const struct who *w, int *rc, ch
                 continue;
             if (q.len)
                 qb_add(&q, ", ");
-            qb_ident(&q, m);
+            qb_readings(&q, &a->cfg->influx, m);
         }
     }
     json_decref(res);

@@ -25,7 +25,9 @@ static json_t *devices_online(struct api *a, const struct who *w, const char *si
 {
     struct qb q;
     qb_init(&q);
-    qb_add(&q, "SELECT count(\"seq\") FROM /.*/ WHERE ");
+    qb_add(&q, "SELECT count(\"seq\") FROM ");
+    qb_readings(&q, &a->cfg->influx, NULL);
+    qb_add(&q, " WHERE ");
     where_sites(&q, w, site);
     qb_add(&q, " AND time > now() - %" PRId64 "ms GROUP BY \"site\", \"gateway\", \"device\"",
            a->cfg->api.device_timeout_ms);

@@ -262,3 +262,33 @@ enum MHD_Result h_summary(struct api *a, struct req *r, struct MHD_Connection *c
                                 (json_int_t)from, "to_ms", (json_int_t)to, "alarms", alarms,
                                 "environment", env, "devices", dev, "completeness", comp));
 }
+
+void api_set_retention(struct api *a, struct retention *r)
+{
+    if (a)
+        atomic_store(&a->retention, r);
+}
+
+static int site_cmp(const void *pa, const void *pb)
+{
+    return strcmp(((const struct presence_gw *)pa)->site, ((const struct presence_gw *)pb)->site);
+}
+
+int api_keep_figures(struct api *a, int64_t from, int64_t to, const atomic_bool *stop, char *err,
+                     size_t errn)
+{
+    struct presence_gw *g;
+    size_t n = presence_list(a->view, &g);
+    qsort(g, n, sizeof *g, site_cmp);
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc && !atomic_load(stop); i++) {
+        if (i && !strcmp(g[i].site, g[i - 1].site))
+            continue;
+        json_t *st;
+        rc = rollup_range(a, g[i].site, from, to, &st, err, errn);
+        if (!rc)
+            json_decref(st);
+    }
+    free(g);
+    return rc;
+}

@@ -32,6 +32,16 @@ static const struct cfg_key mqtt_keys[] = {
 };
 #undef M
 
+#define DAY_MS (86400000.0)
+#define R(k) offsetof(struct hubcfg_retention, k)
+static const struct cfg_key retention_keys[] = {
+    {.key = "raw",      .type = CFG_DURATION, .offset = R(raw_ms), .def = "0", .min = 0, .max = 3660 * DAY_MS},
+    {.key = "hourly",   .type = CFG_DURATION, .offset = R(hourly_ms), .def = "0", .min = 0, .max = 36600 * DAY_MS},
+    {.key = "interval", .type = CFG_DURATION, .offset = R(interval_ms), .def = "10m", .min = 1000, .max = DAY_MS},
+    CFG_END,
+};
+#undef R
+
 #define I(k) offsetof(struct hubcfg_influx, k)
 static const struct cfg_key influx_keys[] = {
     {.key = "url",              .type = CFG_STR,      .offset = I(url), .required = true},
@@ -50,6 +60,7 @@ static const struct cfg_key influx_keys[] = {
     {.key = "max_backoff",      .type = CFG_DURATION, .offset = I(max_backoff_ms), .def = "30s", .min = 100, .max = 3600000},
     {.key = "shutdown_timeout", .type = CFG_DURATION, .offset = I(shutdown_timeout_ms), .def = "10s", .min = 0, .max = 600000},
     {.key = "dead_letter",      .type = CFG_PATH,     .offset = I(dead_letter)}, /* default: see hubcfg_load */
+    {.key = "retention",        .type = CFG_MAP,      .offset = I(retention), .sub = retention_keys},
     CFG_END,
 };
 #undef I
@@ -233,6 +244,23 @@ static void check_influx(struct check *c, const struct hubcfg_influx *i)
         problem(c, "/influx", "database", "key 'database' is required with version 1");
     if (i->version == 1 && set(i->password) && !set(i->username))
         problem(c, "/influx", "password", "key 'password' needs 'username'");
+    const struct hubcfg_retention *r = &i->retention;
+    if (r->raw_ms && i->version != 1)
+        problem(c, "/influx", "retention",
+                "key 'retention': retention policies are InfluxDB 1.x's; with version 2 the "
+                "bucket's own retention applies (leave 'retention' out)");
+    /* InfluxDB's shortest policy is an hour; the hourly history is made
+     * while the readings are there, so they are kept a day at least */
+    if (r->raw_ms && r->raw_ms < DAY_MS)
+        problem(c, "/influx/retention", "raw",
+                "key 'raw': keep readings a day at least (1d), or 0 for as long as the "
+                "database's default policy keeps them");
+    if (r->hourly_ms && r->hourly_ms < r->raw_ms)
+        problem(c, "/influx/retention", "hourly",
+                "key 'hourly': the hourly history is kept at least as long as the readings "
+                "(raw), or 0 for ever");
+    if (r->hourly_ms && !r->raw_ms)
+        problem(c, "/influx/retention", "hourly", "key 'hourly' needs 'raw'");
 }
 
 /* api.regulator_view: telemetry only (the alarm measurement follows the

@@ -20,6 +20,18 @@ struct hubcfg_mqtt {
     bool clean_session;
 };
 
+/* How long InfluxDB 1.x keeps what (retention.c): readings in the retention
+ * policy "raw" for raw_ms, their hourly means, minima and maxima in "hourly"
+ * for hourly_ms (0: forever); alarms, audit and the summary's kept figures
+ * stay in the database's default policy. raw_ms 0: everything in the
+ * default policy, kept as long as it keeps it (as before; also for stores
+ * without retention policies). */
+struct hubcfg_retention {
+    int64_t raw_ms;
+    int64_t hourly_ms;
+    int64_t interval_ms; /* how often the hourly history is brought up to date */
+};
+
 struct hubcfg_influx {
     char *url;            /* http(s)://host:port, no path */
     int64_t version;      /* 1 or 2 */
@@ -37,6 +49,7 @@ struct hubcfg_influx {
     int64_t max_backoff_ms;
     int64_t shutdown_timeout_ms;
     char *dead_letter; /* file for refused writes; default dead-letter.lp beside spool.dir */
+    struct hubcfg_retention retention;
 };
 
 /* The hub's spool: every batch of line protocol waits there for InfluxDB. */

@@ -54,6 +54,8 @@
  *   is written again after a restart: the same lines twice in the file,
  *   harmless to re-apply. */
 #include "influx.h"
+#include "influxq.h"
+#include "retention.h"
 #include "config.h"
 #include "err.h"
 #include "log.h"
@@ -116,6 +118,7 @@ struct writer {
     /* the writer's thread only */
     CURL *curl;
     bool need_db;
+    uint8_t batch_type; /* the record type of the batch's lines: one policy per request */
     bool read_failing;
     int64_t backoff_ms;
     struct buf batch;
@@ -141,7 +144,8 @@ struct influx {
     struct spool *spool;
     const char *name; /* log instance: the URL */
     char *write_url;
-    char *query_url; /* v1 /query, for CREATE DATABASE */
+    char *write_url_raw; /* the readings' retention policy (write_url without one) */
+    char *query_url;     /* v1 /query, for CREATE DATABASE */
     struct curl_slist *headers;
     struct curl_slist *headers_gz;
     size_t record_max;
@@ -255,11 +259,12 @@ static bool set_append_failing(struct influx *w, bool failing)
 
 /* Appends one record; while the spool cannot be written, retries with a
  * back-off when asked to (blocking the caller) until a stop begins. */
-static int append(struct influx *w, enum spool_lane lane, const char *p, size_t n, bool retry)
+static int append(struct influx *w, enum spool_lane lane, uint8_t type, const char *p, size_t n,
+                  bool retry)
 {
     int64_t pause = APPEND_RETRY_MIN_MS;
     for (;;) {
-        int rc = spool_append(w->spool, lane, INFLUX_RECORD_LP, p, n, NULL);
+        int rc = spool_append(w->spool, lane, type, p, n, NULL);
         if (rc == 0) {
             if (set_append_failing(w, false))
                 LOGI("influx", w->name, "the spool takes batches again");
@@ -282,14 +287,16 @@ static int append(struct influx *w, enum spool_lane lane, const char *p, size_t 
     }
 }
 
-static int enqueue(struct influx *w, enum spool_lane lane, char *data, size_t len, bool retry)
+static int enqueue(struct influx *w, enum spool_lane lane, enum influx_policy rp, char *data,
+                   size_t len, bool retry)
 {
+    uint8_t type = rp == INFLUX_RP_READINGS ? INFLUX_RECORD_LP_RAW : INFLUX_RECORD_LP;
     int rc = 0;
     const char *p = data, *end = data + len;
     while (p < end) {
         size_t n = next_cut(w, p, end);
         size_t lines = count_lines(p, n);
-        int r = append(w, lane, p, n, retry && !atomic_load(&w->intake_closed));
+        int r = append(w, lane, type, p, n, retry && !atomic_load(&w->intake_closed));
         if (r == 0) {
             notify(w, lane, lines);
         } else {
@@ -305,22 +312,28 @@ static int enqueue(struct influx *w, enum spool_lane lane, char *data, size_t le
     return rc;
 }
 
-int influx_enqueue(struct influx *w, char *data, size_t len, size_t lines)
+int influx_enqueue(struct influx *w, enum influx_policy rp, char *data, size_t len, size_t lines)
 {
     (void)lines; /* counted again per record */
-    return enqueue(w, SPOOL_TELEMETRY, data, len, true);
+    return enqueue(w, SPOOL_TELEMETRY, rp, data, len, true);
 }
 
 int influx_enqueue_alert(struct influx *w, char *data, size_t len, size_t lines)
 {
     (void)lines;
-    return enqueue(w, SPOOL_ALERT, data, len, true);
+    return enqueue(w, SPOOL_ALERT, INFLUX_RP_DEFAULT, data, len, true);
 }
 
-int influx_enqueue_once(struct influx *w, char *data, size_t len, size_t lines)
+int influx_enqueue_once(struct influx *w, enum influx_policy rp, char *data, size_t len,
+                        size_t lines)
 {
     (void)lines;
-    return enqueue(w, SPOOL_TELEMETRY, data, len, false);
+    return enqueue(w, SPOOL_TELEMETRY, rp, data, len, false);
+}
+
+bool influx_database_ready(struct influx *w)
+{
+    return w->cfg->version != 1 || !w->cfg->create_database || atomic_load(&w->db_created);
 }
 
 void influx_begin_stop(struct influx *w)
@@ -403,7 +416,9 @@ static enum outcome post(struct writer *w, const char *url, const char *body, si
         return REFUSED;
     if (status == 413)
         return TOO_LARGE;
-    if (status == 404 && w->cfg->version == 1 && w->cfg->create_database) {
+    /* the database, or the readings' retention policy, was dropped */
+    if ((status == 404 || (status == 500 && strstr(w->err, "retention policy not found"))) &&
+        w->cfg->version == 1 && w->cfg->create_database) {
         w->need_db = true;
         atomic_store(&w->in->db_created, false);
     }
@@ -430,6 +445,21 @@ static enum outcome create_database(struct writer *w)
     curl_free(name);
     enum outcome o = post(w, w->in->query_url, body, strlen(body), NULL);
     free(body);
+    if (o == SENT && w->cfg->retention.raw_ms) {
+        /* the readings' and the history's policies (retention.h) */
+        char err[256];
+        int rc = retention_setup(w->cfg, err, sizeof err);
+        if (rc == CH_ERETRY) {
+            snprintf(w->why, sizeof w->why, "%s", err);
+            w->status = 0;
+            return RETRY;
+        }
+        if (rc)
+            LOGE("influx", w->name,
+                 "the retention policies of %s cannot be made (%s): readings cannot be written "
+                 "until they exist",
+                 w->cfg->database, err);
+    }
     if (o == SENT)
         LOGI("influx", w->name, "database %s ready", w->cfg->database);
     else if (w->status >= 400 && w->status < 500)
@@ -466,9 +496,10 @@ static bool compress_body(struct writer *w, const char *body, size_t len)
 static enum outcome write_body(struct writer *w, const char *body, size_t len)
 {
     const struct influx *in = w->in;
+    const char *url = w->batch_type == INFLUX_RECORD_LP_RAW ? in->write_url_raw : in->write_url;
     if (w->cfg->gzip && compress_body(w, body, len))
-        return post(w, in->write_url, w->gz.data, w->gz.len, in->headers_gz);
-    return post(w, in->write_url, body, len, in->headers);
+        return post(w, url, w->gz.data, w->gz.len, in->headers_gz);
+    return post(w, url, body, len, in->headers);
 }
 
 /* ---- waiting ---------------------------------------------------------------- */
@@ -685,7 +716,12 @@ static enum resolved deliver(struct writer *w, const char *body, size_t len, siz
             size_t refused = refused_points(w, lines);
             count(&in->write_rejected, refused);
             count(&in->points_written, lines - refused);
-            char *reason = str_printf("HTTP %ld: %s", w->status, w->err);
+            /* re-applied with the same URL: the policy is in it */
+            char *reason =
+                str_printf("HTTP %ld: %s%s", w->status, w->err,
+                           w->batch_type == INFLUX_RECORD_LP_RAW && w->cfg->retention.raw_ms
+                               ? " (retention policy " INFLUX_RP_RAW ": rp=" INFLUX_RP_RAW ")"
+                               : "");
             enum resolved r = dead_letter(w, reason, body, len, lines);
             free(reason);
             return r;
@@ -745,8 +781,8 @@ static int64_t due_time(const struct writer *w, int64_t t)
  * be sent; it goes to the dead letter as it is. */
 static enum resolved set_aside_record(struct writer *w, const struct spool_record *rec)
 {
-    char *reason = str_printf("spool record %" PRIu64 " has type %u, not line protocol (%u)",
-                              rec->id, rec->type, INFLUX_RECORD_LP);
+    char *reason = str_printf("spool record %" PRIu64 " has type %u, not line protocol (%u, %u)",
+                              rec->id, rec->type, INFLUX_RECORD_LP, INFLUX_RECORD_LP_RAW);
     enum resolved r = dead_letter(w, reason, rec->data, rec->len, count_lines(rec->data, rec->len));
     free(reason);
     if (r == DONE) {
@@ -778,13 +814,16 @@ static enum gathered gather(struct writer *w)
         w->read_failing = false;
         if (r == 0)
             return lane == SPOOL_ALERT && w->batch_lines ? G_SEND : G_NONE; /* alarms: now */
-        if (rec.type != INFLUX_RECORD_LP) {
+        if (rec.type != INFLUX_RECORD_LP && rec.type != INFLUX_RECORD_LP_RAW) {
             if (w->batch_lines)
                 return G_SEND;
             if (set_aside_record(w, &rec) == ABANDONED)
                 return G_ABANDONED;
             continue;
         }
+        if (w->batch_lines && rec.type != w->batch_type)
+            return G_SEND; /* another retention policy: another request */
+        w->batch_type = rec.type;
         const char *data = rec.data, *end = data + rec.len;
         size_t off = rec.id == w->rd.part_id && w->rd.part_off < rec.len ? w->rd.part_off : 0;
         const char *p = data + off;
@@ -820,6 +859,11 @@ static void *run(void *arg)
     struct writer *w = arg;
     struct influx *in = w->in;
     size_t max = (size_t)w->cfg->batch_size;
+    /* the database and its policies at once, not at the first write: one
+     * attempt (the first write retries), by the telemetry writer */
+    if (w->need_db && w->lane == SPOOL_TELEMETRY && create_database(w) != SENT)
+        LOGW("influx", w->name, "database %s not created yet: %s; again before the first write",
+             w->cfg->database, w->why);
     for (;;) {
         pthread_mutex_lock(&in->lock);
         w->new_lines = 0;
@@ -879,6 +923,8 @@ static int build_urls(struct influx *w, CURL *curl)
         if (!db)
             return CH_ENOMEM;
         w->write_url = str_printf("%.*s/write?db=%s&precision=ms", base_len, c->url, db);
+        if (c->retention.raw_ms)
+            w->write_url_raw = str_printf("%s&rp=%s", w->write_url, INFLUX_RP_RAW);
         w->query_url = str_printf("%.*s/query", base_len, c->url);
         curl_free(db);
         return 0;
@@ -948,6 +994,8 @@ static int setup_shared(struct influx *w)
     curl_easy_cleanup(curl);
     if (rc)
         return rc;
+    if (!w->write_url_raw) /* no policy of their own: readings go with the rest */
+        w->write_url_raw = str_printf("%s", w->write_url);
     w->headers = make_headers(w->cfg, false);
     w->headers_gz = make_headers(w->cfg, true);
     return w->headers && w->headers_gz ? 0 : CH_ENOMEM;
@@ -992,6 +1040,7 @@ static void destroy(struct influx *w)
     curl_slist_free_all(w->headers);
     curl_slist_free_all(w->headers_gz);
     free(w->write_url);
+    free(w->write_url_raw);
     free(w->query_url);
     pthread_mutex_destroy(&w->dead_lock);
     pthread_mutex_destroy(&w->lock);

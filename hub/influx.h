@@ -17,7 +17,7 @@
  * record may be split between two requests at a line boundary), and
  * acknowledges a record (spool_ack) only once all its points were answered
  * 2xx or set aside in the dead-letter file. Requests: v1 POST
- * {url}/write?db=..&precision=ms (basic auth when a username is set), v2 POST
+ * {url}/write?db=..&precision=ms[&rp=raw] (basic auth when a username is set), v2 POST
  * {url}/api/v2/write?org=..&bucket=..&precision=ms with "Authorization: Token
  * ..". Bodies are gzip'ed when configured.
  *
@@ -42,7 +42,7 @@
  *   ("partial write: ... dropped=N"); re-applying the dead letter later is
  *   idempotent. If the dead letter cannot be written, writing it is retried
  *   with the back-off (the writer waits on it): never discarded, never lost.
- *   A spool record that is not of type INFLUX_RECORD_LP goes there as it is.
+ *   A spool record of neither line-protocol type goes there as it is.
  *
  * Shutdown (influx_close): what is in the spool is written without waiting
  * for flush_interval, for at most shutdown_timeout; an unfinished request is
@@ -52,6 +52,7 @@
 #ifndef CAREHUB_INFLUX_H
 #define CAREHUB_INFLUX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,9 +60,17 @@ struct hubcfg_influx;
 struct influx;
 struct spool;
 
-/* The spool record type of a batch of line protocol (whole lines, each
- * ending in '\n'). */
-#define INFLUX_RECORD_LP 1
+/* The spool record types of a batch of line protocol (whole lines, each
+ * ending in '\n'): for the database's default retention policy, and for the
+ * readings' own (written with rp=raw when influx.retention.raw is set, to the
+ * default policy otherwise). A request holds lines of one type. */
+#define INFLUX_RECORD_LP     1
+#define INFLUX_RECORD_LP_RAW 2
+
+/* Where points are kept (retention.h): readings in their own policy (raw,
+ * when configured); alarms, statuses, audit and the hub's records in the
+ * database's default one. */
+enum influx_policy { INFLUX_RP_DEFAULT, INFLUX_RP_READINGS };
 
 struct influx_stats {
     uint64_t points_written;      /* accepted by InfluxDB */
@@ -93,7 +102,7 @@ int influx_open(const struct hubcfg_influx *cfg, struct spool *spool, struct inf
  * larger than a spool record may be; or the spool's error when it gave up
  * because of the stop. In the error cases the points are lost: logged and
  * counted as dropped. Thread-safe. */
-int influx_enqueue(struct influx *w, char *data, size_t len, size_t lines);
+int influx_enqueue(struct influx *w, enum influx_policy rp, char *data, size_t len, size_t lines);
 
 /* As influx_enqueue, for the points of alarm transitions: they go to the
  * spool's alert lane (fsync'ed before it returns), are written by the alert
@@ -103,12 +112,17 @@ int influx_enqueue_alert(struct influx *w, char *data, size_t len, size_t lines)
 
 /* As influx_enqueue, but tries the spool once and never blocks (for the
  * self-metrics, written by the thread that must stay free to see signals). */
-int influx_enqueue_once(struct influx *w, char *data, size_t len, size_t lines);
+int influx_enqueue_once(struct influx *w, enum influx_policy rp, char *data, size_t len,
+                        size_t lines);
 
 /* A stop begins: an influx_enqueue blocked on a spool that cannot be written
  * gives up (its points are counted as dropped), and later ones do not wait,
  * so that the MQTT client can be closed. Call before closing it. */
 void influx_begin_stop(struct influx *w);
+
+/* Whether the v1 database (and its retention policies) was created by a
+ * writer, or need not be (create_database off, version 2). Thread-safe. */
+bool influx_database_ready(struct influx *w);
 
 /* Counters so far. Thread-safe. */
 void influx_stats(struct influx *w, struct influx_stats *out);

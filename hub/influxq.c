@@ -78,6 +78,16 @@ void qb_ident(struct qb *b, const char *v)
     quoted(b, v, '"');
 }
 
+void qb_readings(struct qb *b, const struct hubcfg_influx *c, const char *measurement)
+{
+    if (c && c->retention.raw_ms)
+        qb_add(b, "\"%s\".", INFLUX_RP_RAW);
+    if (measurement)
+        qb_ident(b, measurement);
+    else
+        qb_add(b, "/.*/");
+}
+
 void qb_regex_prefix(struct qb *b, const char *prefix)
 {
     put(b, '/');
@@ -104,6 +114,12 @@ struct body {
     size_t len;
     bool too_big;
 };
+
+static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt, (void)dn, (void)ut, (void)un;
+    return atomic_load((const atomic_bool *)ud) ? 1 : 0;
+}
 
 static size_t on_body(char *data, size_t size, size_t n, void *ud)
 {
@@ -161,6 +177,11 @@ int influxq_run(const struct influxq *q, const char *query, json_t **results, ch
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, ""); /* gzip answers when offered */
+    if (q->cancel) {
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)(uintptr_t)q->cancel);
+    }
     CURLcode cc = curl_easy_perform(h);
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
@@ -190,9 +211,12 @@ int influxq_run(const struct influxq *q, const char *query, json_t **results, ch
             json_array_foreach(res, i, st)
             {
                 json_t *se = json_object_get(st, "error");
-                /* the writer has not created the database yet (a new
-                 * deployment): nothing stored, not an error */
-                if (json_is_string(se) && !strncmp(json_string_value(se), "database not found", 18))
+                /* the writer has not created the database (or the
+                 * readings' policy) yet, a new deployment: nothing
+                 * stored, not an error */
+                if (json_is_string(se) &&
+                    (!strncmp(json_string_value(se), "database not found", 18) ||
+                     !strncmp(json_string_value(se), "retention policy not found", 26)))
                     continue;
                 if (json_is_string(se)) {
                     snprintf(err, errn, "InfluxDB: %s", json_string_value(se));

@@ -11,6 +11,7 @@
 #define CAREHUB_INFLUXQ_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,16 @@ void qb_add(struct qb *b, const char *fmt, ...) __attribute__((format(printf, 2,
 void qb_str(struct qb *b, const char *v);
 /* Appends v as an identifier ("..."). */
 void qb_ident(struct qb *b, const char *v);
+/* The retention policies of InfluxDB 1.x the hub writes to when
+ * influx.retention.raw is set (retention.h): the readings, and their hourly
+ * history. Everything else is in the database's default policy. */
+#define INFLUX_RP_RAW    "raw"
+#define INFLUX_RP_HOURLY "hourly"
+
+/* Appends the readings' measurement as a FROM source (NULL: a regular
+ * expression matching every measurement): in the policy "raw" when c has
+ * one for them. */
+void qb_readings(struct qb *b, const struct hubcfg_influx *c, const char *measurement);
 /* Appends /^<prefix>/ with prefix's characters escaped. */
 void qb_regex_prefix(struct qb *b, const char *prefix);
 /* Appends a time literal: <ms>ms. */
@@ -38,6 +49,7 @@ void qb_time(struct qb *b, int64_t ms);
 struct influxq {
     const struct hubcfg_influx *cfg; /* borrowed */
     int64_t timeout_ms;
+    const atomic_bool *cancel; /* optional: set, a query under way is abandoned (CH_ERETRY) */
 };
 
 /* Runs q (one or more statements separated by ';'). Returns 0 with *results

@@ -201,11 +201,11 @@ static enum ingest_result reject(struct ingest *in, const char *topic, enum inge
     return INGEST_REJECTED;
 }
 
-static int emit(struct ingest *in, struct lp_buf *b, bool alert)
+static int emit(struct ingest *in, struct lp_buf *b, enum ingest_points kind)
 {
     size_t len, lines;
     char *data = lp_take(b, &len, &lines);
-    return data ? in->sink(in->sink_ctx, data, len, lines, alert) : 0;
+    return data ? in->sink(in->sink_ctx, data, len, lines, kind) : 0;
 }
 
 static bool same_origin(const char *site, const char *gw, const char *psite, const char *pgw)
@@ -224,7 +224,7 @@ static void mark_stale_days(struct ingest *in, const struct ch_telemetry *t, int
     struct lp_buf b;
     lp_init(&b);
     if (rollup_mark_stale(&b, t, in->rollup_after_ms, now_ms))
-        emit(in, &b, false);
+        emit(in, &b, INGEST_RECORDS);
 }
 
 /* The end of the run of readings from i whose verdict is `want` (or, with
@@ -305,7 +305,7 @@ static enum ingest_result on_telemetry(struct ingest *in, const char *topic, con
         ok.n_readings += p.n_readings;
         i = verdict ? run_end(verdict, t.n_readings, end, REGISTRY_ACCEPT, true) : t.n_readings;
     }
-    int kept = emit(in, &b, false);
+    int kept = emit(in, &b, INGEST_READINGS);
     if (ok.n_readings)
         mark_stale_days(in, &ok, now_ms);
     settle_handled(in, &t, verdict, kept == 0, now_ms);
@@ -345,7 +345,7 @@ static enum ingest_result on_status(struct ingest *in, const char *topic, const 
         struct lp_buf b;
         lp_init(&b);
         lp_status(&b, &s, now_ms);
-        emit(in, &b, false);
+        emit(in, &b, INGEST_RECORDS);
     }
     count(&in->status_ok, 1);
     ch_status_free(&s);
@@ -373,7 +373,7 @@ static enum ingest_result on_alert(struct ingest *in, const char *topic, const j
     struct lp_buf b;
     lp_init(&b);
     lp_alert(&b, &a);
-    bool kept = emit(in, &b, true) == 0;
+    bool kept = emit(in, &b, INGEST_ALERTS) == 0;
     if (kept)
         settle(in, site, gw, ACKS_ALERTS, a.seq, a.seq);
     seen_finish(in, hash, kept, a.seq); /* not kept: the other copy may be */

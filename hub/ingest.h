@@ -67,12 +67,17 @@ struct ingest_stats {
 };
 
 /* Receives the points of one message: data (len bytes, lines points of line
- * protocol). alert: the points are an alarm transition (they go ahead of
- * telemetry, and are dropped last). Takes ownership of data. Returns 0 once
+ * protocol) of the kind given. Takes ownership of data. Returns 0 once
  * the points are kept (in the hub's spool), or a negative error: then the
  * message's numbers are not acknowledged to the gateway, which sends them
  * again. */
-typedef int (*ingest_sink)(void *ctx, char *data, size_t len, size_t lines, bool alert);
+enum ingest_points {
+    INGEST_READINGS, /* telemetry: the readings' retention policy */
+    INGEST_RECORDS,  /* statuses, stale marks: kept long, in order with the readings */
+    INGEST_ALERTS,   /* alarm transitions: ahead of telemetry, dropped last, kept long */
+};
+typedef int (*ingest_sink)(void *ctx, char *data, size_t len, size_t lines,
+                           enum ingest_points kind);
 
 struct presence;
 struct ingest;

@@ -35,6 +35,7 @@
 #include "log.h"
 #include "presence.h"
 #include "registry.h"
+#include "retention.h"
 #include "spool.h"
 #include "subscriber.h"
 #include "tokens.h"
@@ -66,8 +67,9 @@ struct hub {
     struct sub *sub;
     struct sub *view_sub;
     struct api *api;
-    struct acks *acks;        /* storage acknowledgements to send */
-    char presence_file[4096]; /* the numbers received, kept across restarts */
+    struct retention *retention; /* the hourly history's keeper (NULL: none) */
+    struct acks *acks;           /* storage acknowledgements to send */
+    char presence_file[4096];    /* the numbers received, kept across restarts */
     uint64_t acks_sent, acks_unsent;
 };
 
@@ -180,7 +182,8 @@ static void write_self_metrics(struct hub *h)
     registry_report(h->registry, &b, h->cfg.mqtt.client_id, now);
     size_t len, lines;
     char *data = lp_take(&b, &len, &lines);
-    influx_enqueue_once(h->influx, data, len, lines);
+    /* operational figures: kept as long as the readings */
+    influx_enqueue_once(h->influx, INFLUX_RP_READINGS, data, len, lines);
 }
 
 static void log_final_counters(struct hub *h, const struct influx_stats *ws)
@@ -198,11 +201,12 @@ static void log_final_counters(struct hub *h, const struct influx_stats *ws)
 /* ---- running ---------------------------------------------------------------- */
 
 /* Ingest's sink: returns once the points are in the spool. */
-static int to_influx(void *ctx, char *data, size_t len, size_t lines, bool alert)
+static int to_influx(void *ctx, char *data, size_t len, size_t lines, enum ingest_points kind)
 {
-    if (alert)
+    if (kind == INGEST_ALERTS)
         return influx_enqueue_alert(ctx, data, len, lines);
-    return influx_enqueue(ctx, data, len, lines);
+    return influx_enqueue(ctx, kind == INGEST_READINGS ? INFLUX_RP_READINGS : INFLUX_RP_DEFAULT,
+                          data, len, lines);
 }
 
 /* Delivered means stored (acks.h): what ingest noted since the last round is
@@ -395,6 +399,10 @@ static int serve(struct hub *h)
             h->view_sub = NULL;
             view_ok = false;
         }
+        if (view_ok) {
+            h->retention = retention_start(&h->cfg, h->influx, h->api);
+            api_set_retention(h->api, h->retention);
+        }
         if (view_ok && sub_open(&h->cfg.mqtt, on_ingest, h, &h->sub) == 0) {
             LOGI("hub", h->cfg.mqtt.client_id, "care-hub %s running", CAREHUB_VERSION);
             status = run(h, &stop);
@@ -405,6 +413,9 @@ static int serve(struct hub *h)
         /* the API's requests and streams end before the view client that
            carries its commands and feeds its streams goes; the view client
            before the API is freed (its callbacks call api_alert) */
+        /* the keeper uses the API (day figures) and the writer */
+        retention_stop(h->retention);
+        h->retention = NULL;
         api_quiesce(h->api);
         if (h->view_sub)
             sub_close(h->view_sub, MQTT_CLOSE_TIMEOUT_MS);

@@ -140,7 +140,7 @@ static int window_stats(struct api *a, const char *site, int64_t from, int64_t t
             qb_add(&q, "SELECT count(");
             qb_ident(&q, lim[i].metric);
             qb_add(&q, ") FROM ");
-            qb_ident(&q, lim[i].measurement);
+            qb_readings(&q, &a->cfg->influx, lim[i].measurement);
             qb_add(&q, " WHERE \"site\" = ");
             qb_str(&q, site);
             where_time(&q, from, to);
@@ -158,8 +158,9 @@ static int window_stats(struct api *a, const char *site, int64_t from, int64_t t
         }
     }
     /* statement 2nl: per device, the intervals in which it sent something */
-    qb_add(&q, "SELECT count(\"c\") FROM (SELECT count(\"seq\") AS \"c\" FROM /.*/ WHERE "
-               "\"site\" = ");
+    qb_add(&q, "SELECT count(\"c\") FROM (SELECT count(\"seq\") AS \"c\" FROM ");
+    qb_readings(&q, &a->cfg->influx, NULL);
+    qb_add(&q, " WHERE \"site\" = ");
     qb_str(&q, site);
     where_time(&q, from, to);
     qb_add(&q,
@@ -167,7 +168,9 @@ static int window_stats(struct api *a, const char *site, int64_t from, int64_t t
            "\"device\"; ",
            bucket_ms, by_time);
     /* statement 2nl+1: per gateway and measurement, the reading numbers stored */
-    qb_add(&q, "SELECT count(\"seq\"), min(\"seq\"), max(\"seq\") FROM /.*/ WHERE \"site\" = ");
+    qb_add(&q, "SELECT count(\"seq\"), min(\"seq\"), max(\"seq\") FROM ");
+    qb_readings(&q, &a->cfg->influx, NULL);
+    qb_add(&q, " WHERE \"site\" = ");
     qb_str(&q, site);
     where_time(&q, from, to);
     qb_add(&q, " GROUP BY %s\"gateway\"", by_time);
@@ -280,7 +283,7 @@ static void rollup_keep(struct api *a, const char *site, const char *span, int64
     size_t len, lines;
     char *lp = lp_take(&b, &len, &lines);
     if (lp)
-        influx_enqueue_once(a->writer, lp, len, lines);
+        influx_enqueue_once(a->writer, INFLUX_RP_DEFAULT, lp, len, lines);
 }
 
 static int64_t floor_to(int64_t t, int64_t unit)
@@ -318,6 +321,11 @@ static int spans_stats(struct api *a, const char *site, int64_t u0, int64_t u1, 
     int rc = influxq_run_qb(&a->q, &q, &res, err, errn);
     if (rc)
         return rc;
+    /* spans from here back have lost readings to the raw policy
+     * (retention.h): their kept figures are all there is, whatever they were
+     * computed with, and figures computed now are not kept */
+    int64_t raw_ms = a->cfg->influx.retention.raw_ms;
+    int64_t horizon = raw_ms ? ch_now_ms() - raw_ms : INT64_MIN;
     json_t *kept = json_object(), *marks = json_object();
     char at[24];
     size_t i;
@@ -326,7 +334,7 @@ static int spans_stats(struct api *a, const char *site, int64_t u0, int64_t u1, 
     int cd = influxq_col(rs, "data"), ck = influxq_col(rs, "key"), cb = influxq_col(rs, "basis");
     json_array_foreach(json_object_get(rs, "values"), i, row)
     {
-        if (strcmp(str_at(row, ck), key))
+        if (strcmp(str_at(row, ck), key) && int_at(row, 0) >= horizon)
             continue; /* computed with other limits */
         snprintf(at, sizeof at, "%" PRId64, int_at(row, 0));
         json_object_set_new(kept, at, json_pack("[s,s]", str_at(row, cd), str_at(row, cb)));
@@ -347,7 +355,8 @@ static int spans_stats(struct api *a, const char *site, int64_t u0, int64_t u1, 
         const char *mark = json_string_value(json_object_get(marks, at));
         snprintf(at, sizeof at, "%" PRId64, u);
         json_t *k = json_object_get(kept, at), *st = NULL;
-        if (k && !strcmp(json_string_value(json_array_get(k, 1)), mark ? mark : ""))
+        if (k &&
+            (u < horizon || !strcmp(json_string_value(json_array_get(k, 1)), mark ? mark : "")))
             st = json_loads(json_string_value(json_array_get(k, 0)), 0, NULL);
         if (!st) {
             lo = u < lo ? u : lo;
@@ -373,7 +382,7 @@ static int spans_stats(struct api *a, const char *site, int64_t u0, int64_t u1, 
             char day[24];
             snprintf(day, sizeof day, "%" PRId64, floor_to(u, DAY_MS));
             const char *mark = json_string_value(json_object_get(marks, day));
-            if (u + unit <= keep_before)
+            if (u + unit <= keep_before && u >= horizon)
                 rollup_keep(a, site, span, u, st, key, mark ? mark : "");
         }
         stats_merge(acc, st);

@@ -17,6 +17,11 @@
  * mark is still that one: a backlog whose mark is visible has its points in
  * InfluxDB already, and one that lands later changes the mark. Any hub
  * computes and keeps them; two doing it at once write the same point.
+ * With influx.retention.raw (retention.h), a span that starts before the
+ * raw policy's horizon has lost readings: its kept figures are used as they
+ * are (whatever limits or mark they were computed with), and figures
+ * computed for it now are not kept; the keeper keeps every day's figures
+ * while its readings are there.
  *
  * The figures of a window, as JSON:
  *   {"env": {"<metric>|<room>": [samples, within]},

@@ -15,3 +15,8 @@ ch_integration_test(hub_tenants hub_tenants.py TIMEOUT 150)
 # of sensitive kinds without value or message), district scopes by whole id
 # segments, CSV cells a spreadsheet would evaluate (issue 11).
 ch_integration_test(hub_privacy hub_privacy.py TIMEOUT 90)
+# InfluxDB for years (issue 12): the retention policies made on the first
+# start, readings in raw and the rest in the default policy, the hourly
+# history made and made again after a backlog, and a summary and a chart of
+# a day past the raw retention answered from what was kept.
+ch_integration_test(hub_retention hub_retention.py TIMEOUT 120)

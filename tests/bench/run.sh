@@ -25,3 +25,5 @@ echo "== delivered means stored: ack traffic, delay, cost (CAREHUB_BEFORE=<bin/ 
 python3 tests/bench/bench_delivery.py ${CAREHUB_BEFORE:+--before "$CAREHUB_BEFORE"}
 echo "== ingest isolation: another site's alarms while one gateway floods (CAREHUB_BEFORE adds the older build)"
 python3 tests/bench/bench_isolation.py ${CAREHUB_BEFORE:+--before "$CAREHUB_BEFORE"}
+echo "== InfluxDB for years: the disk a 120-resident site costs with retention and the hourly history"
+python3 tests/bench/bench_retention.py

@@ -157,6 +157,47 @@ static void test_ingest(void **state)
     }
 }
 
+/* influx.retention: off by default; durations in days ("30d"); a day of
+ * readings at least, the history at least as long, version 1 only, each
+ * error at its line. */
+static void test_retention(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(load(f, HEAD), 0);
+    assert_int_equal(f->c.influx.retention.raw_ms, 0);
+    assert_int_equal(f->c.influx.retention.interval_ms, 600000);
+    hubcfg_free(&f->c);
+    assert_int_equal(load(f, HEAD "  retention: {raw: 30d, hourly: 3650d, interval: 1m}\n"), 0);
+    assert_int_equal(f->c.influx.retention.raw_ms, 30 * 86400000LL);
+    assert_int_equal(f->c.influx.retention.hourly_ms, 3650 * 86400000LL);
+    assert_int_equal(f->c.influx.retention.interval_ms, 60000);
+    hubcfg_free(&f->c);
+    assert_int_equal(load(f, HEAD "  retention: {raw: 1.5d}\n"), 0);
+    assert_int_equal(f->c.influx.retention.raw_ms, 129600000);
+    hubcfg_free(&f->c);
+    static const char *const bad[][2] = {
+        {"  retention: {raw: 23h}\n", "'raw'"},
+        {"  retention: {raw: 30d, hourly: 29d}\n", "'hourly'"},
+        {"  retention: {hourly: 30d}\n", "'hourly'"},
+        {"  retention: {raw: 30x}\n", "raw"},
+        {"  retention: {raw: 30d, keep: 1}\n", "keep"},
+        {"  retention: {raw: 30d, interval: 0s}\n", "interval"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char text[512];
+        snprintf(text, sizeof text, "%s%s", HEAD, bad[i][0]);
+        assert_int_equal(load(f, text), CH_ECONFIG);
+        assert_non_null(strstr(f->err, "hub.yaml:7:"));
+        assert_non_null(strstr(f->err, bad[i][1]));
+    }
+    assert_int_equal(load(f, "mqtt:\n  broker: tcp://127.0.0.1:1883\n  client_id: hub-1\n"
+                             "influx:\n  url: http://127.0.0.1:8086\n  version: 2\n"
+                             "  org: o\n  bucket: b\n  token: t\n  retention: {raw: 30d}\n"),
+                     CH_ECONFIG);
+    assert_non_null(strstr(f->err, "hub.yaml:10:"));
+    assert_non_null(strstr(f->err, "version 2"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -164,6 +205,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relative_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -343,7 +343,9 @@ static size_t nlines(const char *lines)
 
 static void put(struct fx *f, const char *lines)
 {
-    assert_int_equal(influx_enqueue(f->w, ch_xstrdup(lines), strlen(lines), nlines(lines)), 0);
+    assert_int_equal(
+        influx_enqueue(f->w, INFLUX_RP_DEFAULT, ch_xstrdup(lines), strlen(lines), nlines(lines)),
+        0);
 }
 
 static const char *body(struct fx *f, int i)
@@ -742,7 +744,7 @@ static void test_large_handover(void **state)
     while (len + 32 < cap)
         len += (size_t)snprintf(big + len, cap - len, "m v=%d %d\n", n, n), n++;
     char *copy = ch_xstrdup(big);
-    assert_int_equal(influx_enqueue(f->w, copy, len, (size_t)n), 0);
+    assert_int_equal(influx_enqueue(f->w, INFLUX_RP_DEFAULT, copy, len, (size_t)n), 0);
     struct spool_stats ss;
     spool_stats(f->sp, &ss);
     assert_true(ss.lane[SPOOL_TELEMETRY].appended_records >= 3);
@@ -777,7 +779,7 @@ static void test_foreign_record(void **state)
     assert_int_equal(st.dead_letter_batches, 1);
     char *dl = slurp(f->dead);
     assert_true(matches(dl, "^# " ISO_TIME " spool record 2 has type 9, not line protocol "
-                            "\\(1\\)\nopaque\n$"));
+                            "\\(1, 2\\)\nopaque\n$"));
     free(dl);
 }
 
@@ -816,6 +818,31 @@ static void test_create_database(void **state)
     assert_string_equal(f->srv->req[1].target, "POST /write?db=db&precision=ms");
     assert_string_equal(f->srv->req[2].target, "POST /query");
     assert_string_equal(f->srv->req[3].target, "POST /write?db=db&precision=ms");
+    assert_int_equal(st.points_written, 3);
+}
+
+/* With influx.retention.raw, readings go to the policy raw and the rest to
+ * the default one: a request never mixes them, and their order holds. */
+static void test_readings_policy(void **state)
+{
+    struct fx *f = *state;
+    f->cfg.retention.raw_ms = 30 * 86400000LL;
+    f->cfg.flush_interval_ms = 10;
+    open_writer(f);
+    const char *lines[] = {"r v=1 1\n", "d v=2 2\n", "r v=3 3\n"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(influx_enqueue(f->w, i == 1 ? INFLUX_RP_DEFAULT : INFLUX_RP_READINGS,
+                                        ch_xstrdup(lines[i]), strlen(lines[i]), 1),
+                         0);
+    wait_requests(f->srv, 3);
+    struct influx_stats st = close_writer(f);
+    assert_int_equal(requests(f->srv), 3);
+    assert_string_equal(f->srv->req[0].target, "POST /write?db=db&precision=ms&rp=raw");
+    assert_string_equal(body(f, 0), lines[0]);
+    assert_string_equal(f->srv->req[1].target, "POST /write?db=db&precision=ms");
+    assert_string_equal(body(f, 1), lines[1]);
+    assert_string_equal(f->srv->req[2].target, "POST /write?db=db&precision=ms&rp=raw");
+    assert_string_equal(body(f, 2), lines[2]);
     assert_int_equal(st.points_written, 3);
 }
 
@@ -858,6 +885,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_foreign_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gzip_and_create_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_database, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readings_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_v2, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

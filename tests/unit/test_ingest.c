@@ -29,7 +29,7 @@ struct capture {
     int fail;        /* what the sink returns: 0 kept, else an error */
 };
 
-static int sink(void *ctx, char *data, size_t len, size_t lines, bool alert)
+static int sink(void *ctx, char *data, size_t len, size_t lines, enum ingest_points kind)
 {
     struct capture *c = ctx;
     size_t have = strlen(c->text);
@@ -39,7 +39,7 @@ static int sink(void *ctx, char *data, size_t len, size_t lines, bool alert)
     }
     c->lines += lines;
     c->calls++;
-    c->alert_calls += alert;
+    c->alert_calls += kind == INGEST_ALERTS;
     free(data);
     return c->fail;
 }

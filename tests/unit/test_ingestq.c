@@ -36,12 +36,12 @@ struct capture {
     char order[64][8]; /* the device of each telemetry hand-over */
 };
 
-static int sink(void *ctx, char *data, size_t len, size_t lines, bool alert)
+static int sink(void *ctx, char *data, size_t len, size_t lines, enum ingest_points kind)
 {
     (void)len, (void)lines;
     struct capture *c = ctx;
     pthread_mutex_lock(&c->lock);
-    if (alert) {
+    if (kind == INGEST_ALERTS) {
         c->alert_calls++;
     } else {
         const char *d = strstr(data, "device=");
