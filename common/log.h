@@ -1,7 +1,20 @@
-/* One log line per event on stderr:
+/* One log line per event.
+ *
+ * On stderr, when it is not the journal:
  *   2026-11-22T22:10:01.123Z E [modbus:env-3f] read 3:0+12 failed: timeout
  * The module names the code, the instance names the device, bus or peer
- * (NULL when there is none). Thread-safe: each line is one write(2). */
+ * (NULL when there is none).
+ *
+ * To the journal, when systemd connected stderr to it (JOURNAL_STREAM names
+ * fd 2's device and inode): one entry per line with sd_journal_send, MESSAGE=
+ * the text alone, PRIORITY= 3 (error), 4 (warn), 6 (info) or 7 (debug),
+ * CAREHUB_MODULE= the module, CAREHUB_INSTANCE= the instance (absent when
+ * NULL) and SYSLOG_IDENTIFIER= the program; so
+ *   journalctl -u care-edge -p warning CAREHUB_MODULE=poller
+ * lists the device failures. If the journal refuses an entry, the stderr
+ * line is written instead.
+ *
+ * Thread-safe: each line is one write(2) or one journal datagram. */
 #ifndef CAREHUB_LOG_H
 #define CAREHUB_LOG_H
 

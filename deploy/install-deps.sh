@@ -25,16 +25,17 @@ set -euo pipefail
 
 # shared libraries of the programs (Depends of the packages)
 GATEWAY=(
-  libpaho-mqtt1.3 libmodbus5 libjansson4 libfyaml0 libmicrohttpd12 libcrypt1 zlib1g procps
+  libpaho-mqtt1.3 libmodbus5 libjansson4 libfyaml0 libmicrohttpd12 libcrypt1 zlib1g libsystemd0
+  procps
 )
 HUB=(
-  libpaho-mqtt1.3 libjansson4 libfyaml0 libmicrohttpd12 libcurl4 libssl3 zlib1g procps
-  mosquitto mosquitto-clients influxdb influxdb-client
+  libpaho-mqtt1.3 libjansson4 libfyaml0 libmicrohttpd12 libcurl4 libssl3 zlib1g libsystemd0
+  procps mosquitto mosquitto-clients influxdb influxdb-client
 )
 DEV=(
   build-essential cmake pkg-config
   libpaho-mqtt-dev libmodbus-dev libjansson-dev libfyaml-dev libmicrohttpd-dev libcrypt-dev
-  libcurl4-openssl-dev libssl-dev zlib1g-dev libcmocka-dev
+  libcurl4-openssl-dev libssl-dev zlib1g-dev libsystemd-dev libcmocka-dev
   mosquitto mosquitto-clients influxdb influxdb-client socat
   python3 python3-jsonschema python3-yaml curl openssl
 )

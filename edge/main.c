@@ -8,6 +8,7 @@
 #include "log.h"
 #include "poller.h"
 #include "rules.h"
+#include "sdnotify.h"
 #include "spool.h"
 #include "uplink.h"
 #include "util.h"
@@ -216,20 +217,28 @@ static json_t *spool_json(const struct spool_stats *ss)
                      (json_int_t)ss->lane[SPOOL_TELEMETRY].dropped_records);
 }
 
+/* How many of the live devices are online; *n: how many there are. */
+static size_t devices_online(struct app *a, size_t *n)
+{
+    pthread_rwlock_rdlock(&a->swap_lock);
+    size_t online = 0;
+    *n = poller_device_count(a->poller);
+    for (size_t i = 0; i < *n; i++) {
+        struct poller_dev_stats ds;
+        poller_device_stats(a->poller, i, &ds);
+        online += ds.online;
+    }
+    pthread_rwlock_unlock(&a->swap_lock);
+    return online;
+}
+
 static char *ops_status(void *arg)
 {
     struct app *a = arg;
     const struct site_config *c = &a->site.cfg;
     struct uplink_stats us;
     uplink_get_stats(a->uplink, &us);
-    pthread_rwlock_rdlock(&a->swap_lock);
-    size_t n = poller_device_count(a->poller), online = 0;
-    for (size_t i = 0; i < n; i++) {
-        struct poller_dev_stats ds;
-        poller_device_stats(a->poller, i, &ds);
-        online += ds.online;
-    }
-    pthread_rwlock_unlock(&a->swap_lock);
+    size_t n, online = devices_online(a, &n);
     struct spool_stats ss;
     spool_stats(a->spool, &ss);
     json_t *o = json_pack(
@@ -483,8 +492,8 @@ static bool restart_only_changed(const struct site_config *o, const struct site_
  * are reported (file:line:key) and everything goes on as it was. Readings
  * are spooled up to the moment the old bus threads stop and from the moment
  * the new ones start (a poll in progress finishes first); alarms keep their
- * state (alarm.h). */
-static void reload(struct app *a)
+ * state (alarm.h). Returns true if the new file is in force. */
+static bool reload(struct app *a)
 {
     struct site *next = ch_xcalloc(1, sizeof *next);
     LOGI("edge", NULL, "SIGHUP: reloading %s", a->config_path);
@@ -492,7 +501,7 @@ static void reload(struct app *a)
         LOGE("edge", NULL, "reload: %s has errors (above); the running configuration stays",
              a->config_path);
         free(next);
-        return;
+        return false;
     }
     restart_only_changed(&a->site.cfg, &next->cfg);
     struct poller *np = NULL;
@@ -501,7 +510,7 @@ static void reload(struct app *a)
              a->config_path);
         site_free(next);
         free(next);
-        return;
+        return false;
     }
     /* no bus thread runs from here until the new ones start: nothing can
      * feed the rules or be emitted while they are swapped */
@@ -521,7 +530,7 @@ static void reload(struct app *a)
         site_free(next);
         free(next);
         poller_start(a->poller);
-        return;
+        return false;
     }
     a->rules = nr;
     struct poller *old = a->poller;
@@ -541,12 +550,15 @@ static void reload(struct app *a)
     uplink_set_birth(a->uplink, &birth);
     ch_status_free(&birth);
     update_annunciators(a);
-    if (poller_start(a->poller) != 0)
+    if (poller_start(a->poller) != 0) {
         LOGE("edge", NULL, "reload: cannot start the bus threads");
+        return false;
+    }
     LOGI("edge", a->live->cfg.gateway,
          "reloaded: %zu devices on %zu buses, %zu residents, %zu rule instances",
          poller_device_count(a->poller), a->live->cfg.buses.n, a->live->cfg.residents.n,
          rules_instances(a->rules));
+    return true;
 }
 
 /* The one place a wall-clock step is noticed: logged once per step, with
@@ -593,6 +605,37 @@ static void spool_watch(struct app *a)
     alarms_self(a->alarms, ALARM_SELF_SPOOL, state != 0, state ? msg : NULL, ch_time_now());
 }
 
+/* The main loop's keep-alive to systemd, with its status line (sdnotify.h).
+ *
+ * What WATCHDOG=1 vouches for: it is sent from this loop only, after its
+ * tick (rules and alarms timed, the spool looked at, each under its lock),
+ * and after taking once each the locks that the other threads share with
+ * alarming: the spool's and the uplink's (uplink_get_stats), the poller's
+ * under swap_lock (devices_online), the alarms' (alarms_get_stats). A loop
+ * that hangs, or a thread that deadlocks or dies holding one of those
+ * locks, stops the keep-alives, and systemd restarts care-edge after
+ * WatchdogSec.
+ *
+ * What it does not wait for: the bus threads' progress. They have no
+ * heartbeat, and a bus thread is blocked for long legitimately: a response
+ * timeout per silent slave, a TCP connect to a meter that is off, a sleep
+ * until a slow device is due. A dead line or device is reported already
+ * (offline, the stale-data rules), a restart would not mend it, and
+ * restarting every WatchdogSec would soon reach StartLimitBurst and leave
+ * the site with no local alarming at all. Nor the broker: the gateway
+ * alarms on site without it. */
+static void keep_alive(struct app *a)
+{
+    struct uplink_stats us;
+    uplink_get_stats(a->uplink, &us);
+    size_t n, online = devices_online(a, &n);
+    struct alarms_stats as;
+    alarms_get_stats(a->alarms, &as);
+    sdnotify_alive("%zu/%zu devices online, %zu alarms active, broker %s, %llu readings to send",
+                   online, n, as.active, us.connected ? "connected" : "disconnected",
+                   (unsigned long long)us.queued);
+}
+
 static int run(struct app *a, const char *stats_file)
 {
     const struct site_config *c = &a->site.cfg;
@@ -606,6 +649,7 @@ static int run(struct app *a, const char *stats_file)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads created below inherit it */
+    sdnotify_init();
     map_devices(a);
     struct ch_status birth;
     make_birth(a, &birth);
@@ -662,6 +706,11 @@ static int run(struct app *a, const char *stats_file)
     if (a->console)
         LOGI("console", NULL, "serving the alarm console on http://%s:%u/", c->console.bind,
              (unsigned)console_port(a->console));
+    /* serving: the spool open, the alarms loaded, the console listening, the
+     * bus threads polling; the broker is the uplink's to reach, not a
+     * condition (a gateway alarms on site without it) */
+    sdnotify_ready("started: site %s, %zu devices, broker %s", c->site,
+                   poller_device_count(a->poller), c->uplink.broker);
 
     uint64_t last_readings = 0;
     int64_t last = ch_mono_ms();
@@ -672,6 +721,8 @@ static int run(struct app *a, const char *stats_file)
     spool_watch(a); /* a disk that failed before the start, or one fixed since */
     for (;;) {
         int64_t until = next < next_tick ? next : next_tick;
+        if (sdnotify_due() < until)
+            until = sdnotify_due();
         int64_t wait = until - ch_mono_ms();
         if (wait < 0)
             wait = 0;
@@ -679,10 +730,18 @@ static int run(struct app *a, const char *stats_file)
         int sig = sigtimedwait(&set, NULL, &ts);
         if (sig == SIGINT || sig == SIGTERM) {
             LOGI("edge", NULL, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            sdnotify_stopping("stopping: sending what the spool holds, saving the alarms");
             break;
         }
         if (sig == SIGHUP) {
-            reload(a);
+            sdnotify_reloading("reloading %s", a->config_path);
+            if (reload(a))
+                sdnotify_ready("reloaded %s: %zu devices", a->config_path,
+                               poller_device_count(a->poller));
+            else
+                sdnotify_ready("reload of %s failed (see the log): the running configuration "
+                               "stays",
+                               a->config_path);
             continue;
         }
         int64_t now = ch_mono_ms();
@@ -706,6 +765,8 @@ static int run(struct app *a, const char *stats_file)
             if (next <= now)
                 next = now + c->self_metrics_interval_ms;
         }
+        if (ch_mono_ms() >= sdnotify_due())
+            keep_alive(a);
     }
 
     poller_stop(a->poller);

@@ -11,7 +11,8 @@
  * alarms never wait behind telemetry), the spool's commit thread, and this
  * one, which waits for SIGTERM/SIGINT (blocked everywhere, taken with
  * sigtimedwait), retries a failed first MQTT connection, sends the storage
- * acknowledgements and writes the self-metrics.
+ * acknowledgements, writes the self-metrics and tells systemd it is alive
+ * (keep_alive).
  *
  * Shutdown: stop consuming (MQTT DISCONNECT: a persistent session keeps the
  * rest at the broker), hand what is queued to the spool (its gateways hear
@@ -36,6 +37,7 @@
 #include "presence.h"
 #include "registry.h"
 #include "retention.h"
+#include "sdnotify.h"
 #include "spool.h"
 #include "subscriber.h"
 #include "tokens.h"
@@ -288,6 +290,39 @@ static void on_view(void *ctx, const char *topic, const void *payload, size_t le
     }
 }
 
+/* The main loop's keep-alive to systemd, with its status line (sdnotify.h).
+ *
+ * What WATCHDOG=1 vouches for: it is sent from this loop only, after its
+ * work of the round (acks made durable, the subscriber ticked), and after
+ * taking once each the locks that the other threads share with this loop:
+ * the presence's, the ingest queue's (the MQTT thread and the ingest
+ * workers) and the spool's (the writers). A loop that hangs, or a thread
+ * that deadlocks or dies holding one of those locks, stops the keep-alives,
+ * and systemd restarts care-hub after WatchdogSec.
+ *
+ * What it does not wait for: the InfluxDB writers' progress. They have no
+ * heartbeat, and a writer waits legitimately for as long as InfluxDB is
+ * down (retries with back-off); that shows in the status line, the
+ * self-metrics and the log (write_errors, spool_pending), and a restart
+ * would not bring InfluxDB back. Nor the broker: subscribers reconnect by
+ * themselves. */
+static void keep_alive(struct hub *h)
+{
+    size_t online = presence_online(h->presence ? h->presence : h->view);
+    struct ingestq_stats qs = {0};
+    if (h->queue)
+        ingestq_stats(h->queue, &qs);
+    struct spool_stats sp;
+    spool_stats(h->spool, &sp);
+    struct influx_stats ws;
+    influx_stats(h->influx, &ws);
+    uint64_t pending =
+        sp.lane[SPOOL_TELEMETRY].pending_records + sp.lane[SPOOL_ALERT].pending_records;
+    sdnotify_alive("%zu gateways online, %" PRIu64 " points written, %" PRIu64
+                   " records to write, %" PRIu64 " write errors",
+                   online, ws.points_written, pending, ws.write_errors);
+}
+
 /* Waits for a stop signal, ticking the subscriber and writing self-metrics;
  * SIGHUP reads the API's tokens again. Returns 0 on a stop signal,
  * EXIT_RUNTIME on a fatal MQTT error. */
@@ -300,20 +335,25 @@ static int run(struct hub *h, const sigset_t *stop)
         int64_t wait = next_metrics - now < TICK_MS ? next_metrics - now : TICK_MS;
         if (next_acks - now < wait)
             wait = next_acks - now;
+        if (sdnotify_due() - now < wait)
+            wait = sdnotify_due() - now;
         if (wait < 0)
             wait = 0;
         struct timespec ts = {.tv_sec = (time_t)(wait / 1000),
                               .tv_nsec = (long)(wait % 1000) * 1000000L};
         int sig = sigtimedwait(stop, NULL, &ts);
         if (sig == SIGHUP) {
+            sdnotify_reloading("reloading the tokens and the gateway registry");
             if (h->api)
                 api_reload_tokens(h->api);
             if (h->cfg.ingest.registry)
                 registry_load_file(h->registry, h->cfg.ingest.registry);
+            sdnotify_ready("reloaded the tokens and the gateway registry");
             continue;
         }
         if (sig > 0) {
             LOGI("hub", h->cfg.mqtt.client_id, "%s: stopping", strsignal(sig));
+            sdnotify_stopping("stopping: queued messages to the spool, writing to InfluxDB");
             return 0;
         }
         if (ch_mono_ms() >= next_acks) {
@@ -330,6 +370,8 @@ static int run(struct hub *h, const sigset_t *stop)
             if (next_metrics < ch_mono_ms())
                 next_metrics = ch_mono_ms() + h->cfg.self_metrics_interval_ms;
         }
+        if (ch_mono_ms() >= sdnotify_due())
+            keep_alive(h);
     }
 }
 
@@ -343,6 +385,7 @@ static int serve(struct hub *h)
     /* before any thread starts, so that every thread inherits the mask */
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
+    sdnotify_init();
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         LOGE("hub", NULL, "libcurl cannot start");
@@ -405,6 +448,11 @@ static int serve(struct hub *h)
         }
         if (view_ok && sub_open(&h->cfg.mqtt, on_ingest, h, &h->sub) == 0) {
             LOGI("hub", h->cfg.mqtt.client_id, "care-hub %s running", CAREHUB_VERSION);
+            /* serving: the spool open, the writers and ingest started, the
+             * API listening; the broker and InfluxDB are reached (and
+             * retried) by their clients, not conditions of readiness */
+            sdnotify_ready("running: API %s, broker %s, InfluxDB %s", h->api ? "listening" : "off",
+                           h->cfg.mqtt.broker, h->cfg.influx.url);
             status = run(h, &stop);
             influx_begin_stop(h->influx);
             send_acks(h); /* what is stored by now, before the client goes */

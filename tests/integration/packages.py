@@ -11,17 +11,32 @@ root made from Debian's mirror:
   full example with the installed profiles and rule packs; care-hub --check
   on /etc/carehub/hub.yaml; care-hub, run as carehub with an api section
   that names no www_dir, serves the installed /usr/share/carehub/www;
-- the units pass systemd-analyze verify, and their offline exposure scores
-  stay at or under 2.0;
+- the units pass systemd-analyze verify, their offline exposure scores
+  stay at or under 2.0, and they are Type=notify, NotifyAccess=main with
+  WatchdogSec=30s;
 - the root booted with systemd (systemd-nspawn -b): care-edge.service polls
   care-sim and serves its console, care-hub.service serves its console, both
   as carehub with no capabilities, no new privileges and the system call
   filter in force (the units as shipped, only ExecStart's file replaced by
-  a drop-in); systemctl reload reaches care-edge; both stop with status 0;
+  a drop-in, and WatchdogSec=4s, RestartSec=1s so that the watchdog is seen
+  within the probe's seconds); systemctl start returns with both active
+  (READY=1 came), systemctl show says Type=notify, NotifyAccess=main, the
+  drop-in's WatchdogUSec and a StatusText, and systemd's watchdog timestamp
+  moves (it takes the keep-alives); systemctl reload reaches care-edge; the
+  journal's entries of both carry PRIORITY (6 and, for the broker nobody
+  listens on, 4), CAREHUB_MODULE, CAREHUB_INSTANCE and SYSLOG_IDENTIFIER,
+  and MESSAGE without the stderr prefix; care-edge stopped with SIGSTOP (a
+  hung gateway) is killed by the watchdog and restarted by systemd; both
+  stop with status 0;
+- the time from dpkg -i of care-edge (in a clean root of its own: with
+  apt-get -f install of its dependencies) to the gateway's first reading
+  on a Mosquitto the test runs on the host, 127.0.0.1, is measured and
+  printed;
 - care-edge polls care-sim as carehub into its spool (no broker: nothing
-  leaves it); the upgrade keeps a modified site.yaml and tokens.yaml and
-  every spool file as it was, and the new care-edge goes on numbering
-  from that spool;
+  leaves it), with a latched alarm in its alarm state file; the upgrade
+  keeps a modified site.yaml and tokens.yaml, every spool file and the
+  alarm state file as they were, and the new care-edge goes on numbering
+  from that spool and restores the alarm from that file;
 - purge removes the packages' files, conffiles, permission overrides, the
   services' state and /var/lib/carehub, and leaves a certificate the
   administrator put in /etc/carehub and the user carehub;
@@ -37,6 +52,7 @@ its own /proc, so nothing stays mounted after it. Prints the time of each
 phase."""
 import glob
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -48,7 +64,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import SRC, free_port, log, wait_for  # noqa: E402
+from harness import SRC, Mosquitto, World, free_port, log, wait_for  # noqa: E402
 
 SRC = os.path.abspath(SRC)
 CACHE = os.environ.get("CAREHUB_PKGTEST_CACHE", "/var/cache/carehub-pkgtest")
@@ -57,6 +73,9 @@ BASE_MAX_AGE = 7 * 86400
 PACKAGES = ["care-edge", "care-hub", "care-sim", "carehub-pki"]
 CONFFILES = ["/etc/carehub/site.yaml", "/etc/carehub/hub.yaml", "/etc/carehub/tokens.yaml"]
 MAX_EXPOSURE = 2.0
+# the alarm state file of run_gateway's care-edge (alarms.state_file's
+# default: in the spool directory)
+ALARM_STATE = "/var/lib/carehub/spool/alarms.state"
 
 # chroot ROOT [USER] CMD...: in a mount namespace of its own, with /proc
 IN_ROOT = r'''r=$1; u=$2; shift 2
@@ -202,6 +221,9 @@ buses:
 devices:
   - {{id: th-101, bus: lan, slave: 1, profile: jxct-th, interval: 200ms, room: "101"}}
   - {{id: panel-203, bus: lan, slave: 4, profile: call-panel, interval: 200ms, room: "203"}}
+rules:
+  # true of every reading, latched: an alarm in the state file from the start
+  - {{id: pkgtest-latched, when: temperature > -100, latch: true, priority: low, select: {{device: [th-101]}}}}
 """)
     sim_log, edge_log = os.path.join(work, f"{name}-sim.log"), os.path.join(work, f"{name}-edge.log")
     sim = root.start(sim_log, "care-sim", "-c", "/tmp/sim.yaml", user="carehub")
@@ -292,8 +314,13 @@ def check_units(root):
     scores = {u: exposure(root, u) for u in ["care-edge.service", "care-hub.service"]}
     for u, s in scores.items():
         assert s <= MAX_EXPOSURE, f"{u}: exposure {s} > {MAX_EXPOSURE}"
+    for u in units:
+        lines = root.read(u).decode().splitlines()
+        for want in ["Type=notify", "NotifyAccess=main", "WatchdogSec=30s"]:
+            assert want in lines, f"{u} has no {want}"
     ok("systemd-analyze verify: clean; security --offline: "
-       + ", ".join(f"{u} {s}" for u, s in scores.items()))
+       + ", ".join(f"{u} {s}" for u, s in scores.items())
+       + "; Type=notify, NotifyAccess=main, WatchdogSec=30s")
 
 
 HASH = "$y$j9T$replace.with.a.real.hash$" + "0" * 43  # the example's placeholder: never matches
@@ -302,12 +329,22 @@ PROBE = r"""#!/bin/bash
 exec >/root/probe.out 2>&1
 systemctl start pkgtest-sim
 sleep 1
+# Type=notify: start returns when READY=1 came (or fails after TimeoutStartSec)
 systemctl start care-edge care-hub
-sleep 4
+for u in care-edge care-hub; do echo "$u started: $(systemctl is-active $u)"; done
+sleep 1
+declare -A wd
+for u in care-edge care-hub; do wd[$u]=$(systemctl show -p WatchdogTimestampMonotonic --value $u); done
+sleep 3
 systemctl reload care-edge
 sleep 2
 for u in care-edge care-hub; do
   echo "$u $(systemctl is-active $u), restarts $(systemctl show -p NRestarts --value $u)"
+  echo "$u notify: $(systemctl show -p Type -p NotifyAccess -p WatchdogUSec $u | sort | tr '\n' ' ')"
+  echo "$u status: $(systemctl show -p StatusText --value $u)"
+  echo "$u watchdog pings: ${wd[$u]} -> $(systemctl show -p WatchdogTimestampMonotonic --value $u)"
+  journalctl -o json -u $u --no-pager \
+    --output-fields=MESSAGE,PRIORITY,CAREHUB_MODULE,CAREHUB_INSTANCE,SYSLOG_IDENTIFIER >/root/journal-$u.json
 done
 for port in {hub_port} {console_port}; do
   exec 3<>/dev/tcp/127.0.0.1/$port && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && echo "GET / on $port: $(head -1 <&3)"
@@ -317,6 +354,16 @@ for u in care-edge care-hub; do
   echo "$u: $(grep -E '^(Uid|Groups|CapEff|NoNewPrivs|Seccomp):' /proc/$(systemctl show -p MainPID --value $u)/status | tr -s '\t\n' '  ')"
 done
 journalctl -q -u care-edge -u care-hub --no-pager | grep -E 'SIGHUP|reloaded|serving|opened' 
+# a hung gateway: stopped, it feeds no more; systemd's watchdog kills it
+# (WatchdogSec=4s) and Restart=on-failure starts it again
+pid=$(systemctl show -p MainPID --value care-edge)
+kill -STOP "$pid"
+for i in $(seq 1 60); do
+  [ "$(systemctl show -p NRestarts --value care-edge)" = 1 ] && [ "$(systemctl is-active care-edge)" = active ] && break
+  sleep 0.5
+done
+echo "care-edge hung: restarts $(systemctl show -p NRestarts --value care-edge), $(systemctl is-active care-edge), pid $pid -> $(systemctl show -p MainPID --value care-edge)"
+journalctl -q -u care-edge --no-pager | grep -m1 -o 'Watchdog timeout.*'
 systemctl stop care-edge care-hub
 for u in care-edge care-hub; do
   echo "$u stopped, status $(systemctl show -p ExecMainStatus --value $u)"
@@ -324,6 +371,94 @@ done
 echo probe done
 systemctl poweroff
 """
+
+
+def check_journal(root, unit):
+    """The unit's journal entries (journalctl -o json, from the probe): care-hub's
+    and care-edge's lines with their priority and carehub's fields."""
+    entries = [json.loads(l) for l in root.read(f"/root/journal-{unit}.json").decode().splitlines() if l]
+    mine = [e for e in entries if e.get("SYSLOG_IDENTIFIER") == unit and "CAREHUB_MODULE" in e]
+    assert mine, f"{unit}: no journal entry with CAREHUB_MODULE: {entries[:5]}"
+    prefix = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z [EWID] \[")
+    for e in mine:
+        assert e.get("PRIORITY") in ("3", "4", "6", "7") and isinstance(e.get("MESSAGE"), str), e
+        assert not prefix.match(e["MESSAGE"]), f"{unit}: the stderr prefix in the journal: {e}"
+    prios = {e["PRIORITY"] for e in mine}
+    assert {"4", "6"} <= prios, f"{unit}: priorities {prios} (want 6 for info, 4 for the dead broker)"
+    assert any("CAREHUB_INSTANCE" in e for e in mine), f"{unit}: no CAREHUB_INSTANCE"
+    modules = sorted({e["CAREHUB_MODULE"] for e in mine})
+    return f"{len(mine)} entries, PRIORITY {sorted(prios)}, CAREHUB_MODULE {modules}"
+
+
+def check_first_publish(work, edge_deb, sim_deb):
+    """The time from dpkg -i of care-edge to its first reading on a broker, in
+    a clean root of its own: dpkg -i (it stops at the missing libraries),
+    apt-get -f install (their download from the mirror included), then
+    care-edge as carehub on a configuration written by the test, polling
+    care-sim (unpacked, not timed) and publishing to a Mosquitto on the host
+    (127.0.0.1: the root shares the host's network). apt-get update runs
+    before and is not counted: a site's apt lists are its own business."""
+    root = Root(os.path.join(work, "root-first"))
+    os.makedirs(root.path)
+    subprocess.run(["tar", "-xf", BASE, "-C", root.path], check=True)
+    shutil.copy("/etc/resolv.conf", root.host("/etc/resolv.conf"))
+    os.makedirs(root.host("/tmp/debs"))
+    shutil.copy(edge_deb, root.host("/tmp/debs"))
+    root.run("apt-get", "update", "-qq")
+    world = World("pkgtest-broker")
+    sim = edge = sub = edge_log = None
+    try:
+        broker = Mosquitto(world)
+        sub_out = os.path.join(work, "first-publish.txt")
+        sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1",
+                                "-C", "1", "-t", "carehub/v1/+/+/telemetry", "-F", "%t"],
+                               stdout=open(sub_out, "w"), stderr=subprocess.STDOUT)
+        t0 = time.monotonic()
+        p = root.run("dpkg", "-i", f"/tmp/debs/{os.path.basename(edge_deb)}", check=False)
+        assert p.returncode in (0, 1), p.stderr
+        root.run("apt-get", "-f", "install", "-y", "-qq", "-o", "Dpkg::Use-Pty=0", timeout=600)
+        t_installed = time.monotonic()
+        st = root.run("dpkg-query", "-W", "-f", "${Status}", "care-edge").stdout
+        assert st == "install ok installed", st
+        # what the installer does next: care-sim as the site's devices, a configuration
+        subprocess.run(["dpkg-deb", "-x", sim_deb, root.path], check=True)
+        modbus = free_port()
+        root.write("/tmp/sim.yaml", f"""seed: 5
+endpoints: [{{id: lan, tcp: "127.0.0.1:{modbus}"}}]
+slaves: [{{name: th-101, endpoint: lan, unit: 1, model: jxct-th}}]
+""")
+        root.write("/etc/carehub/site.yaml", f"""site: pkgtest
+gateway: gw-first
+uplink: {{broker: "{broker.uri}"}}
+spool: {{dir: /var/lib/carehub/spool}}
+profiles: [/usr/share/carehub/profiles]
+buses: [{{id: lan, type: modbus-tcp, host: 127.0.0.1, port: {modbus}, timeout: 1s}}]
+devices: [{{id: th-101, bus: lan, slave: 1, profile: jxct-th, interval: 1s, room: "101"}}]
+""")
+        sim_log, edge_log = os.path.join(work, "first-sim.log"), os.path.join(work, "first-edge.log")
+        sim = root.start(sim_log, "care-sim", "-c", "/tmp/sim.yaml", user="carehub")
+        wait_for("care-sim ready", lambda: "care-sim ready" in open(sim_log).read(), 10)
+        t_start = time.monotonic()
+        edge = root.start(edge_log, "care-edge", "-c", "/etc/carehub/site.yaml", user="carehub")
+        sub.wait(60)
+        t_pub = time.monotonic()
+        assert "/telemetry" in open(sub_out).read(), open(sub_out).read()
+        assert edge.poll() is None, open(edge_log).read()[-2000:]
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"{e}:\n" + (open(edge_log).read()[-2000:] if edge_log else ""))
+    finally:
+        for proc in (edge, sim):
+            if proc:
+                stop(proc)
+        if sub and sub.poll() is None:
+            sub.kill()
+            sub.wait()
+        world.close()
+    install, start = t_installed - t0, t_pub - t_start
+    ok(f"dpkg -i care-edge to its first reading on the broker: {install + start:.1f} s "
+       f"(dpkg -i and apt-get -f install of its dependencies {install:.1f} s; started to first "
+       f"reading published {start:.1f} s; the test's own steps between not counted)")
+    return install + start
 
 
 def check_units_run(root, work):
@@ -355,11 +490,15 @@ api: {{bind: 127.0.0.1, port: {hub_port}, tokens_file: /etc/carehub/tokens.yaml,
              "/etc/systemd/system/pkgtest-probe.service", "/root/probe.sh",
              "/etc/systemd/system/multi-user.target.wants/pkgtest-probe.service",
              "/var/lib/carehub/unit-spool", "/var/lib/carehub/unit-hub-spool",
-             "/var/lib/carehub/unit-audit.jsonl", "/var/lib/carehub/unit.key", "/root/probe.out"]
+             "/var/lib/carehub/unit-audit.jsonl", "/var/lib/carehub/unit.key", "/root/probe.out",
+             "/root/journal-care-edge.json", "/root/journal-care-hub.json"]
+    # the shipped WatchdogSec (30 s, check_units) shortened, so that the
+    # keep-alives and a watchdog restart happen within the probe's seconds
     for unit, conf in [("care-edge", "site.yaml"), ("care-hub", "hub.yaml")]:
         os.makedirs(root.host(f"/etc/systemd/system/{unit}.service.d"))
         root.write(f"/etc/systemd/system/{unit}.service.d/pkgtest.conf",
-                   f"[Service]\nExecStart=\nExecStart=/usr/bin/{unit} -c /etc/carehub-pkgtest/{conf}\n")
+                   f"[Service]\nExecStart=\nExecStart=/usr/bin/{unit} -c /etc/carehub-pkgtest/{conf}\n"
+                   "WatchdogSec=4s\nRestartSec=1s\n")
     root.write("/etc/systemd/system/pkgtest-sim.service",
                "[Service]\nExecStart=/usr/bin/care-sim -c /etc/carehub-pkgtest/sim.yaml\n")
     root.write("/root/probe.sh", PROBE.replace("{hub_port}", str(hub_port)).replace("{console_port}", str(console)))
@@ -376,7 +515,11 @@ api: {{bind: 127.0.0.1, port: {hub_port}, tokens_file: /etc/carehub/tokens.yaml,
     probe = open(root.host("/root/probe.out")).read() if os.path.exists(root.host("/root/probe.out")) else ""
     assert p.returncode == 0 and "probe done" in probe, \
         f"systemd-nspawn exit {p.returncode}:\n{open(boot_log).read()[-2000:]}\n{probe}"
-    want = ["care-edge active, restarts 0", "care-hub active, restarts 0",
+    want = ["care-edge started: active", "care-hub started: active",
+            "care-edge active, restarts 0", "care-hub active, restarts 0",
+            "care-edge notify: NotifyAccess=main Type=notify WatchdogUSec=4s",
+            "care-hub notify: NotifyAccess=main Type=notify WatchdogUSec=4s",
+            "care-edge hung: restarts 1, active", "Watchdog timeout",
             f"GET / on {hub_port}: HTTP/1.1 200", f"GET / on {console}: HTTP/1.1 200",
             "SIGHUP: reloading", "reloaded:", "opened 127.0.0.1",
             "care-edge stopped, status 0", "care-hub stopped, status 0"]
@@ -388,15 +531,29 @@ api: {{bind: 127.0.0.1, port: {hub_port}, tokens_file: /etc/carehub/tokens.yaml,
             missing.append(f"{u}: an unprivileged uid, no capabilities, no new privileges, seccomp")
         elif u == "care-edge" and "20" not in m.group(2).split():
             missing.append("care-edge in group dialout (20)")
+        st = re.search(rf"^{u} status: (.*)$", probe, re.M)
+        if not st or not st.group(1).strip():
+            missing.append(f"{u}: a StatusText")
+        pings = re.search(rf"^{u} watchdog pings: (\d+) -> (\d+)$", probe, re.M)
+        if not pings or int(pings.group(1)) == 0 or int(pings.group(2)) <= int(pings.group(1)):
+            missing.append(f"{u}: systemd's watchdog timestamp moving (keep-alives taken)")
+    hung = re.search(r"^care-edge hung: .* pid (\d+) -> (\d+)$", probe, re.M)
+    if not hung or hung.group(1) == hung.group(2):
+        missing.append("care-edge: a new main process after the watchdog's kill")
     assert not missing, f"the units under systemd: missing {missing}:\n{probe}"
+    fields = {u: check_journal(root, u) for u in ["care-edge", "care-hub"]}
     for f in added:
         h = root.host(f)
         if os.path.isdir(h) and not os.path.islink(h):
             shutil.rmtree(h)
         elif os.path.lexists(h):
             os.unlink(h)
+    status = {u: re.search(rf"^{u} status: (.*)$", probe, re.M).group(1) for u in ["care-edge", "care-hub"]}
     ok("care-edge.service and care-hub.service under systemd (nspawn boot): running as carehub, "
        "no capabilities, seccomp; consoles answer, reload, clean stop")
+    ok("Type=notify: ready when started, keep-alives taken by systemd's watchdog, a hung care-edge "
+       f"killed and restarted; StatusText: {status}")
+    ok("journal: " + "; ".join(f"{u} {n}" for u, n in fields.items()))
 
 
 def check_upgrade(root, work, v2_debs, v2, seq_before):
@@ -408,6 +565,8 @@ def check_upgrade(root, work, v2_debs, v2, seq_before):
     root.write("/etc/carehub/tokens.yaml", tokens)
     spool = file_hashes(root, "/var/lib/carehub/spool")
     assert any("/telemetry/" in f for f in spool), f"no telemetry segment in the spool: {spool}"
+    alarm_state = root.read(ALARM_STATE)
+    assert b"pkgtest-latched" in alarm_state, f"{ALARM_STATE} has no latched alarm: {alarm_state[:500]}"
 
     os.makedirs(root.host("/tmp/debs-v2"))
     for f in v2_debs:
@@ -424,11 +583,17 @@ def check_upgrade(root, work, v2_debs, v2, seq_before):
         assert mode == "640 root:carehub", f"{f} after the upgrade: {mode}"
     after = file_hashes(root, "/var/lib/carehub/spool")
     assert after == spool, f"the spool changed in the upgrade: {set(after.items()) ^ set(spool.items())}"
+    assert root.read(ALARM_STATE) == alarm_state, f"{ALARM_STATE} changed in the upgrade"
     ok(f"upgrade to {v2}: modified site.yaml and tokens.yaml kept, modes kept, "
-       f"{len(spool)} spool files unchanged")
+       f"{len(spool)} spool files unchanged, the alarm state file ({len(alarm_state)} bytes) unchanged")
     seq_after = run_gateway(root, work, "after", 2)
     assert seq_after > seq_before, f"numbering restarted: {seq_after} after {seq_before}"
-    ok(f"the upgraded care-edge goes on from the spool: last seq {seq_before} -> {seq_after}")
+    restored = re.search(rf"restored (\d+) alarm\(s\) not in normal from {ALARM_STATE}",
+                         open(os.path.join(work, "after-edge.log")).read())
+    assert restored and int(restored.group(1)) >= 1, \
+        f"the upgraded care-edge did not restore its alarms:\n{open(os.path.join(work, 'after-edge.log')).read()[-2000:]}"
+    ok(f"the upgraded care-edge goes on from the spool: last seq {seq_before} -> {seq_after}; "
+       f"{restored.group(1)} alarm(s) restored from {ALARM_STATE}")
 
 
 def check_purge(root):
@@ -524,6 +689,8 @@ def main():
         check_www(root, work)
         check_units(root)
         t0 = phase("installed programs", t0)
+        first_publish = check_first_publish(work, v1_debs[0], v1_debs[2])
+        t0 = phase("dpkg -i to first reading", t0)
         check_units_run(root, work)
         t0 = phase("units under systemd", t0)
         seq_before = run_gateway(root, work, "before", 3)
@@ -552,6 +719,7 @@ def main():
     shutil.rmtree(os.path.join(SRC, "build-pkg", f"amd64-{v2}"), ignore_errors=True)
     total = time.monotonic() - t_all
     log("times: " + ", ".join(f"{n} {s:.0f} s" for n, s in phases) + f"; total {total:.0f} s")
+    log(f"dpkg -i of care-edge to its first reading published: {first_publish:.1f} s")
     print(f"packages: {passed} passed, 0 failed")
 
 
