@@ -168,7 +168,8 @@ struct rule_cfg {
     int64_t escalate_ms;  /* unacknowledged this long: escalate (then again, each time) */
     int64_t escalate_max; /* highest escalation level */
     char *message;        /* text for staff; {value} {metric} {device} {room} {bed}
-                             {resident} are filled in */
+                             {resident} are filled in ({room}: where the device's latest
+                             reading was located, a wearable's zone, else its room) */
     struct rule_select select;
     struct cfg_list params; /* struct cfg_param: values of $name, overridable per resident */
     const char *source;     /* file the rule came from (borrowed) */

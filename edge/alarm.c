@@ -116,7 +116,8 @@ struct alarm {
     bool has_value;
     double value;
     char message[CH_TEXT_MAX];
-    bool live; /* registered by the rules engine of the configuration in force */
+    char where[CH_ID_MAX]; /* the zone it was located in last ("": the configured room) */
+    bool live;             /* registered by the rules engine of the configuration in force */
 };
 
 struct alarms {
@@ -279,9 +280,11 @@ static void fill(const struct alarms *am, const struct alarm *a, struct ch_alert
     if (a->rule) {
         ch_strlcpy(t->rule, a->rule->id, sizeof t->rule);
         ch_strlcpy(t->device, a->dev->id, sizeof t->device);
-        const char *room = a->dev->room && *a->dev->room ? a->dev->room
-                           : a->res && a->res->room      ? a->res->room
-                                                         : "";
+        /* where a carer must go: the wearable's zone, else the room */
+        const char *room = a->where[0]                     ? a->where
+                           : a->dev->room && *a->dev->room ? a->dev->room
+                           : a->res && a->res->room        ? a->res->room
+                                                           : "";
         ch_strlcpy(t->room, room, sizeof t->room);
         if (a->res) {
             ch_strlcpy(t->bed, a->res->bed ? a->res->bed : "", sizeof t->bed);
@@ -532,6 +535,8 @@ static json_t *alarm_json(const struct alarms *am, const struct alarm *a)
     if (a->has_value && isfinite(a->value))
         json_object_set_new(o, "value", json_real(a->value));
     json_object_set_new(o, "message", json_string(a->message));
+    if (a->where[0])
+        json_object_set_new(o, "where", json_string(a->where));
     return o;
 }
 
@@ -584,6 +589,9 @@ static bool rd_alarm(const json_t *o, struct alarm *a, const struct loadclk *lc)
         return false;
     if (value && !json_is_number(value))
         return false;
+    /* "where" is absent from the files of the releases before it */
+    if (json_object_get(o, "where") && !rd_str(o, "where", a->where, sizeof a->where))
+        return false;
     a->cond = json_is_true(cond);
     a->escalation = (int)esc;
     a->shelve_end = load_deadline(lc, until);
@@ -595,7 +603,8 @@ static bool rd_alarm(const json_t *o, struct alarm *a, const struct loadclk *lc)
 }
 
 static void condition_locked(struct alarms *am, struct alarm *a, bool active, const char *metric,
-                             double value, const char *message, struct ch_time now);
+                             double value, const char *where, const char *message,
+                             struct ch_time now);
 static struct alarm *self_alarm(struct alarms *am, enum alarm_self which);
 
 /* Writes text to the fallback (alarm.h), making its directory if needed.
@@ -650,7 +659,7 @@ static void state_saved(struct alarms *am, int where, int rc, int rc2)
                  "告警状态无法保存 / Alarm state cannot be saved (%s: %s): a restart would forget "
                  "active alarms",
                  path, e1);
-    condition_locked(am, self_alarm(am, ALARM_SELF_STATE), where == STATE_NOWHERE, NULL, 0,
+    condition_locked(am, self_alarm(am, ALARM_SELF_STATE), where == STATE_NOWHERE, NULL, 0, NULL,
                      where == STATE_NOWHERE ? msg : NULL, am->now);
 }
 
@@ -1078,7 +1087,8 @@ void alarms_reconfigured(struct alarms *am, struct ch_time now)
         LOGW("alarm", gone[i]->id, "its rule or device is no longer configured: condition over");
         /* records are never freed while the module is open, and the rule
          * and device they point to belong to a model kept alive */
-        alarms_condition(am, gone[i]->rule, gone[i]->dev, gone[i]->res, false, NULL, 0, NULL, now);
+        alarms_condition(am, gone[i]->rule, gone[i]->dev, gone[i]->res, false, NULL, 0, NULL, NULL,
+                         now);
         gone[i]->live = false;
     }
     free(gone);
@@ -1097,12 +1107,14 @@ void alarms_register(struct alarms *am, const struct rule_cfg *rule, const struc
 /* The condition of alarm a is active or not at now (alarms_condition).
  * Locked. */
 static void condition_locked(struct alarms *am, struct alarm *a, bool active, const char *metric,
-                             double value, const char *message, struct ch_time now)
+                             double value, const char *where, const char *message,
+                             struct ch_time now)
 {
     const struct rule_cfg *rule = a->rule;
     bool was = a->cond;
     a->cond = active;
     if (active) {
+        ch_strlcpy(a->where, where ? where : "", sizeof a->where);
         ch_strlcpy(a->metric, metric ? metric : "", sizeof a->metric);
         a->has_value = metric && isfinite(value);
         a->value = a->has_value ? value : 0;
@@ -1140,12 +1152,28 @@ static void condition_locked(struct alarms *am, struct alarm *a, bool active, co
 
 void alarms_condition(struct alarms *am, const struct rule_cfg *rule, const struct device_cfg *dev,
                       const struct resident_cfg *resident, bool active, const char *metric,
-                      double value, const char *message, struct ch_time now)
+                      double value, const char *where, const char *message, struct ch_time now)
 {
     if (!am || !rule || !dev)
         return;
     enter(am, now);
-    condition_locked(am, get(am, rule, dev, resident), active, metric, value, message, now);
+    condition_locked(am, get(am, rule, dev, resident), active, metric, value, where, message, now);
+    finish(am);
+}
+
+void alarms_where(struct alarms *am, const struct device_cfg *dev, const char *where,
+                  struct ch_time now)
+{
+    if (!am || !dev || !where || !where[0])
+        return;
+    enter(am, now);
+    for (size_t i = 0; i < am->n; i++) {
+        struct alarm *a = am->all[i];
+        if (a->dev == dev && a->state != CH_AS_NORMAL && strcmp(a->where, where)) {
+            ch_strlcpy(a->where, where, sizeof a->where);
+            am->dirty = true; /* kept across a restart like the rest of it */
+        }
+    }
     finish(am);
 }
 
@@ -1161,7 +1189,7 @@ void alarms_self(struct alarms *am, enum alarm_self which, bool active, const ch
     if (!am || (unsigned)which >= ALARM_SELF_N)
         return;
     enter(am, now);
-    condition_locked(am, self_alarm(am, which), active, NULL, 0, message, now);
+    condition_locked(am, self_alarm(am, which), active, NULL, 0, NULL, message, now);
     finish(am);
 }
 

@@ -108,12 +108,21 @@ void alarms_register(struct alarms *am, const struct rule_cfg *rule, const struc
 
 /* From the rules engine: the condition of rule for device dev (resident may
  * be NULL) is active or not at now. metric/value: what triggered it
- * (metric NULL for stale data); message: the rule's text, filled in.
- * Repeating the same state is cheap and does nothing (value updates while
- * active are kept for views, not sent). */
+ * (metric NULL for stale data); where: the zone the device's latest reading
+ * was located in (a wearable's; NULL or "": the device's or resident's
+ * configured room is the alarm's room); message: the rule's text, filled
+ * in. Repeating the same state is cheap and does nothing (value updates
+ * while active are kept for views, not sent). */
 void alarms_condition(struct alarms *am, const struct rule_cfg *rule, const struct device_cfg *dev,
                       const struct resident_cfg *resident, bool active, const char *metric,
-                      double value, const char *message, struct ch_time now);
+                      double value, const char *where, const char *message, struct ch_time now);
+
+/* The device dev was located in another zone (where): every alarm of it
+ * that is not back to normal (a latched SOS whose button is released too)
+ * now says where, in the views at once and in its next transition; no
+ * transition of its own. */
+void alarms_where(struct alarms *am, const struct device_cfg *dev, const char *where,
+                  struct ch_time now);
 
 /* A configuration reload (SIGHUP), in three steps: alarms_reconfigure(am,
  * c) with the new model (it must stay alive while the module uses it; so

@@ -671,6 +671,7 @@ struct dev {
     bool *has;
     struct series **series; /* per metric id, NULL if no window needs it */
     int64_t last_data_ms;   /* monotonic */
+    char where[CH_ID_MAX];  /* the room of its latest reading: a wearable's zone */
     size_t first, n;        /* its instances */
     uint64_t version;       /* of its history: bumped by every sample */
     struct memo memo[MEMO_SLOTS];
@@ -1277,8 +1278,8 @@ static void format_message(const struct rules *r, const struct inst *in, const c
                 case 2:
                     sub = d->id;
                     break;
-                case 3:
-                    sub = room_of(d, res);
+                case 3: /* where the carer must go: a wearable's zone */
+                    sub = in->dev->where[0] ? in->dev->where : room_of(d, res);
                     break;
                 case 4:
                     sub = res ? res->bed : NULL;
@@ -1329,8 +1330,8 @@ static void report(struct rules *r, struct inst *in, bool active, bool stale, st
     in->sent_value = value;
     char msg[CH_TEXT_MAX];
     format_message(r, in, metric, has_value, value, msg, sizeof msg);
-    alarms_condition(r->am, in->rule->cfg, in->dev->cfg, in->dev->res, active, metric, value, msg,
-                     now);
+    alarms_condition(r->am, in->rule->cfg, in->dev->cfg, in->dev->res, active, metric, value,
+                     in->dev->where, msg, now);
 }
 
 /* Advances one instance at now (durations on now.mono_ms, the window on
@@ -1446,10 +1447,16 @@ void rules_feed(struct rules *r, size_t dev, const struct ch_reading *reading, s
         }
     }
     d->last_data_ms = now.mono_ms;
+    /* a reading's room is where the device is: a wearable's zone moves */
+    bool moved = reading->room[0] && strcmp(d->where, reading->room) != 0;
+    if (moved)
+        ch_strlcpy(d->where, reading->room, sizeof d->where);
     for (size_t i = d->first; i < d->first + d->n; i++) {
         evaluate(&r->inst[i], now.mono_ms);
         step(r, &r->inst[i], now, true);
     }
+    if (moved && r->am) /* its alarms raised before say where it is now */
+        alarms_where(r->am, d->cfg, d->where, now);
     pthread_mutex_unlock(&r->lock);
 }
 

@@ -6,7 +6,9 @@ OpenMQTTGateway-format receivers in a room, a corridor and at an exit.
   with its zone, each advertisement once though three receivers hear it;
 - an SOS press lasting one advertisement raises the latched SOS alarm;
 - a resident at wandering risk walking to the exit: zone_exit = 1 and the
-  wandering alarm names the resident;
+  wandering alarm names the resident and the exit zone (its room, and its
+  message's {room}), where the carer must go; the SOS names the zone where
+  it was pressed;
 - silence: in_range = 0 once no receiver has heard it for out_of_range.
 """
 import json
@@ -65,7 +67,8 @@ residents:
   - {{id: R-0417, room: "201", bed: 201-A, devices: [band-17], wandering_risk: true}}
 rules:
   - {{id: sos, when: sos == 1, latch: true, priority: high, select: {{kind: [wearable]}}}}
-  - {{id: wandering, when: zone_exit == 1, priority: high, select: {{wandering_risk: true}}}}
+  - {{id: wandering, when: zone_exit == 1, priority: high, select: {{wandering_risk: true}},
+     message: "{{resident}} at {{room}}"}}
 self_metrics_interval: 1s
 """)
     cap = central.subscribe("carehub/v1/ble-home/gw-b/#", "capture")
@@ -99,6 +102,10 @@ self_metrics_interval: 1s
     edge.wait_log(r"\[alarm:wandering:band-17\] raise", 10)
     alert = next(a for a in messages(cap, "/alert") if a["alarm_id"] == "wandering:band-17")
     assert alert["resident"] == "R-0417", alert
+    # where the carer must go: the exit zone it was heard at, not the home room
+    assert alert["room"] == "exit-east" and alert["message"] == "R-0417 at exit-east", alert
+    sos = next(a for a in messages(cap, "/alert") if a["alarm_id"] == "sos:band-17")
+    assert sos["room"] == "room-201", sos  # pressed in the room
     assert any(x["metrics"].get("zone") == 1 for x in bands()), "never located in the corridor"
 
     # nobody hears it any more

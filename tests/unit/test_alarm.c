@@ -217,7 +217,7 @@ static void cond(struct fx *f, const char *id, bool on, double v, int64_t now)
     char *colon = strchr(r, ':');
     *colon = '\0';
     alarms_condition(f->am, rule(f, r), device(f, colon + 1), resident(f, colon + 1), on,
-                     on ? "co2" : NULL, v, "test message", clk(f, now));
+                     on ? "co2" : NULL, v, NULL, "test message", clk(f, now));
 }
 
 static int command(struct fx *f, int action, const char *id, int64_t dur, int64_t now)
@@ -591,6 +591,47 @@ static void test_state_survives_restart(void **state)
     n = alarms_active(f->am, &act);
     assert_int_equal(n, 2); /* lo:d1 raised again, med:d1 */
     free(act);
+    fx_close(f);
+    free(f);
+}
+
+/* A wearable's alarm says where the wearer is (the zone of its latest
+ * reading), not the configured room: at the raise, after a move while it
+ * is active (a latched SOS whose button is released too: in the views at
+ * once, in its next transition), across a restart; a device without a zone
+ * keeps its configured room. */
+static void test_where(void **state)
+{
+    (void)state;
+    struct fx *f = calloc(1, sizeof *f);
+    fx_open(f);
+    const struct rule_cfg *sos = rule(f, "sos");
+    const struct device_cfg *call = device(f, "d-call");
+    const struct resident_cfg *res = resident(f, "d-call");
+    alarms_condition(f->am, sos, call, res, true, "sos", 1, "corridor-2", "SOS", clk(f, AT(0)));
+    assert_int_equal(f->n, 1);
+    assert_string_equal(f->got[0].room, "corridor-2");
+    alarms_condition(f->am, sos, call, res, false, NULL, 0, "corridor-2", NULL, clk(f, AT(1)));
+    size_t mark = f->n;
+    alarms_where(f->am, call, "exit-east", clk(f, AT(2)));
+    assert_int_equal(f->n, mark); /* no transition of its own */
+    struct ch_alert *act;
+    assert_int_equal(alarms_active(f->am, &act), 1);
+    assert_string_equal(act[0].room, "exit-east");
+    free(act);
+    fx_reopen(f);
+    assert_int_equal(alarms_active(f->am, &act), 1);
+    assert_string_equal(act[0].room, "exit-east");
+    free(act);
+    assert_int_equal(command(f, CH_CMD_ACK, "sos:d-call", 0, AT(10)), 0);
+    assert_string_equal(f->got[f->n - 1].room, "exit-east");
+    assert_int_equal(f->got[f->n - 1].state, CH_AS_NORMAL);
+    /* back to normal: a move changes nothing; the next raise has its own */
+    alarms_where(f->am, call, "dining", clk(f, AT(11)));
+    alarms_condition(f->am, sos, call, res, true, "sos", 1, NULL, "SOS", clk(f, AT(20)));
+    assert_string_equal(f->got[f->n - 1].room, "r7"); /* no zone: the resident's room */
+    cond(f, "med:d1", true, 1600, AT(21));
+    assert_string_equal(f->got[f->n - 1].room, "r1");
     fx_close(f);
     free(f);
 }
@@ -1036,6 +1077,7 @@ int main(void)
         cmocka_unit_test(test_flood),
         cmocka_unit_test(test_annunciate_mask),
         cmocka_unit_test(test_state_survives_restart),
+        cmocka_unit_test(test_where),
         cmocka_unit_test(test_damaged_state_file),
         cmocka_unit_test(test_state_unknown_rule),
         cmocka_unit_test(test_history_bounds),
