@@ -63,6 +63,10 @@ json_t *alarm_object(const struct api *a, const struct ch_alert *t, const struct
     json_object_set_new(o, "updated_ms", json_integer(t->ts_ms));
     json_object_set_new(o, "ack_s", secs_or_null(t->raised_ms, t->acked_ms));
     json_object_set_new(o, "clear_s", secs_or_null(t->raised_ms, t->cleared_ms));
+    /* the alarm's end: back to normal (acknowledged, and its condition over) */
+    json_object_set_new(o, "resolved_s",
+                        t->state == CH_AS_NORMAL ? secs_or_null(t->raised_ms, t->ts_ms)
+                                                 : json_null());
     json_object_set_new(o, "acked_by", by && t->acked_ms ? json_string(by) : json_null());
     json_object_set_new(o, "shelved_until_ms", ms_or_null(t->shelved_until_ms));
     json_object_set_new(o, "group", json_string(t->group));

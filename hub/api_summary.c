@@ -7,6 +7,7 @@
 #include "api_internal.h"
 #include "config.h"
 #include "err.h"
+#include "log.h"
 #include "presence.h"
 #include "rollup.h"
 #include "util.h"
@@ -44,7 +45,8 @@ static json_t *pct_or_null(double *v, size_t n, double p)
 static json_t *summary_alarms(struct ch_alert *v, size_t n)
 {
     double *ack = ch_xcalloc(n + 1, sizeof *ack), *clr = ch_xcalloc(n + 1, sizeof *clr);
-    size_t na = 0, nc = 0;
+    double *res = ch_xcalloc(n + 1, sizeof *res);
+    size_t na = 0, nc = 0, nr = 0;
     json_int_t by[3] = {0};
     for (size_t i = 0; i < n; i++) {
         const struct ch_alert *t = &v[i];
@@ -53,16 +55,23 @@ static json_t *summary_alarms(struct ch_alert *v, size_t n)
             ack[na++] = (double)(t->acked_ms - t->raised_ms) / 1000.0;
         if (t->cleared_ms && t->cleared_ms >= t->raised_ms)
             clr[nc++] = (double)(t->cleared_ms - t->raised_ms) / 1000.0;
+        /* its latest transition took it back to normal: the alarm's end */
+        if (t->state == CH_AS_NORMAL && t->ts_ms >= t->raised_ms)
+            res[nr++] = (double)(t->ts_ms - t->raised_ms) / 1000.0;
     }
     qsort(ack, na, sizeof *ack, dbl_cmp);
     qsort(clr, nc, sizeof *clr, dbl_cmp);
+    qsort(res, nr, sizeof *res, dbl_cmp);
     json_t *o = json_pack("{s:I,s:{s:I,s:I,s:I},s:I,s:I,s:o,s:o,s:o}", "raised", (json_int_t)n,
                           "by_priority", "high", by[CH_PRIO_HIGH], "medium", by[CH_PRIO_MEDIUM],
                           "low", by[CH_PRIO_LOW], "acked", (json_int_t)na, "never_acked",
                           (json_int_t)(n - na), "ack_p50_s", pct_or_null(ack, na, 0.5), "ack_p90_s",
                           pct_or_null(ack, na, 0.9), "clear_p50_s", pct_or_null(clr, nc, 0.5));
+    json_object_set_new(o, "resolved", json_integer((json_int_t)nr));
+    json_object_set_new(o, "resolved_p50_s", pct_or_null(res, nr, 0.5));
     free(ack);
     free(clr);
+    free(res);
     return o;
 }
 
@@ -99,11 +108,110 @@ static json_t *pct(json_int_t part, json_int_t whole)
     return whole > 0 ? json_real(round2(100.0 * (double)part / (double)whole)) : json_null();
 }
 
+/* Since when each device of site exists: the earlier of its first
+ * declaration in a birth (carehub_device) and its first stored reading (or
+ * the hour of it in the hourly history, once raw has lost it), as an
+ * object "gateway/device" -> ms. NULL (logged) when InfluxDB cannot say:
+ * every device then counts over the whole range. */
+static json_t *device_starts(struct api *a, const char *site)
+{
+    struct qb q;
+    qb_init(&q);
+    qb_add(&q, "SELECT first(\"profile\") FROM \"carehub_device\" WHERE \"site\" = ");
+    qb_str(&q, site);
+    qb_add(&q, " GROUP BY \"gateway\", \"device\"; SELECT first(\"seq\") FROM ");
+    qb_readings(&q, &a->cfg->influx, NULL);
+    qb_add(&q, " WHERE \"site\" = ");
+    qb_str(&q, site);
+    qb_add(&q, " GROUP BY \"gateway\", \"device\"");
+    size_t statements = 2;
+    if (a->cfg->influx.retention.raw_ms) { /* readings gone from raw: their hours */
+        qb_add(&q,
+               "; SELECT first(\"mean_seq\") FROM \"%s\"./.*/ WHERE \"site\" = ", INFLUX_RP_HOURLY);
+        qb_str(&q, site);
+        qb_add(&q, " GROUP BY \"gateway\", \"device\"");
+        statements++;
+    }
+    json_t *res;
+    char err[512];
+    if (influxq_run_qb(&a->q, &q, &res, err, sizeof err)) {
+        LOGW(MOD, site, "devices' start unknown (online rate over the whole range): %s", err);
+        return NULL;
+    }
+    json_t *starts = json_object();
+    for (size_t st = 0; st < statements; st++) {
+        size_t i;
+        json_t *s;
+        json_array_foreach(influxq_series(res, st), i, s)
+        {
+            if (self_metrics_series(s))
+                continue;
+            json_t *tags = json_object_get(s, "tags");
+            char key[2 * CH_ID_MAX + 2];
+            snprintf(key, sizeof key, "%s/%s",
+                     json_string_value(json_object_get(tags, "gateway")) ?: "",
+                     json_string_value(json_object_get(tags, "device")) ?: "");
+            int64_t t = int_at(json_array_get(json_object_get(s, "values"), 0), 0);
+            json_t *have = json_object_get(starts, key);
+            if (!have || t < json_integer_value(have))
+                json_object_set_new(starts, key, json_integer(t));
+        }
+    }
+    json_decref(res);
+    return starts;
+}
+
+/* Device online rate: of each device's device_timeout intervals since it
+ * exists (starts; from for one it does not know), the share in which it
+ * sent a reading (dev: the intervals with one, per device). A device that
+ * exists only after the range is not counted. Without starts, every device
+ * of the gateways' inventories over the whole range. */
+static json_t *devices_online(struct api *a, const char *site, json_t *dev, json_t *starts,
+                              int64_t from, int64_t to)
+{
+    int64_t bucket = a->cfg->api.device_timeout_ms;
+    /* intervals of [s, to), as InfluxDB's GROUP BY time cuts them */
+#define INTERVALS(s) ((to - 1) / bucket - (s) / bucket + 1)
+    json_int_t online = 0, expected = 0;
+    size_t total = 0;
+    const char *key;
+    json_t *v;
+    if (starts) {
+        json_t *all = json_deep_copy(starts);
+        json_object_foreach(dev, key, v) if (!json_object_get(all, key))
+            json_object_set_new(all, key, json_integer(from));
+        json_object_foreach(all, key, v)
+        {
+            int64_t s = json_integer_value(v) > from ? json_integer_value(v) : from;
+            if (s >= to)
+                continue; /* not there yet */
+            json_int_t nb = INTERVALS(s), n = json_integer_value(json_object_get(dev, key));
+            online += n < nb ? n : nb;
+            expected += nb;
+            total++;
+        }
+        json_decref(all);
+    } else {
+        json_object_foreach(dev, key, v) online += json_integer_value(v);
+        struct presence_gw *g;
+        size_t ng = presence_list(a->view, &g);
+        size_t inventory = 0;
+        for (size_t k = 0; k < ng; k++)
+            if (!strcmp(g[k].site, site))
+                inventory += g[k].n_devices;
+        free(g);
+        total = inventory > json_object_size(dev) ? inventory : json_object_size(dev);
+        expected = (json_int_t)total * INTERVALS(from);
+    }
+#undef INTERVALS
+    return json_pack("{s:I,s:o}", "total", (json_int_t)total, "online_pct", pct(online, expected));
+}
+
 /* The summary's environment (the limits whose readings w may read, per
  * room), devices and completeness from the figures of [from, to) of site. */
 static void stats_render(struct api *a, const struct who *w, const char *site, json_t *st,
-                         int64_t from, int64_t to, json_t **env_out, json_t **dev_out,
-                         json_t **comp_out)
+                         int64_t from, int64_t to, json_t *starts, json_t **env_out,
+                         json_t **dev_out, json_t **comp_out)
 {
     /* environment: per limit, its rooms in order */
     json_t *env = json_object_get(st, "env"), *out = json_array();
@@ -131,25 +239,7 @@ static void stats_render(struct api *a, const struct who *w, const char *site, j
     free(keys);
     *env_out = out;
 
-    /* devices: the inventory of the gateways' births, or those seen */
-    int64_t bucket = a->cfg->api.device_timeout_ms;
-    /* intervals of the range, as InfluxDB's GROUP BY time cuts them */
-    int64_t nb = (to - 1) / bucket - from / bucket + 1;
-    json_t *dev = json_object_get(st, "dev");
-    json_int_t intervals = 0;
-    const char *key;
-    json_t *v;
-    json_object_foreach(dev, key, v) intervals += json_integer_value(v);
-    struct presence_gw *g;
-    size_t ng = presence_list(a->view, &g);
-    size_t inventory = 0;
-    for (size_t k = 0; k < ng; k++)
-        if (!strcmp(g[k].site, site))
-            inventory += g[k].n_devices;
-    free(g);
-    size_t total = inventory > json_object_size(dev) ? inventory : json_object_size(dev);
-    *dev_out = json_pack("{s:I,s:o}", "total", (json_int_t)total, "online_pct",
-                         pct(intervals, (json_int_t)total * nb));
+    *dev_out = devices_online(a, site, json_object_get(st, "dev"), starts, from, to);
 
     /* completeness: per gateway, over every measurement */
     json_t *gws = json_object_get(st, "gw"), *list = json_array();
@@ -254,7 +344,9 @@ enum MHD_Result h_summary(struct api *a, struct req *r, struct MHD_Connection *c
         json_decref(alarms);
         return fail_query(r, c, rc, err);
     }
-    stats_render(a, &r->who, site, st, from, to, &env, &dev, &comp);
+    json_t *starts = device_starts(a, site);
+    stats_render(a, &r->who, site, st, from, to, starts, &env, &dev, &comp);
+    json_decref(starts);
     json_decref(st);
     r->rows = 1;
     return reply_json(r, c, 200,

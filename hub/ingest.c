@@ -345,6 +345,7 @@ static enum ingest_result on_status(struct ingest *in, const char *topic, const 
         struct lp_buf b;
         lp_init(&b);
         lp_status(&b, &s, now_ms);
+        lp_inventory(&b, &s, now_ms); /* a birth: since when each device exists */
         emit(in, &b, INGEST_RECORDS);
     }
     count(&in->status_ok, 1);

@@ -198,6 +198,25 @@ int lp_status(struct lp_buf *b, const struct ch_status *s, int64_t ts_ms)
     return lp_end(b, s->ts_ms ? s->ts_ms : ts_ms);
 }
 
+size_t lp_inventory(struct lp_buf *b, const struct ch_status *s, int64_t ts_ms)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_devices; i++) {
+        const struct ch_device_info *d = &s->devices[i];
+        lp_begin(b, "carehub_device");
+        lp_tag(b, "device", d->id);
+        lp_tag(b, "gateway", s->gateway);
+        lp_tag(b, "site", s->site);
+        lp_field_str(b, "bus", d->bus);
+        lp_field_str(b, "profile", d->profile);
+        if (d->room[0])
+            lp_field_str(b, "room", d->room);
+        if (lp_end(b, s->ts_ms ? s->ts_ms : ts_ms) == 0)
+            n++;
+    }
+    return n;
+}
+
 int lp_alert(struct lp_buf *b, const struct ch_alert *a)
 {
     lp_begin(b, "alarm");

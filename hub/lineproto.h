@@ -72,6 +72,12 @@ size_t lp_telemetry(struct lp_buf *b, const struct ch_telemetry *t);
  * (the will). Returns 0. */
 int lp_status(struct lp_buf *b, const struct ch_status *s, int64_t ts_ms);
 
+/* One carehub_device point per device of a birth's inventory: tags site,
+ * gateway, device; fields profile, bus (room when given); at the status ts
+ * (ts_ms when it has none). The first one of a device says since when it
+ * exists (the summary's device online rate). Returns the points added. */
+size_t lp_inventory(struct lp_buf *b, const struct ch_status *s, int64_t ts_ms);
+
 /* One point in measurement "alarm" for an alarm transition (a decoded,
  * hence valid, alert):
  *   tags    alarm_id bed device event gateway priority resident room rule

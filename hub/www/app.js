@@ -22,7 +22,7 @@
 //     data-pending="ack|shelve|unshelve" while a command waits for its transition
 //   site grid: .site-tile[data-site][data-online=true|false]
 //   supervision: .summary-card[data-site] with [data-figure=raised|acked|never_acked|
-//     ack_p50_s|ack_p90_s|clear_p50_s|online_pct|completeness_pct|by_priority.<p>]
+//     ack_p50_s|ack_p90_s|resolved_p50_s|clear_p50_s|online_pct|completeness_pct|by_priority.<p>]
 //     (text holds the number as the hub gave it, data-value the raw value),
 //     .export-btn[data-data=telemetry|alarms][data-format=csv|json]
 //   #live[data-state=live|connecting], .toast, [data-lang=zh|en]
@@ -163,7 +163,8 @@
       'col.state': '状态',
       'col.ack': '确认用时',
       'col.by': '确认人',
-      'col.cleared': '恢复用时',
+      'col.cleared': '情况持续',
+      'col.resolved': '处理完毕用时',
       'metric.co2': 'CO₂',
       'metric.pm25': 'PM2.5',
       'metric.temperature': '温度',
@@ -188,7 +189,11 @@
       'sup.neverAcked': '从未确认',
       'sup.ackP50': '确认用时中位数',
       'sup.ackP90': '确认用时P90',
-      'sup.clearP50': '恢复用时中位数',
+      'sup.clearP50': '情况持续中位数',
+      'sup.clearP50.def': '从报警到触发条件结束（如CO2回落、SOS拉绳松开）；报警可能仍未处理',
+      'sup.resolvedP50': '处理完毕用时中位数',
+      'sup.resolvedP50.def': '从报警到报警结束：已确认且条件已结束',
+      'sup.ackP50.def': '从报警到有人确认',
       'sup.env': '环境达标率',
       'sup.noEnv': '没有环境数据',
       'sup.devices': '设备在线率',
@@ -323,7 +328,8 @@
       'col.state': 'State',
       'col.ack': 'Time to ack',
       'col.by': 'Acknowledged by',
-      'col.cleared': 'Time to clear',
+      'col.cleared': 'Condition lasted',
+      'col.resolved': 'Time to resolve',
       'metric.co2': 'CO₂',
       'metric.pm25': 'PM2.5',
       'metric.temperature': 'Temperature',
@@ -348,7 +354,11 @@
       'sup.neverAcked': 'Never acknowledged',
       'sup.ackP50': 'Median time to acknowledge',
       'sup.ackP90': '90th percentile',
-      'sup.clearP50': 'Median time to clear',
+      'sup.clearP50': 'Median time the condition lasted',
+      'sup.clearP50.def': 'From the raise to the end of its condition (CO2 back under the limit, an SOS cord released); the alarm may still be unattended',
+      'sup.resolvedP50': 'Median time to resolve',
+      'sup.resolvedP50.def': 'From the raise to the alarm\'s end: acknowledged and its condition over',
+      'sup.ackP50.def': 'From the raise to its acknowledgement',
       'sup.env': 'Environmental compliance',
       'sup.noEnv': 'No environment data',
       'sup.devices': 'Device online rate',
@@ -1696,7 +1706,7 @@
       return;
     }
     const rows = al.list.slice(0, page.historyShown);
-    const cols = ['raised', 'priority', 'where', 'resident', 'message', 'state', 'ack', 'by', 'cleared'];
+    const cols = ['raised', 'priority', 'where', 'resident', 'message', 'state', 'ack', 'by', 'resolved', 'cleared'];
     const table = h('table', { class: 'history' },
       h('thead', null, h('tr', null, cols.map((c) => h('th', { scope: 'col', text: t('col.' + c) })))),
       h('tbody', null, rows.map((a) => h('tr', { class: 'prio-' + a.priority, dataset: { alarmId: a.alarm_id, state: a.state } },
@@ -1708,6 +1718,7 @@
         h('td', null, h('span', { class: 'tag state state-' + a.state, text: stateLabel(a.state) })),
         h('td', { class: 'num', text: isNum(a.ack_s) ? dur(a.ack_s) : t('common.none') }),
         h('td', { text: a.acked_by ? a.acked_by.replace(/^(hub|console):/, '') : t('common.none') }),
+        h('td', { class: 'num', text: isNum(a.resolved_s) ? dur(a.resolved_s) : t('common.none') }),
         h('td', { class: 'num', text: isNum(a.clear_s) ? dur(a.clear_s) : t('common.none') })))));
     const wrap = h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': t('site.history') }, table);
     const more = al.list.length - rows.length;
@@ -2043,13 +2054,13 @@
     const d = r.data;
     const a = d.alarms || {};
     const bp = a.by_priority || {};
-    const fig = (key, label, value, human, cls) => h('div', { class: 'fig' + (cls ? ' ' + cls : '') },
+    const fig = (key, label, value, human, cls, def) => h('div', { class: 'fig' + (cls ? ' ' + cls : ''), title: def || null },
       h('span', { class: 'fig-l', text: label }),
       h('span', { class: 'fig-v', dataset: { figure: key, value: isNum(value) ? value : '' } }, human),
     );
-    const secs = (key, label, v) => fig(key, label, v,
+    const secs = (key, label, v, def) => fig(key, label, v,
       [isNum(v) ? fmtFigure(v) + ' ' + t('unit.s') : t('common.none'),
-        isNum(v) && v >= 60 ? h('small', { text: ' (' + dur(v) + ')' }) : null]);
+        isNum(v) && v >= 60 ? h('small', { text: ' (' + dur(v) + ')' }) : null], '', def);
 
     const alarms = h('section', { class: 'sc-alarms' },
       h('h3', { text: t('sup.alarms') }),
@@ -2059,9 +2070,10 @@
           h('span', { class: 'chip-l', text: prioLabel(p) }), h('span', { class: 'chip-n', dataset: { figure: 'by_priority.' + p }, text: fmtInt(bp[p] || 0) })))),
         fig('acked', t('sup.acked'), a.acked, fmtInt(a.acked)),
         fig('never_acked', t('sup.neverAcked'), a.never_acked, fmtInt(a.never_acked), a.never_acked ? 'warn' : ''),
-        secs('ack_p50_s', t('sup.ackP50'), a.ack_p50_s),
+        secs('ack_p50_s', t('sup.ackP50'), a.ack_p50_s, t('sup.ackP50.def')),
         secs('ack_p90_s', t('sup.ackP90'), a.ack_p90_s),
-        secs('clear_p50_s', t('sup.clearP50'), a.clear_p50_s)));
+        secs('resolved_p50_s', t('sup.resolvedP50'), a.resolved_p50_s, t('sup.resolvedP50.def')),
+        secs('clear_p50_s', t('sup.clearP50'), a.clear_p50_s, t('sup.clearP50.def'))));
 
     const devices = d.devices || {};
     const comp = d.completeness || {};

@@ -218,6 +218,32 @@ class Stream:
         self.sock.close()
 
 
+def check_new_site(api, mqtt, token):
+    """A site nine minutes old whose two devices sent every minute: online
+    100 % over the last hour and over the last 7 days, not the share of the
+    range it existed (issue 13: 15 % and 0.1 % before)."""
+    now = int(time.time() * 1000)
+    born = now - 9 * 60000
+    birth = dict(status("cq-new-001", True), ts=born,
+                 devices=[{"id": d, "profile": "air", "bus": "b"} for d in ("n-1", "n-2")])
+    mqtt.publish("carehub/v1/cq-new-001/gw-1/status", json.dumps(birth), retain=True)
+    time.sleep(0.3)
+    for i in range(9):
+        rs = [reading(d, "environment", "301", born + 30000 + i * 60000, {"co2": 600})
+              for d in ("n-1", "n-2")]
+        mqtt.publish("carehub/v1/cq-new-001/gw-1/telemetry",
+                     json.dumps(telemetry("cq-new-001", 1 + 2 * i, rs)))
+    for span in (3600000, 7 * 86400000):
+        def online():
+            st, sm = api.get("/api/v1/summary", token, site="cq-new-001",
+                             **{"from": str(now - span), "to": str(now)})
+            assert st == 200, sm
+            return sm["devices"] if sm["completeness"]["received"] == 18 else None
+        dev = wait_for("the new site's readings stored", online, 15)
+        assert dev == {"total": 2, "online_pct": 100.0}, (span, dev)
+    log("a site 9 minutes old, every device sending: online 100 % over 1 h and over 7 days")
+
+
 def test_hub_api(w):
     influx = Influx(w)
     mqtt = Mosquitto(w)
@@ -337,6 +363,9 @@ def test_hub_api(w):
         assert occ[aid]["acked_by"] == "console:nurse-li", occ[aid]
     assert occ["A4"]["ack_s"] is None and occ["A4"]["state"] == "unack", occ["A4"]
     assert occ["A1"]["clear_s"] == 300 and occ["A1"]["state"] == "normal", occ["A1"]
+    # resolved: back to normal (acknowledged at 30 s, the condition over at 300 s)
+    assert occ["A1"]["resolved_s"] == 300, occ["A1"]
+    assert all(occ[x]["resolved_s"] is None for x in ACTIVE), occ
     assert occ["A1"]["resident"] == "R-0417", occ["A1"]
     st, body = api.get("/api/v1/alarms", staff, **{"from": frm, "to": to, "priority": "high"})
     assert names(body["alarms"]) == ["A1", "A3"], body
@@ -370,6 +399,9 @@ def test_hub_api(w):
     assert abs(a["ack_p50_s"] - percentile(delays, 0.5)) < 1e-6, (a, percentile(delays, 0.5))
     assert abs(a["ack_p90_s"] - percentile(delays, 0.9)) < 1e-6, (a, percentile(delays, 0.9))
     assert a["ack_p50_s"] == 67.5 and a["ack_p90_s"] == 111.0, a
+    # the condition's end (clear_p50_s) and the alarm's end (resolved_p50_s):
+    # only A1 is over; the four others are still active
+    assert a["clear_p50_s"] == 300 and a["resolved"] == 1 and a["resolved_p50_s"] == 300, a
     env = {(e["room"], e["metric"]): e for e in sm["environment"]}
     assert env[("101", "co2")]["samples"] == 50 and env[("101", "co2")]["within"] == 30, env
     assert env[("101", "co2")]["within_pct"] == 60.0, env
@@ -377,7 +409,12 @@ def test_hub_api(w):
     assert env[("101", "temperature")]["within_pct"] == 100.0, env
     comp = sm["completeness"]
     assert comp["received"] == 90 and comp["expected"] == 100 and comp["pct"] == 90.0, comp
-    assert sm["devices"]["total"] == 4, sm["devices"]
+    # devices count from when they exist (their first declaration or reading):
+    # ghost-1, first declared now, did not exist six hours ago; of the other
+    # three's 12 five-minute intervals each, air-101 sent in 10, air-102 in
+    # 6, band-1 in 2
+    assert sm["devices"] == {"total": 3, "online_pct": 50.0}, sm["devices"]
+    check_new_site(api, mqtt, admin)
     st, body = api.get("/api/v1/summary", reg, site="cq-jb-001")
     assert st == 403, body
     st, body = api.get("/api/v1/summary", reg)

@@ -323,6 +323,12 @@ def regulator_part(b, api, tokens, art):
     assert num("acked") == a["acked"] == 1, (figs["acked"], a)
     assert num("never_acked") == a["never_acked"] == a["raised"] - 1, (figs["never_acked"], a)
     assert a["ack_p50_s"] is not None and num("ack_p50_s") == a["ack_p50_s"], (figs, a)
+    # the alarm's end and the condition's end, each shown as the hub gave it
+    for key in ("resolved_p50_s", "clear_p50_s"):
+        assert num(key) == a[key], (key, figs, a)
+    defs = b.evaluate("[...document.querySelectorAll(%s)].map(e => e.closest('.fig').title)"
+                      % json.dumps(card + " [data-figure$='_p50_s']"))
+    assert len(defs) == 3 and all(defs), f"each median figure has its definition: {defs}"
     for p in ("high", "medium", "low"):
         assert int(figs[f"by_priority.{p}"]["text"]) == a["by_priority"].get(p, 0), (p, figs, a)
     assert str(a["raised"]) in figs["raised"]["text"], figs["raised"]

@@ -31,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Influx, Mosquitto, free_port, log, run_test, wait_for  # noqa: E402
-from hub_api import Api, reading, telemetry  # noqa: E402
+from hub_api import Api, make_tokens, reading, telemetry  # noqa: E402
 
 DB = "carehub_retention"
 SITE = "cq-yz-001"
@@ -45,16 +45,6 @@ STEP = 600000  # a reading every 10 minutes
 
 def co2(h, i):
     return 800.0 + 100.0 * h + 50.0 * i  # hour h, i-th reading of it: 850 .. 1350
-
-
-def make_token(w):
-    out = subprocess.run([w.bin("care-hub"), "--new-token", "staff"], check=True,
-                         capture_output=True, text=True, timeout=30).stdout
-    tok = [l.strip() for l in out.splitlines() if l.strip().startswith("chk_")][0]
-    sha = [l.split(":", 1)[1].strip() for l in out.splitlines() if "sha256:" in l][0]
-    path = w.write("tokens.yaml", f"tokens:\n  - name: staff\n    sha256: {sha}\n"
-                   f"    role: staff\n    sites: [{SITE}]\n")
-    return tok, path
 
 
 def config(mqtt, influx, tokens, port, raw="4d", extra=""):
@@ -213,7 +203,8 @@ def drop_raw_day(influx):
 def test_hub_retention(w):
     influx = Influx(w)
     mqtt = Mosquitto(w)
-    tok, tokens = make_token(w)
+    secrets, tokens, _ = make_tokens(w, w.bin("care-hub"))
+    tok = secrets["staff-yz001"]  # staff of cq-yz-001
     check_bad(w, mqtt, influx, tokens)
     port = free_port()
     hub = w.spawn("care-hub", [w.bin("care-hub"), "-c",

@@ -231,6 +231,35 @@ static void test_status_points(void **state)
     lp_free(&b);
 }
 
+/* A birth's inventory: a carehub_device point per device, at the status
+ * time (the receive time for a status without one); a will has none. */
+static void test_inventory(void **state)
+{
+    (void)state;
+    struct ch_device_info devs[2] = {
+        {.id = "air-101", .profile = "air", .bus = "rs485-1", .room = "101"},
+        {.id = "band 7", .profile = "band", .bus = "ble"}};
+    struct ch_status s = {.online = true, .ts_ms = 1763850000123, .n_devices = 2, .devices = devs};
+    strcpy(s.site, "cq-yz-001");
+    strcpy(s.gateway, "gw-01");
+    struct lp_buf b;
+    lp_init(&b);
+    assert_int_equal(lp_inventory(&b, &s, 999), 2);
+    s.ts_ms = 0;
+    s.n_devices = 1;
+    assert_int_equal(lp_inventory(&b, &s, 1763850099000), 1);
+    struct ch_status will = {.online = false};
+    assert_int_equal(lp_inventory(&b, &will, 1), 0);
+    assert_string_equal(
+        b.data, "carehub_device,device=air-101,gateway=gw-01,site=cq-yz-001 bus=\"rs485-1\","
+                "profile=\"air\",room=\"101\" 1763850000123\n"
+                "carehub_device,device=band\\ 7,gateway=gw-01,site=cq-yz-001 bus=\"ble\","
+                "profile=\"band\" 1763850000123\n"
+                "carehub_device,device=air-101,gateway=gw-01,site=cq-yz-001 bus=\"rs485-1\","
+                "profile=\"air\",room=\"101\" 1763850099000\n");
+    lp_free(&b);
+}
+
 /* The acknowledged SOS of bed 203-1, as the gateway sends it. */
 static const char sos_ack[] =
     "{\"schema\":\"carehub/alert/1\",\"site\":\"cq-yz-001\",\"gateway\":\"gw-01\","
@@ -363,8 +392,8 @@ int main(void)
         cmocka_unit_test(test_escaping),         cmocka_unit_test(test_float_format),
         cmocka_unit_test(test_field_types),      cmocka_unit_test(test_point_without_fields),
         cmocka_unit_test(test_telemetry_points), cmocka_unit_test(test_status_points),
-        cmocka_unit_test(test_alert_points),     cmocka_unit_test(test_alert_idempotent),
-        cmocka_unit_test(test_alert_escaping),
+        cmocka_unit_test(test_inventory),        cmocka_unit_test(test_alert_points),
+        cmocka_unit_test(test_alert_idempotent), cmocka_unit_test(test_alert_escaping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
