@@ -2,7 +2,7 @@
 """Prints what a running carehub demo has stored in InfluxDB.
 
   demo_status.py URL DB table [PREV_JSON]   per-device table (readings, rate, latest values)
-  demo_status.py URL DB final               one line: readings stored per measurement
+  demo_status.py URL DB final               one line: readings stored, care data apart
 """
 import json
 import sys
@@ -69,15 +69,23 @@ def table(url, db, state_path):
 
 
 def final(url, db):
-    parts, total = [], 0
+    """Residents' and rooms' readings apart from the alarm transitions and from
+    the gateways' and the hub's own figures (edge_*, carehub_*)."""
+    care, own, alarms = [], [], 0
     for meas in sorted(measurements(url, db)):
-        n = sum(counts(url, db, meas).values()) if meas != "carehub_status" else None
-        if n is None:
+        if meas == "carehub_status":
             continue
-        parts.append(f"{meas}={n}")
-        if not meas.startswith(("carehub_", "edge_")):
-            total += n
-    print("stored readings per measurement: " + (", ".join(parts) if parts else "none"))
+        n = sum(counts(url, db, meas).values())
+        if meas == "alarm":
+            alarms = n
+        elif meas.startswith(("carehub_", "edge_")):
+            own.append(f"{meas}={n}")
+        else:
+            care.append((meas, n))
+    total = sum(n for _, n in care)
+    print(f"stored: {total} readings of residents and rooms "
+          f"({', '.join(f'{m}={n}' for m, n in care) or 'none'}); {alarms} alarm transitions; "
+          f"internal: {', '.join(own) or 'none'}")
     return 0 if total > 0 else 1
 
 
