@@ -36,10 +36,10 @@ static int64_t ceil_to(int64_t t, int64_t unit)
  * steps are whole hours anyway, the history serves what it holds (up to
  * where the keeper got; without a keeper here, up to the policy's
  * horizon), in steps made whole hours; each step is read from one source. */
-static int64_t hourly_cut(struct api *a, int64_t from, int64_t to, int64_t *every)
+static int64_t hourly_cut(struct api *a, const char *meas, int64_t from, int64_t to, int64_t *every)
 {
     int64_t raw_ms = a->cfg->influx.retention.raw_ms;
-    if (!raw_ms)
+    if (!raw_ms || influx_kept_long(meas)) /* the history has readings only */
         return from;
     int64_t horizon = ch_now_ms() - raw_ms;
     if (from >= horizon && (*every < HOUR_MS || *every % HOUR_MS))
@@ -105,7 +105,7 @@ enum MHD_Result h_series(struct api *a, struct req *r, struct MHD_Connection *c)
     if (!may_read(a, &r->who, meas, metric))
         return fail(r, c, 403, "%s of %s: this token has no grant for that series", metric, meas);
     bool room = may_read(a, &r->who, meas, "room"); /* a wearable's is where it was */
-    int64_t cut = hourly_cut(a, from, to, &every);
+    int64_t cut = hourly_cut(a, meas, from, to, &every);
     struct qb q;
     qb_init(&q);
     if (cut > from) /* statement 0: the history's hours */

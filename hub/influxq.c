@@ -78,9 +78,20 @@ void qb_ident(struct qb *b, const char *v)
     quoted(b, v, '"');
 }
 
+bool influx_kept_long(const char *measurement)
+{
+    static const char *const kept[] = {
+        "alarm",          "carehub_audit",        "carehub_device", "carehub_downsample",
+        "carehub_rollup", "carehub_rollup_stale", "carehub_status"};
+    for (size_t i = 0; i < sizeof kept / sizeof *kept; i++)
+        if (!strcmp(measurement, kept[i]))
+            return true;
+    return false;
+}
+
 void qb_readings(struct qb *b, const struct hubcfg_influx *c, const char *measurement)
 {
-    if (c && c->retention.raw_ms)
+    if (c && c->retention.raw_ms && !(measurement && influx_kept_long(measurement)))
         qb_add(b, "\"%s\".", INFLUX_RP_RAW);
     if (measurement)
         qb_ident(b, measurement);

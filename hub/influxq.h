@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,9 +38,14 @@ void qb_ident(struct qb *b, const char *v);
 #define INFLUX_RP_RAW    "raw"
 #define INFLUX_RP_HOURLY "hourly"
 
+/* Whether measurement is one the hub keeps in the database's default policy
+ * whatever the readings' retention (alarm transitions, statuses, inventories,
+ * the audit, the summary's figures and marks, the history's progress). */
+bool influx_kept_long(const char *measurement);
+
 /* Appends the readings' measurement as a FROM source (NULL: a regular
  * expression matching every measurement): in the policy "raw" when c has
- * one for them. */
+ * one for them, unless it is one kept long (influx_kept_long). */
 void qb_readings(struct qb *b, const struct hubcfg_influx *c, const char *measurement);
 /* Appends /^<prefix>/ with prefix's characters escaped. */
 void qb_regex_prefix(struct qb *b, const char *prefix);

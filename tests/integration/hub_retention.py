@@ -248,6 +248,11 @@ def test_hub_retention(w):
     for t, v in pts.items():
         assert abs(v - round(hist[t]["mean_co2"], 3)) < 1e-6, (t, v, hist[t])
     log(f"chart of the day: {len(pts)} hourly means from the history (every_s 3600)")
+    st, body = api.get("/api/v1/series", tok, site=SITE, measurement="alarm", metric="value",
+                       every="1h", **{"from": str(DAY), "to": str(DAY + DAY_MS)})
+    assert st == 200 and "hourly_before" not in body, body
+    assert [p[1] for s in body["series"] for p in s["points"]] == [1350.0], body
+    log("a chart of the alarm values of that day: from the alarm records, kept for ever")
     assert hub.stop() == 0, hub.tail()
 
 
