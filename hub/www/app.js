@@ -43,9 +43,19 @@
   const STREAM_IDLE_MS = 45000; // keepalives come every 15 s
   const HOUR = 3600e3;
   const DAY = 24 * HOUR;
-  const RANGES = { '24h': DAY, '7d': 7 * DAY, '30d': 30 * DAY };
-  const EVERY_S = { '24h': 300, '7d': 1800, '30d': 7200 }; // ~300-360 points per line
+  const RANGES = { '1h': HOUR, '6h': 6 * HOUR, '24h': DAY, '7d': 7 * DAY, '30d': 30 * DAY };
+  const EVERY_S = { '1h': 15, '6h': 60, '24h': 300, '7d': 1800, '30d': 7200 }; // ~240-360 points per line
   const ENV_METRICS = ['co2', 'pm25', 'temperature', 'humidity'];
+  // A site page's charts: its rooms' environment, then its residents' beds and
+  // bracelets (a line per device: pseudonymous). key: the chart's id and i18n key.
+  const CHARTS = [
+    ...ENV_METRICS.map((metric) => ({ key: metric, meas: 'environment', metric, box: 'env-charts' })),
+    { key: 'bed.hr', meas: 'bed', metric: 'hr', box: 'care-charts' },
+    { key: 'bed.rr', meas: 'bed', metric: 'rr', box: 'care-charts' },
+    { key: 'bed.in_bed', meas: 'bed', metric: 'in_bed', box: 'care-charts' },
+    { key: 'wearable.hr', meas: 'wearable', metric: 'hr', box: 'care-charts' },
+    { key: 'wearable.battery', meas: 'wearable', metric: 'battery', box: 'care-charts' },
+  ];
   // GB/T 18883-2022, the hub's defaults; the summary's own limits win when present.
   const DEFAULT_LIMITS = {
     co2: { min: null, max: 1000 },
@@ -53,7 +63,8 @@
     temperature: { min: 16, max: 28 },
     humidity: { min: 30, max: 80 },
   };
-  const UNITS = { co2: 'ppm', pm25: 'µg/m³', temperature: '°C', humidity: '%' };
+  const UNITS = { co2: 'ppm', pm25: 'µg/m³', temperature: '°C', humidity: '%',
+    'bed.hr': 'bpm', 'bed.rr': '/min', 'wearable.hr': 'bpm', 'wearable.battery': '%' };
   const LINE_COLOURS = ['#66bb6a', '#ba68c8', '#4dd0e1', '#f06292', '#d4e157', '#9575cd',
     '#a1887f', '#4db6ac', '#ff8a65', '#e0e0e0', '#81c784', '#7986cb'];
 
@@ -142,6 +153,14 @@
       'site.range': '时间范围',
       'site.limit': '限值 {0}',
       'site.noData': '此时段没有数据',
+      'site.care': '住户（床垫与手环）',
+      'chart.bed.hr': '心率 · 床垫',
+      'chart.bed.rr': '呼吸率 · 床垫',
+      'chart.bed.in_bed': '在床（0–1）',
+      'chart.wearable.hr': '心率 · 手环',
+      'chart.wearable.battery': '手环电量',
+      'range.1h': '1小时',
+      'range.6h': '6小时',
       'site.response': '报警响应时间',
       'site.responseHint': '每个报警从发生到确认的用时，虚线为中位数',
       'site.median': '中位数 {0}',
@@ -307,6 +326,14 @@
       'site.range': 'Period',
       'site.limit': 'limit {0}',
       'site.noData': 'No data in this period',
+      'site.care': 'Residents (beds and bracelets)',
+      'chart.bed.hr': 'Heart rate · bed',
+      'chart.bed.rr': 'Breathing rate · bed',
+      'chart.bed.in_bed': 'In bed (0–1)',
+      'chart.wearable.hr': 'Heart rate · bracelet',
+      'chart.wearable.battery': 'Bracelet battery',
+      'range.1h': '1 hour',
+      'range.6h': '6 hours',
       'site.response': 'Alarm response times',
       'site.responseHint': 'Time from raised to acknowledged, per alarm; dashed line: median',
       'site.median': 'median {0}',
@@ -1483,7 +1510,7 @@
     page.to = to;
     page.error = null;
     page.series = {};
-    for (const m of ENV_METRICS) page.series[m] = { status: 'loading' };
+    for (const c of CHARTS) page.series[c.key] = { status: 'loading' };
     page.alarms = { status: 'loading' };
     page.historyShown = 100;
     renderSitePage();
@@ -1493,12 +1520,17 @@
       if (err.status === 403 || err.status === 404) page.error = page.error || err;
     };
 
-    const jobs = ENV_METRICS.map((m) => loadSeries(q, m, page.range).then((d) => {
-      if (stillHere()) page.series[m] = { status: 'ok', data: d };
+    const jobs = CHARTS.map((c) => loadSeries(q, c.meas, c.metric, page.range).then((d) => {
+      if (stillHere()) page.series[c.key] = { status: 'ok', data: d };
     }, (err) => {
       if (!stillHere()) return;
+      // a regulator without the grant of a resident's series: not shown
+      if (c.box !== 'env-charts' && err.status === 403) {
+        page.series[c.key] = { status: 'denied' };
+        return;
+      }
       fail(err);
-      page.series[m] = { status: 'error', err };
+      page.series[c.key] = { status: 'error', err };
     }).then(() => { if (stillHere()) renderCharts(); }));
 
     jobs.push(api('/alarms?' + q + '&limit=5000').then((d) => {
@@ -1525,8 +1557,8 @@
   }
 
   let everyRefused = false; // the hub refused our 'every': let it choose
-  async function loadSeries(q, metric, range) {
-    const base = '/series?' + q + '&measurement=environment&metric=' + metric;
+  async function loadSeries(q, meas, metric, range) {
+    const base = '/series?' + q + '&measurement=' + meas + '&metric=' + metric;
     if (!everyRefused) {
       try {
         return await api(base + '&every=' + EVERY_S[range]);
@@ -1601,53 +1633,74 @@
   function renderCharts() {
     const page = st.page;
     if (!page || st.view !== 'site') return;
-    const box = $('env-charts');
-    const figs = ENV_METRICS.map((m) => {
-      const fig = h('figure', { class: 'chart', dataset: { metric: m } });
-      const lim = limitsFor(m);
-      fig.append(h('figcaption', null,
-        h('span', { class: 'chart-title', text: t('metric.' + m) }),
-        h('span', { class: 'chart-unit', text: UNITS[m] || '' }),
-        limitText(m, lim) ? h('span', { class: 'chart-limit', text: t('site.limit', limitText(m, lim)) }) : null));
+    for (const boxId of ['env-charts', 'care-charts']) {
+      const box = $(boxId);
+      if (!box) continue;
+      // a chart with nothing to show is left out: a site of beds and
+      // bracelets has no empty environment charts, and the other way round
+      const shown = CHARTS.filter((c) => c.box === boxId).filter((c) => {
+        const sr = page.series[c.key] || { status: 'loading' };
+        return sr.status === 'loading' || sr.status === 'error' || (sr.status === 'ok' && chartSeries(c, sr.data).length);
+      });
+      if (!shown.length) {
+        put(box, h('div', { class: 'chart-msg', text: t('site.noData') }));
+        continue;
+      }
+      put(box, ...shown.map((c) => renderChart(page, c)));
+    }
+  }
+
+  // A chart's lines: per room for the environment, per device for residents.
+  function chartSeries(c, data) {
+    const env = c.meas === 'environment';
+    return ((data && data.series) || []).map((x) => ({
+      label: env && x.room ? t('alarms.room', x.room) : x.device || x.room || '?',
+      key: env ? x.room || x.device || '' : x.device || x.room || '',
+      points: (x.points || []).filter((p) => Array.isArray(p) && isNum(p[0]) && isNum(p[1])),
+    })).filter((x) => x.points.length);
+  }
+
+  function renderChart(page, c) {
+    const env = c.meas === 'environment';
+    const m = c.key;
+    const title = env ? t('metric.' + m) : t('chart.' + m);
+    const fig = h('figure', { class: 'chart', dataset: { metric: m } });
+    const lim = env ? limitsFor(m) : { min: null, max: null };
+    fig.append(h('figcaption', null,
+      h('span', { class: 'chart-title', text: title }),
+      h('span', { class: 'chart-unit', text: UNITS[m] || '' }),
+      limitText(m, lim) ? h('span', { class: 'chart-limit', text: t('site.limit', limitText(m, lim)) }) : null));
+    const sr = page.series[m] || { status: 'loading' };
+    if (sr.status === 'loading') {
+      fig.append(h('div', { class: 'chart-msg', text: t('sup.loading') }));
       return fig;
-    });
-    put(box, ...figs);
-    ENV_METRICS.forEach((m, i) => {
-      const fig = figs[i];
-      const sr = page.series[m] || { status: 'loading' };
-      if (sr.status === 'loading') {
-        fig.append(h('div', { class: 'chart-msg', text: t('sup.loading') }));
-        return;
-      }
-      if (sr.status === 'error') {
-        fig.append(h('div', { class: 'chart-msg bad', text: errText(sr.err) }));
-        return;
-      }
-      const data = sr.data || {};
-      const series = (data.series || []).map((x, j) => ({
-        label: x.room ? t('alarms.room', x.room) : x.device || '?',
-        key: x.room || x.device || '',
-        colour: LINE_COLOURS[j % LINE_COLOURS.length],
-        points: (x.points || []).filter((p) => Array.isArray(p) && isNum(p[0]) && isNum(p[1])),
-      })).filter((x) => x.points.length);
-      if (!series.length) {
-        fig.append(h('div', { class: 'chart-msg', text: t('site.noData') }));
-        return;
-      }
-      series.sort((x, y) => String(x.key).localeCompare(String(y.key), undefined, { numeric: true }));
-      series.forEach((x, j) => { x.colour = LINE_COLOURS[j % LINE_COLOURS.length]; });
-      const every = isNum(data.every_s) && data.every_s > 0 ? data.every_s * 1000 : EVERY_S[page.range] * 1000;
-      fig.append(lineChart(fig, {
-        series,
-        from: page.from,
-        to: page.to,
-        limits: limitsFor(m),
-        gapMs: every * 2.5,
-        fmt: (v) => fmtValue(m, v),
-        unit: UNITS[m] || '',
-        label: t('site.chartLabel', t('metric.' + m), series.length, t('range.' + page.range)),
-      }));
-    });
+    }
+    if (sr.status === 'error') {
+      fig.append(h('div', { class: 'chart-msg bad', text: errText(sr.err) }));
+      return fig;
+    }
+    const data = sr.data || {};
+    const series = chartSeries(c, data);
+    series.sort((x, y) => String(x.key).localeCompare(String(y.key), undefined, { numeric: true }));
+    series.forEach((x, j) => { x.colour = LINE_COLOURS[j % LINE_COLOURS.length]; });
+    const every = isNum(data.every_s) && data.every_s > 0 ? data.every_s * 1000 : EVERY_S[page.range] * 1000;
+    // a gap is a gap in the device's own rhythm, not in steps shorter than it
+    // (a meter read each minute in a 1 h chart of 15 s steps is one line)
+    const steps = [];
+    for (const se of series) for (let i = 1; i < se.points.length; i++) steps.push(se.points[i][0] - se.points[i - 1][0]);
+    const rhythm = median(steps) || 0;
+    // the figure is in the page before the chart measures its width
+    queueMicrotask(() => fig.append(lineChart(fig, {
+      series,
+      from: page.from,
+      to: page.to,
+      limits: lim,
+      gapMs: Math.max(every, rhythm) * 2.5,
+      fmt: (v) => fmtValue(m, v),
+      unit: UNITS[m] || '',
+      label: t('site.chartLabel', title, series.length, t('range.' + page.range)),
+    })));
+    return fig;
   }
 
   function renderResponseChart() {

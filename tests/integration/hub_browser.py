@@ -277,6 +277,41 @@ def staff_part(w, b, base, api, tokens, central, art, cap):
     return edge, sim, took
 
 
+def site_page_part(b, base, influx, art):
+    """The site page for people (issue 13): in the last hour, a bed's heart rate
+    and a bracelet's battery (written to InfluxDB as care-hub stores them)
+    are charted per device under Residents; a resident chart without data
+    (breathing rate) is left out rather than drawn empty; the range asks the
+    hub for 15 s steps."""
+    now = int(time.time() * 1000)
+    lines = []
+    for i in range(30):
+        ts = now - 30 * 60000 + i * 60000
+        lines.append(f"bed,device=bed-1,gateway={GW},quality=good,room=203,site={SITE} "
+                     f"hr={60 + i % 5},in_bed=1,seq={1000 + 2 * i}i {ts}")
+        lines.append(f"wearable,device=band-1,gateway={GW},quality=good,room=corridor-2,"
+                     f"site={SITE} battery={90 - i // 10},seq={1001 + 2 * i}i {ts}")
+    influx.write("\n".join(lines), DB)
+    b.navigate(f"{base}/#/site/{SITE}")
+    b.wait_for("document.querySelector('#site-range [data-range=\"1h\"]')", timeout=10,
+               what="the site page's 1 h range")
+    b.click('#site-range [data-range="1h"]')
+    b.wait_for("document.querySelector('#care-charts figure[data-metric=\"bed.hr\"] svg')"
+               " && document.querySelector('#care-charts figure[data-metric=\"wearable.battery\"]"
+               " svg')", timeout=15, what="the bed's heart rate and the bracelet's battery charted")
+    shown = b.evaluate("[...document.querySelectorAll('#care-charts figure')]"
+                       ".map(f => f.dataset.metric)")
+    assert "bed.rr" not in shown and "wearable.hr" not in shown, f"empty charts drawn: {shown}"
+    assert "bed.in_bed" in shown, shown
+    title = b.evaluate("document.querySelector('#care-charts figure[data-metric=\"bed.hr\"]"
+                       " .chart-title').textContent")
+    assert title in ("心率 · 床垫", "Heart rate · bed"), title
+    urls = [u for u in fetched(b, "/api/v1/series") if "measurement=bed" in u and "metric=hr" in u]
+    assert any("every=15" in u for u in urls), urls
+    shot(b, art, "site-residents", DESKTOP)
+    log(f"site page, last hour: resident charts {shown}; none drawn empty")
+
+
 def stored_ack(influx):
     pts = influx.series(f"SELECT * FROM \"alarm\" WHERE \"alarm_id\" = '{SOS}'", DB)
     return [p for p in pts if p["event"] == "ack"]
@@ -394,6 +429,7 @@ def test_hub_console_in_browser(w):
         log(f"hub and browser ready in {time.monotonic() - started:.1f} s")
         try:
             edge, sim, took = staff_part(w, b, base, api, tokens, central, art, cap)
+            site_page_part(b, base, influx, art)
             ack = wait_for("the acknowledgement in InfluxDB (through care-hub)",
                            lambda: stored_ack(influx), 10)
             assert ack[0]["by"] == f"hub:{STAFF}" and ack[0]["state"] == "acked", ack
