@@ -164,7 +164,8 @@ def check_lifecycle(w, prog, cfg, port, status_word):
     # the keep-alive: every WATCHDOG_USEC/2, never WATCHDOG_USEC apart
     time.sleep(5.2)
     beats = sock.times("WATCHDOG", t_ready, t_ready + 5.0)
-    assert 4 <= len(beats) <= 7, f"{prog}: {len(beats)} WATCHDOG=1 in 5 s (want about 5)"
+    # about 5; the contract systemd holds it to is the gap, below
+    assert 3 <= len(beats) <= 8, f"{prog}: {len(beats)} WATCHDOG=1 in 5 s (want about 5)"
     gaps = [b - a for a, b in zip([t_ready] + beats, beats)]
     assert max(gaps) < WATCHDOG_USEC / 1e6, f"{prog}: keep-alives {max(gaps):.2f} s apart"
     statuses = [f["STATUS"] for _, f in sock.snapshot() if f.get("WATCHDOG") == "1" and "STATUS" in f]
@@ -191,7 +192,8 @@ def check_lifecycle(w, prog, cfg, port, status_word):
     during = sock.times("WATCHDOG", t_stop + 0.2, t_cont)
     assert not during, f"{prog}: WATCHDOG=1 while stopped at {[round(t - t_stop, 2) for t in during]}"
     t_again = sock.wait("WATCHDOG", t_cont, 5)
-    assert t_again - t_cont < 1.5, f"{prog}: fed again only {t_again - t_cont:.2f} s after SIGCONT"
+    assert t_again - t_cont < WATCHDOG_USEC / 1e6, \
+        f"{prog}: fed again only {t_again - t_cont:.2f} s after SIGCONT"
     log(f"{prog}: stopped 3 s: no WATCHDOG=1; SIGCONT: again after {t_again - t_cont:.2f} s")
 
     # SIGTERM: STOPPING=1, then no keep-alive
