@@ -144,7 +144,7 @@ static json_t *device_starts(struct api *a, const char *site)
         json_t *s;
         json_array_foreach(influxq_series(res, st), i, s)
         {
-            if (self_metrics_series(s))
+            if (st > 0 && self_metrics_series(s)) /* statement 0 is carehub_device's */
                 continue;
             json_t *tags = json_object_get(s, "tags");
             char key[2 * CH_ID_MAX + 2];
@@ -170,8 +170,14 @@ static json_t *devices_online(struct api *a, const char *site, json_t *dev, json
                               int64_t from, int64_t to)
 {
     int64_t bucket = a->cfg->api.device_timeout_ms;
-    /* intervals of [s, to), as InfluxDB's GROUP BY time cuts them */
-#define INTERVALS(s) ((to - 1) / bucket - (s) / bucket + 1)
+    /* the intervals of [s, to) as InfluxDB's GROUP BY time cuts them, that
+     * [s, to) covers whole: a device that sends every minute is not offline
+     * in the 20 s of an interval the range ends in, or began in, that it
+     * has not sent in yet (a reading there still counts, up to the
+     * intervals expected) */
+    int64_t last = to % bucket ? to / bucket - 1 : (to - 1) / bucket;
+#define FIRST(s)     ((s) / bucket + ((s) % bucket ? 1 : 0))
+#define INTERVALS(s) (last - FIRST(s) + 1 > 0 ? last - FIRST(s) + 1 : 0)
     json_int_t online = 0, expected = 0;
     size_t total = 0;
     const char *key;
@@ -192,7 +198,9 @@ static json_t *devices_online(struct api *a, const char *site, json_t *dev, json
         }
         json_decref(all);
     } else {
-        json_object_foreach(dev, key, v) online += json_integer_value(v);
+        json_int_t nb = INTERVALS(from);
+        json_object_foreach(dev, key, v) online +=
+            json_integer_value(v) < nb ? json_integer_value(v) : nb;
         struct presence_gw *g;
         size_t ng = presence_list(a->view, &g);
         size_t inventory = 0;
@@ -201,9 +209,10 @@ static json_t *devices_online(struct api *a, const char *site, json_t *dev, json
                 inventory += g[k].n_devices;
         free(g);
         total = inventory > json_object_size(dev) ? inventory : json_object_size(dev);
-        expected = (json_int_t)total * INTERVALS(from);
+        expected = (json_int_t)total * nb;
     }
 #undef INTERVALS
+#undef FIRST
     return json_pack("{s:I,s:o}", "total", (json_int_t)total, "online_pct", pct(online, expected));
 }
 
