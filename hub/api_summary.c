@@ -170,14 +170,18 @@ static json_t *devices_online(struct api *a, const char *site, json_t *dev, json
                               int64_t from, int64_t to)
 {
     int64_t bucket = a->cfg->api.device_timeout_ms;
-    /* the intervals of [s, to) as InfluxDB's GROUP BY time cuts them, that
-     * [s, to) covers whole: a device that sends every minute is not offline
-     * in the 20 s of an interval the range ends in, or began in, that it
-     * has not sent in yet (a reading there still counts, up to the
-     * intervals expected) */
+    /* the intervals of [s, to), as InfluxDB's GROUP BY time cuts them (ALL),
+     * and those [s, to) covers whole (WHOLE): an interval the range ends or
+     * the device began in counts only if the device sent in it, which its
+     * count of intervals with a reading (n) above WHOLE says: a device that
+     * sends every minute is not offline in the 20 s of an interval it has
+     * not sent in yet */
     int64_t last = to % bucket ? to / bucket - 1 : (to - 1) / bucket;
-#define FIRST(s)     ((s) / bucket + ((s) % bucket ? 1 : 0))
-#define INTERVALS(s) (last - FIRST(s) + 1 > 0 ? last - FIRST(s) + 1 : 0)
+#define FIRST(s)       ((s) / bucket + ((s) % bucket ? 1 : 0))
+#define WHOLE(s)       (last - FIRST(s) + 1 > 0 ? last - FIRST(s) + 1 : 0)
+#define ALL(s)         ((to - 1) / bucket - (s) / bucket + 1)
+#define EXPECTED(s, n) ((n) < WHOLE(s) ? WHOLE(s) : (n) > ALL(s) ? ALL(s) : (n))
+#define ONLINE(s, n)   ((n) < ALL(s) ? (n) : ALL(s))
     json_int_t online = 0, expected = 0;
     size_t total = 0;
     const char *key;
@@ -191,16 +195,18 @@ static json_t *devices_online(struct api *a, const char *site, json_t *dev, json
             int64_t s = json_integer_value(v) > from ? json_integer_value(v) : from;
             if (s >= to)
                 continue; /* not there yet */
-            json_int_t nb = INTERVALS(s), n = json_integer_value(json_object_get(dev, key));
-            online += n < nb ? n : nb;
-            expected += nb;
+            json_int_t n = json_integer_value(json_object_get(dev, key));
+            online += ONLINE(s, n);
+            expected += EXPECTED(s, n);
             total++;
         }
         json_decref(all);
     } else {
-        json_int_t nb = INTERVALS(from);
-        json_object_foreach(dev, key, v) online +=
-            json_integer_value(v) < nb ? json_integer_value(v) : nb;
+        json_object_foreach(dev, key, v)
+        {
+            online += ONLINE(from, json_integer_value(v));
+            expected += EXPECTED(from, json_integer_value(v));
+        }
         struct presence_gw *g;
         size_t ng = presence_list(a->view, &g);
         size_t inventory = 0;
@@ -209,9 +215,12 @@ static json_t *devices_online(struct api *a, const char *site, json_t *dev, json
                 inventory += g[k].n_devices;
         free(g);
         total = inventory > json_object_size(dev) ? inventory : json_object_size(dev);
-        expected = (json_int_t)total * nb;
+        expected += (json_int_t)(total - json_object_size(dev)) * WHOLE(from); /* never sent */
     }
-#undef INTERVALS
+#undef ONLINE
+#undef EXPECTED
+#undef ALL
+#undef WHOLE
 #undef FIRST
     return json_pack("{s:I,s:o}", "total", (json_int_t)total, "online_pct", pct(online, expected));
 }
