@@ -66,6 +66,16 @@ void ch_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t until_ms)
     pthread_cond_timedwait(c, m, &ts);
 }
 
+int64_t ch_floor_to(int64_t t, int64_t unit)
+{
+    return t - ((t % unit) + unit) % unit;
+}
+
+int64_t ch_ceil_to(int64_t t, int64_t unit)
+{
+    return -ch_floor_to(-t, unit);
+}
+
 int ch_parse_duration_ms(const char *s, int64_t *out_ms)
 {
     if (!s || !*s)

@@ -51,6 +51,11 @@ void ch_cond_init_monotonic(pthread_cond_t *c);
  * signal or a spurious wake-up. */
 void ch_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t until_ms);
 
+/* t rounded down (floor) or up (ceil) to a multiple of unit (> 0), also for
+ * t < 0: the start of the UTC hour or day of a millisecond time. */
+int64_t ch_floor_to(int64_t t, int64_t unit);
+int64_t ch_ceil_to(int64_t t, int64_t unit);
+
 /* Parses a duration: a number with a unit of ms, s, m, h or d ("500ms", "10s",
  * "1.5m"); a bare number is seconds. Returns 0 or CH_EINVAL. */
 int ch_parse_duration_ms(const char *s, int64_t *out_ms);

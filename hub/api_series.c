@@ -25,11 +25,6 @@
 
 /* ---- series (charts) ---------------------------------------------------------------- */
 
-static int64_t ceil_to(int64_t t, int64_t unit)
-{
-    return (t + unit - 1) / unit * unit;
-}
-
 /* Where a chart of [from, to) in steps of *every reads the hourly history
  * (retention.h) instead of the readings: before the returned time (from:
  * nowhere). When the readings' policy has lost part of the range, or the
@@ -44,9 +39,9 @@ static int64_t hourly_cut(struct api *a, const char *meas, int64_t from, int64_t
     int64_t horizon = ch_now_ms() - raw_ms;
     if (from >= horizon && (*every < HOUR_MS || *every % HOUR_MS))
         return from;
-    *every = ceil_to(*every, HOUR_MS);
+    *every = ch_ceil_to(*every, HOUR_MS);
     int64_t done = retention_through(atomic_load(&a->retention));
-    int64_t cut = done > horizon ? done : ceil_to(horizon, HOUR_MS);
+    int64_t cut = done > horizon ? done : ch_ceil_to(horizon, HOUR_MS);
     cut = cut / *every * *every;
     return cut < from ? from : cut > to ? to : cut;
 }

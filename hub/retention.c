@@ -146,11 +146,6 @@ struct retention {
     bool failing; /* the last pass failed (logged once until one succeeds) */
 };
 
-static int64_t floor_to(int64_t t, int64_t unit)
-{
-    return t >= 0 ? t / unit * unit : -((-t + unit - 1) / unit * unit);
-}
-
 static struct day_state *day_of(struct retention *r, int64_t day)
 {
     for (size_t i = 0; i < r->n_days; i++)
@@ -283,16 +278,16 @@ static int pass(struct retention *r, char *err, size_t errn)
     int64_t now = ch_now_ms();
     int64_t horizon = now - r->cfg->influx.retention.raw_ms;
     /* the first whole hour still in raw, and the last that ended rollup_after ago */
-    int64_t first = floor_to(horizon, HOUR_MS) + HOUR_MS;
-    int64_t end = floor_to(now - r->cfg->rollup_after_ms, HOUR_MS);
-    days_trim(r, floor_to(first, DAY_MS));
+    int64_t first = ch_floor_to(horizon, HOUR_MS) + HOUR_MS;
+    int64_t end = ch_floor_to(now - r->cfg->rollup_after_ms, HOUR_MS);
+    days_trim(r, ch_floor_to(first, DAY_MS));
     json_t *marks;
-    int rc = read_state(r, floor_to(first, DAY_MS), &marks, err, errn);
+    int rc = read_state(r, ch_floor_to(first, DAY_MS), &marks, err, errn);
     if (rc)
         return rc;
     int64_t through = 0; /* the contiguous history from first */
     bool contiguous = true;
-    for (int64_t day = floor_to(first, DAY_MS); day < end && !rc; day += DAY_MS) {
+    for (int64_t day = ch_floor_to(first, DAY_MS); day < end && !rc; day += DAY_MS) {
         char at[24];
         snprintf(at, sizeof at, "%" PRId64, day);
         int64_t basis = json_integer_value(json_object_get(marks, at));
@@ -315,7 +310,7 @@ static int pass(struct retention *r, char *err, size_t errn)
     if (through)
         atomic_store(&r->done, through);
     if (rc == 0 && r->api && end - DAY_MS >= first)
-        rc = api_keep_figures(r->api, floor_to(first, DAY_MS) + DAY_MS, floor_to(end, DAY_MS),
+        rc = api_keep_figures(r->api, ch_floor_to(first, DAY_MS) + DAY_MS, ch_floor_to(end, DAY_MS),
                               &r->stop, err, errn);
     return rc;
 }

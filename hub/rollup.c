@@ -30,10 +30,10 @@ size_t rollup_mark_stale(struct lp_buf *b, const struct ch_telemetry *t, int64_t
     size_t n = 0;
     for (size_t i = 0; i < t->n_readings && n < CH_ARRAY_LEN(days); i++) {
         int64_t ts = t->readings[i].ts_ms;
-        int64_t hour = ts - ((ts % HOUR_MS) + HOUR_MS) % HOUR_MS;
+        int64_t hour = ch_floor_to(ts, HOUR_MS);
         if (hour + HOUR_MS > kept_before)
             continue; /* its hour is not kept yet */
-        int64_t day = ts - ((ts % DAY_MS) + DAY_MS) % DAY_MS;
+        int64_t day = ch_floor_to(ts, DAY_MS);
         bool seen = false;
         for (size_t k = 0; k < n && !seen; k++)
             seen = days[k] == day;
@@ -286,16 +286,6 @@ static void rollup_keep(struct api *a, const char *site, const char *span, int64
         influx_enqueue_once(a->writer, INFLUX_RP_DEFAULT, lp, len, lines);
 }
 
-static int64_t floor_to(int64_t t, int64_t unit)
-{
-    return t / unit * unit;
-}
-
-static int64_t ceil_to(int64_t t, int64_t unit)
-{
-    return (t + unit - 1) / unit * unit;
-}
-
 /* The figures of the whole spans [u0, u1) of unit (a day or an hour), added
  * to acc. One request reads what is kept and the days' marks; kept figures
  * are used while their basis is their day's mark; the others are read (a
@@ -316,7 +306,7 @@ static int spans_stats(struct api *a, const char *site, int64_t u0, int64_t u1, 
     where_time(&q, u0, u1);
     qb_add(&q, "; SELECT \"mark\" FROM \"carehub_rollup_stale\" WHERE \"site\" = ");
     qb_str(&q, site);
-    where_time(&q, floor_to(u0, DAY_MS), u1);
+    where_time(&q, ch_floor_to(u0, DAY_MS), u1);
     json_t *res;
     int rc = influxq_run_qb(&a->q, &q, &res, err, errn);
     if (rc)
@@ -351,7 +341,7 @@ static int spans_stats(struct api *a, const char *site, int64_t u0, int64_t u1, 
     json_t *have = json_object();
     int64_t lo = INT64_MAX, hi = 0; /* the spans to read */
     for (int64_t u = u0; u < u1; u += unit) {
-        snprintf(at, sizeof at, "%" PRId64, floor_to(u, DAY_MS));
+        snprintf(at, sizeof at, "%" PRId64, ch_floor_to(u, DAY_MS));
         const char *mark = json_string_value(json_object_get(marks, at));
         snprintf(at, sizeof at, "%" PRId64, u);
         json_t *k = json_object_get(kept, at), *st = NULL;
@@ -380,7 +370,7 @@ static int spans_stats(struct api *a, const char *site, int64_t u0, int64_t u1, 
             if (rc)
                 break;
             char day[24];
-            snprintf(day, sizeof day, "%" PRId64, floor_to(u, DAY_MS));
+            snprintf(day, sizeof day, "%" PRId64, ch_floor_to(u, DAY_MS));
             const char *mark = json_string_value(json_object_get(marks, day));
             if (u + unit <= keep_before && u >= horizon)
                 rollup_keep(a, site, span, u, st, key, mark ? mark : "");
@@ -400,7 +390,7 @@ static int spans_stats(struct api *a, const char *site, int64_t u0, int64_t u1, 
 static int part_stats(struct api *a, const char *site, int64_t s, int64_t e, json_t *acc, char *err,
                       size_t errn)
 {
-    int64_t h0 = ceil_to(s, HOUR_MS), h1 = floor_to(e, HOUR_MS);
+    int64_t h0 = ch_ceil_to(s, HOUR_MS), h1 = ch_floor_to(e, HOUR_MS);
     if (h0 >= h1)
         h0 = h1 = e;
     int rc = h0 < h1 ? spans_stats(a, site, h0, h1, HOUR_MS, acc, err, errn) : 0;
@@ -423,7 +413,7 @@ static int part_stats(struct api *a, const char *site, int64_t s, int64_t e, jso
 int rollup_range(struct api *a, const char *site, int64_t from, int64_t to, json_t **out, char *err,
                  size_t errn)
 {
-    int64_t d0 = ceil_to(from, DAY_MS), d1 = floor_to(to, DAY_MS);
+    int64_t d0 = ch_ceil_to(from, DAY_MS), d1 = ch_floor_to(to, DAY_MS);
     json_t *acc = stats_new();
     int rc;
     if (d0 >= d1) { /* no whole day */
