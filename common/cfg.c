@@ -3,6 +3,7 @@
 #include "log.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <libfyaml.h>
 #include <libgen.h>
@@ -54,6 +55,10 @@ static const char *type_name(enum cfg_type t)
         return "a list of strings";
     case CFG_PARAMS:
         return "a mapping of names to numbers";
+    case CFG_NAME:
+        return "a name (1..127 bytes of UTF-8 text without control characters)";
+    case CFG_TEXT:
+        return "a string, or a mapping of locales to strings (zh-CN: ..., en: ...)";
     }
     return "?";
 }
@@ -185,6 +190,20 @@ static const char *parse_scalar(struct walk *w, const struct cfg_key *k, const c
         free(*FIELD(obj, k->offset, char *));
         *FIELD(obj, k->offset, char *) = ch_xstrdup(text);
         return NULL;
+    case CFG_NAME:
+        if (!ch_valid_name(text)) {
+            snprintf(err, errn, "key '%s': '%s' is not %s", k->key, text, type_name(k->type));
+            return err;
+        }
+        free(*FIELD(obj, k->offset, char *));
+        *FIELD(obj, k->offset, char *) = ch_xstrdup(text);
+        return NULL;
+    case CFG_TEXT: {
+        struct cfg_text *t = FIELD(obj, k->offset, struct cfg_text);
+        free(t->text);
+        t->text = ch_xstrdup(text);
+        return NULL;
+    }
     case CFG_PATH:
         free(*FIELD(obj, k->offset, char *));
         *FIELD(obj, k->offset, char *) = cfg_resolve_path(w->file ? w->file->dir : NULL, text);
@@ -272,10 +291,63 @@ static const char *parse_scalar(struct walk *w, const struct cfg_key *k, const c
 
 static void walk_map(struct walk *w, const struct cfg_key *table, struct fy_node *map, void *obj);
 
+/* A locale tag as BCP 47 writes the common ones: a 2-3 letter language,
+ * then subtags of 2-8 letters or digits ("zh-CN", "en", "zh-Hans-CN"). */
+static bool locale_ok(const char *s)
+{
+    size_t i = 0;
+    while (isalpha((unsigned char)s[i]))
+        i++;
+    if (i < 2 || i > 3)
+        return false;
+    while (s[i] == '-') {
+        size_t j = ++i;
+        while (isalnum((unsigned char)s[i]))
+            i++;
+        if (i - j < 2 || i - j > 8)
+            return false;
+    }
+    return s[i] == '\0';
+}
+
+/* The mapping form of a CFG_TEXT: locale -> string. */
+static void walk_text_map(struct walk *w, const struct cfg_key *k, struct fy_node *v,
+                          struct cfg_text *t)
+{
+    int n = fy_node_mapping_item_count(v);
+    t->locales.items = ch_xcalloc((size_t)(n > 0 ? n : 1), sizeof(struct cfg_text_locale));
+    t->locales.n = 0;
+    void *it = NULL;
+    struct fy_node_pair *p;
+    while ((p = fy_node_mapping_iterate(v, &it)) != NULL) {
+        struct fy_node *kn = fy_node_pair_key(p), *vn = fy_node_pair_value(p);
+        const char *loc = kn && fy_node_is_scalar(kn) ? fy_node_get_scalar0(kn) : NULL;
+        const char *text = vn && fy_node_is_scalar(vn) ? fy_node_get_scalar0(vn) : NULL;
+        if (!loc || !locale_ok(loc)) {
+            report(w, kn ? kn : v, "key '%s': '%s' is not a locale (e.g. zh-CN, en)", k->key,
+                   loc ? loc : "?");
+            continue;
+        }
+        if (!text) {
+            report(w, vn ? vn : kn, "key '%s': the %s text must be a string", k->key, loc);
+            continue;
+        }
+        struct cfg_text_locale *tl = &((struct cfg_text_locale *)t->locales.items)[t->locales.n++];
+        tl->locale = ch_xstrdup(loc);
+        tl->text = ch_xstrdup(text);
+    }
+}
+
 static void walk_value(struct walk *w, const struct cfg_key *k, struct fy_node *v, void *obj)
 {
     char err[512];
     switch (k->type) {
+    case CFG_TEXT:
+        if (fy_node_is_mapping(v)) {
+            walk_text_map(w, k, v, FIELD(obj, k->offset, struct cfg_text));
+            return;
+        }
+        break;
     case CFG_MAP:
         if (!fy_node_is_mapping(v)) {
             report(w, v, "key '%s': expected a mapping", k->key);
@@ -360,7 +432,7 @@ static void walk_value(struct walk *w, const struct cfg_key *k, struct fy_node *
         return;
     }
     const char *text = fy_node_get_scalar0(v);
-    if (!text || (!*text && k->type != CFG_STR && k->type != CFG_PATH)) {
+    if (!text || (!*text && k->type != CFG_STR && k->type != CFG_PATH && k->type != CFG_TEXT)) {
         report(w, v, "key '%s' has no value", k->key);
         return;
     }
@@ -454,32 +526,6 @@ static void walk_map(struct walk *w, const struct cfg_key *table, struct fy_node
 
 #define CFG_FILE_MAX (4u << 20) /* a site with thousands of devices is well under this */
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 if it is not one. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    size_t len = c < 0x80             ? 1
-                 : (c & 0xE0) == 0xC0 ? 2
-                 : (c & 0xF0) == 0xE0 ? 3
-                 : (c & 0xF8) == 0xF0 ? 4
-                                      : 0;
-    if (!len || len > n || (len == 2 && c < 0xC2))
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-    uint32_t cp = len == 1   ? c
-                  : len == 2 ? (uint32_t)(c & 0x1F)
-                  : len == 3 ? (uint32_t)(c & 0x0F)
-                             : (uint32_t)(c & 0x07);
-    for (size_t i = 1; i < len; i++)
-        cp = cp << 6 | (p[i] & 0x3F);
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0; /* overlong, out of range, or a surrogate */
-    return len;
-}
-
 /* Checks the file before libfyaml sees it: its size, and that it is UTF-8
  * (YAML's encoding; libfyaml 0.8 can loop forever on invalid UTF-8 inside
  * a directive, found by fuzzing). Returns 0, or CH_ECONFIG / -errno after
@@ -515,7 +561,7 @@ static int precheck(const char *path)
     } else {
         size_t line = 1, col = 1;
         for (size_t i = 0; i < n;) {
-            size_t l = utf8_len(buf + i, n - i);
+            size_t l = ch_utf8_len(buf + i, n - i);
             if (!l || buf[i] == 0) {
                 fprintf(stderr, "%s:%zu:%zu: error: not UTF-8 text (byte 0x%02x)\n", path, line,
                         col, buf[i]);
@@ -600,6 +646,29 @@ char *cfg_resolve_path(const char *dir, const char *rel)
     return v;
 }
 
+const char *cfg_text_get(const struct cfg_text *t, const char *locale)
+{
+    const struct cfg_text_locale *l = t->locales.items, *lang = NULL, *en = NULL;
+    size_t ll = locale ? strcspn(locale, "-") : 0;
+    for (size_t i = 0; i < t->locales.n; i++) {
+        if (locale && !strcmp(l[i].locale, locale))
+            return l[i].text;
+        if (!lang && ll && !strncmp(l[i].locale, locale, ll) &&
+            (l[i].locale[ll] == '\0' || l[i].locale[ll] == '-'))
+            lang = &l[i];
+        if (!en && !strncmp(l[i].locale, "en", 2) &&
+            (l[i].locale[2] == '\0' || l[i].locale[2] == '-'))
+            en = &l[i];
+    }
+    if (lang)
+        return lang->text;
+    if (t->text)
+        return t->text;
+    if (en)
+        return en->text;
+    return t->locales.n ? l[0].text : NULL;
+}
+
 void cfg_file_close(struct cfg_file *f)
 {
     if (!f)
@@ -615,10 +684,22 @@ void cfg_free(const struct cfg_key *table, void *obj)
         switch (k->type) {
         case CFG_STR:
         case CFG_ID:
+        case CFG_NAME:
         case CFG_PATH: {
             char **p = FIELD(obj, k->offset, char *);
             free(*p);
             *p = NULL;
+            break;
+        }
+        case CFG_TEXT: {
+            struct cfg_text *t = FIELD(obj, k->offset, struct cfg_text);
+            for (size_t i = 0; i < t->locales.n; i++) {
+                free(((struct cfg_text_locale *)t->locales.items)[i].locale);
+                free(((struct cfg_text_locale *)t->locales.items)[i].text);
+            }
+            free(t->locales.items);
+            free(t->text);
+            memset(t, 0, sizeof *t);
             break;
         }
         case CFG_MAP:

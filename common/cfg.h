@@ -21,6 +21,11 @@
  *   CFG_PARAMS                 struct cfg_list of struct cfg_param: a mapping of
  *                              free names (identifiers) to numbers, e.g.
  *                              "params: {hr_low: 40, hr_high: 130}"
+ *   CFG_NAME                   char *: a display name (ch_valid_name: any
+ *                              language, e.g. "3楼 东区 301")
+ *   CFG_TEXT                   struct cfg_text: text for people, a plain
+ *                              string or one per locale, e.g.
+ *                              "message: {zh-CN: '{who} 跌倒', en: 'Fall: {who}'}"
  *
  * CFG_PATH values are made absolute relative to the directory of the file.
  * A list element struct may keep its YAML node (for later semantic errors,
@@ -47,6 +52,8 @@ enum cfg_type {
     CFG_LIST,
     CFG_STRLIST,
     CFG_PARAMS,
+    CFG_NAME,
+    CFG_TEXT,
 };
 
 struct cfg_enum {
@@ -69,6 +76,22 @@ struct cfg_param {
 
 /* The value of param name in a CFG_PARAMS list, or NULL. */
 const struct cfg_param *cfg_param_find(const struct cfg_list *params, const char *name);
+
+/* A CFG_TEXT value: text (a plain string; NULL when given per locale) or
+ * locales (struct cfg_text_locale, in file order). */
+struct cfg_text_locale {
+    char *locale; /* "zh-CN", "en", ... */
+    char *text;
+};
+struct cfg_text {
+    char *text;
+    struct cfg_list locales;
+};
+
+/* The text of t for locale (borrowed), choosing in this order: the same
+ * locale, one of the same language ("zh" for "zh-CN"), the plain string,
+ * English, the first given. NULL when t is empty. */
+const char *cfg_text_get(const struct cfg_text *t, const char *locale);
 
 struct cfg_key {
     const char *key;

@@ -187,6 +187,47 @@ bool ch_valid_id(const char *s)
     return true;
 }
 
+size_t ch_utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0];
+    size_t len = c < 0x80             ? 1
+                 : (c & 0xE0) == 0xC0 ? 2
+                 : (c & 0xF0) == 0xE0 ? 3
+                 : (c & 0xF8) == 0xF0 ? 4
+                                      : 0;
+    if (!len || len > n || (len == 2 && c < 0xC2))
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    uint32_t cp = len == 1   ? c
+                  : len == 2 ? (uint32_t)(c & 0x1F)
+                  : len == 3 ? (uint32_t)(c & 0x0F)
+                             : (uint32_t)(c & 0x07);
+    for (size_t i = 1; i < len; i++)
+        cp = cp << 6 | (p[i] & 0x3F);
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0; /* overlong, out of range, or a surrogate */
+    return len;
+}
+
+bool ch_valid_name(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > CH_NAME_BYTES || s[0] == ' ' || s[len - 1] == ' ')
+        return false;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t n = ch_utf8_len((const unsigned char *)s + i, len - i);
+        /* C0 controls and DEL; C1 controls are U+0080..U+009F (0xC2 0x80..0x9F) */
+        if (!n || c < 0x20 || c == 0x7f || (c == 0xC2 && (unsigned char)s[i + 1] < 0xA0))
+            return false;
+        i += n;
+    }
+    return true;
+}
+
 void ch_random_hex(char out[33])
 {
     unsigned char b[16];

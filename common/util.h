@@ -77,6 +77,18 @@ char *ch_xstrdup(const char *s);
  * Such ids are safe in MQTT topics, file names and InfluxDB tags. */
 bool ch_valid_id(const char *s);
 
+/* Display names people read ("3楼 东区 301", "护士小王"): 1..CH_NAME_BYTES
+ * bytes of valid UTF-8 (no overlong forms, surrogates or code points past
+ * U+10FFFF), without control characters (C0, DEL, C1: they would break a
+ * one-line log, a console row or an SMS), not starting or ending with a
+ * space. Ids stay ASCII for topics and tags; names travel beside them. */
+#define CH_NAME_BYTES 127
+/* The length (1..4) of the valid UTF-8 sequence at p, of at most n bytes: a
+ * shortest form of a scalar value (no surrogates, at most U+10FFFF); 0 if
+ * it is not one. */
+size_t ch_utf8_len(const unsigned char *p, size_t n);
+bool ch_valid_name(const char *s);
+
 /* A random 128-bit id as 32 hex chars (from getrandom). */
 void ch_random_hex(char out[33]);
 

@@ -6,7 +6,8 @@
 #   deploy/install-deps.sh --dev      build + run + test dependencies, the
 #                                     demo's Mosquitto and InfluxDB
 #   deploy/install-deps.sh --tests    --dev, and what only the tests need
-#                                     (chromium for the console's browser
+#                                     (chromium and a Chinese font,
+#                                     fonts-wqy-microhei, for the consoles' browser
 #                                     tests, clang for libFuzzer,
 #                                     victoria-metrics for the hub's
 #                                     InfluxDB-compatible store test)
@@ -39,7 +40,7 @@ DEV=(
   mosquitto mosquitto-clients influxdb influxdb-client socat
   python3 python3-jsonschema python3-yaml curl openssl
 )
-TESTS=(chromium libnss3-tools clang victoria-metrics)
+TESTS=(chromium fonts-wqy-microhei libnss3-tools clang victoria-metrics)
 PACKAGING=(dpkg-dev debhelper lintian mmdebstrap systemd-container python3)
 
 PACKAGES=()

@@ -131,6 +131,7 @@ struct device_cfg {
     char *room;
     char *topic; /* mqtt bus: the topic the device publishes on */
     char *mac;   /* ble bus: the wearable's address */
+    char *name;  /* display name, any language; NULL: the id */
     bool enabled;
     struct fy_node *node;
     /* resolved by site_config_load */
@@ -167,18 +168,25 @@ struct rule_cfg {
     int priority;         /* enum ch_priority (schemas/codec.h) */
     int64_t escalate_ms;  /* unacknowledged this long: escalate (then again, each time) */
     int64_t escalate_max; /* highest escalation level */
-    char *message;        /* text for staff; {value} {metric} {device} {room} {bed}
-                             {resident} are filled in ({room}: where the device's latest
-                             reading was located, a wearable's zone, else its room) */
+    int kind;             /* enum rule_kind: what happened, for consoles and notifications */
+    struct cfg_text message_text; /* text for staff, per locale (cfg.h CFG_TEXT) */
+    const char *message;          /* message_text in the site's locale (borrowed; NULL: none):
+                                     {value} {metric} {device} {room} {bed} {resident} are filled in
+                                     with display names where there are ({room}: where the device's
+                                     latest reading was located, a wearable's zone, else its room;
+                                     {resident}: the resident's name, else the pseudonym) */
     struct rule_select select;
     struct cfg_list params; /* struct cfg_param: values of $name, overridable per resident */
     const char *source;     /* file the rule came from (borrowed) */
     struct fy_node *node;
 };
 
-/* A resident: only a pseudonym, never a name (PIPL). */
+/* A resident: a pseudonym for data (PIPL), and a label for the site's staff
+ * (name: "301床 王奶奶"), shown on the site's consoles and notifications
+ * and carried to the hub's staff; a hub never shows it to a regulator. */
 struct resident_cfg {
-    char *id; /* pseudonym, e.g. "R-0417" */
+    char *id;   /* pseudonym, e.g. "R-0417" */
+    char *name; /* label for staff; NULL: the pseudonym */
     char *room;
     char *bed;
     struct cfg_list devices; /* char *: device ids assigned to the resident */
@@ -199,7 +207,7 @@ struct alarms_cfg {
 enum console_role { ROLE_STAFF = 0, ROLE_ADMIN = 1 };
 
 struct console_user {
-    char *name;
+    char *name; /* log-in name, any language ("护士小王"), CONSOLE_USER_MAX bytes at most */
     char *password_hash; /* crypt(3) hash: "$y$..." (yescrypt) or "$6$..." */
     int role;            /* enum console_role; admin may also put alarms out of service */
     struct fy_node *node;
@@ -242,10 +250,52 @@ struct annunciator_cfg {
     unsigned prio_mask;         /* resolved: 1 << enum ch_priority */
 };
 
+/* What happened, for an icon and a title on the consoles (rule key kind). */
+enum rule_kind {
+    KIND_OTHER = 0,
+    KIND_SOS,
+    KIND_FALL,
+    KIND_CALL,
+    KIND_WANDERING,
+    KIND_BED_EXIT,
+    KIND_VITAL_SIGNS,
+    KIND_INACTIVITY,
+    KIND_DEVICE_BATTERY,
+    KIND_DEVICE_OFFLINE,
+    KIND_AIR_QUALITY,
+    KIND_GAS,
+    KIND_SMOKE,
+    KIND_TEMPERATURE,
+    KIND_GATEWAY,
+};
+
+/* Site locales: the language of rule messages, notifications and the
+ * console's default. */
+enum site_locale { LOCALE_EN = 0, LOCALE_ZH_CN };
+
+/* Display names of places: a room (or a zone of the same id) and its beds. */
+struct bed_cfg {
+    char *id;
+    char *name;
+    struct fy_node *node;
+};
+struct room_cfg {
+    char *id;
+    char *name;
+    struct cfg_list beds; /* struct bed_cfg */
+    struct fy_node *node;
+};
+
+/* the longest console user name: "console:" + name must fit ch_alert.by */
+#define CONSOLE_USER_MAX 56
+
 struct site_config {
     char *site;
     char *gateway;
-    int log_level; /* enum log_level */
+    char *site_name;       /* display name; NULL: the id */
+    int locale;            /* enum site_locale */
+    struct cfg_list rooms; /* struct room_cfg: display names of rooms, zones, beds */
+    int log_level;         /* enum log_level */
     struct uplink_cfg uplink;
     struct spool_cfg spool;
     struct cfg_list profile_paths; /* char *: files or directories */

@@ -49,6 +49,7 @@
  * where the last save went, so each change is logged once and raises or
  * clears state-save-failed, rather than one error line per save. */
 #include "alarm.h"
+#include "config.h"
 #include "err.h"
 #include "fileio.h"
 #include "log.h"
@@ -117,6 +118,7 @@ struct alarm {
     double value;
     char message[CH_TEXT_MAX];
     char where[CH_ID_MAX]; /* the zone it was located in last ("": the configured room) */
+    int64_t where_ms;      /* wall clock of the latest reading located there */
     bool live;             /* registered by the rules engine of the configuration in force */
 };
 
@@ -289,7 +291,15 @@ static void fill(const struct alarms *am, const struct alarm *a, struct ch_alert
         if (a->res) {
             ch_strlcpy(t->bed, a->res->bed ? a->res->bed : "", sizeof t->bed);
             ch_strlcpy(t->resident, a->res->id, sizeof t->resident);
+            const char *bed = site_bed_name(c, a->res->room, a->res->bed);
+            ch_strlcpy(t->bed_name, bed ? bed : "", sizeof t->bed_name);
+            ch_strlcpy(t->resident_name, a->res->name ? a->res->name : "", sizeof t->resident_name);
         }
+        const char *room_name = site_room_name(c, room);
+        ch_strlcpy(t->room_name, room_name ? room_name : "", sizeof t->room_name);
+        ch_strlcpy(t->device_name, a->dev->name ? a->dev->name : "", sizeof t->device_name);
+        ch_strlcpy(t->kind, rule_kind_name(a->rule->kind), sizeof t->kind);
+        t->located_ms = a->where[0] ? a->where_ms : 0;
         t->priority = a->rule->priority;
         t->latched = a->rule->latch;
         if (am->flooding && t->priority == CH_PRIO_LOW)
@@ -299,6 +309,7 @@ static void fill(const struct alarms *am, const struct alarm *a, struct ch_alert
         ch_strlcpy(t->device, c->gateway, sizeof t->device);
         t->priority = CH_PRIO_HIGH;
     }
+    ch_strlcpy(t->site_name, c->site_name ? c->site_name : "", sizeof t->site_name);
     t->state = a->state;
     t->event = a->last_event;
     t->escalation = a->escalation;
@@ -535,8 +546,10 @@ static json_t *alarm_json(const struct alarms *am, const struct alarm *a)
     if (a->has_value && isfinite(a->value))
         json_object_set_new(o, "value", json_real(a->value));
     json_object_set_new(o, "message", json_string(a->message));
-    if (a->where[0])
+    if (a->where[0]) {
         json_object_set_new(o, "where", json_string(a->where));
+        json_object_set_new(o, "where_ms", json_integer(a->where_ms));
+    }
     return o;
 }
 
@@ -591,6 +604,8 @@ static bool rd_alarm(const json_t *o, struct alarm *a, const struct loadclk *lc)
         return false;
     /* "where" is absent from the files of the releases before it */
     if (json_object_get(o, "where") && !rd_str(o, "where", a->where, sizeof a->where))
+        return false;
+    if (json_object_get(o, "where_ms") && !rd_int(o, "where_ms", 0, INT64_MAX, &a->where_ms))
         return false;
     a->cond = json_is_true(cond);
     a->escalation = (int)esc;
@@ -991,6 +1006,7 @@ static void self_init(struct alarms *am, const struct site_config *c)
         ch_strlcpy(am->self_id[i], self_alarms[i].id, sizeof am->self_id[i]);
         r->id = am->self_id[i];
         r->priority = self_alarms[i].priority;
+        r->kind = KIND_GATEWAY;
         get(am, r, &am->self_dev, NULL);
     }
     if (c->alarms.state_file && *c->alarms.state_file)
@@ -1115,6 +1131,7 @@ static void condition_locked(struct alarms *am, struct alarm *a, bool active, co
     a->cond = active;
     if (active) {
         ch_strlcpy(a->where, where ? where : "", sizeof a->where);
+        a->where_ms = a->where[0] ? now.wall_ms : 0;
         ch_strlcpy(a->metric, metric ? metric : "", sizeof a->metric);
         a->has_value = metric && isfinite(value);
         a->value = a->has_value ? value : 0;
@@ -1169,7 +1186,10 @@ void alarms_where(struct alarms *am, const struct device_cfg *dev, const char *w
     enter(am, now);
     for (size_t i = 0; i < am->n; i++) {
         struct alarm *a = am->all[i];
-        if (a->dev == dev && a->state != CH_AS_NORMAL && strcmp(a->where, where)) {
+        if (a->dev != dev || a->state == CH_AS_NORMAL)
+            continue;
+        a->where_ms = now.wall_ms;
+        if (strcmp(a->where, where)) {
             ch_strlcpy(a->where, where, sizeof a->where);
             am->dirty = true; /* kept across a restart like the rest of it */
         }

@@ -117,10 +117,12 @@ void alarms_condition(struct alarms *am, const struct rule_cfg *rule, const stru
                       const struct resident_cfg *resident, bool active, const char *metric,
                       double value, const char *where, const char *message, struct ch_time now);
 
-/* The device dev was located in another zone (where): every alarm of it
- * that is not back to normal (a latched SOS whose button is released too)
- * now says where, in the views at once and in its next transition; no
- * transition of its own. */
+/* The device dev was located in zone where at now (a reading placed it
+ * there): every alarm of it that is not back to normal (a latched SOS whose
+ * button is released too) now says where and since when it was seen there
+ * (located_ms), in the views at once and in its next transition; no
+ * transition of its own. Call it when the zone changes, and now and then
+ * while it stays (rules.c: every WHERE_REFRESH_MS). */
 void alarms_where(struct alarms *am, const struct device_cfg *dev, const char *where,
                   struct ch_time now);
 

@@ -116,6 +116,7 @@ static const struct cfg_key device_keys[] = {
     {.key = "room",     .type = CFG_ID,       .offset = D(room)},
     {.key = "topic",    .type = CFG_STR,      .offset = D(topic)},
     {.key = "mac",      .type = CFG_STR,      .offset = D(mac)},
+    {.key = "name",     .type = CFG_NAME,     .offset = D(name)},
     {.key = "enabled",  .type = CFG_BOOL,     .offset = D(enabled), .def = "true"},
     CFG_END,
 };
@@ -169,6 +170,36 @@ static const struct cfg_key select_keys[] = {
 };
 #undef L
 
+const struct cfg_enum rule_kinds[] = {
+    {"other", KIND_OTHER},
+    {"sos", KIND_SOS},
+    {"fall", KIND_FALL},
+    {"call", KIND_CALL},
+    {"wandering", KIND_WANDERING},
+    {"bed_exit", KIND_BED_EXIT},
+    {"vital_signs", KIND_VITAL_SIGNS},
+    {"inactivity", KIND_INACTIVITY},
+    {"device_battery", KIND_DEVICE_BATTERY},
+    {"device_offline", KIND_DEVICE_OFFLINE},
+    {"air_quality", KIND_AIR_QUALITY},
+    {"gas", KIND_GAS},
+    {"smoke", KIND_SMOKE},
+    {"temperature", KIND_TEMPERATURE},
+    {"gateway", KIND_GATEWAY},
+    {NULL, 0}};
+
+static const struct cfg_enum locales[] = {{"en", LOCALE_EN}, {"zh-CN", LOCALE_ZH_CN}, {NULL, 0}};
+
+const char *rule_kind_name(int kind)
+{
+    return cfg_enum_name(rule_kinds, kind);
+}
+
+const char *site_locale_name(int locale)
+{
+    return cfg_enum_name(locales, locale);
+}
+
 #define RU(k) offsetof(struct rule_cfg, k)
 static const struct cfg_key rule_keys[] = {
     {.key = "id",           .type = CFG_ID,       .offset = RU(id), .required = true},
@@ -184,7 +215,8 @@ static const struct cfg_key rule_keys[] = {
     {.key = "priority",     .type = CFG_ENUM,     .offset = RU(priority), .def = "medium", .enums = priorities},
     {.key = "escalate",     .type = CFG_DURATION, .offset = RU(escalate_ms), .def = "0ms", .min = 0, .max = 86400000},
     {.key = "escalate_max", .type = CFG_INT,      .offset = RU(escalate_max), .def = "3", .min = 0, .max = 10},
-    {.key = "message",      .type = CFG_STR,      .offset = RU(message)},
+    {.key = "kind",         .type = CFG_ENUM,     .offset = RU(kind), .def = "other", .enums = rule_kinds},
+    {.key = "message",      .type = CFG_TEXT,     .offset = RU(message_text)},
     {.key = "select",       .type = CFG_MAP,      .offset = RU(select), .sub = select_keys},
     {.key = "params",       .type = CFG_PARAMS,   .offset = RU(params)},
     CFG_END,
@@ -202,6 +234,7 @@ static const struct cfg_key pack_keys[] = {
 #define RE(k) offsetof(struct resident_cfg, k)
 static const struct cfg_key resident_keys[] = {
     {.key = "id",             .type = CFG_ID,      .offset = RE(id), .required = true},
+    {.key = "name",           .type = CFG_NAME,    .offset = RE(name)},
     {.key = "room",           .type = CFG_ID,      .offset = RE(room)},
     {.key = "bed",            .type = CFG_ID,      .offset = RE(bed)},
     {.key = "devices",        .type = CFG_STRLIST, .offset = RE(devices)},
@@ -227,7 +260,7 @@ static const struct cfg_enum roles[] = {{"staff", ROLE_STAFF}, {"admin", ROLE_AD
 
 #define CU(k) offsetof(struct console_user, k)
 static const struct cfg_key user_keys[] = {
-    {.key = "name",          .type = CFG_ID,   .offset = CU(name), .required = true},
+    {.key = "name",          .type = CFG_NAME, .offset = CU(name), .required = true},
     {.key = "password_hash", .type = CFG_STR,  .offset = CU(password_hash), .required = true},
     {.key = "role",          .type = CFG_ENUM, .offset = CU(role), .def = "staff", .enums = roles},
     CFG_END,
@@ -273,10 +306,32 @@ static const struct cfg_key annunciator_keys[] = {
 };
 #undef AN
 
+#define BD(k) offsetof(struct bed_cfg, k)
+static const struct cfg_key bed_keys[] = {
+    {.key = "id",   .type = CFG_ID,   .offset = BD(id), .required = true},
+    {.key = "name", .type = CFG_NAME, .offset = BD(name), .required = true},
+    CFG_END,
+};
+#undef BD
+
+#define RM(k) offsetof(struct room_cfg, k)
+static const struct cfg_key room_keys[] = {
+    {.key = "id",   .type = CFG_ID,   .offset = RM(id), .required = true},
+    {.key = "name", .type = CFG_NAME, .offset = RM(name)},
+    {.key = "beds", .type = CFG_LIST, .offset = RM(beds), .sub = bed_keys,
+     .elem_size = sizeof(struct bed_cfg), .node_offset = offsetof(struct bed_cfg, node)},
+    CFG_END,
+};
+#undef RM
+
 #define S(k) offsetof(struct site_config, k)
 static const struct cfg_key site_keys[] = {
     {.key = "site",      .type = CFG_ID,      .offset = S(site), .required = true},
     {.key = "gateway",   .type = CFG_ID,      .offset = S(gateway), .required = true},
+    {.key = "site_name", .type = CFG_NAME,    .offset = S(site_name)},
+    {.key = "locale",    .type = CFG_ENUM,    .offset = S(locale), .def = "en", .enums = locales},
+    {.key = "rooms",     .type = CFG_LIST,    .offset = S(rooms), .sub = room_keys,
+     .elem_size = sizeof(struct room_cfg), .node_offset = offsetof(struct room_cfg, node)},
     {.key = "log_level", .type = CFG_ENUM,    .offset = S(log_level), .def = "info", .enums = cfg_log_levels},
     {.key = "uplink",    .type = CFG_MAP,     .offset = S(uplink), .required = true, .sub = uplink_keys},
     {.key = "spool",     .type = CFG_MAP,     .offset = S(spool), .sub = spool_keys},
@@ -752,6 +807,89 @@ static int check_residents(struct site_config *c)
     return errors;
 }
 
+/* Rooms and beds are named once each; console user names fit "console:"
+ * in an alert's by and hold no ':' (it separates the source). Every rule's
+ * message is chosen in the site's locale. Returns errors. */
+static int check_names(struct site_config *c)
+{
+    int errors = 0;
+    for (size_t i = 0; i < c->rooms.n; i++) {
+        const struct room_cfg *r = &((struct room_cfg *)c->rooms.items)[i];
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(((struct room_cfg *)c->rooms.items)[j].id, r->id)) {
+                cfg_report(r->node, "id", "key 'id': room '%s' is named twice", r->id);
+                errors++;
+                break;
+            }
+        for (size_t b = 0; b < r->beds.n; b++)
+            for (size_t k = 0; k < b; k++)
+                if (!strcmp(((struct bed_cfg *)r->beds.items)[b].id,
+                            ((struct bed_cfg *)r->beds.items)[k].id)) {
+                    cfg_report(((struct bed_cfg *)r->beds.items)[b].node, "id",
+                               "key 'id': bed '%s' is named twice in room '%s'",
+                               ((struct bed_cfg *)r->beds.items)[b].id, r->id);
+                    errors++;
+                    break;
+                }
+    }
+    for (size_t i = 0; i < c->console.users.n; i++) {
+        const struct console_user *u = &((struct console_user *)c->console.users.items)[i];
+        if (strlen(u->name) > CONSOLE_USER_MAX || strchr(u->name, ':')) {
+            cfg_report(u->node, "name",
+                       "key 'name': '%s' is longer than %d bytes or has a ':' (a user name is "
+                       "written \"console:<name>\" in every alarm the user handles)",
+                       u->name, CONSOLE_USER_MAX);
+            errors++;
+        }
+    }
+    const char *loc = site_locale_name(c->locale);
+    for (size_t i = 0; i < c->n_all_rules; i++) {
+        struct rule_cfg *r = (struct rule_cfg *)c->all_rules[i];
+        r->message = cfg_text_get(&r->message_text, loc);
+    }
+    return errors;
+}
+
+const char *site_room_name(const struct site_config *c, const char *id)
+{
+    if (!id || !*id)
+        return NULL;
+    for (size_t i = 0; i < c->buses.n; i++) {
+        const struct cfg_list *z = &SITE_BUS(c, i)->location.zones;
+        for (size_t k = 0; k < z->n; k++) {
+            const struct ble_zone_cfg *zc = &((struct ble_zone_cfg *)z->items)[k];
+            if (zc->name && !strcmp(zc->id, id))
+                return zc->name;
+        }
+    }
+    for (size_t i = 0; i < c->rooms.n; i++) {
+        const struct room_cfg *r = &((struct room_cfg *)c->rooms.items)[i];
+        if (r->name && !strcmp(r->id, id))
+            return r->name;
+    }
+    return NULL;
+}
+
+const char *site_bed_name(const struct site_config *c, const char *room, const char *bed)
+{
+    if (!bed || !*bed)
+        return NULL;
+    const char *any = NULL;
+    for (size_t i = 0; i < c->rooms.n; i++) {
+        const struct room_cfg *r = &((struct room_cfg *)c->rooms.items)[i];
+        for (size_t b = 0; b < r->beds.n; b++) {
+            const struct bed_cfg *bc = &((struct bed_cfg *)r->beds.items)[b];
+            if (strcmp(bc->id, bed))
+                continue;
+            if (room && !strcmp(r->id, room))
+                return bc->name;
+            if (!any)
+                any = bc->name;
+        }
+    }
+    return any;
+}
+
 static int check_alarm_outputs(struct site_config *c)
 {
     int errors = 0;
@@ -913,6 +1051,7 @@ int site_load(const char *path, struct site *out)
     errors += load_rules(out, root);
     errors += check_residents(&out->cfg);
     errors += check_alarm_outputs(&out->cfg);
+    errors += check_names(&out->cfg);
     errors += check_local_mqtt(&out->cfg.local_mqtt, root);
     if (errors == 0)
         errors += rules_check(&out->cfg);

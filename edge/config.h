@@ -37,6 +37,17 @@ int site_load(const char *path, struct site *out);
 /* Releases the configuration. */
 void site_free(struct site *s);
 
+/* The names of a rule kind (rule_kinds, "sos", ...) and a locale ("zh-CN"). */
+extern const struct cfg_enum rule_kinds[];
+const char *rule_kind_name(int kind);
+const char *site_locale_name(int locale);
+
+/* Display names (borrowed from c), or NULL when none is configured: of a
+ * room or zone id (a BLE zone's name, else rooms[].name), and of a bed
+ * (rooms[].beds[]; the bed of that id in room first, else in any room). */
+const char *site_room_name(const struct site_config *c, const char *id);
+const char *site_bed_name(const struct site_config *c, const char *room, const char *bed);
+
 /* Loads one device profile file into *out (zeroed by the caller) and checks
  * it. Returns 0 (out owns its strings; free with profile_free; *file_out,
  * if not NULL, gets the open document: cfg_file_close it), CH_ECONFIG after

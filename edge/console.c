@@ -33,6 +33,7 @@
  * addresses where that user has logged in, so that someone on the LAN cannot
  * lock the night nurse out of her account during an emergency. */
 #include "console.h"
+#include "config.h"
 
 #include "console/assets.h"
 #include "err.h"
@@ -629,6 +630,10 @@ static enum MHD_Result h_me(struct console *k, struct MHD_Connection *c, const s
                   "history_max_hours", (json_int_t)history_max_hours(k), "basic", w->basic);
     if (!w->basic)
         json_object_set_new(o, "expires_in_ms", json_integer(w->expires_mono - ch_mono_ms()));
+    /* the page's language unless the user chose one; the site's name */
+    json_object_set_new(o, "locale", json_string(site_locale_name(k->cfg->locale)));
+    if (k->cfg->site_name)
+        json_object_set_new(o, "site_name", json_string(k->cfg->site_name));
     return send_json(c, MHD_HTTP_OK, o, NULL, NULL);
 }
 

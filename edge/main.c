@@ -450,6 +450,7 @@ static void make_birth(struct app *a, struct ch_status *birth)
     ch_strlcpy(birth->gateway, c->gateway, sizeof birth->gateway);
     ch_strlcpy(birth->version, CAREHUB_VERSION, sizeof birth->version);
     ch_strlcpy(birth->boot_id, boot_id, sizeof birth->boot_id);
+    ch_strlcpy(birth->site_name, c->site_name ? c->site_name : "", sizeof birth->site_name);
     birth->devices = ch_xcalloc(c->devices.n + 1, sizeof *birth->devices);
     for (size_t i = 0; i < c->devices.n; i++) {
         const struct device_cfg *d = SITE_DEV(c, i);
@@ -460,6 +461,9 @@ static void make_birth(struct app *a, struct ch_status *birth)
         ch_strlcpy(di->profile, d->profile, sizeof di->profile);
         ch_strlcpy(di->bus, d->bus, sizeof di->bus);
         ch_strlcpy(di->room, d->room ? d->room : "", sizeof di->room);
+        ch_strlcpy(di->name, d->name ? d->name : "", sizeof di->name);
+        const char *room_name = site_room_name(c, d->room);
+        ch_strlcpy(di->room_name, room_name ? room_name : "", sizeof di->room_name);
     }
 }
 

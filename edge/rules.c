@@ -43,6 +43,7 @@
  * the order of condition changes exactly the order they were decided in. */
 #include "rules.h"
 #include "alarm.h"
+#include "config.h"
 #include "err.h"
 #include "log.h"
 #include "util.h"
@@ -672,10 +673,15 @@ struct dev {
     struct series **series; /* per metric id, NULL if no window needs it */
     int64_t last_data_ms;   /* monotonic */
     char where[CH_ID_MAX];  /* the room of its latest reading: a wearable's zone */
+    int64_t where_told_ms;  /* mono: when the alarm module last heard where it is */
     size_t first, n;        /* its instances */
     uint64_t version;       /* of its history: bumped by every sample */
     struct memo memo[MEMO_SLOTS];
 };
+
+/* How often the alarms of a wearable that stays in one zone hear that it
+ * was seen there again (their located_ms): a card says "seen 10 s ago". */
+#define WHERE_REFRESH_MS 10000
 
 struct rules {
     pthread_mutex_t lock;
@@ -1251,7 +1257,6 @@ static void format_message(const struct rules *r, const struct inst *in, const c
     const struct resident_cfg *res = in->dev->res;
     size_t len = 0;
     out[0] = '\0';
-    (void)r;
     for (const char *p = tpl; *p && len + 1 < n;) {
         const char *sub = NULL;
         char num[32];
@@ -1276,16 +1281,21 @@ static void format_message(const struct rules *r, const struct inst *in, const c
                     sub = metric ? metric : "no data";
                     break;
                 case 2:
-                    sub = d->id;
+                    sub = d->name ? d->name : d->id;
                     break;
-                case 3: /* where the carer must go: a wearable's zone */
-                    sub = in->dev->where[0] ? in->dev->where : room_of(d, res);
+                case 3: { /* where the carer must go: a wearable's zone, by its name */
+                    const char *place = in->dev->where[0] ? in->dev->where : room_of(d, res);
+                    const char *name = site_room_name(r->c, place);
+                    sub = name ? name : place;
                     break;
-                case 4:
-                    sub = res ? res->bed : NULL;
+                }
+                case 4: {
+                    const char *name = res ? site_bed_name(r->c, res->room, res->bed) : NULL;
+                    sub = name ? name : res ? res->bed : NULL;
                     break;
+                }
                 default:
-                    sub = res ? res->id : NULL;
+                    sub = res ? (res->name ? res->name : res->id) : NULL;
                     break;
                 }
                 if (!sub)
@@ -1451,12 +1461,17 @@ void rules_feed(struct rules *r, size_t dev, const struct ch_reading *reading, s
     bool moved = reading->room[0] && strcmp(d->where, reading->room) != 0;
     if (moved)
         ch_strlcpy(d->where, reading->room, sizeof d->where);
+    /* and when it was last seen there: the alarms' located_ms, refreshed
+     * now and then, not on every advertisement */
+    bool seen = reading->room[0] && now.mono_ms - d->where_told_ms >= WHERE_REFRESH_MS;
     for (size_t i = d->first; i < d->first + d->n; i++) {
         evaluate(&r->inst[i], now.mono_ms);
         step(r, &r->inst[i], now, true);
     }
-    if (moved && r->am) /* its alarms raised before say where it is now */
+    if ((moved || seen) && r->am) { /* its alarms raised before say where it is now */
+        d->where_told_ms = now.mono_ms;
         alarms_where(r->am, d->cfg, d->where, now);
+    }
     pthread_mutex_unlock(&r->lock);
 }
 

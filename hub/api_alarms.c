@@ -16,7 +16,7 @@
 
 static int event_parse(const char *name)
 {
-    for (int e = 0; e <= CH_AE_FLOOD_END; e++)
+    for (int e = 0; e <= CH_AE_NOTIFIED; e++)
         if (!strcmp(ch_alarm_event_name(e), name))
             return e;
     return 0;
@@ -49,6 +49,13 @@ json_t *alarm_object(const struct api *a, const struct ch_alert *t, const struct
     json_object_set_new(o, "room", json_string(t->room));
     json_object_set_new(o, "bed", json_string(t->bed));
     json_object_set_new(o, "resident", json_string(resident));
+    json_object_set_new(o, "kind", json_string(t->kind[0] ? t->kind : "other"));
+    json_object_set_new(o, "site_name", json_string(t->site_name));
+    json_object_set_new(o, "room_name", json_string(t->room_name));
+    json_object_set_new(o, "bed_name", json_string(t->bed_name));
+    json_object_set_new(o, "resident_name", json_string(sh.resident_name));
+    json_object_set_new(o, "device_name", json_string(sh.device_name));
+    json_object_set_new(o, "located_ms", ms_or_null(t->located_ms));
     json_object_set_new(o, "priority", json_string(ch_priority_name(t->priority)));
     json_object_set_new(o, "state", json_string(ch_alarm_state_name(t->state)));
     json_object_set_new(o, "event", json_string(ch_alarm_event_name(t->event)));
@@ -98,6 +105,12 @@ void row_to_alert(json_t *s, json_t *row, struct ch_alert *t)
     TXT(message, "message");
     TXT(by, "by");
     TXT(group, "group");
+    TXT(kind, "kind");
+    TXT(site_name, "site_name");
+    TXT(room_name, "room_name");
+    TXT(bed_name, "bed_name");
+    TXT(resident_name, "resident_name");
+    TXT(device_name, "device_name");
 #undef TXT
     char tmp[32];
     ch_strlcpy(tmp, str_at(row, influxq_col(s, "priority")), sizeof tmp);
@@ -116,6 +129,7 @@ void row_to_alert(json_t *s, json_t *row, struct ch_alert *t)
     t->cleared_ms = int_at(row, influxq_col(s, "cleared_ms"));
     t->shelved_until_ms = int_at(row, influxq_col(s, "shelved_until_ms"));
     t->escalation = (int)int_at(row, influxq_col(s, "escalation"));
+    t->located_ms = int_at(row, influxq_col(s, "located_ms"));
     json_t *lv = json_array_get(row, (size_t)influxq_col(s, "latched"));
     t->latched = json_is_true(lv);
     json_t *vv =

@@ -213,7 +213,8 @@ bool self_metrics_series(json_t *series);
  * metric, value and message only when its allow-list lets it read the
  * alarm's metric (else "", none, ""). The pointers are into t or into out. */
 struct shown {
-    const char *resident, *message, *by; /* by: NULL when nobody acted */
+    const char *resident, *message, *by;     /* by: NULL when nobody acted */
+    const char *resident_name, *device_name; /* "" for a regulator */
     const char *metric;
     bool has_value;
     double value;

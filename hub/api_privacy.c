@@ -43,17 +43,18 @@ static bool id_char(char c)
            c == '.' || c == '-';
 }
 
-/* A message for a regulator: rules may write the site's own pseudonym of the
- * resident into it ("{resident}"); every whole occurrence becomes the
- * regulator's pseudonym. Cut at a character boundary if it grows too long. */
-static void regulator_message(const char *msg, const char *resident, const char *pseud,
-                              char out[CH_TEXT_MAX])
+/* msg with every occurrence of needle replaced by pseud: a whole one when
+ * word (an identifier inside a longer one is not it), any when not (a
+ * display name: Chinese has no spaces between words). Cut at a character
+ * boundary if it grows too long. */
+static void replace_all(const char *msg, const char *needle, bool word, const char *pseud,
+                        char out[CH_TEXT_MAX])
 {
-    size_t n = strlen(resident), k = strlen(pseud), o = 0;
+    size_t n = strlen(needle), k = strlen(pseud), o = 0;
     const char *start = msg;
     while (*msg) {
-        if (n && !strncmp(msg, resident, n) && !id_char(msg[n]) &&
-            (msg == start || !id_char(msg[-1]))) {
+        if (n && !strncmp(msg, needle, n) &&
+            (!word || (!id_char(msg[n]) && (msg == start || !id_char(msg[-1]))))) {
             if (o + k >= CH_TEXT_MAX)
                 break;
             memcpy(out + o, pseud, k);
@@ -71,6 +72,16 @@ static void regulator_message(const char *msg, const char *resident, const char 
         msg += c;
     }
     out[o] = '\0';
+}
+
+/* A message for a regulator: rules write the resident into it
+ * ("{resident}": the site's label for the resident, else the site's
+ * pseudonym); both become the regulator's pseudonym. */
+static void regulator_message(const struct ch_alert *t, const char *pseud, char out[CH_TEXT_MAX])
+{
+    char tmp[CH_TEXT_MAX];
+    replace_all(t->message, t->resident_name, false, pseud, tmp);
+    replace_all(tmp, t->resident, true, pseud, out);
 }
 
 /* ---- the allow-list ------------------------------------------------------------------- */
@@ -195,6 +206,10 @@ void privacy(const struct api *a, const struct ch_alert *t, const struct who *w,
 {
     bool regulator = is_regulator(w);
     out->resident = t->resident;
+    /* a resident's label, and a device's name, which staff often write
+     * after its wearer ("王奶奶的手环"), are the site's, not a regulator's */
+    out->resident_name = regulator ? "" : t->resident_name;
+    out->device_name = regulator ? "" : t->device_name;
     out->message = t->message;
     out->by = t->by[0] ? (regulator ? "staff" : t->by) : NULL;
     out->metric = t->metric;
@@ -211,7 +226,7 @@ void privacy(const struct api *a, const struct ch_alert *t, const struct who *w,
         out->has_value = false;
         out->value = 0;
     } else if (t->resident[0]) {
-        regulator_message(t->message, t->resident, out->pseud, out->msg);
+        regulator_message(t, out->pseud, out->msg);
         out->message = out->msg;
     }
 }

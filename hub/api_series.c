@@ -261,9 +261,10 @@ static void iso_time(int64_t ms, char out[32])
 static const char *const telemetry_cols[] = {"time", "measurement", "gateway", "device",
                                              "room", "quality",     "metric",  "value"};
 static const char *const alarm_cols[] = {
-    "time",    "site",      "gateway",  "alarm_id",   "event",    "state",  "priority",
-    "rule",    "device",    "room",     "bed",        "resident", "metric", "value",
-    "message", "raised_ms", "acked_ms", "cleared_ms", "acked_by"};
+    "time",     "site",  "gateway",   "alarm_id",  "event",         "state",
+    "priority", "rule",  "device",    "room",      "bed",           "resident",
+    "metric",   "value", "message",   "raised_ms", "acked_ms",      "cleared_ms",
+    "acked_by", "kind",  "room_name", "bed_name",  "resident_name", "device_name"};
 
 static void ex_row_begin(struct export *e)
 {
@@ -378,8 +379,14 @@ static void ex_alarm_window(struct export *e, json_t *res)
                                   rms[0] ? rms : NULL,
                                   ams[0] ? ams : NULL,
                                   cms[0] ? cms : NULL,
-                                  by};
-            static const bool num[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 1, 0};
+                                  by,
+                                  t.kind[0] ? t.kind : "other",
+                                  t.room_name,
+                                  t.bed_name,
+                                  sh.resident_name,
+                                  sh.device_name};
+            static const bool num[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                       0, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0};
             ex_row(e, alarm_cols, vals, num, CH_ARRAY_LEN(vals));
         }
     }

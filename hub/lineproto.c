@@ -211,6 +211,12 @@ size_t lp_inventory(struct lp_buf *b, const struct ch_status *s, int64_t ts_ms)
         lp_field_str(b, "profile", d->profile);
         if (d->room[0])
             lp_field_str(b, "room", d->room);
+        if (d->name[0])
+            lp_field_str(b, "name", d->name);
+        if (d->room_name[0])
+            lp_field_str(b, "room_name", d->room_name);
+        if (s->site_name[0])
+            lp_field_str(b, "site_name", s->site_name);
         if (lp_end(b, s->ts_ms ? s->ts_ms : ts_ms) == 0)
             n++;
     }
@@ -225,6 +231,7 @@ int lp_alert(struct lp_buf *b, const struct ch_alert *a)
     lp_tag(b, "device", a->device);
     lp_tag(b, "event", ch_alarm_event_name(a->event));
     lp_tag(b, "gateway", a->gateway);
+    lp_tag(b, "kind", a->kind);
     lp_tag(b, "priority", ch_priority_name(a->priority));
     lp_tag(b, "resident", a->resident);
     lp_tag(b, "room", a->room);
@@ -256,5 +263,19 @@ int lp_alert(struct lp_buf *b, const struct ch_alert *a)
      * completeness is counted over every measurement holding it) */
     if (a->seq)
         lp_field_int(b, "alert_seq", (int64_t)a->seq);
+    /* display names people read, any UTF-8: fields, not tags (they change
+     * with the configuration; the ids are what a series is) */
+    if (a->site_name[0])
+        lp_field_str(b, "site_name", a->site_name);
+    if (a->room_name[0])
+        lp_field_str(b, "room_name", a->room_name);
+    if (a->bed_name[0])
+        lp_field_str(b, "bed_name", a->bed_name);
+    if (a->resident_name[0])
+        lp_field_str(b, "resident_name", a->resident_name);
+    if (a->device_name[0])
+        lp_field_str(b, "device_name", a->device_name);
+    if (a->located_ms)
+        lp_field_int(b, "located_ms", a->located_ms);
     return lp_end(b, a->ts_ms);
 }

@@ -79,6 +79,12 @@ static bool unit_ok(const char *s, size_t len)
     return len > 0 && len < CH_UNIT_MAX && no_controls(s, len);
 }
 
+/* A display name: empty, or ch_valid_name (a field of CH_NAME_MAX). */
+static bool name_ok(const char *s)
+{
+    return terminated(s, CH_NAME_MAX) && (s[0] == '\0' || ch_valid_name(s));
+}
+
 /* A version: 1..CH_VERSION_MAX-1 chars of [A-Za-z0-9.+_-] (semver, git describe). */
 static bool version_ok(const char *s, size_t len)
 {
@@ -205,6 +211,24 @@ static int get_id(struct dec *d, const json_t *obj, const char *base, const char
         return fail(d, "%s: '%s' is not an identifier (%s%s)", at(base, key).s, show(s).s, ID_RULE,
                     empty_ok ? ", or empty" : "");
     memcpy(out, s, json_string_length(v) + 1);
+    return 0;
+}
+
+/* An optional display name (absent and "" are the same). */
+static int get_name(struct dec *d, const json_t *obj, const char *base, const char *key, char *out)
+{
+    const json_t *v;
+    int rc = need_string(d, obj, base, key, false, &v);
+    if (rc || !v)
+        return rc;
+    const char *s = json_string_value(v);
+    size_t len = json_string_length(v);
+    if (len > 0 && (len >= CH_NAME_MAX || strlen(s) != len || !ch_valid_name(s)))
+        return fail(d,
+                    "%s%s%s: '%s' is not a name (1..%d bytes of text without control "
+                    "characters, no leading or trailing space)",
+                    base, *base ? "." : "", key, show(s).s, CH_NAME_MAX - 1);
+    memcpy(out, s, len + 1);
     return 0;
 }
 
@@ -443,7 +467,7 @@ int ch_telemetry_from_json(const json_t *root, struct ch_telemetry *out, char *e
 
 static int decode_device(struct dec *d, const json_t *o, size_t idx, struct ch_device_info *dev)
 {
-    static const char *const keys[] = {"id", "profile", "bus", "room"};
+    static const char *const keys[] = {"id", "profile", "bus", "room", "name", "room_name"};
     char base[32];
     snprintf(base, sizeof base, "devices[%zu]", idx);
     if (!json_is_object(o))
@@ -457,14 +481,18 @@ static int decode_device(struct dec *d, const json_t *o, size_t idx, struct ch_d
         rc = get_id(d, o, base, "bus", true, false, dev->bus);
     if (!rc)
         rc = get_id(d, o, base, "room", false, true, dev->room);
+    if (!rc)
+        rc = get_name(d, o, base, "name", dev->name);
+    if (!rc)
+        rc = get_name(d, o, base, "room_name", dev->room_name);
     return rc;
 }
 
 static int decode_status(const json_t *root, struct ch_status *out, char *err, size_t errn)
 {
     static const char *const keys[] = {
-        "schema",  "site",    "gateway", "online",         "ts",
-        "version", "boot_id", "devices", "oldest_reading", "oldest_alert"};
+        "schema",  "site",    "gateway",        "online",       "ts",       "version",
+        "boot_id", "devices", "oldest_reading", "oldest_alert", "site_name"};
     struct dec d = {err, errn};
     memset(out, 0, sizeof *out);
     if (!json_is_object(root))
@@ -504,7 +532,8 @@ static int decode_status(const json_t *root, struct ch_status *out, char *err, s
     if (v)
         memcpy(out->boot_id, json_string_value(v), json_string_length(v) + 1);
     if ((rc = get_number(&d, root, "", "oldest_reading", &out->oldest_reading)) != 0 ||
-        (rc = get_number(&d, root, "", "oldest_alert", &out->oldest_alert)) != 0)
+        (rc = get_number(&d, root, "", "oldest_alert", &out->oldest_alert)) != 0 ||
+        (rc = get_name(&d, root, "", "site_name", out->site_name)) != 0)
         return rc;
 
     const json_t *devices;
@@ -691,16 +720,19 @@ char *ch_status_encode(const struct ch_status *s)
         s->oldest_reading > CH_NUMBER_MAX || s->oldest_alert > CH_NUMBER_MAX)
         return NULL;
     json_t *root = json_object();
-    bool ok =
-        put(root, "schema", json_string(CH_SCHEMA_STATUS)) &&
-        put(root, "site", json_string(s->site)) && put(root, "gateway", json_string(s->gateway)) &&
-        put(root, "online", json_boolean(s->online)) &&
-        (s->ts_ms == 0 || put(root, "ts", json_integer(s->ts_ms))) &&
-        (vlen == 0 || put(root, "version", json_string(s->version))) &&
-        (blen == 0 || put(root, "boot_id", json_string(s->boot_id))) &&
-        (!s->oldest_reading ||
-         put(root, "oldest_reading", json_integer((json_int_t)s->oldest_reading))) &&
-        (!s->oldest_alert || put(root, "oldest_alert", json_integer((json_int_t)s->oldest_alert)));
+    bool ok = put(root, "schema", json_string(CH_SCHEMA_STATUS)) &&
+              put(root, "site", json_string(s->site)) &&
+              put(root, "gateway", json_string(s->gateway)) &&
+              put(root, "online", json_boolean(s->online)) &&
+              (s->ts_ms == 0 || put(root, "ts", json_integer(s->ts_ms))) &&
+              (vlen == 0 || put(root, "version", json_string(s->version))) &&
+              (blen == 0 || put(root, "boot_id", json_string(s->boot_id))) &&
+              (!s->oldest_reading ||
+               put(root, "oldest_reading", json_integer((json_int_t)s->oldest_reading))) &&
+              (!s->oldest_alert ||
+               put(root, "oldest_alert", json_integer((json_int_t)s->oldest_alert))) &&
+              name_ok(s->site_name) &&
+              (!s->site_name[0] || put(root, "site_name", json_string(s->site_name)));
     if (ok && (s->online || s->n_devices > 0)) {
         json_t *devices = json_array();
         for (size_t i = 0; ok && i < s->n_devices; i++) {
@@ -710,7 +742,10 @@ char *ch_status_encode(const struct ch_status *s)
                  id_ok(dv->bus, CH_ID_MAX) && room_ok(dv->room) &&
                  put(o, "id", json_string(dv->id)) && put(o, "profile", json_string(dv->profile)) &&
                  put(o, "bus", json_string(dv->bus)) &&
-                 (!dv->room[0] || put(o, "room", json_string(dv->room)));
+                 (!dv->room[0] || put(o, "room", json_string(dv->room))) && name_ok(dv->name) &&
+                 (!dv->name[0] || put(o, "name", json_string(dv->name))) &&
+                 name_ok(dv->room_name) &&
+                 (!dv->room_name[0] || put(o, "room_name", json_string(dv->room_name)));
             ok = ok && json_array_append(devices, o) == 0;
             json_decref(o);
         }
@@ -732,9 +767,9 @@ char *ch_status_encode(const struct ch_status *s)
 static const char *const priority_names[] = {"low", "medium", "high"};
 static const char *const state_names[] = {"normal",    "unack",   "acked",
                                           "rtn_unack", "shelved", "out_of_service"};
-static const char *const event_names[] = {"raise",      "ack",    "clear",    "rtn",
-                                          "escalate",   "shelve", "unshelve", "out_of_service",
-                                          "in_service", "flood",  "flood_end"};
+static const char *const event_names[] = {"raise",      "ack",    "clear",     "rtn",
+                                          "escalate",   "shelve", "unshelve",  "out_of_service",
+                                          "in_service", "flood",  "flood_end", "notified"};
 static const char *const action_names[] = {"ack", "shelve", "unshelve", "out_of_service",
                                            "in_service"};
 static const char *const role_names[] = {"staff", "admin"};
@@ -747,7 +782,7 @@ const char *ch_role_name(int r)
 /* a name for every enumerator of codec.h, and no more */
 _Static_assert(CH_ARRAY_LEN(priority_names) == CH_PRIO_HIGH + 1, "priority names");
 _Static_assert(CH_ARRAY_LEN(state_names) == CH_AS_OOS + 1, "state names");
-_Static_assert(CH_ARRAY_LEN(event_names) == CH_AE_FLOOD_END + 1, "event names");
+_Static_assert(CH_ARRAY_LEN(event_names) == CH_AE_NOTIFIED + 1, "event names");
 _Static_assert(CH_ARRAY_LEN(action_names) == CH_CMD_IN_SERVICE + 1, "action names");
 
 /* the rule id of the site's flood alarm, "flood:<gateway>" */
@@ -814,6 +849,7 @@ static const unsigned states_after[] = {
     [CH_AE_IN_SERVICE] = IN_SERVICE_STATES,
     [CH_AE_FLOOD] = BIT(CH_AS_UNACK) | BIT(CH_AS_ACKED),
     [CH_AE_FLOOD_END] = BIT(CH_AS_NORMAL) | BIT(CH_AS_RTN_UNACK),
+    [CH_AE_NOTIFIED] = IN_SERVICE_STATES | BIT(CH_AS_SHELVED) | BIT(CH_AS_OOS),
 };
 _Static_assert(CH_ARRAY_LEN(states_after) == CH_ARRAY_LEN(event_names), "a row per event");
 
@@ -876,7 +912,9 @@ static bool alert_fields_ok(const struct ch_alert *a)
            ms_ok(a->shelved_until_ms) && terminated(a->by, CH_ID_MAX) &&
            empty_or(by_ok(a->by, strlen(a->by)), a->by) && terminated(a->group, CH_ALARM_ID_MAX) &&
            empty_or(alarm_id_ok(a->group, CH_ALARM_ID_MAX), a->group) && a->seq <= CH_NUMBER_MAX &&
-           a->oldest <= CH_NUMBER_MAX;
+           a->oldest <= CH_NUMBER_MAX && room_ok(a->kind) && name_ok(a->site_name) &&
+           name_ok(a->room_name) && name_ok(a->bed_name) && name_ok(a->resident_name) &&
+           name_ok(a->device_name) && ms_ok(a->located_ms);
 }
 
 /* The rules across fields, on an alert whose fields are each valid. Returns
@@ -898,6 +936,8 @@ static const char *alert_story(const struct ch_alert *a, char *why, size_t n)
                  a->rule);
     else if (!(states_after[a->event] & BIT(a->state)))
         snprintf(why, n, "state: '%s' cannot follow event '%s'", st, ev);
+    else if (a->event == CH_AE_NOTIFIED && !a->by[0])
+        snprintf(why, n, "by: missing for event 'notified' (who was told)");
     else if (a->event == CH_AE_ESCALATE && a->escalation < 1)
         snprintf(why, n, "escalation: must be at least 1 for event 'escalate'");
     else if ((a->state == CH_AS_SHELVED) != (a->shelved_until_ms != 0))
@@ -986,19 +1026,39 @@ static int get_text(struct dec *d, const json_t *obj, const char *key, size_t ma
 
 static int decode_alert(const json_t *root, struct ch_alert *out, char *err, size_t errn)
 {
-    static const char *const keys[] = {"schema",     "site",
-                                       "gateway",    "alarm_id",
-                                       "rule",       "device",
-                                       "room",       "bed",
-                                       "resident",   "priority",
-                                       "state",      "event",
-                                       "escalation", "latched",
-                                       "metric",     "value",
-                                       "message",    "ts_ms",
-                                       "raised_ms",  "acked_ms",
-                                       "cleared_ms", "shelved_until_ms",
-                                       "by",         "group",
-                                       "seq",        "oldest"};
+    static const char *const keys[] = {"schema",
+                                       "site",
+                                       "gateway",
+                                       "alarm_id",
+                                       "rule",
+                                       "device",
+                                       "room",
+                                       "bed",
+                                       "resident",
+                                       "priority",
+                                       "state",
+                                       "event",
+                                       "escalation",
+                                       "latched",
+                                       "metric",
+                                       "value",
+                                       "message",
+                                       "ts_ms",
+                                       "raised_ms",
+                                       "acked_ms",
+                                       "cleared_ms",
+                                       "shelved_until_ms",
+                                       "by",
+                                       "group",
+                                       "seq",
+                                       "oldest",
+                                       "kind",
+                                       "site_name",
+                                       "room_name",
+                                       "bed_name",
+                                       "resident_name",
+                                       "device_name",
+                                       "located_ms"};
     struct dec d = {err, errn};
     if (!json_is_object(root))
         return fail(&d, "payload: not a JSON object");
@@ -1074,6 +1134,14 @@ static int decode_alert(const json_t *root, struct ch_alert *out, char *err, siz
     if ((rc = get_number(&d, root, "", "seq", &out->seq)) != 0 ||
         (rc = get_number(&d, root, "", "oldest", &out->oldest)) != 0)
         return rc;
+    if ((rc = get_id(&d, root, "", "kind", false, true, out->kind)) != 0 ||
+        (rc = get_name(&d, root, "", "site_name", out->site_name)) != 0 ||
+        (rc = get_name(&d, root, "", "room_name", out->room_name)) != 0 ||
+        (rc = get_name(&d, root, "", "bed_name", out->bed_name)) != 0 ||
+        (rc = get_name(&d, root, "", "resident_name", out->resident_name)) != 0 ||
+        (rc = get_name(&d, root, "", "device_name", out->device_name)) != 0 ||
+        (rc = get_ms(&d, root, "located_ms", false, &out->located_ms)) != 0)
+        return rc;
 
     char why[400];
     if (alert_story(out, why, sizeof why))
@@ -1133,7 +1201,14 @@ char *ch_alert_encode(const struct ch_alert *a)
         (!a->by[0] || put(root, "by", json_string(a->by))) &&
         (!a->group[0] || put(root, "group", json_string(a->group))) &&
         (!a->seq || put(root, "seq", json_integer((json_int_t)a->seq))) &&
-        (!a->oldest || put(root, "oldest", json_integer((json_int_t)a->oldest)));
+        (!a->oldest || put(root, "oldest", json_integer((json_int_t)a->oldest))) &&
+        (!a->kind[0] || put(root, "kind", json_string(a->kind))) &&
+        (!a->site_name[0] || put(root, "site_name", json_string(a->site_name))) &&
+        (!a->room_name[0] || put(root, "room_name", json_string(a->room_name))) &&
+        (!a->bed_name[0] || put(root, "bed_name", json_string(a->bed_name))) &&
+        (!a->resident_name[0] || put(root, "resident_name", json_string(a->resident_name))) &&
+        (!a->device_name[0] || put(root, "device_name", json_string(a->device_name))) &&
+        (!a->located_ms || put(root, "located_ms", json_integer(a->located_ms)));
     if (!ok) {
         json_decref(root);
         return NULL;

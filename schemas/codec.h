@@ -67,11 +67,18 @@ struct ch_telemetry {
     struct ch_reading *readings; /* owned by the batch */
 };
 
+/* Display names people read, in any language, travel beside the ASCII ids
+ * (ch_valid_name: 1..127 bytes of UTF-8 without control characters); an
+ * empty name: show the id. */
+#define CH_NAME_MAX 128
+
 struct ch_device_info {
     char id[CH_ID_MAX];
     char profile[CH_ID_MAX];
     char bus[CH_ID_MAX];
-    char room[CH_ID_MAX]; /* may be empty */
+    char room[CH_ID_MAX];        /* may be empty */
+    char name[CH_NAME_MAX];      /* the device's display name; may be empty */
+    char room_name[CH_NAME_MAX]; /* its room's; may be empty */
 };
 
 struct ch_status {
@@ -83,6 +90,7 @@ struct ch_status {
     char boot_id[33];             /* may be empty */
     uint64_t oldest_reading;      /* as ch_telemetry.oldest; 0: not said */
     uint64_t oldest_alert;        /* as ch_alert.oldest; 0: not said */
+    char site_name[CH_NAME_MAX];  /* may be empty */
     size_t n_devices;
     struct ch_device_info *devices; /* owned */
 };
@@ -123,9 +131,11 @@ enum ch_alarm_event {
     CH_AE_IN_SERVICE,     /* back in service */
     CH_AE_FLOOD,     /* the site's alarm rate passed the flood limit (alarm "flood:<gateway>") */
     CH_AE_FLOOD_END, /* and fell back */
+    CH_AE_NOTIFIED,  /* someone was told (by: who, message: the channel's outcome, escalation:
+                        the level): no change of state, a line of the alarm's history */
 };
 /* "raise", "ack", "clear", "rtn", "escalate", "shelve", "unshelve",
- * "out_of_service", "in_service", "flood", "flood_end" */
+ * "out_of_service", "in_service", "flood", "flood_end", "notified" */
 const char *ch_alarm_event_name(int e);
 
 /* One alarm transition. Each field alone:
@@ -178,6 +188,19 @@ struct ch_alert {
     char group[CH_ALARM_ID_MAX]; /* flood alarm it is grouped under; may be empty */
     uint64_t seq;                /* the gateway's alert number; 0: not said */
     uint64_t oldest;             /* the oldest alert number the gateway still holds; 0: not said */
+    /* what happened, in words a console turns into an icon and a title:
+     * an identifier (sos, fall, wandering, bed_exit, vital_signs, ...; see
+     * alert.schema.json); may be empty (a console shows "alarm") */
+    char kind[CH_ID_MAX];
+    /* display names (CH_NAME_MAX above), each may be empty: the site's,
+     * room's (of the zone in room when located), bed's, resident's
+     * (a label for staff; never shown to a regulator) and device's */
+    char site_name[CH_NAME_MAX];
+    char room_name[CH_NAME_MAX];
+    char bed_name[CH_NAME_MAX];
+    char resident_name[CH_NAME_MAX];
+    char device_name[CH_NAME_MAX];
+    int64_t located_ms; /* room is where a wearable was located at this time; 0: configured room */
 };
 
 /* Commands to a gateway (topic .../cmd/<action>, and the local console):

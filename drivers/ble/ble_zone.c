@@ -12,6 +12,7 @@
 /* clang-format off */
 const struct cfg_key ble_zone_keys[] = {
     {.key = "id",        .type = CFG_ID,      .offset = ZC(id), .required = true},
+    {.key = "name",      .type = CFG_NAME,    .offset = ZC(name)},
     {.key = "exit",      .type = CFG_BOOL,    .offset = ZC(exit), .def = "false"},
     {.key = "receivers", .type = CFG_STRLIST, .offset = ZC(receivers), .required = true},
     CFG_END,

@@ -42,6 +42,7 @@
 
 struct ble_zone_cfg {
     char *id;
+    char *name; /* display name ("东门出口"); NULL: the id */
     bool exit;
     struct cfg_list receivers; /* char * */
     struct fy_node *node;

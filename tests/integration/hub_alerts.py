@@ -7,8 +7,9 @@ from real Mosquitto.
   state event (empty ones left out), fields value (float), metric, escalation
   (integer), latched (boolean), message, raised/acked/cleared/shelved_until_ms
   (integers, only when set), by, group; time = ts_ms;
-- text with quotes, backslashes, commas, equals signs and spaces comes back
-  from InfluxDB exactly as it was sent;
+- text with quotes, backslashes, commas, equals signs, spaces and Chinese
+  (messages and display names) comes back from InfluxDB exactly as it was
+  sent; kind is a tag;
 - the same alert delivered again (QoS 1 redelivery) makes no second point;
 - bad alerts (broken contract, wrong site) are refused, logged naming the
   field and counted in carehub_hub, while good ones still land;
@@ -25,9 +26,12 @@ SRC = os.environ.get("CAREHUB_SRC", os.path.join(os.path.dirname(__file__), "../
 EXAMPLES = os.path.join(SRC, "schemas", "examples")
 DB = "carehub_alerts"
 TAGS = ("site", "gateway", "alarm_id", "rule", "device", "room", "bed", "resident", "priority",
-        "state", "event")
-INT_FIELDS = ("escalation", "raised_ms", "acked_ms", "cleared_ms", "shelved_until_ms")
-STR_FIELDS = ("metric", "message", "by", "group")
+        "state", "event", "kind")
+INT_FIELDS = ("escalation", "raised_ms", "acked_ms", "cleared_ms", "shelved_until_ms", "located_ms")
+# display names: any UTF-8 (alert-wandering-names.json has Chinese, spaces,
+# commas, '=', quotes and a backslash), stored as fields and read back as sent
+STR_FIELDS = ("metric", "message", "by", "group", "site_name", "room_name", "bed_name",
+              "resident_name", "device_name")
 
 
 def example(name):
@@ -118,7 +122,9 @@ def test_hub_alerts(w):
     want_types = {"value": "float", "escalation": "integer", "latched": "boolean",
                   "metric": "string", "message": "string", "by": "string", "group": "string",
                   "raised_ms": "integer", "acked_ms": "integer", "cleared_ms": "integer",
-                  "shelved_until_ms": "integer", "alert_seq": "integer"}
+                  "shelved_until_ms": "integer", "alert_seq": "integer",
+                  "located_ms": "integer", "site_name": "string", "room_name": "string",
+                  "bed_name": "string", "resident_name": "string", "device_name": "string"}
     assert types == want_types, types
     tag_keys = {r["tagKey"] for r in influx.series('SHOW TAG KEYS FROM "alarm"', DB)}
     assert tag_keys == set(TAGS), tag_keys

@@ -811,7 +811,11 @@ static const struct bad_case bad_alerts[] = {
     {"", "not JSON"},
     {RAISE(",\"state\":\"acked\""), "not JSON"}, /* duplicate key */
     {"[]", "payload: not a JSON object"},
-    {RAISE(",\"resident_name\":\"x\""), "resident_name: unknown key"},
+    {RAISE(",\"resident_full_name\":\"x\""), "resident_full_name: unknown key"},
+    {RAISE(",\"room_name\":\" 301\""), "room_name: ' 301' is not a name"},
+    {RAISE(",\"room_name\":\"3\\u0085\""), "room_name: "},
+    {RAISE(",\"kind\":\"s o s\""), "kind: "},
+    {RAISE(",\"located_ms\":0"), "located_ms: not an integer"},
     {"{\"schema\":\"carehub/telemetry/1\"}", "schema: 'carehub/telemetry/1' is not"},
     {"{\"schema\":\"carehub/alert/1\",\"gateway\":\"g\"}", "site: missing"},
     {"{\"schema\":\"carehub/alert/1\",\"site\":\"s\",\"gateway\":\"g g\"}",
@@ -1289,7 +1293,8 @@ static void test_alarm_names(void **state)
     assert_string_equal(ch_alarm_state_name(6), "?");
     assert_string_equal(ch_alarm_event_name(CH_AE_RAISE), "raise");
     assert_string_equal(ch_alarm_event_name(CH_AE_FLOOD_END), "flood_end");
-    assert_string_equal(ch_alarm_event_name(11), "?");
+    assert_string_equal(ch_alarm_event_name(CH_AE_NOTIFIED), "notified");
+    assert_string_equal(ch_alarm_event_name(12), "?");
     assert_string_equal(ch_command_action_name(CH_CMD_OUT_OF_SERVICE), "out_of_service");
     assert_string_equal(ch_command_action_name(5), "?");
 
