@@ -457,6 +457,10 @@ int notify_cfg_parse(struct fy_node *node, struct notify_cfg **out)
         notify_cfg_free(c);
         return CH_ECONFIG;
     }
+    for (size_t i = 0; i < c->channels.n; i++) /* the document may go now */
+        notify_chan(c, i)->node = NULL;
+    for (size_t i = 0; i < c->routes.n; i++)
+        ((struct notify_route *)c->routes.items)[i].node = NULL;
     *out = c;
     return 0;
 }
