@@ -672,6 +672,10 @@ static void cancel_pending(struct notifier *n, const struct notify_event *ev)
 void notify_event(struct notifier *n, const struct notify_event *ev)
 {
     const char *alarm_id = ev->alarm_id ? ev->alarm_id : "";
+    if (ev->event < NOTIFY_RAISE || ev->event > NOTIFY_CLEAR) {
+        LOGW(MOD, NULL, "%s: unknown event kind %d ignored", alarm_id, ev->event);
+        return;
+    }
     struct notify_event e = *ev;
     e.alarm_id = alarm_id;
     size_t chans[64], nch = 0;
@@ -679,7 +683,7 @@ void notify_event(struct notifier *n, const struct notify_event *ev)
     if (ev->event == NOTIFY_ACK)
         cancel_pending(n, &e);
     const struct notify_route *r = notify_route_for(n->cfg, ev->priority);
-    if (r && (r->event_mask & (1u << ev->event)) && ev->event <= NOTIFY_CLEAR) {
+    if (r && (r->event_mask & (1u << ev->event))) {
         if (ev->event <= NOTIFY_ESCALATE && r->nlv) {
             size_t li = ev->level < 0                 ? 0
                         : (size_t)ev->level >= r->nlv ? r->nlv - 1
@@ -1027,7 +1031,8 @@ static void pending_load(struct notifier *n)
         all[cnt++] = d;
     }
     closedir(dir);
-    qsort(all, cnt, sizeof *all, cmp_seq);
+    if (cnt)
+        qsort(all, cnt, sizeof *all, cmp_seq);
     for (size_t i = 0; i < cnt; i++) {
         all[i]->next = NULL;
         struct dl **pp = &n->q;

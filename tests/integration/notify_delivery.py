@@ -91,10 +91,13 @@ class Driver:
         if self.p.poll() is None:
             try:
                 self.send("quit")
-                self.p.wait(20)
+                rc = self.p.wait(20)
             except (BrokenPipeError, subprocess.TimeoutExpired):
                 self.p.kill()
                 self.p.wait(5)
+                raise AssertionError("notify_driver did not quit")
+            # a sanitizer build exits non-zero on a leak or an error
+            assert rc == 0, f"notify_driver exited with {rc}"
 
 
 def alarm(alarm_id, event="raise", level=0, raised_ms=None, **kw):
@@ -260,8 +263,9 @@ notify:
         log("4. the pending DingTalk delivery went out once after the restart")
         log("notify_delivery: all passed")
     finally:
-        if d:
-            d.close()
+        if d and d.p.poll() is None:
+            d.p.kill()
+            d.p.wait(5)
         for r in receivers:
             r.stop()
 
