@@ -260,6 +260,7 @@ notify:
         got = [r for r in ding.accepted() if "心率异常" in r["json"]["text"]["content"]]
         assert len(got) == 1, got
         assert not os.listdir(os.path.join(state, "pending"))
+        d.close()
         log("4. the pending DingTalk delivery went out once after the restart")
         log("notify_delivery: all passed")
     finally:
