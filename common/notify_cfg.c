@@ -128,10 +128,10 @@ static bool url_ok(const char *url, char *why, size_t n)
     if (!u)
         abort();
     if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
-        snprintf(why, n, "not a URL");
+        snprintf(why, n, "is not a URL");
     } else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
                (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
-        snprintf(why, n, "not an http or https URL");
+        snprintf(why, n, "is not an http or https URL");
     } else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host) {
         snprintf(why, n, "names no host");
     } else if (strpbrk(url, " \t\r\n")) {

@@ -131,7 +131,7 @@ static void test_config_errors(void **state)
     char err[16384], path[64];
     assert_int_equal(parse_text(text, &cfg, err, sizeof err, path, sizeof path), CH_ECONFIG);
     assert_null(cfg);
-    assert_true(reported(err, path, 5, "key 'url': 'ftp://example.com/x' not an http"));
+    assert_true(reported(err, path, 5, "key 'url': 'ftp://example.com/x' is not an http"));
     assert_true(reported(err, path, 6, "channel 'a' is defined twice"));
     assert_true(reported(err, path, 7, "key 'secret'"));
     assert_true(reported(err, path, 12, "unknown placeholder {titel}"));
@@ -434,6 +434,50 @@ static void test_dedupe_and_ack(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* A channel's rate: at most rate tries in a minute, the rest wait (counted
+ * once each), never dropped; a rate one higher holds nothing. */
+static void test_rate(void **state)
+{
+    (void)state;
+    for (int rate = 2; rate <= 3; rate++) {
+        char text[1024], err[4096], path[64];
+        snprintf(text, sizeof text,
+                 "notify:\n"
+                 "  channels:\n"
+                 "    - {id: hook, type: webhook, rate: %d, url: 'http://127.0.0.1:%d/x'}\n"
+                 "  routes:\n"
+                 "    - levels: [[hook]]\n"
+                 "  retry: {first: 1h, max: 1h, give_up: 2h}\n",
+                 rate, refused_port());
+        struct notify_cfg *cfg = NULL;
+        assert_int_equal(parse_text(text, &cfg, err, sizeof err, path, sizeof path), 0);
+        struct notifier *n = NULL;
+        assert_int_equal(notify_open(cfg, NULL, NULL, NULL, NULL, &n), 0);
+        const char *ids[] = {"a:1", "a:2", "a:3"};
+        for (size_t i = 0; i < 3; i++) {
+            struct notify_event e = {.alarm_id = ids[i],
+                                     .priority = 2,
+                                     .event = NOTIFY_RAISE,
+                                     .raised_ms = 1000,
+                                     .ts_ms = ch_now_ms()};
+            notify_event(n, &e);
+        }
+        struct notify_stats st = {0};
+        for (int i = 0; i < 500 && st.failed_tries < (uint64_t)rate; i++) {
+            ch_sleep_ms(10);
+            notify_get_stats(n, &st);
+        }
+        ch_sleep_ms(200); /* time for a try the rate should have held */
+        notify_get_stats(n, &st);
+        assert_int_equal(st.failed_tries, rate);
+        assert_int_equal(st.rate_limited, rate == 2 ? 1 : 0);
+        assert_int_equal(st.pending, 3);
+        assert_int_equal(st.given_up, 0);
+        notify_close(n);
+        notify_cfg_free(cfg);
+    }
+}
+
 static void test_bad_tz(void **state)
 {
     (void)state;
@@ -461,6 +505,7 @@ int main(void)
         cmocka_unit_test(test_signatures),
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_dedupe_and_ack),
+        cmocka_unit_test(test_rate),
         cmocka_unit_test(test_bad_tz),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
