@@ -59,6 +59,8 @@ static const char *type_name(enum cfg_type t)
         return "a name (1..127 bytes of UTF-8 text without control characters)";
     case CFG_TEXT:
         return "a string, or a mapping of locales to strings (zh-CN: ..., en: ...)";
+    case CFG_NODE:
+        return "a value";
     }
     return "?";
 }
@@ -348,6 +350,9 @@ static void walk_value(struct walk *w, const struct cfg_key *k, struct fy_node *
             return;
         }
         break;
+    case CFG_NODE:
+        *FIELD(obj, k->offset, struct fy_node *) = v;
+        return;
     case CFG_MAP:
         if (!fy_node_is_mapping(v)) {
             report(w, v, "key '%s': expected a mapping", k->key);
@@ -624,6 +629,20 @@ int cfg_load(const char *path, const struct cfg_key *table, void *out, struct cf
     else
         cfg_file_close(f);
     return 0;
+}
+
+int cfg_parse_node(struct fy_node *map, const struct cfg_key *table, void *out)
+{
+    struct walk w = {.file = NULL, .errors = 0};
+    if (map && fy_node_is_mapping(map)) {
+        walk_map(&w, table, map, out);
+    } else if (map) {
+        report(&w, map, "expected a mapping of keys");
+    } else {
+        fprintf(stderr, "error: expected a mapping of keys\n");
+        w.errors++;
+    }
+    return w.errors ? CH_ECONFIG : 0;
 }
 
 struct fy_node *cfg_file_root(const struct cfg_file *f)

@@ -26,6 +26,9 @@
  *   CFG_TEXT                   struct cfg_text: text for people, a plain
  *                              string or one per locale, e.g.
  *                              "message: {zh-CN: '{who} 跌倒', en: 'Fall: {who}'}"
+ *   CFG_NODE                   struct fy_node * (borrowed from the document): any
+ *                              value, for a section another module parses itself
+ *                              (cfg_parse_node), e.g. care-edge's notify:
  *
  * CFG_PATH values are made absolute relative to the directory of the file.
  * A list element struct may keep its YAML node (for later semantic errors,
@@ -54,6 +57,7 @@ enum cfg_type {
     CFG_PARAMS,
     CFG_NAME,
     CFG_TEXT,
+    CFG_NODE,
 };
 
 struct cfg_enum {
@@ -123,6 +127,15 @@ struct cfg_file;
 int cfg_load(const char *path, const struct cfg_key *table, void *out, struct cfg_file **file_out);
 
 void cfg_file_close(struct cfg_file *f);
+
+/* Parses the mapping node map (a section handed over as CFG_NODE, or any
+ * node of a document) into *out (zeroed by the caller) using table, the
+ * same way cfg_load() parses a file; CFG_PATH values stay as written.
+ * Returns 0, or CH_ECONFIG after reporting every problem; unlike cfg_load()
+ * what was parsed stays in *out either way, so that the caller can go on
+ * checking the rest of its section in the same pass (free it with
+ * cfg_free). */
+int cfg_parse_node(struct fy_node *map, const struct cfg_key *table, void *out);
 
 /* The root node of a loaded file (borrowed; valid until cfg_file_close). */
 struct fy_node *cfg_file_root(const struct cfg_file *f);

@@ -59,3 +59,6 @@ ch_fuzz_target(fuzz_http_console LIBS ch_edge CORPUS ${FZ}/http_console)
 ch_fuzz_target(fuzz_http_hub LIBS ch_hub DEFINES FUZZ_WWW_DIR="${PROJECT_SOURCE_DIR}/hub/www"
   CORPUS ${FZ}/http_hub)
 ch_fuzz_target(fuzz_api_params LIBS ch_hub CORPUS ${FZ}/api_params)
+# the notifier's notify: section, as care-edge hands it over (a CFG_NODE)
+ch_fuzz_target(fuzz_notify_config LIBS ch_notify
+  CORPUS ${FZ}/notify_config)
