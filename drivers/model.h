@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 struct fy_node;
+struct notify_cfg;
 
 enum reg_type { REG_BOOL, REG_U16, REG_I16, REG_U32, REG_I32, REG_F32 };
 /* 32-bit word/byte order, A = most significant byte. */
@@ -311,6 +312,8 @@ struct site_config {
     struct console_cfg console;
     struct local_mqtt_cfg local_mqtt;
     struct cfg_list annunciators; /* struct annunciator_cfg */
+    struct fy_node *notify_node;  /* notify: (common/notify.h parses it) */
+    struct notify_cfg *notify;    /* parsed; NULL: no notifications */
     /* loaded from profile_paths */
     size_t n_profiles;
     struct profile *profiles;

@@ -299,7 +299,12 @@ static void fill(const struct alarms *am, const struct alarm *a, struct ch_alert
         ch_strlcpy(t->room_name, room_name ? room_name : "", sizeof t->room_name);
         ch_strlcpy(t->device_name, a->dev->name ? a->dev->name : "", sizeof t->device_name);
         ch_strlcpy(t->kind, rule_kind_name(a->rule->kind), sizeof t->kind);
-        t->located_ms = a->where[0] ? a->where_ms : 0;
+        /* located: a zone other than the configured room (a wearable's);
+         * a meter's readings carry its own room, which says nothing new */
+        const char *home = a->dev->room && *a->dev->room ? a->dev->room
+                           : a->res && a->res->room      ? a->res->room
+                                                         : "";
+        t->located_ms = a->where[0] && strcmp(a->where, home) ? a->where_ms : 0;
         t->priority = a->rule->priority;
         t->latched = a->rule->latch;
         if (am->flooding && t->priority == CH_PRIO_LOW)
@@ -362,6 +367,18 @@ static void history_trim(struct alarms *am, int64_t now)
     }
 }
 
+/* Puts transition t in the history and the transitions to deliver. */
+static void record(struct alarms *am, const struct ch_alert *t, struct ch_time now)
+{
+    history_push(am, t, now.mono_ms);
+    if (am->pend_n == am->pend_cap) {
+        am->pend_cap = am->pend_cap ? am->pend_cap * 2 : 8;
+        am->pending = ch_xrealloc(am->pending, am->pend_cap * sizeof *am->pending);
+    }
+    am->pending[am->pend_n++] = *t;
+    am->st.transitions++;
+}
+
 /* Records one transition of a: history, pending delivery, state to save. */
 static void emit(struct alarms *am, struct alarm *a, int event, struct ch_time now)
 {
@@ -369,13 +386,7 @@ static void emit(struct alarms *am, struct alarm *a, int event, struct ch_time n
     a->last_ms = now.wall_ms;
     struct ch_alert t;
     fill(am, a, &t);
-    history_push(am, &t, now.mono_ms);
-    if (am->pend_n == am->pend_cap) {
-        am->pend_cap = am->pend_cap ? am->pend_cap * 2 : 8;
-        am->pending = ch_xrealloc(am->pending, am->pend_cap * sizeof *am->pending);
-    }
-    am->pending[am->pend_n++] = t;
-    am->st.transitions++;
+    record(am, &t, now);
     am->dirty = true;
 }
 
@@ -1193,6 +1204,26 @@ void alarms_where(struct alarms *am, const struct device_cfg *dev, const char *w
             ch_strlcpy(a->where, where, sizeof a->where);
             am->dirty = true; /* kept across a restart like the rest of it */
         }
+    }
+    finish(am);
+}
+
+void alarms_note(struct alarms *am, const char *alarm_id, int64_t raised_ms, int level,
+                 const char *who, const char *text, struct ch_time now)
+{
+    if (!am || !alarm_id || !who || !*who)
+        return;
+    enter(am, now);
+    struct alarm *a = find(am, alarm_id);
+    if (a && a->raised_ms == raised_ms && raised_ms) {
+        struct ch_alert t;
+        fill(am, a, &t);
+        t.event = CH_AE_NOTIFIED;
+        t.ts_ms = now.wall_ms;
+        t.escalation = level < 0 ? 0 : level > CH_ESCALATION_MAX ? CH_ESCALATION_MAX : level;
+        copy_text(t.by, who, sizeof t.by);
+        copy_text(t.message, text ? text : "", sizeof t.message);
+        record(am, &t, now);
     }
     finish(am);
 }

@@ -126,6 +126,14 @@ void alarms_condition(struct alarms *am, const struct rule_cfg *rule, const stru
 void alarms_where(struct alarms *am, const struct device_cfg *dev, const char *where,
                   struct ch_time now);
 
+/* Someone was told of the occurrence (alarm_id, raised_ms) of an alarm, at
+ * escalation level: a transition of event notified (ch_alert: by = who,
+ * message = what came of it, e.g. "企业微信 ok"), in the history and to
+ * the sink, with the alarm's state unchanged. Nothing when the alarm has
+ * since been raised again (another occurrence) or is unknown. */
+void alarms_note(struct alarms *am, const char *alarm_id, int64_t raised_ms, int level,
+                 const char *who, const char *text, struct ch_time now);
+
 /* A configuration reload (SIGHUP), in three steps: alarms_reconfigure(am,
  * c) with the new model (it must stay alive while the module uses it; so
  * must the old one, which alarms of rules that left still point to), then

@@ -1,4 +1,5 @@
 #include "config.h"
+#include "notify.h"
 #include "codec.h"
 #include "err.h"
 #include "ble_rx.h"
@@ -190,6 +191,25 @@ const struct cfg_enum rule_kinds[] = {
 
 static const struct cfg_enum locales[] = {{"en", LOCALE_EN}, {"zh-CN", LOCALE_ZH_CN}, {NULL, 0}};
 
+/* zh-CN and en titles of each rule_kinds entry, in its order */
+static const char *const kind_titles[][2] = {
+    {"报警", "Alarm"},           {"紧急呼叫", "SOS call"},     {"跌倒", "Fall"},
+    {"呼叫", "Nurse call"},      {"防走失", "Wandering"},      {"离床", "Out of bed"},
+    {"生命体征异常", "Vital signs"}, {"长时间未活动", "No movement"}, {"电量低", "Low battery"},
+    {"设备离线", "Device offline"}, {"空气质量", "Air quality"}, {"燃气泄漏", "Gas"},
+    {"烟雾", "Smoke"},           {"温度异常", "Temperature"},  {"网关故障", "Gateway fault"},
+};
+_Static_assert(sizeof kind_titles / sizeof kind_titles[0] == KIND_GATEWAY + 1, "a title per kind");
+
+const char *rule_kind_title(const char *kind, int locale)
+{
+    int k = KIND_OTHER;
+    for (const struct cfg_enum *e = rule_kinds; kind && e->name; e++)
+        if (!strcmp(e->name, kind))
+            k = e->value;
+    return kind_titles[k][locale == LOCALE_ZH_CN ? 0 : 1];
+}
+
 const char *rule_kind_name(int kind)
 {
     return cfg_enum_name(rule_kinds, kind);
@@ -354,6 +374,7 @@ static const struct cfg_key site_keys[] = {
     {.key = "local_mqtt",    .type = CFG_MAP,     .offset = S(local_mqtt), .sub = local_mqtt_keys},
     {.key = "annunciators",  .type = CFG_LIST,    .offset = S(annunciators), .sub = annunciator_keys,
      .elem_size = sizeof(struct annunciator_cfg), .node_offset = offsetof(struct annunciator_cfg, node)},
+    {.key = "notify",        .type = CFG_NODE,    .offset = S(notify_node)},
     CFG_END,
 };
 #undef S
@@ -1052,6 +1073,8 @@ int site_load(const char *path, struct site *out)
     errors += check_residents(&out->cfg);
     errors += check_alarm_outputs(&out->cfg);
     errors += check_names(&out->cfg);
+    if (out->cfg.notify_node && notify_cfg_parse(out->cfg.notify_node, &out->cfg.notify) != 0)
+        errors++;
     errors += check_local_mqtt(&out->cfg.local_mqtt, root);
     if (errors == 0)
         errors += rules_check(&out->cfg);
@@ -1080,6 +1103,7 @@ void site_free(struct site *s)
     free(s->pack_files);
     free(s->cfg.all_rules);
     free(s->cfg.path);
+    notify_cfg_free(s->cfg.notify);
     cfg_free(site_keys, &s->cfg);
     cfg_file_close(s->file);
     memset(s, 0, sizeof *s);

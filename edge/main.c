@@ -6,6 +6,7 @@
 #include "err.h"
 #include "local.h"
 #include "log.h"
+#include "notify.h"
 #include "poller.h"
 #include "rules.h"
 #include "sdnotify.h"
@@ -65,7 +66,8 @@ struct app {
     struct rules *rules;
     struct console *console;
     struct local *local;
-    const char **dev_ids; /* the uplink's device indexes: append-only across reloads */
+    struct notifier *notifier; /* NULL: no notify: section */
+    const char **dev_ids;      /* the uplink's device indexes: append-only across reloads */
     size_t n_ids;
     size_t *up_index;  /* poller device i -> index in dev_ids */
     size_t *cfg_index; /* poller device i -> index in live->cfg.devices */
@@ -107,6 +109,76 @@ static void update_annunciators(struct app *a)
     pthread_rwlock_unlock(&a->swap_lock);
 }
 
+/* A transition worth telling someone, to the notifier: a raise (level 0),
+ * an escalation (its level), an acknowledgement (stops what is still to be
+ * sent of the occurrence), the end of the alarm. The names people read. */
+static void notify_transition(struct app *a, const struct ch_alert *t)
+{
+    int ev = t->event == CH_AE_RAISE      ? NOTIFY_RAISE
+             : t->event == CH_AE_ESCALATE ? NOTIFY_ESCALATE
+             : t->event == CH_AE_ACK      ? NOTIFY_ACK
+             : t->event == CH_AE_CLEAR    ? NOTIFY_CLEAR
+                                          : -1;
+    if (ev < 0 || !t->raised_ms)
+        return;
+    const struct site_config *c = &a->site.cfg;
+    char where[2 * CH_NAME_MAX + 4];
+    const char *room = t->room_name[0] ? t->room_name : t->room;
+    const char *bed = t->bed_name[0] ? t->bed_name : t->bed;
+    snprintf(where, sizeof where, "%s%s%s", room, room[0] && bed[0] ? " " : "", bed);
+    struct notify_event ne = {
+        .site = t->site,
+        .site_name = t->site_name[0] ? t->site_name : t->site,
+        .gateway = t->gateway,
+        .alarm_id = t->alarm_id,
+        .rule = t->rule,
+        .kind = t->kind[0] ? t->kind : "other",
+        .title = rule_kind_title(t->kind, c->locale),
+        .where = where,
+        .who = t->resident_name[0] ? t->resident_name : t->resident,
+        .device = t->device_name[0] ? t->device_name : t->device,
+        .message = t->message,
+        .by = t->by,
+        .priority = t->priority,
+        .level = ev == NOTIFY_RAISE ? 0 : t->escalation,
+        .event = ev,
+        .raised_ms = t->raised_ms,
+        .ts_ms = t->ts_ms,
+    };
+    notify_event(a->notifier, &ne);
+}
+
+/* A delivery's outcome (from the notifier's thread): a line of the alarm's
+ * history, "已通知 护士长 · 企业微信 ok" on the consoles and at the hub. A
+ * phone number is shown with its middle hidden. Failed tries are the
+ * notifier's to log; the final outcome is the alarm's. */
+static void on_notified(void *arg, const struct notify_result *r)
+{
+    struct app *a = arg;
+    if (!r->final)
+        return;
+    static const char *const types[][3] = {{"wecom", "企业微信", "WeCom"},
+                                           {"dingtalk", "钉钉", "DingTalk"},
+                                           {"feishu", "飞书", "Feishu"},
+                                           {"sms", "短信", "SMS"},
+                                           {"webhook", "Webhook", "Webhook"}};
+    bool zh = a->site.cfg.locale == LOCALE_ZH_CN;
+    const char *type = r->type;
+    for (size_t i = 0; i < CH_ARRAY_LEN(types); i++)
+        if (!strcmp(types[i][0], r->type))
+            type = types[i][zh ? 1 : 2];
+    char to[32] = "";
+    size_t tl = r->to ? strlen(r->to) : 0;
+    if (tl >= 7)
+        snprintf(to, sizeof to, " %.3s****%s", r->to, r->to + tl - 4);
+    else if (tl)
+        snprintf(to, sizeof to, " %s", r->to);
+    char text[CH_TEXT_MAX];
+    snprintf(text, sizeof text, "%s%s %s", type, to, r->detail ? r->detail : (r->ok ? "ok" : "?"));
+    alarms_note(a->alarms, r->alarm_id, r->raised_ms, r->level,
+                r->recipient && *r->recipient ? r->recipient : r->channel, text, ch_time_now());
+}
+
 /* Every alarm transition: durable in the spool's alert lane first (it then
  * counts as raised, and goes to the hub ahead of any telemetry backlog),
  * then to everything on site that tells staff: console, local broker, coils. */
@@ -131,6 +203,8 @@ static void on_transition(void *arg, const struct ch_alert *t)
     if (a->local)
         local_publish(a->local, t);
     update_annunciators(a);
+    if (a->notifier)
+        notify_transition(a, t);
 }
 
 /* Every command, from any path, with the identity its receiver
@@ -679,6 +753,16 @@ static int run(struct app *a, const char *stats_file)
         return EXIT_RUNTIME;
     if (rules_create(c, a->alarms, &a->rules) != 0)
         return EXIT_RUNTIME;
+    if (c->notify) { /* its pending deliveries are kept beside the spool */
+        char *dir = cfg_resolve_path(c->spool.dir, "notify");
+        rc = notify_open(c->notify, dir, c->timezone && *c->timezone ? c->timezone : NULL,
+                         on_notified, a, &a->notifier);
+        free(dir);
+        if (rc != 0) {
+            LOGE("edge", NULL, "cannot start the notifier: %s", ch_strerror(rc));
+            return EXIT_RUNTIME;
+        }
+    }
     update_annunciators(a); /* a latched alarm from before a restart sounds again */
     if (c->local_mqtt.broker && *c->local_mqtt.broker &&
         local_create(c, on_command, ops_active, a, &a->local) != 0)
@@ -774,6 +858,9 @@ static int run(struct app *a, const char *stats_file)
     }
 
     poller_stop(a->poller);
+    /* what it has not sent stays in its directory for the next start */
+    notify_close(a->notifier);
+    a->notifier = NULL;
     if (a->console) {
         console_stop(a->console);
         a->console = NULL;

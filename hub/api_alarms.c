@@ -179,6 +179,9 @@ int read_occurrences(struct api *a, const struct who *w, const char *site, int64
     qb_add(&q, "SELECT * FROM \"alarm\" WHERE ");
     where_sites(&q, w, site);
     qb_add(&q, " AND \"raised_ms\" >= %" PRId64 " AND \"raised_ms\" < %" PRId64, from, to);
+    /* who was told is a line of the history, not a step of the alarm: a
+     * message delivered after the alarm ended would move its end */
+    qb_add(&q, " AND \"event\" != 'notified'");
     qb_add(&q, " AND time >= ");
     qb_time(&q, from);
     qb_add(&q, " LIMIT %d", ALARM_ROWS_MAX);
