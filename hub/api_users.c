@@ -186,7 +186,7 @@ static json_t *user_json(const struct user *u, bool admin_view)
     for (size_t i = 0; i < u->t.grants.n; i++)
         json_array_append_new(grants, json_string(((char **)u->t.grants.items)[i]));
     json_t *o =
-        json_pack("{s:s,s:s?,s:s,s:s,s:o,s:o,s:o}", "kind", "user", "name", u->t.name, "display",
+        json_pack("{s:s,s:s,s:s?,s:s,s:o,s:o,s:o}", "kind", "user", "name", u->t.name, "display",
                   u->display, "role", token_role_name(u->t.role), "sites",
                   u->t.district ? (json_decref(sites), json_null()) : sites, "district",
                   u->t.district ? json_string(u->t.district) : json_null(), "grants", grants);
