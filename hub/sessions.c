@@ -227,8 +227,11 @@ int64_t sessions_login_begin(struct sessions *s, const char *name, const char *a
         bool exempt = e->good_addr[0] && !strcmp(e->good_addr, addr);
         if (!exempt && e->locked_until > now)
             wait = e->locked_until - now;
-        else if (!exempt && e->failures + e->inflight >= SESSIONS_LOCK_AFTER)
+        else if (!exempt && e->failures < SESSIONS_LOCK_AFTER &&
+                 e->failures + e->inflight >= SESSIONS_LOCK_AFTER)
             wait = BUSY_MS; /* the checks in flight would lock it */
+        else if (!exempt && e->failures >= SESSIONS_LOCK_AFTER && e->inflight)
+            wait = BUSY_MS; /* a lock served: one check at a time */
         else
             e->inflight++;
     }
