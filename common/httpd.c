@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -1070,6 +1071,33 @@ void ch_httpd_stop(struct ch_httpd *h)
         pthread_join(h->reaper, NULL);
     MHD_stop_daemon(h->d);
     httpd_free(h);
+}
+
+/* A state-changing request: POST, JSON, and if the browser says where it
+ * comes from, from this very host. Returns 0 or the status to refuse with. */
+unsigned ch_http_csrf_check(struct MHD_Connection *c, const char **msg)
+{
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    if (!ct || strncasecmp(ct, "application/json", 16) ||
+        (ct[16] && ct[16] != ';' && ct[16] != ' ')) {
+        *msg = "Content-Type must be application/json";
+        return MHD_HTTP_UNSUPPORTED_MEDIA_TYPE;
+    }
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+    if (origin && strcmp(origin, "null")) {
+        const char *h = !strncmp(origin, "http://", 7)    ? origin + 7
+                        : !strncmp(origin, "https://", 8) ? origin + 8
+                                                          : NULL;
+        if (!h || !host || strcasecmp(h, host)) {
+            *msg = "cross-origin request refused";
+            return MHD_HTTP_FORBIDDEN;
+        }
+    } else if (origin) {
+        *msg = "cross-origin request refused";
+        return MHD_HTTP_FORBIDDEN;
+    }
+    return 0;
 }
 
 bool ch_http_is_https(struct MHD_Connection *c)

@@ -114,6 +114,14 @@ bool ch_http_is_https(struct MHD_Connection *c);
 int ch_http_listen(const char *mod, const char *bind_addr, int64_t port, int *fd_out,
                    uint16_t *port_out, bool *v6);
 
+/* Cross-site request forgery, for a state-changing request a browser may
+ * send with a cookie: it must be JSON (Content-Type application/json: an
+ * HTML form on another site cannot send that, and a cross-site fetch() with
+ * it needs a CORS preflight that carehub never grants) and, when the
+ * browser says where it comes from (Origin), from this very host. Returns
+ * 0, or the status to refuse with (415, 403) and *msg why. */
+unsigned ch_http_csrf_check(struct MHD_Connection *c, const char **msg);
+
 /* MHD_OPTION_UNESCAPE_CALLBACK */
 size_t ch_http_unescape(void *cls, struct MHD_Connection *c, char *s);
 

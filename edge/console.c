@@ -39,11 +39,11 @@
 #include "err.h"
 #include "httpd.h"
 #include "log.h"
+#include "passwd.h"
 #include "throttle.h"
 #include "util.h"
 
 #include <arpa/inet.h>
-#include <crypt.h>
 #include <errno.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -146,19 +146,6 @@ static void buf_printf(struct buf *b, const char *fmt, ...)
     va_end(ap);
     if (n > 0)
         buf_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-/* Constant time for equal lengths: a session id or hash is not leaked byte
- * by byte through response times. */
-static bool same_secret(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la != lb)
-        return false;
-    volatile unsigned char diff = 0;
-    for (size_t i = 0; i < la; i++)
-        diff |= (unsigned char)(a[i] ^ b[i]);
-    return diff == 0;
 }
 
 /* ---- alerts as JSON ---------------------------------------------------- */
@@ -282,37 +269,7 @@ static enum MHD_Result serve_asset(struct MHD_Connection *c, const char *url, co
 
 char *console_hash_password(const char *password)
 {
-    char *salt = crypt_gensalt_ra("$y$", 0, NULL, 0);
-    if (!salt) {
-        LOGE(MOD, NULL, "cannot make a yescrypt salt: %s", strerror(errno));
-        return NULL;
-    }
-    void *data = NULL;
-    int size = 0;
-    char *h = crypt_ra(password, salt, &data, &size);
-    char *out = (h && h[0] == '$') ? ch_xstrdup(h) : NULL;
-    if (!out)
-        LOGE(MOD, NULL, "cannot hash the password: %s", strerror(errno));
-    if (data) {
-        explicit_bzero(data, (size_t)size);
-        free(data);
-    }
-    free(salt);
-    return out;
-}
-
-static bool password_ok(const char *password, const char *hash)
-{
-    void *data = NULL;
-    int size = 0;
-    /* crypt_ra returns a "*..." failure token, never a match, for a bad hash. */
-    char *h = crypt_ra(password, hash, &data, &size);
-    bool ok = h && h[0] == '$' && same_secret(h, hash);
-    if (data) {
-        explicit_bzero(data, (size_t)size);
-        free(data);
-    }
-    return ok;
+    return ch_passwd_hash(MOD, password);
 }
 
 /* Checks user and password; *user is set when they match. The password is
@@ -323,14 +280,14 @@ static bool credentials_ok(struct console *k, const char *name, const char *pass
     const struct cfg_list *users = &k->cfg->console.users;
     for (size_t i = 0; i < users->n; i++) {
         if (!strcmp(user_at(k, i)->name, name)) {
-            if (!password_ok(password, user_at(k, i)->password_hash))
+            if (!ch_passwd_verify(password, user_at(k, i)->password_hash))
                 return false;
             *user = i;
             return true;
         }
     }
     if (k->dummy_hash)
-        (void)password_ok(password, k->dummy_hash);
+        (void)ch_passwd_verify(password, k->dummy_hash);
     return false;
 }
 
@@ -421,7 +378,7 @@ static bool session_find(struct console *k, struct MHD_Connection *c, struct who
     pthread_mutex_lock(&k->mu);
     for (size_t i = 0; i < SESSIONS_MAX; i++) {
         struct session *s = &k->sessions[i];
-        if (s->id[0] && same_secret(s->id, id)) {
+        if (s->id[0] && ch_secret_eq(s->id, id)) {
             if (s->expires_mono > now) {
                 found = true;
                 w->user = s->user;
@@ -497,33 +454,6 @@ static unsigned authenticate(struct console *k, struct MHD_Connection *c, const 
 }
 
 /* ---- request helpers ------------------------------------------------------ */
-
-/* A state-changing request: POST, JSON, and if the browser says where it
- * comes from, from this very host. Returns 0 or the status to refuse with. */
-static unsigned csrf_check(struct MHD_Connection *c, const char **msg)
-{
-    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-    if (!ct || strncasecmp(ct, "application/json", 16) ||
-        (ct[16] && ct[16] != ';' && ct[16] != ' ')) {
-        *msg = "Content-Type must be application/json";
-        return MHD_HTTP_UNSUPPORTED_MEDIA_TYPE;
-    }
-    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
-    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
-    if (origin && strcmp(origin, "null")) {
-        const char *h = !strncmp(origin, "http://", 7)    ? origin + 7
-                        : !strncmp(origin, "https://", 8) ? origin + 8
-                                                          : NULL;
-        if (!h || !host || strcasecmp(h, host)) {
-            *msg = "cross-origin request refused";
-            return MHD_HTTP_FORBIDDEN;
-        }
-    } else if (origin) {
-        *msg = "cross-origin request refused";
-        return MHD_HTTP_FORBIDDEN;
-    }
-    return 0;
-}
 
 /* Parses the body as a JSON object; an empty body is {}. NULL: not JSON or
  * not an object. */
@@ -849,7 +779,7 @@ static enum MHD_Result route(struct console *k, struct MHD_Connection *c, const 
         return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
     if (wants_post) {
         const char *msg = NULL;
-        unsigned st = csrf_check(c, &msg);
+        unsigned st = ch_http_csrf_check(c, &msg);
         if (st)
             return send_error(c, st, msg);
     }

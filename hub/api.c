@@ -41,7 +41,7 @@ static const struct limit_def default_limits[] = {
  * (heavy_enter): the table counts the running ones by token name, so that a
  * tokens reload does not reset it; an entry goes when its count does. */
 struct heavy {
-    char token[CH_ID_MAX];
+    char token[WHO_NAME_MAX];
     unsigned n;
 };
 
@@ -91,10 +91,20 @@ int pay(struct api *a, const char *token, double cost, int64_t max_wait_ms, int6
 {
     double owed = cost;
     int64_t wait = 0;
+    bool user = !strncmp(token, USER_PREFIX, strlen(USER_PREFIX));
     for (;;) {
-        pthread_rwlock_rdlock(&a->tokens_lock);
-        int rc = tokens_pay(a->tokens, token, &owed, max_wait_ms, ch_mono_ms(), &wait);
-        pthread_rwlock_unlock(&a->tokens_lock);
+        int rc;
+        if (user) {
+            pthread_rwlock_rdlock(&a->users_lock);
+            rc = a->users ? users_pay(a->users, token + strlen(USER_PREFIX), &owed, max_wait_ms,
+                                      ch_mono_ms(), &wait)
+                          : CH_ENOTFOUND;
+            pthread_rwlock_unlock(&a->users_lock);
+        } else {
+            pthread_rwlock_rdlock(&a->tokens_lock);
+            rc = tokens_pay(a->tokens, token, &owed, max_wait_ms, ch_mono_ms(), &wait);
+            pthread_rwlock_unlock(&a->tokens_lock);
+        }
         if (wait_ms)
             *wait_ms = wait;
         if (rc || owed <= 0.0)
@@ -120,12 +130,22 @@ bool in_scope(const struct who *w, const char *site)
     return false;
 }
 
-/* Requests without a valid token, per address (tokens.h): true, after
- * answering 429, while r's address is over api.address_rate_limit; else r
- * takes its place from the address's bucket, given back when it ends
- * without being refused (on_completed). */
-static bool address_limited(struct api *a, struct req *r, struct MHD_Connection *c,
-                            enum MHD_Result *ret)
+void who_from(struct who *w, const struct token *k, const char *name)
+{
+    ch_strlcpy(w->name, name, sizeof w->name);
+    w->role = k->role;
+    w->all = k->all_sites;
+    ch_strlcpy(w->district, k->district ? k->district : "", sizeof w->district);
+    w->grants = k->grant_mask;
+    free(w->sites);
+    w->n_sites = k->sites.n;
+    w->sites = ch_xcalloc(k->sites.n + 1, CH_ID_MAX);
+    for (size_t i = 0; i < k->sites.n; i++)
+        ch_strlcpy(w->sites[i], ((char **)k->sites.items)[i], CH_ID_MAX);
+}
+
+/* The per-address limit (api_internal.h); given back in on_completed. */
+bool address_limited(struct api *a, struct req *r, struct MHD_Connection *c, enum MHD_Result *ret)
 {
     int retry = 1;
     if (!tokens_addrs_take(a->addrs, r->addr, ch_mono_ms(), &retry)) {
@@ -139,12 +159,18 @@ static bool address_limited(struct api *a, struct req *r, struct MHD_Connection 
     return true;
 }
 
-/* The bearer token's holder into r->who. Returns 0, or the status after
- * answering (401, or 429 for the token's rate or the address's). */
+/* The bearer token's holder, or without an Authorization header the
+ * session cookie's user, into r->who. Returns 0, or the status after
+ * answering (401, or 429 for the token's or user's rate or the address's). */
 static unsigned authenticate(struct api *a, struct req *r, struct MHD_Connection *c,
                              enum MHD_Result *ret)
 {
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!h) {
+        int st = session_authenticate(a, r, c, ret);
+        if (st >= 0)
+            return (unsigned)st;
+    }
     if (!h || strncasecmp(h, "Bearer ", 7) || !h[7] || strlen(h) > 256) {
         if (address_limited(a, r, c, ret))
             return 429;
@@ -161,16 +187,7 @@ static unsigned authenticate(struct api *a, struct req *r, struct MHD_Connection
     bool limited = k && !tokens_take(a->tokens, k, ch_mono_ms(), &retry);
     if (k) {
         r->authed = true;
-        struct who *w = &r->who;
-        ch_strlcpy(w->name, k->name, sizeof w->name);
-        w->role = k->role;
-        w->all = k->all_sites;
-        ch_strlcpy(w->district, k->district ? k->district : "", sizeof w->district);
-        w->grants = k->grant_mask;
-        w->n_sites = k->sites.n;
-        w->sites = ch_xcalloc(k->sites.n + 1, CH_ID_MAX);
-        for (size_t i = 0; i < k->sites.n; i++)
-            ch_strlcpy(w->sites[i], ((char **)k->sites.items)[i], CH_ID_MAX);
+        who_from(&r->who, k, k->name);
     }
     pthread_rwlock_unlock(&a->tokens_lock);
     if (!k) {
@@ -190,52 +207,108 @@ static unsigned authenticate(struct api *a, struct req *r, struct MHD_Connection
     return 0;
 }
 
-/* The endpoints under /api, and who may call them. Every one needs a valid
- * token (authenticate); a role the route does not allow is refused (403,
- * refusal) before its handler runs. Within a handler the token's scope
- * decides which sites it sees (site_param, where_sites, in_scope), and a
- * regulator's grants which series it reads (may_read) and how residents and
- * staff are shown (privacy); only an admin takes alarms out of or back into
- * service (h_command). */
+/* The endpoints under /api, and who may call them. Every one but login and
+ * logout needs a valid token or session (authenticate); a role the route
+ * does not allow is refused (403, refusal) before its handler runs. Within
+ * a handler the token's scope decides which sites it sees (site_param,
+ * where_sites, in_scope), and a regulator's grants which series it reads
+ * (may_read) and how residents and staff are shown (privacy); only an
+ * admin takes alarms out of or back into service (h_command). A request
+ * with a session cookie that changes something (any method but GET and
+ * HEAD) must also pass ch_http_csrf_check. */
 #define ROLE_BIT(role) (1u << (role))
 #define ANY_ROLE                                                                                   \
     (ROLE_BIT(ROLE_STAFF) | ROLE_BIT(ROLE_OPERATOR) | ROLE_BIT(ROLE_REGULATOR) |                   \
      ROLE_BIT(ROLE_ADMIN))
+
+enum { M_GET = 1, M_POST = 2, M_PUT = 4, M_DELETE = 8 }; /* M_GET: GET and HEAD */
 
 typedef enum MHD_Result handler(struct api *a, struct req *r, struct MHD_Connection *c);
 typedef enum MHD_Result handler_one(struct api *a, struct req *r, struct MHD_Connection *c,
                                     const char *one);
 
 static const struct route {
-    const char *path; /* after /api; one ending in '/' takes one more segment */
-    bool post;        /* POST, else GET and HEAD */
+    const char *path; /* after /api; one ending in '/' takes the rest (one segment, or with
+                         rest all of it) */
+    unsigned methods; /* M_* */
     unsigned roles;   /* ROLE_BITs of the roles allowed */
     const char *refusal;
     handler *h;
     handler_one *h_one; /* instead of h: NULL or the last segment */
+    bool open;          /* no token or session needed */
+    bool rest;
 } routes[] = {
-    {"/v1/me", false, ANY_ROLE, NULL, h_me, NULL},
-    {"/v1/sites", false, ANY_ROLE, NULL, NULL, h_sites},
-    {"/v1/sites/", false, ANY_ROLE, NULL, NULL, h_sites},
-    {"/v1/alarms", false, ANY_ROLE, NULL, h_alarms, NULL},
-    {"/v1/alarms/active", false, ANY_ROLE, NULL, h_active, NULL},
-    {"/v1/commands", true, ANY_ROLE & ~ROLE_BIT(ROLE_REGULATOR),
-     "a regulator token may not send commands", h_command, NULL},
-    {"/v1/events", false, ANY_ROLE, NULL, h_events, NULL},
-    {"/v1/summary", false, ANY_ROLE, NULL, h_summary, NULL},
-    {"/v1/series", false, ANY_ROLE, NULL, h_series, NULL},
-    {"/v1/export", false, ANY_ROLE, NULL, h_export, NULL},
-    {"/v1/audit", false, ROLE_BIT(ROLE_ADMIN), "only an admin may read the audit log", h_audit,
-     NULL},
+    {"/v1/me", M_GET, ANY_ROLE, NULL, h_me, NULL, false, false},
+    {"/v1/me/password", M_POST, ANY_ROLE, NULL, h_password, NULL, false, false},
+    {"/v1/login", M_POST, ANY_ROLE, NULL, h_login, NULL, true, false},
+    {"/v1/logout", M_POST, ANY_ROLE, NULL, h_logout, NULL, true, false},
+    {"/v1/users", M_GET | M_POST, ROLE_BIT(ROLE_ADMIN), "only an admin may manage users", NULL,
+     h_users, false, false},
+    {"/v1/users/", M_GET | M_PUT | M_DELETE, ROLE_BIT(ROLE_ADMIN), "only an admin may manage users",
+     NULL, h_users, false, true},
+    {"/v1/sites", M_GET, ANY_ROLE, NULL, NULL, h_sites, false, false},
+    {"/v1/sites/", M_GET, ANY_ROLE, NULL, NULL, h_sites, false, false},
+    {"/v1/alarms", M_GET, ANY_ROLE, NULL, h_alarms, NULL, false, false},
+    {"/v1/alarms/active", M_GET, ANY_ROLE, NULL, h_active, NULL, false, false},
+    {"/v1/commands", M_POST, ANY_ROLE & ~ROLE_BIT(ROLE_REGULATOR),
+     "a regulator token may not send commands", h_command, NULL, false, false},
+    {"/v1/events", M_GET, ANY_ROLE, NULL, h_events, NULL, false, false},
+    {"/v1/summary", M_GET, ANY_ROLE, NULL, h_summary, NULL, false, false},
+    {"/v1/series", M_GET, ANY_ROLE, NULL, h_series, NULL, false, false},
+    {"/v1/export", M_GET, ANY_ROLE, NULL, h_export, NULL, false, false},
+    {"/v1/audit", M_GET, ROLE_BIT(ROLE_ADMIN), "only an admin may read the audit log", h_audit,
+     NULL, false, false},
 };
+
+static unsigned method_bit(const char *method)
+{
+    if (!strcmp(method, "GET") || !strcmp(method, "HEAD"))
+        return M_GET;
+    if (!strcmp(method, "POST"))
+        return M_POST;
+    if (!strcmp(method, "PUT"))
+        return M_PUT;
+    if (!strcmp(method, "DELETE"))
+        return M_DELETE;
+    return 0;
+}
+
+/* The Allow header of methods. */
+static void allow_of(unsigned methods, char *out, size_t n)
+{
+    static const char *const names[] = {"GET, HEAD", "POST", "PUT", "DELETE"};
+    out[0] = '\0';
+    for (unsigned i = 0; i < 4; i++) {
+        if (!(methods & (1u << i)))
+            continue;
+        size_t len = strlen(out);
+        snprintf(out + len, n - len, "%s%s", len ? ", " : "", names[i]);
+    }
+}
+
+static const struct route *find_route(const char *p, const char **one)
+{
+    for (size_t i = 0; i < CH_ARRAY_LEN(routes); i++) {
+        const struct route *rt = &routes[i];
+        size_t n = strlen(rt->path);
+        if (rt->path[n - 1] == '/') { /* /v1/sites/{site} */
+            if (!strncmp(p, rt->path, n) && (rt->rest || !strchr(p + n, '/'))) {
+                *one = p + n;
+                return rt;
+            }
+        } else if (!strcmp(p, rt->path)) {
+            return rt;
+        }
+    }
+    return NULL;
+}
 
 static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char *url,
                              const char *method, struct req *r)
 {
-    bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
-    bool post = !strcmp(method, "POST");
+    unsigned m = method_bit(method);
     if (!strcmp(url, "/healthz")) {
-        if (!get)
+        if (m != M_GET)
             return fail_hdr(r, c, 405, "Allow", "GET, HEAD", "method not allowed");
         return reply_json(r, c, 200, json_pack("{s:s}", "status", "ok"));
     }
@@ -243,34 +316,34 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char
     if (strncmp(url, "/api/", 5)) { /* no token: a limited address gets nothing */
         if (address_limited(a, r, c, &ret))
             return ret;
-        if (!get)
+        if (m != M_GET)
             return fail_hdr(r, c, 405, "Allow", "GET, HEAD", "method not allowed");
         return serve_file(a, r, c, url);
     }
-    const char *p = url + 4;
     const char *one = NULL;
-    const struct route *rt = NULL;
-    for (size_t i = 0; i < CH_ARRAY_LEN(routes) && !rt; i++) {
-        const char *path = routes[i].path;
-        size_t n = strlen(path);
-        if (path[n - 1] == '/') { /* /v1/sites/{site} */
-            if (!strncmp(p, path, n) && !strchr(p + n, '/'))
-                rt = &routes[i], one = p + n;
-        } else if (!strcmp(p, path)) {
-            rt = &routes[i];
-        }
-    }
-    bool bad_method = rt && (rt->post ? !post : !get);
-    if ((!rt || bad_method) && address_limited(a, r, c, &ret))
+    const struct route *rt = find_route(url + 4, &one);
+    bool bad_method = rt && !(rt->methods & m);
+    if ((!rt || bad_method || rt->open) && address_limited(a, r, c, &ret))
         return ret;
     if (!rt)
         return fail(r, c, 404, "no such endpoint");
-    if (bad_method)
-        return fail_hdr(r, c, 405, "Allow", rt->post ? "POST" : "GET, HEAD", "method not allowed");
+    if (bad_method) {
+        char allow[64];
+        allow_of(rt->methods, allow, sizeof allow);
+        return fail_hdr(r, c, 405, "Allow", allow, "method not allowed");
+    }
+    if (r->body.too_big && rt->open)
+        return fail(r, c, 413, "request body larger than %d bytes", BODY_MAX);
+    if (rt->open)
+        return rt->h(a, r, c);
     if (authenticate(a, r, c, &ret))
         return ret;
     if (r->body.too_big)
         return fail(r, c, 413, "request body larger than %d bytes", BODY_MAX);
+    const char *why = NULL;
+    unsigned st = r->who.user && m != M_GET ? ch_http_csrf_check(c, &why) : 0;
+    if (st)
+        return fail(r, c, st, "%s", why);
     if (!(rt->roles & ROLE_BIT(r->who.role)))
         return fail(r, c, 403, "%s", rt->refusal);
     return rt->h_one ? rt->h_one(a, r, c, one) : rt->h(a, r, c);
@@ -447,8 +520,11 @@ int api_start(const struct hubcfg *cfg, struct presence *view, struct influx *wr
         rc = CH_ECONFIG;
     }
     if (!rc)
+        rc = users_start(a);
+    if (!rc)
         rc = audit_open(a);
     if (rc) {
+        users_stop(a);
         tokens_free(a->tokens);
         free_policies(a);
         free(a);
@@ -485,7 +561,8 @@ int api_start(const struct hubcfg *cfg, struct presence *view, struct influx *wr
     a->port = ch_httpd_port(a->http);
     char url[128];
     ch_httpd_url(a->http, url, sizeof url);
-    LOGI(MOD, NULL, "serving the API and console on %s (%zu tokens)", url, a->tokens->list.n);
+    LOGI(MOD, NULL, "serving the API and console on %s (%zu tokens, %zu users)", url,
+         a->tokens->list.n, a->users ? a->users->list.n : 0);
     if (!ch_httpd_is_https(a->http) && !ch_http_is_loopback(ac->bind))
         LOGW(MOD, NULL,
              "the API is plain HTTP on %s: tokens cross the network in clear; set api.tls "
@@ -542,6 +619,7 @@ void api_stop(struct api *a)
     api_quiesce(a);
     ch_sse_destroy(&a->sse);
     tokens_free(a->tokens);
+    users_stop(a);
     audit_close(a);
     pthread_rwlock_destroy(&a->tokens_lock);
     costs_free(a);

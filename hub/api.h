@@ -8,6 +8,10 @@
  * and, live, from the alarm transitions the view subscription hands to
  * api_alert(). Commands to gateways go out through the view's MQTT client.
  *
+ * People log in with a name and password instead (api.users_file, users.h):
+ * a session cookie then stands for the token, with the user's role and
+ * scope (api_users.c).
+ *
  * Every request, refused ones too, is audited once it is finished (so an
  * export's row count is known): one JSON line in api.audit_log and one
  * carehub_audit point through the hub's spool, readable by admins from any
@@ -63,6 +67,11 @@ int api_keep_figures(struct api *a, int64_t from, int64_t to, const atomic_bool 
  * the next request; on error the old ones stay (reported). Returns 0 or the
  * load error. */
 int api_reload_tokens(struct api *a);
+
+/* Reads the users file (api.users_file) again (SIGHUP), as
+ * api_reload_tokens; sessions of users now gone, disabled or with another
+ * password end at their next request. Returns 0 or the load error. */
+int api_reload_users(struct api *a);
 
 /* Ends the event streams and stops the HTTP server: from then on no request
  * runs (none publishes through mqtt), while api_alert and api_site_changed

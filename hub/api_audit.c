@@ -50,7 +50,7 @@
 struct agg {
     bool used;
     char addr[64];
-    char token[CH_ID_MAX]; /* "-": none valid */
+    char token[WHO_NAME_MAX]; /* "-": none valid */
     char role[16];
     char method[8];
     char path[PATH_MAX_LEN + 1]; /* the first refusal's */
@@ -79,6 +79,7 @@ struct audit {
 /* What one entry says (a request's, or a count's). */
 struct entry {
     const char *token, *role, *method, *path, *query, *sites, *remote;
+    const char *event; /* NULL or what an account request did ("login failed: NAME") */
     unsigned status;
     uint64_t rows;
     int64_t ms;
@@ -228,6 +229,10 @@ static char *entry_out(const struct api *a, const struct entry *e, const struct 
     lp_field_int(b, "rows", (int64_t)e->rows);
     lp_field_int(b, "ms", e->ms);
     lp_field_str(b, "remote", e->remote);
+    if (e->event && e->event[0]) {
+        json_object_set_new(o, "event", json_string(e->event));
+        lp_field_str(b, "event", e->event);
+    }
     if (g) {
         char st[128], sum[192];
         agg_statuses(g, st, sizeof st);
@@ -410,10 +415,13 @@ void audit_write(struct api *a, struct req *r)
     ch_utf8_fix(r->method);
     ch_utf8_fix(r->path);
     ch_utf8_fix(r->query);
+    ch_utf8_fix(r->event);
     const char *token = r->authed ? r->who.name : "-";
     const char *role = r->authed ? token_role_name(r->who.role) : "-";
     bool refusal = r->status >= 400 && (!r->authed || r->status == 429);
-    if (refusal && agg_count(a, r, token, role, now))
+    /* account events (a failed login) are each written: the per-address
+       and per-name limits bound how many there are */
+    if (refusal && !r->event[0] && agg_count(a, r, token, role, now))
         return;
     struct entry e = {.token = token,
                       .role = role,
@@ -422,6 +430,7 @@ void audit_write(struct api *a, struct req *r)
                       .query = r->query,
                       .sites = r->sites,
                       .remote = r->addr,
+                      .event = r->event,
                       .status = r->status,
                       .rows = r->rows,
                       .ms = ch_mono_ms() - r->start_mono};
@@ -457,8 +466,10 @@ enum MHD_Result h_audit(struct api *a, struct req *r, struct MHD_Connection *c)
     if (!time_range(r, c, &from, &to, &ret))
         return ret;
     const char *tok = arg(c, "token");
-    if (tok && !ch_valid_id(tok))
-        return fail(r, c, 400, "parameter 'token': a token name");
+    if (tok && !ch_valid_id(tok) &&
+        !(!strncmp(tok, USER_PREFIX, strlen(USER_PREFIX)) &&
+          users_valid_name(tok + strlen(USER_PREFIX))))
+        return fail(r, c, 400, "parameter 'token': a token name, or user:NAME");
     long long limit = 1000;
     const char *ls = arg(c, "limit");
     if (ls && (ch_parse_int(ls, &limit) || limit < 1 || limit > ALARMS_LIMIT_MAX))

@@ -86,7 +86,7 @@ static void stream_quotas(const struct api *a, const struct who *w, struct ch_ss
     if (!per_site)
         per_site = ac->max_clients / 4 > per_token ? ac->max_clients / 4 : per_token;
     struct ch_sse_quota *q = st->quotas;
-    snprintf(q[0].key, sizeof q[0].key, "token %s", w->name);
+    snprintf(q[0].key, sizeof q[0].key, "token %.72s", w->name);
     q[0].max = (size_t)per_token;
     size_t n = 1;
     if (w->district[0] && !w->all)

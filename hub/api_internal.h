@@ -15,6 +15,8 @@
  *                   counted, the log rotated)
  *   api_events.c    /events, api_alert, api_site_changed
  *   api_static.c    the web console's files
+ *   api_users.c     /login, /logout, /me/password, /users (people's
+ *                   accounts: users.h, sessions.h)
  *
  * Every handler runs on the connection's thread, after authentication and
  * the route's role check; it answers through reply_json or fail and returns
@@ -25,7 +27,9 @@
 #include "codec.h"
 #include "httpd.h"
 #include "influxq.h"
+#include "sessions.h"
 #include "tokens.h"
+#include "users.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -38,6 +42,9 @@
 #define MOD              "api" /* every file of the API logs as [api:...] */
 #define ALARMS_LIMIT_MAX 10000 /* most rows of /alarms and /audit */
 #define PATH_MAX_LEN     200
+#define WHO_NAME_MAX     80 /* a token's name, or "user:" and a user's name */
+#define USER_PREFIX      "user:"
+#define COOKIE_NAME      "carehub_session"
 
 struct audit;
 struct heavy;
@@ -80,6 +87,12 @@ struct api {
     pthread_rwlock_t tokens_lock;
     struct tokens *tokens;
 
+    /* people's accounts (api_users.c); users NULL when api.users_file is not set */
+    pthread_rwlock_t users_lock;
+    struct users *users;
+    pthread_mutex_t users_edit; /* one change of the users file at a time */
+    struct sessions *sessions;
+
     struct audit *audit;        /* api_audit.c */
     struct tokens_addrs *addrs; /* requests without a valid token, per address */
 
@@ -88,10 +101,14 @@ struct api {
     size_t n_heavy;
 };
 
-/* Who asks: a copy of the token's name, role and scope (the tokens may be
- * reloaded while a stream runs). */
+/* Who asks: a copy of the token's or user's name, role and scope (the
+ * tokens and users may be reloaded while a stream runs). A user is named
+ * "user:NAME" (USER_PREFIX), in the audit log too. */
 struct who {
-    char name[CH_ID_MAX];
+    char name[WHO_NAME_MAX];
+    bool user;                           /* logged in (a session cookie), not a token */
+    char session[SESSIONS_ID_LEN + 1];   /* user: the session's id */
+    char display[USERS_DISPLAY_MAX + 1]; /* user: the display name, or "" */
     int role;
     bool all;
     char district[CH_ID_MAX];
@@ -111,6 +128,7 @@ struct req {
     char path[PATH_MAX_LEN + 1];
     char query[256];
     char sites[256]; /* sites the answer concerned, comma separated */
+    char event[160]; /* what an account request did, for the audit ("login failed: NAME") */
     char addr[64];
     unsigned status;
     uint64_t rows;
@@ -128,6 +146,15 @@ static inline bool is_regulator(const struct who *w)
 
 /* Whether site is in w's scope (all sites, a district's, or a list). */
 bool in_scope(const struct who *w, const char *site);
+
+/* w from token or user entry k (its role, scope, grants), named name. */
+void who_from(struct who *w, const struct token *k, const char *name);
+
+/* Requests without a valid token or session, per address (tokens.h): true,
+ * after answering 429, while r's address is over api.address_rate_limit;
+ * else r takes its place from the address's bucket, given back when it
+ * ends without being refused. */
+bool address_limited(struct api *a, struct req *r, struct MHD_Connection *c, enum MHD_Result *ret);
 
 /* ---- what a request costs (api.c) ---------------------------------------------------------- */
 
@@ -297,5 +324,22 @@ enum MHD_Result h_summary(struct api *a, struct req *r, struct MHD_Connection *c
 enum MHD_Result h_series(struct api *a, struct req *r, struct MHD_Connection *c);
 enum MHD_Result h_export(struct api *a, struct req *r, struct MHD_Connection *c);
 enum MHD_Result h_audit(struct api *a, struct req *r, struct MHD_Connection *c);
+enum MHD_Result h_login(struct api *a, struct req *r, struct MHD_Connection *c);
+enum MHD_Result h_logout(struct api *a, struct req *r, struct MHD_Connection *c);
+enum MHD_Result h_password(struct api *a, struct req *r, struct MHD_Connection *c);
+/* one: NULL for /users, else the name of /users/{name}; by method. */
+enum MHD_Result h_users(struct api *a, struct req *r, struct MHD_Connection *c, const char *one);
+
+/* ---- people's accounts (api_users.c) ------------------------------------------------------ */
+
+/* Loads api.users_file (a missing file is no users) and makes the sessions
+ * table. Returns 0 or the load's error. */
+int users_start(struct api *a);
+void users_stop(struct api *a);
+
+/* The session of r's cookie into r->who. Returns 0; 401 or 429 after
+ * answering; or -1 when there is no session cookie (try a token). */
+int session_authenticate(struct api *a, struct req *r, struct MHD_Connection *c,
+                         enum MHD_Result *ret);
 
 #endif

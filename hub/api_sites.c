@@ -202,9 +202,16 @@ enum MHD_Result h_me(struct api *a, struct req *r, struct MHD_Connection *c)
         json_array_append_new(grants, json_string("health"));
     if (w->grants & GRANT_LOCATION)
         json_array_append_new(grants, json_string("location"));
+    /* a user's name without its "user:"; kind and display for users only (a
+       token's /me is as it always was) */
+    const char *name = w->user ? w->name + strlen(USER_PREFIX) : w->name;
     json_t *o =
-        json_pack("{s:s,s:s,s:o,s:o,s:o}", "name", w->name, "role", token_role_name(w->role),
-                  "sites", w->district[0] ? (json_decref(sites), json_null()) : sites, "district",
+        json_pack("{s:s,s:s,s:o,s:o,s:o}", "name", name, "role", token_role_name(w->role), "sites",
+                  w->district[0] ? (json_decref(sites), json_null()) : sites, "district",
                   w->district[0] ? json_string(w->district) : json_null(), "grants", grants);
+    if (w->user) {
+        json_object_set_new(o, "kind", json_string("user"));
+        json_object_set_new(o, "display", w->display[0] ? json_string(w->display) : json_null());
+    }
     return reply_json(r, c, 200, o);
 }

@@ -82,12 +82,16 @@ struct hubcfg_api {
     char *bind;
     int64_t port;
     char *tokens_file;
-    char *www_dir;            /* the web console's files */
-    char *audit_log;          /* JSON lines; default audit.jsonl beside spool.dir */
-    char *pseudonym_key_file; /* regulators' pseudonyms; default pseudonym.key beside spool.dir */
-    int64_t rate_limit;       /* requests per second per token (burst twice that) */
-    int64_t max_clients;      /* event streams */
-    struct cfg_https tls;     /* cert_file set: HTTPS only */
+    char *users_file;           /* people's accounts (users.h); NULL: tokens only */
+    int64_t session_idle_ms;    /* a login ends after this long without a request ... */
+    int64_t session_max_age_ms; /* ... or this long after it began */
+    int64_t max_sessions;       /* logins kept at once (sessions.h) */
+    char *www_dir;              /* the web console's files */
+    char *audit_log;            /* JSON lines; default audit.jsonl beside spool.dir */
+    char *pseudonym_key_file;   /* regulators' pseudonyms; default pseudonym.key beside spool.dir */
+    int64_t rate_limit;         /* requests per second per token (burst twice that) */
+    int64_t max_clients;        /* event streams */
+    struct cfg_https tls;       /* cert_file set: HTTPS only */
     struct cfg_http_limits connections;
     int64_t device_timeout_ms;
     int64_t query_timeout_ms;

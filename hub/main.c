@@ -41,6 +41,7 @@
 #include "spool.h"
 #include "subscriber.h"
 #include "tokens.h"
+#include "users.h"
 #include "util.h"
 
 #include <curl/curl.h>
@@ -324,7 +325,7 @@ static void keep_alive(struct hub *h)
 }
 
 /* Waits for a stop signal, ticking the subscriber and writing self-metrics;
- * SIGHUP reads the API's tokens again. Returns 0 on a stop signal,
+ * SIGHUP reads the API's tokens and users again. Returns 0 on a stop signal,
  * EXIT_RUNTIME on a fatal MQTT error. */
 static int run(struct hub *h, const sigset_t *stop)
 {
@@ -343,12 +344,14 @@ static int run(struct hub *h, const sigset_t *stop)
                               .tv_nsec = (long)(wait % 1000) * 1000000L};
         int sig = sigtimedwait(stop, NULL, &ts);
         if (sig == SIGHUP) {
-            sdnotify_reloading("reloading the tokens and the gateway registry");
-            if (h->api)
+            sdnotify_reloading("reloading the tokens, users and the gateway registry");
+            if (h->api) {
                 api_reload_tokens(h->api);
+                api_reload_users(h->api);
+            }
             if (h->cfg.ingest.registry)
                 registry_load_file(h->registry, h->cfg.ingest.registry);
-            sdnotify_ready("reloaded the tokens and the gateway registry");
+            sdnotify_ready("reloaded the tokens, users and the gateway registry");
             continue;
         }
         if (sig > 0) {
@@ -497,6 +500,7 @@ static void usage(FILE *to)
 {
     fprintf(to, "usage: care-hub -c FILE [--check]\n"
                 "       care-hub --new-token NAME\n"
+                "       care-hub users -c FILE add|passwd|disable|enable|del|list ...\n"
                 "       care-hub --version | --help\n"
                 "\n"
                 "  -c, --config FILE  hub configuration (YAML; see deploy/hub/hub.yaml)\n"
@@ -519,6 +523,8 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    if (argc > 1 && !strcmp(argv[1], "users"))
+        return users_cli(argc - 1, argv + 1);
     const char *path = NULL;
     bool check = false;
     int opt;
@@ -579,6 +585,14 @@ int main(int argc, char **argv)
             return EXIT_CONFIG;
         }
         tokens_free(t);
+    }
+    if (check && h.cfg.api.tokens_file && h.cfg.api.users_file) {
+        struct users *u;
+        if (users_load(h.cfg.api.users_file, h.cfg.api.rate_limit, true, &u) != 0) {
+            hubcfg_free(&h.cfg);
+            return EXIT_CONFIG;
+        }
+        users_free(u);
     }
     if (check) {
         printf("%s: configuration OK\n", path);

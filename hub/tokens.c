@@ -14,7 +14,7 @@
 #define BURST_FACTOR  2
 #define PAY_RESERVE_S 1 /* what long requests leave: a second of the token's rate */
 
-static const struct cfg_enum roles[] = {{"staff", ROLE_STAFF},
+const struct cfg_enum tokens_roles[] = {{"staff", ROLE_STAFF},
                                         {"operator", ROLE_OPERATOR},
                                         {"regulator", ROLE_REGULATOR},
                                         {"admin", ROLE_ADMIN},
@@ -22,7 +22,7 @@ static const struct cfg_enum roles[] = {{"staff", ROLE_STAFF},
 
 const char *token_role_name(int role)
 {
-    return cfg_enum_name(roles, role);
+    return cfg_enum_name(tokens_roles, role);
 }
 
 /* clang-format off */
@@ -30,11 +30,7 @@ const char *token_role_name(int role)
 static const struct cfg_key token_keys[] = {
     {.key = "name",     .type = CFG_ID,      .offset = T(name), .required = true},
     {.key = "sha256",   .type = CFG_STR,     .offset = T(sha256), .required = true},
-    {.key = "role",     .type = CFG_ENUM,    .offset = T(role), .required = true, .enums = roles},
-    {.key = "sites",    .type = CFG_STRLIST, .offset = T(sites)},
-    {.key = "district", .type = CFG_STR,     .offset = T(district)},
-    {.key = "grants",   .type = CFG_STRLIST, .offset = T(grants)},
-    {.key = "rate",     .type = CFG_INT,     .offset = T(rate), .min = 1, .max = 100000},
+    TOKENS_SCOPE_KEYS(T),
     CFG_END,
 };
 #undef T
@@ -88,6 +84,72 @@ static bool valid_district(const char *s)
     return ch_valid_id(id);
 }
 
+bool tokens_valid_district(const char *district)
+{
+    return valid_district(district);
+}
+
+int tokens_check_scope(struct token *k, tokens_report_fn *report, void *ctx)
+{
+    int errors = 0;
+    char msg[256];
+    bool has_sites = k->sites.n > 0, has_district = k->district && k->district[0];
+    if (has_sites == has_district) {
+        snprintf(msg, sizeof msg,
+                 "'%s': give either 'sites' (a list, or [\"*\"]) or 'district' (the leading "
+                 "segments of site ids)",
+                 k->name);
+        report(ctx, has_sites ? "district" : "sites", msg);
+        errors++;
+    }
+    if (has_district && !valid_district(k->district)) {
+        snprintf(msg, sizeof msg,
+                 "key 'district': '%.64s' is not whole segments of a site id (\"cq-yz\" for "
+                 "cq-yz-001, cq-yz-002, ...)",
+                 k->district);
+        report(ctx, "district", msg);
+        errors++;
+    } else if (has_district) {
+        k->district[district_len(k->district)] = '\0'; /* "cq-yz-" -> "cq-yz" */
+    }
+    k->all_sites = false;
+    for (size_t j = 0; j < k->sites.n; j++) {
+        const char *s = ((char **)k->sites.items)[j];
+        if (!strcmp(s, "*")) {
+            k->all_sites = true;
+        } else if (!ch_valid_id(s)) {
+            snprintf(msg, sizeof msg, "key 'sites': '%.64s' is not a site id", s);
+            report(ctx, "sites", msg);
+            errors++;
+        }
+    }
+    k->grant_mask = 0;
+    for (size_t j = 0; j < k->grants.n; j++) {
+        const char *g = ((char **)k->grants.items)[j];
+        if (!strcmp(g, "health")) {
+            k->grant_mask |= GRANT_HEALTH;
+        } else if (!strcmp(g, "location")) {
+            k->grant_mask |= GRANT_LOCATION;
+        } else {
+            snprintf(msg, sizeof msg, "key 'grants': '%.64s' is not health or location", g);
+            report(ctx, "grants", msg);
+            errors++;
+        }
+    }
+    return errors;
+}
+
+void tokens_report_at_node(void *node, const char *key, const char *msg)
+{
+    cfg_report(node, key, "%s", msg);
+}
+
+void tokens_bucket_fill(struct token *k, int64_t default_rate)
+{
+    k->bucket = (double)(k->rate ? k->rate : default_rate) * BURST_FACTOR;
+    k->bucket_ms = ch_mono_ms();
+}
+
 static int check(struct tokens *t)
 {
     int errors = 0;
@@ -99,43 +161,7 @@ static int check(struct tokens *t)
                        "prints them)");
             errors++;
         }
-        bool has_sites = k->sites.n > 0, has_district = k->district && k->district[0];
-        if (has_sites == has_district) {
-            cfg_report(k->node, has_sites ? "district" : "sites",
-                       "token '%s': give either 'sites' (a list, or [\"*\"]) or 'district' "
-                       "(the leading segments of site ids)",
-                       k->name);
-            errors++;
-        }
-        if (has_district && !valid_district(k->district)) {
-            cfg_report(k->node, "district",
-                       "key 'district': '%s' is not whole segments of a site id (\"cq-yz\" for "
-                       "cq-yz-001, cq-yz-002, ...)",
-                       k->district);
-            errors++;
-        } else if (has_district) {
-            k->district[district_len(k->district)] = '\0'; /* "cq-yz-" -> "cq-yz" */
-        }
-        for (size_t j = 0; j < k->sites.n; j++) {
-            const char *s = ((char **)k->sites.items)[j];
-            if (!strcmp(s, "*"))
-                k->all_sites = true;
-            else if (!ch_valid_id(s)) {
-                cfg_report(k->node, "sites", "key 'sites': '%s' is not a site id", s);
-                errors++;
-            }
-        }
-        for (size_t j = 0; j < k->grants.n; j++) {
-            const char *g = ((char **)k->grants.items)[j];
-            if (!strcmp(g, "health"))
-                k->grant_mask |= GRANT_HEALTH;
-            else if (!strcmp(g, "location"))
-                k->grant_mask |= GRANT_LOCATION;
-            else {
-                cfg_report(k->node, "grants", "key 'grants': '%s' is not health or location", g);
-                errors++;
-            }
-        }
+        errors += tokens_check_scope(k, tokens_report_at_node, k->node);
         for (size_t j = 0; j < i; j++) {
             const struct token *o = at(t, j);
             if (!strcmp(o->name, k->name)) {
@@ -147,8 +173,7 @@ static int check(struct tokens *t)
                 errors++;
             }
         }
-        k->bucket = (double)(k->rate ? k->rate : t->default_rate) * BURST_FACTOR;
-        k->bucket_ms = ch_mono_ms();
+        tokens_bucket_fill(k, t->default_rate);
     }
     return errors;
 }
@@ -226,38 +251,37 @@ static void refill(double *b, int64_t *ms, double rate, double cap, int64_t mono
         *b = cap;
 }
 
-static double rate_of(const struct tokens *t, const struct token *k)
+static double rate_of(int64_t default_rate, const struct token *k)
 {
-    return (double)(k->rate ? k->rate : t->default_rate);
+    return (double)(k->rate ? k->rate : default_rate);
 }
 
-bool tokens_take(struct tokens *t, const struct token *k, int64_t mono_ms, int *retry_s)
+bool tokens_bucket_take(pthread_mutex_t *lock, const struct token *k, int64_t default_rate,
+                        int64_t mono_ms, int *retry_s)
 {
     struct token *m = (struct token *)k;
-    double rate = rate_of(t, m);
-    pthread_mutex_lock(&t->lock);
+    double rate = rate_of(default_rate, m);
+    pthread_mutex_lock(lock);
     refill(&m->bucket, &m->bucket_ms, rate, rate * BURST_FACTOR, mono_ms);
     bool ok = m->bucket >= 1.0;
     if (ok)
         m->bucket -= 1.0;
     else if (retry_s)
         *retry_s = (int)((1.0 - m->bucket) / rate) + 1;
-    pthread_mutex_unlock(&t->lock);
+    pthread_mutex_unlock(lock);
     return ok;
 }
 
-int tokens_pay(struct tokens *t, const char *name, double *owed, int64_t max_wait_ms,
-               int64_t mono_ms, int64_t *wait_ms)
+bool tokens_take(struct tokens *t, const struct token *k, int64_t mono_ms, int *retry_s)
 {
-    *wait_ms = 0;
-    struct token *m = NULL;
-    for (size_t i = 0; i < t->list.n && !m; i++)
-        if (!strcmp(at(t, i)->name, name))
-            m = at(t, i);
-    if (!m)
-        return CH_ENOTFOUND;
-    double rate = rate_of(t, m), reserve = rate * PAY_RESERVE_S;
-    pthread_mutex_lock(&t->lock);
+    return tokens_bucket_take(&t->lock, k, t->default_rate, mono_ms, retry_s);
+}
+
+int tokens_bucket_pay(pthread_mutex_t *lock, struct token *m, int64_t default_rate, double *owed,
+                      int64_t max_wait_ms, int64_t mono_ms, int64_t *wait_ms)
+{
+    double rate = rate_of(default_rate, m), reserve = rate * PAY_RESERVE_S;
+    pthread_mutex_lock(lock);
     refill(&m->bucket, &m->bucket_ms, rate, rate * BURST_FACTOR, mono_ms);
     double spare = m->bucket > reserve ? m->bucket - reserve : 0.0;
     double take = spare < *owed ? spare : *owed;
@@ -270,9 +294,22 @@ int tokens_pay(struct tokens *t, const char *name, double *owed, int64_t max_wai
         m->bucket -= take;
         *owed = wait ? rest : 0.0;
     }
-    pthread_mutex_unlock(&t->lock);
+    pthread_mutex_unlock(lock);
     *wait_ms = wait;
     return rc;
+}
+
+int tokens_pay(struct tokens *t, const char *name, double *owed, int64_t max_wait_ms,
+               int64_t mono_ms, int64_t *wait_ms)
+{
+    *wait_ms = 0;
+    struct token *m = NULL;
+    for (size_t i = 0; i < t->list.n && !m; i++)
+        if (!strcmp(at(t, i)->name, name))
+            m = at(t, i);
+    if (!m)
+        return CH_ENOTFOUND;
+    return tokens_bucket_pay(&t->lock, m, t->default_rate, owed, max_wait_ms, mono_ms, wait_ms);
 }
 
 bool token_in_scope(const struct token *k, const char *site)

@@ -43,6 +43,7 @@
 
 enum token_role { ROLE_STAFF, ROLE_OPERATOR, ROLE_REGULATOR, ROLE_ADMIN };
 const char *token_role_name(int role);
+extern const struct cfg_enum tokens_roles[]; /* "staff", ... as a CFG_ENUM */
 
 /* Raw series a regulator may read (bit mask). */
 enum { GRANT_HEALTH = 1, GRANT_LOCATION = 2 };
@@ -63,6 +64,44 @@ struct token {
     double bucket;     /* rate limiter: tokens left */
     int64_t bucket_ms; /* when it was last filled */
 };
+
+/* The keys of a holder's role and scope, as a tokens file and a users file
+ * (users.h) both spell them: T(member) is the offset of a struct token's
+ * member in the entry's struct. */
+#define TOKENS_SCOPE_KEYS(T)                                                                       \
+    {.key = "role", .type = CFG_ENUM, .offset = T(role), .required = true, .enums = tokens_roles}, \
+        {.key = "sites", .type = CFG_STRLIST, .offset = T(sites)},                                 \
+        {.key = "district", .type = CFG_STR, .offset = T(district)},                               \
+        {.key = "grants", .type = CFG_STRLIST, .offset = T(grants)},                               \
+    {                                                                                              \
+        .key = "rate", .type = CFG_INT, .offset = T(rate), .min = 1, .max = 100000                 \
+    }
+
+/* Where tokens_check_scope reports a problem: the key and the message. */
+typedef void tokens_report_fn(void *ctx, const char *key, const char *msg);
+
+/* The report of a file being loaded: cfg_report at the entry's node (ctx:
+ * its struct fy_node *), file:line:column with the key. */
+void tokens_report_at_node(void *node, const char *key, const char *msg);
+
+/* Checks k's scope as loaded from TOKENS_SCOPE_KEYS (either sites or a
+ * district, site ids, grants) and sets what derives from it (all_sites,
+ * grant_mask, a district without its trailing separators); each problem to
+ * report. Returns how many. For tokens and users alike. */
+int tokens_check_scope(struct token *k, tokens_report_fn *report, void *ctx);
+
+/* Whether district is whole segments of a site id (tokens_district_covers). */
+bool tokens_valid_district(const char *district);
+
+/* Fills k's rate bucket (a fresh entry's: its burst). */
+void tokens_bucket_fill(struct token *k, int64_t default_rate);
+
+/* tokens_take and tokens_pay on the bucket of k, an entry of any table
+ * (tokens, users) whose buckets lock guards, at k's rate or default_rate. */
+bool tokens_bucket_take(pthread_mutex_t *lock, const struct token *k, int64_t default_rate,
+                        int64_t mono_ms, int *retry_s);
+int tokens_bucket_pay(pthread_mutex_t *lock, struct token *k, int64_t default_rate, double *owed,
+                      int64_t max_wait_ms, int64_t mono_ms, int64_t *wait_ms);
 
 struct tokens {
     struct cfg_list list; /* struct token */

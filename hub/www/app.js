@@ -1,8 +1,12 @@
 // The central carehub console: plain JavaScript (ES2020), no framework,
 // nothing external, nothing inline (the hub's CSP is default-src 'self').
 //
-// It talks only to the hub's HTTP API (hub/API.md), always with
-// "Authorization: Bearer <token>"; the token is kept in sessionStorage.
+// It talks only to the hub's HTTP API (hub/API.md). People sign in with a
+// name and password (POST /api/v1/login): the hub then sets an HttpOnly
+// session cookie, which this page never sees or stores, and every request
+// goes with credentials 'same-origin'. Or, the secondary way, with an access
+// token: then "Authorization: Bearer <token>", the token kept in
+// sessionStorage, and no cookie sent.
 //
 // Live data: GET /api/v1/events is read with fetch() and a ReadableStream
 // (EventSource cannot send the header). Every time the stream (re)connects,
@@ -12,11 +16,16 @@
 // alarm's state here: the card says "sending…" until the gateway's transition
 // comes back on the stream.
 //
-// Views (hash routes): #/alarms, #/sites, #/site/<id>, #/supervision.
+// Views (hash routes): #/alarms, #/sites, #/site/<id>, #/supervision, and for
+// admins #/users.
 //
 // Hooks for browser tests (keep them stable):
-//   login: #token, #login, #login-error; #logout
-//   nav: a[data-nav=alarms|sites|supervision]
+//   login: #login-name, #password (the default), #use-token, #token (a filled
+//     #token signs in with the token), #login, #login-error; #logout
+//   nav: a[data-nav=alarms|sites|supervision|users]
+//   users: tr.user-row[data-user][data-disabled] with .user-disable, .user-reset;
+//     #user-add-form: #new-user-name, #new-user-display, #new-user-role,
+//     #new-user-sites, #new-user-password, #user-add, #user-add-error
 //   alarm board: .alarm-card[data-alarm-id][data-site][data-gateway][data-state][data-priority]
 //     with .ack-btn, .shelve-btn (+ select.shelve-dur, seconds), .unshelve-btn,
 //     data-pending="ack|shelve|unshelve" while a command waits for its transition
@@ -91,6 +100,41 @@
       'login.empty': '请输入访问令牌',
       'login.bad': '访问令牌无效或已停用',
       'login.expired': '登录已失效，请重新输入访问令牌',
+      'login.hint_user': '请输入您的用户名和密码。',
+      'login.name': '用户名',
+      'login.password': '密码',
+      'login.use_token': '使用访问令牌登录',
+      'login.use_password': '使用用户名和密码登录',
+      'login.empty_user': '请输入用户名和密码',
+      'login.bad_user': '用户名或密码错误',
+      'login.throttled': '登录失败次数过多，请 {0} 秒后再试',
+      'login.expired_user': '登录已失效，请重新登录',
+      'nav.users': '用户',
+      'users.title': '用户',
+      'users.summary': '共 {0} 个用户',
+      'users.none': '还没有用户',
+      'users.name': '用户名',
+      'users.display': '显示名称',
+      'users.role': '角色',
+      'users.scope': '机构',
+      'users.state': '状态',
+      'users.actions': '操作',
+      'users.active': '正常',
+      'users.disabled': '已停用',
+      'users.all_sites': '全部机构',
+      'users.district': '辖区 {0}',
+      'users.disable': '停用',
+      'users.enable': '启用',
+      'users.reset': '重置密码',
+      'users.reset_prompt': '为 {0} 设置新密码（至少 10 个字符）：',
+      'users.reset_done': '已为 {0} 重置密码',
+      'users.add_title': '添加用户',
+      'users.sites_input': '机构（用逗号分隔，* 表示全部）',
+      'users.initial_password': '初始密码（至少 10 个字符）',
+      'users.add': '添加',
+      'users.added': '已添加用户 {0}',
+      'users.saved': '已保存 {0}',
+      'users.need_fields': '请填写用户名、机构和至少 10 个字符的初始密码',
       'role.staff': '护理人员',
       'role.operator': '运营方',
       'role.regulator': '监管部门',
@@ -264,6 +308,41 @@
       'login.empty': 'Enter an access token',
       'login.bad': 'This access token is not valid or has been revoked',
       'login.expired': 'Your session has ended. Enter the access token again.',
+      'login.hint_user': 'Enter your name and password.',
+      'login.name': 'Name',
+      'login.password': 'Password',
+      'login.use_token': 'Use an access token',
+      'login.use_password': 'Use a name and password',
+      'login.empty_user': 'Enter your name and password',
+      'login.bad_user': 'Wrong name or password',
+      'login.throttled': 'Too many failed attempts. Try again in {0} s.',
+      'login.expired_user': 'Your session has ended. Please sign in again.',
+      'nav.users': 'Users',
+      'users.title': 'Users',
+      'users.summary': '{0} users',
+      'users.none': 'No users yet',
+      'users.name': 'Name',
+      'users.display': 'Display name',
+      'users.role': 'Role',
+      'users.scope': 'Sites',
+      'users.state': 'State',
+      'users.actions': 'Actions',
+      'users.active': 'Active',
+      'users.disabled': 'Disabled',
+      'users.all_sites': 'All sites',
+      'users.district': 'District {0}',
+      'users.disable': 'Disable',
+      'users.enable': 'Enable',
+      'users.reset': 'Reset password',
+      'users.reset_prompt': 'New password for {0} (at least 10 characters):',
+      'users.reset_done': 'Password of {0} reset',
+      'users.add_title': 'Add a user',
+      'users.sites_input': 'Sites (comma separated, * for all)',
+      'users.initial_password': 'Initial password (at least 10 characters)',
+      'users.add': 'Add',
+      'users.added': 'User {0} added',
+      'users.saved': '{0} saved',
+      'users.need_fields': 'Give a name, sites and an initial password of at least 10 characters',
       'role.staff': 'Staff',
       'role.operator': 'Operator',
       'role.regulator': 'Regulator',
@@ -608,6 +687,7 @@
   const alarmKey = (a) => a.site + '/' + (a.gateway || '') + '/' + a.alarm_id;
   const canCommand = () => !!st.me && COMMAND_ROLES.includes(st.me.role);
   const canSupervise = () => !!st.me && SUPERVISION_ROLES.includes(st.me.role);
+  const canManageUsers = () => !!st.me && st.me.role === 'admin';
 
   // ===========================================================================
   // API
@@ -621,9 +701,12 @@
     }
   }
 
+  // A token goes in the header; a session is the browser's cookie.
   function authHeaders(extra) {
-    return Object.assign({ Authorization: 'Bearer ' + st.token }, extra || {});
+    return Object.assign(st.token ? { Authorization: 'Bearer ' + st.token } : {}, extra || {});
   }
+  const credentials = () => (st.token ? 'omit' : 'same-origin');
+  const signedIn = () => !!st.token || st.auth === 'cookie';
 
   function noteServerTime(res) {
     const d = Date.parse(res.headers.get('Date') || '');
@@ -649,7 +732,7 @@
           body: body === undefined ? undefined : JSON.stringify(body),
           signal,
           cache: 'no-store',
-          credentials: 'omit',
+          credentials: credentials(),
         });
       } catch (e) {
         if (e && e.name === 'AbortError') throw e;
@@ -814,7 +897,7 @@
   // ===========================================================================
 
   function renderUser() {
-    $('user-name').textContent = st.me.name || '';
+    $('user-name').textContent = st.me.display || st.me.name || '';
     $('user-role').textContent = t('role.' + st.me.role) === 'role.' + st.me.role ? st.me.role : t('role.' + st.me.role);
     $('user-role').dataset.role = st.me.role;
   }
@@ -831,13 +914,74 @@
     for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== 'view-login';
     $('login-error').textContent = message || '';
     document.title = 'carehub';
-    setTimeout(() => $('token').focus(), 0);
+    setTimeout(() => (st.loginWithToken ? $('token') : $('login-name')).focus(), 0);
+  }
+
+  // The login form's two ways: name and password (the default), or a token.
+  function setLoginWay(withToken) {
+    st.loginWithToken = withToken;
+    $('password-box').hidden = withToken;
+    $('token-box').hidden = !withToken;
+    $('use-token').dataset.i18n = withToken ? 'login.use_password' : 'login.use_token';
+    $('use-token').textContent = t($('use-token').dataset.i18n);
+    $('login-hint').dataset.i18n = withToken ? 'login.hint' : 'login.hint_user';
+    $('login-hint').textContent = t($('login-hint').dataset.i18n);
+    $('login-error').textContent = '';
+  }
+
+  async function onPasswordLogin() {
+    const name = $('login-name').value.trim();
+    const password = $('password').value;
+    if (!name || !password) {
+      $('login-error').textContent = t('login.empty_user');
+      return;
+    }
+    const btn = $('login');
+    btn.disabled = true;
+    $('login-error').textContent = '';
+    try {
+      const res = await fetch(API + '/login', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: JSON.stringify({ name, password }),
+        cache: 'no-store',
+        credentials: 'same-origin',
+      });
+      noteServerTime(res);
+      if (res.status === 429) {
+        const ra = parseInt(res.headers.get('Retry-After') || '', 10);
+        $('login-error').textContent = t('login.throttled', isNum(ra) ? ra : 60);
+        return;
+      }
+      if (!res.ok) {
+        let data = null;
+        try { data = await res.json(); } catch (e) { /* not JSON */ }
+        $('login-error').textContent = res.status === 401 ? t('login.bad_user')
+          : errText(new ApiError(res.status, data && data.error, data && data.message));
+        return;
+      }
+      const me = await res.json();
+      $('password').value = '';
+      st.token = null;
+      st.auth = 'cookie';
+      sessionStorage.removeItem(TOKEN_KEY);
+      startSession(me);
+    } catch (err) {
+      $('login-error').textContent = t('err.network');
+    } finally {
+      $('password').value = '';
+      btn.disabled = false;
+    }
   }
 
   async function onLogin(ev) {
     ev.preventDefault();
     unlockAudio();
     const tok = $('token').value.trim();
+    if (!tok && !st.loginWithToken) {
+      onPasswordLogin();
+      return;
+    }
     if (!tok) {
       $('login-error').textContent = t('login.empty');
       return;
@@ -850,6 +994,7 @@
       const me = await api('/me', { login: true });
       sessionStorage.setItem(TOKEN_KEY, tok);
       $('token').value = '';
+      st.auth = 'token';
       startSession(me);
     } catch (err) {
       st.token = null;
@@ -868,6 +1013,7 @@
     $('logout').hidden = false;
     $('live').hidden = false;
     document.querySelector('[data-nav=supervision]').hidden = !canSupervise();
+    document.querySelector('[data-nav=users]').hidden = !canManageUsers();
     $('alarms-readonly').hidden = canCommand();
     loadSites();
     startStream();
@@ -879,7 +1025,7 @@
     stopStream();
     for (const p of st.pending.values()) clearTimeout(p.timer);
     Object.assign(st, {
-      token: null, me: null, view: null, page: null,
+      token: null, auth: null, me: null, view: null, page: null, users: null,
       sites: new Map(), sitesLoaded: false, sitesError: null,
       alarms: new Map(), activeLoaded: false, activeError: null, buffered: null,
       seenRaise: new Set(), pending: new Map(), cards: new Map(), siteFilter: '',
@@ -894,6 +1040,16 @@
   }
 
   function logout() {
+    // a session ends at the hub too (a token simply stops being used here)
+    if (st.auth === 'cookie') {
+      fetch(API + '/logout', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: '{}',
+        cache: 'no-store',
+        credentials: 'same-origin',
+      }).catch(() => {});
+    }
     resetSession();
     history.replaceState(null, '', location.pathname + location.search);
     showLoginView('');
@@ -901,8 +1057,10 @@
 
   function sessionEnded() {
     if (!st.me) return;
+    const cookie = st.auth === 'cookie';
     resetSession();
-    showLoginView(t('login.expired'));
+    if (cookie) setLoginWay(false);
+    showLoginView(t(cookie ? 'login.expired_user' : 'login.expired'));
   }
 
   // ===========================================================================
@@ -924,8 +1082,9 @@
     const r = parseHash();
     let view = r.view;
     if (view === 'supervision' && !canSupervise()) view = '';
+    if (view === 'users' && !canManageUsers()) view = '';
     if (view === 'site' && !r.arg) view = 'sites';
-    if (!['alarms', 'sites', 'site', 'supervision'].includes(view)) {
+    if (!['alarms', 'sites', 'site', 'supervision', 'users'].includes(view)) {
       location.replace('#/' + homeView());
       return;
     }
@@ -938,6 +1097,7 @@
       else a.removeAttribute('aria-current');
     }
     if (view === 'site' && changed) openSitePage(r.arg);
+    if (view === 'users' && changed) loadUsers();
     // a fixed period ("last 7 days") moves on: reload what is older than 5 min
     const stale = st.sup.range !== 'custom' && now() - st.sup.to > 5 * 60e3;
     if (view === 'supervision' && changed && (!st.sup.results.size || stale)) loadSupervision();
@@ -951,9 +1111,109 @@
       case 'sites': renderSites(); break;
       case 'site': renderSitePage(); break;
       case 'supervision': renderSupervision(); break;
+      case 'users': renderUsers(); break;
       default: break;
     }
     updateTitle();
+  }
+
+  // ===========================================================================
+  // Users (admins): GET/POST/PUT /api/v1/users
+  // ===========================================================================
+
+  async function loadUsers() {
+    $('users-status').hidden = true;
+    try {
+      const data = await api('/users');
+      st.users = data.users || [];
+    } catch (err) {
+      st.users = [];
+      $('users-status').hidden = false;
+      $('users-status').textContent = errText(err);
+    }
+    renderUsers();
+  }
+
+  function scopeText(u) {
+    if (u.district) return t('users.district', u.district);
+    const sites = u.sites || [];
+    return sites.includes('*') ? t('users.all_sites') : sites.join(', ');
+  }
+
+  function renderUsers() {
+    if (!st.users) return;
+    $('users-summary').textContent = t('users.summary', st.users.length);
+    if (!st.users.length && $('users-status').hidden) {
+      $('users-status').hidden = false;
+      $('users-status').textContent = t('users.none');
+    }
+    put($('users-rows'), st.users.map((u) => h('tr', {
+      class: 'user-row', dataset: { user: u.name, disabled: !!u.disabled },
+    },
+    h('td', { class: 'user-name', text: u.name }),
+    h('td', { text: u.display || '' }),
+    h('td', { text: t('role.' + u.role) }),
+    h('td', { text: scopeText(u) }),
+    h('td', { class: u.disabled ? 'user-off' : 'user-on', text: t(u.disabled ? 'users.disabled' : 'users.active') }),
+    h('td', { class: 'user-actions' },
+      h('button', { type: 'button', class: 'user-disable', dataset: { user: u.name }, text: t(u.disabled ? 'users.enable' : 'users.disable') }),
+      h('button', { type: 'button', class: 'user-reset', dataset: { user: u.name }, text: t('users.reset') })))));
+  }
+
+  const userPath = (name) => '/users/' + encodeURIComponent(name);
+
+  async function onUserAction(ev) {
+    const btn = ev.target.closest('button[data-user]');
+    if (!btn) return;
+    const name = btn.dataset.user;
+    const u = (st.users || []).find((x) => x.name === name);
+    if (!u) return;
+    let body;
+    if (btn.classList.contains('user-disable')) {
+      body = { disabled: !u.disabled };
+    } else {
+      const pw = window.prompt(t('users.reset_prompt', name));
+      if (!pw) return;
+      body = { password: pw };
+    }
+    btn.disabled = true;
+    try {
+      await api(userPath(name), { method: 'PUT', body });
+      toast(body.password ? t('users.reset_done', name) : t('users.saved', name), 'ok');
+      await loadUsers();
+    } catch (err) {
+      toast(errText(err), 'bad');
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  async function onAddUser(ev) {
+    ev.preventDefault();
+    const name = $('new-user-name').value.trim();
+    const display = $('new-user-display').value.trim();
+    const role = $('new-user-role').value;
+    const sites = $('new-user-sites').value.split(',').map((x) => x.trim()).filter(Boolean);
+    const password = $('new-user-password').value;
+    if (!name || !sites.length || [...password].length < 10) {
+      $('user-add-error').textContent = t('users.need_fields');
+      return;
+    }
+    const body = { name, role, sites, password };
+    if (display) body.display = display;
+    $('user-add').disabled = true;
+    $('user-add-error').textContent = '';
+    try {
+      await api('/users', { method: 'POST', body });
+      for (const id of ['new-user-name', 'new-user-display', 'new-user-sites', 'new-user-password']) $(id).value = '';
+      toast(t('users.added', name), 'ok');
+      await loadUsers();
+    } catch (err) {
+      $('user-add-error').textContent = err.message || errText(err);
+    } finally {
+      $('new-user-password').value = '';
+      $('user-add').disabled = false;
+    }
   }
 
   // ===========================================================================
@@ -989,7 +1249,7 @@
 
   async function streamLoop(gen) {
     const s0 = st.stream;
-    while (gen === s0.gen && st.token) {
+    while (gen === s0.gen && signedIn()) {
       setLive('connecting');
       const ctrl = new AbortController();
       s0.ctrl = ctrl;
@@ -999,7 +1259,7 @@
           headers: authHeaders({ Accept: 'text/event-stream' }),
           signal: ctrl.signal,
           cache: 'no-store',
-          credentials: 'omit',
+          credentials: credentials(),
         });
         if (gen !== s0.gen) return;
         if (res.status === 401) {
@@ -2320,6 +2580,9 @@
     setLive('connecting');
 
     $('login-form').addEventListener('submit', onLogin);
+    $('use-token').addEventListener('click', () => setLoginWay(!st.loginWithToken));
+    $('user-add-form').addEventListener('submit', onAddUser);
+    $('users-rows').addEventListener('click', onUserAction);
     $('logout').addEventListener('click', logout);
     for (const b of document.querySelectorAll('[data-lang]')) b.addEventListener('click', () => setLang(b.dataset.lang));
     $('alarm-groups').addEventListener('click', onCardClick);
@@ -2364,16 +2627,25 @@
     });
     setInterval(tick, 1000);
 
+    setLoginWay(false);
     st.token = sessionStorage.getItem(TOKEN_KEY);
     if (!st.token) {
-      showLoginView('');
+      // perhaps a session cookie from before (a reload): ask who we are
+      api('/me', { login: true }).then((me) => {
+        st.auth = 'cookie';
+        startSession(me);
+      }, () => showLoginView(''));
       return;
     }
+    st.auth = 'token';
     api('/me', { login: true }).then(startSession, (err) => {
       st.token = null;
       if (err.status === 401) sessionStorage.removeItem(TOKEN_KEY);
       showLoginView(err.status === 401 ? t('login.expired') : errText(err));
-      if (err.status !== 401) $('token').value = sessionStorage.getItem(TOKEN_KEY) || '';
+      if (err.status !== 401) {
+        setLoginWay(true);
+        $('token').value = sessionStorage.getItem(TOKEN_KEY) || '';
+      }
     });
   }
 
