@@ -75,6 +75,9 @@ json_t *alarm_object(const struct api *a, const struct ch_alert *t, const struct
                         t->state == CH_AS_NORMAL ? secs_or_null(t->raised_ms, t->ts_ms)
                                                  : json_null());
     json_object_set_new(o, "acked_by", by && t->acked_ms ? json_string(by) : json_null());
+    /* a "notified" transition: who was told (its message: what came of it) */
+    json_object_set_new(o, "notified_to",
+                        t->event == CH_AE_NOTIFIED && by ? json_string(by) : json_null());
     json_object_set_new(o, "shelved_until_ms", ms_or_null(t->shelved_until_ms));
     json_object_set_new(o, "group", json_string(t->group));
     return o;
@@ -288,7 +291,8 @@ int read_active(struct api *a, const struct who *w, const char *site, struct ch_
     qb_add(&q, "SELECT * FROM \"alarm\" WHERE ");
     where_sites(&q, w, site);
     qb_add(&q,
-           " AND time > now() - %s GROUP BY \"site\", \"gateway\", \"alarm_id\" ORDER BY time "
+           " AND \"event\" != 'notified' AND time > now() - %s GROUP BY \"site\", \"gateway\", "
+           "\"alarm_id\" ORDER BY time "
            "DESC LIMIT 1",
            ACTIVE_LOOKBACK);
     json_t *res;

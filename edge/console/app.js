@@ -32,7 +32,8 @@
 //
 // Hooks for tests (keep them stable): #active holds one [data-alarm-id]
 // element per alarm with data-state, data-priority and data-kind (one of
-// KINDS), its headline .kind, its .where and .who lines, its buttons .ack,
+// CarehubKinds.KINDS in kinds.js, the file the hub console shares), its
+// headline .kind, its .where and .who lines, its buttons .ack,
 // .shelve[data-minutes], .unshelve, .oos, .ins; #live has data-state
 // "live" while the stream is connected, "reconnecting" otherwise;
 // #storage-banner is shown with data-kind "memory" or "full"; the language
@@ -47,9 +48,6 @@
   const LANGS = ['zh-CN', 'en'];
   const PRIO_RANK = { high: 2, medium: 1, low: 0 };
   const SHELVE_MINUTES = [15, 30, 60];
-  const KINDS = ['sos', 'fall', 'call', 'wandering', 'bed_exit', 'vital_signs', 'inactivity',
-    'device_battery', 'device_offline', 'air_quality', 'gas', 'smoke', 'temperature', 'gateway',
-    'other'];
 
   // ---- dictionary ---------------------------------------------------------
 
@@ -104,21 +102,6 @@
       'hist.notified': '已通知 {0} {1}',
       'hist.level': '第{0}级',
       'hist.by': '操作人 {0}',
-      'kind.sos': '紧急呼叫',
-      'kind.fall': '跌倒',
-      'kind.call': '呼叫',
-      'kind.wandering': '防走失',
-      'kind.bed_exit': '离床',
-      'kind.vital_signs': '生命体征异常',
-      'kind.inactivity': '长时间未活动',
-      'kind.device_battery': '电量低',
-      'kind.device_offline': '设备离线',
-      'kind.air_quality': '空气质量',
-      'kind.gas': '燃气泄漏',
-      'kind.smoke': '烟雾',
-      'kind.temperature': '温度异常',
-      'kind.gateway': '网关故障',
-      'kind.other': '报警',
       'card.room': '{0}房',
       'card.bed': '{0}床',
       'card.resident': '住户 {0}',
@@ -234,21 +217,6 @@
       'hist.notified': 'Notified {0} {1}',
       'hist.level': 'level {0}',
       'hist.by': 'by {0}',
-      'kind.sos': 'SOS call',
-      'kind.fall': 'Fall',
-      'kind.call': 'Nurse call',
-      'kind.wandering': 'Wandering',
-      'kind.bed_exit': 'Out of bed',
-      'kind.vital_signs': 'Vital signs',
-      'kind.inactivity': 'No movement',
-      'kind.device_battery': 'Low battery',
-      'kind.device_offline': 'Device offline',
-      'kind.air_quality': 'Air quality',
-      'kind.gas': 'Gas',
-      'kind.smoke': 'Smoke',
-      'kind.temperature': 'Temperature',
-      'kind.gateway': 'Gateway fault',
-      'kind.other': 'Alarm',
       'card.room': 'Room {0}',
       'card.bed': 'Bed {0}',
       'card.resident': 'Resident {0}',
@@ -316,33 +284,6 @@
     },
   };
 
-  // Kind icons: inline SVG paths on a 24x24 grid, drawn with currentColor
-  // (no emoji or icon font: the gateway serves no fonts and a phone or a
-  // headless browser may have none with these symbols).
-  const CIRCLE = (cx, cy, r) =>
-    'M' + (cx - r) + ' ' + cy + 'a' + r + ' ' + r + ' 0 1 0 ' + 2 * r + ' 0a' + r + ' ' + r +
-    ' 0 1 0 ' + -2 * r + ' 0';
-  const ICONS = {
-    sos: [CIRCLE(12, 12, 9), 'M12 7v6', 'M12 16.5v.5'],
-    fall: [CIRCLE(17, 5, 2), 'M15 9l-5 5', 'M10 14l-5 1', 'M10 14l1 4', 'M14 10l4 3', 'M3 21h18'],
-    call: ['M6 17v-6a6 6 0 0 1 12 0v6', 'M4 17h16', 'M10 20h4', 'M12 3v2'],
-    wandering: ['M4 3h9v18H4z', 'M10 12h.01', 'M15 12h6', 'M18 9l3 3-3 3'],
-    bed_exit: ['M3 19V8', 'M3 15h18v4', 'M11 15v-4h7a3 3 0 0 1 3 3v1', CIRCLE(7, 12, 1.5),
-      'M15 7V3', 'M13 5l2-2 2 2'],
-    vital_signs: ['M2 12h4l2-5 4 10 2-5h8'],
-    inactivity: [CIRCLE(12, 12, 9), 'M12 7v5l3 2'],
-    device_battery: ['M3 8h15v8H3z', 'M21 11v2', 'M6 11v2'],
-    device_offline: ['M2 9a15 15 0 0 1 20 0', 'M5 12.5a10 10 0 0 1 14 0', 'M8.5 16a5 5 0 0 1 7 0',
-      'M12 19.5v.5', 'M3 3l18 18'],
-    air_quality: ['M3 8h10a3 3 0 1 0-3-3', 'M3 12h15a3 3 0 1 1-3 3', 'M3 16h7'],
-    gas: ['M12 3c3 4 6 6 6 11a6 6 0 0 1-12 0c0-3 2-5 3-7 1 2 2 3 3 3 0-3-1-5 0-7z'],
-    smoke: ['M6 20c-2-3 2-4 0-7s2-4 0-7', 'M12 20c-2-3 2-4 0-7s2-4 0-7',
-      'M18 20c-2-3 2-4 0-7s2-4 0-7'],
-    temperature: ['M10 14V5a2 2 0 0 1 4 0v9a4 4 0 1 1-4 0z', 'M12 9v7'],
-    gateway: ['M3 13h18v6H3z', 'M7 16h.01', 'M11 16h.01', 'M12 13V9', 'M8 6a6 6 0 0 1 8 0'],
-    other: ['M12 3l10 18H2z', 'M12 10v5', 'M12 18v.5'],
-  };
-
   const st = {
     lang: 'en',
     me: null,
@@ -386,20 +327,7 @@
     return e;
   }
 
-  const SVG_NS = 'http://www.w3.org/2000/svg';
-  function icon(kind) {
-    const svg = document.createElementNS(SVG_NS, 'svg');
-    svg.setAttribute('viewBox', '0 0 24 24');
-    svg.setAttribute('class', 'kind-icon');
-    svg.setAttribute('aria-hidden', 'true');
-    svg.setAttribute('focusable', 'false');
-    for (const d of ICONS[kind] || ICONS.other) {
-      const p = document.createElementNS(SVG_NS, 'path');
-      p.setAttribute('d', d);
-      svg.appendChild(p);
-    }
-    return svg;
-  }
+  const icon = (kind) => window.CarehubKinds.icon(kind);
 
   function toast(msg, bad) {
     const tEl = $('toast');
@@ -479,7 +407,7 @@
     return d.toLocaleTimeString(locale(), { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
   }
 
-  const kindOf = (a) => (KINDS.includes(a.kind) ? a.kind : 'other');
+  const kindOf = (a) => window.CarehubKinds.of(a);
   const nonEmpty = (v) => (typeof v === 'string' && v !== '' ? v : null);
   const located = (a) => typeof a.located_ms === 'number' && a.located_ms > 0;
 
@@ -752,7 +680,7 @@
     const head = el('div', 'card-head');
     head.appendChild(el('span', 'prio', tOr('prio.', a.priority)));
     head.appendChild(icon(kind));
-    head.appendChild(el('span', 'kind', t('kind.' + kind)));
+    head.appendChild(el('span', 'kind', window.CarehubKinds.title(kind, st.lang)));
     // How long it has been going on: since raised. An alarm whose condition
     // has ended waits only for its acknowledgement.
     head.appendChild(live('age', a.state === 'rtn_unack' ? 'waiting' : 'for', since(a)));
@@ -1044,7 +972,7 @@
     const what = el('span', 'what');
     what.appendChild(el('span', 'dot'));
     const kind = kindOf(a);
-    const title = kind === 'other' ? '' : t('kind.' + kind) + ' \u00b7 ';
+    const title = kind === 'other' ? '' : window.CarehubKinds.title(kind, st.lang) + ' \u00b7 ';
     const bits = [];
     if (a.event === 'notified') {
       // "已通知 张护士 10:32:05 · 企业微信 ok"; its by and message are the notification's

@@ -168,6 +168,8 @@
       'alarms.bed': '{0}床',
       'alarms.resident': '住户 {0}',
       'alarms.raisedAt': '发生于 {0}',
+      'alarms.lastSeen': '最后位置 {0} · {1}',
+      'alarms.notified': '已通知 {0} · {1} · {2}',
       'alarms.ackedBy': '确认人 {0}',
       'alarms.shelvedUntil': '搁置至 {0}',
       'alarms.escalated': '已升级 ×{0}',
@@ -376,6 +378,8 @@
       'alarms.bed': 'Bed {0}',
       'alarms.resident': 'Resident {0}',
       'alarms.raisedAt': 'Raised {0}',
+      'alarms.lastSeen': 'Last seen at {0} · {1}',
+      'alarms.notified': 'Notified {0} · {1} · {2}',
       'alarms.ackedBy': 'Acknowledged by {0}',
       'alarms.shelvedUntil': 'Shelved until {0}',
       'alarms.escalated': 'Escalated ×{0}',
@@ -521,6 +525,7 @@
     seenRaise: new Set(), // occurrences already announced
     pending: new Map(), // alarm key -> {action, timer, answered}
     cards: new Map(), // alarm key -> element
+    notes: new Map(), // alarm key -> its latest "notified" transition (who was told)
     siteFilter: '',
     siteSearch: '',
     soundOn: localStorage.getItem(SOUND_KEY) !== 'off',
@@ -676,12 +681,24 @@
     return DICT.en['state.' + s0] ? t('state.' + s0) : s0;
   }
 
+  // Where a carer must go: the room's (or a wearable's zone's) display name,
+  // else its id as "Room 101"; then the bed's, unless the resident was
+  // located elsewhere (a wearable's zone). A name is shown as written.
   function where(a) {
     const parts = [];
-    if (a.room) parts.push(t('alarms.room', a.room));
-    if (a.bed) parts.push(t('alarms.bed', a.bed));
-    if (!parts.length) parts.push(a.device || a.alarm_id);
+    if (a.room_name) parts.push(a.room_name);
+    else if (a.room) parts.push(t('alarms.room', a.room));
+    const bed = a.located_ms ? '' : a.bed_name || (a.bed ? t('alarms.bed', a.bed) : '');
+    if (bed) parts.push(bed);
+    if (!parts.length) parts.push(a.device_name || a.device || a.alarm_id);
     return parts.join(' · ');
+  }
+
+  // Who: the resident's label for staff, else the pseudonym; else the device.
+  function who(a) {
+    if (a.resident_name) return a.resident_name;
+    if (a.resident) return t('alarms.resident', a.resident);
+    return a.device_name || '';
   }
 
   const alarmKey = (a) => a.site + '/' + (a.gateway || '') + '/' + a.alarm_id;
@@ -1028,7 +1045,7 @@
       token: null, auth: null, me: null, view: null, page: null, users: null,
       sites: new Map(), sitesLoaded: false, sitesError: null,
       alarms: new Map(), activeLoaded: false, activeError: null, buffered: null,
-      seenRaise: new Set(), pending: new Map(), cards: new Map(), siteFilter: '',
+      seenRaise: new Set(), pending: new Map(), cards: new Map(), notes: new Map(), siteFilter: '',
     });
     st.sup.results = new Map();
     st.sup.gen++;
@@ -1408,8 +1425,13 @@
 
   function onAlarmEvent(a) {
     if (!a || !a.alarm_id || !a.site) return;
-    if (st.buffered) st.buffered.push(a);
     const k = alarmKey(a);
+    if (a.event === 'notified') { // a line under the card, not a step of the alarm
+      st.notes.set(k, a);
+      if (st.view === 'alarms') renderAlarms();
+      return;
+    }
+    if (st.buffered) st.buffered.push(a);
     if (!applyAlarm(a)) return;
     const p = st.pending.get(k);
     if (p) { // the gateway answered (or something else changed it): show the truth
@@ -1571,8 +1593,10 @@
     const p = st.pending.get(k);
     const site = st.sites.get(a.site);
     const offline = !!site && site.online === false;
+    const note = st.notes.get(k);
     const sig = [st.lang, a.updated_ms, a.state, a.event, a.priority, p ? p.action + p.answered : '',
-      offline, canCommand(), a.message, a.acked_by, a.shelved_until_ms].join('|');
+      offline, canCommand(), a.message, a.acked_by, a.shelved_until_ms, a.located_ms,
+      note ? note.updated_ms : 0].join('|');
     if (card._sig !== sig) {
       card._sig = sig;
       fillCard(card, a, p, offline);
@@ -1594,13 +1618,24 @@
     card.setAttribute('aria-labelledby', hid);
     const since = a.raised_ms || a.updated_ms;
 
+    // what happened, then where, then who (kinds.js: icon and title)
+    const kind = window.CarehubKinds.of(a);
+    card.dataset.kind = kind;
     const head = h('div', { class: 'card-head' },
+      window.CarehubKinds.icon(kind),
+      h('span', { class: 'kind', id: hid, text: window.CarehubKinds.title(kind, st.lang) }),
       h('span', { class: 'prio', text: prioLabel(a.priority) }),
-      h('span', { class: 'where', id: hid, text: where(a) }),
       h('span', { class: 'age', dataset: { since, fmt: 'ago' }, title: fmtTime(since, true), text: ago(since) }));
+    const located = isNum(a.located_ms) && a.located_ms > 0;
+    const whereLine = h('div', { class: 'where' + (located ? ' located' : '') },
+      located ? t('alarms.lastSeen', where(a), fmtTime(a.located_ms)) : where(a));
+    const note = st.notes.get(k);
+    const notified = note && note.raised_ms === a.raised_ms
+      ? h('div', { class: 'notified', text: t('alarms.notified', note.notified_to || '', fmtTime(note.updated_ms, true), note.message) })
+      : null;
 
     const siteLine = h('div', { class: 'site-line' },
-      h('a', { href: '#/site/' + encodeURIComponent(a.site), class: 'site-link', text: a.site }),
+      h('a', { href: '#/site/' + encodeURIComponent(a.site), class: 'site-link', text: a.site_name || a.site }),
       a.gateway ? h('span', { class: 'gw', text: a.gateway }) : null,
       offline ? h('span', { class: 'tag offline', text: t('alarms.gwOffline') }) : null);
 
@@ -1611,8 +1646,10 @@
       a.acked_by && a.state !== 'unack' ? h('span', { class: 'tag', text: t('alarms.ackedBy', a.acked_by.replace(/^(hub|console):/, '')) }) : null,
       a.state === 'shelved' && isNum(a.shelved_until_ms) ? h('span', { class: 'tag', text: t('alarms.shelvedUntil', fmtTime(a.shelved_until_ms)) }) : null);
 
-    put(card, head, siteLine,
-      a.resident ? h('div', { class: 'resident', text: t('alarms.resident', a.resident) }) : null,
+    put(card, head, whereLine,
+      who(a) ? h('div', { class: 'resident', text: who(a) }) : null,
+      siteLine,
+      notified,
       h('div', { class: 'msg', text: a.message || (a.rule + ' · ' + a.device) }),
       meta,
       canCommand() ? actions(card, a, p) : null,

@@ -182,11 +182,14 @@ class FakeConsole:
             def do_GET(self):
                 path = self.path.split("?")[0]
                 ms = int(time.time() * 1000)
-                if path in ("/", "/index.html", "/app.js", "/style.css"):
+                if path in ("/", "/index.html", "/app.js", "/style.css", "/kinds.js"):
                     name = "index.html" if path == "/" else path[1:]
                     ctype = {"html": "text/html", "js": "text/javascript",
                              "css": "text/css"}[name.rsplit(".", 1)[1]]
-                    with open(os.path.join(PAGE_DIR, name), "rb") as f:
+                    page = os.path.join(PAGE_DIR, name)
+                    if name == "kinds.js":  # the hub console's, shared
+                        page = os.path.join(PAGE_DIR, "..", "..", "hub", "www", name)
+                    with open(page, "rb") as f:
                         return self.reply(200, f.read(), ctype + "; charset=utf-8")
                 if path == "/api/me":
                     me = {"user": "nurse1", "role": "staff", "site": "cq-yz-001",

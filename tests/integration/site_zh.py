@@ -17,6 +17,9 @@ Mosquitto brokers, care-edge's ble bus, care-hub and InfluxDB.
 - every name reads back byte-exact from the gateway's console, the hub's
   API (/alarms/active, /alarms) and InfluxDB (alarm fields, carehub_device
   fields); kind is a tag;
+- in both consoles (headless Chromium, screenshots kept as site-zh-*.png)
+  the wandering card is headed by its kind (防走失), then the exit zone's
+  name, then 王奶奶;
 - a regulator gets neither the resident's label, nor the device's name (it
   names the wearer), nor a message holding them.
 """
@@ -30,6 +33,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import SRC, Console, Influx, Mosquitto, free_port, log, run_test, wait_for  # noqa: E402
 from care_site import hash_password, messages  # noqa: E402
 from hub_api import Api  # noqa: E402
+from chromium import Browser, ensure_installed  # noqa: E402
+from cjk_font import ensure_cjk_font  # noqa: E402
+from console_browser import artifact_dir  # noqa: E402
 
 MAC = "C3:00:00:AB:CD:21"
 SITE, GW, DB = "cq-yz-002", "gw-zh", "carehub_zh"
@@ -171,6 +177,55 @@ WANT_WANDERING = {"kind": "wandering", "site_name": NAMES["site"], "room": "exit
                   "resident_name": NAMES["resident"], "device_name": NAMES["device"]}
 
 
+WANDER = "wandering:band-wang"
+
+
+def card_text(b, selector, what):
+    b.wait_for("!!document.querySelector(%s)" % json.dumps(selector), timeout=15, what=what)
+    return b.evaluate("(() => { const c = document.querySelector(%s);"
+                      " return {kind: c.dataset.kind, text: c.innerText}; })()"
+                      % json.dumps(selector))
+
+
+def check_card(card):
+    assert card["kind"] == "wandering", card
+    for want in ("防走失", NAMES["exit"], NAMES["resident"]):
+        assert want in card["text"], (want, card["text"])
+    # the headline comes first: what happened, then where, then who
+    text = card["text"]
+    assert text.index("防走失") < text.index(NAMES["exit"]) < text.index(NAMES["resident"]), text
+
+
+def browser_part(w, cport, api_port, token):
+    """The wandering card in both consoles, in Chinese."""
+    ensure_installed()
+    ensure_cjk_font(log)
+    art = artifact_dir()
+    with Browser(width=412, height=915, mobile=True, log_path=w.path("chromium.log")) as b:
+        b.navigate(f"http://127.0.0.1:{cport}/")
+        b.wait_for("!!document.querySelector('#login-user')", timeout=10, what="the login form")
+        b.fill("#login-user", NAMES["user"])
+        b.fill("#login-password", PASSWORD)
+        b.click("#login-submit")
+        card = card_text(b, f"#active > [data-alarm-id=\"{WANDER}\"]", "the gateway's card")
+        check_card(card)
+        assert b.evaluate("document.documentElement.lang") == "zh-CN", "the site's locale"
+        b.screenshot(os.path.join(art, "site-zh-edge.png"), full_page=False)
+
+        b.navigate(f"http://127.0.0.1:{api_port}/")
+        b.evaluate("localStorage.setItem('carehub.lang', 'zh')")  # the hub's code for it
+        b.navigate(f"http://127.0.0.1:{api_port}/")
+        b.wait_for("!document.querySelector('#view-login').hidden", timeout=10,
+                   what="the hub's login form")
+        b.fill("#token", token)
+        b.click("#login")
+        card = card_text(b, f".alarm-card[data-alarm-id=\"{WANDER}\"]", "the hub's card")
+        check_card(card)
+        b.screenshot(os.path.join(art, "site-zh-hub.png"), full_page=False)
+    log(f"both consoles head the card 防走失 · {NAMES['exit']} · {NAMES['resident']} "
+        f"(screenshots in {art})")
+
+
 def test_site_zh(w):
     central = Mosquitto(w, name="central")
     local = Mosquitto(w, name="local")
@@ -281,6 +336,7 @@ def test_site_zh(w):
     assert reg["resident"] != "R-1001", reg
     assert NAMES["resident"] not in json.dumps(reg, ensure_ascii=False), reg
 
+    browser_part(w, cport, api.port, tok["staff"])
     assert edge.stop() == 0, edge.tail()
     assert hub.stop() == 0, hub.tail()
     log(f"site in Chinese: --check ok; wandering at {NAMES['exit']!r} named in the alert, the "
