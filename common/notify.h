@@ -40,7 +40,9 @@
  *     routes:                        # the first whose priorities match
  *       - priorities: [high]         # absent: every priority
  *         levels:                    # levels[i]: escalation level i (roster or channel ids);
- *           - [on-duty]              # levels beyond the last reuse the last
+ *           - [on-duty]              # levels beyond the last reuse the last;
+ *                                    # [] is nobody (the hub tells that level, or
+ *                                    # the gateway: route each level on one side)
  *           - [nurse-sms]
  *           - [manager-ding, nurse-sms]
  *         events: [raise, escalate, ack]   # default [raise, escalate]
@@ -217,6 +219,21 @@ char *notify_template_fill(const char *tmpl, bool json, const struct notify_even
 
 /* The message text of ev in locale "zh" or "en" (NULL: zh); raise_hms is
  * the raise's time of day "HH:MM:SS". Caller frees. */
+/* The title people read for an alert's kind ("fall": "跌倒", or "Fall" for
+ * a locale starting with "en"); unknown or NULL: "报警" / "Alarm". A
+ * notify_event without a title gets its channel's locale's. */
+const char *notify_kind_title(const char *kind, const char *locale);
+/* The notify_event of an alarm transition t (schemas/codec.h) worth
+ * telling: a raise (level 0), an escalation (its level), an
+ * acknowledgement, the alarm's end; with the names people read (where is
+ * written into where[n]; the rest borrows t). False for other events. */
+struct ch_alert;
+bool notify_event_of_alert(const struct ch_alert *t, struct notify_event *ne, char *where,
+                           size_t n);
+/* What came of a delivery, for an alarm's history: the channel type's name
+ * in locale ("企业微信" / "WeCom"), the number with its middle hidden, the
+ * detail: "短信 139****0002 ok". Cut to fit n (callers flatten it). */
+void notify_outcome(const struct notify_result *r, const char *locale, char *out, size_t n);
 char *notify_text(const struct notify_event *ev, const char *locale, const char *raise_hms);
 
 /* DingTalk's sign for ts_ms: urlencode(base64(HMAC-SHA256(secret,

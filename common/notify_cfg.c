@@ -368,14 +368,16 @@ static int parse_rosters(struct notify_cfg *c)
 
 static int parse_level(struct notify_cfg *c, struct notify_level *lv, struct fy_node *ln)
 {
-    if (!fy_node_is_sequence(ln) || fy_node_sequence_item_count(ln) == 0) {
+    /* [] is nobody here: the other side (gateway or hub) tells that level */
+    if (!fy_node_is_sequence(ln)) {
         cfg_report(ln, NULL,
-                   "key 'levels': each level is a non-empty list of roster or channel "
-                   "ids, e.g. [on-duty]");
+                   "key 'levels': each level is a list of roster or channel ids, e.g. "
+                   "[on-duty] ([] for nobody)");
         return 1;
     }
     int errors = 0;
-    lv->t = ch_xcalloc((size_t)fy_node_sequence_item_count(ln), sizeof *lv->t);
+    int count = fy_node_sequence_item_count(ln);
+    lv->t = ch_xcalloc((size_t)(count > 0 ? count : 1), sizeof *lv->t);
     void *it = NULL;
     struct fy_node *item;
     while ((item = fy_node_sequence_iterate(ln, &it)) != NULL) {

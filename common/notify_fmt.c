@@ -20,6 +20,7 @@
  *   {"msg_type":"text","content":{"text":..}}; answer {"code":0} (older
  *   deployments {"StatusCode":0}); the timestamp must be within an hour;
  *   100 messages a minute. */
+#include "codec.h"
 #include "err.h"
 #include "notify_int.h"
 #include "util.h"
@@ -146,6 +147,90 @@ static void add_part(struct notify_buf *b, const char *s, bool *first)
     *first = false;
 }
 
+/* The kinds of alert.schema.json with their zh-CN and en titles (the
+ * consoles' hub/www/kinds.js says the same). */
+static const char *const kind_titles[][3] = {
+    {"other", "报警", "Alarm"},
+    {"sos", "紧急呼叫", "SOS call"},
+    {"fall", "跌倒", "Fall"},
+    {"call", "呼叫", "Nurse call"},
+    {"wandering", "防走失", "Wandering"},
+    {"bed_exit", "离床", "Out of bed"},
+    {"vital_signs", "生命体征异常", "Vital signs"},
+    {"inactivity", "长时间未活动", "No movement"},
+    {"device_battery", "电量低", "Low battery"},
+    {"device_offline", "设备离线", "Device offline"},
+    {"air_quality", "空气质量", "Air quality"},
+    {"gas", "燃气泄漏", "Gas"},
+    {"smoke", "烟雾", "Smoke"},
+    {"temperature", "温度异常", "Temperature"},
+    {"gateway", "网关故障", "Gateway fault"},
+};
+
+const char *notify_kind_title(const char *kind, const char *locale)
+{
+    int col = locale && !strncmp(locale, "en", 2) ? 2 : 1;
+    for (size_t i = 0; kind && i < sizeof kind_titles / sizeof kind_titles[0]; i++)
+        if (!strcmp(kind_titles[i][0], kind))
+            return kind_titles[i][col];
+    return kind_titles[0][col];
+}
+
+bool notify_event_of_alert(const struct ch_alert *t, struct notify_event *ne, char *where, size_t n)
+{
+    int ev = t->event == CH_AE_RAISE      ? NOTIFY_RAISE
+             : t->event == CH_AE_ESCALATE ? NOTIFY_ESCALATE
+             : t->event == CH_AE_ACK      ? NOTIFY_ACK
+             : t->event == CH_AE_CLEAR    ? NOTIFY_CLEAR
+                                          : -1;
+    if (ev < 0 || !t->raised_ms)
+        return false;
+    const char *room = t->room_name[0] ? t->room_name : t->room;
+    const char *bed = t->bed_name[0] ? t->bed_name : t->bed;
+    snprintf(where, n, "%s%s%s", room, room[0] && bed[0] ? " " : "", bed);
+    *ne = (struct notify_event){
+        .site = t->site,
+        .site_name = t->site_name[0] ? t->site_name : t->site,
+        .gateway = t->gateway,
+        .alarm_id = t->alarm_id,
+        .rule = t->rule,
+        .kind = t->kind[0] ? t->kind : "other",
+        .title = NULL, /* the channel's locale's (notify_kind_title) */
+        .where = where,
+        .who = t->resident_name[0] ? t->resident_name : t->resident,
+        .device = t->device_name[0] ? t->device_name : t->device,
+        .message = t->message,
+        .by = t->by,
+        .priority = t->priority,
+        .level = ev == NOTIFY_RAISE ? 0 : t->escalation,
+        .event = ev,
+        .raised_ms = t->raised_ms,
+        .ts_ms = t->ts_ms,
+    };
+    return true;
+}
+
+void notify_outcome(const struct notify_result *r, const char *locale, char *out, size_t n)
+{
+    static const char *const types[][3] = {{"wecom", "企业微信", "WeCom"},
+                                           {"dingtalk", "钉钉", "DingTalk"},
+                                           {"feishu", "飞书", "Feishu"},
+                                           {"sms", "短信", "SMS"},
+                                           {"webhook", "Webhook", "Webhook"}};
+    int col = locale && !strncmp(locale, "en", 2) ? 2 : 1;
+    const char *type = r->type ? r->type : "";
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (!strcmp(types[i][0], type))
+            type = types[i][col];
+    char to[32] = "";
+    size_t tl = r->to ? strlen(r->to) : 0;
+    if (tl >= 7) /* a phone number: its middle hidden, as Chinese apps show one */
+        snprintf(to, sizeof to, " %.3s****%s", r->to, r->to + tl - 4);
+    else if (tl)
+        snprintf(to, sizeof to, " %s", r->to);
+    snprintf(out, n, "%s%s %s", type, to, r->detail ? r->detail : (r->ok ? "ok" : "?"));
+}
+
 char *notify_text(const struct notify_event *ev, const char *locale, const char *raise_hms)
 {
     const struct locale_text *L = &locales[0];
@@ -154,7 +239,7 @@ char *notify_text(const struct notify_event *ev, const char *locale, const char 
     struct notify_buf b = {0};
     char tmp[64];
     bool first = true;
-    const char *title = ev->title && *ev->title ? ev->title : nz(ev->kind);
+    const char *title = ev->title && *ev->title ? ev->title : notify_kind_title(ev->kind, locale);
     if (ev->event == NOTIFY_ACK)
         notify_buf_str(&b, L->ack);
     else if (ev->event == NOTIFY_CLEAR)

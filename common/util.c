@@ -212,6 +212,21 @@ size_t ch_utf8_len(const unsigned char *p, size_t n)
     return len;
 }
 
+void ch_utf8_copy(char *dst, const char *src, size_t n)
+{
+    size_t len = strlen(src);
+    if (len >= n) {
+        len = n - 1;
+        while (len > 0 && ((unsigned char)src[len] & 0xC0) == 0x80)
+            len--; /* src[len] would start the cut sequence */
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+    }
+    dst[len] = '\0';
+}
+
 bool ch_valid_name(const char *s)
 {
     size_t len = strlen(s);

@@ -87,6 +87,10 @@ bool ch_valid_id(const char *s);
  * shortest form of a scalar value (no surrogates, at most U+10FFFF); 0 if
  * it is not one. */
 size_t ch_utf8_len(const unsigned char *p, size_t n);
+/* Copies text src into dst of n bytes as one line for people: cut at a
+ * character boundary when it does not fit, control characters made
+ * spaces. */
+void ch_utf8_copy(char *dst, const char *src, size_t n);
 bool ch_valid_name(const char *s);
 
 /* A random 128-bit id as 32 hex chars (from getrandom). */

@@ -246,6 +246,7 @@ struct annunciator_cfg {
     int64_t coil;               /* 0-based coil address (FC05) */
     struct cfg_list priorities; /* char *: "high", "medium", "low" */
     bool include_acknowledged;  /* stay on while alarms are acknowledged but active */
+    int64_t min_escalation;     /* on only for alarms escalated this far (0: from the raise) */
     struct fy_node *node;
     const struct bus_cfg *busp; /* resolved */
     unsigned prio_mask;         /* resolved: 1 << enum ch_priority */

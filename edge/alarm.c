@@ -170,23 +170,6 @@ static int64_t save_wall(const struct alarms *am, int64_t mono)
     return am->now.wall_ms + (mono - am->now.mono_ms);
 }
 
-/* Text for staff as the alert contract wants it: no control characters
- * (a YAML block scalar may bring newlines), never half a UTF-8 sequence. */
-static void copy_text(char *dst, const char *src, size_t n)
-{
-    size_t len = strlen(src);
-    if (len >= n) {
-        len = n - 1;
-        while (len > 0 && ((unsigned char)src[len] & 0xC0) == 0x80)
-            len--; /* src[len] would start the cut sequence */
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)src[i];
-        dst[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
-    }
-    dst[len] = '\0';
-}
-
 /* ---- records ------------------------------------------------------------ */
 
 static uint32_t hash_str(const char *s)
@@ -474,7 +457,7 @@ static void back_in(struct alarms *am, struct alarm *a, int event, const char *b
                     struct ch_time now)
 {
     a->state = CH_AS_NORMAL;
-    copy_text(a->by, by ? by : "", sizeof a->by);
+    ch_utf8_copy(a->by, by ? by : "", sizeof a->by);
     emit(am, a, event, now);
     if (a->cond)
         raise_alarm(am, a, now);
@@ -1147,7 +1130,7 @@ static void condition_locked(struct alarms *am, struct alarm *a, bool active, co
         a->has_value = metric && isfinite(value);
         a->value = a->has_value ? value : 0;
         if (message)
-            copy_text(a->message, message, sizeof a->message);
+            ch_utf8_copy(a->message, message, sizeof a->message);
     }
     switch (a->state) {
     case CH_AS_NORMAL:
@@ -1221,8 +1204,8 @@ void alarms_note(struct alarms *am, const char *alarm_id, int64_t raised_ms, int
         t.event = CH_AE_NOTIFIED;
         t.ts_ms = now.wall_ms;
         t.escalation = level < 0 ? 0 : level > CH_ESCALATION_MAX ? CH_ESCALATION_MAX : level;
-        copy_text(t.by, who, sizeof t.by);
-        copy_text(t.message, text ? text : "", sizeof t.message);
+        ch_utf8_copy(t.by, who, sizeof t.by);
+        ch_utf8_copy(t.message, text ? text : "", sizeof t.message);
         record(am, &t, now);
     }
     finish(am);
@@ -1292,7 +1275,7 @@ int alarms_command(struct alarms *am, const struct ch_command *cmd, struct ch_ti
             break;
         }
         a->acked_ms = now.wall_ms;
-        copy_text(a->by, cmd->by, sizeof a->by);
+        ch_utf8_copy(a->by, cmd->by, sizeof a->by);
         emit(am, a, CH_AE_ACK, now);
         break;
     case CH_CMD_SHELVE:
@@ -1306,7 +1289,7 @@ int alarms_command(struct alarms *am, const struct ch_command *cmd, struct ch_ti
         }
         a->state = CH_AS_SHELVED;
         a->shelve_end = now.mono_ms + cmd->duration_ms;
-        copy_text(a->by, cmd->by, sizeof a->by);
+        ch_utf8_copy(a->by, cmd->by, sizeof a->by);
         emit(am, a, CH_AE_SHELVE, now);
         break;
     case CH_CMD_UNSHELVE:
@@ -1322,7 +1305,7 @@ int alarms_command(struct alarms *am, const struct ch_command *cmd, struct ch_ti
             break;
         }
         a->state = CH_AS_OOS;
-        copy_text(a->by, cmd->by, sizeof a->by);
+        ch_utf8_copy(a->by, cmd->by, sizeof a->by);
         emit(am, a, CH_AE_OUT_OF_SERVICE, now);
         break;
     case CH_CMD_IN_SERVICE:
@@ -1404,7 +1387,7 @@ size_t alarms_history(struct alarms *am, int64_t since_ms, struct ch_alert **out
     return n;
 }
 
-unsigned alarms_annunciate_mask(struct alarms *am, bool acknowledged)
+unsigned alarms_annunciate_mask(struct alarms *am, bool acknowledged, int min_escalation)
 {
     if (!am)
         return 0;
@@ -1412,10 +1395,11 @@ unsigned alarms_annunciate_mask(struct alarms *am, bool acknowledged)
     pthread_mutex_lock(&am->lock);
     for (size_t i = 0; i < am->n; i++) {
         const struct alarm *a = am->all[i];
-        if (a->state == CH_AS_UNACK || (acknowledged && a->state == CH_AS_ACKED))
+        if ((a->state == CH_AS_UNACK || (acknowledged && a->state == CH_AS_ACKED)) &&
+            a->escalation >= min_escalation)
             mask |= 1u << a->rule->priority;
     }
-    if (am->flooding &&
+    if (am->flooding && min_escalation <= 0 &&
         (am->flood.state == CH_AS_UNACK || (acknowledged && am->flood.state == CH_AS_ACKED)))
         mask |= 1u << CH_PRIO_HIGH;
     pthread_mutex_unlock(&am->lock);

@@ -182,9 +182,11 @@ size_t alarms_active(struct alarms *am, struct ch_alert **out);
 size_t alarms_history(struct alarms *am, int64_t since_ms, struct ch_alert **out);
 
 /* Priorities of alarms active and unacknowledged now, as a mask of
- * 1 << enum ch_priority; with acknowledged also those acknowledged. For the
- * annunciators. */
-unsigned alarms_annunciate_mask(struct alarms *am, bool acknowledged);
+ * 1 << enum ch_priority; with acknowledged also those acknowledged; only
+ * those escalated to min_escalation or further (0: every one). For the
+ * annunciators (a sounder at the nurses' station from level 0, one in the
+ * manager's office from level 2). */
+unsigned alarms_annunciate_mask(struct alarms *am, bool acknowledged, int min_escalation);
 
 struct alarms_stats {
     uint64_t transitions; /* since open */

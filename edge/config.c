@@ -191,25 +191,6 @@ const struct cfg_enum rule_kinds[] = {
 
 static const struct cfg_enum locales[] = {{"en", LOCALE_EN}, {"zh-CN", LOCALE_ZH_CN}, {NULL, 0}};
 
-/* zh-CN and en titles of each rule_kinds entry, in its order */
-static const char *const kind_titles[][2] = {
-    {"报警", "Alarm"},           {"紧急呼叫", "SOS call"},     {"跌倒", "Fall"},
-    {"呼叫", "Nurse call"},      {"防走失", "Wandering"},      {"离床", "Out of bed"},
-    {"生命体征异常", "Vital signs"}, {"长时间未活动", "No movement"}, {"电量低", "Low battery"},
-    {"设备离线", "Device offline"}, {"空气质量", "Air quality"}, {"燃气泄漏", "Gas"},
-    {"烟雾", "Smoke"},           {"温度异常", "Temperature"},  {"网关故障", "Gateway fault"},
-};
-_Static_assert(sizeof kind_titles / sizeof kind_titles[0] == KIND_GATEWAY + 1, "a title per kind");
-
-const char *rule_kind_title(const char *kind, int locale)
-{
-    int k = KIND_OTHER;
-    for (const struct cfg_enum *e = rule_kinds; kind && e->name; e++)
-        if (!strcmp(e->name, kind))
-            k = e->value;
-    return kind_titles[k][locale == LOCALE_ZH_CN ? 0 : 1];
-}
-
 const char *rule_kind_name(int kind)
 {
     return cfg_enum_name(rule_kinds, kind);
@@ -322,6 +303,7 @@ static const struct cfg_key annunciator_keys[] = {
     {.key = "coil",                 .type = CFG_INT,     .offset = AN(coil), .required = true, .min = 0, .max = 65535},
     {.key = "priorities",           .type = CFG_STRLIST, .offset = AN(priorities), .required = true},
     {.key = "include_acknowledged", .type = CFG_BOOL,    .offset = AN(include_acknowledged), .def = "false"},
+    {.key = "escalation",           .type = CFG_INT,     .offset = AN(min_escalation), .def = "0", .min = 0, .max = 10},
     CFG_END,
 };
 #undef AN

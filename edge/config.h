@@ -40,9 +40,6 @@ void site_free(struct site *s);
 /* The names of a rule kind (rule_kinds, "sos", ...) and a locale ("zh-CN"). */
 extern const struct cfg_enum rule_kinds[];
 const char *rule_kind_name(int kind);
-/* The title people read for a kind name ("fall": "跌倒" in zh-CN, "Fall"
- * in en); an unknown or NULL kind is "other"'s ("报警", "Alarm"). */
-const char *rule_kind_title(const char *kind, int locale);
 const char *site_locale_name(int locale);
 
 /* Display names (borrowed from c), or NULL when none is configured: of a

@@ -97,55 +97,26 @@ static void emit(void *arg, size_t dev, struct ch_reading *r)
 /* Drives each annunciator coil from the alarms active now. */
 static void update_annunciators(struct app *a)
 {
-    unsigned unacked = alarms_annunciate_mask(a->alarms, false);
-    unsigned any = alarms_annunciate_mask(a->alarms, true);
     pthread_rwlock_rdlock(&a->swap_lock);
     const struct site_config *c = &a->live->cfg;
     for (size_t i = 0; i < c->annunciators.n; i++) {
         const struct annunciator_cfg *an = SITE_ANNUNCIATOR(c, i);
-        unsigned m = an->include_acknowledged ? any : unacked;
+        unsigned m =
+            alarms_annunciate_mask(a->alarms, an->include_acknowledged, (int)an->min_escalation);
         poller_set_output(a->poller, i, (m & an->prio_mask) != 0);
     }
     pthread_rwlock_unlock(&a->swap_lock);
 }
 
-/* A transition worth telling someone, to the notifier: a raise (level 0),
- * an escalation (its level), an acknowledgement (stops what is still to be
- * sent of the occurrence), the end of the alarm. The names people read. */
+/* A transition worth telling someone (a raise, an escalation, an
+ * acknowledgement that stops what is still to be sent, the alarm's end) to
+ * the notifier, with the names people read. */
 static void notify_transition(struct app *a, const struct ch_alert *t)
 {
-    int ev = t->event == CH_AE_RAISE      ? NOTIFY_RAISE
-             : t->event == CH_AE_ESCALATE ? NOTIFY_ESCALATE
-             : t->event == CH_AE_ACK      ? NOTIFY_ACK
-             : t->event == CH_AE_CLEAR    ? NOTIFY_CLEAR
-                                          : -1;
-    if (ev < 0 || !t->raised_ms)
-        return;
-    const struct site_config *c = &a->site.cfg;
+    struct notify_event ne;
     char where[2 * CH_NAME_MAX + 4];
-    const char *room = t->room_name[0] ? t->room_name : t->room;
-    const char *bed = t->bed_name[0] ? t->bed_name : t->bed;
-    snprintf(where, sizeof where, "%s%s%s", room, room[0] && bed[0] ? " " : "", bed);
-    struct notify_event ne = {
-        .site = t->site,
-        .site_name = t->site_name[0] ? t->site_name : t->site,
-        .gateway = t->gateway,
-        .alarm_id = t->alarm_id,
-        .rule = t->rule,
-        .kind = t->kind[0] ? t->kind : "other",
-        .title = rule_kind_title(t->kind, c->locale),
-        .where = where,
-        .who = t->resident_name[0] ? t->resident_name : t->resident,
-        .device = t->device_name[0] ? t->device_name : t->device,
-        .message = t->message,
-        .by = t->by,
-        .priority = t->priority,
-        .level = ev == NOTIFY_RAISE ? 0 : t->escalation,
-        .event = ev,
-        .raised_ms = t->raised_ms,
-        .ts_ms = t->ts_ms,
-    };
-    notify_event(a->notifier, &ne);
+    if (notify_event_of_alert(t, &ne, where, sizeof where))
+        notify_event(a->notifier, &ne);
 }
 
 /* A delivery's outcome (from the notifier's thread): a line of the alarm's
@@ -157,24 +128,8 @@ static void on_notified(void *arg, const struct notify_result *r)
     struct app *a = arg;
     if (!r->final)
         return;
-    static const char *const types[][3] = {{"wecom", "企业微信", "WeCom"},
-                                           {"dingtalk", "钉钉", "DingTalk"},
-                                           {"feishu", "飞书", "Feishu"},
-                                           {"sms", "短信", "SMS"},
-                                           {"webhook", "Webhook", "Webhook"}};
-    bool zh = a->site.cfg.locale == LOCALE_ZH_CN;
-    const char *type = r->type;
-    for (size_t i = 0; i < CH_ARRAY_LEN(types); i++)
-        if (!strcmp(types[i][0], r->type))
-            type = types[i][zh ? 1 : 2];
-    char to[32] = "";
-    size_t tl = r->to ? strlen(r->to) : 0;
-    if (tl >= 7)
-        snprintf(to, sizeof to, " %.3s****%s", r->to, r->to + tl - 4);
-    else if (tl)
-        snprintf(to, sizeof to, " %s", r->to);
     char text[CH_TEXT_MAX];
-    snprintf(text, sizeof text, "%s%s %s", type, to, r->detail ? r->detail : (r->ok ? "ok" : "?"));
+    notify_outcome(r, site_locale_name(a->site.cfg.locale), text, sizeof text);
     alarms_note(a->alarms, r->alarm_id, r->raised_ms, r->level,
                 r->recipient && *r->recipient ? r->recipient : r->channel, text, ch_time_now());
 }

@@ -1,4 +1,5 @@
 #include "config.h"
+#include "notify.h"
 #include "cfg.h"
 #include "err.h"
 #include "log.h"
@@ -159,6 +160,9 @@ static const struct cfg_key hub_keys[] = {
      .min = 100, .max = 60000},
     {.key = "log_level", .type = CFG_ENUM, .offset = offsetof(struct hubcfg, log_level), .def = "info",
      .enums = cfg_log_levels},
+    {.key = "notify", .type = CFG_NODE, .offset = offsetof(struct hubcfg, notify_node)},
+    {.key = "notify_max_age", .type = CFG_DURATION, .offset = offsetof(struct hubcfg, notify_max_age_ms),
+     .def = "15m", .min = 10000, .max = 86400000},
     CFG_END,
 };
 /* clang-format on */
@@ -365,6 +369,9 @@ int hubcfg_load(const char *path, struct hubcfg *out)
                         l->metric);
         }
     }
+    if (out->notify_node && notify_cfg_parse(out->notify_node, &out->notify) != 0)
+        c.errors++;
+    out->notify_node = NULL; /* its document goes now */
     cfg_file_close(c.file);
     if (c.errors) {
         fprintf(stderr, "%s: %d error%s\n", path, c.errors, c.errors == 1 ? "" : "s");
@@ -376,5 +383,7 @@ int hubcfg_load(const char *path, struct hubcfg *out)
 
 void hubcfg_free(struct hubcfg *c)
 {
+    notify_cfg_free(c->notify);
+    c->notify = NULL;
     cfg_free(hub_keys, c);
 }

@@ -8,6 +8,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct notify_cfg;
+struct fy_node;
+
 struct hubcfg_mqtt {
     char *broker;    /* tcp://host:port or ssl://host:port */
     char *client_id; /* also the hub tag of the self-metrics */
@@ -135,6 +138,9 @@ struct hubcfg {
     int64_t rollup_after_ms; /* an hour's or day's summary figures are kept once it ended this long
                                 ago */
     int log_level;           /* enum log_level */
+    struct fy_node *notify_node; /* notify: while loading (hub_notify.h); NULL after */
+    struct notify_cfg *notify;   /* parsed; NULL: the hub tells nobody */
+    int64_t notify_max_age_ms;   /* an alert older than this when it arrives is not told */
 };
 
 /* Reads and checks the file at path into *out (zeroed here). Returns 0, or

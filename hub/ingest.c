@@ -1,6 +1,7 @@
 #include "ingest.h"
 #include "acks.h"
 #include "codec.h"
+#include "err.h"
 #include "lineproto.h"
 #include "log.h"
 #include "presence.h"
@@ -42,6 +43,8 @@ struct seen {
 struct ingest {
     struct presence *presence;
     struct registry *registry;
+    ingest_alert_fn alert_hook; /* told each stored alert (the hub's notifier) */
+    void *alert_arg;
     int64_t rollup_after_ms;
     ingest_sink sink;
     void *sink_ctx;
@@ -72,6 +75,12 @@ void ingest_free(struct ingest *in)
     pthread_mutex_destroy(&in->seen_lock);
     free(in->seen);
     free(in);
+}
+
+void ingest_set_alert_hook(struct ingest *in, ingest_alert_fn fn, void *arg)
+{
+    in->alert_hook = fn;
+    in->alert_arg = arg;
 }
 
 void ingest_set_acks(struct ingest *in, struct acks *acks)
@@ -380,10 +389,23 @@ static enum ingest_result on_alert(struct ingest *in, const char *topic, const j
     seen_finish(in, hash, kept, a.seq); /* not kept: the other copy may be */
     if (in->presence)
         presence_alert(in->presence, site, gw, a.seq, a.oldest, now_ms);
+    if (kept && in->alert_hook)
+        in->alert_hook(in->alert_arg, &a, now_ms);
     count(&in->alerts_ok, 1);
     LOGD("ingest", show_topic(topic).s, "alarm %s: %s -> %s", a.alarm_id,
          ch_alarm_event_name(a.event), ch_alarm_state_name(a.state));
     return INGEST_ACCEPTED;
+}
+
+int ingest_store_alert(struct ingest *in, const struct ch_alert *a)
+{
+    struct lp_buf b;
+    lp_init(&b);
+    if (lp_alert(&b, a) != 0) {
+        lp_free(&b);
+        return CH_EINVAL;
+    }
+    return emit(in, &b, INGEST_ALERTS);
 }
 
 /* The second copy of an alert: acknowledged again (its ack may be what the

@@ -97,6 +97,16 @@ struct acks;
  * again would be refused again, forever; it is logged and counted instead. */
 void ingest_set_acks(struct ingest *in, struct acks *acks);
 
+struct ch_alert;
+/* Each alert stored (its points handed to the sink), after that, on the
+ * thread that ingested it (fn must not block): care-hub's notifier. */
+typedef void (*ingest_alert_fn)(void *arg, const struct ch_alert *a, int64_t now_ms);
+void ingest_set_alert_hook(struct ingest *in, ingest_alert_fn fn, void *arg);
+
+/* Stores one alert the hub made itself (a "notified" line of an alarm's
+ * history) as the alert path stores a gateway's: 0, or the sink's error. */
+int ingest_store_alert(struct ingest *in, const struct ch_alert *a);
+
 struct registry;
 /* The site registry (borrowed; NULL: none, every reading is accepted):
  * quotas and inventories, told about statuses. */

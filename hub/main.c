@@ -29,6 +29,7 @@
 #include "config.h"
 #include "err.h"
 #include "httpd.h"
+#include "hub_notify.h"
 #include "influx.h"
 #include "ingest.h"
 #include "ingestq.h"
@@ -72,6 +73,7 @@ struct hub {
     struct api *api;
     struct retention *retention; /* the hourly history's keeper (NULL: none) */
     struct acks *acks;           /* storage acknowledgements to send */
+    struct hub_notify *notify;   /* the hub's notifier (NULL: none) */
     char presence_file[4096];    /* the numbers received, kept across restarts */
     uint64_t acks_sent, acks_unsent;
 };
@@ -433,6 +435,8 @@ static int serve(struct hub *h)
         ingest_set_acks(h->ingest, h->acks);
         ingest_set_registry(h->ingest, h->registry);
         ingest_set_rollup_after(h->ingest, h->cfg.rollup_after_ms);
+        if ((h->notify = hub_notify_open(&h->cfg, h->ingest)) != NULL)
+            ingest_set_alert_hook(h->ingest, hub_notify_alert, h->notify);
         h->queue = ingestq_new(h->ingest, h->registry, &h->cfg.ingest);
         /* the view: the priority path of alarm transitions, every gateway's
          * birth for the registry, the API's live state, and gateways_online
@@ -476,6 +480,10 @@ static int serve(struct hub *h)
          * (not acknowledged: the gateways send it again, a duplicate) */
         ingestq_close(h->queue);
         h->queue = NULL;
+        /* nothing more to tell; what it has not sent stays in its directory */
+        ingest_set_alert_hook(h->ingest, NULL, NULL);
+        hub_notify_close(h->notify);
+        h->notify = NULL;
         if (h->presence)
             presence_save(h->presence, h->presence_file);
         write_self_metrics(h);

@@ -27,3 +27,5 @@ echo "== ingest isolation: another site's alarms while one gateway floods (CAREH
 python3 tests/bench/bench_isolation.py ${CAREHUB_BEFORE:+--before "$CAREHUB_BEFORE"}
 echo "== InfluxDB for years: the disk a 120-resident site costs with retention and the hourly history"
 python3 tests/bench/bench_retention.py
+echo "== alarms to people: SOS -> phone webhook and sounder relay, WAN up and down"
+python3 tests/bench/bench_notify.py

@@ -536,15 +536,25 @@ static void test_annunciate_mask(void **state)
     (void)state;
     struct fx *f = calloc(1, sizeof *f);
     fx_open(f);
-    assert_int_equal(alarms_annunciate_mask(f->am, true), 0);
+    assert_int_equal(alarms_annunciate_mask(f->am, true, 0), 0);
     cond(f, "lo:d1", true, 1, AT(0));
     cond(f, "sos:d-call", true, 1, AT(1));
-    assert_int_equal(alarms_annunciate_mask(f->am, false),
+    assert_int_equal(alarms_annunciate_mask(f->am, false, 0),
                      (1u << CH_PRIO_LOW) | (1u << CH_PRIO_HIGH));
     command(f, CH_CMD_ACK, "sos:d-call", 0, AT(2));
-    assert_int_equal(alarms_annunciate_mask(f->am, false), 1u << CH_PRIO_LOW);
-    assert_int_equal(alarms_annunciate_mask(f->am, true),
+    assert_int_equal(alarms_annunciate_mask(f->am, false, 0), 1u << CH_PRIO_LOW);
+    assert_int_equal(alarms_annunciate_mask(f->am, true, 0),
                      (1u << CH_PRIO_LOW) | (1u << CH_PRIO_HIGH));
+    /* a sounder for escalated alarms: silent until the medium one escalates */
+    cond(f, "med:d1", true, 1600, AT(3));
+    assert_int_equal(alarms_annunciate_mask(f->am, false, 1), 0);
+    tick(f, AT(3 + 60));
+    assert_int_equal(alarms_annunciate_mask(f->am, false, 1), 1u << CH_PRIO_MEDIUM);
+    assert_int_equal(alarms_annunciate_mask(f->am, false, 2), 0);
+    tick(f, AT(3 + 120));
+    assert_int_equal(alarms_annunciate_mask(f->am, false, 2), 1u << CH_PRIO_MEDIUM);
+    command(f, CH_CMD_ACK, "med:d1", 0, AT(124));
+    assert_int_equal(alarms_annunciate_mask(f->am, false, 1), 0);
     fx_close(f);
     free(f);
 }
@@ -923,7 +933,7 @@ static void test_self_alarm(void **state)
     assert_int_equal(t->priority, CH_PRIO_HIGH);
     assert_int_equal(t->event, CH_AE_RAISE);
     assert_false(t->latched);
-    assert_int_equal(alarms_annunciate_mask(f->am, false), 1u << CH_PRIO_HIGH);
+    assert_int_equal(alarms_annunciate_mask(f->am, false, 0), 1u << CH_PRIO_HIGH);
     alarms_self(f->am, ALARM_SELF_SPOOL, true, "disk full", clk(f, AT(1))); /* no transition */
     assert_int_equal(f->n, mark + 1);
     struct ch_alert *act;
