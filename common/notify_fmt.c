@@ -186,7 +186,8 @@ bool notify_event_of_alert(const struct ch_alert *t, struct notify_event *ne, ch
     if (ev < 0 || !t->raised_ms)
         return false;
     const char *room = t->room_name[0] ? t->room_name : t->room;
-    const char *bed = t->bed_name[0] ? t->bed_name : t->bed;
+    /* a wearable located in a zone is there, not in its bed */
+    const char *bed = t->located_ms ? "" : t->bed_name[0] ? t->bed_name : t->bed;
     snprintf(where, n, "%s%s%s", room, room[0] && bed[0] ? " " : "", bed);
     *ne = (struct notify_event){
         .site = t->site,

@@ -64,6 +64,9 @@
     { key: 'bed.in_bed', meas: 'bed', metric: 'in_bed', box: 'care-charts' },
     { key: 'wearable.hr', meas: 'wearable', metric: 'hr', box: 'care-charts' },
     { key: 'wearable.battery', meas: 'wearable', metric: 'battery', box: 'care-charts' },
+    // where each bracelet was heard (its readings' room is the zone): a row per
+    // bracelet, a band per zone over time
+    { key: 'wearable.zone', meas: 'wearable', metric: 'zone', box: 'care-charts', timeline: true },
   ];
   // GB/T 18883-2022, the hub's defaults; the summary's own limits win when present.
   const DEFAULT_LIMITS = {
@@ -205,6 +208,8 @@
       'chart.bed.in_bed': '在床（0–1）',
       'chart.wearable.hr': '心率 · 手环',
       'chart.wearable.battery': '手环电量',
+      'chart.wearable.zone': '位置轨迹',
+      'site.timelineLabel': '位置轨迹：{0} 个手环，{1} 个区域，{2}',
       'range.1h': '1小时',
       'range.6h': '6小时',
       'site.response': '报警响应时间',
@@ -415,6 +420,8 @@
       'chart.bed.in_bed': 'In bed (0–1)',
       'chart.wearable.hr': 'Heart rate · bracelet',
       'chart.wearable.battery': 'Bracelet battery',
+      'chart.wearable.zone': 'Zone timeline',
+      'site.timelineLabel': 'Zone timeline: {0} bracelets, {1} zones, {2}',
       'range.1h': '1 hour',
       'range.6h': '6 hours',
       'site.response': 'Alarm response times',
@@ -1977,6 +1984,11 @@
       return fig;
     }
     const data = sr.data || {};
+    if (c.timeline) {
+      fig.classList.add('wide');
+      fig.append(zoneTimeline(page, data));
+      return fig;
+    }
     const series = chartSeries(c, data);
     series.sort((x, y) => String(x.key).localeCompare(String(y.key), undefined, { numeric: true }));
     series.forEach((x, j) => { x.colour = LINE_COLOURS[j % LINE_COLOURS.length]; });
@@ -1998,6 +2010,41 @@
       label: t('site.chartLabel', title, series.length, t('range.' + page.range)),
     })));
     return fig;
+  }
+
+  // The zone timeline: one row per bracelet, a coloured band for each
+  // interval of 'every' in which it was heard in a zone (a series per zone
+  // and device from /series), a legend of the zones. SVG, no library.
+  function zoneTimeline(page, data) {
+    const every = isNum(data.every_s) && data.every_s > 0 ? data.every_s * 1000 : EVERY_S[page.range] * 1000;
+    const rows = new Map(); // device -> [{zone, t}]
+    const zones = [];
+    for (const se of (data.series || [])) {
+      if (!se.device || !se.room) continue;
+      if (!zones.includes(se.room)) zones.push(se.room);
+      if (!rows.has(se.device)) rows.set(se.device, []);
+      for (const p of se.points || []) if (Array.isArray(p) && isNum(p[0])) rows.get(se.device).push({ zone: se.room, t: p[0] });
+    }
+    zones.sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+    const devices = [...rows.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+    const colour = (z) => LINE_COLOURS[zones.indexOf(z) % LINE_COLOURS.length];
+    const W = 1000, ROW = 22, LEFT = 120, TOP = 4;
+    const span = Math.max(1, page.to - page.from);
+    const x = (t0) => LEFT + ((t0 - page.from) / span) * (W - LEFT - 4);
+    const svg = s('svg', {
+      viewBox: `0 0 ${W} ${TOP + devices.length * ROW + 4}`, class: 'timeline', role: 'img',
+      'aria-label': t('site.timelineLabel', devices.length, zones.length, t('range.' + page.range)),
+    }, devices.map((dev, i) => {
+      const y = TOP + i * ROW;
+      return [s('text', { x: 4, y: y + ROW * 0.7, class: 'tl-label', text: dev }),
+        rows.get(dev).map((p) => s('rect', {
+          x: x(p.t).toFixed(1), y: y + 3, width: Math.max(1, x(p.t + every) - x(p.t)).toFixed(1),
+          height: ROW - 6, fill: colour(p.zone), dataset: { zone: p.zone },
+        }, s('title', { text: dev + ' · ' + p.zone + ' · ' + fmtTime(p.t, true) })))];
+    }));
+    const legend = h('div', { class: 'tl-legend' }, zones.map((z) => h('span', { class: 'tl-zone', dataset: { zone: z } },
+      s('svg', { viewBox: '0 0 10 10', class: 'tl-swatch' }, s('rect', { width: 10, height: 10, rx: 2, fill: colour(z) })), z)));
+    return h('div', { class: 'tl-wrap' }, svg, legend);
   }
 
   function renderResponseChart() {
