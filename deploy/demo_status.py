@@ -85,7 +85,7 @@ def final(url, db):
     total = sum(n for _, n in care)
     print(f"stored: {total} readings of residents and rooms "
           f"({', '.join(f'{m}={n}' for m, n in care) or 'none'}); {alarms} alarm transitions; "
-          f"internal: {', '.join(own) or 'none'}")
+          f"internal (the gateways' and the hub's own figures): {', '.join(own) or 'none'}")
     return 0 if total > 0 else 1
 
 
