@@ -1957,11 +1957,14 @@
   // A chart's lines: per room for the environment, per device for residents.
   function chartSeries(c, data) {
     const env = c.meas === 'environment';
-    return ((data && data.series) || []).map((x) => ({
-      label: env && x.room ? t('alarms.room', x.room) : x.device || x.room || '?',
-      key: env ? x.room || x.device || '' : x.device || x.room || '',
-      points: (x.points || []).filter((p) => Array.isArray(p) && isNum(p[0]) && isNum(p[1])),
-    })).filter((x) => x.points.length);
+    const out = new Map(); // key -> series: a resident's device is one line wherever it was
+    for (const x of ((data && data.series) || [])) {
+      const key = env ? x.room || x.device || '' : x.device || x.room || '';
+      if (!out.has(key)) out.set(key, { label: env && x.room ? t('alarms.room', x.room) : x.device || x.room || '?', key, points: [] });
+      out.get(key).points.push(...(x.points || []).filter((p) => Array.isArray(p) && isNum(p[0]) && isNum(p[1])));
+    }
+    for (const se of out.values()) se.points.sort((p, q) => p[0] - q[0]);
+    return [...out.values()].filter((x) => x.points.length);
   }
 
   function renderChart(page, c) {
@@ -2012,12 +2015,14 @@
     return fig;
   }
 
-  // The zone timeline: one row per bracelet, a coloured band for each
-  // interval of 'every' in which it was heard in a zone (a series per zone
-  // and device from /series), a legend of the zones. SVG, no library.
+  // The zone timeline: one row per bracelet, a coloured band from each
+  // reading's interval (a series per zone and device from /series) to the
+  // next one of that bracelet, unless the bracelet was silent longer than
+  // its rhythm allows (a gap), and a legend of the zones. A row is its
+  // label and an SVG stretched to the width (SVG, no library).
   function zoneTimeline(page, data) {
     const every = isNum(data.every_s) && data.every_s > 0 ? data.every_s * 1000 : EVERY_S[page.range] * 1000;
-    const rows = new Map(); // device -> [{zone, t}]
+    const rows = new Map(); // device -> [{zone, t}] in time order
     const zones = [];
     for (const se of (data.series || [])) {
       if (!se.device || !se.room) continue;
@@ -2028,23 +2033,30 @@
     zones.sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
     const devices = [...rows.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
     const colour = (z) => LINE_COLOURS[zones.indexOf(z) % LINE_COLOURS.length];
-    const W = 1000, ROW = 22, LEFT = 120, TOP = 4;
+    const W = 1000;
     const span = Math.max(1, page.to - page.from);
-    const x = (t0) => LEFT + ((t0 - page.from) / span) * (W - LEFT - 4);
-    const svg = s('svg', {
-      viewBox: `0 0 ${W} ${TOP + devices.length * ROW + 4}`, class: 'timeline', role: 'img',
-      'aria-label': t('site.timelineLabel', devices.length, zones.length, t('range.' + page.range)),
-    }, devices.map((dev, i) => {
-      const y = TOP + i * ROW;
-      return [s('text', { x: 4, y: y + ROW * 0.7, class: 'tl-label', text: dev }),
-        rows.get(dev).map((p) => s('rect', {
-          x: x(p.t).toFixed(1), y: y + 3, width: Math.max(1, x(p.t + every) - x(p.t)).toFixed(1),
-          height: ROW - 6, fill: colour(p.zone), dataset: { zone: p.zone },
-        }, s('title', { text: dev + ' · ' + p.zone + ' · ' + fmtTime(p.t, true) })))];
-    }));
+    const x = (t0) => Math.min(W, Math.max(0, ((t0 - page.from) / span) * W));
+    const lines = devices.map((dev) => {
+      const pts = rows.get(dev).sort((p, q) => p.t - q.t);
+      const steps = [];
+      for (let i = 1; i < pts.length; i++) steps.push(pts[i].t - pts[i - 1].t);
+      const gap = Math.max(every, median(steps) || 0) * 2.5;
+      const bars = pts.map((p, i) => {
+        const next = i + 1 < pts.length && pts[i + 1].t - p.t <= gap ? pts[i + 1].t : p.t + every;
+        return s('rect', {
+          x: x(p.t).toFixed(1), y: 0, width: Math.max(1, x(next) - x(p.t)).toFixed(1), height: 10,
+          fill: colour(p.zone), dataset: { zone: p.zone },
+        }, s('title', { text: dev + ' · ' + p.zone + ' · ' + fmtTime(p.t, true) }));
+      });
+      return h('div', { class: 'tl-row' }, h('span', { class: 'tl-label', text: dev }),
+        s('svg', { viewBox: `0 0 ${W} 10`, preserveAspectRatio: 'none', class: 'tl-bars' }, bars));
+    });
     const legend = h('div', { class: 'tl-legend' }, zones.map((z) => h('span', { class: 'tl-zone', dataset: { zone: z } },
       s('svg', { viewBox: '0 0 10 10', class: 'tl-swatch' }, s('rect', { width: 10, height: 10, rx: 2, fill: colour(z) })), z)));
-    return h('div', { class: 'tl-wrap' }, svg, legend);
+    return h('div', {
+      class: 'tl-wrap', role: 'img',
+      'aria-label': t('site.timelineLabel', devices.length, zones.length, t('range.' + page.range)),
+    }, lines, h('div', { class: 'tl-axis' }, h('span', { text: fmtTime(page.from) }), h('span', { text: fmtTime(page.to) })), legend);
   }
 
   function renderResponseChart() {

@@ -280,17 +280,20 @@ def staff_part(w, b, base, api, tokens, central, art, cap):
 def site_page_part(b, base, influx, art):
     """The site page for people (issue 13): in the last hour, a bed's heart rate
     and a bracelet's battery (written to InfluxDB as care-hub stores them)
-    are charted per device under Residents; a resident chart without data
-    (breathing rate) is left out rather than drawn empty; the range asks the
-    hub for 15 s steps."""
+    are charted per device under Residents; the bracelet's zone timeline has
+    a band per zone it was located in (its room 203 for 15 min, then the
+    corridor), in time order; a resident chart without data (breathing
+    rate) is left out rather than drawn empty; the range asks the hub for
+    15 s steps."""
     now = int(time.time() * 1000)
     lines = []
     for i in range(30):
         ts = now - 30 * 60000 + i * 60000
         lines.append(f"bed,device=bed-1,gateway={GW},quality=good,room=203,site={SITE} "
                      f"hr={60 + i % 5},in_bed=1,seq={1000 + 2 * i}i {ts}")
-        lines.append(f"wearable,device=band-1,gateway={GW},quality=good,room=corridor-2,"
-                     f"site={SITE} battery={90 - i // 10},seq={1001 + 2 * i}i {ts}")
+        zone, zi = ("room-203", 0) if i < 15 else ("corridor-2", 1)
+        lines.append(f"wearable,device=band-1,gateway={GW},quality=good,room={zone},"
+                     f"site={SITE} battery={90 - i // 10},zone={zi},seq={1001 + 2 * i}i {ts}")
     influx.write("\n".join(lines), DB)
     b.navigate(f"{base}/#/site/{SITE}")
     b.wait_for("document.querySelector('#site-range [data-range=\"1h\"]')", timeout=10,
@@ -302,7 +305,12 @@ def site_page_part(b, base, influx, art):
     shown = b.evaluate("[...document.querySelectorAll('#care-charts figure')]"
                        ".map(f => f.dataset.metric)")
     assert "bed.rr" not in shown and "wearable.hr" not in shown, f"empty charts drawn: {shown}"
-    assert "bed.in_bed" in shown, shown
+    assert "bed.in_bed" in shown and "wearable.zone" in shown, shown
+    bands = b.evaluate("[...document.querySelectorAll('#care-charts figure[data-metric=\"wearable.zone\"]"
+                       " rect[data-zone]')].map(r => [r.dataset.zone, +r.getAttribute('x')])")
+    first = {z: min(x for zz, x in bands if zz == z) for z, _ in bands}
+    assert set(first) == {"room-203", "corridor-2"}, bands
+    assert first["room-203"] < first["corridor-2"], first  # the room, then the corridor
     title = b.evaluate("document.querySelector('#care-charts figure[data-metric=\"bed.hr\"]"
                        " .chart-title').textContent")
     assert title in ("心率 · 床垫", "Heart rate · bed"), title
