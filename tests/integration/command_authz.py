@@ -30,7 +30,8 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Console, Influx, Mosquitto, free_port, log, run_test, wait_for  # noqa: E402
+from harness import (Console, Influx, Mosquitto, free_port, log, new_tokens, run_test,  # noqa: E402
+                     wait_for)
 from care_site import GW, SITE, USER, hash_password, site_config, start_sim  # noqa: E402
 
 DB = "carehub"
@@ -49,15 +50,9 @@ def command(action, by, role=None, **extra):
 
 
 def make_tokens(w):
-    secrets, entries = {}, []
-    for name, spec in (("nurse-token", f"role: staff\n    sites: [{SITE}]"),
-                       ("admin-token", "role: admin\n    sites: [\"*\"]")):
-        out = subprocess.run([w.bin("care-hub"), "--new-token", name], check=True,
-                             capture_output=True, text=True).stdout
-        secrets[name] = [l.strip() for l in out.splitlines() if l.strip().startswith("chk_")][0]
-        sha = [l.split(":", 1)[1].strip() for l in out.splitlines() if "sha256:" in l][0]
-        entries.append(f"  - name: {name}\n    sha256: {sha}\n    {spec}\n")
-    return secrets, w.write("tokens.yaml", "tokens:\n" + "".join(entries))
+    secrets, path, _ = new_tokens(w, {"nurse-token": f"role: staff\n    sites: [{SITE}]",
+                                      "admin-token": "role: admin\n    sites: [\"*\"]"})
+    return secrets, path
 
 
 def api_command(port, token, action):

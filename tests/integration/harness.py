@@ -407,6 +407,39 @@ class World:
             print(f"---- {p.name} ({p.logpath}) ----\n{p.tail(60)}", flush=True)
 
 
+def new_tokens(w, specs):
+    """API tokens made by `care-hub --new-token`: specs maps each name to the
+    YAML of its role and scope ("role: staff\n    sites: [cq-yz-001]").
+    Returns ({name: secret}, the tokens file's path, the file's entries)."""
+    import subprocess
+    secrets, entries = {}, []
+    for name, spec in specs.items():
+        r = subprocess.run([w.bin("care-hub"), "--new-token", name], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, f"care-hub --new-token {name}: {r.stderr}"
+        secrets[name] = [l.strip() for l in r.stdout.splitlines() if l.strip().startswith("chk_")][0]
+        sha = [l.split(":", 1)[1].strip() for l in r.stdout.splitlines() if "sha256:" in l][0]
+        entries.append(f"  - name: {name}\n    sha256: {sha}\n    {spec}\n")
+    return secrets, w.write("tokens.yaml", "tokens:\n" + "".join(entries)), entries
+
+
+def hub_yaml(mqtt, influx, db, client_id, spool="hub-spool", extra=""):
+    """A care-hub configuration for a test: the broker (client_id), InfluxDB
+    database db written every 100 ms and retried within 1 s, a spool
+    directory, then extra (api:, notify:, ... sections as YAML)."""
+    return f"""mqtt:
+  broker: {mqtt.uri}
+  client_id: {client_id}
+influx:
+  url: {influx.url}
+  database: {db}
+  flush_interval: 100ms
+  max_backoff: 1s
+spool:
+  dir: {spool}
+{extra}"""
+
+
 def run_test(fn):
     """Runs a test function with a World; prints logs on failure."""
     w = World(fn.__name__)

@@ -29,7 +29,7 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Influx, Mosquitto, free_port, log, run_test, wait_for  # noqa: E402
+from harness import Influx, Mosquitto, free_port, log, new_tokens, run_test, wait_for  # noqa: E402
 
 DB = "carehub_api"
 T0 = (int(time.time()) // 3600 - 6) * 3600 * 1000  # six hours ago, on the hour
@@ -143,24 +143,14 @@ def status(site, online, devices=3, gw="gw-1"):
 
 
 def make_tokens(w, api_bin):
-    """Tokens made with care-hub --new-token: (secrets by name, tokens file)."""
-    import subprocess
+    """Tokens made with care-hub --new-token: (secrets by name, tokens file, entries)."""
     specs = {"staff-yz001": "role: staff\n    sites: [cq-yz-001]",
              "staff-jb": "role: staff\n    sites: [cq-jb-001]",
              "reg-yz": "role: regulator\n    district: cq-yz-",
              "reg-yz-health": "role: regulator\n    district: cq-yz-\n    grants: [health]",
              "admin": "role: admin\n    sites: [\"*\"]",
              "slow": "role: staff\n    sites: [cq-yz-001]\n    rate: 1"}
-    secrets, entries = {}, []
-    for name, spec in specs.items():
-        out = subprocess.run([api_bin, "--new-token", name], check=True, capture_output=True,
-                             text=True).stdout
-        tok = [l.strip() for l in out.splitlines() if l.strip().startswith("chk_")][0]
-        sha = [l.split(":", 1)[1].strip() for l in out.splitlines() if "sha256:" in l][0]
-        secrets[name] = tok
-        entries.append(f"  - name: {name}\n    sha256: {sha}\n    {spec}\n")
-    path = w.write("tokens.yaml", "tokens:\n" + "".join(entries))
-    return secrets, path, entries
+    return new_tokens(w, specs)
 
 
 def hub_config(w, mqtt, influx, tokens_path, port):

@@ -50,7 +50,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chromium import Browser, ensure_installed  # noqa: E402
-from harness import (SRC, Influx, Mosquitto, free_port, log, run_test,  # noqa: E402
+from harness import (SRC, Influx, Mosquitto, free_port, log, new_tokens, run_test,  # noqa: E402
                      wait_for)
 from care_site import GW, SITE, messages, site_config, start_sim  # noqa: E402
 from console_browser import artifact_dir  # noqa: E402
@@ -69,18 +69,9 @@ PREFIX = "hub-browser"
 
 def make_tokens(w):
     """Two tokens from `care-hub --new-token`: {name: secret}, tokens file."""
-    specs = {STAFF: f"role: staff\n    sites: [{SITE}]",
-             REGULATOR: f"role: regulator\n    district: {SITE.split('-')[0]}-"}
-    secrets, entries = {}, []
-    for name, spec in specs.items():
-        r = subprocess.run([w.bin("care-hub"), "--new-token", name], capture_output=True,
-                           text=True, timeout=30)
-        assert r.returncode == 0, f"care-hub --new-token {name}: {r.stderr}"
-        tok = [l.strip() for l in r.stdout.splitlines() if l.strip().startswith("chk_")][0]
-        sha = [l.split(":", 1)[1].strip() for l in r.stdout.splitlines() if "sha256:" in l][0]
-        secrets[name] = tok
-        entries.append(f"  - name: {name}\n    sha256: {sha}\n    {spec}\n")
-    return secrets, w.write("tokens.yaml", "tokens:\n" + "".join(entries))
+    secrets, path, _ = new_tokens(w, {STAFF: f"role: staff\n    sites: [{SITE}]",
+                                      REGULATOR: f"role: regulator\n    district: {SITE.split('-')[0]}-"})
+    return secrets, path
 
 
 def start_hub(w, central, influx, tokens_path, port):

@@ -22,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Influx, Mosquitto, log, run_test, wait_for  # noqa: E402
+from harness import Influx, Mosquitto, hub_yaml, log, run_test, wait_for  # noqa: E402
 from notify_receivers import Receiver  # noqa: E402
 
 DB = "carehub_hub_notify"
@@ -30,18 +30,8 @@ SITE, GW = "cq-yz-009", "gw-1"
 SECRET = "SEC9876543210fedcba"
 
 
-def hub_yaml(mqtt, influx, hook, ding, levels="[[ops], [], [manager]]"):
-    return f"""mqtt:
-  broker: {mqtt.uri}
-  client_id: hub-notify
-influx:
-  url: {influx.url}
-  database: {DB}
-  flush_interval: 100ms
-  max_backoff: 1s
-spool:
-  dir: hub-spool
-notify:
+def notify_hub_yaml(mqtt, influx, hook, ding, levels="[[ops], [], [manager]]"):
+    return hub_yaml(mqtt, influx, DB, "hub-notify", extra=f"""notify:
   channels:
     - {{id: ops, name: 运营值班, type: webhook, url: "{hook.url}"}}
     - {{id: manager, name: 区域经理, type: dingtalk, url: "{ding.url}", secret: {SECRET}}}
@@ -49,7 +39,7 @@ notify:
     - priorities: [high]
       levels: {levels}
   retry: {{first: 500ms, max: 2s, give_up: 10m}}
-"""
+""")
 
 
 def alert(event, level, ts, raised, state="unack"):
@@ -67,13 +57,13 @@ def test_hub_notify(w):
     influx = Influx(w)
     mqtt = Mosquitto(w)
     with Receiver("webhook") as hook, Receiver("dingtalk", secret=SECRET) as ding:
-        bad = w.write("bad.yaml", hub_yaml(mqtt, influx, hook, ding, "[[ops], [nobody]]"))
+        bad = w.write("bad.yaml", notify_hub_yaml(mqtt, influx, hook, ding, "[[ops], [nobody]]"))
         r = subprocess.run([w.bin("care-hub"), "--check", "-c", bad], capture_output=True,
                            text=True, timeout=30)
         assert r.returncode != 0 and "bad.yaml:" in r.stderr and "nobody" in r.stderr, r.stderr
 
         hub = w.spawn("care-hub", [w.bin("care-hub"), "-c",
-                                   w.write("hub.yaml", hub_yaml(mqtt, influx, hook, ding))])
+                                   w.write("hub.yaml", notify_hub_yaml(mqtt, influx, hook, ding))])
         hub.wait_log(r"subscribed to carehub/v1/\+/\+/#")
         topic = f"carehub/v1/{SITE}/{GW}/alert"
         now = int(time.time() * 1000)

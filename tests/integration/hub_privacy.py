@@ -37,7 +37,7 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Influx, Mosquitto, free_port, log, run_test, wait_for  # noqa: E402
+from harness import Influx, Mosquitto, free_port, log, new_tokens, run_test, wait_for  # noqa: E402
 from hub_api import Api, Stream, reading, status, telemetry  # noqa: E402
 
 DB = "carehub_privacy"
@@ -74,14 +74,8 @@ def make_tokens(w):
              "reg-l": "role: regulator\n    district: cq-yz\n    grants: [location]",
              "reg-001": f"role: regulator\n    district: {SITE}",
              "reg-00": "role: regulator\n    district: cq-yz-00"}
-    secrets, entries = {}, []
-    for name, spec in specs.items():
-        out = subprocess.run([w.bin("care-hub"), "--new-token", name], check=True,
-                             capture_output=True, text=True, timeout=30).stdout
-        secrets[name] = [l.strip() for l in out.splitlines() if l.strip().startswith("chk_")][0]
-        sha = [l.split(":", 1)[1].strip() for l in out.splitlines() if "sha256:" in l][0]
-        entries.append(f"  - name: {name}\n    sha256: {sha}\n    {spec}\n")
-    return secrets, w.write("tokens.yaml", "tokens:\n" + "".join(entries))
+    secrets, path, _ = new_tokens(w, specs)
+    return secrets, path
 
 
 def config(mqtt, influx, tokens, port, extra=""):

@@ -30,7 +30,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import SRC, Console, Influx, Mosquitto, free_port, log, run_test, wait_for  # noqa: E402
+from harness import (SRC, Console, Influx, Mosquitto, free_port, hub_yaml, log,  # noqa: E402
+                     new_tokens, run_test, wait_for)
 from care_site import hash_password, messages  # noqa: E402
 from hub_api import Api  # noqa: E402
 from chromium import Browser, ensure_installed  # noqa: E402
@@ -132,36 +133,15 @@ def check_refused(w, central, local, user_hash):
         assert f"bad-{i}.yaml:" in r.stderr and f"'{key}'" in r.stderr, (what, r.stderr)
 
 
-def make_tokens(w):
-    secrets, entries = {}, []
-    for name, spec in {"staff": f"role: staff\n    sites: [{SITE}]",
-                       "reg": "role: regulator\n    district: cq-yz"}.items():
-        out = subprocess.run([w.bin("care-hub"), "--new-token", name], check=True,
-                             capture_output=True, text=True, timeout=30).stdout
-        secrets[name] = [l.strip() for l in out.splitlines() if l.strip().startswith("chk_")][0]
-        sha = [l.split(":", 1)[1].strip() for l in out.splitlines() if "sha256:" in l][0]
-        entries.append(f"  - name: {name}\n    sha256: {sha}\n    {spec}\n")
-    return secrets, w.write("tokens.yaml", "tokens:\n" + "".join(entries))
-
-
 def start_hub(w, central, influx):
-    secrets, tokens = make_tokens(w)
+    secrets, tokens, _ = new_tokens(w, {"staff": f"role: staff\n    sites: [{SITE}]",
+                                        "reg": "role: regulator\n    district: cq-yz"})
     port = free_port()
-    cfg = w.write("hub.yaml", f"""mqtt:
-  broker: {central.uri}
-  client_id: hub-zh
-influx:
-  url: {influx.url}
-  database: {DB}
-  flush_interval: 100ms
-  max_backoff: 1s
-spool:
-  dir: {w.path('hub-spool')}
-api:
+    cfg = w.write("hub.yaml", hub_yaml(central, influx, DB, "hub-zh", w.path("hub-spool"), f"""api:
   port: {port}
   tokens_file: {tokens}
   rate_limit: 500
-""")
+"""))
     hub = w.spawn("care-hub", [w.bin("care-hub"), "-c", cfg])
     wait_for("the hub's API", lambda: Api(port).get("/healthz")[0] == 200, 15)
     return hub, Api(port), secrets
