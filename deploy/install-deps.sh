@@ -27,11 +27,11 @@ set -euo pipefail
 # shared libraries of the programs (Depends of the packages)
 GATEWAY=(
   libpaho-mqtt1.3 libmodbus5 libjansson4 libfyaml0 libmicrohttpd12 libcrypt1 zlib1g libsystemd0
-  procps
+  libcurl4 libssl3 ca-certificates procps
 )
 HUB=(
-  libpaho-mqtt1.3 libjansson4 libfyaml0 libmicrohttpd12 libcurl4 libssl3 zlib1g libsystemd0
-  procps mosquitto mosquitto-clients influxdb influxdb-client
+  libpaho-mqtt1.3 libjansson4 libfyaml0 libmicrohttpd12 libcurl4 libssl3 libcrypt1 zlib1g
+  libsystemd0 ca-certificates procps mosquitto mosquitto-clients influxdb influxdb-client
 )
 DEV=(
   build-essential cmake pkg-config
