@@ -119,6 +119,7 @@ struct alarm {
     char message[CH_TEXT_MAX];
     char where[CH_ID_MAX]; /* the zone it was located in last ("": the configured room) */
     int64_t where_ms;      /* wall clock of the latest reading located there */
+    int64_t noted_ms;      /* label of its last "notified" transition */
     bool live;             /* registered by the rules engine of the configuration in force */
 };
 
@@ -1202,7 +1203,12 @@ void alarms_note(struct alarms *am, const char *alarm_id, int64_t raised_ms, int
         struct ch_alert t;
         fill(am, a, &t);
         t.event = CH_AE_NOTIFIED;
-        t.ts_ms = now.wall_ms;
+        /* one label each: the hub stores a transition as a point of its
+         * time, and an acknowledgement may end several deliveries at once */
+        t.ts_ms = now.wall_ms > a->noted_ms && now.wall_ms > a->last_ms
+                      ? now.wall_ms
+                      : (a->noted_ms > a->last_ms ? a->noted_ms : a->last_ms) + 1;
+        a->noted_ms = t.ts_ms;
         t.escalation = level < 0 ? 0 : level > CH_ESCALATION_MAX ? CH_ESCALATION_MAX : level;
         ch_utf8_copy(t.by, who, sizeof t.by);
         ch_utf8_copy(t.message, text ? text : "", sizeof t.message);

@@ -19,42 +19,46 @@
 #define MOD        "notify"
 #define RECENT_MAX 1024
 
+/* An occurrence told about: its latest transition, and the time of the
+ * last "notified" transition stored for it. */
+struct recent {
+    struct ch_alert a;
+    int64_t noted_ms;
+};
+
 struct hub_notify {
     struct ingest *in;
     struct notifier *n;
     int64_t max_age_ms;
     const char *locale; /* of the outcomes' words: the notifier's default, zh-CN */
     pthread_mutex_t lock;
-    struct ch_alert *recent; /* ring of RECENT_MAX */
+    struct recent *recent; /* ring of RECENT_MAX */
     size_t next;
 };
 
-/* The kept transition of occurrence (alarm_id, raised_ms) into *out. Locked. */
-static bool recent_find(struct hub_notify *hn, const char *alarm_id, int64_t raised_ms,
-                        struct ch_alert *out)
+/* The entry of occurrence (alarm_id, raised_ms) of site/gateway (NULL:
+ * any), or NULL. Locked. */
+static struct recent *recent_find(struct hub_notify *hn, const char *alarm_id, int64_t raised_ms,
+                                  const char *site, const char *gateway)
 {
     for (size_t i = 0; i < RECENT_MAX; i++) {
-        const struct ch_alert *a = &hn->recent[i];
-        if (a->raised_ms == raised_ms && !strcmp(a->alarm_id, alarm_id)) {
-            *out = *a;
-            return true;
-        }
+        struct recent *r = &hn->recent[i];
+        if (r->a.raised_ms == raised_ms && !strcmp(r->a.alarm_id, alarm_id) &&
+            (!site || (!strcmp(r->a.site, site) && !strcmp(r->a.gateway, gateway))))
+            return r;
     }
-    return false;
+    return NULL;
 }
 
 /* Keeps t as its occurrence's latest transition. Locked. */
 static void recent_put(struct hub_notify *hn, const struct ch_alert *t)
 {
-    for (size_t i = 0; i < RECENT_MAX; i++) {
-        struct ch_alert *a = &hn->recent[i];
-        if (a->raised_ms == t->raised_ms && !strcmp(a->alarm_id, t->alarm_id) &&
-            !strcmp(a->site, t->site) && !strcmp(a->gateway, t->gateway)) {
-            *a = *t;
-            return;
-        }
+    struct recent *r = recent_find(hn, t->alarm_id, t->raised_ms, t->site, t->gateway);
+    if (r) {
+        r->a = *t;
+        return;
     }
-    hn->recent[hn->next] = *t;
+    hn->recent[hn->next] = (struct recent){.a = *t};
     hn->next = (hn->next + 1) % RECENT_MAX;
 }
 
@@ -66,12 +70,22 @@ static void on_result(void *arg, const struct notify_result *r)
         return;
     struct ch_alert t;
     pthread_mutex_lock(&hn->lock);
-    bool found = recent_find(hn, r->alarm_id, r->raised_ms, &t);
+    struct recent *kept = recent_find(hn, r->alarm_id, r->raised_ms, NULL, NULL);
+    if (kept) {
+        t = kept->a;
+        /* one time each: the store keeps a point per (alarm, event, time), and
+         * an acknowledgement may end several deliveries in one millisecond */
+        int64_t ts = r->ts_ms ? r->ts_ms : ch_now_ms();
+        if (ts <= kept->noted_ms)
+            ts = kept->noted_ms + 1;
+        if (ts <= t.ts_ms)
+            ts = t.ts_ms + 1;
+        kept->noted_ms = t.ts_ms = ts;
+    }
     pthread_mutex_unlock(&hn->lock);
-    if (!found)
+    if (!kept)
         return;
     t.event = CH_AE_NOTIFIED;
-    t.ts_ms = r->ts_ms ? r->ts_ms : ch_now_ms();
     t.escalation = r->level < 0 ? 0 : r->level > CH_ESCALATION_MAX ? CH_ESCALATION_MAX : r->level;
     t.seq = t.oldest = 0; /* the hub's, not the gateway's numbering */
     const char *who = r->recipient && *r->recipient ? r->recipient : r->channel;

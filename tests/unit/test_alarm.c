@@ -31,9 +31,9 @@
 #define MONO0 86400000LL
 #define HOUR  3600000LL
 
-static const char *const event_names[] = {"raise",      "ack",    "clear",    "rtn",
-                                          "escalate",   "shelve", "unshelve", "oos",
-                                          "in_service", "flood",  "flood_end"};
+static const char *const event_names[] = {"raise",      "ack",    "clear",     "rtn",
+                                          "escalate",   "shelve", "unshelve",  "oos",
+                                          "in_service", "flood",  "flood_end", "notified"};
 static const char *const state_names[] = {"normal",    "unack",   "acked",
                                           "rtn_unack", "shelved", "oos"};
 
@@ -555,6 +555,39 @@ static void test_annunciate_mask(void **state)
     assert_int_equal(alarms_annunciate_mask(f->am, false, 2), 1u << CH_PRIO_MEDIUM);
     command(f, CH_CMD_ACK, "med:d1", 0, AT(124));
     assert_int_equal(alarms_annunciate_mask(f->am, false, 1), 0);
+    fx_close(f);
+    free(f);
+}
+
+/* Who was told: a "notified" transition of the occurrence, its state
+ * unchanged, each with a time of its own (several at once get one ms
+ * apart); nothing for another occurrence or an unknown alarm. */
+static void test_notified(void **state)
+{
+    (void)state;
+    struct fx *f = calloc(1, sizeof *f);
+    fx_open(f);
+    cond(f, "sos:d-call", true, 1, AT(0));
+    size_t n = f->n;
+    int64_t raised = f->got[n - 1].raised_ms;
+    alarms_note(f->am, "sos:d-call", raised, 0, "值班护理员群", "企业微信 ok", clk(f, AT(5)));
+    alarms_note(f->am, "sos:d-call", raised, 1, "护士长", "短信 139****0002 ok", clk(f, AT(5)));
+    alarms_note(f->am, "sos:d-call", raised - 1, 1, "护士长", "an older occurrence", clk(f, AT(5)));
+    alarms_note(f->am, "nope:d-call", raised, 1, "护士长", "unknown", clk(f, AT(5)));
+    assert_int_equal(f->n, n + 2);
+    const struct ch_alert *a = &f->got[n], *b = &f->got[n + 1];
+    assert_int_equal(a->event, CH_AE_NOTIFIED);
+    assert_int_equal(a->state, CH_AS_UNACK);
+    assert_string_equal(a->by, "值班护理员群");
+    assert_string_equal(a->message, "企业微信 ok");
+    assert_int_equal(a->escalation, 0);
+    assert_int_equal(b->escalation, 1);
+    assert_int_equal(a->ts_ms, AT(5));
+    assert_int_equal(b->ts_ms, AT(5) + 1); /* one label each */
+    assert_int_equal(a->raised_ms, raised);
+    char *json = ch_alert_encode(a); /* within the contract */
+    assert_non_null(json);
+    free(json);
     fx_close(f);
     free(f);
 }
@@ -1086,6 +1119,7 @@ int main(void)
         cmocka_unit_test(test_occurrence_fields),
         cmocka_unit_test(test_flood),
         cmocka_unit_test(test_annunciate_mask),
+        cmocka_unit_test(test_notified),
         cmocka_unit_test(test_state_survives_restart),
         cmocka_unit_test(test_where),
         cmocka_unit_test(test_damaged_state_file),
