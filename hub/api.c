@@ -239,6 +239,7 @@ static const struct route {
     bool rest;
 } routes[] = {
     {"/v1/me", M_GET, ANY_ROLE, NULL, h_me, NULL, false, false},
+    {"/v1/console", M_GET, ANY_ROLE, NULL, h_console, NULL, true, false},
     {"/v1/me/password", M_POST, ANY_ROLE, NULL, h_password, NULL, false, false},
     {"/v1/login", M_POST, ANY_ROLE, NULL, h_login, NULL, true, false},
     {"/v1/logout", M_POST, ANY_ROLE, NULL, h_logout, NULL, true, false},

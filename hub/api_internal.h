@@ -314,6 +314,7 @@ enum MHD_Result serve_file(struct api *a, struct req *r, struct MHD_Connection *
 /* ---- the endpoints --------------------------------------------------------------------------- */
 
 enum MHD_Result h_me(struct api *a, struct req *r, struct MHD_Connection *c);
+enum MHD_Result h_console(struct api *a, struct req *r, struct MHD_Connection *c);
 /* one: the site of /sites/{site}, or NULL for every site in scope. */
 enum MHD_Result h_sites(struct api *a, struct req *r, struct MHD_Connection *c, const char *one);
 enum MHD_Result h_alarms(struct api *a, struct req *r, struct MHD_Connection *c);

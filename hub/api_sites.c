@@ -188,6 +188,15 @@ enum MHD_Result h_sites(struct api *a, struct req *r, struct MHD_Connection *c, 
     return reply_json(r, c, 200, json_pack("{s:o}", "sites", sites));
 }
 
+/* GET /api/v1/console, no login: what the console's page needs before
+ * anyone signs in (its default language, api.locale). */
+enum MHD_Result h_console(struct api *a, struct req *r, struct MHD_Connection *c)
+{
+    return reply_json(
+        r, c, 200,
+        json_pack("{s:s}", "locale", cfg_enum_name(console_locales, a->cfg->api.locale)));
+}
+
 enum MHD_Result h_me(struct api *a, struct req *r, struct MHD_Connection *c)
 {
     (void)a;

@@ -97,11 +97,14 @@ static const struct cfg_key view_keys[] = {
 #undef V
 
 #define A(k) offsetof(struct hubcfg_api, k)
+const struct cfg_enum console_locales[] = {{"en", 0}, {"zh-CN", 1}, {NULL, 0}};
+
 static const struct cfg_key api_keys[] = {
     {.key = "bind",               .type = CFG_STR,      .offset = A(bind), .def = "127.0.0.1"},
     {.key = "port",               .type = CFG_INT,      .offset = A(port), .def = "8090", .min = 0, .max = 65535},
     {.key = "tokens_file",        .type = CFG_PATH,     .offset = A(tokens_file), .required = true},
     {.key = "users_file",         .type = CFG_PATH,     .offset = A(users_file)},
+    {.key = "locale",             .type = CFG_ENUM,     .offset = A(locale), .def = "en", .enums = console_locales},
     {.key = "session_idle",       .type = CFG_DURATION, .offset = A(session_idle_ms), .def = "1h", .min = 1000, .max = 30 * 86400000.0},
     {.key = "session_max_age",    .type = CFG_DURATION, .offset = A(session_max_age_ms), .def = "12h", .min = 1000, .max = 30 * 86400000.0},
     {.key = "max_sessions",       .type = CFG_INT,      .offset = A(max_sessions), .def = "4096", .min = 1, .max = 1000000},

@@ -90,6 +90,7 @@ struct hubcfg_api {
     int64_t session_max_age_ms; /* ... or this long after it began */
     int64_t max_sessions;       /* logins kept at once (sessions.h) */
     char *www_dir;              /* the web console's files */
+    int locale;                 /* the console's language before a person chooses: 0 en, 1 zh-CN */
     char *audit_log;            /* JSON lines; default audit.jsonl beside spool.dir */
     char *pseudonym_key_file;   /* regulators' pseudonyms; default pseudonym.key beside spool.dir */
     int64_t rate_limit;         /* requests per second per token (burst twice that) */
@@ -148,6 +149,9 @@ struct hubcfg {
  * file:line:column with the key. On success the caller frees with
  * hubcfg_free. */
 int hubcfg_load(const char *path, struct hubcfg *out);
+
+/* api.locale's names ("en", "zh-CN"). */
+extern const struct cfg_enum console_locales[];
 
 void hubcfg_free(struct hubcfg *c);
 

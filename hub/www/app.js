@@ -2674,6 +2674,18 @@
     st.lang = initialLang();
     applyStaticLabels();
     setLive('connecting');
+    // no language chosen in this browser yet: the hub's (api.locale, e.g. a
+    // hub of Chongqing's homes in Chinese) rather than the browser's
+    if (!localStorage.getItem(LANG_KEY)) {
+      fetch('/api/v1/console', { credentials: 'same-origin' }).then((r) => (r.ok ? r.json() : null)).then((d) => {
+        const lang = d && /^zh/i.test(d.locale || '') ? 'zh' : d && d.locale === 'en' ? 'en' : null;
+        if (lang && lang !== st.lang && !localStorage.getItem(LANG_KEY)) {
+          st.lang = lang;
+          applyStaticLabels();
+          if (st.me) renderUser();
+        }
+      }, () => { /* the browser's language will do */ });
+    }
 
     $('login-form').addEventListener('submit', onLogin);
     $('use-token').addEventListener('click', () => setLoginWay(!st.loginWithToken));

@@ -17,7 +17,8 @@ Mosquitto brokers, care-edge's ble bus, care-hub and InfluxDB.
 - every name reads back byte-exact from the gateway's console, the hub's
   API (/alarms/active, /alarms) and InfluxDB (alarm fields, carehub_device
   fields); kind is a tag;
-- in both consoles (headless Chromium, screenshots kept as site-zh-*.png)
+- in both consoles (headless Chromium, screenshots kept as site-zh-*.png;
+  each in Chinese by default: the site's locale, the hub's api.locale)
   the wandering card is headed by its kind (防走失), then the exit zone's
   name, then 王奶奶;
 - a regulator gets neither the resident's label, nor the device's name (it
@@ -141,6 +142,7 @@ def start_hub(w, central, influx):
   port: {port}
   tokens_file: {tokens}
   rate_limit: 500
+  locale: zh-CN
 """))
     hub = w.spawn("care-hub", [w.bin("care-hub"), "-c", cfg])
     wait_for("the hub's API", lambda: Api(port).get("/healthz")[0] == 200, 15)
@@ -193,10 +195,12 @@ def browser_part(w, cport, api_port, token):
         b.screenshot(os.path.join(art, "site-zh-edge.png"), full_page=False)
 
         b.navigate(f"http://127.0.0.1:{api_port}/")
-        b.evaluate("localStorage.setItem('carehub.lang', 'zh')")  # the hub's code for it
-        b.navigate(f"http://127.0.0.1:{api_port}/")
         b.wait_for("!document.querySelector('#view-login').hidden", timeout=10,
                    what="the hub's login form")
+        # no language chosen in this browser: the hub's api.locale, not the
+        # browser's (en-US in headless Chromium)
+        b.wait_for("document.documentElement.lang === 'zh-CN'", timeout=10,
+                   what="the hub's console in Chinese by api.locale")
         b.fill("#token", token)
         b.click("#login")
         card = card_text(b, f".alarm-card[data-alarm-id=\"{WANDER}\"]", "the hub's card")
