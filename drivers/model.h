@@ -315,6 +315,7 @@ struct site_config {
     struct cfg_list annunciators; /* struct annunciator_cfg */
     struct fy_node *notify_node;  /* notify: (common/notify.h parses it) */
     struct notify_cfg *notify;    /* parsed; NULL: no notifications */
+    char *notify_src;             /* notify: as one line of YAML, to tell a change at a reload */
     /* loaded from profile_paths */
     size_t n_profiles;
     struct profile *profiles;

@@ -1057,6 +1057,8 @@ int site_load(const char *path, struct site *out)
     errors += check_names(&out->cfg);
     if (out->cfg.notify_node && notify_cfg_parse(out->cfg.notify_node, &out->cfg.notify) != 0)
         errors++;
+    if (out->cfg.notify_node)
+        out->cfg.notify_src = fy_emit_node_to_string(out->cfg.notify_node, FYECF_MODE_FLOW_ONELINE);
     errors += check_local_mqtt(&out->cfg.local_mqtt, root);
     if (errors == 0)
         errors += rules_check(&out->cfg);
@@ -1086,6 +1088,7 @@ void site_free(struct site *s)
     free(s->cfg.all_rules);
     free(s->cfg.path);
     notify_cfg_free(s->cfg.notify);
+    free(s->cfg.notify_src);
     cfg_free(site_keys, &s->cfg);
     cfg_file_close(s->file);
     memset(s, 0, sizeof *s);

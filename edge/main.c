@@ -513,6 +513,10 @@ static bool restart_only_changed(const struct site_config *o, const struct site_
         what = "local broker";
     else if (strcmp(o->timezone ? o->timezone : "", n->timezone ? n->timezone : ""))
         what = "timezone";
+    else if (strcmp(o->notify_src ? o->notify_src : "", n->notify_src ? n->notify_src : ""))
+        what = "notify section";
+    else if (o->locale != n->locale)
+        what = "locale";
     if (what)
         LOGW("edge", NULL,
              "reload: the %s changed, which takes a restart; the running values stay until then",

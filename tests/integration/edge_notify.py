@@ -14,10 +14,12 @@ manager); through real Mosquitto brokers and care-edge's ble bus.
 - another SOS acknowledged at once is told at level 0 only: the
   acknowledgement stops the escalation, and the ack is told to who got it;
 - WeCom answering 503 and then down for a while gets its message after it
-  comes back, once.
+  comes back, once;
+- a changed notify: section at a reload (SIGHUP) is said to take a restart.
 """
 import json
 import os
+import signal
 import sys
 import time
 
@@ -178,6 +180,14 @@ def test_edge_notify(w):
         assert not told(sms, "李爷爷") and not told(ding, "李爷爷"), "escalated after the ack"
         ack_told = [x for x in told(wecom, "李爷爷") if "护士小王" in x["json"]["text"]["content"]]
         assert ack_told, [x["json"] for x in told(wecom, "李爷爷")]
+
+        # who is told is fixed at the start: a reload says a restart applies it
+        with open(site, encoding="utf-8") as f:
+            text = f.read()
+        with open(site, "w", encoding="utf-8") as f:
+            f.write(text.replace("name: 院长", "name: 副院长"))
+        edge.p.send_signal(signal.SIGHUP)
+        edge.wait_log(r"the notify section changed, which takes a restart", 10)
         assert edge.stop() == 0, edge.tail()
     log("notifications: three levels, once each, ack stops escalation, history lines kept")
 
