@@ -31,6 +31,7 @@
 #include "notify_int.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
@@ -184,7 +185,8 @@ struct dl {
     int64_t created_ms;           /* wall */
     int64_t give_up_at, next_try; /* mono */
     bool inflight, limited;
-    bool ok; /* final: delivered */
+    bool cancelled; /* acknowledged while a try was under way: not tried again */
+    bool ok;        /* final: delivered */
     char detail[160];
 };
 
@@ -205,6 +207,7 @@ struct notifier {
     char *pending_dir, *log_path; /* NULL: memory only */
     int log_fd;
     size_t log_lines;
+    size_t since_prune; /* records since the last done_prune */
     struct tzinfo tz;
     notify_result_fn cb;
     void *arg;
@@ -303,7 +306,8 @@ static void unesc_id(const char *s, char *out, size_t n)
     size_t o = 0;
     for (const char *p = *s == 'a' ? s + 1 : s; *p && o + 1 < n; p++) {
         unsigned v;
-        if (*p == '%' && sscanf(p + 1, "%2x", &v) == 1) {
+        if (*p == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2]) &&
+            sscanf(p + 1, "%2x", &v) == 1) {
             out[o++] = (char)v;
             p += 2;
         } else {
@@ -399,6 +403,20 @@ static void log_load(struct notifier *n)
     log_compact(n);
 }
 
+/* The channel part of a delivered key: the channel's id, and for one
+ * delivery per number (sms) the number too ("nurse>13900000002"): each
+ * number is its own delivery, delivered or not. */
+static void done_chan(const char *chan, const char *to, char *out, size_t n)
+{
+    if (!to || !*to) {
+        snprintf(out, n, "%s", chan);
+        return;
+    }
+    char esc[160];
+    esc_id(to, esc, sizeof esc); /* no spaces: the log's fields are space-separated */
+    snprintf(out, n, "%s>%s", chan, esc);
+}
+
 static bool done_has(const struct notifier *n, const char *alarm_id, int64_t raised_ms, int level,
                      int event, const char *chan)
 {
@@ -413,8 +431,10 @@ static bool done_has(const struct notifier *n, const char *alarm_id, int64_t rai
 
 static void done_record(struct notifier *n, const struct dl *d)
 {
+    char key[240];
+    done_chan(chan_of(n, d)->id, d->to, key, sizeof key);
     struct done rec = {.alarm_id = ch_xstrdup(d->ev.alarm_id),
-                       .chan = ch_xstrdup(chan_of(n, d)->id),
+                       .chan = ch_xstrdup(key),
                        .raised_ms = d->ev.raised_ms,
                        .ts_ms = ch_now_ms(),
                        .level = d->ev.level,
@@ -429,6 +449,12 @@ static void done_record(struct notifier *n, const struct dl *d)
         if (write(n->log_fd, line, (size_t)len) != len || fdatasync(n->log_fd) != 0)
             LOGW(MOD, NULL, "cannot append to %s: %s", n->log_path, strerror(errno));
         n->log_lines++;
+    }
+    /* forget what is over a day old now and then, and rewrite the log once
+     * it holds twice what is remembered (log_compact prunes too) */
+    if (++n->since_prune >= 256) {
+        n->since_prune = 0;
+        done_prune(n, ch_now_ms());
     }
     if (n->log_lines > 2 * n->ndone + 256)
         log_compact(n);
@@ -661,9 +687,13 @@ static void cancel_pending(struct notifier *n, const struct notify_event *ev)
 {
     for (struct dl *d = n->q, *next; d; d = next) {
         next = d->next;
-        if (d->inflight || d->ev.event > NOTIFY_ESCALATE || d->ev.raised_ms != ev->raised_ms ||
+        if (d->ev.event > NOTIFY_ESCALATE || d->ev.raised_ms != ev->raised_ms ||
             strcmp(d->ev.alarm_id, ev->alarm_id) != 0)
             continue;
+        if (d->inflight) { /* the worker decides when the try ends */
+            d->cancelled = true;
+            continue;
+        }
         n->st.cancelled++;
         finalize(n, d, false, "cancelled: acknowledged");
     }
@@ -700,18 +730,21 @@ void notify_event(struct notifier *n, const struct notify_event *ev)
     int64_t now = ch_mono_ms(), wall = ch_now_ms();
     for (size_t i = 0; i < nch; i++) {
         const struct notify_channel *c = notify_chan(n->cfg, chans[i]);
-        bool dup = done_has(n, alarm_id, ev->raised_ms, ev->level, ev->event, c->id);
-        for (const struct dl *d = n->q; d && !dup; d = d->next)
-            dup = same_key(d, alarm_id, ev->raised_ms, ev->level, ev->event, chans[i]);
-        if (dup) {
-            n->st.deduped++;
-            LOGD(MOD, c->id, "%s %s level %d: already queued or done", notify_event_name(ev->event),
-                 alarm_id, ev->level);
-            continue;
-        }
         size_t nto = c->t->templated && c->to.n ? c->to.n : 1;
         for (size_t k = 0; k < nto; k++) {
             const char *to = c->t->templated && c->to.n ? ((char **)c->to.items)[k] : NULL;
+            char key[240];
+            done_chan(c->id, to, key, sizeof key);
+            bool dup = done_has(n, alarm_id, ev->raised_ms, ev->level, ev->event, key);
+            for (const struct dl *d = n->q; d && !dup; d = d->next)
+                dup = same_key(d, alarm_id, ev->raised_ms, ev->level, ev->event, chans[i]) &&
+                      !strcmp(d->to ? d->to : "", to ? to : "");
+            if (dup) {
+                n->st.deduped++;
+                LOGD(MOD, c->id, "%s %s level %d: already queued or done",
+                     notify_event_name(ev->event), alarm_id, ev->level);
+                continue;
+            }
             enqueue(n, dl_new(n, &e, chans[i], to, wall, now));
         }
     }
@@ -954,6 +987,10 @@ static void *worker(void *arg)
         if (ok) {
             n->st.sent++;
             finalize(n, d, true, "ok");
+        } else if (d->cancelled) { /* acknowledged during the try: no retry */
+            n->st.failed_tries++;
+            n->st.cancelled++;
+            finalize(n, d, false, "cancelled: acknowledged");
         } else {
             n->st.failed_tries++;
             d->next_try = ch_mono_ms() + backoff(n, d->attempts);
@@ -1013,8 +1050,9 @@ static void pending_load(struct notifier *n)
         if (seq > n->seq)
             n->seq = seq;
         long ci = notify_chan_find(n->cfg, chan);
-        if (ci < 0 ||
-            done_has(n, d->ev.alarm_id, d->ev.raised_ms, d->ev.level, d->ev.event, chan)) {
+        char key[240];
+        done_chan(chan, d->to, key, sizeof key);
+        if (ci < 0 || done_has(n, d->ev.alarm_id, d->ev.raised_ms, d->ev.level, d->ev.event, key)) {
             if (ci < 0)
                 LOGW(MOD, chan, "channel no longer configured: %s %s dropped",
                      notify_event_name(d->ev.event), d->ev.alarm_id);

@@ -245,6 +245,13 @@ static int check_channel(struct notify_cfg *c, size_t i)
                        tkeys[k], ch->t->name);
             errors++;
         }
+    if (ch->content_type &&
+        (strlen(ch->content_type) > 128 || !header_ok("Content-Type", ch->content_type))) {
+        cfg_report(ch->node, "content_type",
+                   "key 'content_type': a media type of at most 128 characters without control "
+                   "characters (it is sent as a header)");
+        errors++;
+    }
     if (!fy_node_mapping_lookup_by_string(ch->node, "rate", FY_NT))
         ch->rate = ch->t->rate;
     if (!ch->tmpl && ch->t->deftmpl)

@@ -538,7 +538,11 @@ static int build_templated(const struct notify_channel *c, const struct notify_m
 {
     char *text = channel_text(c, m);
     if (c->tmpl) {
-        req->body = notify_template_fill(c->tmpl, c->json, m->ev, m->to, text, m->raise_hms);
+        /* {title}: the kind's, in the channel's language, unless the event has one */
+        struct notify_event ev = *m->ev;
+        if (!ev.title || !*ev.title)
+            ev.title = notify_kind_title(ev.kind, c->locale);
+        req->body = notify_template_fill(c->tmpl, c->json, &ev, m->to, text, m->raise_hms);
         req->content_type = ch_xstrdup(c->content_type ? c->content_type
                                        : c->json       ? "application/json; charset=utf-8"
                                                        : "text/plain; charset=utf-8");

@@ -158,8 +158,10 @@ static void on_transition(void *arg, const struct ch_alert *t)
     if (a->local)
         local_publish(a->local, t);
     update_annunciators(a);
+    pthread_rwlock_rdlock(&a->swap_lock); /* run() takes the notifier away under it */
     if (a->notifier)
         notify_transition(a, t);
+    pthread_rwlock_unlock(&a->swap_lock);
 }
 
 /* Every command, from any path, with the identity its receiver
@@ -817,14 +819,19 @@ static int run(struct app *a, const char *stats_file)
     }
 
     poller_stop(a->poller);
-    /* what it has not sent stays in its directory for the next start */
-    notify_close(a->notifier);
-    a->notifier = NULL;
     if (a->console) {
         console_stop(a->console);
         a->console = NULL;
     }
     uplink_stop(a->uplink, 5000);
+    /* after the console and the hub's commands (an acknowledgement then still
+     * cancels what was to be sent); what it has not sent stays in its
+     * directory for the next start */
+    pthread_rwlock_wrlock(&a->swap_lock);
+    struct notifier *notifier = a->notifier;
+    a->notifier = NULL;
+    pthread_rwlock_unlock(&a->swap_lock);
+    notify_close(notifier);
     struct uplink_stats us;
     uplink_get_stats(a->uplink, &us);
     for (size_t i = 0; i < poller_device_count(a->poller); i++) {

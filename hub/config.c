@@ -8,6 +8,7 @@
 
 #include <libfyaml.h>
 #include <stdarg.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +167,7 @@ static const struct cfg_key hub_keys[] = {
     {.key = "notify", .type = CFG_NODE, .offset = offsetof(struct hubcfg, notify_node)},
     {.key = "notify_max_age", .type = CFG_DURATION, .offset = offsetof(struct hubcfg, notify_max_age_ms),
      .def = "15m", .min = 10000, .max = 86400000},
+    {.key = "notify_timezone", .type = CFG_STR, .offset = offsetof(struct hubcfg, notify_timezone), .def = ""},
     CFG_END,
 };
 /* clang-format on */
@@ -374,6 +376,15 @@ int hubcfg_load(const char *path, struct hubcfg *out)
     }
     if (out->notify_node && notify_cfg_parse(out->notify_node, &out->notify) != 0)
         c.errors++;
+    if (set(out->notify_timezone)) {
+        char zone[PATH_MAX];
+        snprintf(zone, sizeof zone, "/usr/share/zoneinfo/%s", out->notify_timezone);
+        if (strstr(out->notify_timezone, "..") || access(zone, R_OK) != 0)
+            problem(&c, "/", "notify_timezone",
+                    "key 'notify_timezone': '%s' is not a time zone of /usr/share/zoneinfo "
+                    "(e.g. Asia/Shanghai)",
+                    out->notify_timezone);
+    }
     out->notify_node = NULL; /* its document goes now */
     cfg_file_close(c.file);
     if (c.errors) {

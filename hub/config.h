@@ -142,6 +142,7 @@ struct hubcfg {
     struct fy_node *notify_node; /* notify: while loading (hub_notify.h); NULL after */
     struct notify_cfg *notify;   /* parsed; NULL: the hub tells nobody */
     int64_t notify_max_age_ms;   /* an alert older than this when it arrives is not told */
+    char *notify_timezone;       /* IANA zone of the rosters and times told; "": the hub's */
 };
 
 /* Reads and checks the file at path into *out (zeroed here). Returns 0, or

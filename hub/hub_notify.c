@@ -108,7 +108,8 @@ struct hub_notify *hub_notify_open(const struct hubcfg *cfg, struct ingest *in)
     hn->recent = ch_xcalloc(RECENT_MAX, sizeof *hn->recent);
     pthread_mutex_init(&hn->lock, NULL);
     char *dir = cfg_resolve_path(cfg->spool.dir, "notify");
-    int rc = notify_open(cfg->notify, dir, NULL, on_result, hn, &hn->n);
+    const char *tz = cfg->notify_timezone && *cfg->notify_timezone ? cfg->notify_timezone : NULL;
+    int rc = notify_open(cfg->notify, dir, tz, on_result, hn, &hn->n);
     free(dir);
     if (rc != 0) {
         LOGE(MOD, NULL, "cannot start the notifier: %s", ch_strerror(rc));

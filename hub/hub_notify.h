@@ -6,12 +6,12 @@
  * Which side sends what is the configuration's choice: a gateway tells the
  * carers in its building (level 0 and 1, even with the WAN down), the hub
  * the managers (level 2) — route each level on one side only, or a phone
- * gets it twice. Each stored alert (ingest's hook) whose event a route
- * takes (raise, escalate, ack, clear) and that is no older than
- * notify_max_age (a gateway's backlog after an outage is history, not news)
- * goes to the notifier, with the names the gateway sent. Each final outcome
- * is stored as a "notified" transition of the alarm (by: who, message: what
- * came of it), beside the gateway's, so the hub's history shows it.
+ * gets it twice. Rosters and the times in messages are in
+ * notify_timezone (the sites' zone; default the hub's). Each stored alert (ingest's hook) whose
+ * event a route takes (raise, escalate, ack, clear) and that is no older than notify_max_age (a
+ * gateway's backlog after an outage is history, not news) goes to the notifier, with the names the
+ * gateway sent. Each final outcome is stored as a "notified" transition of the alarm (by: who,
+ * message: what came of it), beside the gateway's, so the hub's history shows it.
  *
  * In a shared subscription every alert reaches one hub of the group; the
  * notifier's state (pending deliveries, what was delivered) is in this

@@ -206,7 +206,11 @@ static struct name_entry *name_entry(struct sessions *s, const char *name, int64
             return e;
         if (e->locked_until > now || e->inflight)
             continue;
-        if (!victim || e->last_fail < victim->last_fail)
+        /* a name's own station (good_addr) goes last: guesses at other names
+         * filling the table must not take away what keeps its owner from
+         * being locked out; among equals, the oldest failure goes */
+        bool keeps = e->good_addr[0] != '\0', vkeeps = victim && victim->good_addr[0] != '\0';
+        if (!victim || (vkeeps && !keeps) || (keeps == vkeeps && e->last_fail < victim->last_fail))
             victim = e;
     }
     return victim;

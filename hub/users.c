@@ -433,14 +433,17 @@ static int write_in_place(const char *path, const char *data, size_t len)
 
 /* The users file written whole, mode 0600, keeping the owner and group of
  * the file it replaces (care-hub users run as root must leave the file to
- * the service's user): path.tmp, fsync, rename, fsync of the directory;
+ * the service's user): path.<pid>.tmp, fsync, rename, fsync of the directory;
  * where the directory may not be written, in place. */
 static int write_file(const char *path, const char *data, size_t len)
 {
     struct stat st;
     bool exists = stat(path, &st) == 0;
     char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
+    /* a name of this process's own: care-hub users and a running hub's
+     * /api/v1/users writing at once each rename a whole file (the last one
+     * wins), never one the other half wrote */
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid()) >= sizeof tmp)
         return -ENAMETOOLONG;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {

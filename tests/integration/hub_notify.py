@@ -12,8 +12,8 @@ webhook.
 - each outcome is stored as a "notified" transition of the alarm (by: the
   channel's name, message: "钉钉 ok"), which /alarms/active leaves out:
   the alarm's state and message stay the gateway's;
-- a notify: section with an unknown channel is refused by --check at its
-  line.
+- a notify: section with an unknown channel, or a notify_timezone that is
+  not one, is refused by --check at its line.
 """
 import json
 import os
@@ -39,6 +39,7 @@ def notify_hub_yaml(mqtt, influx, hook, ding, levels="[[ops], [], [manager]]"):
     - priorities: [high]
       levels: {levels}
   retry: {{first: 500ms, max: 2s, give_up: 10m}}
+notify_timezone: Asia/Shanghai
 """)
 
 
@@ -61,6 +62,11 @@ def test_hub_notify(w):
         r = subprocess.run([w.bin("care-hub"), "--check", "-c", bad], capture_output=True,
                            text=True, timeout=30)
         assert r.returncode != 0 and "bad.yaml:" in r.stderr and "nobody" in r.stderr, r.stderr
+        bad = w.write("bad-tz.yaml", notify_hub_yaml(mqtt, influx, hook, ding).replace(
+            "Asia/Shanghai", "Mars/Olympus_Mons"))
+        r = subprocess.run([w.bin("care-hub"), "--check", "-c", bad], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode != 0 and "'notify_timezone'" in r.stderr, r.stderr
 
         hub = w.spawn("care-hub", [w.bin("care-hub"), "-c",
                                    w.write("hub.yaml", notify_hub_yaml(mqtt, influx, hook, ding))])
