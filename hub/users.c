@@ -404,6 +404,21 @@ static void put_list(struct out *o, const char *key, const struct cfg_list *l)
     put(o, "]\n");
 }
 
+/* Writes all of data at the start of fd. 0 or -errno. */
+static int write_all(int fd, const char *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = pwrite(fd, data + off, len - off, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        off += (size_t)w;
+    }
+    return 0;
+}
+
 /* Rewrites path in place (it exists): for a directory the hub may not
  * write in (/etc/carehub under the packaged unit's ProtectSystem=strict,
  * where only the file itself is writable). One write of a small file, then
@@ -414,17 +429,7 @@ static int write_in_place(const char *path, const char *data, size_t len)
     int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return -errno;
-    size_t off = 0;
-    int rc = 0;
-    while (off < len && !rc) {
-        ssize_t w = pwrite(fd, data + off, len - off, (off_t)off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            rc = w < 0 ? -errno : -EIO;
-        else
-            off += (size_t)w;
-    }
+    int rc = write_all(fd, data, len);
     if (!rc && (ftruncate(fd, (off_t)len) || fsync(fd)))
         rc = -errno;
     close(fd);
@@ -452,17 +457,7 @@ static int write_file(const char *path, const char *data, size_t len)
             return write_in_place(path, data, len);
         return -e;
     }
-    int rc = 0;
-    size_t off = 0;
-    while (off < len && !rc) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            rc = w < 0 ? -errno : -EIO;
-        else
-            off += (size_t)w;
-    }
+    int rc = write_all(fd, data, len);
     if (!rc && exists && (st.st_uid != geteuid() || st.st_gid != getegid()) &&
         fchown(fd, st.st_uid, st.st_gid))
         rc = -errno; /* not root: renaming would hand the file to us */

@@ -44,7 +44,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chromium import Browser, ensure_installed  # noqa: E402
-from harness import (SRC, Influx, Mosquitto, free_port, log, run_test,  # noqa: E402
+from harness import (SRC, Influx, Mosquitto, free_port, hub_yaml, log, run_test,  # noqa: E402
                      wait_for)
 from console_browser import artifact_dir  # noqa: E402
 from hub_api import alert, status  # noqa: E402
@@ -102,17 +102,7 @@ def add_user(w, cfg, name, password, *args):
 
 def hub_config(w, mqtt, influx, port, idle="1h"):
     tokens = w.write("tokens.yaml", "tokens: []\n")
-    return w.write("hub.yaml", f"""mqtt:
-  broker: {mqtt.uri}
-  client_id: hub-accounts
-influx:
-  url: {influx.url}
-  database: {DB}
-  flush_interval: 100ms
-  max_backoff: 1s
-spool:
-  dir: {w.path('hub-spool')}
-api:
+    return w.write("hub.yaml", hub_yaml(mqtt, influx, DB, "hub-accounts", w.path("hub-spool"), f"""api:
   bind: 127.0.0.1
   port: {port}
   tokens_file: {tokens}
@@ -121,7 +111,7 @@ api:
   session_idle: {idle}
   address_rate_limit: 2
 self_metrics_interval: 1s
-""")
+"""))
 
 
 def start_hub(w, cfg, name="care-hub"):
