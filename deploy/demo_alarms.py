@@ -35,8 +35,9 @@ COLOR = {"high": "1;31", "medium": "1;33", "low": "1;36"}
 
 def describe(a):
     kind = a.get("kind") or "other"
-    where = " ".join(x for x in (a.get("room_name") or a.get("room", ""),
-                                 a.get("bed_name") or a.get("bed", "")) if x)
+    # a wearable located in a zone (located_ms) is there, not in its bed
+    bed = "" if a.get("located_ms") else a.get("bed_name") or a.get("bed", "")
+    where = " ".join(x for x in (a.get("room_name") or a.get("room", ""), bed) if x)
     who = a.get("resident_name") or a.get("resident") or ""
     device = a.get("device_name") or a.get("device", "")
     return kind, where, who, device
