@@ -353,13 +353,13 @@ static void done_prune(struct notifier *n, int64_t now_ms)
 static void log_compact(struct notifier *n)
 {
     done_prune(n, ch_now_ms());
-    struct notify_buf b = {0};
+    struct ch_buf b = {0};
     char line[700];
     for (size_t i = 0; i < n->ndone; i++) {
         int len = done_line(&n->done[i], line, sizeof line);
-        notify_buf_add(&b, line, (size_t)len);
+        ch_buf_add(&b, line, (size_t)len);
     }
-    char *all = notify_buf_take(&b);
+    char *all = ch_buf_take(&b);
     if (n->log_fd >= 0)
         close(n->log_fd);
     int rc = ch_write_atomic(n->log_path, all, strlen(all));

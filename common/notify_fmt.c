@@ -35,66 +35,38 @@
 
 /* ---- buffers ---------------------------------------------------------- */
 
-void notify_buf_add(struct notify_buf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->s = ch_xrealloc(b->s, cap);
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-void notify_buf_str(struct notify_buf *b, const char *s)
-{
-    if (s)
-        notify_buf_add(b, s, strlen(s));
-}
-
 /* Escapes s for the inside of a JSON string (RFC 8259 section 7): quote,
  * backslash and control characters; other UTF-8 is copied as it is. */
-void notify_buf_json(struct notify_buf *b, const char *s)
+void notify_buf_json(struct ch_buf *b, const char *s)
 {
     for (const char *p = s ? s : ""; *p; p++) {
         unsigned char c = (unsigned char)*p;
         char esc[8];
         switch (c) {
         case '"':
-            notify_buf_add(b, "\\\"", 2);
+            ch_buf_add(b, "\\\"", 2);
             break;
         case '\\':
-            notify_buf_add(b, "\\\\", 2);
+            ch_buf_add(b, "\\\\", 2);
             break;
         case '\n':
-            notify_buf_add(b, "\\n", 2);
+            ch_buf_add(b, "\\n", 2);
             break;
         case '\r':
-            notify_buf_add(b, "\\r", 2);
+            ch_buf_add(b, "\\r", 2);
             break;
         case '\t':
-            notify_buf_add(b, "\\t", 2);
+            ch_buf_add(b, "\\t", 2);
             break;
         default:
             if (c < 0x20) {
                 snprintf(esc, sizeof esc, "\\u%04x", c);
-                notify_buf_add(b, esc, 6);
+                ch_buf_add(b, esc, 6);
             } else {
-                notify_buf_add(b, p, 1);
+                ch_buf_add(b, p, 1);
             }
         }
     }
-}
-
-char *notify_buf_take(struct notify_buf *b)
-{
-    char *s = b->s ? b->s : ch_xstrdup("");
-    b->s = NULL;
-    b->len = b->cap = 0;
-    return s;
 }
 
 void notify_req_free(struct notify_req *r)
@@ -137,13 +109,13 @@ static const struct locale_text locales[] = {
      "Cleared: "},
 };
 
-static void add_part(struct notify_buf *b, const char *s, bool *first)
+static void add_part(struct ch_buf *b, const char *s, bool *first)
 {
     if (!s || !*s)
         return;
     if (!*first)
-        notify_buf_str(b, " · ");
-    notify_buf_str(b, s);
+        ch_buf_str(b, " · ");
+    ch_buf_str(b, s);
     *first = false;
 }
 
@@ -237,16 +209,16 @@ char *notify_text(const struct notify_event *ev, const char *locale, const char 
     const struct locale_text *L = &locales[0];
     if (locale && strcmp(locale, "en") == 0)
         L = &locales[1];
-    struct notify_buf b = {0};
+    struct ch_buf b = {0};
     char tmp[64];
     bool first = true;
     const char *title = ev->title && *ev->title ? ev->title : notify_kind_title(ev->kind, locale);
     if (ev->event == NOTIFY_ACK)
-        notify_buf_str(&b, L->ack);
+        ch_buf_str(&b, L->ack);
     else if (ev->event == NOTIFY_CLEAR)
-        notify_buf_str(&b, L->clear);
+        ch_buf_str(&b, L->clear);
     else
-        notify_buf_str(&b, L->prio[ev->priority < 0 ? 0 : ev->priority > 2 ? 2 : ev->priority]);
+        ch_buf_str(&b, L->prio[ev->priority < 0 ? 0 : ev->priority > 2 ? 2 : ev->priority]);
     add_part(&b, title, &first);
     add_part(&b, ev->where, &first);
     add_part(&b, ev->who, &first);
@@ -254,30 +226,30 @@ char *notify_text(const struct notify_event *ev, const char *locale, const char 
         add_part(&b, ev->device, &first);
     if (ev->event == NOTIFY_ACK) {
         if (ev->by && *ev->by) {
-            notify_buf_str(&b, " · ");
-            notify_buf_str(&b, L->by);
-            notify_buf_str(&b, ev->by);
+            ch_buf_str(&b, " · ");
+            ch_buf_str(&b, L->by);
+            ch_buf_str(&b, ev->by);
         }
-        return notify_buf_take(&b);
+        return ch_buf_take(&b);
     }
     if (ev->event == NOTIFY_CLEAR)
-        return notify_buf_take(&b);
-    notify_buf_str(&b, "\n");
-    notify_buf_str(&b, L->since[0]);
-    notify_buf_str(&b, nz(raise_hms));
-    notify_buf_str(&b, L->since[1]);
+        return ch_buf_take(&b);
+    ch_buf_str(&b, "\n");
+    ch_buf_str(&b, L->since[0]);
+    ch_buf_str(&b, nz(raise_hms));
+    ch_buf_str(&b, L->since[1]);
     if (ev->level > 0) {
         snprintf(tmp, sizeof tmp, "%d", ev->level);
-        notify_buf_str(&b, " · ");
-        notify_buf_str(&b, L->level[0]);
-        notify_buf_str(&b, tmp);
-        notify_buf_str(&b, L->level[1]);
+        ch_buf_str(&b, " · ");
+        ch_buf_str(&b, L->level[0]);
+        ch_buf_str(&b, tmp);
+        ch_buf_str(&b, L->level[1]);
     }
     if (ev->message && *ev->message) {
-        notify_buf_str(&b, "\n");
-        notify_buf_str(&b, ev->message);
+        ch_buf_str(&b, "\n");
+        ch_buf_str(&b, ev->message);
     }
-    return notify_buf_take(&b);
+    return ch_buf_take(&b);
 }
 
 /* ---- templates -------------------------------------------------------- */
@@ -319,7 +291,7 @@ const char *notify_template_unknown(const char *tmpl, char *buf, size_t n)
 char *notify_template_fill(const char *tmpl, bool json, const struct notify_event *ev,
                            const char *to, const char *text, const char *raise_hms)
 {
-    struct notify_buf b = {0};
+    struct ch_buf b = {0};
     char level[16];
     snprintf(level, sizeof level, "%d", ev->level);
     const char *title = ev->title && *ev->title ? ev->title : nz(ev->kind);
@@ -335,24 +307,24 @@ char *notify_template_fill(const char *tmpl, bool json, const struct notify_even
     while (*p) {
         const char *open = strchr(p, '{');
         if (!open) {
-            notify_buf_str(&b, p);
+            ch_buf_str(&b, p);
             break;
         }
-        notify_buf_add(&b, p, (size_t)(open - p));
+        ch_buf_add(&b, p, (size_t)(open - p));
         size_t l = ph_len(open + 1);
         int i = l ? ph_index(open + 1, l) : -1;
         if (i < 0) {
-            notify_buf_add(&b, "{", 1);
+            ch_buf_add(&b, "{", 1);
             p = open + 1;
             continue;
         }
         if (json)
             notify_buf_json(&b, nz(values[i]));
         else
-            notify_buf_str(&b, values[i]);
+            ch_buf_str(&b, values[i]);
         p = open + 1 + l + 1;
     }
-    return notify_buf_take(&b);
+    return ch_buf_take(&b);
 }
 
 /* ---- signatures ------------------------------------------------------- */
@@ -462,15 +434,15 @@ static int build_wecom(const struct notify_channel *c, const struct notify_msg *
 static int build_dingtalk(const struct notify_channel *c, const struct notify_msg *m,
                           struct notify_req *req)
 {
-    struct notify_buf b = {0};
+    struct ch_buf b = {0};
     char *text = channel_text(c, m);
-    notify_buf_str(&b, text);
+    ch_buf_str(&b, text);
     free(text);
     for (size_t i = 0; i < c->mention.n; i++) { /* DingTalk shows @ only when in the text */
-        notify_buf_str(&b, i ? " @" : "\n@");
-        notify_buf_str(&b, ((char **)c->mention.items)[i]);
+        ch_buf_str(&b, i ? " @" : "\n@");
+        ch_buf_str(&b, ((char **)c->mention.items)[i]);
     }
-    text = notify_buf_take(&b);
+    text = ch_buf_take(&b);
     req->body = dump(json_pack("{s:s,s:{s:o},s:{s:o,s:b}}", "msgtype", "text", "text", "content",
                                jstr(text), "at", "atMobiles", jlist(&c->mention), "isAtAll", 0));
     free(text);

@@ -6,6 +6,7 @@
 
 #include "cfg.h"
 #include "notify.h"
+#include "util.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -133,15 +134,8 @@ size_t notify_level_channels(const struct notify_cfg *c, const struct notify_lev
  * buffer) or NULL if every {name} is known. */
 const char *notify_template_unknown(const char *tmpl, char *buf, size_t n);
 
-/* JSON-string escaping into a growing buffer. */
-struct notify_buf {
-    char *s;
-    size_t len, cap;
-};
-void notify_buf_add(struct notify_buf *b, const char *s, size_t n);
-void notify_buf_str(struct notify_buf *b, const char *s);
-void notify_buf_json(struct notify_buf *b, const char *s);
-char *notify_buf_take(struct notify_buf *b);
+/* JSON-string escaping into a growing buffer (util.h's ch_buf). */
+void notify_buf_json(struct ch_buf *b, const char *s);
 
 const char *notify_event_name(int event);
 const char *notify_prio_name(int prio);

@@ -243,6 +243,34 @@ bool ch_valid_name(const char *s)
     return true;
 }
 
+void ch_buf_add(struct ch_buf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        b->s = ch_xrealloc(b->s, cap);
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+void ch_buf_str(struct ch_buf *b, const char *s)
+{
+    if (s)
+        ch_buf_add(b, s, strlen(s));
+}
+
+char *ch_buf_take(struct ch_buf *b)
+{
+    char *s = b->s ? b->s : ch_xstrdup("");
+    b->s = NULL;
+    b->len = b->cap = 0;
+    return s;
+}
+
 void ch_random_hex(char out[33])
 {
     unsigned char b[16];

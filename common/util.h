@@ -93,6 +93,18 @@ size_t ch_utf8_len(const unsigned char *p, size_t n);
 void ch_utf8_copy(char *dst, const char *src, size_t n);
 bool ch_valid_name(const char *s);
 
+/* A growing NUL-terminated string (zero-initialise; ch_buf_take hands it
+ * over). Aborts on OOM, like ch_xmalloc. */
+struct ch_buf {
+    char *s;
+    size_t len, cap;
+};
+void ch_buf_add(struct ch_buf *b, const char *s, size_t n);
+void ch_buf_str(struct ch_buf *b, const char *s); /* NULL: nothing */
+/* The string (never NULL: "" when nothing was added), for the caller to
+ * free; b is empty again. */
+char *ch_buf_take(struct ch_buf *b);
+
 /* A random 128-bit id as 32 hex chars (from getrandom). */
 void ch_random_hex(char out[33]);
 

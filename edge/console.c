@@ -112,32 +112,9 @@ static const char *role_name(int role)
 
 /* ---- small buffers ---------------------------------------------------- */
 
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-static void buf_add(struct buf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (b->len + n + 1 > cap)
-            cap *= 2;
-        b->p = ch_xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_puts(struct buf *b, const char *s)
-{
-    buf_add(b, s, strlen(s));
-}
-
-static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_printf(struct buf *b, const char *fmt, ...)
+static void buf_printf(struct ch_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void buf_printf(struct ch_buf *b, const char *fmt, ...)
 {
     char tmp[512];
     va_list ap;
@@ -145,7 +122,7 @@ static void buf_printf(struct buf *b, const char *fmt, ...)
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
     if (n > 0)
-        buf_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+        ch_buf_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
 /* ---- alerts as JSON ---------------------------------------------------- */
@@ -166,9 +143,9 @@ static int alert_cmp(const void *pa, const void *pb)
 
 /* Appends "[a,b,...]". An alert the codec refuses is left out and logged:
  * one bad record must not blank the whole console. */
-static void alerts_json(struct buf *b, const struct ch_alert *a, size_t n)
+static void alerts_json(struct ch_buf *b, const struct ch_alert *a, size_t n)
 {
-    buf_puts(b, "[");
+    ch_buf_str(b, "[");
     bool first = true;
     for (size_t i = 0; i < n; i++) {
         char *j = ch_alert_encode(&a[i]);
@@ -177,12 +154,12 @@ static void alerts_json(struct buf *b, const struct ch_alert *a, size_t n)
             continue;
         }
         if (!first)
-            buf_puts(b, ",");
-        buf_puts(b, j);
+            ch_buf_str(b, ",");
+        ch_buf_str(b, j);
         free(j);
         first = false;
     }
-    buf_puts(b, "]");
+    ch_buf_str(b, "]");
 }
 
 /* {"alarms":[...],"server_ms":N}: the active list, sorted. The server's
@@ -193,12 +170,12 @@ static char *active_json(struct console *k)
     size_t n = k->ops.active ? k->ops.active(k->ops.arg, &a) : 0;
     if (n > 1)
         qsort(a, n, sizeof *a, alert_cmp);
-    struct buf b = {0};
-    buf_puts(&b, "{\"alarms\":");
+    struct ch_buf b = {0};
+    ch_buf_str(&b, "{\"alarms\":");
     alerts_json(&b, a, n);
     buf_printf(&b, ",\"server_ms\":%lld}", (long long)ch_now_ms());
     free(a);
-    return b.p;
+    return ch_buf_take(&b);
 }
 
 /* One SSE event. data is JSON; compact JSON has no line breaks, but should
@@ -582,13 +559,13 @@ static enum MHD_Result h_history(struct console *k, struct MHD_Connection *c)
     int64_t now = ch_now_ms(), since = now - hours * 3600000;
     struct ch_alert *a = NULL;
     size_t n = k->ops.history ? k->ops.history(k->ops.arg, since, &a) : 0;
-    struct buf b = {0};
-    buf_puts(&b, "{\"history\":");
+    struct ch_buf b = {0};
+    ch_buf_str(&b, "{\"history\":");
     alerts_json(&b, a, n);
     buf_printf(&b, ",\"hours\":%lld,\"since_ms\":%lld,\"server_ms\":%lld}", (long long)hours,
                (long long)since, (long long)now);
     free(a);
-    return ch_http_send_body(c, MHD_HTTP_OK, b.p, NULL, NULL);
+    return ch_http_send_body(c, MHD_HTTP_OK, ch_buf_take(&b), NULL, NULL);
 }
 
 static enum MHD_Result h_status(struct console *k, struct MHD_Connection *c)
