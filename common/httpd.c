@@ -545,6 +545,7 @@ size_t ch_sse_clients(struct ch_sse *s)
 /* ---- the server and its connection guard (see httpd.h) ------------------------ */
 
 #define REPORT_MS      60000 /* what the guard did: logged at most this often */
+#define STRUCK_MAX     1024  /* addresses remembered as struck with no connection */
 #define TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 #define PEM_MAX        (256 * 1024)
 
@@ -555,13 +556,17 @@ enum gstate {
     G_CLOSING  /* shut down by the guard; waiting for libmicrohttpd to close it */
 };
 
-struct gaddr { /* an address with connections */
+struct gaddr { /* an address with connections, or struck a while ago */
     struct gaddr *next;
     unsigned char key[16]; /* IPv4 mapped into IPv6, or an IPv6 /64 */
     size_t total, pending;
-    uint64_t opened; /* connections it opened while it had any open: a client
-                        that churns or holds many counts high, one asking
-                        now and then starts again from 1 each time */
+    size_t waiting;       /* of pending: never answered (a slow client's are) */
+    int64_t struck_until; /* monotonic: a connection of it that never sent a
+                             whole request was closed; until then it is
+                             refused at accept while `pending` is full */
+    uint64_t opened;      /* connections it opened while it had any open: a client
+                             that churns or holds many counts high, one asking
+                             now and then starts again from 1 each time */
 };
 
 struct gconn {
@@ -592,6 +597,8 @@ struct ch_httpd {
     bool reaper_started, stopping;
     struct gconn *conns; /* newest first */
     struct gaddr *addrs;
+    size_t n_struck_idle; /* of addrs: struck, with no connection */
+    size_t closing;       /* connections closed by the guard or ending */
     struct ch_httpd_stats st;
     struct ch_httpd_stats reported; /* counters at the last report */
     int64_t next_report;
@@ -629,6 +636,11 @@ static bool is_pending(const struct gconn *g)
     return g->state == G_PENDING || g->state == G_BODY;
 }
 
+static bool is_waiting(const struct gconn *g)
+{
+    return is_pending(g) && !g->served;
+}
+
 static struct gaddr *find_addr(struct ch_httpd *h, const unsigned char key[16])
 {
     for (struct gaddr *a = h->addrs; a; a = a->next)
@@ -637,20 +649,27 @@ static struct gaddr *find_addr(struct ch_httpd *h, const unsigned char key[16])
     return NULL;
 }
 
-/* Moves g to state, keeping the pending counts. Locked. */
-static void set_state(struct ch_httpd *h, struct gconn *g, enum gstate state)
+/* Moves g to state (served: it answered a request), keeping the pending
+ * and waiting counts. Locked. */
+static void set_state(struct ch_httpd *h, struct gconn *g, enum gstate state, bool served)
 {
-    int d = (int)(state == G_PENDING || state == G_BODY) - (int)is_pending(g);
+    int was_pending = is_pending(g), was_waiting = is_waiting(g);
+    h->closing += (size_t)(state == G_CLOSING) - (size_t)(g->state == G_CLOSING);
+    g->state = state;
+    g->served = served;
+    int d = (int)is_pending(g) - was_pending, dw = (int)is_waiting(g) - was_waiting;
     h->st.pending += (uint64_t)(int64_t)d;
     g->a->pending += (size_t)(ssize_t)d;
-    g->state = state;
+    g->a->waiting += (size_t)(ssize_t)dw;
 }
 
-/* Closes g: the connection thread sees the end of its socket and ends.
- * Locked. */
+/* Closes g: the connection thread sees the end of its socket and ends. A
+ * connection that never sent a whole request strikes its address. Locked. */
 static void evict(struct ch_httpd *h, struct gconn *g)
 {
-    set_state(h, g, G_CLOSING);
+    if (!g->served)
+        g->a->struck_until = ch_mono_ms() + h->lim.header_timeout_ms;
+    set_state(h, g, G_CLOSING, g->served);
     if (g->fd >= 0)
         shutdown(g->fd, SHUT_RDWR);
 }
@@ -692,7 +711,50 @@ static struct gconn *oldest_of(struct ch_httpd *h, const struct gaddr *a)
     return best;
 }
 
-/* MHD_OPTION_ACCEPT_POLICY_CALLBACK: per_address, before a thread exists. */
+/* Unlinks and frees address a, which has no connection. Locked. */
+static void drop_addr(struct ch_httpd *h, struct gaddr *a)
+{
+    struct gaddr **pp = &h->addrs;
+    while (*pp != a)
+        pp = &(*pp)->next;
+    *pp = a->next;
+    free(a);
+}
+
+/* Address a's last connection ended: forgotten, unless it is struck (and
+ * not too many are remembered so). Locked. */
+static void addr_idle(struct ch_httpd *h, struct gaddr *a, int64_t now)
+{
+    if (a->struck_until > now && h->n_struck_idle < STRUCK_MAX) {
+        a->opened = 0;
+        h->n_struck_idle++;
+    } else {
+        drop_addr(h, a);
+    }
+}
+
+/* Forgets the idle addresses whose strike is over. Locked. */
+static void forget_struck(struct ch_httpd *h, int64_t now)
+{
+    for (struct gaddr *a = h->addrs, *next; a; a = next) {
+        next = a->next;
+        if (!a->total && a->struck_until <= now) {
+            h->n_struck_idle--;
+            drop_addr(h, a);
+        }
+    }
+}
+
+/* MHD_OPTION_ACCEPT_POLICY_CALLBACK, before a thread exists: per_address;
+ * an address with pending_per_address connections waiting for their first
+ * request; and while `pending` is full (counting the connections closed and not
+ * yet ended: a thread each, holding a place under `max`), an address that holds a connection still
+ * waiting for its first request, or was struck lately (one of its
+ * connections was closed without ever sending a whole request), is refused
+ * here rather than let in to close another such connection: a flood from
+ * many addresses then costs an accept and a close each, not a thread
+ * started and ended, and the listening queue keeps moving for everyone
+ * else. */
 static enum MHD_Result guard_accept(void *cls, const struct sockaddr *sa, socklen_t len)
 {
     struct ch_httpd *h = cls;
@@ -704,6 +766,11 @@ static enum MHD_Result guard_accept(void *cls, const struct sockaddr *sa, sockle
     bool ok = !a || a->total < (size_t)h->lim.per_address;
     if (!ok) {
         h->st.refused_address++;
+    } else if (a && (a->waiting >= (size_t)h->lim.pending_per_address ||
+                     (h->st.pending + h->closing >= (uint64_t)h->lim.pending &&
+                      (a->waiting || a->struck_until > ch_mono_ms())))) {
+        ok = false;
+        h->st.refused_slow++;
     }
     pthread_mutex_unlock(&h->mu);
     return ok ? MHD_YES : MHD_NO;
@@ -727,6 +794,8 @@ static void guard_notify(void *cls, struct MHD_Connection *c, void **socket_cont
         *socket_context = g;
         pthread_mutex_lock(&h->mu);
         g->a = find_addr(h, k);
+        if (g->a && !g->a->total)
+            h->n_struck_idle--; /* struck, back with a connection */
         if (!g->a) {
             g->a = ch_xcalloc(1, sizeof *g->a);
             memcpy(g->a->key, k, 16);
@@ -735,7 +804,7 @@ static void guard_notify(void *cls, struct MHD_Connection *c, void **socket_cont
         }
         g->a->total++;
         g->a->opened++;
-        set_state(h, g, G_PENDING);
+        set_state(h, g, G_PENDING, false);
         g->next = h->conns;
         if (h->conns)
             h->conns->prev = g;
@@ -765,14 +834,10 @@ static void guard_notify(void *cls, struct MHD_Connection *c, void **socket_cont
     if (g->next)
         g->next->prev = g->prev;
     h->st.connections--;
-    set_state(h, g, G_CLOSING);
-    if (--g->a->total == 0) {
-        struct gaddr **pp = &h->addrs;
-        while (*pp != g->a)
-            pp = &(*pp)->next;
-        *pp = g->a->next;
-        free(g->a);
-    }
+    set_state(h, g, G_CLOSING, g->served);
+    h->closing--;
+    if (--g->a->total == 0)
+        addr_idle(h, g->a, ch_mono_ms());
     pthread_mutex_unlock(&h->mu);
     free(g);
     *socket_context = NULL;
@@ -808,10 +873,10 @@ static enum MHD_Result guard_access(void *cls, struct MHD_Connection *c, const c
         bool body = expects_body(c);
         pthread_mutex_lock(&h->mu);
         if (g->state == G_PENDING && body) {
-            set_state(h, g, G_BODY);
+            set_state(h, g, G_BODY, g->served);
             g->since = ch_mono_ms();
         } else if (g->state == G_PENDING || (g->state == G_BODY && *upload_size == 0)) {
-            set_state(h, g, G_ACTIVE);
+            set_state(h, g, G_ACTIVE, g->served);
         }
         pthread_mutex_unlock(&h->mu);
     }
@@ -827,8 +892,7 @@ static void guard_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (g) {
         pthread_mutex_lock(&h->mu);
         if (g->state == G_ACTIVE || g->state == G_BODY) {
-            set_state(h, g, G_PENDING);
-            g->served = true;
+            set_state(h, g, G_PENDING, true);
             g->since = ch_mono_ms();
         }
         pthread_mutex_unlock(&h->mu);
@@ -844,10 +908,11 @@ static void guard_report(struct ch_httpd *h, int64_t now)
         return;
     h->next_report = now + REPORT_MS;
     struct ch_httpd_stats *s = &h->st, *r = &h->reported;
-    uint64_t refused = s->refused_address - r->refused_address, evicted = s->evicted - r->evicted,
+    uint64_t refused = s->refused_address - r->refused_address,
+             slow = s->refused_slow - r->refused_slow, evicted = s->evicted - r->evicted,
              hdr = s->header_timeouts - r->header_timeouts,
              body = s->body_timeouts - r->body_timeouts;
-    if (refused || evicted || hdr || body) {
+    if (refused || slow || evicted || hdr || body) {
         /* the address holding the most connections now, as a hint */
         char top[INET6_ADDRSTRLEN + 4] = "-";
         size_t most = 0;
@@ -859,11 +924,12 @@ static void guard_report(struct ch_httpd *h, int64_t now)
         }
         LOGW(h->mod, NULL,
              "slow or excess clients in the last minute: %" PRIu64 " refused (per_address %lld), "
+             "%" PRIu64 " refused for their address's slow connections, "
              "%" PRIu64 " closed without a complete request (pending limits), %" PRIu64
              " past header_timeout, %" PRIu64 " past body_timeout; now %" PRIu64
              " connections, %" PRIu64 " pending, most from %s (%zu)",
-             refused, (long long)h->lim.per_address, evicted, hdr, body, s->connections, s->pending,
-             top, most);
+             refused, (long long)h->lim.per_address, slow, evicted, hdr, body, s->connections,
+             s->pending, top, most);
     }
     *r = *s;
 }
@@ -884,6 +950,8 @@ static void *guard_reaper(void *arg)
                 h->st.body_timeouts++;
             }
         }
+        if (h->n_struck_idle)
+            forget_struck(h, now);
         guard_report(h, now);
         ch_cond_wait_until(&h->cv, &h->mu, now + 500);
     }
@@ -1048,14 +1116,14 @@ json_t *ch_httpd_stats_json(struct ch_httpd *h)
     struct ch_httpd_stats s;
     ch_httpd_get_stats(h, &s);
     return json_pack(
-        "{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I,s:I}}", "https", h->https,
+        "{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I,s:I}}", "https", h->https,
         "connections", (json_int_t)s.connections, "pending", (json_int_t)s.pending, "accepted",
-        (json_int_t)s.accepted, "refused_address", (json_int_t)s.refused_address, "evicted",
-        (json_int_t)s.evicted, "header_timeouts", (json_int_t)s.header_timeouts, "body_timeouts",
-        (json_int_t)s.body_timeouts, "limits", "max", (json_int_t)h->lim.max, "per_address",
-        (json_int_t)h->lim.per_address, "pending", (json_int_t)h->lim.pending,
-        "pending_per_address", (json_int_t)h->lim.pending_per_address, "header_timeout_ms",
-        (json_int_t)h->lim.header_timeout_ms, "body_timeout_ms",
+        (json_int_t)s.accepted, "refused_address", (json_int_t)s.refused_address, "refused_slow",
+        (json_int_t)s.refused_slow, "evicted", (json_int_t)s.evicted, "header_timeouts",
+        (json_int_t)s.header_timeouts, "body_timeouts", (json_int_t)s.body_timeouts, "limits",
+        "max", (json_int_t)h->lim.max, "per_address", (json_int_t)h->lim.per_address, "pending",
+        (json_int_t)h->lim.pending, "pending_per_address", (json_int_t)h->lim.pending_per_address,
+        "header_timeout_ms", (json_int_t)h->lim.header_timeout_ms, "body_timeout_ms",
         (json_int_t)h->lim.body_timeout_ms);
 }
 

@@ -29,11 +29,19 @@
  * - per address: at most per_address connections at once (refused at
  *   accept, before a thread exists), and at most pending_per_address of them
  *   without a complete request; over that, the address's oldest such
- *   connection is closed (IPv6 addresses count by /64);
+ *   connection is closed, and while pending_per_address of them have not
+ *   sent their first request yet, its new ones are refused at accept (IPv6
+ *   addresses count by /64);
  * - all addresses: at most `pending` connections without a complete request;
  *   over that, one of the address with the most is closed (of addresses
  *   tied, the one that opened the most connections), so a client with one
- *   connection is never the one to go. Either way a
+ *   connection is never the one to go; and while `pending` is full, an
+ *   address holding a connection that has not sent its first request yet,
+ *   or one of whose connections was closed without ever sending a whole
+ *   request within the last header_timeout, is refused at accept. Refused
+ *   at accept, a flood costs no thread (a home behind one NAT address shares
+ *   that fate while the server is under such an attack), so the listening
+ *   queue keeps moving for everyone else. Either way a
  *   connection kept alive after an answer goes before one still waiting for
  *   its first request (its client opens another when it needs one). What remains of
  *   `max` is the reserve for requests that arrived whole: /healthz, a login,
@@ -82,6 +90,7 @@ struct ch_httpd_stats {
     uint64_t pending;         /* now, without a complete request */
     uint64_t accepted;        /* since start */
     uint64_t refused_address; /* per_address reached */
+    uint64_t refused_slow;    /* refused for its address's slow connections */
     uint64_t evicted;         /* pending limits reached: oldest closed */
     uint64_t header_timeouts;
     uint64_t body_timeouts;

@@ -134,6 +134,7 @@ static size_t snapshot(struct hub *h, const struct influx_stats *w,
     /* the API's connection guard (httpd.h): slow or greedy clients */
     out[n++] = (struct counter){"http_connections", hs.connections};
     out[n++] = (struct counter){"http_refused_address", hs.refused_address};
+    out[n++] = (struct counter){"http_refused_slow", hs.refused_slow};
     out[n++] = (struct counter){"http_evicted", hs.evicted};
     out[n++] = (struct counter){"http_header_timeouts", hs.header_timeouts};
     out[n++] = (struct counter){"http_body_timeouts", hs.body_timeouts};

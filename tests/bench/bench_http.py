@@ -7,7 +7,8 @@ console code, tests/integration/console_fixture) with its defaults.
    as it can: requests/s and p50/p99 latency, idle, then while slowloris
    clients (a header byte a second, never finishing) hold 1,000 connections
    from one address, then 1,000 from 50 addresses. Also how many of those
-   connections the server still held at the end and how many it closed.
+   connections the server still held at the end, how many it closed (or
+   refused), and how many it let in: a thread started for each.
 2. HTTPS against HTTP on the same machine: a new connection per request
    (TCP + TLS handshake + request) and requests on one kept-alive
    connection, p50/p99.
@@ -81,7 +82,12 @@ def legit(port, seconds, cookie, ctx=None):
             lat.append(dt * 1000)
         else:
             fails += 1
-    return len(lat) / seconds, pct(lat, 50), pct(lat, 99), fails
+    return len(lat) / seconds, pct(lat, 50), pct(lat, 99), fails, n
+
+
+def accepted(fx):
+    """Connections the server has let in (a thread each) since it started."""
+    return fx.api("/api/status")["http"]["accepted"]
 
 
 def slow_part(label, bin_dir, args, seconds, w):
@@ -91,23 +97,29 @@ def slow_part(label, bin_dir, args, seconds, w):
     rows = []
     try:
         cookie = session(fx.port)
-        rows.append(("idle", *legit(fx.port, seconds, cookie), "-", "-"))
+        rows.append(("idle", *legit(fx.port, seconds, cookie)[:4], "-", "-", "-"))
         for name, sources, per in (("1,000 slow from 1 address", ["127.0.0.2"], 1000),
                                    ("1,000 slow from 50 addresses",
                                     [f"127.0.0.{i}" for i in range(10, 60)], 20)):
+            accepted0 = accepted(fx)
             atk = SlowClients(fx.port, sources, per, seconds + 10).start()
             time.sleep(1)
             fig = legit(fx.port, seconds, cookie)
             held = atk.held()
             atk.stop()
-            rows.append((name, *fig, held, atk.closed_by_server))
+            # connections the server started a thread for, besides the
+            # legitimate client's (and the status request's own)
+            let_in = accepted(fx) - accepted0 - fig[4] - 1
+            rows.append((name, *fig[:4], held, atk.closed_by_server, let_in))
             time.sleep(2)
     finally:
         fx.stop()
     print(f"\n{label}: a legitimate client (new connection per request)")
-    print(f"  {'':32} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'failed':>6} {'held':>5} {'closed':>7}")
+    print(f"  {'':32} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'failed':>6} {'held':>5} "
+          f"{'closed':>7} {'let in':>7}")
     for r in rows:
-        print(f"  {r[0]:32} {r[1]:7.0f} {r[2]:7.1f} {r[3]:7.1f} {r[4]:6d} {r[5]!s:>5} {r[6]!s:>7}")
+        print(f"  {r[0]:32} {r[1]:7.0f} {r[2]:7.1f} {r[3]:7.1f} {r[4]:6d} {r[5]!s:>5} {r[6]!s:>7} "
+              f"{r[7]!s:>7}")
     return rows
 
 

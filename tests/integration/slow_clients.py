@@ -9,8 +9,11 @@ active alarms, an acknowledgement. Every one of those must succeed, within
 3 s (under the sanitizers a login's password hash alone takes a good part
 of a second). The guard must be seen at work: on the console by its counters
 (/api/status: slow connections closed at the pending limits and at the
-header deadline) and at most per_address held from one address, on the hub by what the
-slow clients saw (at most per_address held, the rest closed).
+header deadline, and, from many addresses, refused at accept once pending is
+full: a flood must not cost a thread per connection, or the listening queue
+fills and the second client's connection waits behind it) and at most
+per_address held from one address, on the hub by what the slow clients saw
+(at most per_address held, the rest closed) and by its counters.
 """
 import http.client
 import json
@@ -146,6 +149,9 @@ def test_console(w):
         assert out["one address"][0].held_end <= 24, out["one address"][0].held_end
         assert st["evicted"] > 0, st           # pending limits reached
         assert st["header_timeouts"] > 0, st   # held past header_timeout
+        # from many addresses, most are refused at accept (no thread): fewer
+        # let in than refused
+        assert st["refused_slow"] > st["accepted"] / 2, st
         wait_for("the slow connections gone", lambda: fx.api("/api/status")["http"]
                  ["connections"] <= 2, 10)
     finally:
@@ -212,11 +218,11 @@ self_metrics_interval: 1s
     assert many.closed_by_server > 0, many.closed_by_server
     # and the hub counts it (carehub_hub, every self_metrics_interval)
     q = ('SELECT max("http_evicted") AS e, max("http_header_timeouts") AS t, '
-         'max("http_connections") AS c FROM "carehub_hub"')
+         'max("http_refused_slow") AS p, max("http_connections") AS c FROM "carehub_hub"')
 
     def counted():
         r = influx.series(q, "carehub_slow")
-        return r[0] if r and r[0]["e"] and r[0]["t"] else None
+        return r[0] if r and r[0]["e"] and r[0]["t"] and r[0]["p"] else None
     row = wait_for("the guard's counters in carehub_hub", counted, 10, 0.5)
     log(f"hub guard (carehub_hub): {row}")
 
