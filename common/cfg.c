@@ -25,7 +25,14 @@ struct walk {
     struct cfg_file *file;
     int errors;
     int absent; /* > 0 while applying the defaults of an absent section */
+    /* while reading an element of a list with variants: the element, its
+     * list's key, and its variant (NULL: its variant key is missing or bad) */
+    struct fy_node *vmap;
+    const struct cfg_key *vlist;
+    const struct cfg_variant *variant;
 };
+
+#define MERGED_MAX 64 /* keys of one mapping (walk_map's limit) */
 
 #define FIELD(obj, off, T) ((T *)(void *)((char *)(obj) + (off)))
 
@@ -107,8 +114,7 @@ const char *cfg_enum_name(const struct cfg_enum *e, int value)
     return "?";
 }
 
-/* Levenshtein distance, small strings only: used to suggest a key. */
-static size_t edit_distance(const char *a, const char *b)
+size_t cfg_edit_distance(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
     if (la > 40 || lb > 40)
@@ -280,9 +286,21 @@ static const char *parse_scalar(struct walk *w, const struct cfg_key *k, const c
                 return NULL;
             }
         }
+        const char *best = NULL;
+        size_t bd = 3;
+        for (const struct cfg_enum *e = k->enums; e && e->name && !isdigit((unsigned char)*text);
+             e++) {
+            size_t d = cfg_edit_distance(text, e->name);
+            if (d < bd) {
+                bd = d;
+                best = e->name;
+            }
+        }
         size_t off = (size_t)snprintf(err, errn, "key '%s': '%s' is not one of:", k->key, text);
         for (const struct cfg_enum *e = k->enums; e && e->name && off < errn; e++)
             off += (size_t)snprintf(err + off, errn - off, " %s", e->name);
+        if (best && off < errn)
+            snprintf(err + off, errn - off, " (did you mean '%s'?)", best);
         return err;
     }
     default:
@@ -292,6 +310,88 @@ static const char *parse_scalar(struct walk *w, const struct cfg_key *k, const c
 }
 
 static void walk_map(struct walk *w, const struct cfg_key *table, struct fy_node *map, void *obj);
+
+/* out = the keys of a, then those of b that a does not name. */
+static void merge_keys(struct cfg_key out[MERGED_MAX + 1], size_t *n, const struct cfg_key *b)
+{
+    for (; b && b->key; b++) {
+        size_t i = 0;
+        while (i < *n && strcmp(out[i].key, b->key))
+            i++;
+        if (i < *n) {
+            if (out[i].offset != b->offset || out[i].type != b->type)
+                abort(); /* one key, two meanings: a programming error */
+            continue;
+        }
+        if (*n == MERGED_MAX)
+            abort(); /* a table this large is a programming error */
+        out[(*n)++] = *b;
+    }
+    out[*n] = (struct cfg_key)CFG_END;
+}
+
+/* The enum of list k's variant key. */
+static const struct cfg_key *variant_enum_key(const struct cfg_key *k)
+{
+    for (const struct cfg_key *e = k->sub; e->key; e++)
+        if (!strcmp(e->key, k->variant_key))
+            return e;
+    abort(); /* a variant_key not in .sub is a programming error */
+}
+
+/* The keys of an element of list k: .sub and those of variant v, or of
+ * every variant when v is NULL (its variant key is missing or bad: every
+ * other key is still checked). */
+static const struct cfg_key *variant_table(const struct cfg_key *k, const struct cfg_variant *v,
+                                           struct cfg_key out[MERGED_MAX + 1])
+{
+    size_t n = 0;
+    merge_keys(out, &n, k->sub);
+    size_t common = n;
+    for (const struct cfg_variant *x = k->variants; x->keys; x++)
+        if (!v || x == v)
+            merge_keys(out, &n, x->keys);
+    if (!v) /* which keys a variant requires is unknown */
+        for (size_t i = common; i < n; i++)
+            out[i].required = false;
+    return out;
+}
+
+/* The variant of list k's element item, by its variant key; NULL if none. */
+static const struct cfg_variant *variant_of(const struct cfg_key *k, struct fy_node *item)
+{
+    struct fy_node *t = fy_node_mapping_lookup_by_string(item, k->variant_key, FY_NT);
+    const char *text = t && fy_node_is_scalar(t) ? fy_node_get_scalar0(t) : NULL;
+    if (!text)
+        return NULL;
+    for (const struct cfg_enum *e = variant_enum_key(k)->enums; e->name; e++)
+        if (!strcmp(e->name, text))
+            for (const struct cfg_variant *v = k->variants; v->keys; v++)
+                if (v->value == e->value)
+                    return v;
+    return NULL;
+}
+
+/* Reports key, unknown to the element's variant, as a key of others when
+ * it is one. Returns false if it is no variant's. */
+static bool report_other_variant(struct walk *w, struct fy_node *kn, const char *key)
+{
+    const struct cfg_key *ek = variant_enum_key(w->vlist);
+    char owners[160] = "";
+    size_t len = 0;
+    for (const struct cfg_variant *v = w->vlist->variants; v->keys; v++)
+        for (const struct cfg_key *x = v->keys; x->key; x++)
+            if (!strcmp(x->key, key) && len < sizeof owners) {
+                int k = snprintf(owners + len, sizeof owners - len, "%s%s", len ? ", " : "",
+                                 cfg_enum_name(ek->enums, v->value));
+                len += k > 0 ? (size_t)k : 0;
+            }
+    if (!len)
+        return false;
+    report(w, kn, "key '%s' does not apply to %s '%s' (it is a key of %s)", key,
+           w->vlist->variant_key, cfg_enum_name(ek->enums, w->variant->value), owners);
+    return true;
+}
 
 /* A locale tag as BCP 47 writes the common ones: a 2-3 letter language,
  * then subtags of 2-8 letters or digits ("zh-CN", "en", "zh-Hans-CN"). */
@@ -424,7 +524,19 @@ static void walk_value(struct walk *w, const struct cfg_key *k, struct fy_node *
             }
             if (k->node_offset >= 0)
                 *FIELD(elem, (size_t)k->node_offset, struct fy_node *) = item;
-            walk_map(w, k->sub, item, elem);
+            if (k->variants) {
+                struct cfg_key merged[MERGED_MAX + 1];
+                struct walk saved = *w;
+                w->vmap = item;
+                w->vlist = k;
+                w->variant = variant_of(k, item);
+                walk_map(w, variant_table(k, w->variant, merged), item, elem);
+                w->vmap = saved.vmap;
+                w->vlist = saved.vlist;
+                w->variant = saved.variant;
+            } else {
+                walk_map(w, k->sub, item, elem);
+            }
             l->n++;
         }
         return;
@@ -469,11 +581,13 @@ static void walk_map(struct walk *w, const struct cfg_key *table, struct fy_node
         for (i = 0; i < nkeys; i++)
             if (strcmp(table[i].key, key) == 0)
                 break;
+        if (i == nkeys && map == w->vmap && w->variant && report_other_variant(w, kn, key))
+            continue;
         if (i == nkeys) {
             const char *best = NULL;
             size_t bd = 3;
             for (size_t j = 0; j < nkeys; j++) {
-                size_t d = edit_distance(key, table[j].key);
+                size_t d = cfg_edit_distance(key, table[j].key);
                 if (d < bd) {
                     bd = d;
                     best = table[j].key;
@@ -588,6 +702,14 @@ static int precheck(const char *path)
 
 int cfg_load(const char *path, const struct cfg_key *table, void *out, struct cfg_file **file_out)
 {
+    return cfg_load_all(path, table, out, file_out, NULL);
+}
+
+int cfg_load_all(const char *path, const struct cfg_key *table, void *out,
+                 struct cfg_file **file_out, int *errors)
+{
+    if (errors)
+        *errors = 0;
     int pre = precheck(path);
     if (pre != 0)
         return pre;
@@ -617,6 +739,11 @@ int cfg_load(const char *path, const struct cfg_key *table, void *out, struct cf
         }
     } else {
         walk_map(&w, table, root, out);
+        if (errors && w.errors) { /* the caller checks on, and frees */
+            *errors = w.errors;
+            *file_out = f;
+            return 0;
+        }
     }
     if (w.errors) {
         fprintf(stderr, "%s: %d error%s\n", path, w.errors, w.errors == 1 ? "" : "s");
@@ -736,9 +863,13 @@ void cfg_free(const struct cfg_key *table, void *obj)
         case CFG_LIST:
         case CFG_STRLIST: {
             struct cfg_list *l = FIELD(obj, k->offset, struct cfg_list);
+            struct cfg_key merged[MERGED_MAX + 1];
+            /* with variants: every variant's keys (the element's own
+               variant may be unknown after an error; the others are unset) */
+            const struct cfg_key *sub = k->variants ? variant_table(k, NULL, merged) : k->sub;
             for (size_t i = 0; i < l->n; i++) {
                 if (k->type == CFG_LIST)
-                    cfg_free(k->sub, (char *)l->items + i * k->elem_size);
+                    cfg_free(sub, (char *)l->items + i * k->elem_size);
                 else
                     free(((char **)l->items)[i]);
             }

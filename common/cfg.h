@@ -108,6 +108,17 @@ struct cfg_key {
     const struct cfg_key *sub;    /* CFG_MAP / CFG_LIST: table of the nested struct */
     size_t elem_size;             /* CFG_LIST: size of one element */
     long node_offset;             /* CFG_LIST: where an element keeps its struct fy_node *, or -1 */
+    /* CFG_LIST of mappings whose keys depend on one of them (a bus's type):
+     * variant_key names a CFG_ENUM key of .sub, and each element is read
+     * with .sub and the keys of the variant of its value. A key of another
+     * variant is refused as such ("does not apply to a modbus-tcp bus"). */
+    const char *variant_key;
+    const struct cfg_variant *variants; /* terminated by {.keys = NULL} */
+};
+
+struct cfg_variant {
+    int value;                  /* of the variant_key's enum */
+    const struct cfg_key *keys; /* besides .sub's; same struct */
 };
 
 /* Terminates every table. */
@@ -126,7 +137,21 @@ struct cfg_file;
  * allocated in *out. */
 int cfg_load(const char *path, const struct cfg_key *table, void *out, struct cfg_file **file_out);
 
+/* As cfg_load, and when errors is non-NULL, a file that is YAML and a
+ * mapping is kept whatever errors its keys have: *errors counts those
+ * reported (0 if none), *out holds what parsed (a key in error or missing
+ * is left unset: NULL, 0) and *file_out is open, for the caller's further
+ * checks, so that one run reports every error of a file; the caller frees
+ * both. Returns 0, or CH_ECONFIG / -errno when nothing is left to check
+ * (unreadable, not YAML, not a mapping). */
+int cfg_load_all(const char *path, const struct cfg_key *table, void *out,
+                 struct cfg_file **file_out, int *errors);
+
 void cfg_file_close(struct cfg_file *f);
+
+/* Levenshtein distance of two short strings (99 beyond 40 bytes): within
+ * 2, a name is suggested for a mistyped one ("did you mean 'interval'?"). */
+size_t cfg_edit_distance(const char *a, const char *b);
 
 /* Parses the mapping node map (a section handed over as CFG_NODE, or any
  * node of a document) into *out (zeroed by the caller) using table, the

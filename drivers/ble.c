@@ -75,6 +75,11 @@ static int bl_prepare(const struct bus_cfg *bus, const struct device_cfg *dev, v
                    dev->prof->id);
         return CH_ECONFIG;
     }
+    if (bus->topics.n == 0) {
+        cfg_report(bus->node, "topics",
+                   "key 'topics': empty; where the receivers publish, e.g. home/+/BTtoMQTT/#");
+        return CH_ECONFIG;
+    }
     struct bl_dev *d = ch_xcalloc(1, sizeof *d);
     if (!dev->mac || !ble_mac_parse(dev->mac, strlen(dev->mac), d->mac)) {
         cfg_report(dev->node, "mac", "key 'mac': '%s' is not a MAC address (AA:BB:CC:DD:EE:FF)",
@@ -234,7 +239,25 @@ static int bl_poll(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx,
     return 0;
 }
 
-static const int bl_bus_types[] = {BUS_BLE, -1};
+static const struct cfg_enum bl_formats[] = {
+    {"omg", BLE_RX_OMG}, {"minew", BLE_RX_MINEW}, {"ingics", BLE_RX_INGICS}, {NULL, 0}};
+
+#define B(k) offsetof(struct bus_cfg, k)
+/* clang-format off */
+static const struct cfg_key bl_keys[] = {
+    {.key = "host",         .type = CFG_STR,      .offset = B(host), .required = true},
+    {.key = "port",         .type = CFG_INT,      .offset = B(port), .def = "1883", .min = 1, .max = 65535},
+    {.key = "format",       .type = CFG_ENUM,     .offset = B(format), .def = "omg", .enums = bl_formats},
+    {.key = "topics",       .type = CFG_STRLIST,  .offset = B(topics), .required = true},
+    {.key = "location",     .type = CFG_MAP,      .offset = B(location), .sub = ble_location_keys},
+    {.key = "out_of_range", .type = CFG_DURATION, .offset = B(out_of_range_ms), .def = "60s", .min = 1000, .max = 86400000},
+    {.key = "battery_low",  .type = CFG_FLOAT,    .offset = B(battery_low), .def = "20", .min = -1, .max = 100},
+    CFG_END,
+};
+/* clang-format on */
+#undef B
+
+static const struct driver_bus_type bl_bus_types[] = {{BUS_BLE, "ble", bl_keys}, {0}};
 
 const struct driver drv_ble = {
     .name = "ble",

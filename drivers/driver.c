@@ -2,6 +2,8 @@
 #include "err.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
 
 extern const struct driver drv_modbus;
 extern const struct driver drv_radar;
@@ -14,11 +16,45 @@ static const struct driver *const drivers[] = {&drv_modbus, &drv_radar, &drv_mqt
 const struct driver *driver_for_bus(int bus_type)
 {
     for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
-        for (const int *t = drivers[i]->bus_types; *t >= 0; t++)
-            if (*t == bus_type)
+        for (const struct driver_bus_type *t = drivers[i]->bus_types; t->name; t++)
+            if (t->type == bus_type)
                 return drivers[i];
     return NULL;
 }
+
+#define BUS_TYPES_MAX 16
+
+struct cfg_enum driver_bus_type_names[BUS_TYPES_MAX + 1];
+struct cfg_variant driver_bus_variants[BUS_TYPES_MAX + 1];
+static pthread_once_t types_once = PTHREAD_ONCE_INIT;
+
+static void collect_types(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
+        for (const struct driver_bus_type *t = drivers[i]->bus_types; t->name; t++) {
+            if (n == BUS_TYPES_MAX)
+                abort(); /* raise BUS_TYPES_MAX */
+            driver_bus_type_names[n] = (struct cfg_enum){t->name, t->type};
+            driver_bus_variants[n] = (struct cfg_variant){t->type, t->keys};
+            n++;
+        }
+    driver_bus_type_names[n] = (struct cfg_enum){NULL, 0};
+    driver_bus_variants[n] = (struct cfg_variant){0, NULL};
+}
+
+void driver_types_init(void)
+{
+    pthread_once(&types_once, collect_types);
+}
+
+/* clang-format off */
+const struct cfg_enum driver_baud_rates[] = {
+    {"1200", 1200}, {"1800", 1800}, {"2400", 2400}, {"4800", 4800}, {"9600", 9600},
+    {"19200", 19200}, {"38400", 38400}, {"57600", 57600}, {"115200", 115200},
+    {"230400", 230400}, {"460800", 460800}, {"500000", 500000}, {"576000", 576000},
+    {"921600", 921600}, {NULL, 0}};
+/* clang-format on */
 
 bool driver_err_is_link(int err)
 {

@@ -8,6 +8,7 @@
 #ifndef CAREHUB_DRIVER_H
 #define CAREHUB_DRIVER_H
 
+#include "cfg.h"
 #include "codec.h"
 #include "model.h"
 
@@ -17,10 +18,20 @@ struct drv_poll_stats {
     unsigned registers; /* registers (or bits) transferred */
 };
 
+/* A bus type a driver serves: its name in the site file (a bus's type:)
+ * and the keys a bus of it takes besides those every bus has (id, type,
+ * backoff_max: edge/config.c), as offsets into struct bus_cfg. A key of
+ * another type is refused by --check. */
+struct driver_bus_type {
+    int type;         /* enum bus_type */
+    const char *name; /* "modbus-rtu" */
+    const struct cfg_key *keys;
+};
+
 struct driver {
     const char *name;
-    /* Bus types this driver serves (enum bus_type values), -1 terminated. */
-    const int *bus_types;
+    /* Bus types this driver serves, terminated by {.name = NULL}. */
+    const struct driver_bus_type *bus_types;
     /* Checks a device against its profile and precomputes what polling
      * needs (e.g. coalesced requests) into *dev_ctx (released with
      * release()). Reports problems with cfg_report() and returns CH_ECONFIG. */
@@ -45,6 +56,18 @@ struct driver {
 
 /* Finds the driver serving a bus type; NULL if none. */
 const struct driver *driver_for_bus(int bus_type);
+
+/* Every bus type of every driver, for the site file's table (cfg.h): the
+ * names of type: and the keys each takes. Filled by driver_types_init()
+ * (once, thread-safe), which a reader of the site file calls first; the
+ * arrays' addresses are constants, for static tables. */
+extern struct cfg_enum driver_bus_type_names[];
+extern struct cfg_variant driver_bus_variants[];
+void driver_types_init(void);
+
+/* Serial line speeds termios supports (B1200 .. B921600), for a baud key;
+ * on a line, a speed outside them would silently become 9600. */
+extern const struct cfg_enum driver_baud_rates[];
 
 /* True if the error means the connection is broken and must be reopened. */
 bool driver_err_is_link(int err);

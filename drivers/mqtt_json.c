@@ -283,7 +283,17 @@ static int mj_poll(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx,
     return 0;
 }
 
-static const int mj_bus_types[] = {BUS_MQTT, -1};
+#define B(k) offsetof(struct bus_cfg, k)
+/* clang-format off */
+static const struct cfg_key mj_keys[] = {
+    {.key = "host", .type = CFG_STR, .offset = B(host), .required = true},
+    {.key = "port", .type = CFG_INT, .offset = B(port), .def = "1883", .min = 1, .max = 65535},
+    CFG_END,
+};
+/* clang-format on */
+#undef B
+
+static const struct driver_bus_type mj_bus_types[] = {{BUS_MQTT, "mqtt", mj_keys}, {0}};
 
 const struct driver drv_mqtt_json = {
     .name = "mqtt-json",

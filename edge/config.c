@@ -1,6 +1,7 @@
 #include "config.h"
 #include "notify.h"
 #include "codec.h"
+#include "driver.h"
 #include "err.h"
 #include "ble_rx.h"
 #include "rules.h"
@@ -77,32 +78,13 @@ static const struct cfg_key profile_keys[] = {
 
 /* ---- the site file ---------------------------------------------------- */
 
-static const struct cfg_enum bus_types[] = {
-    {"modbus-rtu", BUS_MODBUS_RTU}, {"modbus-tcp", BUS_MODBUS_TCP}, {"radar-uart", BUS_RADAR_UART},
-    {"mqtt", BUS_MQTT}, {"ble", BUS_BLE}, {NULL, 0}};
-static const struct cfg_enum rx_formats[] = {
-    {"omg", BLE_RX_OMG}, {"minew", BLE_RX_MINEW}, {"ingics", BLE_RX_INGICS}, {NULL, 0}};
-static const struct cfg_enum parities[] = {{"N", 'N'}, {"E", 'E'}, {"O", 'O'}, {NULL, 0}};
-
+/* A bus: the keys every bus has here, the rest by its type from the driver
+ * serving it (driver.h: driver_bus_variants). */
 #define B(k) offsetof(struct bus_cfg, k)
-static const struct cfg_key bus_keys[] = {
+const struct cfg_key site_bus_keys[] = {
     {.key = "id",          .type = CFG_ID,       .offset = B(id), .required = true},
-    {.key = "type",        .type = CFG_ENUM,     .offset = B(type), .required = true, .enums = bus_types},
-    {.key = "device",      .type = CFG_STR,      .offset = B(device)},
-    {.key = "baud",        .type = CFG_INT,      .offset = B(baud), .def = "9600", .min = 1200, .max = 921600},
-    {.key = "parity",      .type = CFG_ENUM,     .offset = B(parity), .def = "N", .enums = parities},
-    {.key = "data_bits",   .type = CFG_INT,      .offset = B(data_bits), .def = "8", .min = 7, .max = 8},
-    {.key = "stop_bits",   .type = CFG_INT,      .offset = B(stop_bits), .def = "1", .min = 1, .max = 2},
-    {.key = "host",        .type = CFG_STR,      .offset = B(host)},
-    {.key = "port",        .type = CFG_INT,      .offset = B(port), .def = "502", .min = 1, .max = 65535},
-    {.key = "timeout",     .type = CFG_DURATION, .offset = B(timeout_ms), .def = "1s", .min = 10, .max = 60000},
-    {.key = "turnaround",  .type = CFG_DURATION, .offset = B(turnaround_ms), .def = "0ms", .min = 0, .max = 10000},
+    {.key = "type",        .type = CFG_ENUM,     .offset = B(type), .required = true, .enums = driver_bus_type_names},
     {.key = "backoff_max", .type = CFG_DURATION, .offset = B(backoff_max_ms), .def = "5m", .min = 1000, .max = 86400000},
-    {.key = "format",       .type = CFG_ENUM,     .offset = B(format), .def = "omg", .enums = rx_formats},
-    {.key = "topics",       .type = CFG_STRLIST,  .offset = B(topics)},
-    {.key = "location",     .type = CFG_MAP,      .offset = B(location), .sub = ble_location_keys},
-    {.key = "out_of_range", .type = CFG_DURATION, .offset = B(out_of_range_ms), .def = "60s", .min = 1000, .max = 86400000},
-    {.key = "battery_low",  .type = CFG_FLOAT,    .offset = B(battery_low), .def = "20", .min = -1, .max = 100},
     CFG_END,
 };
 #undef B
@@ -338,8 +320,9 @@ static const struct cfg_key site_keys[] = {
     {.key = "uplink",    .type = CFG_MAP,     .offset = S(uplink), .required = true, .sub = uplink_keys},
     {.key = "spool",     .type = CFG_MAP,     .offset = S(spool), .sub = spool_keys},
     {.key = "profiles",  .type = CFG_STRLIST, .offset = S(profile_paths)},
-    {.key = "buses",     .type = CFG_LIST,    .offset = S(buses), .required = true, .sub = bus_keys,
-     .elem_size = sizeof(struct bus_cfg), .node_offset = offsetof(struct bus_cfg, node)},
+    {.key = "buses",     .type = CFG_LIST,    .offset = S(buses), .required = true, .sub = site_bus_keys,
+     .elem_size = sizeof(struct bus_cfg), .node_offset = offsetof(struct bus_cfg, node),
+     .variant_key = "type", .variants = driver_bus_variants},
     {.key = "devices",   .type = CFG_LIST,    .offset = S(devices), .required = true, .sub = device_keys,
      .elem_size = sizeof(struct device_cfg), .node_offset = offsetof(struct device_cfg, node)},
     {.key = "self_metrics_interval", .type = CFG_DURATION, .offset = S(self_metrics_interval_ms),
@@ -595,51 +578,37 @@ static int check_site(struct site *s)
 
     for (size_t i = 0; i < c->buses.n; i++) {
         struct bus_cfg *b = SITE_BUS(c, i);
+        if (!b->id)
+            continue; /* reported: its keys had errors */
         for (size_t j = 0; j < i; j++) {
-            if (strcmp(SITE_BUS(c, j)->id, b->id) == 0) {
+            if (SITE_BUS(c, j)->id && strcmp(SITE_BUS(c, j)->id, b->id) == 0) {
                 cfg_report(b->node, "id", "key 'id': duplicate bus id '%s'", b->id);
                 errors++;
             }
-        }
-        if ((b->type == BUS_MODBUS_RTU || b->type == BUS_RADAR_UART) &&
-            (!b->device || !*b->device)) {
-            cfg_report(b->node, "device",
-                       "missing required key 'device' (the serial port of a "
-                       "%s bus, e.g. /dev/ttyUSB0)",
-                       cfg_enum_name(bus_types, b->type));
-            errors++;
-        }
-        /* a radar's UART runs at 115200 unless the file says otherwise */
-        if (b->type == BUS_RADAR_UART && !fy_node_mapping_lookup_by_string(b->node, "baud", FY_NT))
-            b->baud = 115200;
-        if (b->type == BUS_BLE && b->topics.n == 0) {
-            cfg_report(b->node, "topics",
-                       "missing required key 'topics' (where the receivers publish, e.g. "
-                       "home/+/BTtoMQTT/#)");
-            errors++;
-        }
-        if ((b->type == BUS_MODBUS_TCP || b->type == BUS_MQTT || b->type == BUS_BLE) &&
-            (!b->host || !*b->host)) {
-            cfg_report(b->node, "host", "missing required key 'host' (of a %s bus)",
-                       cfg_enum_name(bus_types, b->type));
-            errors++;
         }
     }
 
     for (size_t i = 0; i < c->devices.n; i++) {
         struct device_cfg *d = SITE_DEV(c, i);
+        if (!d->id || !d->bus || !d->profile)
+            continue; /* reported: its keys had errors */
         for (size_t j = 0; j < i; j++) {
-            if (strcmp(SITE_DEV(c, j)->id, d->id) == 0) {
+            if (SITE_DEV(c, j)->id && strcmp(SITE_DEV(c, j)->id, d->id) == 0) {
                 cfg_report(d->node, "id", "key 'id': duplicate device id '%s'", d->id);
                 errors++;
                 break;
             }
         }
         for (size_t j = 0; j < c->buses.n; j++)
-            if (strcmp(SITE_BUS(c, j)->id, d->bus) == 0)
+            if (SITE_BUS(c, j)->id && strcmp(SITE_BUS(c, j)->id, d->bus) == 0)
                 d->busp = SITE_BUS(c, j);
         if (!d->busp) {
-            cfg_report(d->node, "bus", "key 'bus': no bus with id '%s'", d->bus);
+            const char *near = NULL;
+            for (size_t j = 0; j < c->buses.n; j++)
+                if (SITE_BUS(c, j)->id && cfg_edit_distance(SITE_BUS(c, j)->id, d->bus) <= 2)
+                    near = SITE_BUS(c, j)->id;
+            cfg_report(d->node, "bus", "key 'bus': no bus with id '%s'%s%s%s", d->bus,
+                       near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
             errors++;
         }
         bool on_ble = d->busp && d->busp->type == BUS_BLE;
@@ -668,8 +637,18 @@ static int check_site(struct site *s)
         }
         d->prof = site_profile(s, d->profile);
         if (!d->prof) {
-            cfg_report(d->node, "profile", "key 'profile': unknown profile '%s' (%zu loaded)",
-                       d->profile, c->n_profiles);
+            const char *near = NULL;
+            size_t best = 3;
+            for (size_t j = 0; j < c->n_profiles; j++) {
+                size_t dist = cfg_edit_distance(c->profiles[j].id, d->profile);
+                if (dist < best) {
+                    best = dist;
+                    near = c->profiles[j].id;
+                }
+            }
+            cfg_report(d->node, "profile", "key 'profile': unknown profile '%s' (%s%s%s%zu loaded)",
+                       d->profile, near ? "did you mean '" : "", near ? near : "",
+                       near ? "'? " : "", c->n_profiles);
             errors++;
         }
         if (d->busp) {
@@ -1041,15 +1020,22 @@ static int check_local_mqtt(struct local_mqtt_cfg *m, struct fy_node *root)
 int site_load(const char *path, struct site *out)
 {
     memset(out, 0, sizeof *out);
-    int rc = cfg_load(path, site_keys, &out->cfg, &out->file);
+    driver_types_init(); /* the bus types and their keys, from the drivers */
+    int errors = 0; /* of the keys: the buses and devices are checked on (every error at once) */
+    int rc = cfg_load_all(path, site_keys, &out->cfg, &out->file, &errors);
     out->cfg.path = ch_xstrdup(path);
     if (rc != 0) {
         site_free(out);
         return rc;
     }
     struct fy_node *root = cfg_file_root(out->file);
-    int errors = load_profiles(out, root);
+    errors += load_profiles(out, root);
     errors += check_site(out);
+    if (errors) {
+        fprintf(stderr, "%s: configuration has errors\n", path);
+        site_free(out);
+        return CH_ECONFIG;
+    }
     out->cfg.console.node = fy_node_mapping_lookup_by_string(root, "console", FY_NT);
     errors += load_rules(out, root);
     errors += check_residents(&out->cfg);

@@ -34,6 +34,10 @@ struct site {
  * cannot be read. */
 int site_load(const char *path, struct site *out);
 
+/* The keys every bus has (id, type, backoff_max); the rest are its
+ * driver's (driver.h: driver_bus_variants). */
+extern const struct cfg_key site_bus_keys[];
+
 /* Releases the configuration. */
 void site_free(struct site *s);
 

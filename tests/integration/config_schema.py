@@ -56,7 +56,7 @@ def main():
         passed += 1
     # what a schema can see (semantic errors such as an unknown profile are C-only)
     for name in ["bad-type.yaml", "bad-unknown-key.yaml", "bad-missing-key.yaml",
-                 "bad-duration.yaml"]:
+                 "bad-duration.yaml", "bad-bus-key.yaml", "bad-baud.yaml", "bad-five.yaml"]:
         with open(os.path.join(SRC, "tests/fixtures/config", name)) as f:
             doc = yaml.safe_load(f)
         assert list(site.iter_errors(doc)), f"{name} should not validate"

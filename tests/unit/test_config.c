@@ -2,7 +2,10 @@
  * of bad input fails with a message naming file, line and key. */
 #include "codec.h"
 #include "config.h"
+#include "driver.h"
 #include "err.h"
+
+#include <jansson.h>
 
 #include <fcntl.h>
 #include <setjmp.h>
@@ -106,6 +109,10 @@ static void test_bad_configs(void **state)
         {"bad-utf8.yaml", "bad-utf8.yaml:2:15:", "error: not UTF-8 text (byte 0xff)"},
         {"bad-disable.yaml",
          "bad-disable.yaml:33:", "key 'disable_rules': no rule pack has a rule 'no-such-rule'"},
+        /* a key of another driver's bus; a speed no serial line has */
+        {"bad-bus-key.yaml", "bad-bus-key.yaml:17:",
+         "key 'battery_low' does not apply to type 'modbus-tcp' (it is a key of ble)"},
+        {"bad-baud.yaml", "bad-baud.yaml:11:", "key 'baud': '12345' is not one of: 1200"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct site s;
@@ -166,6 +173,89 @@ static void test_alarm_sections(void **state)
     site_free(&s);
 }
 
+/* Five errors of five kinds in one file: all five reported in one run,
+ * each at its line, with suggestions for the mistyped names. */
+static void test_every_error_at_once(void **state)
+{
+    (void)state;
+    struct site s;
+    char out[16384];
+    int rc = load_capturing(fx("bad-five.yaml"), &s, out, sizeof out);
+    assert_int_equal(rc, CH_ECONFIG);
+    static const char *const want[] = {
+        "bad-five.yaml:11:11: error: key 'baud': '14400' is not one of",
+        "bad-five.yaml:17:5: error: key 'topics' does not apply to type 'modbus-tcp'",
+        "bad-five.yaml:23:5: error: unknown key 'intervall' (did you mean 'interval'?)",
+        "bad-five.yaml:28:14: error: key 'profile': unknown profile 'co2-s8x' (did you mean "
+        "'co2-s8'?",
+        "bad-five.yaml:30:10: error: key 'bus': no bus with id 'lan2' (did you mean 'lan'?)",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(out, want[i]))
+            fail_msg("missing '%s' in:\n%s", want[i], out);
+    size_t n = 0;
+    for (const char *p = out; (p = strstr(p, ": error: ")) != NULL; p++)
+        n++;
+    if (n != 5)
+        fail_msg("%zu errors reported, want 5:\n%s", n, out);
+}
+
+/* The JSON Schema's bus variants are the drivers' tables: per type, the
+ * same keys (with those every bus has) and the same required ones. */
+static void test_schema_bus_variants(void **state)
+{
+    (void)state;
+    char path[4096];
+    const char *src = getenv("CAREHUB_SRC");
+    snprintf(path, sizeof path, "%s/schemas/site-config.schema.json", src ? src : ".");
+    json_error_t jerr;
+    json_t *schema = json_load_file(path, 0, &jerr);
+    if (!schema)
+        fail_msg("%s: %s", path, jerr.text);
+    json_t *buses = json_object_get(json_object_get(schema, "properties"), "buses");
+    json_t *variants = json_object_get(json_object_get(buses, "items"), "oneOf");
+    assert_true(json_is_array(variants));
+    driver_types_init();
+    size_t ntypes = 0;
+    for (const struct cfg_variant *v = driver_bus_variants; v->keys; v++, ntypes++) {
+        const char *name = cfg_enum_name(driver_bus_type_names, v->value);
+        json_t *var = NULL, *it;
+        size_t i;
+        json_array_foreach(variants, i, it)
+        {
+            const char *t = json_string_value(json_object_get(
+                json_object_get(json_object_get(it, "properties"), "type"), "const"));
+            if (t && !strcmp(t, name))
+                var = it;
+        }
+        if (!var)
+            fail_msg("schema: no variant for bus type %s", name);
+        json_t *props = json_object_get(var, "properties"), *req = json_object_get(var, "required");
+        size_t nkeys = 0, nreq = 0;
+        for (const struct cfg_key *k = site_bus_keys; k->key; k++, nkeys++)
+            if (!json_object_get(props, k->key))
+                fail_msg("schema: %s lacks %s", name, k->key);
+        for (const struct cfg_key *k = v->keys; k->key; k++, nkeys++) {
+            if (!json_object_get(props, k->key))
+                fail_msg("schema: %s lacks %s", name, k->key);
+            bool in_req = false;
+            json_t *r;
+            size_t j;
+            json_array_foreach(req, j, r) in_req |= !strcmp(json_string_value(r), k->key);
+            if (in_req != k->required)
+                fail_msg("schema: %s: %s required %d, the driver says %d", name, k->key, in_req,
+                         k->required);
+            nreq += k->required;
+        }
+        if (json_object_size(props) != nkeys)
+            fail_msg("schema: %s has %zu keys, the driver %zu", name, json_object_size(props),
+                     nkeys);
+        assert_int_equal(json_array_size(req), nreq + 2); /* and id, type */
+    }
+    assert_int_equal(json_array_size(variants), ntypes);
+    json_decref(schema);
+}
+
 static void test_missing_file(void **state)
 {
     (void)state;
@@ -179,10 +269,9 @@ static void test_missing_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good_config_and_defaults),
-        cmocka_unit_test(test_bad_configs),
-        cmocka_unit_test(test_alarm_sections),
-        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_good_config_and_defaults), cmocka_unit_test(test_bad_configs),
+        cmocka_unit_test(test_alarm_sections),           cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_every_error_at_once),      cmocka_unit_test(test_schema_bus_variants),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
