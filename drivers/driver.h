@@ -12,10 +12,24 @@
 #include "codec.h"
 #include "model.h"
 
-/* What one poll cost on the wire (for self-metrics and the coalescing bench). */
+/* Why a poll failed, for self-metrics: a wrong register map (exceptions)
+ * must not look like a flaky line (timeouts, CRC errors). */
+enum drv_fail {
+    DRV_FAIL_NONE,      /* not said: the poller goes by the error code */
+    DRV_FAIL_TIMEOUT,   /* no answer */
+    DRV_FAIL_EXCEPTION, /* the device refused the request (a Modbus exception) */
+    DRV_FAIL_CRC,       /* a frame damaged on the line */
+    DRV_FAIL_REPLY      /* an answer that does not answer the request */
+};
+
+/* What one poll cost on the wire (for self-metrics and the coalescing bench),
+ * and on failure why, in words an installer acts on ("exception 02 illegal
+ * data address (fc 3, registers 100..109)"). */
 struct drv_poll_stats {
     unsigned requests;  /* requests sent */
     unsigned registers; /* registers (or bits) transferred */
+    enum drv_fail fail;
+    char detail[128];
 };
 
 /* A bus type a driver serves: its name in the site file (a bus's type:)

@@ -49,6 +49,7 @@ enum mb_fault {
     MB_FAULT_COUNT,     /* byte count is not what the request asked for */
     MB_FAULT_ECHO,      /* a single write's reply does not echo the request */
     MB_FAULT_EXCEPTION, /* a well-formed exception reply (not garbage: got = exception code) */
+    MB_FAULT_CRC,       /* an RTU frame whose CRC does not match */
 };
 
 /* What was wrong: the field, what arrived and what was expected
@@ -61,6 +62,10 @@ struct mb_fault_info {
 
 /* Static name of the field a fault is about ("MBAP length", "unit id"...). */
 const char *drv_modbus_fault_name(enum mb_fault f);
+
+/* The name of a Modbus exception code (Modbus Application Protocol
+ * v1.1b3, 7): 2 "illegal data address"; "unknown exception" beyond. */
+const char *drv_modbus_exception_name(unsigned code);
 
 /* Formats *why as e.g. "MBAP protocol id 7, expected 0" into buf (always
  * NUL-terminated). Returns buf. */

@@ -161,7 +161,11 @@ static int map_errno(int e)
  * out through modbus_send_raw_request(); libmodbus still frames the answer,
  * but its RTU slave filter skips the CRC check for an address it does not
  * expect, so the answer is checked here. */
-static int raw_read(struct mb_bus *b, int slave, const struct regmap_req *rq, uint16_t *words)
+static void fault(struct mb_fault_info *why, enum mb_fault f, unsigned got, unsigned lo,
+                  unsigned hi);
+
+static int raw_read(struct mb_bus *b, int slave, const struct regmap_req *rq, uint16_t *words,
+                    struct mb_fault_info *why)
 {
     uint8_t req[6] = {(uint8_t)slave,
                       (uint8_t)rq->fc,
@@ -176,8 +180,11 @@ static int raw_read(struct mb_bus *b, int slave, const struct regmap_req *rq, ui
     if (n < 0)
         return map_errno(errno);
     /* n == 0: libmodbus framed the reply but skipped its checks */
-    return drv_modbus_parse_read_reply(rsp, n > 0 ? (size_t)n : sizeof rsp, b->serial, slave, rq,
-                                       words);
+    int rc = drv_modbus_parse_read_reply(rsp, n > 0 ? (size_t)n : sizeof rsp, b->serial, slave, rq,
+                                         words);
+    if (rc == CH_EEXCEPTION)
+        fault(why, MB_FAULT_EXCEPTION, rsp[2], 0, 0);
+    return rc;
 }
 
 /* Fills words[0..rq->count) from the data bytes d of a checked read reply. */
@@ -259,8 +266,35 @@ const char *drv_modbus_fault_name(enum mb_fault f)
         return "write echo";
     case MB_FAULT_EXCEPTION:
         return "exception code";
+    case MB_FAULT_CRC:
+        return "CRC";
     }
     return "?";
+}
+
+const char *drv_modbus_exception_name(unsigned code)
+{
+    switch (code) {
+    case 1:
+        return "illegal function";
+    case 2:
+        return "illegal data address";
+    case 3:
+        return "illegal data value";
+    case 4:
+        return "server device failure";
+    case 5:
+        return "acknowledge";
+    case 6:
+        return "server device busy";
+    case 8:
+        return "memory parity error";
+    case 0x0A:
+        return "gateway path unavailable";
+    case 0x0B:
+        return "gateway target device failed to respond";
+    }
+    return "unknown exception";
 }
 
 char *drv_modbus_fault_format(const struct mb_fault_info *why, char *buf, size_t size)
@@ -509,7 +543,7 @@ static int do_request(struct mb_bus *b, int slave, const struct regmap_req *rq, 
     }
     int rc;
     if (slave > 247) {
-        rc = raw_read(b, slave, rq, words);
+        rc = raw_read(b, slave, rq, words, why);
         b->last_end_ms = ch_mono_ms();
         return rc;
     }
@@ -532,14 +566,49 @@ static int do_request(struct mb_bus *b, int slave, const struct regmap_req *rq, 
     }
     int e = errno;
     b->last_end_ms = ch_mono_ms();
-    if (rc < 0)
+    if (rc < 0) {
+        if (e > MODBUS_ENOBASE && e < MODBUS_ENOBASE + MODBUS_EXCEPTION_MAX)
+            fault(why, MB_FAULT_EXCEPTION, (unsigned)(e - MODBUS_ENOBASE), 0, 0);
+        else if (e == EMBBADCRC)
+            fault(why, MB_FAULT_CRC, 0, 0, 0);
         return map_errno(e);
+    }
     if (rc != rq->count)
         return CH_EPROTO;
     if (rq->fc == 1 || rq->fc == 2)
         for (int i = 0; i < rc; i++)
             words[i] = bits[i] ? 1 : 0;
     return 0;
+}
+
+/* Says in stats why request rq failed with rc (and *why): an exception
+ * with its code and name, no answer, a CRC error or a bad reply, and the
+ * registers asked for. */
+static void describe_failure(struct drv_poll_stats *st, int rc, const struct mb_fault_info *why,
+                             const struct regmap_req *rq)
+{
+    char range[48], what[96];
+    snprintf(range, sizeof range, "fc %d, %s %u..%u", rq->fc, rq->fc <= 2 ? "bits" : "registers",
+             rq->start, rq->start + rq->count - 1);
+    if (rc == CH_EEXCEPTION) {
+        unsigned code = why->fault == MB_FAULT_EXCEPTION ? why->got : 0;
+        st->fail = DRV_FAIL_EXCEPTION;
+        snprintf(st->detail, sizeof st->detail, "exception %02X %s (%s)", code,
+                 drv_modbus_exception_name(code), range);
+    } else if (rc == CH_ETIMEOUT) {
+        st->fail = DRV_FAIL_TIMEOUT;
+        snprintf(st->detail, sizeof st->detail, "no answer (%s)", range);
+    } else if (why->fault == MB_FAULT_CRC) {
+        st->fail = DRV_FAIL_CRC;
+        snprintf(st->detail, sizeof st->detail, "CRC error (%s)", range);
+    } else if (rc == CH_EPROTO) {
+        st->fail = DRV_FAIL_REPLY;
+        if (why->fault != MB_FAULT_NONE)
+            snprintf(st->detail, sizeof st->detail, "bad reply: %s (%s)",
+                     drv_modbus_fault_format(why, what, sizeof what), range);
+        else
+            snprintf(st->detail, sizeof st->detail, "bad reply (%s)", range);
+    }
 }
 
 static int mb_poll(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx,
@@ -568,7 +637,8 @@ static int mb_poll(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx,
         rc = do_request(b, (int)dev->slave, &d->plan.reqs[i], buf + off, &why);
         if (rc != 0) {
             const struct regmap_req *rq = &d->plan.reqs[i];
-            if (rc == CH_EPROTO && why.fault != MB_FAULT_NONE) {
+            describe_failure(stats, rc, &why, rq);
+            if (rc == CH_EPROTO && !b->serial && why.fault != MB_FAULT_NONE) {
                 char what[96];
                 LOGW("modbus", dev->id,
                      "rejected reply to read fc%d %u+%u from unit %lld on %s: %s", rq->fc,

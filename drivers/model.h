@@ -57,6 +57,8 @@ struct profile {
     char *kind;              /* what the device is, for rule selection: "environment"
                                 (default), "bed", "wearable", "call", "safety", ... */
     int64_t max_gap;         /* unused registers bridged to merge two reads */
+    int64_t backoff_max_ms;  /* cap of a failing device's retry delay, below the bus's
+                                (a safety device: seconds); 0: the bus's */
     int64_t max_registers;   /* per request (<= 125) */
     struct cfg_list regs;    /* struct reg_def (Modbus) */
     struct cfg_list metrics; /* struct metric_def (other protocols) */

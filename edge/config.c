@@ -65,6 +65,7 @@ static const struct cfg_key profile_keys[] = {
     {.key = "measurement",   .type = CFG_ID,   .offset = P(measurement), .def = "environment"},
     {.key = "kind",          .type = CFG_ID,   .offset = P(kind), .def = "environment"},
     {.key = "max_gap",       .type = CFG_INT,  .offset = P(max_gap), .def = "8", .min = 0, .max = 100},
+    {.key = "backoff_max",   .type = CFG_DURATION, .offset = P(backoff_max_ms), .def = "0s", .min = 0, .max = 86400000},
     {.key = "max_registers", .type = CFG_INT,  .offset = P(max_registers), .def = "125", .min = 1, .max = 125},
     {.key = "protocol",      .type = CFG_ENUM, .offset = P(protocol), .def = "modbus", .enums = protocols},
     {.key = "registers",     .type = CFG_LIST, .offset = P(regs), .sub = reg_keys,
@@ -398,8 +399,34 @@ const struct profile *site_profile(const struct site *s, const char *id)
     return NULL;
 }
 
+/* Whether register i of profile p reads what an earlier one does: the same
+ * table (function code) and overlapping addresses, unless both are single
+ * bits of one u16 register (different bits). Reports it; returns errors. */
+static int check_overlap(const struct profile *p, size_t i)
+{
+    const struct reg_def *r = PROFILE_REG(p, i);
+    int64_t end = r->address + reg_type_words(r->type);
+    for (size_t j = 0; j < i; j++) {
+        const struct reg_def *o = PROFILE_REG(p, j);
+        int64_t oend = o->address + reg_type_words(o->type);
+        if (o->fc != r->fc || r->address >= oend || o->address >= end)
+            continue;
+        if (r->bit >= 0 && o->bit >= 0 && r->address == o->address && r->bit != o->bit)
+            continue;
+        cfg_report(r->node, "address",
+                   "key 'address': %s at %lld (fc %lld) overlaps '%s' (%s at %lld%s): two "
+                   "metrics cannot read the same register, except as different bits of a u16",
+                   cfg_enum_name(reg_types, r->type), (long long)r->address, (long long)r->fc,
+                   o->metric, cfg_enum_name(reg_types, o->type), (long long)o->address,
+                   o->bit >= 0 && r->bit >= 0 ? ", the same bit" : "");
+        return 1;
+    }
+    return 0;
+}
+
 /* Checks one profile beyond what the key table can: types fit the function
- * code, metric names are unique. Returns the number of errors. */
+ * code, metric names are unique, registers do not overlap. Returns the
+ * number of errors. */
 static int check_profile(struct profile *p)
 {
     int errors = 0;
@@ -475,6 +502,7 @@ static int check_profile(struct profile *p)
                 break;
             }
         }
+        errors += check_overlap(p, i);
     }
     return errors;
 }

@@ -313,20 +313,39 @@ static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readin
         struct ch_reading r = {.ts_ms = now, .quality = CH_Q_GOOD};
         ch_strlcpy(r.device, ds.id, sizeof r.device);
         ch_strlcpy(r.measurement, "edge_device", sizeof r.measurement);
-        r.metrics = ch_xcalloc(6, sizeof *r.metrics);
-        add_metric(&r, 6, "online", ds.online ? 1 : 0);
-        add_metric(&r, 6, "polls_ok", (double)ds.polls_ok);
-        add_metric(&r, 6, "polls_failed", (double)ds.polls_failed);
-        add_metric(&r, 6, "requests", (double)ds.requests);
-        add_metric(&r, 6, "registers", (double)ds.registers);
-        add_metric(&r, 6, "latency_ms", ds.last_latency_ms);
+        /* failed polls by why: a wrong register map (exceptions) is not a
+           flaky line (timeouts, CRC errors) */
+        const struct {
+            const char *name;
+            double v;
+        } dm[] = {
+            {"online", ds.online ? 1 : 0},
+            {"polls_ok", (double)ds.polls_ok},
+            {"polls_failed", (double)ds.polls_failed},
+            {"timeouts", (double)ds.timeouts},
+            {"exceptions", (double)ds.exceptions},
+            {"crc_errors", (double)ds.crc_errors},
+            {"bad_replies", (double)ds.bad_replies},
+            {"requests", (double)ds.requests},
+            {"registers", (double)ds.registers},
+            {"latency_ms", ds.last_latency_ms},
+        };
+        struct ch_metric m[CH_ARRAY_LEN(dm)];
+        memset(m, 0, sizeof m);
+        for (size_t k = 0; k < CH_ARRAY_LEN(dm); k++) {
+            ch_strlcpy(m[k].name, dm[k].name, sizeof m[k].name);
+            m[k].value = dm[k].v;
+        }
+        r.metrics = m;
+        r.n_metrics = CH_ARRAY_LEN(dm);
         uplink_submit(a->uplink, &r, -1);
-        free(r.metrics);
         if (n <= 20)
             LOGI("poller", ds.id, "%s, %llu polls ok, %llu failed%s%s",
                  ds.online ? "online" : "OFFLINE", (unsigned long long)ds.polls_ok,
                  (unsigned long long)ds.polls_failed, ds.last_err ? ", last error: " : "",
                  ds.last_err ? ch_strerror(ds.last_err) : "");
+        if (n <= 20 && ds.last_err && ds.last_detail[0])
+            LOGI("poller", ds.id, "last failure: %s", ds.last_detail);
     }
     struct uplink_stats us;
     uplink_get_stats(a->uplink, &us);
@@ -409,6 +428,10 @@ static int write_stats(struct app *a, const char *path)
         json_t *d = json_object();
         json_object_set_new(d, "polls_ok", json_integer((json_int_t)ds.polls_ok));
         json_object_set_new(d, "polls_failed", json_integer((json_int_t)ds.polls_failed));
+        json_object_set_new(d, "timeouts", json_integer((json_int_t)ds.timeouts));
+        json_object_set_new(d, "exceptions", json_integer((json_int_t)ds.exceptions));
+        json_object_set_new(d, "crc_errors", json_integer((json_int_t)ds.crc_errors));
+        json_object_set_new(d, "bad_replies", json_integer((json_int_t)ds.bad_replies));
         json_object_set_new(d, "requests", json_integer((json_int_t)ds.requests));
         json_object_set_new(
             d, "published",

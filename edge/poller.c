@@ -194,6 +194,23 @@ static void fill_ids(struct ch_reading *r, const struct device_cfg *dc)
     ch_strlcpy(r->room, dc->room ? dc->room : "", sizeof r->room);
 }
 
+/* Counts a failed poll by why: the driver's class, else the error's.
+ * Locked. */
+static void count_failure(struct poller_dev_stats *st, int rc, const struct drv_poll_stats *ps)
+{
+    enum drv_fail f = ps->fail;
+    if (f == DRV_FAIL_NONE)
+        f = rc == CH_ETIMEOUT     ? DRV_FAIL_TIMEOUT
+            : rc == CH_EEXCEPTION ? DRV_FAIL_EXCEPTION
+            : rc == CH_EPROTO     ? DRV_FAIL_REPLY
+                                  : DRV_FAIL_NONE;
+    st->timeouts += f == DRV_FAIL_TIMEOUT;
+    st->exceptions += f == DRV_FAIL_EXCEPTION;
+    st->crc_errors += f == DRV_FAIL_CRC;
+    st->bad_replies += f == DRV_FAIL_REPLY;
+    ch_strlcpy(st->last_detail, ps->detail, sizeof st->last_detail);
+}
+
 /* Polls one device and updates its state; returns the driver's result. */
 static int poll_device(struct bus *bus, struct dev *d, struct ch_reading *r)
 {
@@ -217,25 +234,31 @@ static int poll_device(struct bus *bus, struct dev *d, struct ch_reading *r)
         d->st.last_latency_ms =
             (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
         d->st.online = true;
+        d->st.last_detail[0] = '\0';
         d->fails = 0;
     } else {
         d->st.polls_failed++;
         d->fails++;
         if (d->fails >= POLLER_OFFLINE_AFTER)
             d->st.online = false;
+        count_failure(&d->st, rc, &ps);
     }
     pthread_mutex_unlock(&p->lock);
 
+    /* the driver's words when it has them: "exception 02 illegal data
+       address (fc 3, registers 100..109)" */
+    const char *sep = ps.detail[0] ? ": " : "";
     if (rc == 0 && prev_fails >= POLLER_OFFLINE_AFTER)
         LOGI("poller", d->cfg->id, "online again after %u failed polls", prev_fails);
     else if (rc != 0 && d->fails == POLLER_OFFLINE_AFTER)
-        LOGW("poller", d->cfg->id, "offline after %u failed polls: %s (slave %lld on %s)", d->fails,
-             ch_strerror(rc), (long long)d->cfg->slave, bus->cfg->id);
+        LOGW("poller", d->cfg->id, "offline after %u failed polls: %s%s%s (slave %lld on %s)",
+             d->fails, ch_strerror(rc), sep, ps.detail, (long long)d->cfg->slave, bus->cfg->id);
     else if (rc != 0 && d->fails == 1)
-        LOGW("poller", d->cfg->id, "poll failed: %s (slave %lld on %s)", ch_strerror(rc),
-             (long long)d->cfg->slave, bus->cfg->id);
+        LOGW("poller", d->cfg->id, "poll failed: %s%s%s (slave %lld on %s)", ch_strerror(rc), sep,
+             ps.detail, (long long)d->cfg->slave, bus->cfg->id);
     else if (rc != 0)
-        LOGD("poller", d->cfg->id, "poll failed again (%u): %s", d->fails, ch_strerror(rc));
+        LOGD("poller", d->cfg->id, "poll failed again (%u): %s%s%s", d->fails, ch_strerror(rc), sep,
+             ps.detail);
     return rc;
 }
 
@@ -309,6 +332,44 @@ static int64_t service_outputs(struct bus *bus, int64_t now)
     return next;
 }
 
+/* A failing device's retry delay is capped by its bus's backoff_max, and
+ * lower by its profile's (a call panel, a bed sensor, a gas detector:
+ * seconds, not minutes). */
+static int64_t backoff_cap(const struct bus *bus, const struct dev *d)
+{
+    int64_t cap = bus->cfg->backoff_max_ms, own = d->cfg->prof->backoff_max_ms;
+    return own > 0 && own < cap ? own : cap;
+}
+
+/* Whether every device of the bus but d is failing too: the line or the
+ * gateway is down, not one device. */
+static bool bus_silent(const struct bus *bus, const struct dev *d)
+{
+    for (size_t i = 0; i < bus->n_devs; i++)
+        if (bus->devs[i] != d && bus->devs[i]->fails == 0)
+            return false;
+    return true;
+}
+
+/* The bus answers again (d did, after every device had failed): the others
+ * are tried at their next interval instead of at the end of a back-off
+ * grown while the line was down; a device that is really dead fails once
+ * more and backs off again. */
+static void bus_back(struct bus *bus, const struct dev *d, int64_t now)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < bus->n_devs; i++) {
+        struct dev *e = bus->devs[i];
+        if (e == d || e->fails == 0 || e->next_due <= now + e->cfg->interval_ms)
+            continue;
+        e->next_due = now + e->cfg->interval_ms;
+        n++;
+    }
+    if (n)
+        LOGI("poller", bus->cfg->id, "answering again (%s): %zu backed-off device%s retried now",
+             d->cfg->id, n, n == 1 ? "" : "s");
+}
+
 static void *bus_thread(void *arg)
 {
     struct bus *bus = arg;
@@ -351,8 +412,11 @@ static void *bus_thread(void *arg)
             break;
 
         struct ch_reading r;
+        bool bus_was_down = d->fails > 0 && bus_silent(bus, d);
         int rc = poll_device(bus, d, &r);
         now = ch_mono_ms();
+        if (rc == 0 && bus_was_down)
+            bus_back(bus, d, now);
         if (rc == 0 || rc == CH_ENODATA) {
             if (rc == 0)
                 p->emit(p->arg, (size_t)(d - p->devs), &r);
@@ -364,8 +428,7 @@ static void *bus_thread(void *arg)
                     ((now - d->next_due) / d->cfg->interval_ms + 1) * d->cfg->interval_ms;
         } else {
             free(r.metrics);
-            d->next_due =
-                now + backoff_delay(d->cfg->interval_ms, d->fails, bus->cfg->backoff_max_ms);
+            d->next_due = now + backoff_delay(d->cfg->interval_ms, d->fails, backoff_cap(bus, d));
             if (driver_err_is_link(rc)) {
                 LOGW("poller", bus->cfg->id, "connection lost (%s), reopening", ch_strerror(rc));
                 bus->drv->close(bus->ctx);
@@ -439,8 +502,12 @@ int poller_once(struct poller *p, FILE *out)
                 rc = poll_device(bus, d, &r);
             }
             if (rc != 0) {
-                fprintf(out, "%-20s %-12s %5lld  ERROR: %s\n", dc->id, bus->cfg->id,
-                        (long long)dc->slave, ch_strerror(rc));
+                pthread_mutex_lock(&p->lock);
+                char detail[sizeof d->st.last_detail];
+                ch_strlcpy(detail, d->st.last_detail, sizeof detail);
+                pthread_mutex_unlock(&p->lock);
+                fprintf(out, "%-20s %-12s %5lld  ERROR: %s%s%s\n", dc->id, bus->cfg->id,
+                        (long long)dc->slave, ch_strerror(rc), detail[0] ? ": " : "", detail);
                 failed++;
                 continue;
             }

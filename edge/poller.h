@@ -58,8 +58,15 @@ struct poller_dev_stats {
     uint64_t polls_failed;
     uint64_t requests;
     uint64_t registers;
+    /* failed polls by why (driver.h: enum drv_fail); the rest of
+       polls_failed are broken links or errors a driver did not class */
+    uint64_t timeouts;
+    uint64_t exceptions;
+    uint64_t crc_errors;
+    uint64_t bad_replies;
     bool online;
     int last_err;           /* 0 after a success */
+    char last_detail[128];  /* the driver's words on the last failure, or "" */
     double last_latency_ms; /* of the last successful poll */
 };
 

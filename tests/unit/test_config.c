@@ -113,6 +113,9 @@ static void test_bad_configs(void **state)
         {"bad-bus-key.yaml", "bad-bus-key.yaml:17:",
          "key 'battery_low' does not apply to type 'modbus-tcp' (it is a key of ble)"},
         {"bad-baud.yaml", "bad-baud.yaml:11:", "key 'baud': '12345' is not one of: 1200"},
+        /* registers read twice (bits of one u16 and another fc are fine) */
+        {"bad-overlap.yaml", "overlap.yaml:7:", "u16 at 11 (fc 3) overlaps 'energy' (u32 at 10)"},
+        {"bad-overlap.yaml", "overlap.yaml:9:", "u16 at 20 (fc 3) overlaps 'co2' (u16 at 20)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct site s;
