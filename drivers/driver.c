@@ -48,6 +48,8 @@ void driver_types_init(void)
     pthread_once(&types_once, collect_types);
 }
 
+const struct cfg_enum driver_parities[] = {{"N", 'N'}, {"E", 'E'}, {"O", 'O'}, {NULL, 0}};
+
 /* clang-format off */
 const struct cfg_enum driver_baud_rates[] = {
     {"1200", 1200}, {"1800", 1800}, {"2400", 2400}, {"4800", 4800}, {"9600", 9600},

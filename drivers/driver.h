@@ -12,6 +12,8 @@
 #include "codec.h"
 #include "model.h"
 
+#include <stddef.h>
+
 /* Why a poll failed, for self-metrics: a wrong register map (exceptions)
  * must not look like a flaky line (timeouts, CRC errors). */
 enum drv_fail {
@@ -82,6 +84,25 @@ void driver_types_init(void);
 /* Serial line speeds termios supports (B1200 .. B921600), for a baud key;
  * on a line, a speed outside them would silently become 9600. */
 extern const struct cfg_enum driver_baud_rates[];
+extern const struct cfg_enum driver_parities[]; /* N, E, O */
+
+/* The keys of a serial line (a driver_bus_type's keys begin with these),
+ * default_baud its default speed: device (required), baud, parity, data_bits,
+ * stop_bits, timeout. */
+/* clang-format off */
+#define DRIVER_SERIAL_KEYS(default_baud)                                                                            \
+    {.key = "device",    .type = CFG_STR,      .offset = offsetof(struct bus_cfg, device), .required = true},    \
+    {.key = "baud",      .type = CFG_ENUM,     .offset = offsetof(struct bus_cfg, baud), .def = default_baud,    \
+     .enums = driver_baud_rates},                                                                                 \
+    {.key = "parity",    .type = CFG_ENUM,     .offset = offsetof(struct bus_cfg, parity), .def = "N",           \
+     .enums = driver_parities},                                                                                   \
+    {.key = "data_bits", .type = CFG_INT,      .offset = offsetof(struct bus_cfg, data_bits), .def = "8",        \
+     .min = 7, .max = 8},                                                                                         \
+    {.key = "stop_bits", .type = CFG_INT,      .offset = offsetof(struct bus_cfg, stop_bits), .def = "1",        \
+     .min = 1, .max = 2},                                                                                         \
+    {.key = "timeout",   .type = CFG_DURATION, .offset = offsetof(struct bus_cfg, timeout_ms), .def = "1s",      \
+     .min = 10, .max = 60000}
+/* clang-format on */
 
 /* True if the error means the connection is broken and must be reopened. */
 bool driver_err_is_link(int err);

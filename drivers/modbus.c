@@ -732,17 +732,10 @@ static int mb_write_coil(void *bus_ctx, int64_t slave, int64_t coil, bool on)
     return rc;
 }
 
-static const struct cfg_enum mb_parities[] = {{"N", 'N'}, {"E", 'E'}, {"O", 'O'}, {NULL, 0}};
-
 #define B(k) offsetof(struct bus_cfg, k)
 /* clang-format off */
 static const struct cfg_key mb_rtu_keys[] = {
-    {.key = "device",     .type = CFG_STR,      .offset = B(device), .required = true},
-    {.key = "baud",       .type = CFG_ENUM,     .offset = B(baud), .def = "9600", .enums = driver_baud_rates},
-    {.key = "parity",     .type = CFG_ENUM,     .offset = B(parity), .def = "N", .enums = mb_parities},
-    {.key = "data_bits",  .type = CFG_INT,      .offset = B(data_bits), .def = "8", .min = 7, .max = 8},
-    {.key = "stop_bits",  .type = CFG_INT,      .offset = B(stop_bits), .def = "1", .min = 1, .max = 2},
-    {.key = "timeout",    .type = CFG_DURATION, .offset = B(timeout_ms), .def = "1s", .min = 10, .max = 60000},
+    DRIVER_SERIAL_KEYS("9600"),
     {.key = "turnaround", .type = CFG_DURATION, .offset = B(turnaround_ms), .def = "0ms", .min = 0, .max = 10000},
     CFG_END,
 };

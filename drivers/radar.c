@@ -421,21 +421,7 @@ static int rd_poll(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx,
     return 0;
 }
 
-static const struct cfg_enum rd_parities[] = {{"N", 'N'}, {"E", 'E'}, {"O", 'O'}, {NULL, 0}};
-
-#define B(k) offsetof(struct bus_cfg, k)
-/* clang-format off */
-static const struct cfg_key rd_keys[] = {
-    {.key = "device",    .type = CFG_STR,      .offset = B(device), .required = true},
-    {.key = "baud",      .type = CFG_ENUM,     .offset = B(baud), .def = "115200", .enums = driver_baud_rates},
-    {.key = "parity",    .type = CFG_ENUM,     .offset = B(parity), .def = "N", .enums = rd_parities},
-    {.key = "data_bits", .type = CFG_INT,      .offset = B(data_bits), .def = "8", .min = 7, .max = 8},
-    {.key = "stop_bits", .type = CFG_INT,      .offset = B(stop_bits), .def = "1", .min = 1, .max = 2},
-    {.key = "timeout",   .type = CFG_DURATION, .offset = B(timeout_ms), .def = "1s", .min = 10, .max = 60000},
-    CFG_END,
-};
-/* clang-format on */
-#undef B
+static const struct cfg_key rd_keys[] = {DRIVER_SERIAL_KEYS("115200"), CFG_END};
 
 static const struct driver_bus_type rd_bus_types[] = {{BUS_RADAR_UART, "radar-uart", rd_keys}, {0}};
 
