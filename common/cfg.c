@@ -319,10 +319,14 @@ static void merge_keys(struct cfg_key out[MERGED_MAX + 1], size_t *n, const stru
         while (i < *n && strcmp(out[i].key, b->key))
             i++;
         if (i < *n) {
-            if (out[i].offset != b->offset || out[i].type != b->type)
+            if (out[i].offset != b->offset || out[i].type != b->type || out[i].sub != b->sub ||
+                out[i].enums != b->enums)
                 abort(); /* one key, two meanings: a programming error */
             continue;
         }
+        for (size_t j = 0; j < *n; j++)
+            if (out[j].offset == b->offset)
+                abort(); /* two keys, one field: it would be freed twice */
         if (*n == MERGED_MAX)
             abort(); /* a table this large is a programming error */
         out[(*n)++] = *b;
@@ -549,7 +553,9 @@ static void walk_value(struct walk *w, const struct cfg_key *k, struct fy_node *
         return;
     }
     const char *text = fy_node_get_scalar0(v);
-    if (!text || (!*text && k->type != CFG_STR && k->type != CFG_PATH && k->type != CFG_TEXT)) {
+    /* a string may be empty, unless it is required (a serial port, a host) */
+    if (!text || (!*text && (k->required ||
+                             (k->type != CFG_STR && k->type != CFG_PATH && k->type != CFG_TEXT)))) {
         report(w, v, "key '%s' has no value", k->key);
         return;
     }
@@ -739,7 +745,7 @@ int cfg_load_all(const char *path, const struct cfg_key *table, void *out,
         }
     } else {
         walk_map(&w, table, root, out);
-        if (errors && w.errors) { /* the caller checks on, and frees */
+        if (errors && w.errors && file_out) { /* the caller checks on, and frees */
             *errors = w.errors;
             *file_out = f;
             return 0;

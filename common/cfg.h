@@ -142,8 +142,8 @@ int cfg_load(const char *path, const struct cfg_key *table, void *out, struct cf
  * reported (0 if none), *out holds what parsed (a key in error or missing
  * is left unset: NULL, 0) and *file_out is open, for the caller's further
  * checks, so that one run reports every error of a file; the caller frees
- * both. Returns 0, or CH_ECONFIG / -errno when nothing is left to check
- * (unreadable, not YAML, not a mapping). */
+ * both (file_out must then be non-NULL). Returns 0, or CH_ECONFIG / -errno
+ * when nothing is left to check (unreadable, not YAML, not a mapping). */
 int cfg_load_all(const char *path, const struct cfg_key *table, void *out,
                  struct cfg_file **file_out, int *errors);
 

@@ -8,6 +8,7 @@
  * pthread_once check and nothing more. */
 #include "log.h"
 #include "err.h"
+#include "util.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -105,13 +106,13 @@ static size_t stderr_prefix(char *buf, size_t n, enum log_level level, const cha
                             const char *instance)
 {
     static const char letters[] = "EWID";
-    struct timespec ts;
     struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
+    int64_t now = ch_now_ms(); /* the simulation clock's, when on (util.h) */
+    time_t sec = (time_t)(now / 1000);
+    gmtime_r(&sec, &tm);
     int k =
         snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %c [%s%s%s] ", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(now % 1000),
                  letters[level], module, instance ? ":" : "", instance ? instance : "");
     if (k < 0)
         return 0;

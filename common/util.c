@@ -10,18 +10,63 @@
 #include <sys/random.h>
 #include <time.h>
 
-int64_t ch_now_ms(void)
+static int64_t clock_ns(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The simulation clock (util.h): off unless CAREHUB_SIM_CLOCK is set. */
+static struct {
+    bool on;
+    double speed;
+    int64_t wall0_ms; /* simulated wall time at mono0 */
+    int64_t mono0_ns; /* real monotonic time when it was read */
+} sim_clock;
+static pthread_once_t sim_clock_once = PTHREAD_ONCE_INIT;
+
+static void sim_clock_init(void)
+{
+    const char *e = getenv("CAREHUB_SIM_CLOCK");
+    long long start;
+    double speed;
+    char end;
+    if (!e || sscanf(e, "%lld,%lf%c", &start, &speed, &end) != 2 || !(speed >= 1 && speed <= 1e4))
+        return;
+    sim_clock.mono0_ns = clock_ns(CLOCK_MONOTONIC);
+    sim_clock.wall0_ms = start;
+    sim_clock.speed = speed;
+    sim_clock.on = true;
+}
+
+/* Simulated ms elapsed since mono0 (the real clock's ns scaled). */
+static int64_t sim_elapsed_ms(void)
+{
+    return (int64_t)((double)(clock_ns(CLOCK_MONOTONIC) - sim_clock.mono0_ns) * sim_clock.speed /
+                     1e6);
+}
+
+bool ch_sim_clock(double *speed)
+{
+    pthread_once(&sim_clock_once, sim_clock_init);
+    if (speed)
+        *speed = sim_clock.on ? sim_clock.speed : 1.0;
+    return sim_clock.on;
+}
+
+int64_t ch_now_ms(void)
+{
+    if (!ch_sim_clock(NULL))
+        return clock_ns(CLOCK_REALTIME) / 1000000;
+    return sim_clock.wall0_ms + sim_elapsed_ms();
 }
 
 int64_t ch_mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (!ch_sim_clock(NULL))
+        return clock_ns(CLOCK_MONOTONIC) / 1000000;
+    return sim_clock.mono0_ns / 1000000 + sim_elapsed_ms();
 }
 
 struct ch_time ch_time_now(void)
@@ -41,12 +86,24 @@ int64_t ch_clock_step(struct ch_clock_watch *w, struct ch_time now, int64_t limi
     return step > limit_ms || step < -limit_ms ? step : 0;
 }
 
+static void sleep_ns(int64_t ns)
+{
+    if (ns <= 0)
+        return;
+    struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = (long)(ns % 1000000000)};
+    nanosleep(&ts, NULL);
+}
+
 void ch_sleep_ms(int64_t ms)
 {
-    if (ms <= 0)
-        return;
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
+    double speed;
+    ch_sim_clock(&speed);
+    sleep_ns((int64_t)((double)ms * 1e6 / speed));
+}
+
+void ch_sleep_real_ms(int64_t ms)
+{
+    sleep_ns(ms * 1000000);
 }
 
 void ch_cond_init_monotonic(pthread_cond_t *c)
@@ -60,9 +117,15 @@ void ch_cond_init_monotonic(pthread_cond_t *c)
 
 void ch_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t until_ms)
 {
-    if (until_ms < 0)
-        until_ms = 0;
-    struct timespec ts = {.tv_sec = until_ms / 1000, .tv_nsec = (long)(until_ms % 1000) * 1000000};
+    int64_t ns = until_ms * 1000000;
+    double speed;
+    if (ch_sim_clock(&speed)) { /* simulated -> real monotonic, rounded up */
+        int64_t mono0_ms = sim_clock.mono0_ns / 1000000;
+        ns = sim_clock.mono0_ns + (int64_t)ceil((double)(until_ms - mono0_ms) * 1e6 / speed);
+    }
+    if (ns < 0)
+        ns = 0;
+    struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = (long)(ns % 1000000000)};
     pthread_cond_timedwait(c, m, &ts);
 }
 

@@ -13,6 +13,15 @@
 int64_t ch_now_ms(void);
 /* Monotonic clock in milliseconds (for intervals and deadlines). */
 int64_t ch_mono_ms(void);
+/* The simulation clock, for benchmarks that play a simulated day faster
+ * than it happens (tests/bench/bench_alarm_rate.py): with the environment
+ * variable CAREHUB_SIM_CLOCK="START_MS,SPEED" (SPEED 1..10000), ch_now_ms
+ * starts at START_MS (Unix epoch ms) and both clocks run SPEED times faster
+ * than the real ones; ch_sleep_ms and ch_cond_wait_until wait accordingly
+ * shorter (rounded up: never a busy loop). Nothing else (a library's own
+ * timers: ch_sleep_real_ms waits on those) is sped up. Returns
+ * whether it is on, and its speed (1 when off). Read once. */
+bool ch_sim_clock(double *speed);
 /* A moment on both clocks, taken together (ch_time_now). wall_ms
  * (CLOCK_REALTIME, Unix epoch ms) is a label for people and the wire: it can
  * step either way at any time (NTP, an installer, a board without a battery
@@ -41,8 +50,12 @@ struct ch_clock_watch {
 };
 int64_t ch_clock_step(struct ch_clock_watch *w, struct ch_time now, int64_t limit_ms);
 
-/* Sleeps; returns early only on a signal. */
+/* Sleeps (on the simulation clock, when it is on); returns early only on a
+ * signal. */
 void ch_sleep_ms(int64_t ms);
+/* Sleeps on the real clock, whatever the simulation clock: for waits on
+ * another library's timers (Paho's). */
+void ch_sleep_real_ms(int64_t ms);
 
 /* Initialises a condition variable whose timed waits run on the monotonic
  * clock (wall-clock steps do not stretch or cut them). */

@@ -105,7 +105,7 @@ struct bus_cfg {
     int type; /* enum bus_type */
     /* serial */
     char *device;
-    int64_t baud;
+    int baud;   /* a termios speed (driver_baud_rates): an enum key, stored as int */
     int parity; /* 'N', 'E', 'O' */
     int64_t data_bits;
     int64_t stop_bits;

@@ -60,7 +60,7 @@ void mqtt_link_close(MQTTAsync *client)
         d.timeout = 500;
         MQTTAsync_disconnect(*client, &d);
         for (int i = 0; i < 20 && MQTTAsync_isConnected(*client); i++)
-            ch_sleep_ms(25);
+            ch_sleep_real_ms(25); /* Paho's time, not the simulation's */
     }
     MQTTAsync_destroy(client);
 }

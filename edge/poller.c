@@ -269,6 +269,7 @@ static void mark_bus_down(struct bus *bus, int err)
     for (size_t i = 0; i < bus->n_devs; i++) {
         bus->devs[i]->st.online = false;
         bus->devs[i]->st.last_err = err;
+        bus->devs[i]->st.last_detail[0] = '\0'; /* the bus's error, not a device's */
     }
     pthread_mutex_unlock(&p->lock);
 }
@@ -354,7 +355,8 @@ static bool bus_silent(const struct bus *bus, const struct dev *d)
 /* The bus answers again (d did, after every device had failed): the others
  * are tried at their next interval instead of at the end of a back-off
  * grown while the line was down; a device that is really dead fails once
- * more and backs off again. */
+ * more and backs off again (on a bus whose only other device is dead, each
+ * recovery of the live one costs the line that one timeout). */
 static void bus_back(struct bus *bus, const struct dev *d, int64_t now)
 {
     size_t n = 0;
@@ -366,7 +368,8 @@ static void bus_back(struct bus *bus, const struct dev *d, int64_t now)
         n++;
     }
     if (n)
-        LOGI("poller", bus->cfg->id, "answering again (%s): %zu backed-off device%s retried now",
+        LOGI("poller", bus->cfg->id,
+             "answering again (%s): %zu backed-off device%s retried at the next interval",
              d->cfg->id, n, n == 1 ? "" : "s");
 }
 

@@ -675,7 +675,7 @@ static void publish(struct uplink *u, struct ticket *t, const char *topic, const
     unlock(u);
     LOGD("uplink", NULL, "send failed: %s", MQTTAsync_strerror(rc));
     ticket_free(t);
-    ch_sleep_ms(100); /* Paho refused outright: do not spin on it */
+    ch_sleep_real_ms(100); /* Paho refused outright: do not spin on it */
 }
 
 /* Sends one alert if there is one; returns true if it did. */

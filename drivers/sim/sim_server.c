@@ -11,6 +11,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <math.h>
 #include <modbus.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -839,7 +840,11 @@ int sim_server_run(struct sim_server *srv, const sigset_t *wait_mask,
                 watch_add(srv, &n, modbus_get_socket(ep->ctx), ep, NULL);
             }
         }
-        struct timespec ts = {.tv_sec = wait / 1000, .tv_nsec = (wait % 1000) * 1000000};
+        double speed; /* on the simulation clock (util.h), waits are shorter */
+        int64_t wait_ns = wait * 1000000;
+        if (ch_sim_clock(&speed))
+            wait_ns = (int64_t)ceil((double)wait_ns / speed);
+        struct timespec ts = {.tv_sec = wait_ns / 1000000000, .tv_nsec = wait_ns % 1000000000};
         int ready = ppoll(srv->pfds, n, &ts, wait_mask);
         if (ready < 0) {
             if (errno == EINTR)
