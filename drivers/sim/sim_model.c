@@ -318,13 +318,14 @@ void sim_model_encode(const struct sim_model *m, const double *values, uint8_t u
             if (r->enc == SIM_ENC_OUTPUT)
                 continue; /* the master's, not the model's */
             uint8_t *bits = r->table == SIM_COIL ? map->tab_bits : map->tab_input_bits;
-            unsigned start = r->table == SIM_COIL ? map->start_bits : map->start_input_bits;
+            unsigned start =
+                (unsigned)(r->table == SIM_COIL ? map->start_bits : map->start_input_bits);
             bits[r->addr - start] = r->enc == SIM_ENC_BIT && v >= 0.5 ? 1 : 0;
             continue;
         }
         uint16_t *tab = r->table == SIM_HOLDING ? map->tab_registers : map->tab_input_registers;
         unsigned start =
-            r->table == SIM_HOLDING ? map->start_registers : map->start_input_registers;
+            (unsigned)(r->table == SIM_HOLDING ? map->start_registers : map->start_input_registers);
         uint16_t *reg = &tab[r->addr - start];
         switch (r->enc) {
         case SIM_ENC_U16:

@@ -213,25 +213,25 @@ static uint8_t check_request(const modbus_mapping_t *map, const uint8_t *pdu, si
     case 0x05:
     case 0x0F:
         table = "coils";
-        start = map->start_bits;
+        start = (unsigned)map->start_bits;
         nb = (unsigned)map->nb_bits;
         max = fc == 0x01 ? MODBUS_MAX_READ_BITS : MODBUS_MAX_WRITE_BITS;
         break;
     case 0x02:
         table = "discrete inputs";
-        start = map->start_input_bits;
+        start = (unsigned)map->start_input_bits;
         nb = (unsigned)map->nb_input_bits;
         max = MODBUS_MAX_READ_BITS;
         break;
     case 0x04:
         table = "input registers";
-        start = map->start_input_registers;
+        start = (unsigned)map->start_input_registers;
         nb = (unsigned)map->nb_input_registers;
         max = MODBUS_MAX_READ_REGISTERS;
         break;
     default: /* 0x03, 0x06, 0x10 */
         table = "holding registers";
-        start = map->start_registers;
+        start = (unsigned)map->start_registers;
         nb = (unsigned)map->nb_registers;
         max = fc == 0x03 ? MODBUS_MAX_READ_REGISTERS : MODBUS_MAX_WRITE_REGISTERS;
         break;

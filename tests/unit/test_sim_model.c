@@ -145,14 +145,11 @@ static uint16_t reg(const modbus_mapping_t *map, enum sim_table t, uint16_t addr
         assert_true(addr >= start && addr < start + nb);
         return (t == SIM_COIL ? map->tab_bits : map->tab_input_bits)[addr - start];
     }
-    if (t == SIM_HOLDING) {
-        assert_true(addr >= map->start_registers &&
-                    addr < map->start_registers + (unsigned)map->nb_registers);
-        return map->tab_registers[addr - map->start_registers];
-    }
-    assert_true(addr >= map->start_input_registers &&
-                addr < map->start_input_registers + (unsigned)map->nb_input_registers);
-    return map->tab_input_registers[addr - map->start_input_registers];
+    unsigned start =
+        (unsigned)(t == SIM_HOLDING ? map->start_registers : map->start_input_registers);
+    unsigned nb = (unsigned)(t == SIM_HOLDING ? map->nb_registers : map->nb_input_registers);
+    assert_true(addr >= start && addr < start + nb);
+    return (t == SIM_HOLDING ? map->tab_registers : map->tab_input_registers)[addr - start];
 }
 
 static void test_register_maps(void **state)
