@@ -1226,7 +1226,7 @@ char *ch_alert_encode(const struct ch_alert *a)
             break;
         prec++;
     }
-    char *out = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(prec));
+    char *out = json_dumps(root, JSON_COMPACT | (size_t)JSON_REAL_PRECISION(prec));
     json_decref(root);
     return out;
 }

@@ -28,6 +28,7 @@ acknowledges, so latched alarms stay raised all day (one raise each).
 A benchmark: prints figures, never passes or fails on them.
 
   python3 tests/bench/bench_alarm_rate.py [--speed 60] [--hours 24]
+  python3 tests/bench/bench_alarm_rate.py --capture DIR/alerts.capture   # report again
 """
 import argparse
 import collections
@@ -40,7 +41,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "../integration"))
-from harness import Mosquitto, World, log, wait_for  # noqa: E402
+from harness import Mosquitto, World, log  # noqa: E402
 
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 
