@@ -117,6 +117,8 @@ void ch_cond_init_monotonic(pthread_cond_t *c)
 
 void ch_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t until_ms)
 {
+    if (until_ms > INT64_MAX / 2000000) /* "never" (INT64_MAX): about 146 years */
+        until_ms = INT64_MAX / 2000000;
     int64_t ns = until_ms * 1000000;
     double speed;
     if (ch_sim_clock(&speed)) { /* simulated -> real monotonic, rounded up */

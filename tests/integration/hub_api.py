@@ -247,6 +247,7 @@ def test_hub_api(w):
                                hub_config(w, mqtt, influx, tokens_path, port)])
     hub.wait_log(r"serving the API")
     hub.wait_log(r"hub-api-view subscribed")
+    hub.wait_log(r"hub-api subscribed")  # the ingest client too: nothing published is lost
     api = Api(port)
     staff, jb, reg, regh, admin = (secrets[k] for k in
                                    ("staff-yz001", "staff-jb", "reg-yz", "reg-yz-health", "admin"))

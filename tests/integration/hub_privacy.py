@@ -428,6 +428,7 @@ def test_hub_privacy(w):
                                w.write("hub.yaml", config(mqtt, influx, tokens, port))])
     hub.wait_log(r"serving the API")
     hub.wait_log(r"hub-priv-view subscribed")
+    hub.wait_log(r"hub-priv subscribed")  # the ingest client too: nothing published is lost
     hub.wait_log(rf"database {DB} ready", 15)
     api = Api(port)
     streams = {k: Stream(port, secrets[k]) for k in ("staff", "reg", "reg-h", "reg-l", "reg-001",

@@ -211,6 +211,9 @@ def test_hub_retention(w):
                                w.write("hub.yaml", config(mqtt, influx, tokens, port))])
     hub.wait_log(rf"database {DB} ready", 15)
     hub.wait_log(r"hub-ret-view subscribed")
+    # and the ingest client: a telemetry message published before it has
+    # subscribed is lost (its first session; CI under ASan: nothing in raw)
+    hub.wait_log(r"hub-ret subscribed to carehub/v1/")
     p = policies(influx)
     assert p["raw"] == ("96h0m0s", False) and p["hourly"] == ("9600h0m0s", False), p
     assert p["autogen"][1] is True, p
