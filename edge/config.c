@@ -360,7 +360,8 @@ static int name_cmp(const void *a, const void *b)
 }
 
 /* Lists the profile files named by one entry of `profiles:`: a file, or every
- * *.yaml / *.yml in a directory (sorted, so load order is stable). */
+ * *.yaml / *.yml in a directory (sorted, so load order is stable). Returns 0,
+ * -errno, or 1 for a directory holding no profile file. */
 static int list_profile_files(const char *entry, char ***files, size_t *n)
 {
     struct stat st;
@@ -387,6 +388,8 @@ static int list_profile_files(const char *entry, char ***files, size_t *n)
         (*files)[(*n)++] = p;
     }
     closedir(d);
+    if (*n == first)
+        return 1;
     qsort(*files + first, *n - first, sizeof **files, name_cmp);
     return 0;
 }
@@ -565,7 +568,15 @@ static int load_profiles(struct site *s, struct fy_node *root)
         free(*slot);
         *slot = entry;
         int rc = list_profile_files(entry, &files, &nfiles);
-        if (rc != 0) {
+        if (rc == 1) {
+            if (plist)
+                cfg_report(plist, NULL, "key 'profiles': '%s' holds no *.yaml or *.yml file",
+                           entry);
+            else
+                fprintf(stderr, "%s: no 'profiles' key and default '%s' holds no profile file\n",
+                        c->path, entry);
+            errors++;
+        } else if (rc != 0) {
             if (plist)
                 cfg_report(plist, NULL, "key 'profiles': cannot read '%s': %s", entry,
                            strerror(-rc));

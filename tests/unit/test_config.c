@@ -113,6 +113,9 @@ static void test_bad_configs(void **state)
         {"bad-bus-key.yaml", "bad-bus-key.yaml:17:",
          "key 'battery_low' does not apply to type 'modbus-tcp' (it is a key of ble)"},
         {"bad-baud.yaml", "bad-baud.yaml:11:", "key 'baud': '12345' is not one of: 1200"},
+        /* a directory with no profile in it (the fuzzer's `profiles: [/]`) */
+        {"bad-profiles-empty.yaml",
+         "bad-profiles-empty.yaml:6:", "../../unit' holds no *.yaml or *.yml file"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct site s;
@@ -173,6 +176,20 @@ static void test_alarm_sections(void **state)
     site_free(&s);
 }
 
+/* Every line of want is in out, and marker occurs exactly count times. */
+static void expect_reported(const char *out, const char *const *want, size_t n_want,
+                            const char *marker, size_t count)
+{
+    for (size_t i = 0; i < n_want; i++)
+        if (!strstr(out, want[i]))
+            fail_msg("missing '%s' in:\n%s", want[i], out);
+    size_t n = 0;
+    for (const char *p = out; (p = strstr(p, marker)) != NULL; p++)
+        n++;
+    if (n != count)
+        fail_msg("'%s' %zu times, want %zu:\n%s", marker, n, count, out);
+}
+
 /* Five errors of five kinds in one file: all five reported in one run,
  * each at its line, with suggestions for the mistyped names. */
 static void test_every_error_at_once(void **state)
@@ -190,14 +207,7 @@ static void test_every_error_at_once(void **state)
         "'co2-s8'?",
         "bad-five.yaml:30:10: error: key 'bus': no bus with id 'lan2' (did you mean 'lan'?)",
     };
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
-        if (!strstr(out, want[i]))
-            fail_msg("missing '%s' in:\n%s", want[i], out);
-    size_t n = 0;
-    for (const char *p = out; (p = strstr(p, ": error: ")) != NULL; p++)
-        n++;
-    if (n != 5)
-        fail_msg("%zu errors reported, want 5:\n%s", n, out);
+    expect_reported(out, want, sizeof want / sizeof want[0], ": error: ", 5);
 }
 
 /* Registers read twice are refused, each at its line; different bits of
@@ -213,14 +223,8 @@ static void test_overlapping_registers(void **state)
         "10)",
         "overlap.yaml:9:39: error: key 'address': u16 at 20 (fc 3) overlaps 'co2' (u16 at 20)",
     };
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
-        if (!strstr(out, want[i]))
-            fail_msg("missing '%s' in:\n%s", want[i], out);
-    size_t n = 0;
-    for (const char *p = out; (p = strstr(p, " overlaps ")) != NULL; p++)
-        n++;
-    if (n != 2) /* lines 10-13: bits 0 and 1 of register 30, fc 4 at 10 */
-        fail_msg("%zu overlaps reported, want 2:\n%s", n, out);
+    /* and no more: lines 10-13 (bits 0 and 1 of register 30, fc 4 at 10) */
+    expect_reported(out, want, sizeof want / sizeof want[0], " overlaps ", 2);
 }
 
 /* The JSON Schema's bus variants are the drivers' tables: per type, the
