@@ -43,22 +43,3 @@ const char *ch_strerror(int err)
         return strerror(-err);
     return "unknown error";
 }
-
-bool ch_err_retryable(int err)
-{
-    switch (err) {
-    case CH_ERETRY:
-    case CH_ETIMEOUT:
-    case CH_EFULL:
-    case -EAGAIN:
-    case -EINTR:
-    case -ETIMEDOUT:
-    case -ECONNREFUSED:
-    case -ECONNRESET:
-    case -EPIPE:
-    case -EIO:
-        return true;
-    default:
-        return false;
-    }
-}

@@ -1,7 +1,8 @@
 /* carehub error convention: 0 is success, negative values are errors.
  * System errors travel as -errno; carehub's own codes live below -1000 so the
- * two never collide. ch_err_retryable() separates "try again later" from
- * "this will never work". */
+ * two never collide. Whether to try again is each caller's decision (a
+ * driver's link errors: driver_err_is_link; the uplink retries every publish
+ * until it is acknowledged), not a property of the code. */
 #ifndef CAREHUB_ERR_H
 #define CAREHUB_ERR_H
 
@@ -27,8 +28,5 @@ enum ch_err {
 
 /* Returns a static string naming the error; never NULL. */
 const char *ch_strerror(int err);
-
-/* True for errors where the same operation may succeed later. */
-bool ch_err_retryable(int err);
 
 #endif

@@ -397,3 +397,13 @@ char *ch_utf8_fix(char *s)
     }
     return s;
 }
+
+uint64_t ch_fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= UINT64_C(1099511628211);
+    }
+    return h;
+}

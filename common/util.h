@@ -118,6 +118,13 @@ void ch_buf_str(struct ch_buf *b, const char *s); /* NULL: nothing */
  * free; b is empty again. */
 char *ch_buf_take(struct ch_buf *b);
 
+/* FNV-1a over n bytes at p, continuing from h (start with CH_FNV1A_INIT):
+ * a fast, stable 64-bit hash for tables keyed by topics, ids and MACs. Not
+ * for anything an attacker can choose to collide on purpose when the table
+ * is not bounded. */
+#define CH_FNV1A_INIT UINT64_C(14695981039346656037)
+uint64_t ch_fnv1a(uint64_t h, const void *p, size_t n);
+
 /* A random 128-bit id as 32 hex chars (from getrandom). */
 void ch_random_hex(char out[33]);
 

@@ -30,13 +30,11 @@
 #include "driver.h"
 #include "err.h"
 #include "log.h"
-#include "push_registry.h"
 #include "mqtt_link.h"
 #include "util.h"
 
 #include <MQTTAsync.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +43,7 @@
 #define MOD "ble"
 
 struct bl_dev {
-    struct push_dev reg; /* first: the registry's links */
+    const struct device_cfg *cfg;
     uint8_t mac[6];
     /* scheduler thread only */
     int64_t sent_reading_ms; /* last decoded reading already returned */
@@ -55,8 +53,16 @@ struct bl_dev {
     bool zone_exit;
 };
 
+/* A bus's wearables (attach): prepare adds, release removes, open tracks
+ * them in the bus's table. One thread prepares and releases. */
+struct bl_line {
+    size_t n;
+    struct bl_dev **devs;
+};
+
 struct bl_bus {
     const struct bus_cfg *cfg;
+    struct bl_line *line;
     MQTTAsync client;
     struct ble_zones *zones;
     struct ble_table *table;
@@ -64,10 +70,23 @@ struct bl_bus {
     uint64_t messages;
 };
 
-static struct push_registry reg = PUSH_REGISTRY_INIT;
-
-static int bl_prepare(const struct bus_cfg *bus, const struct device_cfg *dev, void **dev_ctx)
+static void *bl_attach(const struct bus_cfg *bus)
 {
+    (void)bus;
+    return ch_xcalloc(1, sizeof(struct bl_line));
+}
+
+static void bl_detach(void *state)
+{
+    struct bl_line *line = state;
+    free(line->devs);
+    free(line);
+}
+
+static int bl_prepare(void *state, const struct bus_cfg *bus, const struct device_cfg *dev,
+                      void **dev_ctx)
+{
+    struct bl_line *line = state;
     if (dev->prof->protocol != PROTO_BLE) {
         cfg_report(dev->node, "profile",
                    "key 'profile': '%s' does not describe a BLE wearable (protocol: ble), the only "
@@ -87,20 +106,23 @@ static int bl_prepare(const struct bus_cfg *bus, const struct device_cfg *dev, v
         free(d);
         return CH_ECONFIG;
     }
-    d->reg.cfg = dev;
-    d->reg.bus = bus;
+    d->cfg = dev;
     d->zone = -1;
-    push_registry_add(&reg, &d->reg);
+    line->devs = ch_xrealloc(line->devs, (line->n + 1) * sizeof *line->devs);
+    line->devs[line->n++] = d;
     *dev_ctx = d;
     return 0;
 }
 
-static void bl_release(void *dev_ctx)
+static void bl_release(void *state, void *dev_ctx)
 {
+    struct bl_line *line = state;
     struct bl_dev *d = dev_ctx;
     if (!d)
         return;
-    push_registry_remove(&reg, &d->reg);
+    for (size_t i = 0; i < line->n; i++)
+        if (line->devs[i] == d)
+            line->devs[i] = line->devs[--line->n];
     free(d);
 }
 
@@ -146,10 +168,11 @@ static void bus_free(struct bl_bus *b)
     free(b);
 }
 
-static int bl_open(const struct bus_cfg *bus, void **bus_ctx)
+static int bl_open(void *state, const struct bus_cfg *bus, void **bus_ctx)
 {
     struct bl_bus *b = ch_xcalloc(1, sizeof *b);
     b->cfg = bus;
+    b->line = state;
     char err[200];
     if (bus->location.zones.n && ble_zones_new(&bus->location, &b->zones, err, sizeof err) != 0) {
         LOGE(MOD, bus->id, "bad location section: %s", err);
@@ -159,16 +182,12 @@ static int bl_open(const struct bus_cfg *bus, void **bus_ctx)
     struct ble_table_opts o = {.out_of_range_ms = bus->out_of_range_ms,
                                .battery_low = bus->battery_low};
     b->table = ble_table_new(&o, b->zones);
-    pthread_mutex_lock(&reg.lock);
-    for (struct push_dev *pd = reg.head; pd; pd = pd->next) {
-        if (pd->bus != bus)
-            continue;
-        int rc =
-            ble_table_add(b->table, pd->cfg->id, ((struct bl_dev *)pd)->mac, &pd->cfg->prof->ble);
+    for (size_t i = 0; i < b->line->n; i++) {
+        const struct bl_dev *d = b->line->devs[i];
+        int rc = ble_table_add(b->table, d->cfg->id, d->mac, &d->cfg->prof->ble);
         if (rc != 0)
-            LOGE(MOD, pd->cfg->id, "cannot track it: %s (the same MAC twice?)", ch_strerror(rc));
+            LOGE(MOD, d->cfg->id, "cannot track it: %s (the same MAC twice?)", ch_strerror(rc));
     }
-    pthread_mutex_unlock(&reg.lock);
     char uri[300], cid[200];
     snprintf(uri, sizeof uri, "tcp://%s:%lld", bus->host, (long long)bus->port);
     snprintf(cid, sizeof cid, "carehub-edge-%s-%ld", bus->id, (long)getpid());
@@ -262,6 +281,8 @@ static const struct driver_bus_type bl_bus_types[] = {{BUS_BLE, "ble", bl_keys},
 const struct driver drv_ble = {
     .name = "ble",
     .bus_types = bl_bus_types,
+    .attach = bl_attach,
+    .detach = bl_detach,
     .prepare = bl_prepare,
     .release = bl_release,
     .open = bl_open,

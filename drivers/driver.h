@@ -44,21 +44,51 @@ struct driver_bus_type {
     const struct cfg_key *keys;
 };
 
+/* Where a driver whose devices push (drivers with start) hands what they
+ * send, as it arrives: from the driver's own thread (an MQTT client's),
+ * never after close() has returned. */
+struct drv_emit {
+    void *ctx;
+    /* One reading of dev: the driver fills metrics (allocated: reading()
+     * takes them), ts_ms, quality, and room only when it knows better than
+     * the configuration (a wearable's zone); the core fills the ids. */
+    void (*reading)(void *ctx, const struct device_cfg *dev, struct ch_reading *r);
+    /* A message dev sent that the driver rejected (and logged, rate-limited):
+     * counted in the device's self-metrics. */
+    void (*rejected)(void *ctx, const struct device_cfg *dev);
+};
+
 struct driver {
     const char *name;
     /* Bus types this driver serves, terminated by {.name = NULL}. */
     const struct driver_bus_type *bus_types;
+    /* Optional: the bus's own state for as long as its configuration is in
+     * force, passed to prepare, release and open: what finds a device from a
+     * message (a pushing bus's devices and topic index), a radar line's one
+     * radar. Made before the bus's first prepare(), freed by detach() after
+     * its last release(); without attach, state is NULL. */
+    void *(*attach)(const struct bus_cfg *bus);
+    void (*detach)(void *state);
     /* Checks a device against its profile and precomputes what polling
      * needs (e.g. coalesced requests) into *dev_ctx (released with
      * release()). Reports problems with cfg_report() and returns CH_ECONFIG. */
-    int (*prepare)(const struct bus_cfg *bus, const struct device_cfg *dev, void **dev_ctx);
-    void (*release)(void *dev_ctx);
+    int (*prepare)(void *state, const struct bus_cfg *bus, const struct device_cfg *dev,
+                   void **dev_ctx);
+    void (*release)(void *state, void *dev_ctx);
     /* Opens the bus (serial port, TCP connection). On failure returns a
      * negative error and the scheduler retries later. */
-    int (*open)(const struct bus_cfg *bus, void **bus_ctx);
+    int (*open)(void *state, const struct bus_cfg *bus, void **bus_ctx);
+    /* Optional, for devices that push their data: called once the bus is
+     * open, and from then until close() the driver hands every reading to
+     * emit as it arrives (emit is borrowed and outlives the bus). poll() is
+     * then a liveness check only: CH_ENODATA while the device is heard,
+     * CH_ETIMEOUT once it has been silent too long. Returns 0 or an error as
+     * open does. */
+    int (*start)(void *bus_ctx, const struct drv_emit *emit);
     /* Reads one device. Fills out->metrics (allocated, caller frees via
      * ch_reading's owner) and out->ts_ms / quality; the caller has set the
-     * ids. Returns 0, or CH_ETIMEOUT (no answer), CH_EEXCEPTION (device
+     * ids. Returns 0, CH_ENODATA (a device that pushes: nothing new and
+     * nothing wrong), or CH_ETIMEOUT (no answer), CH_EEXCEPTION (device
      * answered with an exception), CH_EPROTO (garbled answer), -errno for a
      * broken connection (the scheduler then closes and reopens the bus). */
     int (*poll)(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx, struct ch_reading *out,

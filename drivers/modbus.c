@@ -51,8 +51,10 @@ struct mb_dev {
     struct regmap_plan plan;
 };
 
-static int mb_prepare(const struct bus_cfg *bus, const struct device_cfg *dev, void **dev_ctx)
+static int mb_prepare(void *state, const struct bus_cfg *bus, const struct device_cfg *dev,
+                      void **dev_ctx)
 {
+    (void)state;
     const struct profile *p = dev->prof;
     /* RTU: 0 is broadcast (nobody answers); 248..255 are reserved by the
      * spec but used by real meters, e.g. 0xFE "any address" on SenseAir S8 */
@@ -80,8 +82,9 @@ static int mb_prepare(const struct bus_cfg *bus, const struct device_cfg *dev, v
     return 0;
 }
 
-static void mb_release(void *dev_ctx)
+static void mb_release(void *state, void *dev_ctx)
 {
+    (void)state;
     struct mb_dev *d = dev_ctx;
     if (!d)
         return;
@@ -94,8 +97,9 @@ static void set_timeout(modbus_t *ctx, int64_t ms)
     modbus_set_response_timeout(ctx, (uint32_t)(ms / 1000), (uint32_t)((ms % 1000) * 1000));
 }
 
-static int mb_open(const struct bus_cfg *bus, void **bus_ctx)
+static int mb_open(void *state, const struct bus_cfg *bus, void **bus_ctx)
 {
+    (void)state;
     modbus_t *ctx;
     char port[16];
     if (bus->type == BUS_MODBUS_RTU) {

@@ -8,21 +8,22 @@
  *     - {metric: in_bed, field: bed.occupied}          # true/false -> 1/0
  *     - {metric: temperature, field: t, scale: 0.1}
  *
- * The device pushes; the scheduler still asks at the device's interval.
- * Paho's thread keeps each device's latest values; a poll returns them once
- * (a reading per message, the newest if several came since the last poll),
- * CH_ENODATA when nothing new came, and CH_ETIMEOUT when the device has been
- * silent for three intervals, so the scheduler reports it offline. A payload
- * that is not JSON, or has none of the profile's fields, is rejected, logged
- * and counted; the device keeps its last good values.
+ * The devices push, and so does the driver (start): every message is
+ * decoded on Paho's thread as it arrives and handed on as one reading with
+ * the fields it carried, stamped with its arrival time; none is dropped or
+ * merged with the next. The device's interval is only its liveness clock:
+ * a poll says CH_ENODATA while it is heard and CH_ETIMEOUT once it has been
+ * silent for three intervals, so the scheduler reports it offline. A
+ * payload that is not JSON, or has none of the profile's fields, is
+ * rejected, logged (the first, then every 100th) and counted.
  *
- * Devices are registered by prepare() (per bus), and a bus subscribes to the
- * topics of its devices on every (re)connect. */
+ * A bus's devices are its state (attach, prepare); at open they are indexed
+ * by topic in a hash table, and the bus subscribes to their topics on every
+ * (re)connect. */
 #include "driver.h"
 #include "err.h"
 #include "log.h"
 #include "mqtt_json.h"
-#include "push_registry.h"
 #include "mqtt_link.h"
 #include "util.h"
 
@@ -30,7 +31,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
-#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,26 +42,54 @@
 #define PAYLOAD_MAX      65536
 
 struct mj_dev {
-    struct push_dev reg; /* first: the registry's links */
-    /* guarded by the registry's lock */
-    bool fresh;         /* a good message arrived since the last poll */
-    int64_t last_ms;    /* wall time of the last good message; 0 none */
-    int64_t since_mono; /* when we began to wait for data */
+    const struct device_cfg *cfg;
+    uint64_t topic_hash;
+    struct mj_dev *next; /* the next device in its hash slot */
+    /* Paho's thread only */
     double *values;
     bool *have;
     uint64_t rejected;
+    /* monotonic arrival of the last good message, 0 none; read by poll */
+    _Atomic int64_t last_mono;
+};
+
+/* A bus's devices (attach): prepare adds, release removes, open indexes
+ * them by topic. One thread prepares, releases and opens; Paho's thread only
+ * reads the index, which open built before connecting. */
+struct mj_line {
+    size_t n;
+    struct mj_dev **devs;
+    size_t mask; /* slots - 1: a power of two at least twice n */
+    struct mj_dev **slots;
 };
 
 struct mj_bus {
     const struct bus_cfg *cfg;
+    struct mj_line *line;
     MQTTAsync client;
+    const struct drv_emit *emit;
+    _Atomic int64_t opened_mono;
 };
 
-/* Every prepared device; Paho's threads look devices up here by topic. */
-static struct push_registry reg = PUSH_REGISTRY_INIT;
-
-static int mj_prepare(const struct bus_cfg *bus, const struct device_cfg *dev, void **dev_ctx)
+static void *mj_attach(const struct bus_cfg *bus)
 {
+    (void)bus;
+    return ch_xcalloc(1, sizeof(struct mj_line));
+}
+
+static void mj_detach(void *state)
+{
+    struct mj_line *line = state;
+    free(line->devs);
+    free(line->slots);
+    free(line);
+}
+
+static int mj_prepare(void *state, const struct bus_cfg *bus, const struct device_cfg *dev,
+                      void **dev_ctx)
+{
+    (void)bus;
+    struct mj_line *line = state;
     const struct profile *p = dev->prof;
     if (p->protocol != PROTO_MQTT_JSON) {
         cfg_report(dev->node, "profile",
@@ -74,25 +103,47 @@ static int mj_prepare(const struct bus_cfg *bus, const struct device_cfg *dev, v
         return CH_ECONFIG;
     }
     struct mj_dev *d = ch_xcalloc(1, sizeof *d);
-    d->reg.cfg = dev;
-    d->reg.bus = bus;
+    d->cfg = dev;
+    d->topic_hash = ch_fnv1a(CH_FNV1A_INIT, dev->topic, strlen(dev->topic));
     d->values = ch_xcalloc(p->metrics.n + 1, sizeof *d->values);
     d->have = ch_xcalloc(p->metrics.n + 1, sizeof *d->have);
-    d->since_mono = ch_mono_ms();
-    push_registry_add(&reg, &d->reg);
+    line->devs = ch_xrealloc(line->devs, (line->n + 1) * sizeof *line->devs);
+    line->devs[line->n++] = d;
     *dev_ctx = d;
     return 0;
 }
 
-static void mj_release(void *dev_ctx)
+static void mj_release(void *state, void *dev_ctx)
 {
+    struct mj_line *line = state;
     struct mj_dev *d = dev_ctx;
     if (!d)
         return;
-    push_registry_remove(&reg, &d->reg);
+    for (size_t i = 0; i < line->n; i++)
+        if (line->devs[i] == d)
+            line->devs[i] = line->devs[--line->n];
+    free(line->slots); /* indexed again at the next open */
+    line->slots = NULL;
     free(d->values);
     free(d->have);
     free(d);
+}
+
+/* Indexes the line's devices by topic (several devices may share one). */
+static void mj_index(struct mj_line *line)
+{
+    size_t n = 16;
+    while (n < 2 * line->n)
+        n *= 2;
+    free(line->slots);
+    line->slots = ch_xcalloc(n, sizeof *line->slots);
+    line->mask = n - 1;
+    for (size_t i = line->n; i-- > 0;) { /* configuration order within a slot */
+        struct mj_dev *d = line->devs[i];
+        struct mj_dev **slot = &line->slots[d->topic_hash & line->mask];
+        d->next = *slot;
+        *slot = d;
+    }
 }
 
 /* The value at a dotted path ("vitals.heart") of an object; NULL if none. */
@@ -153,39 +204,48 @@ const char *mqtt_json_decode(const struct profile *p, const char *payload, size_
     return NULL;
 }
 
+/* Decodes one message for device d and hands it on as a reading, or
+ * counts and logs why it was rejected. Paho's thread. */
+static void deliver(struct mj_bus *b, struct mj_dev *d, const char *topic,
+                    const MQTTAsync_message *msg)
+{
+    const struct profile *p = d->cfg->prof;
+    char why[160];
+    memset(d->have, 0, p->metrics.n * sizeof *d->have);
+    const char *bad = mqtt_json_decode(p, msg->payload, (size_t)msg->payloadlen, d->values, d->have,
+                                       why, sizeof why);
+    if (bad) {
+        d->rejected++;
+        if (d->rejected == 1 || d->rejected % 100 == 0)
+            LOGW(MOD, d->cfg->id, "message on %s rejected (%llu so far): %s", topic,
+                 (unsigned long long)d->rejected, bad);
+        b->emit->rejected(b->emit->ctx, d->cfg);
+        return;
+    }
+    struct ch_reading r = {.ts_ms = ch_now_ms(), .quality = CH_Q_GOOD};
+    r.metrics = ch_xcalloc(p->metrics.n + 1, sizeof *r.metrics);
+    for (size_t i = 0; i < p->metrics.n; i++) {
+        if (!d->have[i])
+            continue;
+        const struct metric_def *m = PROFILE_METRIC(p, i);
+        struct ch_metric *cm = &r.metrics[r.n_metrics++];
+        ch_strlcpy(cm->name, m->metric, sizeof cm->name);
+        ch_strlcpy(cm->unit, m->unit ? m->unit : "", sizeof cm->unit);
+        cm->value = d->values[i];
+    }
+    atomic_store(&d->last_mono, ch_mono_ms());
+    b->emit->reading(b->emit->ctx, d->cfg, &r);
+}
+
 static int on_message(void *ctx, char *topic, int tlen, MQTTAsync_message *msg)
 {
-    (void)tlen;
     struct mj_bus *b = ctx;
-    pthread_mutex_lock(&reg.lock);
-    for (struct push_dev *pd = reg.head; pd; pd = pd->next) {
-        struct mj_dev *d = (struct mj_dev *)pd;
-        if (d->reg.bus != b->cfg || strcmp(d->reg.cfg->topic, topic) != 0)
-            continue;
-        char why[160];
-        const struct profile *p = d->reg.cfg->prof;
-        bool *had = ch_xcalloc(p->metrics.n + 1, sizeof *had);
-        memcpy(had, d->have, p->metrics.n * sizeof *had);
-        memset(d->have, 0, p->metrics.n * sizeof *d->have);
-        const char *bad = mqtt_json_decode(p, msg->payload, (size_t)msg->payloadlen, d->values,
-                                           d->have, why, sizeof why);
-        if (bad) {
-            memcpy(d->have, had, p->metrics.n * sizeof *had); /* the last good values stay */
-            d->rejected++;
-            uint64_t nbad = d->rejected;
-            pthread_mutex_unlock(&reg.lock);
-            if (nbad == 1 || nbad % 100 == 0)
-                LOGW(MOD, d->reg.cfg->id, "message on %s rejected (%llu so far): %s", topic,
-                     (unsigned long long)nbad, bad);
-            free(had);
-            goto out;
-        }
-        free(had);
-        d->fresh = true;
-        d->last_ms = ch_now_ms();
-    }
-    pthread_mutex_unlock(&reg.lock);
-out:
+    size_t len = tlen > 0 ? (size_t)tlen : strlen(topic);
+    uint64_t h = ch_fnv1a(CH_FNV1A_INIT, topic, len);
+    for (struct mj_dev *d = b->line->slots[h & b->line->mask]; d; d = d->next)
+        if (d->topic_hash == h && strlen(d->cfg->topic) == len &&
+            memcmp(d->cfg->topic, topic, len) == 0)
+            deliver(b, d, d->cfg->topic, msg);
     MQTTAsync_freeMessage(&msg);
     MQTTAsync_free(topic);
     return 1;
@@ -196,18 +256,14 @@ static void on_connected(void *ctx, char *cause)
     (void)cause;
     struct mj_bus *b = ctx;
     LOGI(MOD, b->cfg->id, "connected to %s:%lld", b->cfg->host, (long long)b->cfg->port);
-    pthread_mutex_lock(&reg.lock);
-    for (struct push_dev *pd = reg.head; pd; pd = pd->next) {
-        struct mj_dev *d = (struct mj_dev *)pd;
-        if (d->reg.bus != b->cfg)
-            continue;
+    for (size_t i = 0; i < b->line->n; i++) {
+        const char *topic = b->line->devs[i]->cfg->topic;
         MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-        int rc = MQTTAsync_subscribe(b->client, d->reg.cfg->topic, 1, &ro);
+        int rc = MQTTAsync_subscribe(b->client, topic, 1, &ro);
         if (rc != MQTTASYNC_SUCCESS)
-            LOGW(MOD, d->reg.cfg->id, "cannot subscribe to %s: %s", d->reg.cfg->topic,
+            LOGW(MOD, b->line->devs[i]->cfg->id, "cannot subscribe to %s: %s", topic,
                  MQTTAsync_strerror(rc));
     }
-    pthread_mutex_unlock(&reg.lock);
 }
 
 static void on_lost(void *ctx, char *cause)
@@ -217,28 +273,29 @@ static void on_lost(void *ctx, char *cause)
          cause ? cause : "");
 }
 
-static int mj_open(const struct bus_cfg *bus, void **bus_ctx)
+static int mj_open(void *state, const struct bus_cfg *bus, void **bus_ctx)
 {
     struct mj_bus *b = ch_xcalloc(1, sizeof *b);
     b->cfg = bus;
-    char uri[300], cid[200];
-    snprintf(uri, sizeof uri, "tcp://%s:%lld", bus->host, (long long)bus->port);
-    snprintf(cid, sizeof cid, "carehub-edge-%s-%ld", bus->id, (long)getpid());
-    struct mqtt_link_cbs cbs = {
-        .ctx = b, .on_message = on_message, .on_lost = on_lost, .on_connected = on_connected};
-    int rc = mqtt_link_open(uri, cid, NULL, NULL, &cbs, &b->client);
-    if (rc != 0) {
-        free(b);
-        return rc;
-    }
-    /* the silence clock of every device starts now */
-    pthread_mutex_lock(&reg.lock);
-    for (struct push_dev *pd = reg.head; pd; pd = pd->next)
-        if (pd->bus == bus)
-            ((struct mj_dev *)pd)->since_mono = ch_mono_ms();
-    pthread_mutex_unlock(&reg.lock);
+    b->line = state;
+    mj_index(b->line);
     *bus_ctx = b;
     return 0;
+}
+
+/* Connects: from here Paho's thread delivers to emit. */
+static int mj_start(void *bus_ctx, const struct drv_emit *emit)
+{
+    struct mj_bus *b = bus_ctx;
+    b->emit = emit;
+    char uri[300], cid[200];
+    snprintf(uri, sizeof uri, "tcp://%s:%lld", b->cfg->host, (long long)b->cfg->port);
+    snprintf(cid, sizeof cid, "carehub-edge-%s-%ld", b->cfg->id, (long)getpid());
+    struct mqtt_link_cbs cbs = {
+        .ctx = b, .on_message = on_message, .on_lost = on_lost, .on_connected = on_connected};
+    /* the silence clock of every device starts now */
+    atomic_store(&b->opened_mono, ch_mono_ms());
+    return mqtt_link_open(uri, cid, NULL, NULL, &cbs, &b->client);
 }
 
 static void mj_close(void *bus_ctx)
@@ -246,41 +303,23 @@ static void mj_close(void *bus_ctx)
     struct mj_bus *b = bus_ctx;
     if (!b)
         return;
-    mqtt_link_close(&b->client); /* no callback runs after this */
+    if (b->client)
+        mqtt_link_close(&b->client); /* no callback runs after this */
     free(b);
 }
 
+/* Liveness only: the readings went out as they came (start). */
 static int mj_poll(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx,
                    struct ch_reading *out, struct drv_poll_stats *stats)
 {
-    (void)bus_ctx;
+    (void)out;
+    (void)stats;
+    struct mj_bus *b = bus_ctx;
     struct mj_dev *d = dev_ctx;
-    const struct profile *p = dev->prof;
-    int64_t silent_ms = SILENT_INTERVALS * dev->interval_ms;
-    pthread_mutex_lock(&reg.lock);
-    if (!d->fresh) {
-        bool silent = d->last_ms ? ch_now_ms() - d->last_ms > silent_ms
-                                 : ch_mono_ms() - d->since_mono > silent_ms;
-        pthread_mutex_unlock(&reg.lock);
-        return silent ? CH_ETIMEOUT : CH_ENODATA;
-    }
-    out->metrics = ch_xcalloc(p->metrics.n + 1, sizeof *out->metrics);
-    out->n_metrics = 0;
-    for (size_t i = 0; i < p->metrics.n; i++) {
-        if (!d->have[i])
-            continue;
-        const struct metric_def *m = PROFILE_METRIC(p, i);
-        struct ch_metric *cm = &out->metrics[out->n_metrics++];
-        ch_strlcpy(cm->name, m->metric, sizeof cm->name);
-        ch_strlcpy(cm->unit, m->unit ? m->unit : "", sizeof cm->unit);
-        cm->value = d->values[i];
-    }
-    out->ts_ms = d->last_ms;
-    out->quality = CH_Q_GOOD;
-    d->fresh = false;
-    pthread_mutex_unlock(&reg.lock);
-    stats->requests++; /* one message taken */
-    return 0;
+    int64_t last = atomic_load(&d->last_mono);
+    if (!last)
+        last = atomic_load(&b->opened_mono);
+    return ch_mono_ms() - last > SILENT_INTERVALS * dev->interval_ms ? CH_ETIMEOUT : CH_ENODATA;
 }
 
 #define B(k) offsetof(struct bus_cfg, k)
@@ -298,9 +337,12 @@ static const struct driver_bus_type mj_bus_types[] = {{BUS_MQTT, "mqtt", mj_keys
 const struct driver drv_mqtt_json = {
     .name = "mqtt-json",
     .bus_types = mj_bus_types,
+    .attach = mj_attach,
+    .detach = mj_detach,
     .prepare = mj_prepare,
     .release = mj_release,
     .open = mj_open,
+    .start = mj_start,
     .poll = mj_poll,
     .close = mj_close,
 };

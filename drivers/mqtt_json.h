@@ -1,7 +1,7 @@
 /* The payload decoder of the mqtt-json driver (mqtt_json.c), as a pure
  * function: a Wi-Fi bed sensor's (or any mqtt-json device's) JSON message
  * against its profile's field mapping. No I/O, no locks; the driver calls it
- * under its registry's lock, the fuzz target on arbitrary bytes. */
+ * on Paho's thread, the fuzz target on arbitrary bytes. */
 #ifndef CAREHUB_MQTT_JSON_H
 #define CAREHUB_MQTT_JSON_H
 

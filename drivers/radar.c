@@ -31,7 +31,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
@@ -66,26 +65,28 @@ struct rd_dev {
     int metric[RADAR_M_COUNT]; /* profile metric i -> enum radar_metric */
 };
 
-/* Which device each radar bus carries, to refuse a second one. prepare and
- * release run on the main thread, but a reload may overlap a poller's
- * destruction, so the table has a lock. */
-static pthread_mutex_t owners_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct owner {
-    const struct bus_cfg *bus;
-    const struct device_cfg *dev;
-} * owners;
-static size_t n_owners;
+/* A radar line's own state (attach): the one radar it carries, to refuse a
+ * second. prepare and release of one poller run on one thread; a reload's
+ * new poller has its own. */
+struct rd_line {
+    const struct device_cfg *radar;
+};
 
-static const char *other_owner(const struct bus_cfg *bus, const struct device_cfg *dev)
+static void *rd_attach(const struct bus_cfg *bus)
 {
-    for (size_t i = 0; i < n_owners; i++)
-        if (owners[i].bus == bus && owners[i].dev != dev)
-            return owners[i].dev->id;
-    return NULL;
+    (void)bus;
+    return ch_xcalloc(1, sizeof(struct rd_line));
 }
 
-static int rd_prepare(const struct bus_cfg *bus, const struct device_cfg *dev, void **dev_ctx)
+static void rd_detach(void *state)
 {
+    free(state);
+}
+
+static int rd_prepare(void *state, const struct bus_cfg *bus, const struct device_cfg *dev,
+                      void **dev_ctx)
+{
+    struct rd_line *line = state;
     const struct profile *p = dev->prof;
     if (p->protocol != PROTO_MR60_RADAR) {
         cfg_report(dev->node, "profile",
@@ -111,19 +112,15 @@ static int rd_prepare(const struct bus_cfg *bus, const struct device_cfg *dev, v
         }
         d->metric[d->n++] = k;
     }
-    pthread_mutex_lock(&owners_lock);
-    const char *other = other_owner(bus, dev);
-    if (other) {
+    if (line->radar && line->radar != dev) {
         cfg_report(dev->node, "bus",
                    "key 'bus': bus '%s' already carries radar '%s'; a radar-uart line has "
                    "one radar",
-                   bus->id, other);
+                   bus->id, line->radar->id);
         errors++;
     } else if (!errors) {
-        owners = ch_xrealloc(owners, (n_owners + 1) * sizeof *owners);
-        owners[n_owners++] = (struct owner){bus, dev};
+        line->radar = dev;
     }
-    pthread_mutex_unlock(&owners_lock);
     if (errors) {
         free(d);
         return CH_ECONFIG;
@@ -135,23 +132,14 @@ static int rd_prepare(const struct bus_cfg *bus, const struct device_cfg *dev, v
     return 0;
 }
 
-static void rd_release(void *dev_ctx)
+static void rd_release(void *state, void *dev_ctx)
 {
+    struct rd_line *line = state;
     struct rd_dev *d = dev_ctx;
     if (!d)
         return;
-    pthread_mutex_lock(&owners_lock);
-    for (size_t i = 0; i < n_owners; i++) {
-        if (owners[i].bus == d->bus && owners[i].dev == d->dev) {
-            owners[i] = owners[--n_owners];
-            break;
-        }
-    }
-    if (n_owners == 0) {
-        free(owners);
-        owners = NULL;
-    }
-    pthread_mutex_unlock(&owners_lock);
+    if (line->radar == d->dev)
+        line->radar = NULL;
     free(d);
 }
 
@@ -199,8 +187,9 @@ static int configure(int fd, const struct bus_cfg *bus)
     return 0;
 }
 
-static int rd_open(const struct bus_cfg *bus, void **bus_ctx)
+static int rd_open(void *state, const struct bus_cfg *bus, void **bus_ctx)
 {
+    (void)state;
     int fd = open(bus->device, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
@@ -428,6 +417,8 @@ static const struct driver_bus_type rd_bus_types[] = {{BUS_RADAR_UART, "radar-ua
 const struct driver drv_radar = {
     .name = "radar",
     .bus_types = rd_bus_types,
+    .attach = rd_attach,
+    .detach = rd_detach,
     .prepare = rd_prepare,
     .release = rd_release,
     .open = rd_open,

@@ -980,9 +980,7 @@ static void fallback_init(struct alarms *am, const char *path)
     else
         ch_strlcpy(am->state_fallback_dir, tmp && *tmp ? tmp : "/tmp",
                    sizeof am->state_fallback_dir);
-    uint64_t h = 14695981039346656037ull; /* FNV-1a of the path: one per state file */
-    for (const char *p = path; *p; p++)
-        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    uint64_t h = ch_fnv1a(CH_FNV1A_INIT, path, strlen(path)); /* one per state file */
     size_t n = strlen(am->state_fallback_dir) + 40;
     am->state_fallback = ch_xmalloc(n);
     snprintf(am->state_fallback, n, "%s/alarms-%016llx.state", am->state_fallback_dir,

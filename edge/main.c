@@ -282,19 +282,29 @@ static char *ops_status(void *arg)
     return s;
 }
 
-static void add_metric(struct ch_reading *r, size_t cap, const char *name, double v)
+/* A self-metric: its name and value. */
+struct named_value {
+    const char *name;
+    double v;
+};
+
+/* Publishes one self-metrics reading of device (measurement) from a table. */
+static void submit_metrics(struct app *a, const char *device, const char *measurement,
+                           int64_t ts_ms, const struct named_value *nv, size_t n)
 {
-    if (r->n_metrics >= cap) { /* a programming error: raise the cap */
-        LOGE("edge", NULL, "self-metric %s dropped: more than %zu", name, cap);
-        return;
+    struct ch_reading r = {.ts_ms = ts_ms, .quality = CH_Q_GOOD, .n_metrics = n};
+    ch_strlcpy(r.device, device, sizeof r.device);
+    ch_strlcpy(r.measurement, measurement, sizeof r.measurement);
+    r.metrics = ch_xcalloc(n + 1, sizeof *r.metrics);
+    for (size_t k = 0; k < n; k++) {
+        ch_strlcpy(r.metrics[k].name, nv[k].name, sizeof r.metrics[k].name);
+        r.metrics[k].value = nv[k].v;
     }
-    struct ch_metric *m = &r->metrics[r->n_metrics++];
-    ch_strlcpy(m->name, name, sizeof m->name);
-    m->value = v;
+    uplink_submit(a->uplink, &r, -1);
+    free(r.metrics);
 }
 
-/* Metrics of the gateway's own edge_gateway reading, at most. */
-#define GW_METRICS 48
+#define LOAD(x) ((double)__atomic_load_n(&(x), __ATOMIC_RELAXED))
 
 /* Publishes the gateway's own health as telemetry, and logs a summary. */
 static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readings)
@@ -310,15 +320,9 @@ static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readin
         ok += ds.polls_ok;
         failed += ds.polls_failed;
         online += ds.online;
-        struct ch_reading r = {.ts_ms = now, .quality = CH_Q_GOOD};
-        ch_strlcpy(r.device, ds.id, sizeof r.device);
-        ch_strlcpy(r.measurement, "edge_device", sizeof r.measurement);
         /* failed polls by why: a wrong register map (exceptions) is not a
            flaky line (timeouts, CRC errors) */
-        const struct {
-            const char *name;
-            double v;
-        } dm[] = {
+        const struct named_value dm[] = {
             {"online", ds.online ? 1 : 0},
             {"polls_ok", (double)ds.polls_ok},
             {"polls_failed", (double)ds.polls_failed},
@@ -326,19 +330,12 @@ static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readin
             {"exceptions", (double)ds.exceptions},
             {"crc_errors", (double)ds.crc_errors},
             {"bad_replies", (double)ds.bad_replies},
+            {"rejected", (double)ds.rejected},
             {"requests", (double)ds.requests},
             {"registers", (double)ds.registers},
             {"latency_ms", ds.last_latency_ms},
         };
-        struct ch_metric m[CH_ARRAY_LEN(dm)];
-        memset(m, 0, sizeof m);
-        for (size_t k = 0; k < CH_ARRAY_LEN(dm); k++) {
-            ch_strlcpy(m[k].name, dm[k].name, sizeof m[k].name);
-            m[k].value = dm[k].v;
-        }
-        r.metrics = m;
-        r.n_metrics = CH_ARRAY_LEN(dm);
-        uplink_submit(a->uplink, &r, -1);
+        submit_metrics(a, ds.id, "edge_device", now, dm, CH_ARRAY_LEN(dm));
         if (n <= 20)
             LOGI("poller", ds.id, "%s, %llu polls ok, %llu failed%s%s",
                  ds.online ? "online" : "OFFLINE", (unsigned long long)ds.polls_ok,
@@ -349,61 +346,75 @@ static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readin
     }
     struct uplink_stats us;
     uplink_get_stats(a->uplink, &us);
-    struct ch_reading r = {.ts_ms = now, .quality = CH_Q_GOOD};
-    ch_strlcpy(r.device, c->gateway, sizeof r.device);
-    ch_strlcpy(r.measurement, "edge_gateway", sizeof r.measurement);
     struct spool_stats ss;
     spool_stats(a->spool, &ss);
-    r.metrics = ch_xcalloc(GW_METRICS, sizeof *r.metrics);
-    add_metric(&r, GW_METRICS, "uptime_s", (double)(ch_mono_ms() - a->started_mono) / 1000.0);
-    add_metric(&r, GW_METRICS, "devices", (double)n);
-    add_metric(&r, GW_METRICS, "devices_online", (double)online);
-    add_metric(&r, GW_METRICS, "polls_ok", (double)ok);
-    add_metric(&r, GW_METRICS, "polls_failed", (double)failed);
-    add_metric(&r, GW_METRICS, "messages_published", (double)us.messages_published);
-    add_metric(&r, GW_METRICS, "readings_published", (double)us.readings_published);
-    add_metric(&r, GW_METRICS, "historical_published", (double)us.historical_published);
-    add_metric(&r, GW_METRICS, "alerts_published", (double)us.alerts_published);
-    add_metric(&r, GW_METRICS, "publish_failures", (double)us.publish_failures);
-    add_metric(&r, GW_METRICS, "spool_pending", (double)us.queued);
-    add_metric(&r, GW_METRICS, "spool_dropped", (double)us.dropped);
-    add_metric(&r, GW_METRICS, "spool_dropped_sent", (double)us.dropped_sent);
-    add_metric(&r, GW_METRICS, "alerts_dropped", (double)us.alerts_dropped);
-    add_metric(&r, GW_METRICS, "alerts_pending", (double)us.alerts_queued);
-    add_metric(&r, GW_METRICS, "hub_acks", (double)us.hub_acks);
-    add_metric(&r, GW_METRICS, "hub_redeliveries", (double)us.redeliveries);
-    add_metric(&r, GW_METRICS, "spool_errors", (double)us.spool_errors);
-    add_metric(&r, GW_METRICS, "spool_disk_bytes", (double)ss.disk_bytes);
-    add_metric(&r, GW_METRICS, "spool_degraded", ss.degraded ? 1 : 0);
-    add_metric(&r, GW_METRICS, "spool_disk_full", ss.disk_full ? 1 : 0);
-    /* counts since start: a state that came and went between two samples, or
-       whose samples were themselves dropped from a full disk, still shows */
-    add_metric(&r, GW_METRICS, "spool_degraded_count", (double)ss.degraded_count);
-    add_metric(&r, GW_METRICS, "spool_disk_full_count", (double)ss.disk_full_count);
-    add_metric(&r, GW_METRICS, "spool_memory_bytes", (double)ss.memory_bytes);
-    add_metric(&r, GW_METRICS, "alerts_not_durable",
-               (double)__atomic_load_n(&a->alerts_not_durable, __ATOMIC_RELAXED));
-    add_metric(
-        &r, GW_METRICS, "spool_corrupt",
-        (double)(ss.lane[SPOOL_ALERT].corrupt_records + ss.lane[SPOOL_TELEMETRY].corrupt_records));
     struct alarms_stats as;
     alarms_get_stats(a->alarms, &as);
-    add_metric(&r, GW_METRICS, "alarms_active", (double)as.active);
-    add_metric(&r, GW_METRICS, "alarm_transitions", (double)as.transitions);
-    add_metric(&r, GW_METRICS, "alarm_floods", (double)as.floods);
-    add_metric(&r, GW_METRICS, "alarm_state_errors", (double)as.state_errors);
-    add_metric(&r, GW_METRICS, "alarm_state_fallback", as.state_fallback ? 1 : 0);
-    add_metric(&r, GW_METRICS, "alert_spool_errors",
-               (double)__atomic_load_n(&a->alert_spool_errors, __ATOMIC_RELAXED));
-    add_metric(&r, GW_METRICS, "commands_ok",
-               (double)__atomic_load_n(&a->commands_ok, __ATOMIC_RELAXED));
-    add_metric(&r, GW_METRICS, "clock_steps", (double)a->clock_steps);
-    add_metric(&r, GW_METRICS, "commands_rejected",
-               (double)__atomic_load_n(&a->commands_rejected, __ATOMIC_RELAXED));
-    add_metric(&r, GW_METRICS, "commands_denied",
-               (double)__atomic_load_n(&a->commands_denied, __ATOMIC_RELAXED));
-    uplink_submit(a->uplink, &r, -1);
-    free(r.metrics);
+    struct local_stats ls = {0};
+    if (a->local)
+        local_get_stats(a->local, &ls);
+    uint64_t coil_ok = 0, coil_failed = 0, coils_unconfirmed = 0;
+    for (size_t i = 0; i < poller_output_count(a->poller); i++) {
+        struct poller_out_stats os;
+        poller_output_stats(a->poller, i, &os);
+        coil_ok += os.writes_ok;
+        coil_failed += os.writes_failed;
+        coils_unconfirmed += os.last_err != 0;
+    }
+    const struct named_value gm[] = {
+        {"uptime_s", (double)(ch_mono_ms() - a->started_mono) / 1000.0},
+        {"devices", (double)n},
+        {"devices_online", (double)online},
+        {"polls_ok", (double)ok},
+        {"polls_failed", (double)failed},
+        {"messages_published", (double)us.messages_published},
+        {"readings_published", (double)us.readings_published},
+        {"historical_published", (double)us.historical_published},
+        {"alerts_published", (double)us.alerts_published},
+        {"publish_failures", (double)us.publish_failures},
+        {"spool_pending", (double)us.queued},
+        {"spool_dropped", (double)us.dropped},
+        {"spool_dropped_sent", (double)us.dropped_sent},
+        {"alerts_dropped", (double)us.alerts_dropped},
+        {"alerts_pending", (double)us.alerts_queued},
+        {"hub_acks", (double)us.hub_acks},
+        {"hub_redeliveries", (double)us.redeliveries},
+        {"spool_errors", (double)us.spool_errors},
+        {"spool_disk_bytes", (double)ss.disk_bytes},
+        {"spool_degraded", ss.degraded ? 1 : 0},
+        {"spool_disk_full", ss.disk_full ? 1 : 0},
+        /* counts since start: a state that came and went between two
+           samples, or whose samples were themselves dropped from a full
+           disk, still shows */
+        {"spool_degraded_count", (double)ss.degraded_count},
+        {"spool_disk_full_count", (double)ss.disk_full_count},
+        {"spool_memory_bytes", (double)ss.memory_bytes},
+        {"alerts_not_durable", LOAD(a->alerts_not_durable)},
+        {"spool_corrupt",
+         (double)(ss.lane[SPOOL_ALERT].corrupt_records + ss.lane[SPOOL_TELEMETRY].corrupt_records)},
+        {"alarms_active", (double)as.active},
+        {"alarm_transitions", (double)as.transitions},
+        {"alarm_floods", (double)as.floods},
+        {"alarm_state_errors", (double)as.state_errors},
+        {"alarm_state_fallback", as.state_fallback ? 1 : 0},
+        {"alert_spool_errors", LOAD(a->alert_spool_errors)},
+        {"commands_ok", LOAD(a->commands_ok)},
+        {"clock_steps", (double)a->clock_steps},
+        {"commands_rejected", LOAD(a->commands_rejected)},
+        {"commands_denied", LOAD(a->commands_denied)},
+        /* the sounders and relays alarms drive: a coil that cannot be set
+           is an alarm nobody hears */
+        {"coil_writes_ok", (double)coil_ok},
+        {"coil_writes_failed", (double)coil_failed},
+        {"coils_unconfirmed", (double)coils_unconfirmed},
+        /* the local broker nurse-station apps listen on (last: left out
+           when the site has none) */
+        {"local_connected", ls.connected ? 1 : 0},
+        {"local_published", (double)ls.published},
+        {"local_publish_failures", (double)ls.publish_failures},
+        {"local_commands", (double)ls.commands},
+    };
+    submit_metrics(a, c->gateway, "edge_gateway", now, gm, CH_ARRAY_LEN(gm) - (a->local ? 0 : 4));
 
     double rate = window_ms > 0 ? (double)(us.readings_published - *last_readings) * 1000.0 /
                                       (double)window_ms

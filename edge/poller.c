@@ -17,6 +17,8 @@ struct dev {
     const struct device_cfg *cfg;
     struct bus *bus;
     void *drv_ctx;
+    struct ch_reading once; /* poller_once: the first reading pushed (guarded by poller.lock) */
+    bool once_got;
     int64_t next_due;           /* monotonic ms */
     unsigned fails;             /* consecutive */
     struct poller_dev_stats st; /* guarded by poller.lock */
@@ -41,7 +43,9 @@ struct bus {
     struct poller *p;
     const struct bus_cfg *cfg;
     const struct driver *drv;
-    void *ctx; /* open bus, or NULL */
+    void *state;          /* the driver's, for the configuration's lifetime (attach) */
+    void *ctx;            /* open bus, or NULL */
+    struct drv_emit sink; /* where a pushing driver hands its readings */
     unsigned open_fails;
     int64_t next_open;
     size_t n_devs;
@@ -57,7 +61,9 @@ struct poller {
     poller_emit_fn emit;
     void *arg;
     size_t n_devs;
-    struct dev *devs; /* in configuration order (enabled only) */
+    struct dev *devs;    /* in configuration order (enabled only) */
+    struct dev **by_cfg; /* configuration index -> device; NULL if disabled */
+    bool once;           /* poller_once: pushed readings are kept for it */
     size_t n_buses;
     struct bus *buses;
     size_t n_outs;
@@ -75,6 +81,9 @@ static int64_t backoff_delay(int64_t interval, unsigned fails, int64_t cap)
         d *= 2;
     return d < cap ? d : (interval > cap ? interval : cap);
 }
+
+static void pushed(void *ctx, const struct device_cfg *dc, struct ch_reading *r);
+static void pushed_rejected(void *ctx, const struct device_cfg *dc);
 
 int poller_create(const struct site_config *cfg, poller_emit_fn emit, void *arg,
                   struct poller **out)
@@ -97,11 +106,15 @@ int poller_create(const struct site_config *cfg, poller_emit_fn emit, void *arg,
         bus->cfg = SITE_BUS(cfg, b);
         bus->drv = driver_for_bus(bus->cfg->type);
         bus->devs = ch_xcalloc(cfg->devices.n, sizeof *bus->devs);
+        bus->sink = (struct drv_emit){.ctx = bus, .reading = pushed, .rejected = pushed_rejected};
         if (!bus->drv) {
             cfg_report(bus->cfg->node, "type", "key 'type': no driver for this bus type");
             rc = CH_ECONFIG;
+        } else if (bus->drv->attach) {
+            bus->state = bus->drv->attach(bus->cfg);
         }
     }
+    p->by_cfg = ch_xcalloc(cfg->devices.n + 1, sizeof *p->by_cfg);
     for (size_t i = 0; i < cfg->devices.n; i++) {
         const struct device_cfg *dc = SITE_DEV(cfg, i);
         if (!dc->enabled)
@@ -116,10 +129,11 @@ int poller_create(const struct site_config *cfg, poller_emit_fn emit, void *arg,
         d->cfg = dc;
         d->bus = bus;
         d->st.id = dc->id;
-        if (bus->drv->prepare(bus->cfg, dc, &d->drv_ctx) != 0) {
+        if (bus->drv->prepare(bus->state, bus->cfg, dc, &d->drv_ctx) != 0) {
             rc = CH_ECONFIG;
             continue;
         }
+        p->by_cfg[i] = d;
         p->n_devs++;
         bus->devs[bus->n_devs++] = d;
     }
@@ -155,13 +169,17 @@ void poller_destroy(struct poller *p)
     if (!p)
         return;
     for (size_t i = 0; i < p->n_devs; i++)
-        p->devs[i].bus->drv->release(p->devs[i].drv_ctx);
+        p->devs[i].bus->drv->release(p->devs[i].bus->state, p->devs[i].drv_ctx);
     for (size_t b = 0; b < p->n_buses; b++) {
-        if (p->buses[b].ctx)
-            p->buses[b].drv->close(p->buses[b].ctx);
-        free(p->buses[b].devs);
-        free(p->buses[b].outs);
+        struct bus *bus = &p->buses[b];
+        if (bus->ctx)
+            bus->drv->close(bus->ctx);
+        if (bus->drv && bus->drv->detach)
+            bus->drv->detach(bus->state);
+        free(bus->devs);
+        free(bus->outs);
     }
+    free(p->by_cfg);
     free(p->buses);
     free(p->outs);
     free(p->devs);
@@ -192,6 +210,68 @@ static void fill_ids(struct ch_reading *r, const struct device_cfg *dc)
     ch_strlcpy(r->device, dc->id, sizeof r->device);
     ch_strlcpy(r->measurement, dc->prof->measurement, sizeof r->measurement);
     ch_strlcpy(r->room, dc->room ? dc->room : "", sizeof r->room);
+}
+
+/* The device of a pushing driver's callback. */
+static struct dev *pushed_dev(const struct bus *bus, const struct device_cfg *dc)
+{
+    return bus->p->by_cfg[dc - SITE_DEV(bus->p->cfg, 0)];
+}
+
+/* A reading a pushing driver received (on its own thread): a good poll of
+ * the device, handed on at once; poller_once keeps the first instead. */
+static void pushed(void *ctx, const struct device_cfg *dc, struct ch_reading *r)
+{
+    struct bus *bus = ctx;
+    struct poller *p = bus->p;
+    struct dev *d = pushed_dev(bus, dc);
+    ch_strlcpy(r->device, dc->id, sizeof r->device);
+    ch_strlcpy(r->measurement, dc->prof->measurement, sizeof r->measurement);
+    if (!r->room[0])
+        ch_strlcpy(r->room, dc->room ? dc->room : "", sizeof r->room);
+    pthread_mutex_lock(&p->lock);
+    bool back = !d->st.online && d->st.last_err != 0;
+    d->st.polls_ok++;
+    d->st.requests++; /* one message */
+    d->st.online = true;
+    d->st.last_err = 0;
+    d->st.last_detail[0] = '\0';
+    if (p->once) {
+        if (!d->once_got)
+            d->once = *r;
+        else
+            free(r->metrics);
+        d->once_got = true;
+        pthread_mutex_unlock(&p->lock);
+        return;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (back)
+        LOGI("poller", dc->id, "online again: heard from after being silent");
+    p->emit(p->arg, (size_t)(d - p->devs), r);
+}
+
+static void pushed_rejected(void *ctx, const struct device_cfg *dc)
+{
+    struct bus *bus = ctx;
+    pthread_mutex_lock(&bus->p->lock);
+    pushed_dev(bus, dc)->st.rejected++;
+    pthread_mutex_unlock(&bus->p->lock);
+}
+
+/* Opens the bus, and starts a pushing driver's delivery. Returns 0 or the
+ * driver's error (the bus is then closed). */
+static int open_bus(struct bus *bus)
+{
+    int rc = bus->drv->open(bus->state, bus->cfg, &bus->ctx);
+    if (rc == 0 && bus->drv->start) {
+        rc = bus->drv->start(bus->ctx, &bus->sink);
+        if (rc != 0)
+            bus->drv->close(bus->ctx);
+    }
+    if (rc != 0)
+        bus->ctx = NULL;
+    return rc;
 }
 
 /* Counts a failed poll by why: the driver's class, else the error's.
@@ -227,8 +307,9 @@ static int poll_device(struct bus *bus, struct dev *d, struct ch_reading *r)
     pthread_mutex_lock(&p->lock);
     d->st.requests += ps.requests;
     d->st.registers += ps.registers;
-    d->st.last_err = rc;
     unsigned prev_fails = d->fails;
+    bool was_offline = !d->st.online && d->st.last_err != 0; /* not merely never polled */
+    d->st.last_err = rc;
     if (rc == 0) {
         d->st.polls_ok++;
         d->st.last_latency_ms =
@@ -248,8 +329,9 @@ static int poll_device(struct bus *bus, struct dev *d, struct ch_reading *r)
     /* the driver's words when it has them: "exception 02 illegal data
        address (fc 3, registers 100..109)" */
     const char *sep = ps.detail[0] ? ": " : "";
-    if (rc == 0 && prev_fails >= POLLER_OFFLINE_AFTER)
-        LOGI("poller", d->cfg->id, "online again after %u failed polls", prev_fails);
+    if (rc == 0 && was_offline)
+        LOGI("poller", d->cfg->id, "online again after %u failed poll%s", prev_fails,
+             prev_fails == 1 ? "" : "s");
     else if (rc != 0 && d->fails == POLLER_OFFLINE_AFTER)
         LOGW("poller", d->cfg->id, "offline after %u failed polls: %s%s%s (slave %lld on %s)",
              d->fails, ch_strerror(rc), sep, ps.detail, (long long)d->cfg->slave, bus->cfg->id);
@@ -262,16 +344,23 @@ static int poll_device(struct bus *bus, struct dev *d, struct ch_reading *r)
     return rc;
 }
 
+/* The bus cannot be opened: its devices are offline (each logged once, when
+ * it goes). */
 static void mark_bus_down(struct bus *bus, int err)
 {
     struct poller *p = bus->p;
-    pthread_mutex_lock(&p->lock);
     for (size_t i = 0; i < bus->n_devs; i++) {
-        bus->devs[i]->st.online = false;
-        bus->devs[i]->st.last_err = err;
-        bus->devs[i]->st.last_detail[0] = '\0'; /* the bus's error, not a device's */
+        struct dev *d = bus->devs[i];
+        pthread_mutex_lock(&p->lock);
+        bool was_online = d->st.online;
+        d->st.online = false;
+        d->st.last_err = err;
+        d->st.last_detail[0] = '\0'; /* the bus's error, not a device's */
+        pthread_mutex_unlock(&p->lock);
+        if (was_online)
+            LOGW("poller", d->cfg->id, "offline: bus %s cannot be opened (%s)", bus->cfg->id,
+                 ch_strerror(err));
     }
-    pthread_mutex_unlock(&p->lock);
 }
 
 /* Writes the outputs of the bus that need it (changed, unconfirmed, or due
@@ -387,9 +476,8 @@ static void *bus_thread(void *arg)
         if (!bus->ctx) {
             if (!sleep_until(p, bus->next_open))
                 break;
-            int rc = bus->drv->open(bus->cfg, &bus->ctx);
+            int rc = open_bus(bus);
             if (rc != 0) {
-                bus->ctx = NULL;
                 bus->open_fails++;
                 mark_bus_down(bus, rc);
                 bus->next_open =
@@ -421,17 +509,23 @@ static void *bus_thread(void *arg)
         if (rc == 0 && bus_was_down)
             bus_back(bus, d, now);
         if (rc == 0 || rc == CH_ENODATA) {
-            if (rc == 0)
+            if (rc == 0) {
                 p->emit(p->arg, (size_t)(d - p->devs), &r);
-            else
+            } else {
                 free(r.metrics);
+                d->fails = 0; /* heard (or nothing to say): it is not failing */
+            }
             d->next_due += d->cfg->interval_ms;
             if (d->next_due <= now) /* behind: skip missed beats, keep the grid */
                 d->next_due +=
                     ((now - d->next_due) / d->cfg->interval_ms + 1) * d->cfg->interval_ms;
         } else {
             free(r.metrics);
-            d->next_due = now + backoff_delay(d->cfg->interval_ms, d->fails, backoff_cap(bus, d));
+            /* a pushing device's poll only looks at a clock: no line to
+               spare, so its silence is looked at every interval */
+            d->next_due = bus->drv->start ? now + d->cfg->interval_ms
+                                          : now + backoff_delay(d->cfg->interval_ms, d->fails,
+                                                                backoff_cap(bus, d));
             if (driver_err_is_link(rc)) {
                 LOGW("poller", bus->cfg->id, "connection lost (%s), reopening", ch_strerror(rc));
                 bus->drv->close(bus->ctx);
@@ -468,10 +562,48 @@ void poller_stop(struct poller *p)
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->wake_lock);
     for (size_t b = 0; b < p->n_buses; b++) {
-        if (p->buses[b].started)
-            pthread_join(p->buses[b].thread, NULL);
-        p->buses[b].started = false;
+        struct bus *bus = &p->buses[b];
+        if (bus->started)
+            pthread_join(bus->thread, NULL);
+        bus->started = false;
+        /* a pushing driver's thread delivers nothing after this */
+        if (bus->ctx)
+            bus->drv->close(bus->ctx);
+        bus->ctx = NULL;
     }
+}
+
+/* How long poller_once waits for a device that pushes or reports on its
+ * own: two intervals, at most 10 s. */
+static int64_t once_wait_ms(const struct device_cfg *dc)
+{
+    return dc->interval_ms * 2 < 10000 ? dc->interval_ms * 2 : 10000;
+}
+
+/* poller_once's reading of a device whose driver pushes: the first that
+ * arrives within once_wait_ms. */
+static int once_pushed(struct poller *p, struct dev *d, struct ch_reading *r)
+{
+    int64_t until = ch_mono_ms() + once_wait_ms(d->cfg);
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        bool got = d->once_got;
+        if (got)
+            *r = d->once; /* taken: later ones are freed by pushed() */
+        d->once.metrics = NULL;
+        pthread_mutex_unlock(&p->lock);
+        if (got)
+            return 0;
+        if (ch_mono_ms() >= until)
+            break;
+        ch_sleep_ms(20);
+    }
+    memset(r, 0, sizeof *r);
+    pthread_mutex_lock(&p->lock);
+    snprintf(d->st.last_detail, sizeof d->st.last_detail, "nothing received within %lld ms",
+             (long long)once_wait_ms(d->cfg));
+    pthread_mutex_unlock(&p->lock);
+    return CH_ETIMEOUT;
 }
 
 int poller_once(struct poller *p, FILE *out)
@@ -479,49 +611,63 @@ int poller_once(struct poller *p, FILE *out)
     int failed = 0;
     fprintf(out, "%-20s %-12s %5s  %-16s %14s  %-8s %s\n", "DEVICE", "BUS", "SLAVE", "METRIC",
             "VALUE", "UNIT", "REQUESTS");
+    p->once = true;
     for (size_t b = 0; b < p->n_buses; b++) {
         struct bus *bus = &p->buses[b];
         if (bus->n_devs == 0)
             continue;
-        int orc = bus->drv->open(bus->cfg, &bus->ctx);
+        int orc = open_bus(bus);
         for (size_t i = 0; i < bus->n_devs; i++) {
             struct dev *d = bus->devs[i];
             const struct device_cfg *dc = d->cfg;
+            char slave[24] = "-"; /* a device on a network of its own has none */
+            if (dc->slave >= 0)
+                snprintf(slave, sizeof slave, "%lld", (long long)dc->slave);
             if (orc != 0) {
-                fprintf(out, "%-20s %-12s %5lld  ERROR: cannot open bus: %s\n", dc->id,
-                        bus->cfg->id, (long long)dc->slave, ch_strerror(orc));
+                fprintf(out, "%-20s %-12s %5s  ERROR: cannot open bus: %s\n", dc->id, bus->cfg->id,
+                        slave, ch_strerror(orc));
                 failed++;
                 continue;
             }
             struct ch_reading r;
-            uint64_t req_before = d->st.requests;
-            int rc = poll_device(bus, d, &r);
-            /* a device that pushes its data: wait for its next message */
-            int64_t until =
-                ch_mono_ms() + (dc->interval_ms * 2 < 10000 ? dc->interval_ms * 2 : 10000);
-            while (rc == CH_ENODATA && ch_mono_ms() < until) {
-                free(r.metrics);
-                ch_sleep_ms(50);
+            uint64_t requests = 1; /* a pushing device: the message it sent */
+            int rc;
+            if (bus->drv->start) {
+                rc = once_pushed(p, d, &r);
+            } else {
+                pthread_mutex_lock(&p->lock);
+                requests = d->st.requests;
+                pthread_mutex_unlock(&p->lock);
                 rc = poll_device(bus, d, &r);
+                /* a device that reports on its own: wait for news */
+                int64_t until = ch_mono_ms() + once_wait_ms(dc);
+                while (rc == CH_ENODATA && ch_mono_ms() < until) {
+                    free(r.metrics);
+                    ch_sleep_ms(50);
+                    rc = poll_device(bus, d, &r);
+                }
+                pthread_mutex_lock(&p->lock);
+                requests = d->st.requests - requests;
+                pthread_mutex_unlock(&p->lock);
             }
             if (rc != 0) {
                 pthread_mutex_lock(&p->lock);
                 char detail[sizeof d->st.last_detail];
                 ch_strlcpy(detail, d->st.last_detail, sizeof detail);
                 pthread_mutex_unlock(&p->lock);
-                fprintf(out, "%-20s %-12s %5lld  ERROR: %s%s%s\n", dc->id, bus->cfg->id,
-                        (long long)dc->slave, ch_strerror(rc), detail[0] ? ": " : "", detail);
+                fprintf(out, "%-20s %-12s %5s  ERROR: %s%s%s\n", dc->id, bus->cfg->id, slave,
+                        ch_strerror(rc), detail[0] ? ": " : "", detail);
+                free(r.metrics);
                 failed++;
                 continue;
             }
             for (size_t m = 0; m < r.n_metrics; m++) {
                 char req[24] = "";
                 if (m == 0)
-                    snprintf(req, sizeof req, "%llu",
-                             (unsigned long long)(d->st.requests - req_before));
-                fprintf(out, "%-20s %-12s %5lld  %-16s %14.4g  %-8s %s\n", m ? "" : dc->id,
-                        m ? "" : bus->cfg->id, (long long)dc->slave, r.metrics[m].name,
-                        r.metrics[m].value, r.metrics[m].unit, req);
+                    snprintf(req, sizeof req, "%llu", (unsigned long long)requests);
+                fprintf(out, "%-20s %-12s %5s  %-16s %14.4g  %-8s %s\n", m ? "" : dc->id,
+                        m ? "" : bus->cfg->id, slave, r.metrics[m].name, r.metrics[m].value,
+                        r.metrics[m].unit, req);
             }
             free(r.metrics);
         }
@@ -530,6 +676,8 @@ int poller_once(struct poller *p, FILE *out)
             bus->ctx = NULL;
         }
     }
+    for (size_t i = 0; i < p->n_devs; i++) /* pushed after their device was printed */
+        free(p->devs[i].once.metrics);
     return failed;
 }
 

@@ -13,7 +13,11 @@
  * serial line a silent device costs one response timeout per retry, which
  * the back-off keeps small, so the other slaves keep their cadence.
  * A broken connection (driver_err_is_link) closes the bus; it is reopened
- * with the same back-off. */
+ * with the same back-off.
+ *
+ * A driver that pushes (start) hands each reading to emit from its own
+ * thread as it arrives; its devices' polls are liveness checks. Every bus is
+ * closed by poller_stop(), so nothing is emitted after it returns. */
 #ifndef CAREHUB_POLLER_H
 #define CAREHUB_POLLER_H
 
@@ -29,8 +33,8 @@
 struct poller;
 
 /* Receives one reading of device dev (an index as in poller_device_stats);
- * takes ownership of r->metrics. Called from bus threads, concurrently for
- * different buses. */
+ * takes ownership of r->metrics. Called from bus threads and pushing
+ * drivers' threads, concurrently for different buses. */
 typedef void (*poller_emit_fn)(void *arg, size_t dev, struct ch_reading *r);
 
 /* Prepares every enabled device with its bus's driver (request plans).
@@ -64,6 +68,7 @@ struct poller_dev_stats {
     uint64_t exceptions;
     uint64_t crc_errors;
     uint64_t bad_replies;
+    uint64_t rejected; /* messages a pushing device sent that were rejected */
     bool online;
     int last_err;           /* 0 after a success */
     char last_detail[128];  /* the driver's words on the last failure, or "" */

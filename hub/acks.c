@@ -58,13 +58,9 @@ void acks_free(struct acks *a)
 
 static size_t hash(const char *site, const char *gateway)
 {
-    uint64_t h = 14695981039346656037u; /* FNV-1a over "site/gateway" */
-    for (const char *s = site; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211u;
-    h = (h ^ '/') * 1099511628211u;
-    for (const char *s = gateway; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211u;
-    return (size_t)h;
+    /* over "site/gateway" */
+    uint64_t h = ch_fnv1a(ch_fnv1a(CH_FNV1A_INIT, site, strlen(site)), "/", 1);
+    return (size_t)ch_fnv1a(h, gateway, strlen(gateway));
 }
 
 static void grow(struct acks *a)

@@ -99,15 +99,8 @@ void ingest_set_registry(struct ingest *in, struct registry *registry)
 
 static uint64_t alert_hash(const char *topic, const void *payload, size_t len)
 {
-    uint64_t h = 14695981039346656037u; /* FNV-1a over topic, NUL, payload */
-    for (const char *s = topic;; s++) {
-        h = (h ^ (unsigned char)*s) * 1099511628211u;
-        if (!*s)
-            break;
-    }
-    const unsigned char *p = payload;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 1099511628211u;
+    /* over topic, its NUL, payload */
+    uint64_t h = ch_fnv1a(ch_fnv1a(CH_FNV1A_INIT, topic, strlen(topic) + 1), payload, len);
     return h ? h : 1;
 }
 

@@ -69,10 +69,7 @@ struct ingestq {
 
 static size_t bucket_of(const char *key)
 {
-    uint64_t h = 14695981039346656037u; /* FNV-1a */
-    for (const char *s = key; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211u;
-    return (size_t)(h % N_BUCKETS);
+    return (size_t)(ch_fnv1a(CH_FNV1A_INIT, key, strlen(key)) % N_BUCKETS);
 }
 
 static struct gq *find(struct ingestq *q, const char *key)

@@ -111,10 +111,7 @@ void presence_free(struct presence *p)
 
 static uint64_t hash(const char *s)
 {
-    uint64_t h = 14695981039346656037u; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211u;
-    return h;
+    return ch_fnv1a(CH_FNV1A_INIT, s, strlen(s));
 }
 
 static void grow(struct presence *p)

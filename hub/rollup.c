@@ -244,16 +244,13 @@ static int window_total(struct api *a, const char *site, int64_t from, int64_t t
  * changes (limits, device_timeout). */
 static void rollup_key(const struct api *a, char out[17])
 {
-    uint64_t h = 14695981039346656037u; /* FNV-1a */
     char buf[256];
     int n = snprintf(buf, sizeof buf, "v1 %" PRId64, a->cfg->api.device_timeout_ms);
-    for (int i = 0; i < n; i++)
-        h = (h ^ (unsigned char)buf[i]) * 1099511628211u;
+    uint64_t h = ch_fnv1a(CH_FNV1A_INIT, buf, (size_t)n);
     for (size_t l = 0; l < a->n_lims; l++) {
         n = snprintf(buf, sizeof buf, ";%s %s %.17g %.17g", a->lims[l].measurement,
                      a->lims[l].metric, a->lims[l].min, a->lims[l].max);
-        for (int i = 0; i < n; i++)
-            h = (h ^ (unsigned char)buf[i]) * 1099511628211u;
+        h = ch_fnv1a(h, buf, n < (int)sizeof buf ? (size_t)n : sizeof buf - 1);
     }
     snprintf(out, 17, "%016" PRIx64, h);
 }

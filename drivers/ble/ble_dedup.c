@@ -36,22 +36,13 @@ void ble_dedup_free(struct ble_dedup *d)
     free(d);
 }
 
-static uint64_t fnv1a(uint64_t h, const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
-}
-
 bool ble_dedup_seen(struct ble_dedup *d, const uint8_t mac[6], const uint8_t *data, size_t len,
                     int64_t now_ms)
 {
     uint8_t l = (uint8_t)len;
-    uint64_t key = fnv1a(UINT64_C(0xcbf29ce484222325), mac, 6);
-    key = fnv1a(key, &l, 1);
-    key = fnv1a(key, data, len);
+    uint64_t key = ch_fnv1a(CH_FNV1A_INIT, mac, 6);
+    key = ch_fnv1a(key, &l, 1);
+    key = ch_fnv1a(key, data, len);
     if (key == 0)
         key = 1;
     size_t base = (size_t)(key ^ (key >> 32)) & d->mask;

@@ -132,11 +132,6 @@ int ble_zones_zone_of(const struct ble_zones *z, int r)
     return r >= 0 && (size_t)r < z->nrx ? z->rx_zone[r] : -1;
 }
 
-size_t ble_zones_count(const struct ble_zones *z)
-{
-    return z->nzones;
-}
-
 const char *ble_zones_id(const struct ble_zones *z, int i)
 {
     return i >= 0 && (size_t)i < z->nzones ? z->zone_id[i] : NULL;

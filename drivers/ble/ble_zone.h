@@ -71,7 +71,6 @@ void ble_zones_free(struct ble_zones *z);
 int ble_zones_receiver(const struct ble_zones *z, const char *receiver);
 /* The zone of receiver index r. */
 int ble_zones_zone_of(const struct ble_zones *z, int r);
-size_t ble_zones_count(const struct ble_zones *z);
 /* The id of zone i (borrowed, lives as long as z), or NULL. */
 const char *ble_zones_id(const struct ble_zones *z, int i);
 bool ble_zones_is_exit(const struct ble_zones *z, int i);

@@ -1,7 +1,9 @@
 #include "sim_value.h"
+#include "util.h"
 
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 /* Salts keep the three noise terms of one metric independent. */
 enum { SALT_SPREAD = 1, SALT_DRIFT = 2, SALT_JITTER = 3 };
@@ -21,12 +23,7 @@ enum {
 
 uint64_t sim_value_key(const char *s)
 {
-    uint64_t h = 0xcbf29ce484222325u;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3u;
-    }
-    return h;
+    return ch_fnv1a(CH_FNV1A_INIT, s, strlen(s));
 }
 
 /* splitmix64 finaliser: a strong 64-bit bit mixer. */

@@ -13,6 +13,8 @@ echo "== spool"
 build/bin/bench_spool
 echo "== care-edge with 100 devices"
 python3 tests/bench/bench_edge.py
+echo "== Wi-Fi beds pushing: every message kept, CPU per reading (CAREHUB_BEFORE=<bin/ of an older build> adds it)"
+python3 tests/bench/bench_wifi_bed.py ${CAREHUB_BEFORE:+--before "$CAREHUB_BEFORE"}
 echo "== care-hub into InfluxDB, against curl"
 python3 tests/bench/bench_hub.py
 echo "== care-hub scaled out: one hub, two on a shared subscription, curl"
