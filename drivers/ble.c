@@ -19,6 +19,17 @@
  *   devices:
  *     - {id: band-17, bus: ble-floor2, mac: "C3:00:00:AB:CD:17", profile: care-band}
  *
+ * Every ble bus of a site feeds one wearable table (the driver's shared
+ * state): a bus is one connection to the receivers of one make, and an
+ * advertisement heard by receivers of several makes is one reading, located
+ * by comparing the RSSI of all of them. The buses' zones are merged by id (a
+ * room may hold a receiver of each make); a wearable is heard through every
+ * bus, whichever its device names, and keeps its own bus's out_of_range
+ * and battery_low. What a bus's receivers send that is rejected is logged
+ * (the first, then at most once a minute, with the latest reason) and
+ * counted per bus and reason (edge_bus: messages, advertisements,
+ * rejected, rejected_<reason>).
+ *
  * A poll returns a reading when the wearable said something new (a decoded
  * advertisement, SOS and fall latched until then so a press between two
  * polls is never lost) or when where it is changed (in range or not, zone,
@@ -35,12 +46,14 @@
 
 #include <MQTTAsync.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define MOD "ble"
+#define MOD            "ble"
+#define WARN_PERIOD_MS 60000 /* rejections are logged at most this often per bus */
 
 struct bl_dev {
     const struct device_cfg *cfg;
@@ -53,34 +66,75 @@ struct bl_dev {
     bool zone_exit;
 };
 
-/* A bus's wearables (attach): prepare adds, release removes, open tracks
- * them in the bus's table. One thread prepares and releases. */
+struct bl_line;
+
+/* What every ble bus of one configuration shares (attach's shared slot):
+ * the site's one wearable table and its zones, built by check_shared once
+ * every bus is attached, kept until release_shared. */
+struct bl_site {
+    pthread_mutex_t lock; /* guards building */
+    size_t n_lines;
+    struct bl_line **lines;
+    struct ble_zones *zones;
+    struct ble_table *table; /* built by check_shared, before any open */
+};
+
+/* One bus: a connection to receivers of one make, its wearables (prepare
+ * adds, release removes; one thread does both) and its receivers' counts. */
 struct bl_line {
+    struct bl_site *site;
+    const struct bus_cfg *cfg;
     size_t n;
     struct bl_dev **devs;
+    struct ble_rx_stats rx; /* guarded by the table's lock */
+    /* Paho's thread only */
+    uint64_t warned; /* rejections logged so far */
+    int64_t next_warn_ms;
 };
 
 struct bl_bus {
-    const struct bus_cfg *cfg;
     struct bl_line *line;
     MQTTAsync client;
-    struct ble_zones *zones;
-    struct ble_table *table;
     int64_t opened_mono;
-    uint64_t messages;
 };
 
-static void *bl_attach(const struct bus_cfg *bus)
+static void *bl_attach(const struct bus_cfg *bus, void **shared)
 {
-    (void)bus;
-    return ch_xcalloc(1, sizeof(struct bl_line));
+    struct bl_site *site = *shared;
+    if (!site) {
+        site = ch_xcalloc(1, sizeof *site);
+        pthread_mutex_init(&site->lock, NULL);
+        *shared = site;
+    }
+    struct bl_line *line = ch_xcalloc(1, sizeof *line);
+    line->site = site;
+    line->cfg = bus;
+    site->lines = ch_xrealloc(site->lines, (site->n_lines + 1) * sizeof *site->lines);
+    site->lines[site->n_lines++] = line;
+    return line;
 }
 
 static void bl_detach(void *state)
 {
     struct bl_line *line = state;
+    struct bl_site *site = line->site;
+    for (size_t i = 0; i < site->n_lines; i++)
+        if (site->lines[i] == line)
+            site->lines[i] = site->lines[--site->n_lines];
     free(line->devs);
     free(line);
+}
+
+static void bl_release_shared(void *shared)
+{
+    struct bl_site *site = shared;
+    if (!site)
+        return;
+    ble_table_free(site->table);
+    ble_zones_free(site->zones);
+    free(site->lines);
+    pthread_mutex_destroy(&site->lock);
+    free(site);
 }
 
 static int bl_prepare(void *state, const struct bus_cfg *bus, const struct device_cfg *dev,
@@ -126,14 +180,144 @@ static void bl_release(void *state, void *dev_ctx)
     free(d);
 }
 
+/* The zones of every bus as one location section: a zone named on several
+ * buses is one zone with all their receivers. The result borrows the
+ * buses' strings; free its zones' receiver arrays and its zone array. */
+static void merge_zones(const struct bl_site *site, struct ble_location_cfg *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t cap = 0;
+    for (size_t l = 0; l < site->n_lines; l++)
+        cap += site->lines[l]->cfg->location.zones.n;
+    struct ble_zone_cfg *zones = ch_xcalloc(cap + 1, sizeof *zones);
+    const struct bus_cfg *first = NULL;
+    for (size_t l = 0; l < site->n_lines; l++) {
+        const struct bus_cfg *bus = site->lines[l]->cfg;
+        const struct ble_location_cfg *loc = &bus->location;
+        if (loc->zones.n == 0)
+            continue;
+        if (!first) {
+            first = bus;
+            out->window_ms = loc->window_ms;
+            out->margin_db = loc->margin_db;
+            out->dwell_ms = loc->dwell_ms;
+        } else if (loc->window_ms != out->window_ms || loc->margin_db != out->margin_db ||
+                   loc->dwell_ms != out->dwell_ms) {
+            LOGW(MOD, bus->id,
+                 "location window, margin or dwell differ from bus %s's: the site's wearables "
+                 "are located with %s's",
+                 first->id, first->id);
+        }
+        for (size_t k = 0; k < loc->zones.n; k++) {
+            const struct ble_zone_cfg *zc = &((const struct ble_zone_cfg *)loc->zones.items)[k];
+            struct ble_zone_cfg *m = NULL;
+            for (size_t j = 0; j < out->zones.n && !m; j++)
+                if (zc->id && zones[j].id && !strcmp(zones[j].id, zc->id))
+                    m = &zones[j];
+            if (!m) {
+                m = &zones[out->zones.n++];
+                *m = *zc;
+                m->receivers.items = NULL;
+                m->receivers.n = 0;
+            }
+            m->exit = m->exit || zc->exit;
+            if (!m->name)
+                m->name = zc->name;
+            char **rx = ch_xrealloc(m->receivers.items,
+                                    (m->receivers.n + zc->receivers.n + 1) * sizeof *rx);
+            for (size_t r = 0; r < zc->receivers.n; r++) {
+                char *id = ((char **)zc->receivers.items)[r];
+                bool dup = false;
+                for (size_t q = 0; q < m->receivers.n && !dup; q++)
+                    dup = id && rx[q] && !strcmp(rx[q], id);
+                if (!dup) /* one receiver under this zone on two buses */
+                    rx[m->receivers.n++] = id;
+            }
+            m->receivers.items = rx;
+        }
+    }
+    out->zones.items = zones;
+}
+
+/* Builds the site's table once every bus is attached and every wearable
+ * prepared (check_shared): every bus's wearables, with their bus's limits,
+ * over the merged zones. Returns 0, or CH_ECONFIG after reporting zones that
+ * cannot be merged (a receiver in two zones, too many zones). */
+static int bl_check_shared(void *shared)
+{
+    struct bl_site *site = shared;
+    pthread_mutex_lock(&site->lock);
+    struct ble_location_cfg loc;
+    merge_zones(site, &loc);
+    char err[200];
+    int rc = 0;
+    if (loc.zones.n && ble_zones_new(&loc, &site->zones, err, sizeof err) != 0) {
+        const struct bus_cfg *first = site->lines[0]->cfg;
+        cfg_report(first->node, "location",
+                   "key 'location': the site's BLE zones (every ble bus's, merged by zone id) "
+                   "cannot be built: %s",
+                   err);
+        rc = CH_ECONFIG;
+    }
+    for (size_t k = 0; k < loc.zones.n; k++)
+        free(((struct ble_zone_cfg *)loc.zones.items)[k].receivers.items);
+    free(loc.zones.items);
+    size_t n = 0;
+    for (size_t l = 0; l < site->n_lines; l++)
+        n += site->lines[l]->n;
+    struct ble_table_opts o = {.max_wearables = n > 1024 ? n : 0};
+    if (site->n_lines) {
+        o.out_of_range_ms = site->lines[0]->cfg->out_of_range_ms;
+        o.battery_low = site->lines[0]->cfg->battery_low;
+    }
+    site->table = ble_table_new(&o, site->zones);
+    for (size_t l = 0; l < site->n_lines; l++) {
+        const struct bl_line *line = site->lines[l];
+        for (size_t i = 0; i < line->n; i++) {
+            const struct bl_dev *d = line->devs[i];
+            int arc = ble_table_add(site->table, d->cfg->id, d->mac, &d->cfg->prof->ble);
+            if (arc == 0) {
+                ble_table_set_limits(site->table, d->cfg->id, line->cfg->out_of_range_ms,
+                                     line->cfg->battery_low);
+            } else {
+                cfg_report(d->cfg->node, "mac",
+                           "key 'mac': wearable '%s' cannot be tracked: %s (its MAC is another "
+                           "wearable's, or the site has more than %d)",
+                           d->cfg->id, ch_strerror(arc), BLE_MAX_WEARABLES);
+                rc = CH_ECONFIG;
+            }
+        }
+    }
+    pthread_mutex_unlock(&site->lock);
+    return rc;
+}
+
+/* Logs what the bus's receivers sent that was rejected (total so far):
+ * the first at once, then at most once a minute, with the count and the
+ * latest reason. */
+static void warn_rejections(struct bl_line *line, uint64_t total, int64_t now)
+{
+    if (total == line->warned || now < line->next_warn_ms)
+        return;
+    struct ble_rx_stats rx;
+    ble_table_rx_stats(line->site->table, &line->rx, &rx);
+    LOGW(MOD, line->cfg->id, "%llu rejected from the receivers (%llu new, of %llu messages): %s",
+         (unsigned long long)total, (unsigned long long)(total - line->warned),
+         (unsigned long long)rx.messages, rx.last_error);
+    line->warned = total;
+    line->next_warn_ms = now + WARN_PERIOD_MS;
+}
+
 static int on_message(void *ctx, char *topic, int tlen, MQTTAsync_message *msg)
 {
     (void)tlen;
     struct bl_bus *b = ctx;
-    __atomic_add_fetch(&b->messages, 1, __ATOMIC_RELAXED);
-    /* rejections are counted by reason in the table's stats */
-    ble_table_ingest(b->table, (enum ble_rx_format)b->cfg->format, topic, msg->payload,
-                     (size_t)msg->payloadlen, ch_mono_ms());
+    struct bl_line *line = b->line;
+    int64_t now = ch_mono_ms();
+    uint64_t rejected;
+    ble_table_ingest_rx(line->site->table, (enum ble_rx_format)line->cfg->format, topic,
+                        msg->payload, (size_t)msg->payloadlen, now, &line->rx, &rejected);
+    warn_rejections(line, rejected, now); /* whole or in part */
     MQTTAsync_freeMessage(&msg);
     MQTTAsync_free(topic);
     return 1;
@@ -143,51 +327,31 @@ static void on_connected(void *ctx, char *cause)
 {
     (void)cause;
     struct bl_bus *b = ctx;
-    LOGI(MOD, b->cfg->id, "connected to %s:%lld", b->cfg->host, (long long)b->cfg->port);
-    for (size_t i = 0; i < b->cfg->topics.n; i++) {
-        const char *t = ((char **)b->cfg->topics.items)[i];
+    const struct bus_cfg *cfg = b->line->cfg;
+    LOGI(MOD, cfg->id, "connected to %s:%lld", cfg->host, (long long)cfg->port);
+    for (size_t i = 0; i < cfg->topics.n; i++) {
+        const char *t = ((char **)cfg->topics.items)[i];
         MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
         int rc = MQTTAsync_subscribe(b->client, t, 0, &ro);
         if (rc != MQTTASYNC_SUCCESS)
-            LOGW(MOD, b->cfg->id, "cannot subscribe to %s: %s", t, MQTTAsync_strerror(rc));
+            LOGW(MOD, cfg->id, "cannot subscribe to %s: %s", t, MQTTAsync_strerror(rc));
     }
 }
 
 static void on_lost(void *ctx, char *cause)
 {
     struct bl_bus *b = ctx;
-    LOGW(MOD, b->cfg->id, "connection lost%s%s; reconnecting", cause ? ": " : "",
+    LOGW(MOD, b->line->cfg->id, "connection lost%s%s; reconnecting", cause ? ": " : "",
          cause ? cause : "");
-}
-
-static void bus_free(struct bl_bus *b)
-{
-    mqtt_link_close(&b->client); /* no callback runs after this */
-    ble_table_free(b->table);
-    ble_zones_free(b->zones);
-    free(b);
 }
 
 static int bl_open(void *state, const struct bus_cfg *bus, void **bus_ctx)
 {
+    struct bl_line *line = state;
+    if (!line->site->table)
+        return -EINVAL; /* check_shared refused the configuration */
     struct bl_bus *b = ch_xcalloc(1, sizeof *b);
-    b->cfg = bus;
-    b->line = state;
-    char err[200];
-    if (bus->location.zones.n && ble_zones_new(&bus->location, &b->zones, err, sizeof err) != 0) {
-        LOGE(MOD, bus->id, "bad location section: %s", err);
-        bus_free(b);
-        return -EINVAL;
-    }
-    struct ble_table_opts o = {.out_of_range_ms = bus->out_of_range_ms,
-                               .battery_low = bus->battery_low};
-    b->table = ble_table_new(&o, b->zones);
-    for (size_t i = 0; i < b->line->n; i++) {
-        const struct bl_dev *d = b->line->devs[i];
-        int rc = ble_table_add(b->table, d->cfg->id, d->mac, &d->cfg->prof->ble);
-        if (rc != 0)
-            LOGE(MOD, d->cfg->id, "cannot track it: %s (the same MAC twice?)", ch_strerror(rc));
-    }
+    b->line = line;
     char uri[300], cid[200];
     snprintf(uri, sizeof uri, "tcp://%s:%lld", bus->host, (long long)bus->port);
     snprintf(cid, sizeof cid, "carehub-edge-%s-%ld", bus->id, (long)getpid());
@@ -195,7 +359,7 @@ static int bl_open(void *state, const struct bus_cfg *bus, void **bus_ctx)
         .ctx = b, .on_message = on_message, .on_lost = on_lost, .on_connected = on_connected};
     int rc = mqtt_link_open(uri, cid, NULL, NULL, &cbs, &b->client);
     if (rc != 0) {
-        bus_free(b);
+        free(b);
         return rc;
     }
     b->opened_mono = ch_mono_ms();
@@ -208,15 +372,46 @@ static void bl_close(void *bus_ctx)
     struct bl_bus *b = bus_ctx;
     if (!b)
         return;
-    struct ble_table_stats st;
-    ble_table_stats(b->table, &st);
-    LOGI(MOD, b->cfg->id,
-         "closing: %llu messages, %llu readings, %llu duplicates, %llu unknown MACs, %llu "
-         "without a matching profile",
-         (unsigned long long)b->messages, (unsigned long long)st.readings,
-         (unsigned long long)st.duplicates, (unsigned long long)st.unknown_mac,
-         (unsigned long long)st.no_match);
-    bus_free(b);
+    mqtt_link_close(&b->client); /* no callback runs after this */
+    struct bl_line *line = b->line;
+    struct ble_rx_stats rx;
+    ble_table_rx_stats(line->site->table, &line->rx, &rx);
+    LOGI(MOD, line->cfg->id, "closing: %llu messages, %llu advertisements, %llu rejected",
+         (unsigned long long)rx.messages, (unsigned long long)rx.advs,
+         (unsigned long long)ble_rx_rejected_total(&rx));
+    free(b);
+}
+
+/* Per-bus counters for edge_bus: messages, advertisements, rejected, and
+ * rejected by reason. */
+static const char *const rejected_names[BLE_REJ_COUNT] = {
+    [BLE_REJ_JSON] = "rejected_json",   [BLE_REJ_FIELD] = "rejected_field",
+    [BLE_REJ_HEX] = "rejected_hex",     [BLE_REJ_MAC] = "rejected_mac",
+    [BLE_REJ_RSSI] = "rejected_rssi",   [BLE_REJ_SIZE] = "rejected_size",
+    [BLE_REJ_TOPIC] = "rejected_topic", [BLE_REJ_LINE] = "rejected_line",
+    [BLE_REJ_TIME] = "rejected_time",
+};
+
+static size_t bl_counters(void *state, struct drv_counter *out, size_t max)
+{
+    struct bl_line *line = state;
+    struct ble_rx_stats rx = {0};
+    pthread_mutex_lock(&line->site->lock);
+    bool built = line->site->table != NULL;
+    pthread_mutex_unlock(&line->site->lock);
+    if (built)
+        ble_table_rx_stats(line->site->table, &line->rx, &rx);
+    struct drv_counter all[3 + BLE_REJ_COUNT] = {
+        {"messages", (double)rx.messages},
+        {"advertisements", (double)rx.advs},
+        {"rejected", (double)ble_rx_rejected_total(&rx)},
+    };
+    for (size_t r = 0; r < BLE_REJ_COUNT; r++)
+        all[3 + r] = (struct drv_counter){rejected_names[r], (double)rx.rejected[r]};
+    size_t n = CH_ARRAY_LEN(all);
+    if (out && max)
+        memcpy(out, all, (n < max ? n : max) * sizeof *out);
+    return n;
 }
 
 static int bl_poll(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx,
@@ -226,12 +421,12 @@ static int bl_poll(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx,
     struct bl_dev *d = dev_ctx;
     int64_t now = ch_mono_ms();
     struct ble_state st;
-    if (ble_table_poll(b->table, dev->id, now, &st) != 0)
+    if (ble_table_poll(b->line->site->table, dev->id, now, &st) != 0)
         return CH_EPROTO; /* not tracked: logged at open */
     bool fresh = st.last_reading_ms > d->sent_reading_ms;
     bool moved = st.in_range != d->in_range || st.zone != d->zone || st.zone_exit != d->zone_exit;
     /* never heard: nothing to say until it counts as out of range */
-    if (!st.heard && now - b->opened_mono < b->cfg->out_of_range_ms)
+    if (!st.heard && now - b->opened_mono < b->line->cfg->out_of_range_ms)
         return CH_ENODATA;
     if (d->sent_any && !fresh && !moved)
         return CH_ENODATA;
@@ -281,8 +476,12 @@ static const struct driver_bus_type bl_bus_types[] = {{BUS_BLE, "ble", bl_keys},
 const struct driver drv_ble = {
     .name = "ble",
     .bus_types = bl_bus_types,
+    .open_without_devices = true,
     .attach = bl_attach,
     .detach = bl_detach,
+    .release_shared = bl_release_shared,
+    .check_shared = bl_check_shared,
+    .counters = bl_counters,
     .prepare = bl_prepare,
     .release = bl_release,
     .open = bl_open,

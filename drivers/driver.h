@@ -58,17 +58,41 @@ struct drv_emit {
     void (*rejected)(void *ctx, const struct device_cfg *dev);
 };
 
+/* One of a driver's counts about a bus, for self-metrics (edge_bus). */
+struct drv_counter {
+    const char *name; /* static */
+    double value;
+};
+
 struct driver {
     const char *name;
     /* Bus types this driver serves, terminated by {.name = NULL}. */
     const struct driver_bus_type *bus_types;
+    /* Its buses are opened even without devices of their own: they feed
+     * what the driver's buses share (BLE receivers of another make hearing
+     * the site's wearables). */
+    bool open_without_devices;
     /* Optional: the bus's own state for as long as its configuration is in
      * force, passed to prepare, release and open: what finds a device from a
      * message (a pushing bus's devices and topic index), a radar line's one
      * radar. Made before the bus's first prepare(), freed by detach() after
-     * its last release(); without attach, state is NULL. */
-    void *(*attach)(const struct bus_cfg *bus);
+     * its last release(); without attach, state is NULL. *shared is one
+     * slot for all the buses of this driver in one configuration (NULL at
+     * first): what they share (the site's one wearable table), freed by
+     * release_shared() after every bus is detached. */
+    void *(*attach)(const struct bus_cfg *bus, void **shared);
     void (*detach)(void *state);
+    void (*release_shared)(void *shared);
+    /* Optional: after every bus of the configuration is attached and every
+     * device prepared, builds and checks what the driver's buses share (the
+     * site's zones, merged from every bus): reports with cfg_report() and
+     * returns CH_ECONFIG, so a bad configuration is refused at --check and
+     * at a reload rather than failing at open. Once per driver in use. */
+    int (*check_shared)(void *shared);
+    /* Optional: the bus's counts as of now (messages, rejections by
+     * reason): returns how many it has and writes the first max of them to
+     * out. Any thread. */
+    size_t (*counters)(void *state, struct drv_counter *out, size_t max);
     /* Checks a device against its profile and precomputes what polling
      * needs (e.g. coalesced requests) into *dev_ctx (released with
      * release()). Reports problems with cfg_report() and returns CH_ECONFIG. */

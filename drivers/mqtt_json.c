@@ -71,9 +71,10 @@ struct mj_bus {
     _Atomic int64_t opened_mono;
 };
 
-static void *mj_attach(const struct bus_cfg *bus)
+static void *mj_attach(const struct bus_cfg *bus, void **shared)
 {
     (void)bus;
+    (void)shared;
     return ch_xcalloc(1, sizeof(struct mj_line));
 }
 

@@ -43,11 +43,14 @@ int mqtt_link_open_tls(const char *uri, const char *client_id, const char *user,
     }
     o.onFailure = cbs->on_connect_failed;
     o.context = cbs->ctx;
+    /* before connecting: on_connected (Paho's thread) may subscribe with it
+       before MQTTAsync_connect has returned */
+    *out = c;
     if (MQTTAsync_connect(c, &o) != MQTTASYNC_SUCCESS) {
         MQTTAsync_destroy(&c);
+        *out = NULL;
         return -ECONNREFUSED;
     }
-    *out = c;
     return 0;
 }
 

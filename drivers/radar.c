@@ -72,9 +72,10 @@ struct rd_line {
     const struct device_cfg *radar;
 };
 
-static void *rd_attach(const struct bus_cfg *bus)
+static void *rd_attach(const struct bus_cfg *bus, void **shared)
 {
     (void)bus;
+    (void)shared;
     return ch_xcalloc(1, sizeof(struct rd_line));
 }
 

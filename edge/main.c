@@ -3,6 +3,7 @@
 #include "authz.h"
 #include "config.h"
 #include "console.h"
+#include "driver.h"
 #include "err.h"
 #include "local.h"
 #include "log.h"
@@ -331,6 +332,7 @@ static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readin
             {"crc_errors", (double)ds.crc_errors},
             {"bad_replies", (double)ds.bad_replies},
             {"rejected", (double)ds.rejected},
+            {"dropped", (double)ds.dropped},
             {"requests", (double)ds.requests},
             {"registers", (double)ds.registers},
             {"latency_ms", ds.last_latency_ms},
@@ -343,6 +345,23 @@ static void self_metrics(struct app *a, int64_t window_ms, uint64_t *last_readin
                  ds.last_err ? ch_strerror(ds.last_err) : "");
         if (n <= 20 && ds.last_err && ds.last_detail[0])
             LOGI("poller", ds.id, "last failure: %s", ds.last_detail);
+    }
+    /* each bus's own counts (a BLE receiver connection's messages and
+       rejections): a broken receiver must not look like a quiet one */
+    for (size_t b = 0; b < poller_bus_count(a->poller); b++) {
+        const char *id;
+        size_t nc = poller_bus_counters(a->poller, b, &id, NULL, 0);
+        if (nc == 0)
+            continue;
+        struct drv_counter *dc = ch_xcalloc(nc, sizeof *dc);
+        struct named_value *nv = ch_xcalloc(nc, sizeof *nv);
+        size_t got = poller_bus_counters(a->poller, b, &id, dc, nc);
+        nc = got < nc ? got : nc;
+        for (size_t k = 0; k < nc; k++)
+            nv[k] = (struct named_value){dc[k].name, dc[k].value};
+        submit_metrics(a, id, "edge_bus", now, nv, nc);
+        free(nv);
+        free(dc);
     }
     struct uplink_stats us;
     uplink_get_stats(a->uplink, &us);

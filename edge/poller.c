@@ -38,6 +38,7 @@ struct output {
 };
 
 #define OUTPUT_REASSERT_MS 60000
+#define PUSH_QUEUE_MAX     4096 /* readings waiting for a bus thread, per bus */
 
 struct bus {
     struct poller *p;
@@ -46,6 +47,15 @@ struct bus {
     void *state;          /* the driver's, for the configuration's lifetime (attach) */
     void *ctx;            /* open bus, or NULL */
     struct drv_emit sink; /* where a pushing driver hands its readings */
+    /* Readings a pushing driver handed over, for the bus thread to emit:
+     * the spool, the rules and an alarm's fsync never run on the driver's
+     * (Paho's) thread. Guarded by poller.wake_lock. */
+    struct queued {
+        size_t dev;
+        struct ch_reading r;
+    } * q;
+    size_t qn, qcap;
+    int64_t next_drop_log;
     unsigned open_fails;
     int64_t next_open;
     size_t n_devs;
@@ -66,6 +76,11 @@ struct poller {
     bool once;           /* poller_once: pushed readings are kept for it */
     size_t n_buses;
     struct bus *buses;
+    struct {
+        const struct driver *drv;
+        void *shared; /* what the driver's buses share (attach) */
+    } * shared;       /* one per driver in use, at most n_buses */
+    size_t n_shared;
     size_t n_outs;
     struct output *outs;  /* as cfg->annunciators */
     pthread_mutex_t lock; /* stats, outputs' want */
@@ -85,6 +100,17 @@ static int64_t backoff_delay(int64_t interval, unsigned fails, int64_t cap)
 static void pushed(void *ctx, const struct device_cfg *dc, struct ch_reading *r);
 static void pushed_rejected(void *ctx, const struct device_cfg *dc);
 
+/* The slot of what drv's buses share in this poller. */
+static void **shared_slot(struct poller *p, const struct driver *drv)
+{
+    size_t i = 0;
+    while (i < p->n_shared && p->shared[i].drv != drv)
+        i++;
+    if (i == p->n_shared)
+        p->shared[p->n_shared++].drv = drv;
+    return &p->shared[i].shared;
+}
+
 int poller_create(const struct site_config *cfg, poller_emit_fn emit, void *arg,
                   struct poller **out)
 {
@@ -98,6 +124,7 @@ int poller_create(const struct site_config *cfg, poller_emit_fn emit, void *arg,
 
     p->devs = ch_xcalloc(cfg->devices.n, sizeof *p->devs);
     p->buses = ch_xcalloc(cfg->buses.n, sizeof *p->buses);
+    p->shared = ch_xcalloc(cfg->buses.n + 1, sizeof *p->shared);
     p->n_buses = cfg->buses.n;
     int rc = 0;
     for (size_t b = 0; b < cfg->buses.n; b++) {
@@ -111,7 +138,7 @@ int poller_create(const struct site_config *cfg, poller_emit_fn emit, void *arg,
             cfg_report(bus->cfg->node, "type", "key 'type': no driver for this bus type");
             rc = CH_ECONFIG;
         } else if (bus->drv->attach) {
-            bus->state = bus->drv->attach(bus->cfg);
+            bus->state = bus->drv->attach(bus->cfg, shared_slot(p, bus->drv));
         }
     }
     p->by_cfg = ch_xcalloc(cfg->devices.n + 1, sizeof *p->by_cfg);
@@ -137,6 +164,9 @@ int poller_create(const struct site_config *cfg, poller_emit_fn emit, void *arg,
         p->n_devs++;
         bus->devs[bus->n_devs++] = d;
     }
+    for (size_t i = 0; i < p->n_shared && rc == 0; i++)
+        if (p->shared[i].drv->check_shared && p->shared[i].drv->check_shared(p->shared[i].shared))
+            rc = CH_ECONFIG;
     p->outs = ch_xcalloc(cfg->annunciators.n + 1, sizeof *p->outs);
     for (size_t i = 0; i < cfg->annunciators.n; i++) {
         const struct annunciator_cfg *ac = SITE_ANNUNCIATOR(cfg, i);
@@ -168,17 +198,28 @@ void poller_destroy(struct poller *p)
 {
     if (!p)
         return;
+    for (size_t b = 0; b < p->n_buses; b++) { /* no driver thread runs after this */
+        struct bus *bus = &p->buses[b];
+        if (bus->ctx)
+            bus->drv->close(bus->ctx);
+        bus->ctx = NULL;
+    }
     for (size_t i = 0; i < p->n_devs; i++)
         p->devs[i].bus->drv->release(p->devs[i].bus->state, p->devs[i].drv_ctx);
     for (size_t b = 0; b < p->n_buses; b++) {
         struct bus *bus = &p->buses[b];
-        if (bus->ctx)
-            bus->drv->close(bus->ctx);
         if (bus->drv && bus->drv->detach)
             bus->drv->detach(bus->state);
+        for (size_t i = 0; i < bus->qn; i++) /* pushed, never emitted: not started */
+            free(bus->q[i].r.metrics);
+        free(bus->q);
         free(bus->devs);
         free(bus->outs);
     }
+    for (size_t i = 0; i < p->n_shared; i++)
+        if (p->shared[i].drv->release_shared)
+            p->shared[i].drv->release_shared(p->shared[i].shared);
+    free(p->shared);
     free(p->by_cfg);
     free(p->buses);
     free(p->outs);
@@ -189,11 +230,13 @@ void poller_destroy(struct poller *p)
     free(p);
 }
 
-/* Sleeps until the monotonic time `until` or until stop; returns false on stop. */
-static bool sleep_until(struct poller *p, int64_t until)
+/* Sleeps until the monotonic time `until`, until stop, or until a pushed
+ * reading waits in the bus's queue; returns false on stop. */
+static bool sleep_until(struct bus *bus, int64_t until)
 {
+    struct poller *p = bus->p;
     pthread_mutex_lock(&p->wake_lock);
-    while (!atomic_load(&p->stop)) {
+    while (!atomic_load(&p->stop) && bus->qn == 0) {
         int64_t now = ch_mono_ms();
         if (now >= until)
             break;
@@ -248,7 +291,49 @@ static void pushed(void *ctx, const struct device_cfg *dc, struct ch_reading *r)
     pthread_mutex_unlock(&p->lock);
     if (back)
         LOGI("poller", dc->id, "online again: heard from after being silent");
-    p->emit(p->arg, (size_t)(d - p->devs), r);
+    pthread_mutex_lock(&p->wake_lock);
+    bool full = bus->qn >= PUSH_QUEUE_MAX, say = false;
+    if (!full) {
+        if (bus->qn == bus->qcap) {
+            bus->qcap = bus->qcap ? 2 * bus->qcap : 16;
+            bus->q = ch_xrealloc(bus->q, bus->qcap * sizeof *bus->q);
+        }
+        bus->q[bus->qn++] = (struct queued){(size_t)(d - p->devs), *r};
+        if (bus->qn == 1) /* else the bus thread has not taken the last ones yet */
+            pthread_cond_broadcast(&p->wake);
+    } else {
+        int64_t now = ch_mono_ms();
+        say = now >= bus->next_drop_log;
+        if (say)
+            bus->next_drop_log = now + 60000;
+    }
+    pthread_mutex_unlock(&p->wake_lock);
+    if (full) {
+        free(r->metrics);
+        pthread_mutex_lock(&p->lock);
+        uint64_t n = ++d->st.dropped;
+        pthread_mutex_unlock(&p->lock);
+        if (say)
+            LOGW("poller", dc->id,
+                 "reading dropped: %d wait on bus %s, whose thread is behind (%llu dropped)",
+                 PUSH_QUEUE_MAX, bus->cfg->id, (unsigned long long)n);
+    }
+}
+
+/* Hands the readings pushed since the last call to emit, in arrival order
+ * (the bus thread, or poller_stop once it has stopped). */
+static void emit_queued(struct bus *bus)
+{
+    struct poller *p = bus->p;
+    pthread_mutex_lock(&p->wake_lock);
+    struct queued *q = bus->q;
+    size_t n = bus->qn;
+    bus->q = NULL;
+    bus->qn = bus->qcap = 0;
+    pthread_mutex_unlock(&p->wake_lock);
+    for (size_t i = 0; i < n; i++)
+        p->emit(p->arg, q[i].dev, &q[i].r);
+    free(q);
 }
 
 static void pushed_rejected(void *ctx, const struct device_cfg *dc)
@@ -473,9 +558,12 @@ static void *bus_thread(void *arg)
     bus->next_open = now;
 
     while (!atomic_load(&p->stop)) {
+        emit_queued(bus);
         if (!bus->ctx) {
-            if (!sleep_until(p, bus->next_open))
+            if (!sleep_until(bus, bus->next_open))
                 break;
+            if (ch_mono_ms() < bus->next_open)
+                continue; /* woken by a pushed reading */
             int rc = open_bus(bus);
             if (rc != 0) {
                 bus->open_fails++;
@@ -495,12 +583,14 @@ static void *bus_thread(void *arg)
                 d = bus->devs[i];
         if (!d || out_next < d->next_due) {
             /* an output change wakes the thread (poller_set_output) */
-            if (!sleep_until(p, out_next))
+            if (!sleep_until(bus, out_next))
                 break;
             continue;
         }
-        if (!sleep_until(p, d->next_due))
+        if (!sleep_until(bus, d->next_due))
             break;
+        if (ch_mono_ms() < d->next_due)
+            continue; /* woken by a pushed reading */
 
         struct ch_reading r;
         bool bus_was_down = d->fails > 0 && bus_silent(bus, d);
@@ -542,7 +632,7 @@ int poller_start(struct poller *p)
     atomic_store(&p->stop, false);
     for (size_t b = 0; b < p->n_buses; b++) {
         struct bus *bus = &p->buses[b];
-        if (bus->n_devs == 0 && bus->n_outs == 0)
+        if (bus->n_devs == 0 && bus->n_outs == 0 && !(bus->drv && bus->drv->open_without_devices))
             continue;
         int rc = pthread_create(&bus->thread, NULL, bus_thread, bus);
         if (rc != 0) {
@@ -570,6 +660,7 @@ void poller_stop(struct poller *p)
         if (bus->ctx)
             bus->drv->close(bus->ctx);
         bus->ctx = NULL;
+        emit_queued(bus); /* what it delivered before is not lost */
     }
 }
 
@@ -612,6 +703,12 @@ int poller_once(struct poller *p, FILE *out)
     fprintf(out, "%-20s %-12s %5s  %-16s %14s  %-8s %s\n", "DEVICE", "BUS", "SLAVE", "METRIC",
             "VALUE", "UNIT", "REQUESTS");
     p->once = true;
+    /* buses that only feed what others share (receivers of another make) */
+    for (size_t b = 0; b < p->n_buses; b++) {
+        struct bus *bus = &p->buses[b];
+        if (bus->n_devs == 0 && bus->drv && bus->drv->open_without_devices && open_bus(bus) != 0)
+            LOGW("poller", bus->cfg->id, "cannot open it: --once goes on without it");
+    }
     for (size_t b = 0; b < p->n_buses; b++) {
         struct bus *bus = &p->buses[b];
         if (bus->n_devs == 0)
@@ -676,6 +773,12 @@ int poller_once(struct poller *p, FILE *out)
             bus->ctx = NULL;
         }
     }
+    for (size_t b = 0; b < p->n_buses; b++) {
+        struct bus *bus = &p->buses[b];
+        if (bus->ctx)
+            bus->drv->close(bus->ctx);
+        bus->ctx = NULL;
+    }
     for (size_t i = 0; i < p->n_devs; i++) /* pushed after their device was printed */
         free(p->devs[i].once.metrics);
     return failed;
@@ -718,4 +821,19 @@ void poller_output_stats(struct poller *p, size_t i, struct poller_out_stats *ou
     pthread_mutex_lock(&p->lock);
     *out = p->outs[i].st;
     pthread_mutex_unlock(&p->lock);
+}
+
+size_t poller_bus_count(const struct poller *p)
+{
+    return p->n_buses;
+}
+
+size_t poller_bus_counters(struct poller *p, size_t b, const char **id, struct drv_counter *out,
+                           size_t max)
+{
+    struct bus *bus = &p->buses[b];
+    *id = bus->cfg->id;
+    if (!bus->drv || !bus->drv->counters)
+        return 0;
+    return bus->drv->counters(bus->state, out, max);
 }

@@ -69,6 +69,7 @@ struct poller_dev_stats {
     uint64_t crc_errors;
     uint64_t bad_replies;
     uint64_t rejected; /* messages a pushing device sent that were rejected */
+    uint64_t dropped;  /* its readings dropped while its bus thread was behind */
     bool online;
     int last_err;           /* 0 after a success */
     char last_detail[128];  /* the driver's words on the last failure, or "" */
@@ -90,6 +91,15 @@ struct poller_out_stats {
     int last_err;
 };
 void poller_output_stats(struct poller *p, size_t i, struct poller_out_stats *out);
+
+/* A bus's own counts, from its driver (messages a BLE receiver sent, and
+ * those rejected, by reason): bus b's id into *id; returns how many there
+ * are (0 for a driver that keeps none) and writes the first max to out.
+ * Thread-safe. */
+struct drv_counter;
+size_t poller_bus_count(const struct poller *p);
+size_t poller_bus_counters(struct poller *p, size_t b, const char **id, struct drv_counter *out,
+                           size_t max);
 
 size_t poller_device_count(const struct poller *p);
 /* Copies device i's counters (thread-safe). */

@@ -26,6 +26,52 @@ static bool receiver_from_topic(const char *topic, char out[BLE_RECEIVER_MAX])
     return false;
 }
 
+/* A JSON-LONG iBeacon entry without rawData ("ibeaconUuid", 32 hex digits
+ * with or without dashes, "ibeaconMajor", "ibeaconMinor", "ibeaconTxPower")
+ * rebuilt as the advertisement it was decoded from (flags, then Apple's
+ * iBeacon manufacturer data), so the iBeacon profile reads it as from any
+ * receiver. Returns the length, 0 if the entry has no such fields, -1 if
+ * they are malformed. */
+static long ibeacon_from_fields(const json_t *e, uint8_t *out, size_t cap)
+{
+    const json_t *uuid = json_object_get(e, "ibeaconUuid");
+    if (!uuid)
+        return 0;
+    const json_t *major = json_object_get(e, "ibeaconMajor");
+    const json_t *minor = json_object_get(e, "ibeaconMinor");
+    const json_t *tx = json_object_get(e, "ibeaconTxPower");
+    if (!json_is_string(uuid) || !json_is_integer(major) || !json_is_integer(minor) ||
+        !json_is_integer(tx))
+        return -1;
+    json_int_t ma = json_integer_value(major), mi = json_integer_value(minor),
+               tp = json_integer_value(tx);
+    if (ma < 0 || ma > 0xFFFF || mi < 0 || mi > 0xFFFF || tp < -128 || tp > 127)
+        return -1;
+    char hex[33];
+    size_t n = 0;
+    for (const char *s = json_string_value(uuid); *s; s++) {
+        if (*s == '-')
+            continue;
+        if (n == 32)
+            return -1;
+        hex[n++] = *s;
+    }
+    uint8_t m[25] = {0x4C, 0x00, 0x02, 0x15}; /* Apple, iBeacon, 21 bytes follow */
+    if (n != 32 || ble_hex_decode(hex, 32, m + 4, 16) != 16)
+        return -1;
+    m[20] = (uint8_t)(ma >> 8);
+    m[21] = (uint8_t)ma;
+    m[22] = (uint8_t)(mi >> 8);
+    m[23] = (uint8_t)mi;
+    m[24] = (uint8_t)(int8_t)tp;
+    static const uint8_t flags = 0x06; /* LE general discoverable, no BR/EDR */
+    size_t len = 0;
+    if (!ble_ad_append(out, &len, cap, 0x01, &flags, 1) ||
+        !ble_ad_append(out, &len, cap, 0xFF, m, sizeof m))
+        return -1;
+    return (long)len;
+}
+
 static bool is_gateway_entry(const json_t *e)
 {
     const json_t *t = json_object_get(e, "type");
@@ -119,6 +165,11 @@ int ble_rx_minew(const char *topic, const void *payload, size_t len, int64_t now
                 continue;
             }
             a.len = (size_t)n;
+        } else {
+            long n = ibeacon_from_fields(e, a.data, sizeof a.data);
+            if (n < 0) /* counted; still heard, for location and liveness */
+                ble_rx_reject(stats, BLE_REJ_FIELD, topic, entry, "iBeacon fields");
+            a.len = n > 0 ? (size_t)n : 0;
         }
         if (stats)
             stats->advs++;

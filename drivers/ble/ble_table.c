@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAC_BUCKETS 2048
+#define MAC_BUCKETS         2048
+#define PACKET_ID_WINDOW_MS 60000
 
 struct metric_slot {
     char name[BLE_METRIC_NAME];
@@ -25,6 +26,9 @@ struct wearable {
     int next; /* MAC bucket chain, -1 end */
     struct ble_loc loc;
     int64_t last_heard_ms, last_reading_ms;
+    int packet_id;           /* BTHome: the last packet's id, -1 none */
+    int64_t out_of_range_ms; /* the table's unless set (ble_table_set_limits) */
+    double battery_low;
     double zone_rssi;
     char ident[40];
     size_t nm;
@@ -120,6 +124,9 @@ int ble_table_add(struct ble_table *t, const char *id, const uint8_t mac[6],
         strcpy(w->id, id);
         memcpy(w->mac, mac, 6);
         w->profile = profile;
+        w->packet_id = -1;
+        w->out_of_range_ms = t->o.out_of_range_ms;
+        w->battery_low = t->o.battery_low;
         ble_loc_init(&w->loc);
         unsigned b = mac_hash(mac);
         w->next = t->bucket[b];
@@ -130,6 +137,19 @@ int ble_table_add(struct ble_table *t, const char *id, const uint8_t mac[6],
 out:
     pthread_mutex_unlock(&t->lock);
     return rc;
+}
+
+int ble_table_set_limits(struct ble_table *t, const char *id, int64_t out_of_range_ms,
+                         double battery_low)
+{
+    pthread_mutex_lock(&t->lock);
+    struct wearable *w = find_id(t, id);
+    if (w) {
+        w->out_of_range_ms = out_of_range_ms > 0 ? out_of_range_ms : t->o.out_of_range_ms;
+        w->battery_low = battery_low;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return w ? 0 : CH_ENOTFOUND;
 }
 
 int ble_table_remove(struct ble_table *t, const char *id)
@@ -241,6 +261,19 @@ static int feed_locked(struct ble_table *t, const struct ble_adv *a, int64_t now
         t->st.malformed++;
         return 0;
     }
+    /* BTHome repeats a packet (a button press) for longer than the dedup
+       window: the same packet id as the last one, within a minute of it, is
+       the same packet (a device that restarted may reuse an id later) */
+    for (size_t i = 0; i < r.n; i++) {
+        double v = r.m[i].value;
+        if (strcmp(r.m[i].name, "packet_id") != 0 || !(v >= 0 && v <= 255))
+            continue;
+        if ((int)v == w->packet_id && now_ms - w->last_reading_ms < PACKET_ID_WINDOW_MS) {
+            t->st.duplicates++;
+            return 0;
+        }
+        w->packet_id = (int)v;
+    }
     if (r.truncated)
         t->st.truncated++;
     t->st.readings++;
@@ -268,14 +301,33 @@ static void ingest_one(void *arg, const struct ble_adv *a)
     feed_locked(c->t, a, c->now_ms);
 }
 
+int ble_table_ingest_rx(struct ble_table *t, enum ble_rx_format format, const char *topic,
+                        const void *payload, size_t len, int64_t now_ms, struct ble_rx_stats *rx,
+                        uint64_t *rejected)
+{
+    struct ingest_ctx c = {t, now_ms};
+    if (!rx)
+        rx = &t->st.rx;
+    pthread_mutex_lock(&t->lock);
+    int rc = ble_rx_parse(format, topic, payload, len, now_ms, rx, ingest_one, &c);
+    if (rejected)
+        *rejected = ble_rx_rejected_total(rx);
+    pthread_mutex_unlock(&t->lock);
+    return rc;
+}
+
 int ble_table_ingest(struct ble_table *t, enum ble_rx_format format, const char *topic,
                      const void *payload, size_t len, int64_t now_ms)
 {
-    struct ingest_ctx c = {t, now_ms};
+    return ble_table_ingest_rx(t, format, topic, payload, len, now_ms, NULL, NULL);
+}
+
+void ble_table_rx_stats(struct ble_table *t, const struct ble_rx_stats *rx,
+                        struct ble_rx_stats *out)
+{
     pthread_mutex_lock(&t->lock);
-    int rc = ble_rx_parse(format, topic, payload, len, now_ms, &t->st.rx, ingest_one, &c);
+    *out = *rx;
     pthread_mutex_unlock(&t->lock);
-    return rc;
 }
 
 static void put(struct ble_state *o, const char *name, double v)
@@ -302,7 +354,7 @@ int ble_table_poll(struct ble_table *t, const char *id, int64_t now_ms, struct b
     out->heard = w->last_heard_ms != 0;
     out->last_heard_ms = w->last_heard_ms;
     out->last_reading_ms = w->last_reading_ms;
-    out->in_range = out->heard && now_ms - w->last_heard_ms < t->o.out_of_range_ms;
+    out->in_range = out->heard && now_ms - w->last_heard_ms < w->out_of_range_ms;
     out->zone = -1;
     if (t->zones) {
         out->zone = ble_loc_update(&w->loc, t->zones, now_ms, &w->zone_rssi);
@@ -327,8 +379,8 @@ int ble_table_poll(struct ble_table *t, const char *id, int64_t now_ms, struct b
         put(out, "zone_exit", out->zone_exit);
         put(out, "rssi", w->zone_rssi);
     }
-    if (battery && t->o.battery_low >= 0)
-        put(out, "battery_low", battery->value < t->o.battery_low);
+    if (battery && w->battery_low >= 0)
+        put(out, "battery_low", battery->value < w->battery_low);
     pthread_mutex_unlock(&t->lock);
     return 0;
 }

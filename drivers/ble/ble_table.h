@@ -68,6 +68,11 @@ void ble_table_free(struct ble_table *t);
 int ble_table_add(struct ble_table *t, const char *id, const uint8_t mac[6],
                   const struct ble_profile *profile);
 
+/* Gives wearable id limits of its own instead of the table's (its
+ * out_of_range_ms when > 0, its battery_low). Returns 0 or CH_ENOTFOUND. */
+int ble_table_set_limits(struct ble_table *t, const char *id, int64_t out_of_range_ms,
+                         double battery_low);
+
 /* Forgets a wearable (its pending latches with it). CH_ENOTFOUND if none. */
 int ble_table_remove(struct ble_table *t, const char *id);
 
@@ -77,6 +82,16 @@ int ble_table_remove(struct ble_table *t, const char *id);
  * payload is borrowed. */
 int ble_table_ingest(struct ble_table *t, enum ble_rx_format format, const char *topic,
                      const void *payload, size_t len, int64_t now_ms);
+
+/* As ble_table_ingest, with the adapter's counts kept in *rx (one receiver
+ * connection's, guarded by the table's lock; NULL: the table's own), and
+ * their total of rejections after this message in *rejected (if not NULL). */
+int ble_table_ingest_rx(struct ble_table *t, enum ble_rx_format format, const char *topic,
+                        const void *payload, size_t len, int64_t now_ms, struct ble_rx_stats *rx,
+                        uint64_t *rejected);
+/* A copy of *rx, taken under the table's lock. */
+void ble_table_rx_stats(struct ble_table *t, const struct ble_rx_stats *rx,
+                        struct ble_rx_stats *out);
 
 /* Feeds one advertisement. Returns 1 if it produced a reading, 0 if it only
  * served location and liveness (a copy, no payload, no match, a bad

@@ -28,7 +28,7 @@ const struct cfg_key ble_location_keys[] = {
 };
 /* clang-format on */
 
-#define RX_HASH 512 /* > 2 x BLE_MAX_RECEIVERS: probes stay short */
+#define RX_HASH 2048 /* >= 2 x BLE_MAX_RECEIVERS: probes stay short */
 
 struct ble_zones {
     int64_t window_ms, dwell_ms;

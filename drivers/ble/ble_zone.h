@@ -36,8 +36,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BLE_MAX_ZONES     64
-#define BLE_MAX_RECEIVERS 256
+#define BLE_MAX_ZONES     256
+#define BLE_MAX_RECEIVERS 1024
 #define BLE_LOC_SAMPLES   64 /* per wearable: 8 s x 1 adv/s x ~4 receivers, with room */
 
 struct ble_zone_cfg {

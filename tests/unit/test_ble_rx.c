@@ -159,6 +159,39 @@ static void minew_json_long(void **state)
     assert_non_null(strstr(st.last_error, "entry 3"));
 }
 
+/* JSON-LONG's decoded iBeacon fields, without rawData: the same
+ * advertisement as its raw form (entry 1 of minew_json_long); malformed
+ * fields are rejected, the rest still arrives. */
+static void minew_json_long_ibeacon_fields(void **state)
+{
+    (void)state;
+    struct got g;
+    struct ble_rx_stats st = {0};
+    int rc = run(BLE_RX_MINEW, "/gw/ac233fc0aaaa/status",
+                 "[{\"type\":\"iBeacon\",\"mac\":\"AC233FA00102\",\"rssi\":-58,"
+                 "\"ibeaconUuid\":\"E2C56DB5-DFFB-48D2-B060-D0F5A71096E0\",\"ibeaconMajor\":0,"
+                 "\"ibeaconMinor\":0,\"ibeaconTxPower\":-59,\"battery\":100},"
+                 "{\"type\":\"iBeacon\",\"mac\":\"AC233FA00103\",\"rssi\":-58,"
+                 "\"ibeaconUuid\":\"E2C56DB5\",\"ibeaconMajor\":1,\"ibeaconMinor\":2,"
+                 "\"ibeaconTxPower\":-59},"
+                 "{\"type\":\"iBeacon\",\"mac\":\"AC233FA00104\",\"rssi\":-58,"
+                 "\"ibeaconUuid\":\"E2C56DB5DFFB48D2B060D0F5A71096E0\",\"ibeaconMajor\":70000,"
+                 "\"ibeaconMinor\":2,\"ibeaconTxPower\":-59}]",
+                 &g, &st);
+    /* the malformed two are counted, and still heard (location, liveness) */
+    assert_int_equal(rc, 3);
+    assert_int_equal(g.n, 3);
+    assert_int_equal(g.a[1].len, 0);
+    assert_int_equal(g.a[2].len, 0);
+    uint8_t want[30];
+    assert_int_equal(ble_hex_decode("0201061AFF4C000215E2C56DB5DFFB48D2B060D0F5A71096E000000000C5",
+                                    60, want, 30),
+                     30);
+    assert_int_equal(g.a[0].len, 30);
+    assert_memory_equal(g.a[0].data, want, 30);
+    assert_int_equal(st.rejected[BLE_REJ_FIELD], 2);
+}
+
 static void minew_json_raw(void **state)
 {
     (void)state;
@@ -277,6 +310,7 @@ int main(void)
         cmocka_unit_test(omg_manufacturer_and_service),
         cmocka_unit_test(omg_hostile),
         cmocka_unit_test(minew_json_long),
+        cmocka_unit_test(minew_json_long_ibeacon_fields),
         cmocka_unit_test(minew_json_raw),
         cmocka_unit_test(ingics_lines),
         cmocka_unit_test(receiver_names),

@@ -317,6 +317,47 @@ static void latches(void **state)
     ble_table_free(t);
 }
 
+/* BTHome v2 from a wearable's button: packet id pid, a press (button 1). */
+static struct ble_adv bthome_press(uint8_t pid)
+{
+    struct ble_adv a = {.rssi = -60};
+    strcpy(a.receiver, "R101");
+    memcpy(a.mac, MAC, 6);
+    const uint8_t d[] = {8, 0x16, 0xD2, 0xFC, 0x40, 0x00, pid, 0x3A, 0x01};
+    memcpy(a.data, d, sizeof d);
+    a.len = sizeof d;
+    return a;
+}
+
+/* A BTHome device repeats a packet for seconds, longer than the dedup
+ * window: the same packet id is the same press, a new id a new one. */
+static void bthome_packet_ids(void **state)
+{
+    (void)state;
+    struct ble_table_opts o = {.dedup_window_ms = 1000};
+    struct ble_table *t = ble_table_new(&o, NULL);
+    assert_int_equal(ble_table_add(t, "btn-1", MAC, ble_profile_builtin(BLE_MATCH_BTHOME)), 0);
+    struct ble_state s;
+    struct ble_adv a = bthome_press(9);
+    assert_int_equal(ble_table_feed(t, &a, 1000), 1);
+    ble_table_poll(t, "btn-1", 1100, &s);
+    assert_true(value(&s, "button") == 1);
+    for (int64_t now = 2500; now <= 6500; now += 2000) /* repeated, past the window */
+        assert_int_equal(ble_table_feed(t, &a, now), 0);
+    ble_table_poll(t, "btn-1", 7000, &s);
+    assert_int_equal(s.last_reading_ms, 1000); /* no new press */
+    struct ble_table_stats st;
+    ble_table_stats(t, &st);
+    assert_int_equal(st.readings, 1);
+    assert_int_equal(st.duplicates, 3);
+    a = bthome_press(10); /* pressed again */
+    assert_int_equal(ble_table_feed(t, &a, 8000), 1);
+    ble_table_poll(t, "btn-1", 8100, &s);
+    assert_int_equal(s.last_reading_ms, 8000);
+    assert_true(value(&s, "button") == 1);
+    ble_table_free(t);
+}
+
 static void ingest_end_to_end(void **state)
 {
     (void)state;
@@ -381,13 +422,10 @@ static void zone_config_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(dedup_copies),
-        cmocka_unit_test(zone_walk),
-        cmocka_unit_test(zone_no_flicker),
-        cmocka_unit_test(liveness),
-        cmocka_unit_test(latches),
-        cmocka_unit_test(ingest_end_to_end),
-        cmocka_unit_test(zone_config_errors),
+        cmocka_unit_test(dedup_copies),      cmocka_unit_test(zone_walk),
+        cmocka_unit_test(zone_no_flicker),   cmocka_unit_test(liveness),
+        cmocka_unit_test(latches),           cmocka_unit_test(bthome_packet_ids),
+        cmocka_unit_test(ingest_end_to_end), cmocka_unit_test(zone_config_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
