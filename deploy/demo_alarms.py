@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-# the titles care-edge gives each kind (edge/config.c kind_titles)
+# the titles the consoles give each kind (hub/www/kinds.js)
 TITLES = {"other": "报警", "sos": "紧急呼叫", "fall": "跌倒", "call": "呼叫", "wandering": "防走失",
           "bed_exit": "离床", "vital_signs": "生命体征异常", "inactivity": "长时间未活动",
           "device_battery": "电量低", "device_offline": "设备离线", "air_quality": "空气质量",

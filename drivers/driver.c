@@ -22,8 +22,40 @@ const struct driver *driver_for_bus(int bus_type)
     return NULL;
 }
 
-#define BUS_TYPES_MAX 16
+const struct driver_bus_type *driver_bus_type(int bus_type)
+{
+    for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
+        for (const struct driver_bus_type *t = drivers[i]->bus_types; t->name; t++)
+            if (t->type == bus_type)
+                return t;
+    return NULL;
+}
 
+const struct driver_protocol *driver_protocol(int protocol)
+{
+    for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
+        for (const struct driver_protocol *t = drivers[i]->protocols; t && t->name; t++)
+            if (t->protocol == protocol)
+                return t;
+    return NULL;
+}
+
+int driver_check_metric_list(struct profile *p)
+{
+    if (!p->regs.n && p->metrics.n)
+        return 0;
+    const char *key = p->regs.n ? "registers" : "metrics";
+    cfg_report(p->node, key,
+               "key '%s': a %s profile lists its metrics (metrics: [{metric, unit}]), not "
+               "registers",
+               key, cfg_enum_name(driver_protocol_names, p->protocol));
+    return 1;
+}
+
+#define BUS_TYPES_MAX 16
+#define PROTOCOLS_MAX 16
+
+struct cfg_enum driver_protocol_names[PROTOCOLS_MAX + 1];
 struct cfg_enum driver_bus_type_names[BUS_TYPES_MAX + 1];
 struct cfg_variant driver_bus_variants[BUS_TYPES_MAX + 1];
 static pthread_once_t types_once = PTHREAD_ONCE_INIT;
@@ -41,6 +73,14 @@ static void collect_types(void)
         }
     driver_bus_type_names[n] = (struct cfg_enum){NULL, 0};
     driver_bus_variants[n] = (struct cfg_variant){0, NULL};
+    n = 0;
+    for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
+        for (const struct driver_protocol *t = drivers[i]->protocols; t && t->name; t++) {
+            if (n == PROTOCOLS_MAX)
+                abort(); /* raise PROTOCOLS_MAX */
+            driver_protocol_names[n++] = (struct cfg_enum){t->name, t->protocol};
+        }
+    driver_protocol_names[n] = (struct cfg_enum){NULL, 0};
 }
 
 void driver_types_init(void)

@@ -36,12 +36,35 @@ struct drv_poll_stats {
 
 /* A bus type a driver serves: its name in the site file (a bus's type:)
  * and the keys a bus of it takes besides those every bus has (id, type,
- * backoff_max: edge/config.c), as offsets into struct bus_cfg. A key of
+ * backoff_max: edge/site.c), as offsets into struct bus_cfg. A key of
  * another type is refused by --check. */
+/* How a device on a bus of a type is addressed: the one of the device keys
+ * slave, mac and topic it must have (it may have none of the others). */
+enum drv_address {
+    DRV_ADDR_SLAVE, /* a Modbus unit id */
+    DRV_ADDR_MAC,   /* a wearable's BLE address */
+    DRV_ADDR_TOPIC, /* the MQTT topic it publishes on */
+    DRV_ADDR_NONE   /* the line itself (one radar per serial line) */
+};
+
 struct driver_bus_type {
     int type;         /* enum bus_type */
     const char *name; /* "modbus-rtu" */
     const struct cfg_key *keys;
+    enum drv_address address;
+};
+
+/* A profile protocol a driver reads (a profile's protocol:). */
+struct driver_protocol {
+    int protocol;     /* enum protocol */
+    const char *name; /* "modbus" */
+    /* Checks a profile of it beyond the profile's key table; reports with
+     * cfg_report() and returns the number of errors. */
+    int (*check)(struct profile *p);
+    /* Optional: whether a reading of a device with profile p carries metric
+     * m besides the profile's registers and metrics (what a BLE wearable's
+     * reading adds: in_range, zone, ...). Rules may name only those. */
+    bool (*has_metric)(const struct profile *p, const char *m);
 };
 
 /* Where a driver whose devices push (drivers with start) hands what they
@@ -68,6 +91,8 @@ struct driver {
     const char *name;
     /* Bus types this driver serves, terminated by {.name = NULL}. */
     const struct driver_bus_type *bus_types;
+    /* Profile protocols it reads, terminated by {.name = NULL}. */
+    const struct driver_protocol *protocols;
     /* Its buses are opened even without devices of their own: they feed
      * what the driver's buses share (BLE receivers of another make hearing
      * the site's wearables). */
@@ -126,6 +151,18 @@ struct driver {
 
 /* Finds the driver serving a bus type; NULL if none. */
 const struct driver *driver_for_bus(int bus_type);
+/* The table entry of a bus type, of a profile protocol; NULL if none. */
+const struct driver_bus_type *driver_bus_type(int bus_type);
+const struct driver_protocol *driver_protocol(int protocol);
+
+/* Every profile protocol of every driver (a profile's protocol:), filled
+ * by driver_types_init() like driver_bus_type_names. */
+extern struct cfg_enum driver_protocol_names[];
+
+/* For a protocol's check: a profile that lists metrics (metrics: [{metric,
+ * unit}]) rather than Modbus registers has at least one and no registers.
+ * Returns the number of errors (reported). */
+int driver_check_metric_list(struct profile *p);
 
 /* Every bus type of every driver, for the site file's table (cfg.h): the
  * names of type: and the keys each takes. Filled by driver_types_init()

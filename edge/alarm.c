@@ -49,7 +49,7 @@
  * where the last save went, so each change is logged once and raises or
  * clears state-save-failed, rather than one error line per save. */
 #include "alarm.h"
-#include "config.h"
+#include "site.h"
 #include "err.h"
 #include "fileio.h"
 #include "log.h"

@@ -79,7 +79,7 @@
 #define CAREHUB_ALARM_H
 
 #include "codec.h"
-#include "model.h"
+#include "site_model.h"
 #include "util.h"
 
 #include <stdbool.h>

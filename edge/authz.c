@@ -1,6 +1,6 @@
 #include "authz.h"
 #include "err.h"
-#include "model.h"
+#include "site_model.h"
 
 #include <string.h>
 

@@ -33,7 +33,7 @@
  * addresses where that user has logged in, so that someone on the LAN cannot
  * lock the night nurse out of her account during an emergency. */
 #include "console.h"
-#include "config.h"
+#include "site.h"
 
 #include "console/assets.h"
 #include "err.h"

@@ -24,7 +24,7 @@
 #define CAREHUB_CONSOLE_H
 
 #include "codec.h"
-#include "model.h"
+#include "site_model.h"
 
 #include <stddef.h>
 #include <stdint.h>

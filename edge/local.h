@@ -25,7 +25,7 @@
 #define CAREHUB_LOCAL_H
 
 #include "codec.h"
-#include "model.h"
+#include "site_model.h"
 #include "uplink.h"
 
 #include <stddef.h>

@@ -1,7 +1,7 @@
 /* care-edge: the site gateway daemon. */
 #include "alarm.h"
 #include "authz.h"
-#include "config.h"
+#include "site.h"
 #include "console.h"
 #include "driver.h"
 #include "err.h"

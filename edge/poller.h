@@ -22,7 +22,7 @@
 #define CAREHUB_POLLER_H
 
 #include "codec.h"
-#include "model.h"
+#include "site_model.h"
 
 #include <stdbool.h>
 #include <stdint.h>

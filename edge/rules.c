@@ -43,7 +43,8 @@
  * the order of condition changes exactly the order they were decided in. */
 #include "rules.h"
 #include "alarm.h"
-#include "config.h"
+#include "site.h"
+#include "driver.h"
 #include "err.h"
 #include "log.h"
 #include "util.h"
@@ -758,21 +759,9 @@ static bool profile_has_metric(const struct profile *p, const char *m)
     for (size_t i = 0; p && i < p->metrics.n; i++)
         if (strcmp(PROFILE_METRIC(p, i)->metric, m) == 0)
             return true;
-    if (p && p->protocol == PROTO_BLE) {
-        /* what the BLE driver adds to every wearable's reading */
-        static const char *const located[] = {"in_range", "zone", "zone_exit", "battery_low",
-                                              "rssi"};
-        for (size_t i = 0; i < CH_ARRAY_LEN(located); i++)
-            if (strcmp(located[i], m) == 0)
-                return true;
-        for (size_t i = 0; i < p->ble.fields.n; i++)
-            if (strcmp(((const struct ble_field *)p->ble.fields.items)[i].metric, m) == 0)
-                return true;
-        /* standard formats (iBeacon, Eddystone TLM, BTHome) name their own */
-        return p->ble.match == BLE_MATCH_IBEACON || p->ble.match == BLE_MATCH_EDDYSTONE_TLM ||
-               p->ble.match == BLE_MATCH_BTHOME;
-    }
-    return false;
+    /* what its driver adds (a wearable's in_range, zone, ...) */
+    const struct driver_protocol *proto = p ? driver_protocol(p->protocol) : NULL;
+    return proto && proto->has_metric && proto->has_metric(p, m);
 }
 
 static bool profile_selected(const struct rule_select *s, const struct profile *p)

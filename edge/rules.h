@@ -1,6 +1,6 @@
 /* Care rules: when is a (rule, device) alarm condition active?
  *
- * Rules come from the site model (drivers/model.h: struct rule_cfg, all of
+ * Rules come from the site model (edge/site_model.h: struct rule_cfg, all of
  * c->all_rules). A rule applies to each enabled device its select matches
  * whose profile has every metric the rule names (a CO2 rule selecting kind
  * environment skips a temperature-only meter). For each such pair the
@@ -60,7 +60,7 @@
 #define CAREHUB_RULES_H
 
 #include "codec.h"
-#include "model.h"
+#include "site_model.h"
 #include "util.h"
 
 #include <stddef.h>

@@ -37,7 +37,7 @@
 #define CAREHUB_UPLINK_H
 
 #include "codec.h"
-#include "model.h"
+#include "site_model.h"
 
 #include <stdint.h>
 

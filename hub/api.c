@@ -5,7 +5,7 @@
  * them), the summary's kept figures in rollup.c. */
 #include "api.h"
 #include "api_internal.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "err.h"
 #include "log.h"
 #include "tokens.h"

@@ -24,7 +24,7 @@
  * - The file is created 0640 (it names tokens, addresses and sites); an
  *   existing one with wider permissions is narrowed to that. */
 #include "api_internal.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "influx.h"
 #include "lineproto.h"
 #include "log.h"

@@ -4,7 +4,7 @@
  * metric, value and message of what its allow-list opens). */
 #include "api.h"
 #include "api_internal.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "util.h"
 
 #include <stdio.h>

@@ -14,7 +14,7 @@
  * entry names (a new vital sign, stale data) keeps only its rule, priority,
  * state, times and pseudonym. */
 #include "api_internal.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "util.h"
 
 #include <openssl/evp.h>

@@ -4,7 +4,7 @@
  * room label too); exported alarms are shown as privacy() shows them; CSV
  * cells that a spreadsheet would evaluate are neutralised (ex_csv). */
 #include "api_internal.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "err.h"
 #include "lineproto.h"
 #include "log.h"

@@ -2,7 +2,7 @@
  * the hub's view (presence), with the devices online and the active alarms
  * from InfluxDB; and GET /api/v1/me, the token's own name, role and scope. */
 #include "api_internal.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "log.h"
 #include "presence.h"
 #include "util.h"

@@ -2,7 +2,7 @@
  * api.www_dir, served without a token. Only safe paths of known file types
  * are opened (no "..", no hidden files, the file itself no symbolic link). */
 #include "api_internal.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "util.h"
 
 #include <fcntl.h>

@@ -5,7 +5,7 @@
  * it will make from its token's rate before it runs (summary_paid). */
 #include "api.h"
 #include "api_internal.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "err.h"
 #include "log.h"
 #include "presence.h"

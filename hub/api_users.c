@@ -16,7 +16,7 @@
  * deployment that share it (they read it on SIGHUP). */
 #include "api.h"
 #include "api_internal.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "err.h"
 #include "log.h"
 #include "passwd.h"

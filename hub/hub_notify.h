@@ -19,7 +19,7 @@
 #ifndef CAREHUB_HUB_NOTIFY_H
 #define CAREHUB_HUB_NOTIFY_H
 
-#include "config.h"
+#include "hubcfg.h"
 #include "ingest.h"
 
 struct hub_notify;

@@ -56,7 +56,7 @@
 #include "influx.h"
 #include "influxq.h"
 #include "retention.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "err.h"
 #include "log.h"
 #include "spool.h"

@@ -1,5 +1,5 @@
 #include "influxq.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "err.h"
 #include "util.h"
 

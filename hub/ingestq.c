@@ -10,7 +10,7 @@
  * the handling itself (parsing, the spool) runs without it. */
 #include "ingestq.h"
 #include "codec.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "ingest.h"
 #include "log.h"
 #include "registry.h"

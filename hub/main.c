@@ -26,7 +26,7 @@
 #include "acks.h"
 #include "api.h"
 #include "codec.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "err.h"
 #include "httpd.h"
 #include "hub_notify.h"

@@ -11,7 +11,7 @@
 #include "registry.h"
 #include "cfg.h"
 #include "codec.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "err.h"
 #include "lineproto.h"
 #include "log.h"

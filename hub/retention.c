@@ -3,7 +3,7 @@
  * itself. */
 #include "retention.h"
 #include "api.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "err.h"
 #include "influx.h"
 #include "influxq.h"

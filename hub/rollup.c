@@ -3,7 +3,7 @@
 #include "rollup.h"
 #include "api_internal.h"
 #include "codec.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "influx.h"
 #include "lineproto.h"
 #include "log.h"

@@ -1,5 +1,5 @@
 #include "subscriber.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "err.h"
 #include "log.h"
 #include "util.h"

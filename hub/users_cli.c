@@ -3,7 +3,7 @@
  * whole (users_save); a running hub reads it on SIGHUP (systemctl reload
  * care-hub). Passwords come on stdin: one line, or asked twice without echo
  * when stdin is a terminal. */
-#include "config.h"
+#include "hubcfg.h"
 #include "err.h"
 #include "passwd.h"
 #include "users.h"

@@ -8,7 +8,7 @@ or fails on a number. About five minutes on the 2-core development machine
 The site: 120 residents in 60 rooms of two, each resident with a BLE
 bracelet (care-band, `wearable`, 1 s) and a Wi-Fi bed sensor (wifi-bed,
 `bed`, 5 s), one air board per room (air-board, `environment`, 10 s: the
-device default of edge/config.c), all on one gateway: the "full home" of
+device default of edge/site.c), all on one gateway: the "full home" of
 bench_home.py. 30 days of it are written straight to InfluxDB 1.x as gzip'ed
 line protocol (POST /write?precision=ms, big batches), in the schema
 care-hub writes (hub/lineproto.c: lp_telemetry, lp_alert): tags device
@@ -50,8 +50,8 @@ from harness import Influx, Mosquitto, World, free_port, log, wait_for  # noqa: 
 SITE, GW, DB = "cq-bench-001", "gw-1", "carehub_bench"
 RESIDENTS, ROOMS = 120, 60          # two residents a room, one air board a room
 NDEV = 2 * RESIDENTS + ROOMS        # the gateway's inventory
-BAND_S, BED_S, AIR_S = 1, 5, 10     # the default intervals (bench_home.py, edge/config.c)
-SELF_S = 10                         # care-edge self_metrics_interval default (edge/config.c)
+BAND_S, BED_S, AIR_S = 1, 5, 10     # the default intervals (bench_home.py, edge/site.c)
+SELF_S = 10                         # care-edge self_metrics_interval default (edge/site.c)
 COARSE_S = 300                      # bracelets and beds as loaded: one reading each per 5 min
 CHUNK_MS = COARSE_S * 1000          # the generator's unit: 5 minutes of the site
 ROUNDS = CHUNK_MS // (AIR_S * 1000)  # air board rounds per chunk (30)

@@ -2,7 +2,7 @@
  * values and registers read, for every shipped profile and a synthetic
  * 100-value meter, with and without coalescing. Prints figures; never fails
  * on a number. Usage: bench_coalesce PROFILE.yaml... */
-#include "config.h"
+#include "site.h"
 #include "model.h"
 #include "regmap.h"
 

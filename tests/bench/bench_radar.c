@@ -1,4 +1,4 @@
-/* Radar frames parsed per second (drivers/radar_frame.h): a night of
+/* Radar frames parsed per second (drivers/radar/radar_frame.h): a night of
  * reports as one R60ABD1 sends them, fed to the parser and decoder in
  * reads of 64 bytes (what a 115200-baud line delivers between two polls is
  * more), then the same stream with noise bytes and a corrupt frame now and

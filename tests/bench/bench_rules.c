@@ -10,7 +10,7 @@
  * Prints figures; never fails on a number. */
 #include "bench_util.h"
 #include "alarm.h"
-#include "config.h"
+#include "site.h"
 #include "rules.h"
 #include "util.h"
 

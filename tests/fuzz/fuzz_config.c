@@ -1,7 +1,7 @@
 /* The site configuration loader on arbitrary YAML: errors are reported and
  * nothing crashes or leaks. The input is written to a file beside the
  * shipped profiles' directory name, as care-edge would read it. */
-#include "config.h"
+#include "site.h"
 #include "fuzz.h"
 
 #include <stdint.h>

@@ -35,7 +35,7 @@
  * /healthz and an admin's /api/v1/me still answer 200 (to 127.0.0.2). */
 #include "api.h"
 #include "codec.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "fuzz_http.h"
 #include "influx.h"
 #include "log.h"

@@ -1,8 +1,8 @@
-/* care-hub's configuration loader (hub/config.c) on arbitrary YAML: every
+/* care-hub's configuration loader (hub/hubcfg.c) on arbitrary YAML: every
  * problem is reported, nothing crashes or leaks. What it accepts has what
  * the hub dereferences without looking: the broker, client id, topic, the
  * InfluxDB URL and the files defaulted beside the spool. */
-#include "config.h"
+#include "hubcfg.h"
 #include "fuzz.h"
 
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* The Wi-Fi bed JSON decoder (drivers/mqtt_json.c mqtt_json_decode) on
+/* The Wi-Fi bed JSON decoder (drivers/mqtt/mqtt_json.c mqtt_json_decode) on
  * arbitrary payloads, against two profiles: the shipped wifi-bed mapping
  * (deploy/profiles/wifi-bed.yaml) and one with scale and offset, a deep
  * path, fields sharing a prefix and paths no payload can match (empty

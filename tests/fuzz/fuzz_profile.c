@@ -1,10 +1,10 @@
-/* The device profile loader (edge/config.c profile_load) on arbitrary YAML:
+/* The device profile loader (edge/site.c profile_load) on arbitrary YAML:
  * every problem is reported, nothing crashes or leaks, and a profile it
  * accepts has an id and, for Modbus, registers that fit the address space.
  * Its registers then go to the request planner as the Modbus driver gives
- * them (drivers/regmap.c): a plan it makes reads every register within one
+ * them (drivers/modbus/regmap.c): a plan it makes reads every register within one
  * request of at most max_registers. Seeds: the shipped deploy/profiles/. */
-#include "config.h"
+#include "site.h"
 #include "err.h"
 #include "fuzz.h"
 #include "regmap.h"

@@ -1,11 +1,11 @@
 /* The rule pack loader on arbitrary YAML: the input is a pack that a fixed
  * site (below: devices of the profiles the shipped packs select, residents
  * with params) loads with rule_packs, as care-edge reads deploy/rules/. Loading
- * checks the pack's rules against the site (edge/config.c) and compiles
+ * checks the pack's rules against the site (edge/site.c) and compiles
  * their conditions (edge/rules.c rules_check); a site that loads then builds
  * the rules engine (rules_create: instances, params, history windows).
  * Never a crash or a leak; what loads builds. */
-#include "config.h"
+#include "site.h"
 #include "fuzz.h"
 #include "rules.h"
 

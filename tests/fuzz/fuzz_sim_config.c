@@ -1,4 +1,4 @@
-/* care-sim's configuration and scenario loader (drivers/sim/sim_config.c)
+/* care-sim's configuration and scenario loader (sim/sim_config.c)
  * on arbitrary YAML. Input: the config file, then optionally a line
  * "#--scenario" and a --scenario file (its events name the config's slaves,
  * wearables, receivers and Wi-Fi beds); each goes to a file of its own.

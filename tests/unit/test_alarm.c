@@ -4,7 +4,7 @@
  * grouping, the durable state across close/reopen, damaged state files, the
  * bounded history, and the sink's ordering outside the lock. */
 #include "alarm.h"
-#include "config.h"
+#include "site.h"
 #include "err.h"
 #include "util.h"
 

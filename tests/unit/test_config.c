@@ -1,12 +1,13 @@
 /* Site configuration: the good fixture loads with its defaults; every class
  * of bad input fails with a message naming file, line and key. */
 #include "codec.h"
-#include "config.h"
+#include "site.h"
 #include "driver.h"
 #include "err.h"
 
 #include <jansson.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -113,6 +114,9 @@ static void test_bad_configs(void **state)
         {"bad-bus-key.yaml", "bad-bus-key.yaml:17:",
          "key 'battery_low' does not apply to type 'modbus-tcp' (it is a key of ble)"},
         {"bad-baud.yaml", "bad-baud.yaml:11:", "key 'baud': '12345' is not one of: 1200"},
+        /* a key that addresses a device on another type of bus */
+        {"bad-address.yaml", "bad-address.yaml:32:",
+         "key 'topic': a device on bus 'lan' (type modbus-tcp) has no topic"},
         /* a directory with no profile in it (the fuzzer's `profiles: [/]`) */
         {"bad-profiles-empty.yaml",
          "bad-profiles-empty.yaml:6:", "../../unit' holds no *.yaml or *.yml file"},
@@ -227,6 +231,37 @@ static void test_overlapping_registers(void **state)
     expect_reported(out, want, sizeof want / sizeof want[0], " overlaps ", 2);
 }
 
+/* The core never asks what kind of bus or profile it handles: no BUS_ or
+ * PROTO_ constant in edge/ (the drivers' tables say it). */
+static void test_core_has_no_driver_kinds(void **state)
+{
+    (void)state;
+    const char *src = getenv("CAREHUB_SRC");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/edge", src ? src : ".");
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    size_t files = 0;
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (n < 3 || (strcmp(de->d_name + n - 2, ".c") && strcmp(de->d_name + n - 2, ".h")))
+            continue;
+        char path[8192];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        FILE *f = fopen(path, "r");
+        assert_non_null(f);
+        char line[4096];
+        for (int no = 1; fgets(line, sizeof line, f); no++)
+            if (strstr(line, "BUS_") || strstr(line, "PROTO_"))
+                fail_msg("%s:%d names a driver's kind: %s", path, no, line);
+        fclose(f);
+        files++;
+    }
+    closedir(d);
+    assert_true(files > 10);
+}
+
 /* The JSON Schema's bus variants are the drivers' tables: per type, the
  * same keys (with those every bus has) and the same required ones. */
 static void test_schema_bus_variants(void **state)
@@ -303,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_every_error_at_once),
         cmocka_unit_test(test_overlapping_registers),
         cmocka_unit_test(test_schema_bus_variants),
+        cmocka_unit_test(test_core_has_no_driver_kinds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

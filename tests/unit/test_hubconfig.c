@@ -1,7 +1,7 @@
 /* care-hub's configuration: the spool section and the dead letter, their
  * defaults and paths (relative to the file), the keys that are gone, and the
  * ingest section (quotas, inventories, queues) on both sides of its limits. */
-#include "config.h"
+#include "hubcfg.h"
 #include "err.h"
 
 #include <setjmp.h>

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "config.h"
+#include "hubcfg.h"
 #include "err.h"
 #include "influx.h"
 #include "log.h"

@@ -11,7 +11,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "acks.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "lineproto.h"
 #include "presence.h"
 #include "registry.h"

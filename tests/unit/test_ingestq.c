@@ -13,7 +13,7 @@
 #include <cmocka.h>
 
 #include "acks.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "ingest.h"
 #include "ingestq.h"
 #include "log.h"

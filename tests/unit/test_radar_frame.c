@@ -1,4 +1,4 @@
-/* The R60ABD1-family frame parser and decoder (drivers/radar_frame.h): good
+/* The R60ABD1-family frame parser and decoder (drivers/radar/radar_frame.h): good
  * frames, frames split byte by byte, bad checksum, bad tail, oversized
  * length, garbage and false headers between frames, and every report. */
 #include <setjmp.h>

@@ -11,7 +11,7 @@
 #include <cmocka.h>
 
 #include "codec.h"
-#include "config.h"
+#include "hubcfg.h"
 #include "err.h"
 #include "log.h"
 #include "registry.h"

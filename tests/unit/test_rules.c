@@ -3,7 +3,7 @@
  * produce; rule errors as config errors naming file, line and key; the
  * shipped rule packs load against the shipped profiles. */
 #include "alarm.h"
-#include "config.h"
+#include "site.h"
 #include "err.h"
 #include "rules.h"
 #include "util.h"

@@ -46,6 +46,7 @@
 
 #include <MQTTAsync.h>
 #include <errno.h>
+#include <libfyaml.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -471,11 +472,50 @@ static const struct cfg_key bl_keys[] = {
 /* clang-format on */
 #undef B
 
-static const struct driver_bus_type bl_bus_types[] = {{BUS_BLE, "ble", bl_keys}, {0}};
+static const struct driver_bus_type bl_bus_types[] = {{BUS_BLE, "ble", bl_keys, DRV_ADDR_MAC}, {0}};
+
+/* A wearable's profile says how to read its advertisements (ble:). */
+static int bl_check_profile(struct profile *p)
+{
+    char err[200];
+    long bad = -1;
+    struct fy_node *bn = p->node ? fy_node_mapping_lookup_by_string(p->node, "ble", FY_NT) : NULL;
+    if (!bn) {
+        cfg_report(p->node, "ble",
+                   "missing required key 'ble' (how to read the wearable's advertisements)");
+        return 1;
+    }
+    if (ble_profile_prepare(&p->ble, err, sizeof err, &bad) != 0) {
+        struct ble_field *f = bad >= 0 ? &((struct ble_field *)p->ble.fields.items)[bad] : NULL;
+        cfg_report(f && f->node ? f->node : bn, NULL, "key 'ble': %s", err);
+        return 1;
+    }
+    return 0;
+}
+
+/* What every wearable's reading carries besides its profile's fields:
+ * where it is (ble_table_poll), and a standard format's own names. */
+static bool bl_has_metric(const struct profile *p, const char *m)
+{
+    static const char *const located[] = {"in_range", "zone", "zone_exit", "battery_low", "rssi"};
+    for (size_t i = 0; i < CH_ARRAY_LEN(located); i++)
+        if (strcmp(located[i], m) == 0)
+            return true;
+    for (size_t i = 0; i < p->ble.fields.n; i++)
+        if (strcmp(((const struct ble_field *)p->ble.fields.items)[i].metric, m) == 0)
+            return true;
+    /* standard formats (iBeacon, Eddystone TLM, BTHome) name their own */
+    return p->ble.match == BLE_MATCH_IBEACON || p->ble.match == BLE_MATCH_EDDYSTONE_TLM ||
+           p->ble.match == BLE_MATCH_BTHOME;
+}
+
+static const struct driver_protocol bl_protocols[] = {
+    {PROTO_BLE, "ble", bl_check_profile, bl_has_metric}, {0}};
 
 const struct driver drv_ble = {
     .name = "ble",
     .bus_types = bl_bus_types,
+    .protocols = bl_protocols,
     .open_without_devices = true,
     .attach = bl_attach,
     .detach = bl_detach,

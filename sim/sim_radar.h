@@ -3,7 +3,7 @@
  * bytes the host wrote. Transport-free: sim_server.c writes the bytes.
  *
  * What it sends (timing in real time, values at the scenario time), close
- * to what a real module does (drivers/radar_frame.h has the codes):
+ * to what a real module does (drivers/radar/radar_frame.h has the codes):
  *   - presence, motion, breathing state, in/out of bed and sleep stage when
  *     they change (checked every SIM_RADAR_TICK_MS), and at start;
  *   - body movement every second;

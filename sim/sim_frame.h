@@ -7,7 +7,7 @@
  * length-checked frames to modbus_reply(). This module is that framing:
  * the length of a request PDU from its function code, the length of a TCP
  * frame from its MBAP header, and an RTU framer that resynchronises after
- * garbage. The CRC is drivers/mbcrc.h, shared with the edge's driver. */
+ * garbage. The CRC is drivers/modbus/mbcrc.h, shared with the edge's driver. */
 #ifndef CAREHUB_SIM_FRAME_H
 #define CAREHUB_SIM_FRAME_H
 

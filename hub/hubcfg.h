@@ -1,7 +1,7 @@
 /* care-hub's configuration file (YAML; example in deploy/hub/hub.yaml).
  * The key tables in config.c are the reference: key, type, default, range. */
-#ifndef CAREHUB_HUB_CONFIG_H
-#define CAREHUB_HUB_CONFIG_H
+#ifndef CAREHUB_HUBCFG_H
+#define CAREHUB_HUBCFG_H
 
 #include "cfg.h"
 

@@ -333,11 +333,32 @@ static const struct cfg_key mj_keys[] = {
 /* clang-format on */
 #undef B
 
-static const struct driver_bus_type mj_bus_types[] = {{BUS_MQTT, "mqtt", mj_keys}, {0}};
+static const struct driver_bus_type mj_bus_types[] = {{BUS_MQTT, "mqtt", mj_keys, DRV_ADDR_TOPIC},
+                                                      {0}};
+
+/* Each metric says where it is in the device's JSON. */
+static int mj_check_profile(struct profile *p)
+{
+    int errors = driver_check_metric_list(p);
+    for (size_t i = 0; i < p->metrics.n; i++) {
+        const struct metric_def *m = PROFILE_METRIC(p, i);
+        if (!m->field || !*m->field) {
+            cfg_report(m->node, "field",
+                       "missing required key 'field' (where the metric is in the device's JSON, "
+                       "e.g. vitals.heart)");
+            errors++;
+        }
+    }
+    return errors;
+}
+
+static const struct driver_protocol mj_protocols[] = {
+    {PROTO_MQTT_JSON, "mqtt-json", mj_check_profile, NULL}, {0}};
 
 const struct driver drv_mqtt_json = {
     .name = "mqtt-json",
     .bus_types = mj_bus_types,
+    .protocols = mj_protocols,
     .attach = mj_attach,
     .detach = mj_detach,
     .prepare = mj_prepare,

@@ -754,11 +754,28 @@ static const struct cfg_key mb_tcp_keys[] = {
 #undef B
 
 static const struct driver_bus_type mb_bus_types[] = {
-    {BUS_MODBUS_RTU, "modbus-rtu", mb_rtu_keys}, {BUS_MODBUS_TCP, "modbus-tcp", mb_tcp_keys}, {0}};
+    {BUS_MODBUS_RTU, "modbus-rtu", mb_rtu_keys, DRV_ADDR_SLAVE},
+    {BUS_MODBUS_TCP, "modbus-tcp", mb_tcp_keys, DRV_ADDR_SLAVE},
+    {0}};
+
+/* A Modbus profile reads registers (their overlap is checked with the
+ * profile's other keys, edge/site.c). */
+static int mb_check_profile(struct profile *p)
+{
+    if (p->regs.n)
+        return 0;
+    cfg_report(p->node, "registers",
+               "key 'registers': a Modbus profile needs at least one register");
+    return 1;
+}
+
+static const struct driver_protocol mb_protocols[] = {
+    {PROTO_MODBUS, "modbus", mb_check_profile, NULL}, {0}};
 
 const struct driver drv_modbus = {
     .name = "modbus",
     .bus_types = mb_bus_types,
+    .protocols = mb_protocols,
     .prepare = mb_prepare,
     .release = mb_release,
     .open = mb_open,

@@ -1,4 +1,4 @@
-#include "config.h"
+#include "site.h"
 #include "notify.h"
 #include "codec.h"
 #include "driver.h"
@@ -54,10 +54,6 @@ static const struct cfg_key metric_keys[] = {
 };
 #undef M
 
-static const struct cfg_enum protocols[] = {
-    {"modbus", PROTO_MODBUS}, {"mr60-radar", PROTO_MR60_RADAR}, {"mqtt-json", PROTO_MQTT_JSON},
-    {"ble", PROTO_BLE}, {NULL, 0}};
-
 #define P(k) offsetof(struct profile, k)
 static const struct cfg_key profile_keys[] = {
     {.key = "profile",       .type = CFG_ID,   .offset = P(id), .required = true},
@@ -67,7 +63,7 @@ static const struct cfg_key profile_keys[] = {
     {.key = "max_gap",       .type = CFG_INT,  .offset = P(max_gap), .def = "8", .min = 0, .max = 100},
     {.key = "backoff_max",   .type = CFG_DURATION, .offset = P(backoff_max_ms), .def = "0s", .min = 0, .max = 86400000},
     {.key = "max_registers", .type = CFG_INT,  .offset = P(max_registers), .def = "125", .min = 1, .max = 125},
-    {.key = "protocol",      .type = CFG_ENUM, .offset = P(protocol), .def = "modbus", .enums = protocols},
+    {.key = "protocol",      .type = CFG_ENUM, .offset = P(protocol), .def = "modbus", .enums = driver_protocol_names},
     {.key = "registers",     .type = CFG_LIST, .offset = P(regs), .sub = reg_keys,
      .elem_size = sizeof(struct reg_def), .node_offset = offsetof(struct reg_def, node)},
     {.key = "metrics",       .type = CFG_LIST, .offset = P(metrics), .sub = metric_keys,
@@ -427,48 +423,49 @@ static int check_overlap(const struct profile *p, size_t i)
     return 0;
 }
 
+/* The key that addresses a device on its bus's type (drivers' tables):
+ * required there, refused elsewhere. Returns the number of errors. */
+static int check_address(const struct device_cfg *d)
+{
+    const struct driver_bus_type *bt = driver_bus_type(d->busp->type);
+    enum drv_address want = bt ? bt->address : DRV_ADDR_SLAVE;
+    const char *type = bt ? bt->name : "?";
+    static const struct {
+        enum drv_address addr;
+        const char *key, *what;
+    } keys[] = {
+        {DRV_ADDR_SLAVE, "slave", "the device's address on the bus"},
+        {DRV_ADDR_MAC, "mac", "the wearable's BLE address"},
+        {DRV_ADDR_TOPIC, "topic", "the MQTT topic the device publishes on"},
+    };
+    bool has[] = {d->slave >= 0, d->mac && *d->mac, d->topic && *d->topic};
+    int errors = 0;
+    for (size_t k = 0; k < CH_ARRAY_LEN(keys); k++) {
+        if (keys[k].addr == want && !has[k])
+            cfg_report(d->node, keys[k].key, "missing required key '%s' (%s, bus '%s')",
+                       keys[k].key, keys[k].what, d->bus);
+        else if (keys[k].addr != want && has[k] && keys[k].addr != DRV_ADDR_SLAVE)
+            cfg_report(d->node, keys[k].key,
+                       "key '%s': a device on bus '%s' (type %s) has no %s; it is %s", keys[k].key,
+                       d->bus, type, keys[k].key,
+                       want == DRV_ADDR_NONE ? "the only device on its line"
+                                             : "addressed by another key");
+        else
+            continue;
+        errors++;
+    }
+    return errors;
+}
+
 /* Checks one profile beyond what the key table can: types fit the function
  * code, metric names are unique, registers do not overlap. Returns the
  * number of errors. */
 static int check_profile(struct profile *p)
 {
-    int errors = 0;
-    if (p->protocol == PROTO_MODBUS && p->regs.n == 0) {
-        cfg_report(p->node, "registers",
-                   "key 'registers': a Modbus profile needs at least one register");
-        errors++;
-    }
-    if (p->protocol == PROTO_BLE) {
-        char err[200];
-        long bad = -1;
-        struct fy_node *bn =
-            p->node ? fy_node_mapping_lookup_by_string(p->node, "ble", FY_NT) : NULL;
-        if (!bn) {
-            cfg_report(p->node, "ble",
-                       "missing required key 'ble' (how to read the wearable's "
-                       "advertisements)");
-            errors++;
-        } else if (ble_profile_prepare(&p->ble, err, sizeof err, &bad) != 0) {
-            struct ble_field *f = bad >= 0 ? &((struct ble_field *)p->ble.fields.items)[bad] : NULL;
-            cfg_report(f && f->node ? f->node : bn, NULL, "key 'ble': %s", err);
-            errors++;
-        }
-    } else if (p->protocol != PROTO_MODBUS && (p->regs.n || p->metrics.n == 0)) {
-        cfg_report(p->node, p->regs.n ? "registers" : "metrics",
-                   "key '%s': a %s profile lists its metrics (metrics: [{metric, unit}]), not "
-                   "registers",
-                   p->regs.n ? "registers" : "metrics", cfg_enum_name(protocols, p->protocol));
-        errors++;
-    }
-    for (size_t i = 0; i < p->metrics.n; i++) {
-        const struct metric_def *m = PROFILE_METRIC(p, i);
-        if (p->protocol == PROTO_MQTT_JSON && (!m->field || !*m->field)) {
-            cfg_report(m->node, "field",
-                       "missing required key 'field' (where the metric is in the device's JSON, "
-                       "e.g. vitals.heart)");
-            errors++;
-        }
-    }
+    /* what its protocol's driver knows: registers or metrics, a wearable's
+       advertisement layout, where a JSON field is */
+    const struct driver_protocol *proto = driver_protocol(p->protocol);
+    int errors = proto ? proto->check(p) : 0;
     for (size_t i = 0; i < p->metrics.n; i++)
         for (size_t j = 0; j < i; j++)
             if (!strcmp(PROFILE_METRIC(p, i)->metric, PROFILE_METRIC(p, j)->metric)) {
@@ -512,6 +509,7 @@ static int check_profile(struct profile *p)
 
 int profile_load(const char *path, struct profile *out, struct cfg_file **file_out)
 {
+    driver_types_init(); /* the protocols, from the drivers */
     struct cfg_file *pf = NULL;
     int rc = cfg_load(path, profile_keys, out, &pf);
     if (rc != 0) {
@@ -650,30 +648,8 @@ static int check_site(struct site *s)
                        near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
             errors++;
         }
-        bool on_ble = d->busp && d->busp->type == BUS_BLE;
-        if (on_ble != (d->mac && *d->mac)) {
-            cfg_report(d->node, "mac",
-                       on_ble ? "missing required key 'mac' (the wearable's address on bus '%s')"
-                              : "key 'mac': only a wearable on a ble bus has a MAC (bus '%s')",
-                       d->bus);
-            errors++;
-        }
-        bool on_mqtt = d->busp && d->busp->type == BUS_MQTT;
-        if (on_mqtt != (d->topic && *d->topic)) {
-            cfg_report(d->node, "topic",
-                       on_mqtt
-                           ? "missing required key 'topic' (the device's MQTT topic on bus '%s')"
-                           : "key 'topic': only a device on an mqtt bus has a topic (bus '%s')",
-                       d->bus);
-            errors++;
-        }
-        if (!on_mqtt && !on_ble && d->busp && d->busp->type != BUS_RADAR_UART && d->slave < 0) {
-            cfg_report(d->node, "slave",
-                       "missing required key 'slave' (the device's address on "
-                       "bus '%s')",
-                       d->bus);
-            errors++;
-        }
+        if (d->busp)
+            errors += check_address(d);
         d->prof = site_profile(s, d->profile);
         if (!d->prof) {
             const char *near = NULL;

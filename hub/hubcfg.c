@@ -1,4 +1,4 @@
-#include "config.h"
+#include "hubcfg.h"
 #include "notify.h"
 #include "cfg.h"
 #include "err.h"

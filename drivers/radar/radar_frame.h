@@ -1,7 +1,7 @@
 /* The UART frame protocol of MicRadar's 60 GHz sleep and vital-sign radars
  * (R60ABD1 family; Seeed's MR60BHA1 speaks the same frames), as pure
  * functions: an incremental frame parser and a decoder of a frame into
- * normalised metric updates. No I/O; drivers/radar.c owns the serial port.
+ * normalised metric updates. No I/O; drivers/radar/radar.c owns the serial port.
  *
  * Frame (115200 8N1):
  *   53 59 | control | command | length (2 bytes, big endian) | data (length

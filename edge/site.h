@@ -1,10 +1,10 @@
 /* Site configuration of care-edge: the site file and the device profiles it
- * names, validated as a whole. See drivers/model.h for the model and
+ * names, validated as a whole. See edge/site_model.h and drivers/model.h for the model and
  * schemas/site-config.schema.json / profile.schema.json for the contract. */
-#ifndef CAREHUB_EDGE_CONFIG_H
-#define CAREHUB_EDGE_CONFIG_H
+#ifndef CAREHUB_EDGE_SITE_H
+#define CAREHUB_EDGE_SITE_H
 
-#include "model.h"
+#include "site_model.h"
 
 struct cfg_file;
 

@@ -413,11 +413,16 @@ static int rd_poll(void *bus_ctx, const struct device_cfg *dev, void *dev_ctx,
 
 static const struct cfg_key rd_keys[] = {DRIVER_SERIAL_KEYS("115200"), CFG_END};
 
-static const struct driver_bus_type rd_bus_types[] = {{BUS_RADAR_UART, "radar-uart", rd_keys}, {0}};
+static const struct driver_bus_type rd_bus_types[] = {
+    {BUS_RADAR_UART, "radar-uart", rd_keys, DRV_ADDR_NONE}, {0}};
+
+static const struct driver_protocol rd_protocols[] = {
+    {PROTO_MR60_RADAR, "mr60-radar", driver_check_metric_list, NULL}, {0}};
 
 const struct driver drv_radar = {
     .name = "radar",
     .bus_types = rd_bus_types,
+    .protocols = rd_protocols,
     .attach = rd_attach,
     .detach = rd_detach,
     .prepare = rd_prepare,
