@@ -434,7 +434,7 @@ static int check_address(const struct device_cfg *d)
         enum drv_address addr;
         const char *key, *what;
     } keys[] = {
-        {DRV_ADDR_SLAVE, "slave", "the device's address on the bus"},
+        {DRV_ADDR_SLAVE, "slave", "its unit id on the line"},
         {DRV_ADDR_MAC, "mac", "the wearable's BLE address"},
         {DRV_ADDR_TOPIC, "topic", "the MQTT topic the device publishes on"},
     };
@@ -442,8 +442,10 @@ static int check_address(const struct device_cfg *d)
     int errors = 0;
     for (size_t k = 0; k < CH_ARRAY_LEN(keys); k++) {
         if (keys[k].addr == want && !has[k])
-            cfg_report(d->node, keys[k].key, "missing required key '%s' (%s, bus '%s')",
-                       keys[k].key, keys[k].what, d->bus);
+            cfg_report(d->node, keys[k].key,
+                       "missing required key '%s': a device on bus '%s' (type %s) is addressed "
+                       "by it (%s)",
+                       keys[k].key, d->bus, type, keys[k].what);
         else if (keys[k].addr != want && has[k] && keys[k].addr != DRV_ADDR_SLAVE)
             cfg_report(d->node, keys[k].key,
                        "key '%s': a device on bus '%s' (type %s) has no %s; it is %s", keys[k].key,
