@@ -47,7 +47,6 @@
 #include <MQTTAsync.h>
 #include <errno.h>
 #include <libfyaml.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,9 +70,9 @@ struct bl_line;
 
 /* What every ble bus of one configuration shares (attach's shared slot):
  * the site's one wearable table and its zones, built by check_shared once
- * every bus is attached, kept until release_shared. */
+ * every bus is attached (on the thread that makes the poller, before any
+ * bus opens), kept until release_shared; the table has its own lock. */
 struct bl_site {
-    pthread_mutex_t lock; /* guards building */
     size_t n_lines;
     struct bl_line **lines;
     struct ble_zones *zones;
@@ -104,7 +103,6 @@ static void *bl_attach(const struct bus_cfg *bus, void **shared)
     struct bl_site *site = *shared;
     if (!site) {
         site = ch_xcalloc(1, sizeof *site);
-        pthread_mutex_init(&site->lock, NULL);
         *shared = site;
     }
     struct bl_line *line = ch_xcalloc(1, sizeof *line);
@@ -134,7 +132,6 @@ static void bl_release_shared(void *shared)
     ble_table_free(site->table);
     ble_zones_free(site->zones);
     free(site->lines);
-    pthread_mutex_destroy(&site->lock);
     free(site);
 }
 
@@ -247,7 +244,6 @@ static void merge_zones(const struct bl_site *site, struct ble_location_cfg *out
 static int bl_check_shared(void *shared)
 {
     struct bl_site *site = shared;
-    pthread_mutex_lock(&site->lock);
     struct ble_location_cfg loc;
     merge_zones(site, &loc);
     char err[200];
@@ -289,7 +285,6 @@ static int bl_check_shared(void *shared)
             }
         }
     }
-    pthread_mutex_unlock(&site->lock);
     return rc;
 }
 
@@ -397,10 +392,7 @@ static size_t bl_counters(void *state, struct drv_counter *out, size_t max)
 {
     struct bl_line *line = state;
     struct ble_rx_stats rx = {0};
-    pthread_mutex_lock(&line->site->lock);
-    bool built = line->site->table != NULL;
-    pthread_mutex_unlock(&line->site->lock);
-    if (built)
+    if (line->site->table) /* built before any thread asks */
         ble_table_rx_stats(line->site->table, &line->rx, &rx);
     struct drv_counter all[3 + BLE_REJ_COUNT] = {
         {"messages", (double)rx.messages},

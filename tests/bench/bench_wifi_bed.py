@@ -31,6 +31,14 @@ from harness import SRC, Mosquitto, World, log  # noqa: E402
 PROBE = "sensors/probe/state"
 
 
+def period_s(text):
+    """Seconds of a care-sim duration ("500ms", "1s", "2m")."""
+    for unit, f in (("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)):
+        if text.endswith(unit) and text[:-len(unit)].replace(".", "", 1).isdigit():
+            return float(text[:-len(unit)]) * f
+    return float(text)
+
+
 def cpu_seconds(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -120,7 +128,7 @@ devices:
             pass
     edge.stop()
     sim.stop()
-    messages = beds * dt / (float(period.rstrip("s")) if period.endswith("s") else 1) + seq
+    messages = beds * dt / period_s(period) + seq
     delays.sort()
     res = {
         "kept": 100 * min(readings / messages, 1.0),
